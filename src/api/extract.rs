@@ -1,0 +1,210 @@
+//! Request extractors: the JSON body (size-limited, parsed by us so errors name fields),
+//! the calling key, the admin or viewer token, and the client IP.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::ledger::{KeyEntry, LedgerError};
+
+/// An optional JSON body: `None` when the body is empty.
+pub struct JsonBody(pub Option<Value>);
+
+impl FromRequest<AppState> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
+            if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::payload_too_large(state.config.max_body_bytes)
+            } else {
+                ApiError::malformed_json()
+            }
+        })?;
+        if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+            return Ok(JsonBody(None));
+        }
+        serde_json::from_slice(&bytes)
+            .map(|v| JsonBody(Some(v)))
+            .map_err(|_| ApiError::malformed_json())
+    }
+}
+
+fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+    parts
+        .headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let v = header(parts, "authorization")?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// The client's address as seen on the socket.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}
+
+/// The key a caller of `/api/v1/*` presented in `X-API-Key` (or `Authorization: Bearer`).
+pub struct Caller {
+    pub entry: Arc<KeyEntry>,
+    pub hint: String,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let presented = header(parts, "x-api-key")
+            .or_else(|| bearer(parts))
+            .ok_or_else(ApiError::unauthorized_key)?;
+        match state.ledger.authenticate(presented).await {
+            Ok(entry) => {
+                let hint = entry.lock().rec.hint.clone();
+                Ok(Caller { entry, hint })
+            }
+            Err(LedgerError::Unavailable) => Err(ApiError::unavailable()),
+            Err(_) => Err(ApiError::unauthorized_key()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    Viewer,
+}
+
+/// An admin or viewer token from `Authorization: Bearer` or `X-Admin-Token`.
+#[derive(Debug, Clone)]
+pub struct Operator {
+    pub role: Role,
+    pub token_hint: String,
+    pub client_ip: Option<IpAddr>,
+}
+
+impl Operator {
+    pub fn require_write(&self) -> Result<(), ApiError> {
+        match self.role {
+            Role::Admin => Ok(()),
+            Role::Viewer => Err(ApiError::forbidden("只读令牌不能执行写操作")),
+        }
+    }
+
+    pub fn actor(&self) -> crate::keyadmin::Actor {
+        crate::keyadmin::Actor {
+            token_hint: Some(self.token_hint.clone()),
+            client_ip: self.client_ip.map(|ip| ip.to_string()),
+        }
+    }
+}
+
+/// SHA-256 digests of the configured tokens; presented tokens are hashed and compared in
+/// constant time, so neither length nor content leaks through timing.
+#[derive(Debug, Clone)]
+pub struct TokenDigests {
+    pub admin: [u8; 32],
+    pub viewer: Option<[u8; 32]>,
+}
+
+impl TokenDigests {
+    pub fn new(admin: &str, viewer: Option<&str>) -> Self {
+        Self {
+            admin: Sha256::digest(admin.as_bytes()).into(),
+            viewer: viewer.map(|v| Sha256::digest(v.as_bytes()).into()),
+        }
+    }
+
+    pub fn role_of(&self, presented: &str) -> Option<Role> {
+        let d: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let is_admin = bool::from(d.ct_eq(&self.admin));
+        let is_viewer = self.viewer.is_some_and(|v| bool::from(d.ct_eq(&v)));
+        if is_admin {
+            Some(Role::Admin)
+        } else if is_viewer {
+            Some(Role::Viewer)
+        } else {
+            None
+        }
+    }
+}
+
+/// A short, non-reversible label for a token in the audit log.
+pub fn token_hint(role: Role, presented: &str) -> String {
+    let d = Sha256::digest(presented.as_bytes());
+    let label = match role {
+        Role::Admin => "admin",
+        Role::Viewer => "viewer",
+    };
+    format!("{label}#{}", hex::encode(&d[..4]))
+}
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let presented = bearer(parts)
+            .or_else(|| header(parts, "x-admin-token"))
+            .ok_or_else(ApiError::unauthorized_admin)?;
+        let role = state
+            .tokens
+            .role_of(presented)
+            .ok_or_else(ApiError::unauthorized_admin)?;
+        let token_hint = token_hint(role, presented);
+        let client_ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        Ok(Operator {
+            role,
+            token_hint,
+            client_ip,
+        })
+    }
+}
+
+/// The query string as a map (repeated names: the last wins). Never rejects: values are
+/// validated field by field by the handler.
+pub struct QueryMap(pub std::collections::HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryMap {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let q = parts.uri.query().unwrap_or("");
+        Ok(QueryMap(
+            form_urlencoded::parse(q.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        ))
+    }
+}

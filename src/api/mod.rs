@@ -1,0 +1,9 @@
+//! HTTP handlers for `/healthz`, `/readyz`, the caller quota API `/api/v1/*` and the admin
+//! API `/admin/*`. Thin: parse and validate, call the ledger or key admin, shape the answer.
+
+pub mod admin;
+pub mod extract;
+pub mod health;
+pub mod input;
+pub mod quota;
+pub mod views;

@@ -1,0 +1,256 @@
+//! Application assembly: state, router, background tasks, graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::api::extract::TokenDigests;
+use crate::api::{admin, health, quota};
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::keyadmin::KeyAdmin;
+use crate::ledger::{Ledger, LedgerHandle};
+use crate::store::sqlite::{SqliteOptions, SqliteStore};
+use crate::store::{Store, StoreError};
+
+pub struct AppInner {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub ledger: Arc<Ledger>,
+    pub keys: KeyAdmin,
+    pub tokens: TokenDigests,
+}
+
+#[derive(Clone)]
+pub struct AppState(pub Arc<AppInner>);
+
+impl Deref for AppState {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Opens the configured store (SQLite for now).
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
+    let store = SqliteStore::open(
+        &config.sqlite_path,
+        SqliteOptions {
+            synchronous_full: config.sqlite_synchronous_full,
+        },
+    )
+    .await?;
+    Ok(Arc::new(store))
+}
+
+/// A built application: its router and the background work that must be stopped in order.
+pub struct App {
+    pub state: AppState,
+    pub router: Router,
+    ledger_handle: LedgerHandle,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl App {
+    /// `config.admin_token` must be set (see [`resolve_admin_token`]).
+    pub async fn build(config: Config, clock: SharedClock) -> Result<Self, StartError> {
+        let admin_token = config
+            .admin_token
+            .clone()
+            .ok_or_else(|| StartError::Config("admin token not set".into()))?;
+        let store = open_store(&config).await?;
+        let (ledger, ledger_handle) = Ledger::start(store.clone(), clock.clone()).await?;
+        let keys = KeyAdmin::new(store.clone(), Some(ledger.clone()), clock.clone());
+        let tokens = TokenDigests::new(&admin_token, config.viewer_token.as_deref());
+        let background = vec![
+            ledger.spawn_change_follower(Duration::from_secs(1)),
+            spawn_retention(store.clone(), clock, config.log_retention_days),
+        ];
+        let state = AppState(Arc::new(AppInner {
+            config,
+            store,
+            ledger,
+            keys,
+            tokens,
+        }));
+        Ok(Self {
+            router: router(state.clone()),
+            state,
+            ledger_handle,
+            background,
+        })
+    }
+
+    /// Serves until `signal` resolves, then finishes in-flight requests, commits every
+    /// accepted consume and stops.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let service = self
+            .router
+            .clone()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let result = axum::serve(listener, service)
+            .with_graceful_shutdown(signal)
+            .await;
+        self.shutdown().await;
+        result
+    }
+
+    pub async fn shutdown(self) {
+        for task in &self.background {
+            task.abort();
+        }
+        self.ledger_handle.shutdown().await;
+        tracing::info!("ledger flushed; shutdown complete");
+    }
+}
+
+fn spawn_retention(store: Arc<dyn Store>, clock: SharedClock, days: u32) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            let now = clock.now_ms();
+            let events_before = now - i64::from(days) * 86_400_000;
+            // Idempotency records are promised for 24 h; keep two days.
+            let idem_before = now - 2 * 86_400_000;
+            match store.purge(events_before, idem_before).await {
+                Ok(n) if n > 0 => tracing::info!(rows = n, "retention purge"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "retention purge failed"),
+            }
+        }
+    })
+}
+
+async fn not_found() -> Response {
+    ApiError::not_found_route().into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    ApiError::method_not_allowed().into_response()
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::internal().into_response()
+}
+
+pub fn router(state: AppState) -> Router {
+    let limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/api/v1/validate", get(quota::validate))
+        .route("/api/v1/use", post(quota::use_quota))
+        .route("/api/v1/use/batch", post(quota::use_batch))
+        .route("/api/v1/quota", get(quota::quota))
+        .route("/api/v1/usage/history", get(quota::history))
+        .route(
+            "/admin/keys",
+            post(admin::create_keys).get(admin::list_keys),
+        )
+        .route("/admin/keys/reset", post(admin::reset_key))
+        .route("/admin/keys/disable", post(admin::disable_key))
+        .route("/admin/keys/enable", post(admin::enable_key))
+        .route(
+            "/admin/keys/{id}",
+            get(admin::get_key)
+                .patch(admin::patch_key)
+                .delete(admin::delete_key),
+        )
+        .route("/admin/keys/{id}/rotate", post(admin::rotate_key))
+        .route("/admin/usage", get(admin::usage))
+        .route("/admin/usage/history", get(admin::usage_history))
+        .route("/admin/audit", get(admin::audit))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .with_state(state)
+}
+
+/// The admin token: from config, else from `<data_dir>/admin_token`, else generated, saved
+/// there with mode 0600 and returned with `true` so the caller prints it (once).
+pub fn resolve_admin_token(config: &Config) -> Result<(String, bool), StartError> {
+    if let Some(t) = &config.admin_token {
+        return Ok((t.clone(), false));
+    }
+    let path = config.data_dir.join("admin_token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        let t = t.trim().to_owned();
+        if !t.is_empty() {
+            return Ok((t, false));
+        }
+    }
+    std::fs::create_dir_all(&config.data_dir)?;
+    let token = format!(
+        "qpa_{}",
+        crate::keys::format::random_base62(40)
+            .map_err(|e| StartError::Config(format!("random source: {e}")))?
+    );
+    write_private(&path, &token)?;
+    Ok((token, true))
+}
+
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(content.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,381 @@
+//! The command line: `serve`, `keys …`, `usage`, `migrate`. Key commands work directly on
+//! the database; a server running on the same file picks their changes up within a second.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Value, json};
+
+use crate::api::views::key_json;
+use crate::app::{self, App, StartError};
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::{Config, Overrides};
+use crate::keyadmin::{Actor, CreateSpec, KeyAdmin};
+use crate::keys::{KeyRecord, KeyStatus, effective_counters, is_valid_prefix, status_of};
+use crate::timefmt::{parse_instant, rfc3339, rfc3339_opt};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "quota-proxy",
+    version,
+    about = "OpenAI-compatible gateway with per-key quotas"
+)]
+pub struct Cli {
+    /// Config file (default: ./quota-proxy.toml when present).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// Data directory (database, generated admin token).
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// SQLite database file (default: <data-dir>/quota-proxy.db).
+    #[arg(long = "db", global = true)]
+    pub sqlite_path: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Manage keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Print the usage summary (as GET /admin/usage).
+    Usage {
+        /// YYYY-MM-DD or RFC 3339.
+        #[arg(long)]
+        start: Option<String>,
+        /// YYYY-MM-DD (inclusive) or RFC 3339.
+        #[arg(long)]
+        end: Option<String>,
+    },
+    /// Create or upgrade the database schema, then exit.
+    Migrate,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[arg(long)]
+    pub host: Option<String>,
+    #[arg(long)]
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create keys; prints (or writes to --output) the full keys, shown only this once.
+    Create {
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Points; omit for unlimited.
+        #[arg(long)]
+        quota: Option<i64>,
+        /// Expiry: YYYY-MM-DD (end of that day, UTC) or RFC 3339.
+        #[arg(long)]
+        expires: Option<String>,
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        #[arg(long)]
+        name: Option<String>,
+        /// Write the created keys to this JSON file (mode 0600).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// List keys.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Show one key (full key or id).
+    Show {
+        key: String,
+    },
+    Disable {
+        key: String,
+    },
+    Enable {
+        key: String,
+    },
+    /// Set used to 0 (and the quota, with --quota).
+    Reset {
+        key: String,
+        #[arg(long)]
+        quota: Option<i64>,
+    },
+    /// Issue a new secret for the same key id; the old one stops working.
+    Rotate {
+        key: String,
+    },
+    Delete {
+        key: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Start(#[from] StartError),
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("key not found: {0}")]
+    NotFound(String),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<crate::store::StoreError> for CliError {
+    fn from(e: crate::store::StoreError) -> Self {
+        CliError::Start(StartError::Store(e))
+    }
+}
+
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let mut over = Overrides {
+        config: cli.config,
+        data_dir: cli.data_dir,
+        sqlite_path: cli.sqlite_path,
+        ..Default::default()
+    };
+    if let Command::Serve(a) = &cli.command {
+        over.host = a.host.clone();
+        over.port = a.port;
+    }
+    let mut config = Config::load(&over)?;
+    let clock: SharedClock = Arc::new(SystemClock);
+    match cli.command {
+        Command::Serve(_) => serve(config, clock).await,
+        Command::Migrate => {
+            app::open_store(&config).await?;
+            eprintln!("database ready: {}", config.sqlite_path.display());
+            Ok(())
+        }
+        Command::Usage { start, end } => usage(&config, clock, start, end).await,
+        Command::Keys(cmd) => {
+            config.admin_token.get_or_insert_with(String::new);
+            keys(&config, clock, cmd).await
+        }
+    }
+}
+
+async fn serve(mut config: Config, clock: SharedClock) -> Result<(), CliError> {
+    let (token, generated) = app::resolve_admin_token(&config)?;
+    if generated {
+        // Printed once, on the terminal only: never through the log.
+        println!(
+            "Admin token (shown once, saved to {}):",
+            config.data_dir.join("admin_token").display()
+        );
+        println!("  {token}");
+    }
+    config.admin_token = Some(token);
+    let listen = config.listen;
+    let app = App::build(config, clock).await?;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(addr = %listener.local_addr()?, "quota-proxy listening");
+    println!("quota-proxy listening on http://{}", listener.local_addr()?);
+    app.serve(listener, app::shutdown_signal()).await?;
+    Ok(())
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+async fn key_admin(config: &Config, clock: SharedClock) -> Result<KeyAdmin, CliError> {
+    let store = app::open_store(config).await?;
+    Ok(KeyAdmin::new(store, None, clock))
+}
+
+async fn must_find(admin: &KeyAdmin, key: &str) -> Result<KeyRecord, CliError> {
+    admin
+        .find(key)
+        .await?
+        .ok_or_else(|| CliError::NotFound(key.to_owned()))
+}
+
+async fn keys(config: &Config, clock: SharedClock, cmd: KeysCommand) -> Result<(), CliError> {
+    let admin = key_admin(config, clock).await?;
+    let actor = Actor::cli();
+    let now = admin.now_ms();
+    match cmd {
+        KeysCommand::Create {
+            prefix,
+            quota,
+            expires,
+            count,
+            name,
+            output,
+        } => {
+            let prefix = prefix.unwrap_or_else(|| config.key_prefix.clone());
+            if !is_valid_prefix(&prefix) {
+                return Err(CliError::Usage("--prefix: 1-16 letters or digits".into()));
+            }
+            if !(1..=1000).contains(&count) {
+                return Err(CliError::Usage("--count: 1 to 1000".into()));
+            }
+            if quota.is_some_and(|q| q < 0) {
+                return Err(CliError::Usage("--quota: not negative".into()));
+            }
+            let expires_at =
+                match expires {
+                    None => None,
+                    Some(s) => Some(parse_instant(&s, true).ok_or_else(|| {
+                        CliError::Usage("--expires: YYYY-MM-DD or RFC 3339".into())
+                    })?),
+                };
+            let spec = CreateSpec {
+                prefix,
+                quota,
+                expires_at,
+                name,
+                count,
+                metadata: Default::default(),
+                owner: None,
+                limits: Default::default(),
+                refill: None,
+            };
+            let issued = admin.create(&spec, &actor).await?;
+            let rows: Vec<Value> = issued
+                .iter()
+                .map(|k| {
+                    let c = effective_counters(&k.record, now);
+                    json!({
+                        "key": k.full,
+                        "id": k.record.id,
+                        "name": k.record.name,
+                        "quota": c.quota,
+                        "remaining": c.remaining(),
+                        "expiresAt": rfc3339_opt(k.record.expires_at),
+                        "createdAt": rfc3339(k.record.created_at),
+                    })
+                })
+                .collect();
+            match output {
+                Some(path) => {
+                    let text = serde_json::to_string_pretty(&rows).unwrap_or_default();
+                    write_secret_file(&path, &text)?;
+                    eprintln!("{} key(s) written to {}", rows.len(), path.display());
+                }
+                None => print_json(&Value::Array(rows)),
+            }
+        }
+        KeysCommand::List { status } => {
+            let status = match status.as_deref() {
+                None => None,
+                Some(s) => Some(KeyStatus::parse(s).ok_or_else(|| {
+                    CliError::Usage("--status: active|disabled|expired|exhausted".into())
+                })?),
+            };
+            let mut all = admin.all().await?;
+            all.sort_by_key(|k| k.id);
+            let rows: Vec<Value> = all
+                .iter()
+                .filter(|k| status.is_none_or(|s| status_of(k, now) == s))
+                .map(|k| key_json(k, now))
+                .collect();
+            print_json(&Value::Array(rows));
+        }
+        KeysCommand::Show { key } => {
+            let rec = must_find(&admin, &key).await?;
+            print_json(&key_json(&rec, now));
+        }
+        KeysCommand::Disable { key } => {
+            let rec = must_find(&admin, &key).await?;
+            let rec = admin
+                .set_enabled(rec.id, false, &actor)
+                .await?
+                .ok_or_else(|| CliError::NotFound(key))?;
+            print_json(&key_json(&rec, now));
+        }
+        KeysCommand::Enable { key } => {
+            let rec = must_find(&admin, &key).await?;
+            let rec = admin
+                .set_enabled(rec.id, true, &actor)
+                .await?
+                .ok_or_else(|| CliError::NotFound(key))?;
+            print_json(&key_json(&rec, now));
+        }
+        KeysCommand::Reset { key, quota } => {
+            if quota.is_some_and(|q| q < 0) {
+                return Err(CliError::Usage("--quota: not negative".into()));
+            }
+            let rec = must_find(&admin, &key).await?;
+            let rec = admin
+                .reset(&rec, quota.map(Some), &actor)
+                .await?
+                .ok_or_else(|| CliError::NotFound(key))?;
+            print_json(&key_json(&rec, now));
+        }
+        KeysCommand::Rotate { key } => {
+            let rec = must_find(&admin, &key).await?;
+            let issued = admin
+                .rotate(&rec, &actor)
+                .await?
+                .ok_or_else(|| CliError::NotFound(key))?;
+            print_json(&json!({ "key": issued.full, "id": issued.record.id }));
+        }
+        KeysCommand::Delete { key } => {
+            let rec = must_find(&admin, &key).await?;
+            admin.delete(rec.id, &actor).await?;
+            print_json(&json!({ "success": true, "id": rec.id }));
+        }
+    }
+    Ok(())
+}
+
+async fn usage(
+    config: &Config,
+    clock: SharedClock,
+    start: Option<String>,
+    end: Option<String>,
+) -> Result<(), CliError> {
+    let store = app::open_store(config).await?;
+    let from = match start {
+        None => i64::MIN / 2,
+        Some(s) => parse_instant(&s, false).ok_or_else(|| CliError::Usage("--start".into()))?,
+    };
+    let to = match end {
+        None => i64::MAX / 2,
+        Some(s) => {
+            let ms = parse_instant(&s, false).ok_or_else(|| CliError::Usage("--end".into()))?;
+            if s.trim().len() == 10 {
+                ms + 86_400_000
+            } else {
+                ms + 1
+            }
+        }
+    };
+    let now = clock.now_ms();
+    let period: std::collections::HashMap<i64, i64> =
+        store.period_used(from, to).await?.into_iter().collect();
+    let mut keys = store.load_keys().await?;
+    keys.sort_by_key(|k| k.id);
+    let rows: Vec<Value> = keys
+        .iter()
+        .map(|k| {
+            let mut v = key_json(k, now);
+            v["periodUsed"] = json!(period.get(&k.id).copied().unwrap_or(0));
+            v
+        })
+        .collect();
+    print_json(&Value::Array(rows));
+    Ok(())
+}
+
+fn write_secret_file(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.write_all(b"\n")
+}

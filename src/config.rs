@@ -1,0 +1,262 @@
+//! Configuration: CLI flags > environment > config file > defaults, validated once at start.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid setting {name}: {message}")]
+    Invalid { name: &'static str, message: String },
+}
+
+/// The config file (`quota-proxy.toml`); every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub data_dir: Option<PathBuf>,
+    pub sqlite_path: Option<PathBuf>,
+    pub sqlite_synchronous: Option<String>,
+    pub admin_token: Option<String>,
+    pub viewer_token: Option<String>,
+    pub key_prefix: Option<String>,
+    pub daily_req_limit: Option<u64>,
+    pub log_retention_days: Option<u32>,
+    pub max_body_bytes: Option<usize>,
+}
+
+/// Values given on the command line (highest precedence).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub data_dir: Option<PathBuf>,
+    pub sqlite_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub sqlite_path: PathBuf,
+    pub sqlite_synchronous_full: bool,
+    pub admin_token: Option<String>,
+    pub viewer_token: Option<String>,
+    pub key_prefix: String,
+    pub daily_req_limit: Option<u64>,
+    pub log_retention_days: u32,
+    pub max_body_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
+            data_dir: PathBuf::from("./data"),
+            sqlite_path: PathBuf::from("./data/quota-proxy.db"),
+            sqlite_synchronous_full: true,
+            admin_token: None,
+            viewer_token: None,
+            key_prefix: "qp".to_owned(),
+            daily_req_limit: None,
+            log_retention_days: 90,
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+fn invalid(name: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        name,
+        message: message.into(),
+    }
+}
+
+fn parse_env<T: std::str::FromStr>(
+    env: &dyn Fn(&str) -> Option<String>,
+    name: &'static str,
+) -> Result<Option<T>, ConfigError> {
+    match env(name) {
+        None => Ok(None),
+        Some(v) if v.trim().is_empty() => Ok(None),
+        Some(v) => v
+            .trim()
+            .parse::<T>()
+            .map(Some)
+            .map_err(|_| invalid(name, format!("cannot parse {v:?}"))),
+    }
+}
+
+fn non_empty(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.trim().is_empty())
+}
+
+impl Config {
+    /// Loads from the real process environment.
+    pub fn load(over: &Overrides) -> Result<Self, ConfigError> {
+        Self::load_with(over, &|k| std::env::var(k).ok())
+    }
+
+    pub fn load_with(
+        over: &Overrides,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let file_path = over
+            .config
+            .clone()
+            .or_else(|| env("QUOTA_PROXY_CONFIG").map(PathBuf::from))
+            .or_else(|| {
+                let p = PathBuf::from("quota-proxy.toml");
+                p.exists().then_some(p)
+            });
+        let file = match &file_path {
+            Some(p) => read_file(p)?,
+            None => FileConfig::default(),
+        };
+        let d = Config::default();
+
+        let host = over
+            .host
+            .clone()
+            .or_else(|| non_empty(env("HOST")))
+            .or(file.host)
+            .unwrap_or_else(|| d.listen.ip().to_string());
+        let port = match over.port {
+            Some(p) => p,
+            None => parse_env::<u16>(env, "PORT")?
+                .or(file.port)
+                .unwrap_or(d.listen.port()),
+        };
+        let ip: IpAddr = host
+            .parse()
+            .map_err(|_| invalid("host", format!("not an IP address: {host}")))?;
+
+        let data_dir = over
+            .data_dir
+            .clone()
+            .or_else(|| non_empty(env("DATA_DIR")).map(PathBuf::from))
+            .or(file.data_dir)
+            .unwrap_or(d.data_dir);
+        let sqlite_path = over
+            .sqlite_path
+            .clone()
+            .or_else(|| non_empty(env("SQLITE_PATH")).map(PathBuf::from))
+            .or(file.sqlite_path)
+            .unwrap_or_else(|| data_dir.join("quota-proxy.db"));
+        let sync = non_empty(env("SQLITE_SYNCHRONOUS"))
+            .or(file.sqlite_synchronous)
+            .unwrap_or_else(|| "full".to_owned());
+        let sqlite_synchronous_full = match sync.to_ascii_lowercase().as_str() {
+            "full" => true,
+            "normal" => false,
+            other => {
+                return Err(invalid(
+                    "sqlite_synchronous",
+                    format!("{other} (full|normal)"),
+                ));
+            }
+        };
+        let key_prefix = non_empty(env("KEY_PREFIX"))
+            .or(file.key_prefix)
+            .unwrap_or(d.key_prefix);
+        if !crate::keys::is_valid_prefix(&key_prefix) {
+            return Err(invalid("key_prefix", "1-16 letters or digits"));
+        }
+        let max_body_bytes = parse_env::<usize>(env, "MAX_BODY_BYTES")?
+            .or(file.max_body_bytes)
+            .unwrap_or(d.max_body_bytes);
+        if max_body_bytes < 1024 {
+            return Err(invalid("max_body_bytes", "at least 1024"));
+        }
+        Ok(Config {
+            listen: SocketAddr::new(ip, port),
+            data_dir,
+            sqlite_path,
+            sqlite_synchronous_full,
+            admin_token: non_empty(env("ADMIN_TOKEN")).or(non_empty(file.admin_token)),
+            viewer_token: non_empty(env("VIEWER_TOKEN")).or(non_empty(file.viewer_token)),
+            key_prefix,
+            daily_req_limit: parse_env::<u64>(env, "DAILY_REQ_LIMIT")?.or(file.daily_req_limit),
+            log_retention_days: parse_env::<u32>(env, "LOG_RETENTION_DAYS")?
+                .or(file.log_retention_days)
+                .unwrap_or(d.log_retention_days),
+            max_body_bytes,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn precedence_flags_over_env_over_file_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "port = 9000\nkey_prefix = \"roc\"\ndaily_req_limit = 7\n",
+        )
+        .unwrap();
+        let over = Overrides {
+            config: Some(file.clone()),
+            ..Default::default()
+        };
+        let c = Config::load_with(&over, &env_of(&[])).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.key_prefix, "roc");
+        assert_eq!(c.daily_req_limit, Some(7));
+
+        let c = Config::load_with(&over, &env_of(&[("PORT", "9100")])).unwrap();
+        assert_eq!(c.listen.port(), 9100);
+
+        let over2 = Overrides {
+            port: Some(9200),
+            ..over
+        };
+        let c = Config::load_with(&over2, &env_of(&[("PORT", "9100")])).unwrap();
+        assert_eq!(c.listen.port(), 9200);
+    }
+
+    #[test]
+    fn defaults_and_bad_values() {
+        let c = Config::load_with(&Overrides::default(), &env_of(&[])).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8787");
+        assert!(c.sqlite_path.ends_with("quota-proxy.db"));
+        assert!(Config::load_with(&Overrides::default(), &env_of(&[("PORT", "x")])).is_err());
+        assert!(
+            Config::load_with(&Overrides::default(), &env_of(&[("KEY_PREFIX", "a_b")])).is_err()
+        );
+    }
+}

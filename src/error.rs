@@ -1,0 +1,177 @@
+//! Errors in the quota/admin API's documented shape:
+//! `{"error":{"code","message","details"}}`. Messages never carry internals or secrets.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::ledger::LedgerError;
+use crate::store::StoreError;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub details: Option<Value>,
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+            retry_after: None,
+        }
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    /// 400 naming the offending field.
+    pub fn invalid(field: &str, problem: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            format!("请求参数无效：{field} {problem}"),
+        )
+        .with_details(json!({ "field": field }))
+    }
+
+    pub fn malformed_json() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "请求参数无效：请求体不是合法的 JSON",
+        )
+    }
+
+    pub fn unauthorized_key() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "API密钥无效或缺失",
+        )
+    }
+
+    pub fn unauthorized_admin() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "管理员令牌无效或缺失",
+        )
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", message)
+    }
+
+    pub fn key_disabled() -> Self {
+        Self::new(StatusCode::FORBIDDEN, "KEY_DISABLED", "API密钥已被禁用")
+    }
+
+    pub fn key_expired() -> Self {
+        Self::new(StatusCode::FORBIDDEN, "KEY_EXPIRED", "API密钥已过期")
+    }
+
+    pub fn key_not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "KEY_NOT_FOUND", "API密钥不存在")
+    }
+
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            format!("请求体过大，上限 {limit} 字节"),
+        )
+        .with_details(json!({ "limit": limit }))
+    }
+
+    pub fn quota_exceeded(key_hint: &str, remaining: i64, requested: i64) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "QUOTA_EXCEEDED",
+            format!("配额不足，剩余配额：{remaining}，请求配额：{requested}"),
+        )
+        .with_details(json!({ "key": key_hint, "remaining": remaining, "requested": requested }))
+    }
+
+    pub fn not_found_route() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", "接口不存在")
+    }
+
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            "不支持的请求方法",
+        )
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            "服务器内部错误",
+        )
+    }
+
+    pub fn unavailable() -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            "服务暂不可用",
+        );
+        e.retry_after = Some(1);
+        e
+    }
+
+    /// Maps a ledger refusal for the key shown as `key_hint`.
+    pub fn from_ledger(e: LedgerError, key_hint: &str) -> Self {
+        match e {
+            LedgerError::UnknownKey => Self::unauthorized_key(),
+            LedgerError::Disabled => Self::key_disabled(),
+            LedgerError::Expired => Self::key_expired(),
+            LedgerError::QuotaExceeded {
+                remaining,
+                requested,
+            } => Self::quota_exceeded(key_hint, remaining, requested),
+            LedgerError::Unavailable => Self::unavailable(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "store error");
+        match e {
+            StoreError::Unavailable(_) => Self::unavailable(),
+            StoreError::Other(_) => Self::internal(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "error": {
+                "code": self.code,
+                "message": self.message,
+                "details": self.details,
+            }
+        });
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,307 @@
+//! The quota ledger: reserve in memory, commit through the group-commit writer, answer after
+//! the commit. The database's conditional update has the last word on every consume.
+
+pub mod table;
+mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OnceCell, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::clock::SharedClock;
+use crate::keys::{KeyHash, KeyRecord, effective_counters, hash_key, policy::is_expired};
+use crate::store::{ConsumeOp, IdempotentResult, Refusal, Store, StoreError, UsageItem};
+pub use table::{KeyEntry, KeyTable};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    #[error("unknown key")]
+    UnknownKey,
+    #[error("key disabled")]
+    Disabled,
+    #[error("key expired")]
+    Expired,
+    #[error("quota exceeded")]
+    QuotaExceeded { remaining: i64, requested: i64 },
+    #[error("store unavailable")]
+    Unavailable,
+}
+
+impl From<StoreError> for LedgerError {
+    fn from(e: StoreError) -> Self {
+        tracing::warn!(error = %e, "store error in ledger");
+        LedgerError::Unavailable
+    }
+}
+
+/// What a successful consume answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumeOutcome {
+    pub amount_used: i64,
+    pub remaining: Option<i64>,
+    pub total_quota: Option<i64>,
+    pub count: i64,
+}
+
+impl From<IdempotentResult> for ConsumeOutcome {
+    fn from(r: IdempotentResult) -> Self {
+        Self {
+            amount_used: r.amount_used,
+            remaining: r.remaining,
+            total_quota: r.total_quota,
+            count: r.count,
+        }
+    }
+}
+
+type IdemCell = Arc<OnceCell<ConsumeOutcome>>;
+
+pub struct Ledger {
+    table: Arc<KeyTable>,
+    store: Arc<dyn Store>,
+    clock: SharedClock,
+    tx: mpsc::UnboundedSender<writer::Pending>,
+    /// In-flight and recent idempotency keys: concurrent retries wait for the first one.
+    idem: moka::future::Cache<(i64, String), IdemCell>,
+}
+
+/// Stops the writer after it has committed everything already accepted.
+pub struct LedgerHandle {
+    shutdown: Option<oneshot::Sender<()>>,
+    writer: JoinHandle<()>,
+}
+
+impl LedgerHandle {
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.shutdown.take() {
+            let _ = s.send(());
+        }
+        let _ = self.writer.await;
+    }
+}
+
+impl Ledger {
+    /// Loads every key into memory and starts the writer.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        clock: SharedClock,
+    ) -> Result<(Arc<Self>, LedgerHandle), StoreError> {
+        let table = Arc::new(KeyTable::default());
+        for rec in store.load_keys().await? {
+            table.upsert(rec);
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let writer = tokio::spawn(writer::run(
+            rx,
+            stop_rx,
+            store.clone(),
+            table.clone(),
+            clock.clone(),
+        ));
+        let ledger = Arc::new(Self {
+            table,
+            store,
+            clock,
+            tx,
+            idem: moka::future::Cache::builder()
+                .max_capacity(200_000)
+                .time_to_live(Duration::from_secs(24 * 3600))
+                .build(),
+        });
+        Ok((
+            ledger,
+            LedgerHandle {
+                shutdown: Some(stop_tx),
+                writer,
+            },
+        ))
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn table(&self) -> &KeyTable {
+        &self.table
+    }
+
+    /// Finds the key a caller presented. A miss falls back to the store, so keys created by
+    /// the CLI in the same database work at once.
+    pub async fn authenticate(&self, presented: &str) -> Result<Arc<KeyEntry>, LedgerError> {
+        let hash: KeyHash = hash_key(presented);
+        if let Some(e) = self.table.by_hash(&hash) {
+            return Ok(e);
+        }
+        match self.store.key_by_hash(&hash).await? {
+            Some(rec) => Ok(self.table.upsert(rec)),
+            None => Err(LedgerError::UnknownKey),
+        }
+    }
+
+    /// A key by id, from memory or (when another process created it) from the store.
+    pub async fn entry_by_id(&self, id: i64) -> Result<Option<Arc<KeyEntry>>, StoreError> {
+        if let Some(e) = self.table.by_id(id) {
+            return Ok(Some(e));
+        }
+        Ok(self
+            .store
+            .key_by_id(id)
+            .await?
+            .map(|r| self.table.upsert(r)))
+    }
+
+    /// The key's record with any due refill applied to the view.
+    pub fn view(&self, entry: &KeyEntry) -> KeyRecord {
+        let mut rec = entry.snapshot();
+        let c = effective_counters(&rec, self.now_ms());
+        rec.quota = c.quota;
+        rec.used = c.used;
+        rec
+    }
+
+    /// Replaces a key's state with what the store now holds (after an admin write).
+    pub fn refresh(&self, rec: KeyRecord) {
+        self.table.upsert(rec);
+    }
+
+    pub fn forget(&self, id: i64) {
+        self.table.remove(id);
+    }
+
+    /// Consumes `items` all-or-nothing. With an idempotency key, a retry returns the first
+    /// successful result and charges nothing.
+    pub async fn consume(
+        &self,
+        entry: &KeyEntry,
+        items: Vec<UsageItem>,
+        idempotency_key: Option<String>,
+    ) -> Result<ConsumeOutcome, LedgerError> {
+        let Some(idem) = idempotency_key else {
+            return self.consume_now(entry, items, None).await;
+        };
+        let key_id = entry.lock().rec.id;
+        let cell = self
+            .idem
+            .get_with((key_id, idem.clone()), async { Arc::new(OnceCell::new()) })
+            .await;
+        cell.get_or_try_init(|| async {
+            if let Some(prev) = self.store.idempotent_result(key_id, &idem).await? {
+                return Ok(ConsumeOutcome::from(prev));
+            }
+            self.consume_now(entry, items, Some(idem.clone())).await
+        })
+        .await
+        .copied()
+    }
+
+    async fn consume_now(
+        &self,
+        entry: &KeyEntry,
+        items: Vec<UsageItem>,
+        idempotency_key: Option<String>,
+    ) -> Result<ConsumeOutcome, LedgerError> {
+        let total: i64 = items.iter().map(|i| i.amount).sum();
+        let count = items.len() as i64;
+        let now = self.now_ms();
+        let (reply_tx, reply_rx) = oneshot::channel();
+        {
+            let mut st = entry.lock();
+            if !st.rec.enabled {
+                return Err(LedgerError::Disabled);
+            }
+            if is_expired(&st.rec, now) {
+                return Err(LedgerError::Expired);
+            }
+            let c = effective_counters(&st.rec, now);
+            if c.reset_due {
+                st.rec.used = 0;
+                st.rec.quota = c.quota;
+                st.rec.refill_period = c.period;
+            }
+            if !c.can_afford(total) {
+                return Err(LedgerError::QuotaExceeded {
+                    remaining: c.remaining().unwrap_or(0).max(0),
+                    requested: total,
+                });
+            }
+            st.rec.used += total;
+            st.pending += total;
+            let op = ConsumeOp {
+                key_id: st.rec.id,
+                items,
+                idempotency_key,
+            };
+            // Sent under the key's lock so the writer sees each key's ops in reservation order.
+            if self
+                .tx
+                .send(writer::Pending {
+                    op,
+                    reply: reply_tx,
+                })
+                .is_err()
+            {
+                st.rec.used -= total;
+                st.pending -= total;
+                return Err(LedgerError::Unavailable);
+            }
+        }
+        let committed = reply_rx
+            .await
+            .map_err(|_| LedgerError::Unavailable)?
+            .map_err(LedgerError::from)?;
+        match committed {
+            Ok(c) => Ok(ConsumeOutcome {
+                amount_used: total,
+                remaining: c.remaining,
+                total_quota: c.quota,
+                count,
+            }),
+            Err(Refusal::NotFound) => Err(LedgerError::UnknownKey),
+            Err(Refusal::Disabled) => Err(LedgerError::Disabled),
+            Err(Refusal::Expired) => Err(LedgerError::Expired),
+            Err(Refusal::Quota { remaining }) => Err(LedgerError::QuotaExceeded {
+                remaining: remaining.unwrap_or(0),
+                requested: total,
+            }),
+        }
+    }
+
+    /// Follows the audit feed so edits made by other processes (the CLI, other instances)
+    /// reach memory within `every`.
+    pub fn spawn_change_follower(self: &Arc<Self>, every: Duration) -> JoinHandle<()> {
+        let ledger = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut last = match ledger.upgrade() {
+                Some(l) => l.store.last_audit_id().await.unwrap_or(0),
+                None => return,
+            };
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let Some(l) = ledger.upgrade() else { return };
+                let changes = match l.store.key_changes_since(last).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not read key changes");
+                        continue;
+                    }
+                };
+                for (audit_id, key_id) in changes {
+                    last = last.max(audit_id);
+                    match l.store.key_by_id(key_id).await {
+                        Ok(Some(rec)) => l.refresh(rec),
+                        Ok(None) => l.forget(key_id),
+                        Err(e) => tracing::warn!(error = %e, "could not reload key"),
+                    }
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,113 @@
+//! Keys in memory: a presented key is one SHA-256 and one map read away from its state.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use crate::keys::{KeyHash, KeyRecord};
+
+/// A key's state as this instance sees it. `rec.used` includes `pending`: amounts reserved
+/// in memory whose commit has not come back yet.
+#[derive(Debug)]
+pub struct KeyState {
+    pub rec: KeyRecord,
+    pub pending: i64,
+}
+
+#[derive(Debug)]
+pub struct KeyEntry {
+    state: Mutex<KeyState>,
+}
+
+impl KeyEntry {
+    fn new(rec: KeyRecord) -> Self {
+        Self {
+            state: Mutex::new(KeyState { rec, pending: 0 }),
+        }
+    }
+
+    /// The guard is held only for in-memory bookkeeping, never across an await.
+    pub fn lock(&self) -> MutexGuard<'_, KeyState> {
+        // A panic while holding this lock cannot leave the counters half-written (every
+        // update is a plain assignment), so a poisoned lock is still safe to use.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn snapshot(&self) -> KeyRecord {
+        self.lock().rec.clone()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Maps {
+    by_hash: HashMap<KeyHash, Arc<KeyEntry>>,
+    by_id: HashMap<i64, Arc<KeyEntry>>,
+}
+
+#[derive(Debug, Default)]
+pub struct KeyTable {
+    maps: RwLock<Maps>,
+}
+
+impl KeyTable {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Maps> {
+        self.maps.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Maps> {
+        self.maps.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn by_hash(&self, hash: &KeyHash) -> Option<Arc<KeyEntry>> {
+        self.read().by_hash.get(hash).cloned()
+    }
+
+    pub fn by_id(&self, id: i64) -> Option<Arc<KeyEntry>> {
+        self.read().by_id.get(&id).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<KeyEntry>> {
+        self.read().by_id.values().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Inserts or refreshes a key from the store. Amounts still pending in memory are kept
+    /// on top of the stored `used`, so a refresh never forgets a reservation in flight.
+    pub fn upsert(&self, rec: KeyRecord) -> Arc<KeyEntry> {
+        let mut maps = self.write();
+        if let Some(entry) = maps.by_id.get(&rec.id).cloned() {
+            let old_hash = {
+                let mut st = entry.lock();
+                let old_hash = st.rec.hash;
+                let pending = st.pending;
+                st.rec = rec.clone();
+                st.rec.used = rec.used + pending;
+                old_hash
+            };
+            if old_hash != rec.hash {
+                maps.by_hash.remove(&old_hash);
+                maps.by_hash.insert(rec.hash, entry.clone());
+            }
+            entry
+        } else {
+            let entry = Arc::new(KeyEntry::new(rec.clone()));
+            maps.by_hash.insert(rec.hash, entry.clone());
+            maps.by_id.insert(rec.id, entry.clone());
+            entry
+        }
+    }
+
+    pub fn remove(&self, id: i64) {
+        let mut maps = self.write();
+        if let Some(entry) = maps.by_id.remove(&id) {
+            let hash = entry.lock().rec.hash;
+            maps.by_hash.remove(&hash);
+        }
+    }
+}

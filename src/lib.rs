@@ -1,0 +1,16 @@
+//! quota-proxy: an OpenAI-compatible gateway with per-key quotas, and the quota service,
+//! monitor and dashboard around it.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod keyadmin;
+pub mod keys;
+pub mod ledger;
+pub mod store;
+pub mod timefmt;

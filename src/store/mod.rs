@@ -1,0 +1,222 @@
+//! Persistence behind one trait. Store code knows atomic conditional updates, not business
+//! rules: the consume update refuses an overdraft, a disabled or an expired key by itself, so
+//! the database stays the authority even when memory is stale (CLI edits, several instances).
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+
+use crate::keys::refill::PeriodStarts;
+use crate::keys::{KeyHash, KeyLimits, KeyRecord, Owner, Refill};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Other(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                StoreError::Unavailable(e.to_string())
+            }
+            other => StoreError::Other(other.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Other(e.to_string())
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A key to insert; the id is assigned by the store.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub hash: KeyHash,
+    pub hint: String,
+    pub name: Option<String>,
+    pub prefix: String,
+    pub quota: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub created_at: i64,
+    pub metadata: Map<String, Value>,
+    pub owner: Option<Owner>,
+    pub limits: KeyLimits,
+    pub refill: Option<Refill>,
+    pub refill_period: Option<i64>,
+}
+
+/// Fields an admin may change; `None` leaves a field alone, `Some(None)` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct KeyPatch {
+    pub name: Option<Option<String>>,
+    pub quota: Option<Option<i64>>,
+    pub used: Option<i64>,
+    pub expires_at: Option<Option<i64>>,
+    pub enabled: Option<bool>,
+    pub metadata: Option<Map<String, Value>>,
+    pub owner: Option<Option<Owner>>,
+    pub limits: Option<KeyLimits>,
+    pub refill: Option<Option<Refill>>,
+    pub refill_period: Option<Option<i64>>,
+    pub new_secret: Option<(KeyHash, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
+    pub ts: i64,
+    pub action: String,
+    pub target: Option<String>,
+    pub key_id: Option<i64>,
+    pub token_hint: Option<String>,
+    pub client_ip: Option<String>,
+    pub details: Option<Value>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub record: AuditRecord,
+}
+
+#[derive(Debug, Clone)]
+pub struct UsageItem {
+    pub amount: i64,
+    pub reason: Option<String>,
+    pub metadata: Option<Map<String, Value>>,
+}
+
+/// One consume (a single `use` or a whole batch) waiting to be committed.
+#[derive(Debug, Clone)]
+pub struct ConsumeOp {
+    pub key_id: i64,
+    pub items: Vec<UsageItem>,
+    pub idempotency_key: Option<String>,
+}
+
+impl ConsumeOp {
+    pub fn total(&self) -> i64 {
+        self.items.iter().map(|i| i.amount).sum()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    NotFound,
+    Disabled,
+    Expired,
+    Quota { remaining: Option<i64> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    pub remaining: Option<i64>,
+    pub quota: Option<i64>,
+}
+
+pub type ConsumeResult = Result<Committed, Refusal>;
+
+/// A key's counters as the database holds them right after a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyCounters {
+    pub key_id: i64,
+    pub used: i64,
+    pub quota: Option<i64>,
+    pub refill_period: Option<i64>,
+    pub enabled: bool,
+    pub expires_at: Option<i64>,
+    pub last_used: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BatchOutcome {
+    /// One per op, in the order given.
+    pub results: Vec<ConsumeResult>,
+    /// Fresh counters of every key the batch touched (absent when the key is gone).
+    pub counters: Vec<KeyCounters>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdempotentResult {
+    pub amount_used: i64,
+    pub remaining: Option<i64>,
+    pub total_quota: Option<i64>,
+    pub count: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct HistoryEntry {
+    pub ts: i64,
+    pub amount: i64,
+    pub reason: Option<String>,
+    pub remaining: Option<i64>,
+    pub metadata: Option<Value>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn ping(&self) -> StoreResult<()>;
+
+    async fn load_keys(&self) -> StoreResult<Vec<KeyRecord>>;
+    async fn key_by_hash(&self, hash: &KeyHash) -> StoreResult<Option<KeyRecord>>;
+    async fn key_by_id(&self, id: i64) -> StoreResult<Option<KeyRecord>>;
+
+    /// Inserts all keys and one audit row per key, in one transaction.
+    async fn insert_keys(
+        &self,
+        keys: &[NewKey],
+        audit: &AuditRecord,
+    ) -> StoreResult<Vec<KeyRecord>>;
+    /// Applies the patch and the audit row in one transaction; `None` when no such key.
+    async fn update_key(
+        &self,
+        id: i64,
+        patch: &KeyPatch,
+        audit: &AuditRecord,
+    ) -> StoreResult<Option<KeyRecord>>;
+    async fn delete_key(&self, id: i64, audit: &AuditRecord) -> StoreResult<bool>;
+
+    /// Commits a group of consumes in one transaction. Each is applied only if the key
+    /// exists, is enabled, unexpired and can afford it (after any due refill).
+    async fn commit_consumes(
+        &self,
+        ops: &[ConsumeOp],
+        now_ms: i64,
+        periods: PeriodStarts,
+    ) -> StoreResult<BatchOutcome>;
+
+    async fn idempotent_result(
+        &self,
+        key_id: i64,
+        idem_key: &str,
+    ) -> StoreResult<Option<IdempotentResult>>;
+
+    /// Newest first.
+    async fn history(
+        &self,
+        key_id: i64,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(Vec<HistoryEntry>, i64)>;
+    /// Sum of consumed amounts per key with `from_ms <= ts < to_ms`.
+    async fn period_used(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<(i64, i64)>>;
+
+    async fn insert_audit(&self, audit: &AuditRecord) -> StoreResult<()>;
+    /// Newest first.
+    async fn audit(&self, limit: i64, offset: i64) -> StoreResult<(Vec<AuditEntry>, i64)>;
+    /// Audit rows after `after_id` that touched a key: `(audit id, key id)`, ascending.
+    async fn key_changes_since(&self, after_id: i64) -> StoreResult<Vec<(i64, i64)>>;
+    async fn last_audit_id(&self) -> StoreResult<i64>;
+
+    /// Drops usage history older than `events_before_ms` and idempotency records older than
+    /// `idem_before_ms`; returns the rows removed.
+    async fn purge(&self, events_before_ms: i64, idem_before_ms: i64) -> StoreResult<u64>;
+}

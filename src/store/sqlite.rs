@@ -1,0 +1,683 @@
+//! SQLite store: WAL, one writer connection (so in-process writers queue instead of spinning
+//! on SQLITE_BUSY), a small read pool, `busy_timeout` for other processes (the CLI).
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
+
+use super::{
+    AuditEntry, AuditRecord, BatchOutcome, Committed, ConsumeOp, ConsumeResult, HistoryEntry,
+    IdempotentResult, KeyCounters, KeyPatch, NewKey, Refusal, Store, StoreError, StoreResult,
+};
+use crate::keys::refill::PeriodStarts;
+use crate::keys::{
+    KeyHash, KeyLimits, KeyRecord, Owner, Refill, RefillInterval, effective_counters,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Rows per multi-row INSERT: 7 binds each stays far below SQLite's variable limit.
+const INSERT_CHUNK: usize = 1000;
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    read: SqlitePool,
+    write: SqlitePool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct SqliteOptions {
+    /// `FULL` survives power loss; `NORMAL` survives a process crash only.
+    pub synchronous_full: bool,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            synchronous_full: true,
+        }
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating when absent) the database file and applies migrations.
+    pub async fn open(path: &Path, opts: SqliteOptions) -> StoreResult<Self> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Unavailable(format!("create {}: {e}", dir.display())))?;
+        }
+        let connect = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(if opts.synchronous_full {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Normal
+            })
+            .busy_timeout(Duration::from_secs(10));
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(connect.clone())
+            .await?;
+        MIGRATOR.run(&write).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(connect.read_only(true))
+            .await?;
+        Ok(Self { read, write })
+    }
+
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+}
+
+const KEY_COLUMNS: &str = "id, key_hash, hint, name, prefix, quota, used, expires_at, created_at, \
+    last_used, enabled, metadata, owner_user_id, owner_username, limits, refill_interval, \
+    refill_amount, refill_period";
+
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    id: i64,
+    key_hash: Vec<u8>,
+    hint: String,
+    name: Option<String>,
+    prefix: String,
+    quota: Option<i64>,
+    used: i64,
+    expires_at: Option<i64>,
+    created_at: i64,
+    last_used: Option<i64>,
+    enabled: bool,
+    metadata: String,
+    owner_user_id: Option<i64>,
+    owner_username: Option<String>,
+    limits: String,
+    refill_interval: Option<String>,
+    refill_amount: Option<i64>,
+    refill_period: Option<i64>,
+}
+
+impl From<KeyRow> for KeyRecord {
+    fn from(r: KeyRow) -> Self {
+        let mut hash: KeyHash = [0; 32];
+        if r.key_hash.len() == 32 {
+            hash.copy_from_slice(&r.key_hash);
+        }
+        let owner = if r.owner_user_id.is_some() || r.owner_username.is_some() {
+            Some(Owner {
+                user_id: r.owner_user_id,
+                username: r.owner_username,
+            })
+        } else {
+            None
+        };
+        let refill = match (
+            r.refill_interval.as_deref().and_then(RefillInterval::parse),
+            r.refill_amount,
+        ) {
+            (Some(interval), Some(amount)) => Some(Refill { interval, amount }),
+            _ => None,
+        };
+        KeyRecord {
+            id: r.id,
+            hash,
+            hint: r.hint,
+            name: r.name,
+            prefix: r.prefix,
+            quota: r.quota,
+            used: r.used,
+            expires_at: r.expires_at,
+            created_at: r.created_at,
+            last_used: r.last_used,
+            enabled: r.enabled,
+            metadata: serde_json::from_str::<Map<String, Value>>(&r.metadata).unwrap_or_default(),
+            owner,
+            limits: serde_json::from_str::<KeyLimits>(&r.limits).unwrap_or_default(),
+            refill,
+            refill_period: r.refill_period,
+        }
+    }
+}
+
+fn json_text<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "{}".to_owned())
+}
+
+async fn insert_audit_tx(tx: &mut Transaction<'_, Sqlite>, a: &AuditRecord) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO audit (ts, action, target, key_id, token_hint, client_ip, details) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(a.ts)
+    .bind(&a.action)
+    .bind(&a.target)
+    .bind(a.key_id)
+    .bind(&a.token_hint)
+    .bind(&a.client_ip)
+    .bind(a.details.as_ref().map(json_text))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn key_in_tx(tx: &mut Transaction<'_, Sqlite>, id: i64) -> StoreResult<Option<KeyRecord>> {
+    let row: Option<KeyRow> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {KEY_COLUMNS} FROM keys WHERE id = ?"
+    )))
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.map(Into::into))
+}
+
+// The refill period of the row's own interval, and whether its reset is still due. Reading
+// the interval from the row (not from memory) keeps this right even when memory is stale.
+const PERIOD: &str =
+    "(CASE refill_interval WHEN 'daily' THEN ?1 WHEN 'weekly' THEN ?2 WHEN 'monthly' THEN ?3 END)";
+
+fn consume_sql() -> String {
+    let due =
+        format!("({PERIOD} IS NOT NULL AND (refill_period IS NULL OR {PERIOD} > refill_period))");
+    let used = format!("((CASE WHEN {due} THEN 0 ELSE used END) + ?4)");
+    let quota = format!("(CASE WHEN {due} THEN refill_amount ELSE quota END)");
+    format!(
+        "UPDATE keys SET used = {used}, quota = {quota}, \
+         refill_period = CASE WHEN {due} THEN {PERIOD} ELSE refill_period END, last_used = ?5 \
+         WHERE id = ?6 AND enabled = 1 AND (expires_at IS NULL OR expires_at > ?5) \
+         AND ({quota} IS NULL OR {used} <= {quota}) \
+         RETURNING used, quota, refill_period, enabled, expires_at, last_used"
+    )
+}
+
+fn counters_from_row(key_id: i64, row: &SqliteRow) -> StoreResult<KeyCounters> {
+    Ok(KeyCounters {
+        key_id,
+        used: row.try_get("used")?,
+        quota: row.try_get("quota")?,
+        refill_period: row.try_get("refill_period")?,
+        enabled: row.try_get("enabled")?,
+        expires_at: row.try_get("expires_at")?,
+        last_used: row.try_get("last_used")?,
+    })
+}
+
+/// Why the conditional update refused, read back from the row.
+async fn classify_refusal(
+    tx: &mut Transaction<'_, Sqlite>,
+    key_id: i64,
+    now_ms: i64,
+) -> StoreResult<(Refusal, Option<KeyCounters>)> {
+    let Some(rec) = key_in_tx(tx, key_id).await? else {
+        return Ok((Refusal::NotFound, None));
+    };
+    let counters = KeyCounters {
+        key_id,
+        used: rec.used,
+        quota: rec.quota,
+        refill_period: rec.refill_period,
+        enabled: rec.enabled,
+        expires_at: rec.expires_at,
+        last_used: rec.last_used,
+    };
+    let refusal = if !rec.enabled {
+        Refusal::Disabled
+    } else if rec.expires_at.is_some_and(|e| e <= now_ms) {
+        Refusal::Expired
+    } else {
+        Refusal::Quota {
+            remaining: effective_counters(&rec, now_ms)
+                .remaining()
+                .map(|r| r.max(0)),
+        }
+    };
+    Ok((refusal, Some(counters)))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
+    }
+
+    async fn load_keys(&self) -> StoreResult<Vec<KeyRecord>> {
+        let rows: Vec<KeyRow> =
+            sqlx::query_as(AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM keys")))
+                .fetch_all(&self.read)
+                .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn key_by_hash(&self, hash: &KeyHash) -> StoreResult<Option<KeyRecord>> {
+        let row: Option<KeyRow> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM keys WHERE key_hash = ?"
+        )))
+        .bind(&hash[..])
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn key_by_id(&self, id: i64) -> StoreResult<Option<KeyRecord>> {
+        let row: Option<KeyRow> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM keys WHERE id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn insert_keys(
+        &self,
+        keys: &[NewKey],
+        audit: &AuditRecord,
+    ) -> StoreResult<Vec<KeyRecord>> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO keys (key_hash, hint, name, prefix, quota, used, expires_at, \
+                 created_at, enabled, metadata, owner_user_id, owner_username, limits, \
+                 refill_interval, refill_amount, refill_period) \
+                 VALUES (?, ?, ?, ?, ?, 0, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            )
+            .bind(&k.hash[..])
+            .bind(&k.hint)
+            .bind(&k.name)
+            .bind(&k.prefix)
+            .bind(k.quota)
+            .bind(k.expires_at)
+            .bind(k.created_at)
+            .bind(json_text(&k.metadata))
+            .bind(k.owner.as_ref().and_then(|o| o.user_id))
+            .bind(k.owner.as_ref().and_then(|o| o.username.clone()))
+            .bind(json_text(&k.limits))
+            .bind(k.refill.map(|r| r.interval.as_str()))
+            .bind(k.refill.map(|r| r.amount))
+            .bind(k.refill_period)
+            .fetch_one(&mut *tx)
+            .await?;
+            let mut a = audit.clone();
+            a.key_id = Some(id);
+            a.target = Some(id.to_string());
+            insert_audit_tx(&mut tx, &a).await?;
+            if let Some(rec) = key_in_tx(&mut tx, id).await? {
+                out.push(rec);
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn update_key(
+        &self,
+        id: i64,
+        patch: &KeyPatch,
+        audit: &AuditRecord,
+    ) -> StoreResult<Option<KeyRecord>> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        if key_in_tx(&mut tx, id).await?.is_none() {
+            return Ok(None);
+        }
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("UPDATE keys SET id = id");
+        if let Some(v) = &patch.name {
+            qb.push(", name = ").push_bind(v.clone());
+        }
+        if let Some(v) = patch.quota {
+            qb.push(", quota = ").push_bind(v);
+        }
+        if let Some(v) = patch.used {
+            qb.push(", used = ").push_bind(v);
+        }
+        if let Some(v) = patch.expires_at {
+            qb.push(", expires_at = ").push_bind(v);
+        }
+        if let Some(v) = patch.enabled {
+            qb.push(", enabled = ").push_bind(v);
+        }
+        if let Some(v) = &patch.metadata {
+            qb.push(", metadata = ").push_bind(json_text(v));
+        }
+        if let Some(owner) = &patch.owner {
+            qb.push(", owner_user_id = ")
+                .push_bind(owner.as_ref().and_then(|o| o.user_id));
+            qb.push(", owner_username = ")
+                .push_bind(owner.as_ref().and_then(|o| o.username.clone()));
+        }
+        if let Some(v) = &patch.limits {
+            qb.push(", limits = ").push_bind(json_text(v));
+        }
+        if let Some(refill) = patch.refill {
+            qb.push(", refill_interval = ")
+                .push_bind(refill.map(|r| r.interval.as_str()));
+            qb.push(", refill_amount = ")
+                .push_bind(refill.map(|r| r.amount));
+        }
+        if let Some(v) = patch.refill_period {
+            qb.push(", refill_period = ").push_bind(v);
+        }
+        if let Some((hash, hint)) = &patch.new_secret {
+            qb.push(", key_hash = ").push_bind(hash.to_vec());
+            qb.push(", hint = ").push_bind(hint.clone());
+        }
+        qb.push(" WHERE id = ").push_bind(id);
+        qb.build().execute(&mut *tx).await?;
+        insert_audit_tx(&mut tx, audit).await?;
+        let rec = key_in_tx(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(rec)
+    }
+
+    async fn delete_key(&self, id: i64, audit: &AuditRecord) -> StoreResult<bool> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let n = sqlx::query("DELETE FROM keys WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Ok(false);
+        }
+        insert_audit_tx(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn commit_consumes(
+        &self,
+        ops: &[ConsumeOp],
+        now_ms: i64,
+        periods: PeriodStarts,
+    ) -> StoreResult<BatchOutcome> {
+        let sql = consume_sql();
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let mut results: Vec<Option<ConsumeResult>> = vec![None; ops.len()];
+        let mut counters = Vec::new();
+
+        // Group by key, keeping each key's ops in arrival order.
+        let mut order: Vec<i64> = Vec::new();
+        let mut by_key: std::collections::HashMap<i64, Vec<usize>> = Default::default();
+        for (i, op) in ops.iter().enumerate() {
+            by_key
+                .entry(op.key_id)
+                .or_insert_with(|| {
+                    order.push(op.key_id);
+                    Vec::new()
+                })
+                .push(i);
+        }
+
+        let run = |delta: i64, key_id: i64| {
+            sqlx::query(AssertSqlSafe(sql.clone()))
+                .bind(periods.daily)
+                .bind(periods.weekly)
+                .bind(periods.monthly)
+                .bind(delta)
+                .bind(now_ms)
+                .bind(key_id)
+        };
+
+        for key_id in order {
+            let idxs = &by_key[&key_id];
+            let total: i64 = idxs.iter().map(|&i| ops[i].total()).sum();
+            // Fast path: the whole group fits; one statement for all of the key's ops.
+            if let Some(row) = run(total, key_id).fetch_optional(&mut *tx).await? {
+                let c = counters_from_row(key_id, &row)?;
+                let mut used_after = c.used;
+                for &i in idxs.iter().rev() {
+                    results[i] = Some(Ok(Committed {
+                        remaining: c.quota.map(|q| q - used_after),
+                        quota: c.quota,
+                    }));
+                    used_after -= ops[i].total();
+                }
+                counters.push(c);
+                continue;
+            }
+            // Slow path: apply one by one, refusing only those that do not fit.
+            let mut last: Option<KeyCounters> = None;
+            for &i in idxs {
+                match run(ops[i].total(), key_id).fetch_optional(&mut *tx).await? {
+                    Some(row) => {
+                        let c = counters_from_row(key_id, &row)?;
+                        results[i] = Some(Ok(Committed {
+                            remaining: c.quota.map(|q| q - c.used),
+                            quota: c.quota,
+                        }));
+                        last = Some(c);
+                    }
+                    None => {
+                        let (refusal, c) = classify_refusal(&mut tx, key_id, now_ms).await?;
+                        results[i] = Some(Err(refusal));
+                        if c.is_some() {
+                            last = c;
+                        }
+                    }
+                }
+            }
+            if let Some(c) = last {
+                counters.push(c);
+            }
+        }
+
+        // History rows: one per item, with the remaining quota right after that item.
+        let mut rows: Vec<(i64, i64, Option<&str>, Option<i64>, Option<String>)> = Vec::new();
+        for (i, op) in ops.iter().enumerate() {
+            if let Some(Ok(c)) = results[i] {
+                let mut rem_after = c.remaining;
+                let mut per_item = Vec::with_capacity(op.items.len());
+                for item in op.items.iter().rev() {
+                    per_item.push(rem_after);
+                    rem_after = rem_after.map(|r| r + item.amount);
+                }
+                per_item.reverse();
+                for (item, rem) in op.items.iter().zip(per_item) {
+                    rows.push((
+                        op.key_id,
+                        item.amount,
+                        item.reason.as_deref(),
+                        rem,
+                        item.metadata.as_ref().map(json_text),
+                    ));
+                }
+            }
+        }
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO usage_events (key_id, ts, amount, reason, remaining, metadata) ",
+            );
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(r.0)
+                    .push_bind(now_ms)
+                    .push_bind(r.1)
+                    .push_bind(r.2)
+                    .push_bind(r.3)
+                    .push_bind(r.4.clone());
+            });
+            qb.build().execute(&mut *tx).await?;
+        }
+
+        for (i, op) in ops.iter().enumerate() {
+            if let (Some(Ok(c)), Some(idem)) = (results[i], &op.idempotency_key) {
+                sqlx::query(
+                    "INSERT OR IGNORE INTO idempotency (key_id, idem_key, created_at, \
+                     amount_used, remaining, total_quota, item_count) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(op.key_id)
+                .bind(idem)
+                .bind(now_ms)
+                .bind(op.total())
+                .bind(c.remaining)
+                .bind(c.quota)
+                .bind(op.items.len() as i64)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(BatchOutcome {
+            results: results
+                .into_iter()
+                .map(|r| r.unwrap_or(Err(Refusal::NotFound)))
+                .collect(),
+            counters,
+        })
+    }
+
+    async fn idempotent_result(
+        &self,
+        key_id: i64,
+        idem_key: &str,
+    ) -> StoreResult<Option<IdempotentResult>> {
+        let row = sqlx::query(
+            "SELECT amount_used, remaining, total_quota, item_count FROM idempotency \
+             WHERE key_id = ? AND idem_key = ?",
+        )
+        .bind(key_id)
+        .bind(idem_key)
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|r| {
+            Ok(IdempotentResult {
+                amount_used: r.try_get(0)?,
+                remaining: r.try_get(1)?,
+                total_quota: r.try_get(2)?,
+                count: r.try_get(3)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn history(
+        &self,
+        key_id: i64,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(Vec<HistoryEntry>, i64)> {
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_events WHERE key_id = ?")
+            .bind(key_id)
+            .fetch_one(&self.read)
+            .await?;
+        let rows = sqlx::query(
+            "SELECT ts, amount, reason, remaining, metadata FROM usage_events \
+             WHERE key_id = ? ORDER BY id DESC LIMIT ? OFFSET ?",
+        )
+        .bind(key_id)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.read)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let metadata: Option<String> = r.try_get(4)?;
+            out.push(HistoryEntry {
+                ts: r.try_get(0)?,
+                amount: r.try_get(1)?,
+                reason: r.try_get(2)?,
+                remaining: r.try_get(3)?,
+                metadata: metadata.and_then(|m| serde_json::from_str(&m).ok()),
+            });
+        }
+        Ok((out, total))
+    }
+
+    async fn period_used(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<(i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT key_id, SUM(amount) FROM usage_events WHERE ts >= ? AND ts < ? GROUP BY key_id",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    async fn insert_audit(&self, audit: &AuditRecord) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        insert_audit_tx(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn audit(&self, limit: i64, offset: i64) -> StoreResult<(Vec<AuditEntry>, i64)> {
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit")
+            .fetch_one(&self.read)
+            .await?;
+        let rows = sqlx::query(
+            "SELECT id, ts, action, target, key_id, token_hint, client_ip, details FROM audit \
+             ORDER BY id DESC LIMIT ? OFFSET ?",
+        )
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.read)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let details: Option<String> = r.try_get(7)?;
+            out.push(AuditEntry {
+                id: r.try_get(0)?,
+                record: AuditRecord {
+                    ts: r.try_get(1)?,
+                    action: r.try_get(2)?,
+                    target: r.try_get(3)?,
+                    key_id: r.try_get(4)?,
+                    token_hint: r.try_get(5)?,
+                    client_ip: r.try_get(6)?,
+                    details: details.and_then(|d| serde_json::from_str(&d).ok()),
+                },
+            });
+        }
+        Ok((out, total))
+    }
+
+    async fn key_changes_since(&self, after_id: i64) -> StoreResult<Vec<(i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT id, key_id FROM audit WHERE id > ? AND key_id IS NOT NULL ORDER BY id",
+        )
+        .bind(after_id)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    async fn last_audit_id(&self) -> StoreResult<i64> {
+        let id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM audit")
+            .fetch_one(&self.read)
+            .await?;
+        Ok(id.unwrap_or(0))
+    }
+
+    async fn purge(&self, events_before_ms: i64, idem_before_ms: i64) -> StoreResult<u64> {
+        let a = sqlx::query("DELETE FROM usage_events WHERE ts < ?")
+            .bind(events_before_ms)
+            .execute(&self.write)
+            .await?
+            .rows_affected();
+        let b = sqlx::query("DELETE FROM idempotency WHERE created_at < ?")
+            .bind(idem_before_ms)
+            .execute(&self.write)
+            .await?
+            .rows_affected();
+        Ok(a + b)
+    }
+}
