@@ -59,6 +59,7 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
         &config.sqlite_path,
         SqliteOptions {
             synchronous_full: config.sqlite_synchronous_full,
+            busy_timeout: Duration::from_millis(config.sqlite_busy_timeout_ms),
         },
     )
     .await?;

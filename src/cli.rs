@@ -288,7 +288,7 @@ async fn keys(config: &Config, clock: SharedClock, cmd: KeysCommand) -> Result<(
             let rec = admin
                 .set_enabled(rec.id, false, &actor)
                 .await?
-                .ok_or_else(|| CliError::NotFound(key))?;
+                .ok_or(CliError::NotFound(key))?;
             print_json(&key_json(&rec, now));
         }
         KeysCommand::Enable { key } => {
@@ -296,7 +296,7 @@ async fn keys(config: &Config, clock: SharedClock, cmd: KeysCommand) -> Result<(
             let rec = admin
                 .set_enabled(rec.id, true, &actor)
                 .await?
-                .ok_or_else(|| CliError::NotFound(key))?;
+                .ok_or(CliError::NotFound(key))?;
             print_json(&key_json(&rec, now));
         }
         KeysCommand::Reset { key, quota } => {
@@ -307,7 +307,7 @@ async fn keys(config: &Config, clock: SharedClock, cmd: KeysCommand) -> Result<(
             let rec = admin
                 .reset(&rec, quota.map(Some), &actor)
                 .await?
-                .ok_or_else(|| CliError::NotFound(key))?;
+                .ok_or(CliError::NotFound(key))?;
             print_json(&key_json(&rec, now));
         }
         KeysCommand::Rotate { key } => {
@@ -315,7 +315,7 @@ async fn keys(config: &Config, clock: SharedClock, cmd: KeysCommand) -> Result<(
             let issued = admin
                 .rotate(&rec, &actor)
                 .await?
-                .ok_or_else(|| CliError::NotFound(key))?;
+                .ok_or(CliError::NotFound(key))?;
             print_json(&json!({ "key": issued.full, "id": issued.record.id }));
         }
         KeysCommand::Delete { key } => {

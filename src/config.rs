@@ -27,6 +27,7 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub sqlite_path: Option<PathBuf>,
     pub sqlite_synchronous: Option<String>,
+    pub sqlite_busy_timeout_ms: Option<u64>,
     pub admin_token: Option<String>,
     pub viewer_token: Option<String>,
     pub key_prefix: Option<String>,
@@ -51,6 +52,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub sqlite_path: PathBuf,
     pub sqlite_synchronous_full: bool,
+    pub sqlite_busy_timeout_ms: u64,
     pub admin_token: Option<String>,
     pub viewer_token: Option<String>,
     pub key_prefix: String,
@@ -66,6 +68,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             sqlite_path: PathBuf::from("./data/quota-proxy.db"),
             sqlite_synchronous_full: true,
+            sqlite_busy_timeout_ms: 10_000,
             admin_token: None,
             viewer_token: None,
             key_prefix: "qp".to_owned(),
@@ -184,6 +187,9 @@ impl Config {
             data_dir,
             sqlite_path,
             sqlite_synchronous_full,
+            sqlite_busy_timeout_ms: parse_env::<u64>(env, "SQLITE_BUSY_TIMEOUT_MS")?
+                .or(file.sqlite_busy_timeout_ms)
+                .unwrap_or(d.sqlite_busy_timeout_ms),
             admin_token: non_empty(env("ADMIN_TOKEN")).or(non_empty(file.admin_token)),
             viewer_token: non_empty(env("VIEWER_TOKEN")).or(non_empty(file.viewer_token)),
             key_prefix,

@@ -36,12 +36,15 @@ pub struct SqliteStore {
 pub struct SqliteOptions {
     /// `FULL` survives power loss; `NORMAL` survives a process crash only.
     pub synchronous_full: bool,
+    /// How long a writer waits for another process's write lock before giving up (503).
+    pub busy_timeout: Duration,
 }
 
 impl Default for SqliteOptions {
     fn default() -> Self {
         Self {
             synchronous_full: true,
+            busy_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -64,7 +67,7 @@ impl SqliteStore {
             } else {
                 SqliteSynchronous::Normal
             })
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(opts.busy_timeout);
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)

@@ -1,0 +1,14 @@
+//! One integration-test binary: every test runs the real router on a real port (or the real
+//! binary) against a real SQLite file in a temp dir.
+
+mod admin_api;
+mod cli;
+mod concurrency;
+mod durability;
+mod errors;
+mod helpers;
+mod idempotency;
+mod lifecycle;
+mod quota_api;
+mod security;
+mod seed_clients;
