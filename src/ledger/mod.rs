@@ -70,7 +70,7 @@ pub struct Ledger {
 /// Stops the writer after it has committed everything already accepted.
 pub struct LedgerHandle {
     shutdown: Option<oneshot::Sender<()>>,
-    writer: JoinHandle<()>,
+    stopped: oneshot::Receiver<()>,
 }
 
 impl LedgerHandle {
@@ -78,8 +78,32 @@ impl LedgerHandle {
         if let Some(s) = self.shutdown.take() {
             let _ = s.send(());
         }
-        let _ = self.writer.await;
+        let _ = self.stopped.await;
     }
+}
+
+/// Runs the writer on a thread of its own: its many short waits on the database would
+/// otherwise queue behind request handling on the shared runtime, stretching every batch.
+fn spawn_writer_thread(
+    rx: mpsc::UnboundedReceiver<writer::Pending>,
+    stop_rx: oneshot::Receiver<()>,
+    store: Arc<dyn Store>,
+    table: Arc<KeyTable>,
+    clock: SharedClock,
+) -> Result<oneshot::Receiver<()>, StoreError> {
+    let (done_tx, done_rx) = oneshot::channel();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StoreError::Other(format!("writer runtime: {e}")))?;
+    std::thread::Builder::new()
+        .name("ledger-writer".into())
+        .spawn(move || {
+            rt.block_on(writer::run(rx, stop_rx, store, table, clock));
+            let _ = done_tx.send(());
+        })
+        .map_err(|e| StoreError::Other(format!("writer thread: {e}")))?;
+    Ok(done_rx)
 }
 
 impl Ledger {
@@ -94,13 +118,8 @@ impl Ledger {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = oneshot::channel();
-        let writer = tokio::spawn(writer::run(
-            rx,
-            stop_rx,
-            store.clone(),
-            table.clone(),
-            clock.clone(),
-        ));
+        let stopped =
+            spawn_writer_thread(rx, stop_rx, store.clone(), table.clone(), clock.clone())?;
         let ledger = Arc::new(Self {
             table,
             store,
@@ -115,7 +134,7 @@ impl Ledger {
             ledger,
             LedgerHandle {
                 shutdown: Some(stop_tx),
-                writer,
+                stopped,
             },
         ))
     }

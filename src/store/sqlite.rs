@@ -1,6 +1,7 @@
 //! SQLite store: WAL, one writer connection (so in-process writers queue instead of spinning
 //! on SQLITE_BUSY), a small read pool, `busy_timeout` for other processes (the CLI).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -25,6 +26,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 
 /// Rows per multi-row INSERT: 7 binds each stays far below SQLite's variable limit.
 const INSERT_CHUNK: usize = 1000;
+/// Keys per multi-key UPDATE: 2 binds each, far below SQLite's variable limit.
+const KEYS_PER_UPDATE: usize = 2000;
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -193,17 +196,32 @@ async fn key_in_tx(tx: &mut Transaction<'_, Sqlite>, id: i64) -> StoreResult<Opt
 const PERIOD: &str =
     "(CASE refill_interval WHEN 'daily' THEN ?1 WHEN 'weekly' THEN ?2 WHEN 'monthly' THEN ?3 END)";
 
-fn consume_sql() -> String {
+/// The consume update. With `multi`, the deltas come from `(VALUES (?5, ?6), …) AS d`
+/// (`column1` = key id, `column2` = amount) so one statement serves every key of a batch;
+/// otherwise `?5` is the amount and `?6` the key id.
+fn consume_sql(multi_keys: usize) -> String {
+    let delta = if multi_keys > 0 { "d.column2" } else { "?5" };
     let due =
         format!("({PERIOD} IS NOT NULL AND (refill_period IS NULL OR {PERIOD} > refill_period))");
-    let used = format!("((CASE WHEN {due} THEN 0 ELSE used END) + ?4)");
+    let used = format!("((CASE WHEN {due} THEN 0 ELSE used END) + {delta})");
     let quota = format!("(CASE WHEN {due} THEN refill_amount ELSE quota END)");
+    let (from, target) = if multi_keys > 0 {
+        let values: Vec<String> = (0..multi_keys)
+            .map(|i| format!("(?{}, ?{})", 5 + 2 * i, 6 + 2 * i))
+            .collect();
+        (
+            format!(" FROM (VALUES {}) AS d", values.join(", ")),
+            "keys.id = d.column1",
+        )
+    } else {
+        (String::new(), "keys.id = ?6")
+    };
     format!(
         "UPDATE keys SET used = {used}, quota = {quota}, \
-         refill_period = CASE WHEN {due} THEN {PERIOD} ELSE refill_period END, last_used = ?5 \
-         WHERE id = ?6 AND enabled = 1 AND (expires_at IS NULL OR expires_at > ?5) \
+         refill_period = CASE WHEN {due} THEN {PERIOD} ELSE refill_period END, last_used = ?4\
+         {from} WHERE {target} AND enabled = 1 AND (expires_at IS NULL OR expires_at > ?4) \
          AND ({quota} IS NULL OR {used} <= {quota}) \
-         RETURNING used, quota, refill_period, enabled, expires_at, last_used"
+         RETURNING keys.id AS id, used, quota, refill_period, enabled, expires_at, last_used"
     )
 }
 
@@ -408,14 +426,13 @@ impl Store for SqliteStore {
         now_ms: i64,
         periods: PeriodStarts,
     ) -> StoreResult<BatchOutcome> {
-        let sql = consume_sql();
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let mut results: Vec<Option<ConsumeResult>> = vec![None; ops.len()];
         let mut counters = Vec::new();
 
         // Group by key, keeping each key's ops in arrival order.
         let mut order: Vec<i64> = Vec::new();
-        let mut by_key: std::collections::HashMap<i64, Vec<usize>> = Default::default();
+        let mut by_key: HashMap<i64, Vec<usize>> = HashMap::new();
         for (i, op) in ops.iter().enumerate() {
             by_key
                 .entry(op.key_id)
@@ -426,22 +443,27 @@ impl Store for SqliteStore {
                 .push(i);
         }
 
-        let run = |delta: i64, key_id: i64| {
-            sqlx::query(AssertSqlSafe(sql.clone()))
+        // Fast path: one statement for every key whose whole group fits.
+        let mut done: HashMap<i64, KeyCounters> = HashMap::new();
+        for chunk in order.chunks(KEYS_PER_UPDATE) {
+            let sql = consume_sql(chunk.len());
+            let mut q = sqlx::query(AssertSqlSafe(sql))
                 .bind(periods.daily)
                 .bind(periods.weekly)
                 .bind(periods.monthly)
-                .bind(delta)
-                .bind(now_ms)
-                .bind(key_id)
-        };
-
-        for key_id in order {
-            let idxs = &by_key[&key_id];
-            let total: i64 = idxs.iter().map(|&i| ops[i].total()).sum();
-            // Fast path: the whole group fits; one statement for all of the key's ops.
-            if let Some(row) = run(total, key_id).fetch_optional(&mut *tx).await? {
-                let c = counters_from_row(key_id, &row)?;
+                .bind(now_ms);
+            for key_id in chunk {
+                let total: i64 = by_key[key_id].iter().map(|&i| ops[i].total()).sum();
+                q = q.bind(*key_id).bind(total);
+            }
+            for row in q.fetch_all(&mut *tx).await? {
+                let c = counters_from_row(row.try_get("id")?, &row)?;
+                done.insert(c.key_id, c);
+            }
+        }
+        for key_id in &order {
+            let idxs = &by_key[key_id];
+            if let Some(c) = done.get(key_id) {
                 let mut used_after = c.used;
                 for &i in idxs.iter().rev() {
                     results[i] = Some(Ok(Committed {
@@ -450,15 +472,25 @@ impl Store for SqliteStore {
                     }));
                     used_after -= ops[i].total();
                 }
-                counters.push(c);
+                counters.push(*c);
                 continue;
             }
             // Slow path: apply one by one, refusing only those that do not fit.
+            let single = consume_sql(0);
             let mut last: Option<KeyCounters> = None;
             for &i in idxs {
-                match run(ops[i].total(), key_id).fetch_optional(&mut *tx).await? {
+                let row = sqlx::query(AssertSqlSafe(single.clone()))
+                    .bind(periods.daily)
+                    .bind(periods.weekly)
+                    .bind(periods.monthly)
+                    .bind(now_ms)
+                    .bind(ops[i].total())
+                    .bind(*key_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                match row {
                     Some(row) => {
-                        let c = counters_from_row(key_id, &row)?;
+                        let c = counters_from_row(*key_id, &row)?;
                         results[i] = Some(Ok(Committed {
                             remaining: c.quota.map(|q| q - c.used),
                             quota: c.quota,
@@ -466,7 +498,7 @@ impl Store for SqliteStore {
                         last = Some(c);
                     }
                     None => {
-                        let (refusal, c) = classify_refusal(&mut tx, key_id, now_ms).await?;
+                        let (refusal, c) = classify_refusal(&mut tx, *key_id, now_ms).await?;
                         results[i] = Some(Err(refusal));
                         if c.is_some() {
                             last = c;
@@ -516,22 +548,29 @@ impl Store for SqliteStore {
             qb.build().execute(&mut *tx).await?;
         }
 
-        for (i, op) in ops.iter().enumerate() {
-            if let (Some(Ok(c)), Some(idem)) = (results[i], &op.idempotency_key) {
-                sqlx::query(
-                    "INSERT OR IGNORE INTO idempotency (key_id, idem_key, created_at, \
-                     amount_used, remaining, total_quota, item_count) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(op.key_id)
-                .bind(idem)
-                .bind(now_ms)
-                .bind(op.total())
-                .bind(c.remaining)
-                .bind(c.quota)
-                .bind(op.items.len() as i64)
-                .execute(&mut *tx)
-                .await?;
-            }
+        let idem_rows: Vec<(&ConsumeOp, &str, Committed)> = ops
+            .iter()
+            .zip(&results)
+            .filter_map(|(op, r)| match (r, &op.idempotency_key) {
+                (Some(Ok(c)), Some(k)) => Some((op, k.as_str(), *c)),
+                _ => None,
+            })
+            .collect();
+        for chunk in idem_rows.chunks(INSERT_CHUNK) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT OR IGNORE INTO idempotency (key_id, idem_key, created_at, amount_used, \
+                 remaining, total_quota, item_count) ",
+            );
+            qb.push_values(chunk, |mut b, (op, k, c)| {
+                b.push_bind(op.key_id)
+                    .push_bind(*k)
+                    .push_bind(now_ms)
+                    .push_bind(op.total())
+                    .push_bind(c.remaining)
+                    .push_bind(c.quota)
+                    .push_bind(op.items.len() as i64);
+            });
+            qb.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(BatchOutcome {
