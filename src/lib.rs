@@ -1,5 +1,6 @@
 //! quota-proxy: an OpenAI-compatible gateway with per-key quotas, and the quota service,
 //! monitor and dashboard around it.
+#![deny(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 

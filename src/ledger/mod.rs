@@ -92,6 +92,7 @@ fn spawn_writer_thread(
     clock: SharedClock,
 ) -> Result<oneshot::Receiver<()>, StoreError> {
     let (done_tx, done_rx) = oneshot::channel();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), StoreError>>();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -99,10 +100,24 @@ fn spawn_writer_thread(
     std::thread::Builder::new()
         .name("ledger-writer".into())
         .spawn(move || {
-            rt.block_on(writer::run(rx, stop_rx, store, table, clock));
+            rt.block_on(async move {
+                // The committer is made here: it stays on this thread for its whole life.
+                match store.consume_writer().await {
+                    Ok(committer) => {
+                        let _ = ready_tx.send(Ok(()));
+                        writer::run(rx, stop_rx, committer, table, clock).await;
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            });
             let _ = done_tx.send(());
         })
         .map_err(|e| StoreError::Other(format!("writer thread: {e}")))?;
+    ready_rx
+        .recv()
+        .map_err(|_| StoreError::Other("writer thread ended early".into()))??;
     Ok(done_rx)
 }
 

@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::table::KeyTable;
 use crate::clock::SharedClock;
 use crate::keys::refill::PeriodStarts;
-use crate::store::{ConsumeOp, ConsumeResult, Store, StoreError};
+use crate::store::{ConsumeOp, ConsumeResult, ConsumeWriter, StoreError};
 
 /// Upper bound on one transaction, to keep commit latency bounded under a flood.
 const MAX_BATCH: usize = 4096;
@@ -22,7 +22,7 @@ pub struct Pending {
 pub async fn run(
     mut rx: mpsc::UnboundedReceiver<Pending>,
     mut shutdown: oneshot::Receiver<()>,
-    store: Arc<dyn Store>,
+    mut committer: Box<dyn ConsumeWriter>,
     table: Arc<KeyTable>,
     clock: SharedClock,
 ) {
@@ -45,14 +45,15 @@ pub async fn run(
                 Err(_) => break,
             }
         }
-        commit(&mut batch, store.as_ref(), &table, &clock).await;
+        commit(&mut batch, committer.as_mut(), &table, &clock).await;
     }
+    committer.close().await;
     tracing::debug!("ledger writer stopped");
 }
 
 async fn commit(
     batch: &mut Vec<Pending>,
-    store: &dyn Store,
+    committer: &mut dyn ConsumeWriter,
     table: &KeyTable,
     clock: &SharedClock,
 ) {
@@ -63,7 +64,7 @@ async fn commit(
     for op in &ops {
         *reserved.entry(op.key_id).or_default() += op.total();
     }
-    let outcome = store.commit_consumes(&ops, now, periods).await;
+    let outcome = committer.commit(&ops, now, periods).await;
 
     // Memory catches up with the database before anyone is answered, so a caller that reads
     // its quota right after a 200 sees its own consume.

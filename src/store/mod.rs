@@ -3,6 +3,8 @@
 //! the database stays the authority even when memory is stale (CLI edits, several instances).
 
 pub mod sqlite;
+mod sqlite_raw;
+pub mod sqlite_writer;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
@@ -161,6 +163,21 @@ pub struct HistoryEntry {
     pub metadata: Option<Value>,
 }
 
+/// Commits groups of consumes. Used by the ledger's single writer only, on its own thread.
+#[async_trait(?Send)]
+pub trait ConsumeWriter {
+    /// Commits `ops` in one transaction. Each is applied only if the key exists, is
+    /// enabled, unexpired and can afford it (after any due refill); the others are refused.
+    async fn commit(
+        &mut self,
+        ops: &[ConsumeOp],
+        now_ms: i64,
+        periods: PeriodStarts,
+    ) -> StoreResult<BatchOutcome>;
+
+    async fn close(self: Box<Self>);
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
@@ -184,14 +201,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<KeyRecord>>;
     async fn delete_key(&self, id: i64, audit: &AuditRecord) -> StoreResult<bool>;
 
-    /// Commits a group of consumes in one transaction. Each is applied only if the key
-    /// exists, is enabled, unexpired and can afford it (after any due refill).
-    async fn commit_consumes(
-        &self,
-        ops: &[ConsumeOp],
-        now_ms: i64,
-        periods: PeriodStarts,
-    ) -> StoreResult<BatchOutcome>;
+    /// The ledger writer's own committer (one per writer; it may hold a connection).
+    async fn consume_writer(&self) -> StoreResult<Box<dyn ConsumeWriter>>;
 
     async fn idempotent_result(
         &self,

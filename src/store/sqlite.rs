@@ -1,38 +1,29 @@
 //! SQLite store: WAL, one writer connection (so in-process writers queue instead of spinning
 //! on SQLITE_BUSY), a small read pool, `busy_timeout` for other processes (the CLI).
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
+use super::sqlite_writer::SqliteConsumeWriter;
 use super::{
-    AuditEntry, AuditRecord, BatchOutcome, Committed, ConsumeOp, ConsumeResult, HistoryEntry,
-    IdempotentResult, KeyCounters, KeyPatch, NewKey, Refusal, Store, StoreError, StoreResult,
+    AuditEntry, AuditRecord, ConsumeWriter, HistoryEntry, IdempotentResult, KeyPatch, NewKey,
+    Store, StoreError, StoreResult,
 };
-use crate::keys::refill::PeriodStarts;
-use crate::keys::{
-    KeyHash, KeyLimits, KeyRecord, Owner, Refill, RefillInterval, effective_counters,
-};
+use crate::keys::{KeyHash, KeyLimits, KeyRecord, Owner, Refill, RefillInterval};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-
-/// Rows per multi-row INSERT: 7 binds each stays far below SQLite's variable limit.
-const INSERT_CHUNK: usize = 1000;
-/// Keys per multi-key UPDATE: 2 binds each, far below SQLite's variable limit.
-const KEYS_PER_UPDATE: usize = 2000;
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     read: SqlitePool,
     write: SqlitePool,
+    connect: SqliteConnectOptions,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -81,9 +72,13 @@ impl SqliteStore {
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(connect.read_only(true))
+            .connect_with(connect.clone().read_only(true))
             .await?;
-        Ok(Self { read, write })
+        Ok(Self {
+            read,
+            write,
+            connect,
+        })
     }
 
     pub async fn close(&self) {
@@ -189,84 +184,6 @@ async fn key_in_tx(tx: &mut Transaction<'_, Sqlite>, id: i64) -> StoreResult<Opt
     .fetch_optional(&mut **tx)
     .await?;
     Ok(row.map(Into::into))
-}
-
-// The refill period of the row's own interval, and whether its reset is still due. Reading
-// the interval from the row (not from memory) keeps this right even when memory is stale.
-const PERIOD: &str =
-    "(CASE refill_interval WHEN 'daily' THEN ?1 WHEN 'weekly' THEN ?2 WHEN 'monthly' THEN ?3 END)";
-
-/// The consume update. With `multi`, the deltas come from `(VALUES (?5, ?6), …) AS d`
-/// (`column1` = key id, `column2` = amount) so one statement serves every key of a batch;
-/// otherwise `?5` is the amount and `?6` the key id.
-fn consume_sql(multi_keys: usize) -> String {
-    let delta = if multi_keys > 0 { "d.column2" } else { "?5" };
-    let due =
-        format!("({PERIOD} IS NOT NULL AND (refill_period IS NULL OR {PERIOD} > refill_period))");
-    let used = format!("((CASE WHEN {due} THEN 0 ELSE used END) + {delta})");
-    let quota = format!("(CASE WHEN {due} THEN refill_amount ELSE quota END)");
-    let (from, target) = if multi_keys > 0 {
-        let values: Vec<String> = (0..multi_keys)
-            .map(|i| format!("(?{}, ?{})", 5 + 2 * i, 6 + 2 * i))
-            .collect();
-        (
-            format!(" FROM (VALUES {}) AS d", values.join(", ")),
-            "keys.id = d.column1",
-        )
-    } else {
-        (String::new(), "keys.id = ?6")
-    };
-    format!(
-        "UPDATE keys SET used = {used}, quota = {quota}, \
-         refill_period = CASE WHEN {due} THEN {PERIOD} ELSE refill_period END, last_used = ?4\
-         {from} WHERE {target} AND enabled = 1 AND (expires_at IS NULL OR expires_at > ?4) \
-         AND ({quota} IS NULL OR {used} <= {quota}) \
-         RETURNING keys.id AS id, used, quota, refill_period, enabled, expires_at, last_used"
-    )
-}
-
-fn counters_from_row(key_id: i64, row: &SqliteRow) -> StoreResult<KeyCounters> {
-    Ok(KeyCounters {
-        key_id,
-        used: row.try_get("used")?,
-        quota: row.try_get("quota")?,
-        refill_period: row.try_get("refill_period")?,
-        enabled: row.try_get("enabled")?,
-        expires_at: row.try_get("expires_at")?,
-        last_used: row.try_get("last_used")?,
-    })
-}
-
-/// Why the conditional update refused, read back from the row.
-async fn classify_refusal(
-    tx: &mut Transaction<'_, Sqlite>,
-    key_id: i64,
-    now_ms: i64,
-) -> StoreResult<(Refusal, Option<KeyCounters>)> {
-    let Some(rec) = key_in_tx(tx, key_id).await? else {
-        return Ok((Refusal::NotFound, None));
-    };
-    let counters = KeyCounters {
-        key_id,
-        used: rec.used,
-        quota: rec.quota,
-        refill_period: rec.refill_period,
-        enabled: rec.enabled,
-        expires_at: rec.expires_at,
-        last_used: rec.last_used,
-    };
-    let refusal = if !rec.enabled {
-        Refusal::Disabled
-    } else if rec.expires_at.is_some_and(|e| e <= now_ms) {
-        Refusal::Expired
-    } else {
-        Refusal::Quota {
-            remaining: effective_counters(&rec, now_ms)
-                .remaining()
-                .map(|r| r.max(0)),
-        }
-    };
-    Ok((refusal, Some(counters)))
 }
 
 #[async_trait]
@@ -420,166 +337,8 @@ impl Store for SqliteStore {
         Ok(true)
     }
 
-    async fn commit_consumes(
-        &self,
-        ops: &[ConsumeOp],
-        now_ms: i64,
-        periods: PeriodStarts,
-    ) -> StoreResult<BatchOutcome> {
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        let mut results: Vec<Option<ConsumeResult>> = vec![None; ops.len()];
-        let mut counters = Vec::new();
-
-        // Group by key, keeping each key's ops in arrival order.
-        let mut order: Vec<i64> = Vec::new();
-        let mut by_key: HashMap<i64, Vec<usize>> = HashMap::new();
-        for (i, op) in ops.iter().enumerate() {
-            by_key
-                .entry(op.key_id)
-                .or_insert_with(|| {
-                    order.push(op.key_id);
-                    Vec::new()
-                })
-                .push(i);
-        }
-
-        // Fast path: one statement for every key whose whole group fits.
-        let mut done: HashMap<i64, KeyCounters> = HashMap::new();
-        for chunk in order.chunks(KEYS_PER_UPDATE) {
-            let sql = consume_sql(chunk.len());
-            let mut q = sqlx::query(AssertSqlSafe(sql))
-                .bind(periods.daily)
-                .bind(periods.weekly)
-                .bind(periods.monthly)
-                .bind(now_ms);
-            for key_id in chunk {
-                let total: i64 = by_key[key_id].iter().map(|&i| ops[i].total()).sum();
-                q = q.bind(*key_id).bind(total);
-            }
-            for row in q.fetch_all(&mut *tx).await? {
-                let c = counters_from_row(row.try_get("id")?, &row)?;
-                done.insert(c.key_id, c);
-            }
-        }
-        for key_id in &order {
-            let idxs = &by_key[key_id];
-            if let Some(c) = done.get(key_id) {
-                let mut used_after = c.used;
-                for &i in idxs.iter().rev() {
-                    results[i] = Some(Ok(Committed {
-                        remaining: c.quota.map(|q| q - used_after),
-                        quota: c.quota,
-                    }));
-                    used_after -= ops[i].total();
-                }
-                counters.push(*c);
-                continue;
-            }
-            // Slow path: apply one by one, refusing only those that do not fit.
-            let single = consume_sql(0);
-            let mut last: Option<KeyCounters> = None;
-            for &i in idxs {
-                let row = sqlx::query(AssertSqlSafe(single.clone()))
-                    .bind(periods.daily)
-                    .bind(periods.weekly)
-                    .bind(periods.monthly)
-                    .bind(now_ms)
-                    .bind(ops[i].total())
-                    .bind(*key_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                match row {
-                    Some(row) => {
-                        let c = counters_from_row(*key_id, &row)?;
-                        results[i] = Some(Ok(Committed {
-                            remaining: c.quota.map(|q| q - c.used),
-                            quota: c.quota,
-                        }));
-                        last = Some(c);
-                    }
-                    None => {
-                        let (refusal, c) = classify_refusal(&mut tx, *key_id, now_ms).await?;
-                        results[i] = Some(Err(refusal));
-                        if c.is_some() {
-                            last = c;
-                        }
-                    }
-                }
-            }
-            if let Some(c) = last {
-                counters.push(c);
-            }
-        }
-
-        // History rows: one per item, with the remaining quota right after that item.
-        let mut rows: Vec<(i64, i64, Option<&str>, Option<i64>, Option<String>)> = Vec::new();
-        for (i, op) in ops.iter().enumerate() {
-            if let Some(Ok(c)) = results[i] {
-                let mut rem_after = c.remaining;
-                let mut per_item = Vec::with_capacity(op.items.len());
-                for item in op.items.iter().rev() {
-                    per_item.push(rem_after);
-                    rem_after = rem_after.map(|r| r + item.amount);
-                }
-                per_item.reverse();
-                for (item, rem) in op.items.iter().zip(per_item) {
-                    rows.push((
-                        op.key_id,
-                        item.amount,
-                        item.reason.as_deref(),
-                        rem,
-                        item.metadata.as_ref().map(json_text),
-                    ));
-                }
-            }
-        }
-        for chunk in rows.chunks(INSERT_CHUNK) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO usage_events (key_id, ts, amount, reason, remaining, metadata) ",
-            );
-            qb.push_values(chunk, |mut b, r| {
-                b.push_bind(r.0)
-                    .push_bind(now_ms)
-                    .push_bind(r.1)
-                    .push_bind(r.2)
-                    .push_bind(r.3)
-                    .push_bind(r.4.clone());
-            });
-            qb.build().execute(&mut *tx).await?;
-        }
-
-        let idem_rows: Vec<(&ConsumeOp, &str, Committed)> = ops
-            .iter()
-            .zip(&results)
-            .filter_map(|(op, r)| match (r, &op.idempotency_key) {
-                (Some(Ok(c)), Some(k)) => Some((op, k.as_str(), *c)),
-                _ => None,
-            })
-            .collect();
-        for chunk in idem_rows.chunks(INSERT_CHUNK) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT OR IGNORE INTO idempotency (key_id, idem_key, created_at, amount_used, \
-                 remaining, total_quota, item_count) ",
-            );
-            qb.push_values(chunk, |mut b, (op, k, c)| {
-                b.push_bind(op.key_id)
-                    .push_bind(*k)
-                    .push_bind(now_ms)
-                    .push_bind(op.total())
-                    .push_bind(c.remaining)
-                    .push_bind(c.quota)
-                    .push_bind(op.items.len() as i64);
-            });
-            qb.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(BatchOutcome {
-            results: results
-                .into_iter()
-                .map(|r| r.unwrap_or(Err(Refusal::NotFound)))
-                .collect(),
-            counters,
-        })
+    async fn consume_writer(&self) -> StoreResult<Box<dyn ConsumeWriter>> {
+        Ok(Box::new(SqliteConsumeWriter::connect(&self.connect).await?))
     }
 
     async fn idempotent_result(

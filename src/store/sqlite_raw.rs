@@ -1,0 +1,193 @@
+//! A minimal safe wrapper over prepared SQLite statements on a raw connection handle, for
+//! the ledger's hot path: the writer runs its statements synchronously on its own thread
+//! instead of one cross-thread round trip per statement through sqlx's worker.
+//!
+//! Contract (upheld by `sqlite_writer`): every `Stmt` is used only while the owning
+//! connection's handle is locked by the same thread, and is finalized before the
+//! connection closes.
+#![allow(unsafe_code)]
+
+use std::ffi::{CStr, CString, c_int};
+use std::ptr::NonNull;
+
+use libsqlite3_sys as ffi;
+
+use super::StoreError;
+
+/// A raw database handle, valid while the sqlx connection it came from is locked.
+#[derive(Clone, Copy)]
+pub struct Db(pub NonNull<ffi::sqlite3>);
+
+impl Db {
+    fn error(&self, code: c_int) -> StoreError {
+        // SAFETY: the handle is valid (see module contract); errmsg returns a NUL-terminated
+        // string owned by SQLite, copied out immediately.
+        let msg = unsafe { CStr::from_ptr(ffi::sqlite3_errmsg(self.0.as_ptr())) }
+            .to_string_lossy()
+            .into_owned();
+        let primary = code & 0xff;
+        if primary == ffi::SQLITE_BUSY
+            || primary == ffi::SQLITE_LOCKED
+            || primary == ffi::SQLITE_IOERR
+        {
+            StoreError::Unavailable(msg)
+        } else {
+            StoreError::Other(msg)
+        }
+    }
+
+    /// Runs SQL without parameters or results (BEGIN, COMMIT, ROLLBACK).
+    pub fn exec(&self, sql: &str) -> Result<(), StoreError> {
+        let c = CString::new(sql).map_err(|e| StoreError::Other(e.to_string()))?;
+        // SAFETY: valid handle, valid NUL-terminated SQL, no callback.
+        let rc = unsafe {
+            ffi::sqlite3_exec(
+                self.0.as_ptr(),
+                c.as_ptr(),
+                None,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        };
+        if rc == ffi::SQLITE_OK {
+            Ok(())
+        } else {
+            Err(self.error(rc))
+        }
+    }
+
+    pub fn prepare(&self, sql: &str) -> Result<Stmt, StoreError> {
+        let c = CString::new(sql).map_err(|e| StoreError::Other(e.to_string()))?;
+        let mut raw: *mut ffi::sqlite3_stmt = std::ptr::null_mut();
+        // SAFETY: valid handle and SQL; `raw` receives the statement or stays null.
+        let rc = unsafe {
+            ffi::sqlite3_prepare_v2(
+                self.0.as_ptr(),
+                c.as_ptr(),
+                -1,
+                &mut raw,
+                std::ptr::null_mut(),
+            )
+        };
+        match NonNull::new(raw) {
+            Some(stmt) if rc == ffi::SQLITE_OK => Ok(Stmt { db: *self, stmt }),
+            _ => Err(self.error(rc)),
+        }
+    }
+}
+
+pub struct Stmt {
+    db: Db,
+    stmt: NonNull<ffi::sqlite3_stmt>,
+}
+
+pub enum Step {
+    Row,
+    Done,
+}
+
+impl Stmt {
+    fn check(&self, rc: c_int) -> Result<(), StoreError> {
+        if rc == ffi::SQLITE_OK {
+            Ok(())
+        } else {
+            Err(self.db.error(rc))
+        }
+    }
+
+    /// Resets the statement and clears its bindings, ready for the next execution.
+    pub fn reset(&mut self) {
+        // SAFETY: valid statement. Errors of the previous step are reported by `step`.
+        unsafe {
+            ffi::sqlite3_reset(self.stmt.as_ptr());
+            ffi::sqlite3_clear_bindings(self.stmt.as_ptr());
+        }
+    }
+
+    /// Binds a 1-based parameter.
+    pub fn bind_i64(&mut self, idx: c_int, v: i64) -> Result<(), StoreError> {
+        // SAFETY: valid statement; SQLite checks the index.
+        let rc = unsafe { ffi::sqlite3_bind_int64(self.stmt.as_ptr(), idx, v) };
+        self.check(rc)
+    }
+
+    pub fn bind_opt_i64(&mut self, idx: c_int, v: Option<i64>) -> Result<(), StoreError> {
+        match v {
+            Some(v) => self.bind_i64(idx, v),
+            // SAFETY: valid statement; SQLite checks the index.
+            None => self.check(unsafe { ffi::sqlite3_bind_null(self.stmt.as_ptr(), idx) }),
+        }
+    }
+
+    pub fn bind_opt_text(&mut self, idx: c_int, v: Option<&str>) -> Result<(), StoreError> {
+        match v {
+            Some(s) => {
+                let len = c_int::try_from(s.len())
+                    .map_err(|_| StoreError::Other("text too long".into()))?;
+                // SAFETY: valid statement; SQLITE_TRANSIENT makes SQLite copy the bytes
+                // before returning, so `s` need not outlive the call.
+                let rc = unsafe {
+                    ffi::sqlite3_bind_text(
+                        self.stmt.as_ptr(),
+                        idx,
+                        s.as_ptr().cast(),
+                        len,
+                        ffi::SQLITE_TRANSIENT(),
+                    )
+                };
+                self.check(rc)
+            }
+            // SAFETY: as above.
+            None => self.check(unsafe { ffi::sqlite3_bind_null(self.stmt.as_ptr(), idx) }),
+        }
+    }
+
+    pub fn step(&mut self) -> Result<Step, StoreError> {
+        // SAFETY: valid statement, bound parameters live inside SQLite (TRANSIENT).
+        match unsafe { ffi::sqlite3_step(self.stmt.as_ptr()) } {
+            ffi::SQLITE_ROW => Ok(Step::Row),
+            ffi::SQLITE_DONE => Ok(Step::Done),
+            rc => Err(self.db.error(rc)),
+        }
+    }
+
+    /// A 0-based column of the current row; `None` for NULL.
+    pub fn column_opt_i64(&self, col: c_int) -> Option<i64> {
+        // SAFETY: only called after `step` returned `Row`; SQLite checks the index.
+        unsafe {
+            if ffi::sqlite3_column_type(self.stmt.as_ptr(), col) == ffi::SQLITE_NULL {
+                None
+            } else {
+                Some(ffi::sqlite3_column_int64(self.stmt.as_ptr(), col))
+            }
+        }
+    }
+
+    pub fn column_i64(&self, col: c_int) -> i64 {
+        self.column_opt_i64(col).unwrap_or(0)
+    }
+
+    pub fn column_opt_text(&self, col: c_int) -> Option<String> {
+        // SAFETY: after a `Row` step; the pointer is valid until the next step/reset, and
+        // the bytes are copied out at once.
+        unsafe {
+            let p = ffi::sqlite3_column_text(self.stmt.as_ptr(), col);
+            if p.is_null() {
+                return None;
+            }
+            let n = ffi::sqlite3_column_bytes(self.stmt.as_ptr(), col);
+            let bytes = std::slice::from_raw_parts(p, usize::try_from(n).unwrap_or(0));
+            Some(String::from_utf8_lossy(bytes).into_owned())
+        }
+    }
+}
+
+impl Drop for Stmt {
+    fn drop(&mut self) {
+        // SAFETY: the statement is finalized exactly once, before its connection closes
+        // (the writer drops its statements before closing the connection).
+        unsafe {
+            ffi::sqlite3_finalize(self.stmt.as_ptr());
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! The ledger's commit path on SQLite: one transaction per batch, executed synchronously on
+//! the writer's thread with statements prepared once, through the raw handle of a
+//! connection that only the writer uses.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use sqlx::{ConnectOptions, Connection};
+
+use super::sqlite_raw::{Db, Step, Stmt};
+use super::{
+    BatchOutcome, Committed, ConsumeOp, ConsumeResult, ConsumeWriter, KeyCounters, Refusal,
+    StoreError, StoreResult,
+};
+use crate::keys::RefillInterval;
+use crate::keys::refill::PeriodStarts;
+
+// The refill period of the row's own interval, and whether its reset is still due. Reading
+// the interval from the row (not from memory) keeps this right even when memory is stale.
+const PERIOD: &str =
+    "(CASE refill_interval WHEN 'daily' THEN ?1 WHEN 'weekly' THEN ?2 WHEN 'monthly' THEN ?3 END)";
+
+/// ?1-?3 period starts, ?4 now, ?5 amount, ?6 key id. Refuses (no row) unless the key is
+/// enabled, unexpired and can afford the amount after any due refill.
+fn consume_sql() -> String {
+    let due =
+        format!("({PERIOD} IS NOT NULL AND (refill_period IS NULL OR {PERIOD} > refill_period))");
+    let used = format!("((CASE WHEN {due} THEN 0 ELSE used END) + ?5)");
+    let quota = format!("(CASE WHEN {due} THEN refill_amount ELSE quota END)");
+    format!(
+        "UPDATE keys SET used = {used}, quota = {quota}, \
+         refill_period = CASE WHEN {due} THEN {PERIOD} ELSE refill_period END, last_used = ?4 \
+         WHERE id = ?6 AND enabled = 1 AND (expires_at IS NULL OR expires_at > ?4) \
+         AND ({quota} IS NULL OR {used} <= {quota}) \
+         RETURNING used, quota, refill_period, enabled, expires_at, last_used"
+    )
+}
+
+const INSERT_EVENT: &str = "INSERT INTO usage_events (key_id, ts, amount, reason, remaining, metadata) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+const INSERT_IDEM: &str = "INSERT OR IGNORE INTO idempotency (key_id, idem_key, created_at, \
+     amount_used, remaining, total_quota, item_count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+const SELECT_KEY: &str = "SELECT used, quota, refill_period, enabled, expires_at, last_used, \
+     refill_interval, refill_amount FROM keys WHERE id = ?1";
+
+struct Statements {
+    consume: Stmt,
+    event: Stmt,
+    idem: Stmt,
+    key: Stmt,
+}
+
+impl Statements {
+    fn prepare(db: Db) -> StoreResult<Self> {
+        Ok(Self {
+            consume: db.prepare(&consume_sql())?,
+            event: db.prepare(INSERT_EVENT)?,
+            idem: db.prepare(INSERT_IDEM)?,
+            key: db.prepare(SELECT_KEY)?,
+        })
+    }
+}
+
+pub struct SqliteConsumeWriter {
+    // Declared first so they are finalized before the connection below is closed.
+    stmts: Option<Statements>,
+    conn: Option<SqliteConnection>,
+}
+
+impl SqliteConsumeWriter {
+    pub async fn connect(opts: &SqliteConnectOptions) -> StoreResult<Self> {
+        let conn = opts.connect().await?;
+        Ok(Self {
+            stmts: None,
+            conn: Some(conn),
+        })
+    }
+}
+
+fn counters(key_id: i64, s: &Stmt) -> KeyCounters {
+    KeyCounters {
+        key_id,
+        used: s.column_i64(0),
+        quota: s.column_opt_i64(1),
+        refill_period: s.column_opt_i64(2),
+        enabled: s.column_i64(3) != 0,
+        expires_at: s.column_opt_i64(4),
+        last_used: s.column_opt_i64(5),
+    }
+}
+
+fn run_consume(
+    st: &mut Stmt,
+    key_id: i64,
+    amount: i64,
+    now_ms: i64,
+    p: PeriodStarts,
+) -> StoreResult<Option<KeyCounters>> {
+    st.reset();
+    st.bind_i64(1, p.daily)?;
+    st.bind_i64(2, p.weekly)?;
+    st.bind_i64(3, p.monthly)?;
+    st.bind_i64(4, now_ms)?;
+    st.bind_i64(5, amount)?;
+    st.bind_i64(6, key_id)?;
+    let out = match st.step()? {
+        Step::Row => Some(counters(key_id, st)),
+        Step::Done => None,
+    };
+    st.reset();
+    Ok(out)
+}
+
+/// Why the conditional update refused, read back from the row.
+fn classify(
+    st: &mut Stmt,
+    key_id: i64,
+    now_ms: i64,
+    p: PeriodStarts,
+) -> StoreResult<(Refusal, Option<KeyCounters>)> {
+    st.reset();
+    st.bind_i64(1, key_id)?;
+    let out = match st.step()? {
+        Step::Done => (Refusal::NotFound, None),
+        Step::Row => {
+            let c = counters(key_id, st);
+            let refill = st
+                .column_opt_text(6)
+                .as_deref()
+                .and_then(RefillInterval::parse)
+                .zip(st.column_opt_i64(7));
+            let refusal = if !c.enabled {
+                Refusal::Disabled
+            } else if c.expires_at.is_some_and(|e| e <= now_ms) {
+                Refusal::Expired
+            } else {
+                let (quota, used) = match refill {
+                    Some((interval, amount))
+                        if c.refill_period
+                            .is_none_or(|rp| p.for_interval(interval) > rp) =>
+                    {
+                        (Some(amount), 0)
+                    }
+                    _ => (c.quota, c.used),
+                };
+                Refusal::Quota {
+                    remaining: quota.map(|q| (q - used).max(0)),
+                }
+            };
+            (refusal, Some(c))
+        }
+    };
+    st.reset();
+    Ok(out)
+}
+
+fn commit_sync(
+    db: Db,
+    s: &mut Statements,
+    ops: &[ConsumeOp],
+    now_ms: i64,
+    p: PeriodStarts,
+) -> StoreResult<BatchOutcome> {
+    db.exec("BEGIN IMMEDIATE")?;
+    let mut results: Vec<Option<ConsumeResult>> = vec![None; ops.len()];
+    let mut fresh = Vec::new();
+
+    // Group by key, keeping each key's ops in arrival order.
+    let mut order: Vec<i64> = Vec::new();
+    let mut by_key: HashMap<i64, Vec<usize>> = HashMap::new();
+    for (i, op) in ops.iter().enumerate() {
+        by_key
+            .entry(op.key_id)
+            .or_insert_with(|| {
+                order.push(op.key_id);
+                Vec::new()
+            })
+            .push(i);
+    }
+
+    for key_id in order {
+        let idxs = &by_key[&key_id];
+        let total: i64 = idxs.iter().map(|&i| ops[i].total()).sum();
+        // Fast path: the key's whole group fits, one statement.
+        if let Some(c) = run_consume(&mut s.consume, key_id, total, now_ms, p)? {
+            let mut used_after = c.used;
+            for &i in idxs.iter().rev() {
+                results[i] = Some(Ok(Committed {
+                    remaining: c.quota.map(|q| q - used_after),
+                    quota: c.quota,
+                }));
+                used_after -= ops[i].total();
+            }
+            fresh.push(c);
+            continue;
+        }
+        // Slow path: one by one, refusing only those that do not fit.
+        let mut last = None;
+        for &i in idxs {
+            match run_consume(&mut s.consume, key_id, ops[i].total(), now_ms, p)? {
+                Some(c) => {
+                    results[i] = Some(Ok(Committed {
+                        remaining: c.quota.map(|q| q - c.used),
+                        quota: c.quota,
+                    }));
+                    last = Some(c);
+                }
+                None => {
+                    let (refusal, c) = classify(&mut s.key, key_id, now_ms, p)?;
+                    results[i] = Some(Err(refusal));
+                    last = c.or(last);
+                }
+            }
+        }
+        fresh.extend(last);
+    }
+
+    for (op, r) in ops.iter().zip(&results) {
+        let Some(Ok(c)) = r else { continue };
+        // History: one row per item, with the remaining quota right after that item.
+        let mut rem_after = c.remaining;
+        let mut per_item = Vec::with_capacity(op.items.len());
+        for item in op.items.iter().rev() {
+            per_item.push(rem_after);
+            rem_after = rem_after.map(|x| x + item.amount);
+        }
+        for (item, rem) in op.items.iter().zip(per_item.into_iter().rev()) {
+            let meta = item
+                .metadata
+                .as_ref()
+                .and_then(|m| serde_json::to_string(m).ok());
+            let e = &mut s.event;
+            e.reset();
+            e.bind_i64(1, op.key_id)?;
+            e.bind_i64(2, now_ms)?;
+            e.bind_i64(3, item.amount)?;
+            e.bind_opt_text(4, item.reason.as_deref())?;
+            e.bind_opt_i64(5, rem)?;
+            e.bind_opt_text(6, meta.as_deref())?;
+            e.step()?;
+            e.reset();
+        }
+        if let Some(k) = &op.idempotency_key {
+            let q = &mut s.idem;
+            q.reset();
+            q.bind_i64(1, op.key_id)?;
+            q.bind_opt_text(2, Some(k))?;
+            q.bind_i64(3, now_ms)?;
+            q.bind_i64(4, op.total())?;
+            q.bind_opt_i64(5, c.remaining)?;
+            q.bind_opt_i64(6, c.quota)?;
+            q.bind_i64(7, op.items.len() as i64)?;
+            q.step()?;
+            q.reset();
+        }
+    }
+    db.exec("COMMIT")?;
+    Ok(BatchOutcome {
+        results: results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(Refusal::NotFound)))
+            .collect(),
+        counters: fresh,
+    })
+}
+
+#[async_trait(?Send)]
+impl ConsumeWriter for SqliteConsumeWriter {
+    async fn commit(
+        &mut self,
+        ops: &[ConsumeOp],
+        now_ms: i64,
+        periods: PeriodStarts,
+    ) -> StoreResult<BatchOutcome> {
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| StoreError::Unavailable("writer closed".into()))?;
+        let mut locked = conn.lock_handle().await?;
+        let db = Db(locked.as_raw_handle());
+        if self.stmts.is_none() {
+            self.stmts = Some(Statements::prepare(db)?);
+        }
+        let Some(stmts) = self.stmts.as_mut() else {
+            return Err(StoreError::Other("statements not prepared".into()));
+        };
+        let out = commit_sync(db, stmts, ops, now_ms, periods);
+        if out.is_err() {
+            // Leaves the connection usable for the next batch; nothing of this one stays.
+            let _ = db.exec("ROLLBACK");
+        }
+        drop(locked);
+        out
+    }
+
+    async fn close(mut self: Box<Self>) {
+        if let Some(conn) = self.conn.as_mut()
+            && let Ok(_locked) = conn.lock_handle().await
+        {
+            self.stmts = None;
+        }
+        self.stmts = None;
+        if let Some(conn) = self.conn.take() {
+            let _ = conn.close().await;
+        }
+    }
+}
