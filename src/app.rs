@@ -20,6 +20,8 @@ use crate::api::{admin, health, quota};
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::gateway::handlers as gw;
+use crate::gateway::{Gateway, GatewayHandle};
 use crate::keyadmin::KeyAdmin;
 use crate::ledger::{Ledger, LedgerHandle};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
@@ -29,6 +31,7 @@ pub struct AppInner {
     pub config: Config,
     pub store: Arc<dyn Store>,
     pub ledger: Arc<Ledger>,
+    pub gateway: Arc<Gateway>,
     pub keys: KeyAdmin,
     pub tokens: TokenDigests,
 }
@@ -51,6 +54,8 @@ pub enum StartError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Config(String),
+    #[error("gateway: {0}")]
+    Gateway(#[from] crate::gateway::GatewayError),
 }
 
 /// Opens the configured store (SQLite for now).
@@ -71,6 +76,7 @@ pub struct App {
     pub state: AppState,
     pub router: Router,
     ledger_handle: LedgerHandle,
+    gateway_handle: GatewayHandle,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -84,6 +90,13 @@ impl App {
         let store = open_store(&config).await?;
         let (ledger, ledger_handle) = Ledger::start(store.clone(), clock.clone()).await?;
         let keys = KeyAdmin::new(store.clone(), Some(ledger.clone()), clock.clone());
+        let (gateway, gateway_handle) = Gateway::start(
+            config.gateway.clone(),
+            config.daily_req_limit,
+            ledger.clone(),
+            store.clone(),
+        )
+        .await?;
         let tokens = TokenDigests::new(&admin_token, config.viewer_token.as_deref());
         let background = vec![
             ledger.spawn_change_follower(Duration::from_secs(1)),
@@ -93,6 +106,7 @@ impl App {
             config,
             store,
             ledger,
+            gateway,
             keys,
             tokens,
         }));
@@ -100,6 +114,7 @@ impl App {
             router: router(state.clone()),
             state,
             ledger_handle,
+            gateway_handle,
             background,
         })
     }
@@ -126,6 +141,9 @@ impl App {
         for task in &self.background {
             task.abort();
         }
+        // Open streams settle first, then their log rows and the ledger are flushed.
+        self.state.gateway.drain().await;
+        self.gateway_handle.flushed().await;
         self.ledger_handle.shutdown().await;
         tracing::info!("ledger flushed; shutdown complete");
     }
@@ -188,6 +206,11 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/usage", get(admin::usage))
         .route("/admin/usage/history", get(admin::usage_history))
         .route("/admin/audit", get(admin::audit))
+        .route("/admin/requests", get(admin::requests))
+        .route("/v1/models", get(gw::models))
+        .route("/v1/chat/completions", post(gw::chat_completions))
+        .route("/v1/completions", post(gw::completions))
+        .route("/v1/embeddings", post(gw::embeddings))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::gateway::settings::{BillingFile, GatewayFile, GatewaySettings, UpstreamFile};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -34,6 +36,9 @@ pub struct FileConfig {
     pub daily_req_limit: Option<u64>,
     pub log_retention_days: Option<u32>,
     pub max_body_bytes: Option<usize>,
+    pub gateway: Option<GatewayFile>,
+    pub billing: Option<BillingFile>,
+    pub upstreams: Option<Vec<UpstreamFile>>,
 }
 
 /// Values given on the command line (highest precedence).
@@ -59,6 +64,7 @@ pub struct Config {
     pub daily_req_limit: Option<u64>,
     pub log_retention_days: u32,
     pub max_body_bytes: usize,
+    pub gateway: GatewaySettings,
 }
 
 impl Default for Config {
@@ -75,6 +81,7 @@ impl Default for Config {
             daily_req_limit: None,
             log_retention_days: 90,
             max_body_bytes: 64 * 1024,
+            gateway: GatewaySettings::default(),
         }
     }
 }
@@ -198,6 +205,7 @@ impl Config {
                 .or(file.log_retention_days)
                 .unwrap_or(d.log_retention_days),
             max_body_bytes,
+            gateway: GatewaySettings::build(file.gateway, file.billing, file.upstreams, env)?,
         })
     }
 }

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod gateway;
 pub mod keyadmin;
 pub mod keys;
 pub mod ledger;

@@ -479,3 +479,48 @@ pub async fn audit(
         json!({ "entries": entries, "total": total, "limit": limit, "offset": offset }),
     ))
 }
+
+/// Gateway request log, newest first; `key` narrows to one key.
+pub async fn requests(
+    State(st): State<AppState>,
+    _op: Operator,
+    QueryMap(q): QueryMap,
+) -> ApiResult<Json<Value>> {
+    let params = Params::new(q, None)?;
+    let limit = params.int("limit", 1, 1000, 100)?;
+    let offset = params.int("offset", 0, i64::MAX, 0)?;
+    let key_id = match params.str("key")?.filter(|k| !k.trim().is_empty()) {
+        None => None,
+        Some(k) => Some(find(&st, &k).await?.id),
+    };
+    let (rows, total) = st.store.request_logs(key_id, limit, offset).await?;
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "timestamp": rfc3339(r.ts),
+                "requestId": r.request_id,
+                "keyId": r.key_id,
+                "keyName": r.key_name,
+                "ownerUserId": r.owner_user_id,
+                "ownerUsername": r.owner_username,
+                "endpoint": r.endpoint,
+                "model": r.model,
+                "upstream": r.upstream,
+                "promptTokens": r.prompt_tokens,
+                "completionTokens": r.completion_tokens,
+                "cost": r.cost,
+                "status": r.status,
+                "error": r.error,
+                "latencyMs": r.latency_ms,
+                "ttftMs": r.ttft_ms,
+                "isStream": r.is_stream,
+                "estimated": r.estimated,
+                "clientIp": r.client_ip,
+            })
+        })
+        .collect();
+    Ok(Json(
+        json!({ "requests": rows, "total": total, "limit": limit, "offset": offset }),
+    ))
+}

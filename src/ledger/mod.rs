@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::clock::SharedClock;
 use crate::keys::{KeyHash, KeyRecord, effective_counters, hash_key, policy::is_expired};
-use crate::store::{ConsumeOp, IdempotentResult, Refusal, Store, StoreError, UsageItem};
+use crate::store::{ConsumeOp, IdempotentResult, OpKind, Refusal, Store, StoreError, UsageItem};
 pub use table::{KeyEntry, KeyTable};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -255,7 +255,8 @@ impl Ledger {
             }
             let c = effective_counters(&st.rec, now);
             if c.reset_due {
-                st.rec.used = 0;
+                // Earlier consumes belong to the old period; open holds settle in the new one.
+                st.rec.used = st.held;
                 st.rec.quota = c.quota;
                 st.rec.refill_period = c.period;
             }
@@ -269,6 +270,7 @@ impl Ledger {
             st.pending += total;
             let op = ConsumeOp {
                 key_id: st.rec.id,
+                kind: OpKind::Consume,
                 items,
                 idempotency_key,
             };
@@ -292,7 +294,7 @@ impl Ledger {
             .map_err(LedgerError::from)?;
         match committed {
             Ok(c) => Ok(ConsumeOutcome {
-                amount_used: total,
+                amount_used: c.charged,
                 remaining: c.remaining,
                 total_quota: c.quota,
                 count,
@@ -304,6 +306,104 @@ impl Ledger {
                 remaining: remaining.unwrap_or(0),
                 requested: total,
             }),
+        }
+    }
+
+    /// Holds `amount` for a call about to be forwarded (memory only: nothing is charged
+    /// until [`Ledger::settle`]). Refused exactly like a consume.
+    pub fn reserve(&self, entry: &KeyEntry, amount: i64) -> Result<(), LedgerError> {
+        let now = self.now_ms();
+        let mut st = entry.lock();
+        if !st.rec.enabled {
+            return Err(LedgerError::Disabled);
+        }
+        if is_expired(&st.rec, now) {
+            return Err(LedgerError::Expired);
+        }
+        let c = effective_counters(&st.rec, now);
+        if c.reset_due {
+            st.rec.used = st.held;
+            st.rec.quota = c.quota;
+            st.rec.refill_period = c.period;
+        }
+        let c = effective_counters(&st.rec, now);
+        if !c.can_afford(amount) {
+            return Err(LedgerError::QuotaExceeded {
+                remaining: c.remaining().unwrap_or(0).max(0),
+                requested: amount,
+            });
+        }
+        st.rec.used += amount;
+        st.held += amount;
+        Ok(())
+    }
+
+    /// Gives a hold back in full (the call got no upstream answer).
+    pub fn release(&self, entry: &KeyEntry, amount: i64) {
+        let mut st = entry.lock();
+        st.rec.used -= amount;
+        st.held -= amount;
+    }
+
+    /// Replaces a hold by the call's actual cost and commits it durably. The charge is
+    /// clamped to what remains, so a key never goes below zero.
+    pub async fn settle(
+        &self,
+        entry: &KeyEntry,
+        held: i64,
+        actual: i64,
+        item: UsageItem,
+    ) -> Result<ConsumeOutcome, LedgerError> {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        {
+            let mut st = entry.lock();
+            st.rec.used -= held;
+            st.held -= held;
+            if actual <= 0 {
+                let c = effective_counters(&st.rec, self.now_ms());
+                return Ok(ConsumeOutcome {
+                    amount_used: 0,
+                    remaining: c.remaining(),
+                    total_quota: c.quota,
+                    count: 0,
+                });
+            }
+            st.rec.used += actual;
+            st.pending += actual;
+            let op = ConsumeOp {
+                key_id: st.rec.id,
+                kind: OpKind::Settle,
+                items: vec![UsageItem {
+                    amount: actual,
+                    ..item
+                }],
+                idempotency_key: None,
+            };
+            if self
+                .tx
+                .send(writer::Pending {
+                    op,
+                    reply: reply_tx,
+                })
+                .is_err()
+            {
+                st.rec.used -= actual;
+                st.pending -= actual;
+                return Err(LedgerError::Unavailable);
+            }
+        }
+        let committed = reply_rx
+            .await
+            .map_err(|_| LedgerError::Unavailable)?
+            .map_err(LedgerError::from)?;
+        match committed {
+            Ok(c) => Ok(ConsumeOutcome {
+                amount_used: c.charged,
+                remaining: c.remaining,
+                total_quota: c.quota,
+                count: 1,
+            }),
+            Err(_) => Err(LedgerError::UnknownKey),
         }
     }
 

@@ -5,12 +5,13 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use crate::keys::{KeyHash, KeyRecord};
 
-/// A key's state as this instance sees it. `rec.used` includes `pending`: amounts reserved
-/// in memory whose commit has not come back yet.
+/// A key's state as this instance sees it. `rec.used` includes `pending` (amounts whose
+/// commit has not come back yet) and `held` (gateway reservations not yet settled).
 #[derive(Debug)]
 pub struct KeyState {
     pub rec: KeyRecord,
     pub pending: i64,
+    pub held: i64,
 }
 
 #[derive(Debug)]
@@ -21,7 +22,11 @@ pub struct KeyEntry {
 impl KeyEntry {
     fn new(rec: KeyRecord) -> Self {
         Self {
-            state: Mutex::new(KeyState { rec, pending: 0 }),
+            state: Mutex::new(KeyState {
+                rec,
+                pending: 0,
+                held: 0,
+            }),
         }
     }
 
@@ -85,9 +90,9 @@ impl KeyTable {
             let old_hash = {
                 let mut st = entry.lock();
                 let old_hash = st.rec.hash;
-                let pending = st.pending;
+                let in_flight = st.pending + st.held;
                 st.rec = rec.clone();
-                st.rec.used = rec.used + pending;
+                st.rec.used = rec.used + in_flight;
                 old_hash
             };
             if old_hash != rec.hash {

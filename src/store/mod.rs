@@ -96,10 +96,20 @@ pub struct UsageItem {
     pub metadata: Option<Map<String, Value>>,
 }
 
-/// One consume (a single `use` or a whole batch) waiting to be committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    /// All-or-nothing: refused unless the key is usable and can afford it.
+    Consume,
+    /// The cost of a call already served: charged even if the key was disabled meanwhile,
+    /// and clamped to what remains so a key never goes below zero. One item.
+    Settle,
+}
+
+/// One consume (a single `use`, a whole batch, or a gateway call's cost) to commit.
 #[derive(Debug, Clone)]
 pub struct ConsumeOp {
     pub key_id: i64,
+    pub kind: OpKind,
     pub items: Vec<UsageItem>,
     pub idempotency_key: Option<String>,
 }
@@ -122,6 +132,8 @@ pub enum Refusal {
 pub struct Committed {
     pub remaining: Option<i64>,
     pub quota: Option<i64>,
+    /// What was charged: the op's total, or less for a clamped settle.
+    pub charged: i64,
 }
 
 pub type ConsumeResult = Result<Committed, Refusal>;
@@ -152,6 +164,30 @@ pub struct IdempotentResult {
     pub remaining: Option<i64>,
     pub total_quota: Option<i64>,
     pub count: i64,
+}
+
+/// One gateway call, as logged.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestLogRow {
+    pub ts: i64,
+    pub request_id: String,
+    pub key_id: Option<i64>,
+    pub key_name: Option<String>,
+    pub owner_user_id: Option<i64>,
+    pub owner_username: Option<String>,
+    pub endpoint: String,
+    pub model: Option<String>,
+    pub upstream: Option<String>,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost: i64,
+    pub status: i64,
+    pub error: Option<String>,
+    pub latency_ms: i64,
+    pub ttft_ms: Option<i64>,
+    pub is_stream: bool,
+    pub estimated: bool,
+    pub client_ip: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -226,6 +262,17 @@ pub trait Store: Send + Sync + 'static {
     /// Audit rows after `after_id` that touched a key: `(audit id, key id)`, ascending.
     async fn key_changes_since(&self, after_id: i64) -> StoreResult<Vec<(i64, i64)>>;
     async fn last_audit_id(&self) -> StoreResult<i64>;
+
+    async fn insert_request_logs(&self, rows: &[RequestLogRow]) -> StoreResult<()>;
+    /// Newest first; only `key_id`'s when given.
+    async fn request_logs(
+        &self,
+        key_id: Option<i64>,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(Vec<RequestLogRow>, i64)>;
+    /// Gateway calls per key since `since_ms` (to restore daily counters after a restart).
+    async fn request_counts_since(&self, since_ms: i64) -> StoreResult<Vec<(i64, i64)>>;
 
     /// Drops usage history older than `events_before_ms` and idempotency records older than
     /// `idem_before_ms`; returns the rows removed.

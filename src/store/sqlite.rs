@@ -13,7 +13,7 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use super::sqlite_writer::SqliteConsumeWriter;
 use super::{
     AuditEntry, AuditRecord, ConsumeWriter, HistoryEntry, IdempotentResult, KeyPatch, NewKey,
-    Store, StoreError, StoreResult,
+    RequestLogRow, Store, StoreError, StoreResult,
 };
 use crate::keys::{KeyHash, KeyLimits, KeyRecord, Owner, Refill, RefillInterval};
 
@@ -151,6 +151,55 @@ impl From<KeyRow> for KeyRecord {
             limits: serde_json::from_str::<KeyLimits>(&r.limits).unwrap_or_default(),
             refill,
             refill_period: r.refill_period,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct RequestLogDbRow {
+    ts: i64,
+    request_id: String,
+    key_id: Option<i64>,
+    key_name: Option<String>,
+    owner_user_id: Option<i64>,
+    owner_username: Option<String>,
+    endpoint: String,
+    model: Option<String>,
+    upstream: Option<String>,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    cost: i64,
+    status: i64,
+    error: Option<String>,
+    latency_ms: i64,
+    ttft_ms: Option<i64>,
+    is_stream: bool,
+    estimated: bool,
+    client_ip: Option<String>,
+}
+
+impl From<RequestLogDbRow> for RequestLogRow {
+    fn from(r: RequestLogDbRow) -> Self {
+        RequestLogRow {
+            ts: r.ts,
+            request_id: r.request_id,
+            key_id: r.key_id,
+            key_name: r.key_name,
+            owner_user_id: r.owner_user_id,
+            owner_username: r.owner_username,
+            endpoint: r.endpoint,
+            model: r.model,
+            upstream: r.upstream,
+            prompt_tokens: r.prompt_tokens,
+            completion_tokens: r.completion_tokens,
+            cost: r.cost,
+            status: r.status,
+            error: r.error,
+            latency_ms: r.latency_ms,
+            ttft_ms: r.ttft_ms,
+            is_stream: r.is_stream,
+            estimated: r.estimated,
+            client_ip: r.client_ip,
         }
     }
 }
@@ -468,7 +517,89 @@ impl Store for SqliteStore {
         Ok(id.unwrap_or(0))
     }
 
+    async fn insert_request_logs(&self, rows: &[RequestLogRow]) -> StoreResult<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write.begin().await?;
+        // 19 binds a row: 500 rows stay below SQLite's variable limit.
+        for chunk in rows.chunks(500) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO request_log (ts, request_id, key_id, key_name, owner_user_id, \
+                 owner_username, endpoint, model, upstream, prompt_tokens, completion_tokens, \
+                 cost, status, error, latency_ms, ttft_ms, is_stream, estimated, client_ip) ",
+            );
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(r.ts)
+                    .push_bind(&r.request_id)
+                    .push_bind(r.key_id)
+                    .push_bind(&r.key_name)
+                    .push_bind(r.owner_user_id)
+                    .push_bind(&r.owner_username)
+                    .push_bind(&r.endpoint)
+                    .push_bind(&r.model)
+                    .push_bind(&r.upstream)
+                    .push_bind(r.prompt_tokens)
+                    .push_bind(r.completion_tokens)
+                    .push_bind(r.cost)
+                    .push_bind(r.status)
+                    .push_bind(&r.error)
+                    .push_bind(r.latency_ms)
+                    .push_bind(r.ttft_ms)
+                    .push_bind(r.is_stream)
+                    .push_bind(r.estimated)
+                    .push_bind(&r.client_ip);
+            });
+            qb.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn request_logs(
+        &self,
+        key_id: Option<i64>,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(Vec<RequestLogRow>, i64)> {
+        let total: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM request_log WHERE ?1 IS NULL OR key_id = ?1")
+                .bind(key_id)
+                .fetch_one(&self.read)
+                .await?;
+        let rows: Vec<RequestLogDbRow> = sqlx::query_as(
+            "SELECT ts, request_id, key_id, key_name, owner_user_id, owner_username, endpoint, \
+             model, upstream, prompt_tokens, completion_tokens, cost, status, error, latency_ms, \
+             ttft_ms, is_stream, estimated, client_ip FROM request_log \
+             WHERE ?1 IS NULL OR key_id = ?1 ORDER BY id DESC LIMIT ?2 OFFSET ?3",
+        )
+        .bind(key_id)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.read)
+        .await?;
+        Ok((rows.into_iter().map(Into::into).collect(), total))
+    }
+
+    async fn request_counts_since(&self, since_ms: i64) -> StoreResult<Vec<(i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT key_id, COUNT(*) FROM request_log WHERE ts >= ? AND key_id IS NOT NULL \
+             GROUP BY key_id",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
     async fn purge(&self, events_before_ms: i64, idem_before_ms: i64) -> StoreResult<u64> {
+        let logs = sqlx::query("DELETE FROM request_log WHERE ts < ?")
+            .bind(events_before_ms)
+            .execute(&self.write)
+            .await?
+            .rows_affected();
         let a = sqlx::query("DELETE FROM usage_events WHERE ts < ?")
             .bind(events_before_ms)
             .execute(&self.write)
@@ -479,6 +610,6 @@ impl Store for SqliteStore {
             .execute(&self.write)
             .await?
             .rows_affected();
-        Ok(a + b)
+        Ok(logs + a + b)
     }
 }

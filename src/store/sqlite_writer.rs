@@ -10,7 +10,7 @@ use sqlx::{ConnectOptions, Connection};
 
 use super::sqlite_raw::{Db, Step, Stmt};
 use super::{
-    BatchOutcome, Committed, ConsumeOp, ConsumeResult, ConsumeWriter, KeyCounters, Refusal,
+    BatchOutcome, Committed, ConsumeOp, ConsumeResult, ConsumeWriter, KeyCounters, OpKind, Refusal,
     StoreError, StoreResult,
 };
 use crate::keys::RefillInterval;
@@ -21,9 +21,14 @@ use crate::keys::refill::PeriodStarts;
 const PERIOD: &str =
     "(CASE refill_interval WHEN 'daily' THEN ?1 WHEN 'weekly' THEN ?2 WHEN 'monthly' THEN ?3 END)";
 
-/// ?1-?3 period starts, ?4 now, ?5 amount, ?6 key id. Refuses (no row) unless the key is
-/// enabled, unexpired and can afford the amount after any due refill.
-fn consume_sql() -> String {
+/// ?1-?3 period starts, ?4 now, ?5 amount, ?6 key id. Refuses (no row) unless the key can
+/// afford the amount after any due refill, and (`strict`) is enabled and unexpired.
+fn consume_sql(strict: bool) -> String {
+    let usable = if strict {
+        " AND enabled = 1 AND (expires_at IS NULL OR expires_at > ?4)"
+    } else {
+        ""
+    };
     let due =
         format!("({PERIOD} IS NOT NULL AND (refill_period IS NULL OR {PERIOD} > refill_period))");
     let used = format!("((CASE WHEN {due} THEN 0 ELSE used END) + ?5)");
@@ -31,8 +36,7 @@ fn consume_sql() -> String {
     format!(
         "UPDATE keys SET used = {used}, quota = {quota}, \
          refill_period = CASE WHEN {due} THEN {PERIOD} ELSE refill_period END, last_used = ?4 \
-         WHERE id = ?6 AND enabled = 1 AND (expires_at IS NULL OR expires_at > ?4) \
-         AND ({quota} IS NULL OR {used} <= {quota}) \
+         WHERE id = ?6{usable} AND ({quota} IS NULL OR {used} <= {quota}) \
          RETURNING used, quota, refill_period, enabled, expires_at, last_used"
     )
 }
@@ -46,6 +50,7 @@ const SELECT_KEY: &str = "SELECT used, quota, refill_period, enabled, expires_at
 
 struct Statements {
     consume: Stmt,
+    settle: Stmt,
     event: Stmt,
     idem: Stmt,
     key: Stmt,
@@ -54,7 +59,8 @@ struct Statements {
 impl Statements {
     fn prepare(db: Db) -> StoreResult<Self> {
         Ok(Self {
-            consume: db.prepare(&consume_sql())?,
+            consume: db.prepare(&consume_sql(true))?,
+            settle: db.prepare(&consume_sql(false))?,
             event: db.prepare(INSERT_EVENT)?,
             idem: db.prepare(INSERT_IDEM)?,
             key: db.prepare(SELECT_KEY)?,
@@ -182,13 +188,15 @@ fn commit_sync(
     for key_id in order {
         let idxs = &by_key[&key_id];
         let total: i64 = idxs.iter().map(|&i| ops[i].total()).sum();
+        let all_consume = idxs.iter().all(|&i| ops[i].kind == OpKind::Consume);
         // Fast path: the key's whole group fits, one statement.
-        if let Some(c) = run_consume(&mut s.consume, key_id, total, now_ms, p)? {
+        if all_consume && let Some(c) = run_consume(&mut s.consume, key_id, total, now_ms, p)? {
             let mut used_after = c.used;
             for &i in idxs.iter().rev() {
                 results[i] = Some(Ok(Committed {
                     remaining: c.quota.map(|q| q - used_after),
                     quota: c.quota,
+                    charged: ops[i].total(),
                 }));
                 used_after -= ops[i].total();
             }
@@ -198,19 +206,45 @@ fn commit_sync(
         // Slow path: one by one, refusing only those that do not fit.
         let mut last = None;
         for &i in idxs {
-            match run_consume(&mut s.consume, key_id, ops[i].total(), now_ms, p)? {
-                Some(c) => {
+            let op = &ops[i];
+            let stmt = match op.kind {
+                OpKind::Consume => &mut s.consume,
+                OpKind::Settle => &mut s.settle,
+            };
+            let mut charged = op.total();
+            let mut row = run_consume(stmt, key_id, charged, now_ms, p)?;
+            let mut refusal = None;
+            if row.is_none() {
+                let (r, c) = classify(&mut s.key, key_id, now_ms, p)?;
+                last = c.or(last);
+                match (op.kind, r) {
+                    // A served call pays what is left, never more.
+                    (
+                        OpKind::Settle,
+                        Refusal::Quota {
+                            remaining: Some(left),
+                        },
+                    ) if left > 0 => {
+                        charged = left;
+                        row = run_consume(&mut s.settle, key_id, charged, now_ms, p)?;
+                    }
+                    (OpKind::Settle, Refusal::Quota { .. }) => {
+                        charged = 0;
+                        row = c;
+                    }
+                    _ => refusal = Some(r),
+                }
+            }
+            match (row, refusal) {
+                (Some(c), None) => {
                     results[i] = Some(Ok(Committed {
                         remaining: c.quota.map(|q| q - c.used),
                         quota: c.quota,
+                        charged,
                     }));
                     last = Some(c);
                 }
-                None => {
-                    let (refusal, c) = classify(&mut s.key, key_id, now_ms, p)?;
-                    results[i] = Some(Err(refusal));
-                    last = c.or(last);
-                }
+                (_, r) => results[i] = Some(Err(r.unwrap_or(Refusal::NotFound))),
             }
         }
         fresh.extend(last);
@@ -226,6 +260,14 @@ fn commit_sync(
             rem_after = rem_after.map(|x| x + item.amount);
         }
         for (item, rem) in op.items.iter().zip(per_item.into_iter().rev()) {
+            let amount = if op.kind == OpKind::Settle {
+                c.charged
+            } else {
+                item.amount
+            };
+            if amount == 0 {
+                continue;
+            }
             let meta = item
                 .metadata
                 .as_ref()
@@ -234,7 +276,7 @@ fn commit_sync(
             e.reset();
             e.bind_i64(1, op.key_id)?;
             e.bind_i64(2, now_ms)?;
-            e.bind_i64(3, item.amount)?;
+            e.bind_i64(3, amount)?;
             e.bind_opt_text(4, item.reason.as_deref())?;
             e.bind_opt_i64(5, rem)?;
             e.bind_opt_text(6, meta.as_deref())?;

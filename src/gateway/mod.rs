@@ -1,0 +1,146 @@
+//! The OpenAI-compatible gateway (`/v1/*`): authentication, per-key policy and limits,
+//! billing through the ledger, routing with failover, streaming, request logs.
+
+pub mod client_ip;
+pub mod handlers;
+pub mod limits;
+pub mod mock;
+pub mod oai_error;
+mod proxy;
+pub mod reqlog;
+pub mod settings;
+pub mod sse;
+pub mod tokens;
+pub mod upstream;
+mod upstream_call;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::task::TaskTracker;
+
+use crate::ledger::Ledger;
+use crate::store::Store;
+use limits::Limiter;
+use reqlog::{LoggerHandle, RequestLogger};
+use settings::GatewaySettings;
+use upstream::Upstream;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Chat,
+    Completions,
+    Embeddings,
+}
+
+impl Endpoint {
+    /// Path below an upstream's base URL.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "chat/completions",
+            Endpoint::Completions => "completions",
+            Endpoint::Embeddings => "embeddings",
+        }
+    }
+
+    /// Name in logs and usage history.
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "chat.completions",
+            Endpoint::Completions => "completions",
+            Endpoint::Embeddings => "embeddings",
+        }
+    }
+}
+
+pub struct Gateway {
+    pub settings: GatewaySettings,
+    pub upstreams: Vec<Arc<Upstream>>,
+    pub limiter: Limiter,
+    pub logger: RequestLogger,
+    pub daily_default: Option<u64>,
+    http: reqwest::Client,
+    ledger: Arc<Ledger>,
+    /// Streams still being pumped: shutdown waits for them to settle and log.
+    tracker: TaskTracker,
+}
+
+pub struct GatewayHandle {
+    logger: LoggerHandle,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("http client: {0}")]
+    Http(String),
+}
+
+impl Gateway {
+    pub async fn start(
+        settings: GatewaySettings,
+        daily_default: Option<u64>,
+        ledger: Arc<Ledger>,
+        store: Arc<dyn Store>,
+    ) -> Result<(Arc<Self>, GatewayHandle), GatewayError> {
+        // One process-wide TLS provider; a second install attempt is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let connect_timeout = settings
+            .upstreams
+            .iter()
+            .map(|u| u.connect_timeout_ms)
+            .min()
+            .unwrap_or(5_000);
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(connect_timeout))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| GatewayError::Http(e.to_string()))?;
+        let (logger, logger_handle) =
+            RequestLogger::start(store.clone(), Duration::from_millis(settings.log_flush_ms));
+        let limiter = Limiter::default();
+        let now = ledger.now_ms();
+        match store
+            .request_counts_since(now - now.rem_euclid(86_400_000))
+            .await
+        {
+            Ok(counts) => limiter.seed_daily(now, &counts),
+            Err(e) => tracing::warn!(error = %e, "could not restore daily request counts"),
+        }
+        let upstreams = settings
+            .upstreams
+            .iter()
+            .cloned()
+            .map(|u| Arc::new(Upstream::new(u)))
+            .collect();
+        let gw = Arc::new(Self {
+            settings,
+            upstreams,
+            limiter,
+            logger,
+            daily_default,
+            http,
+            ledger,
+            tracker: TaskTracker::new(),
+        });
+        Ok((
+            gw,
+            GatewayHandle {
+                logger: logger_handle,
+            },
+        ))
+    }
+
+    /// Waits for open streams to finish settling. Call before stopping the ledger.
+    pub async fn drain(&self) {
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+impl GatewayHandle {
+    /// Flushes the request log; call after the gateway itself is dropped.
+    pub async fn flushed(self) {
+        self.logger.flushed().await;
+    }
+}

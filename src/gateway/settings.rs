@@ -1,0 +1,434 @@
+//! Gateway settings: upstreams, routing and retry behaviour, billing. Read from the config
+//! file (`[gateway]`, `[billing]`, `[[upstreams]]`) and the seed's env shortcut.
+
+use std::collections::BTreeMap;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::config::ConfigError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamKind {
+    /// Any OpenAI-compatible HTTP API.
+    #[default]
+    Openai,
+    /// The built-in deterministic provider (no network).
+    Mock,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    pub name: String,
+    #[serde(default)]
+    pub kind: UpstreamKind,
+    #[serde(default)]
+    pub base_url: Option<String>,
+    #[serde(default)]
+    pub api_key: Option<String>,
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Model names or globs (`deepseek-*`, `*`) this upstream serves.
+    #[serde(default)]
+    pub models: Vec<String>,
+    #[serde(default)]
+    pub weight: Option<u32>,
+    #[serde(default)]
+    pub priority: Option<i32>,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub connect_timeout_ms: Option<u64>,
+    /// Requested model name → the name sent to this upstream.
+    #[serde(default)]
+    pub model_map: BTreeMap<String, String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayFile {
+    pub max_attempts: Option<u32>,
+    pub eject_after_failures: Option<u32>,
+    pub eject_cooldown_ms: Option<u64>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub client_ip: Option<String>,
+    pub max_body_bytes: Option<usize>,
+    pub log_flush_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    /// Points per 1 000 prompt tokens.
+    pub prompt: f64,
+    /// Points per 1 000 completion tokens.
+    pub completion: f64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BillingFile {
+    pub mode: Option<String>,
+    pub request_cost: Option<i64>,
+    pub default_max_tokens: Option<i64>,
+    pub default_price: Option<Price>,
+    #[serde(default)]
+    pub prices: BTreeMap<String, Price>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BillingMode {
+    Requests,
+    Tokens,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientIpPolicy {
+    Keep,
+    Hash,
+    Drop,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub name: String,
+    pub kind: UpstreamKind,
+    pub base_url: String,
+    pub api_key: Option<String>,
+    pub models: Vec<String>,
+    pub weight: u32,
+    pub priority: i32,
+    pub timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub model_map: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Billing {
+    pub mode: BillingMode,
+    pub request_cost: i64,
+    pub default_max_tokens: i64,
+    pub default_price: Price,
+    pub prices: BTreeMap<String, Price>,
+}
+
+impl Billing {
+    pub fn price(&self, model: &str) -> Price {
+        self.prices
+            .get(model)
+            .copied()
+            .unwrap_or(self.default_price)
+    }
+
+    /// Points for the given token counts, rounded up; a served call costs at least 1.
+    pub fn token_cost(&self, model: &str, prompt: i64, completion: i64) -> i64 {
+        let p = self.price(model);
+        let raw =
+            (prompt.max(0) as f64 * p.prompt + completion.max(0) as f64 * p.completion) / 1000.0;
+        (raw.ceil() as i64).max(1)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    pub upstreams: Vec<UpstreamSettings>,
+    pub max_attempts: u32,
+    pub eject_after_failures: u32,
+    pub eject_cooldown_ms: u64,
+    pub trusted_proxies: Vec<IpNet>,
+    pub client_ip: ClientIpPolicy,
+    pub max_body_bytes: usize,
+    pub log_flush_ms: u64,
+    pub billing: Billing,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            upstreams: vec![mock_upstream()],
+            max_attempts: 3,
+            eject_after_failures: 3,
+            eject_cooldown_ms: 30_000,
+            trusted_proxies: Vec::new(),
+            client_ip: ClientIpPolicy::Keep,
+            max_body_bytes: 4 * 1024 * 1024,
+            log_flush_ms: 200,
+            billing: Billing {
+                mode: BillingMode::Requests,
+                request_cost: 1,
+                default_max_tokens: 1024,
+                default_price: Price {
+                    prompt: 1.0,
+                    completion: 1.0,
+                },
+                prices: BTreeMap::new(),
+            },
+        }
+    }
+}
+
+pub fn mock_upstream() -> UpstreamSettings {
+    UpstreamSettings {
+        name: "mock".to_owned(),
+        kind: UpstreamKind::Mock,
+        base_url: String::new(),
+        api_key: None,
+        models: vec!["*".to_owned()],
+        weight: 1,
+        priority: 0,
+        timeout_ms: 120_000,
+        connect_timeout_ms: 5_000,
+        model_map: BTreeMap::new(),
+        headers: BTreeMap::new(),
+    }
+}
+
+fn invalid(name: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        name,
+        message: message.into(),
+    }
+}
+
+impl GatewaySettings {
+    /// Builds the settings. Upstreams: the file's `[[upstreams]]`, else the seed's
+    /// `DEEPSEEK_API_KEY` (+ `DEEPSEEK_BASE_URL`) as one upstream serving every model, else
+    /// the built-in mock.
+    pub fn build(
+        gateway: Option<GatewayFile>,
+        billing: Option<BillingFile>,
+        upstreams: Option<Vec<UpstreamFile>>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let d = Self::default();
+        let g = gateway.unwrap_or_default();
+        let b = billing.unwrap_or_default();
+        let non_empty = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+
+        let mut ups = Vec::new();
+        for u in upstreams.unwrap_or_default() {
+            ups.push(upstream_from_file(u, env)?);
+        }
+        if ups.is_empty()
+            && let Some(key) = non_empty("DEEPSEEK_API_KEY")
+        {
+            ups.push(UpstreamSettings {
+                name: "deepseek".to_owned(),
+                kind: UpstreamKind::Openai,
+                base_url: non_empty("DEEPSEEK_BASE_URL")
+                    .unwrap_or_else(|| "https://api.deepseek.com".to_owned())
+                    .trim_end_matches('/')
+                    .to_owned(),
+                api_key: Some(key),
+                ..mock_upstream()
+            });
+        }
+        if ups.is_empty() {
+            ups.push(mock_upstream());
+        }
+        let mut names = std::collections::HashSet::new();
+        for u in &ups {
+            if !names.insert(u.name.clone()) {
+                return Err(invalid("upstreams", format!("duplicate name {}", u.name)));
+            }
+        }
+
+        let mode = match b.mode.as_deref().unwrap_or("requests") {
+            "requests" => BillingMode::Requests,
+            "tokens" => BillingMode::Tokens,
+            other => {
+                return Err(invalid(
+                    "billing.mode",
+                    format!("{other} (requests|tokens)"),
+                ));
+            }
+        };
+        let request_cost = b.request_cost.unwrap_or(d.billing.request_cost);
+        if request_cost < 0 {
+            return Err(invalid("billing.request_cost", "not negative"));
+        }
+        for (m, p) in &b.prices {
+            if p.prompt < 0.0
+                || p.completion < 0.0
+                || !p.prompt.is_finite()
+                || !p.completion.is_finite()
+            {
+                return Err(invalid(
+                    "billing.prices",
+                    format!("{m}: prices must be ≥ 0"),
+                ));
+            }
+        }
+        let client_ip = match g.client_ip.as_deref().unwrap_or("keep") {
+            "keep" => ClientIpPolicy::Keep,
+            "hash" => ClientIpPolicy::Hash,
+            "drop" => ClientIpPolicy::Drop,
+            other => {
+                return Err(invalid(
+                    "gateway.client_ip",
+                    format!("{other} (keep|hash|drop)"),
+                ));
+            }
+        };
+        let mut trusted = Vec::new();
+        for t in g.trusted_proxies.unwrap_or_default() {
+            trusted
+                .push(parse_net(&t).ok_or_else(|| invalid("gateway.trusted_proxies", t.clone()))?);
+        }
+        Ok(Self {
+            upstreams: ups,
+            max_attempts: g.max_attempts.unwrap_or(d.max_attempts).clamp(1, 10),
+            eject_after_failures: g
+                .eject_after_failures
+                .unwrap_or(d.eject_after_failures)
+                .max(1),
+            eject_cooldown_ms: g.eject_cooldown_ms.unwrap_or(d.eject_cooldown_ms),
+            trusted_proxies: trusted,
+            client_ip,
+            max_body_bytes: g.max_body_bytes.unwrap_or(d.max_body_bytes),
+            log_flush_ms: g.log_flush_ms.unwrap_or(d.log_flush_ms).clamp(10, 60_000),
+            billing: Billing {
+                mode,
+                request_cost,
+                default_max_tokens: b
+                    .default_max_tokens
+                    .unwrap_or(d.billing.default_max_tokens)
+                    .max(1),
+                default_price: b.default_price.unwrap_or(d.billing.default_price),
+                prices: b.prices,
+            },
+        })
+    }
+}
+
+/// An IP address or CIDR block.
+pub fn parse_net(s: &str) -> Option<IpNet> {
+    let s = s.trim();
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+}
+
+fn upstream_from_file(
+    u: UpstreamFile,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<UpstreamSettings, ConfigError> {
+    if u.name.trim().is_empty() {
+        return Err(invalid("upstreams.name", "must not be empty"));
+    }
+    let api_key = match (u.api_key, u.api_key_env) {
+        (Some(k), _) => Some(k),
+        (None, Some(var)) => Some(env(&var).filter(|v| !v.is_empty()).ok_or_else(|| {
+            invalid(
+                "upstreams.api_key_env",
+                format!("{} names unset variable {var}", u.name),
+            )
+        })?),
+        (None, None) => None,
+    };
+    let base_url = match u.kind {
+        UpstreamKind::Mock => String::new(),
+        UpstreamKind::Openai => {
+            let url = u
+                .base_url
+                .ok_or_else(|| invalid("upstreams.base_url", format!("{} has none", u.name)))?;
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(
+                    "upstreams.base_url",
+                    format!("{}: http(s) URL", u.name),
+                ));
+            }
+            url.trim_end_matches('/').to_owned()
+        }
+    };
+    Ok(UpstreamSettings {
+        name: u.name,
+        kind: u.kind,
+        base_url,
+        api_key,
+        models: if u.models.is_empty() {
+            vec!["*".to_owned()]
+        } else {
+            u.models
+        },
+        weight: u.weight.unwrap_or(1).max(1),
+        priority: u.priority.unwrap_or(0),
+        timeout_ms: u.timeout_ms.unwrap_or(120_000),
+        connect_timeout_ms: u.connect_timeout_ms.unwrap_or(5_000),
+        model_map: u.model_map,
+        headers: u.headers,
+    })
+}
+
+/// Glob match with `*` (any run) and `?` (one character).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0usize, 0usize);
+    let (mut star, mut mark) = (None::<usize>, 0usize);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("*", "anything"));
+        assert!(glob_match("deepseek-*", "deepseek-chat"));
+        assert!(!glob_match("deepseek-*", "gpt-4o"));
+        assert!(glob_match("gpt-4?", "gpt-4o"));
+        assert!(glob_match("a*b*c", "axxbyyc"));
+        assert!(!glob_match("a*b*c", "axxbyy"));
+        assert!(glob_match("exact", "exact"));
+    }
+
+    #[test]
+    fn env_shortcut_and_mock_default() {
+        let none = |_: &str| None;
+        let s = GatewaySettings::build(None, None, None, &none).unwrap();
+        assert_eq!(s.upstreams.len(), 1);
+        assert_eq!(s.upstreams[0].kind, UpstreamKind::Mock);
+        let env = |k: &str| match k {
+            "DEEPSEEK_API_KEY" => Some("sk-test".to_owned()),
+            "DEEPSEEK_BASE_URL" => Some("http://127.0.0.1:9/".to_owned()),
+            _ => None,
+        };
+        let s = GatewaySettings::build(None, None, None, &env).unwrap();
+        assert_eq!(s.upstreams[0].name, "deepseek");
+        assert_eq!(s.upstreams[0].base_url, "http://127.0.0.1:9");
+        assert_eq!(s.upstreams[0].models, vec!["*".to_owned()]);
+    }
+
+    #[test]
+    fn token_cost_rounds_up_and_is_at_least_one() {
+        let s = GatewaySettings::default();
+        assert_eq!(s.billing.token_cost("m", 10, 10), 1);
+        assert_eq!(s.billing.token_cost("m", 1500, 600), 3);
+    }
+}

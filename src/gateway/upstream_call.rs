@@ -1,0 +1,128 @@
+//! One attempt against one upstream: the built-in mock answers in process; an OpenAI-style
+//! upstream gets a fresh request that carries its own key and never the caller's.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use serde_json::Value;
+
+use super::Endpoint;
+use super::mock;
+use super::settings::UpstreamKind;
+use super::upstream::Upstream;
+
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
+
+pub enum Reply {
+    /// A complete body (every non-streaming answer, and any error answer).
+    Full { status: u16, body: Bytes },
+    /// A successful streaming answer, still arriving.
+    Stream { stream: ByteStream },
+}
+
+/// Why an attempt failed in a way that allows trying the next upstream.
+#[derive(Debug, Clone)]
+pub enum AttemptError {
+    Connect(String),
+    Timeout,
+}
+
+impl std::fmt::Display for AttemptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttemptError::Connect(e) => write!(f, "upstream unreachable: {e}"),
+            AttemptError::Timeout => write!(f, "upstream timed out"),
+        }
+    }
+}
+
+pub async fn call(
+    http: &reqwest::Client,
+    up: &Upstream,
+    endpoint: Endpoint,
+    body: &Value,
+    stream: bool,
+    request_id: &str,
+) -> Result<Reply, AttemptError> {
+    match up.s.kind {
+        UpstreamKind::Mock => Ok(mock_reply(endpoint, body, stream, request_id)),
+        UpstreamKind::Openai => http_call(http, up, endpoint, body, stream).await,
+    }
+}
+
+fn mock_reply(endpoint: Endpoint, body: &Value, stream: bool, request_id: &str) -> Reply {
+    let created = chrono::Utc::now().timestamp();
+    let id = format!("mock-{request_id}");
+    if stream && endpoint != Endpoint::Embeddings {
+        let chunks = mock::stream_chunks(body, &id, created, endpoint == Endpoint::Chat);
+        let mut events: Vec<Result<Bytes, String>> = chunks
+            .iter()
+            .map(|c| Ok(Bytes::from(format!("data: {c}\n\n"))))
+            .collect();
+        events.push(Ok(Bytes::from_static(b"data: [DONE]\n\n")));
+        return Reply::Stream {
+            stream: Box::pin(futures_util::stream::iter(events)),
+        };
+    }
+    let v = match endpoint {
+        Endpoint::Chat => mock::chat_completion(body, &id, created),
+        Endpoint::Completions => mock::text_completion(body, &id, created),
+        Endpoint::Embeddings => mock::embeddings(body),
+    };
+    Reply::Full {
+        status: 200,
+        body: Bytes::from(v.to_string()),
+    }
+}
+
+async fn http_call(
+    http: &reqwest::Client,
+    up: &Upstream,
+    endpoint: Endpoint,
+    body: &Value,
+    stream: bool,
+) -> Result<Reply, AttemptError> {
+    let url = format!("{}/{}", up.s.base_url, endpoint.path());
+    let mut req = http
+        .post(url)
+        .header("content-type", "application/json")
+        .header(
+            "accept",
+            if stream {
+                "text/event-stream"
+            } else {
+                "application/json"
+            },
+        );
+    if let Some(key) = &up.s.api_key {
+        req = req.bearer_auth(key);
+    }
+    for (k, v) in &up.s.headers {
+        req = req.header(k, v);
+    }
+    let timeout = Duration::from_millis(up.s.timeout_ms);
+    let send = req.body(body.to_string()).send();
+    let resp = match tokio::time::timeout(timeout, send).await {
+        Err(_) => return Err(AttemptError::Timeout),
+        Ok(Err(e)) if e.is_timeout() => return Err(AttemptError::Timeout),
+        // The error text names the URL only, never a key.
+        Ok(Err(e)) => return Err(AttemptError::Connect(e.without_url().to_string())),
+        Ok(Ok(r)) => r,
+    };
+    let status = resp.status().as_u16();
+    if stream && (200..300).contains(&status) {
+        let s = resp
+            .bytes_stream()
+            .map(|r| r.map_err(|e| e.without_url().to_string()));
+        return Ok(Reply::Stream {
+            stream: Box::pin(s),
+        });
+    }
+    match tokio::time::timeout(timeout, resp.bytes()).await {
+        Err(_) => Err(AttemptError::Timeout),
+        Ok(Err(e)) => Err(AttemptError::Connect(e.without_url().to_string())),
+        Ok(Ok(body)) => Ok(Reply::Full { status, body }),
+    }
+}
