@@ -1,0 +1,194 @@
+//! A test upstream that speaks OpenAI's wire format over real HTTP, with knobs: fail with a
+//! status, delay stream chunks, omit usage, abort mid-stream. It records what it received and
+//! notices when a stream's reader goes away.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use quota_proxy::gateway::mock;
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+#[derive(Default)]
+pub struct MockState {
+    pub received: Mutex<Vec<Received>>,
+    pub fail_status: AtomicU16,
+    pub chunk_delay_ms: AtomicU64,
+    pub omit_usage: AtomicBool,
+    /// Send this many events, then cut the connection.
+    pub abort_after: AtomicUsize,
+    pub streams_cancelled: AtomicUsize,
+    pub streams_completed: AtomicUsize,
+}
+
+pub struct MockUpstream {
+    pub url: String,
+    pub state: Arc<MockState>,
+}
+
+impl MockUpstream {
+    pub async fn start() -> Self {
+        let state = Arc::new(MockState::default());
+        let app = Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .route("/v1/completions", post(completions))
+            .route("/v1/embeddings", post(embeddings))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self {
+            url: format!("http://{addr}/v1"),
+            state,
+        }
+    }
+
+    pub fn hits(&self) -> usize {
+        self.state.received.lock().unwrap().len()
+    }
+
+    pub fn last(&self) -> Received {
+        self.state.received.lock().unwrap().last().cloned().unwrap()
+    }
+}
+
+fn record(st: &MockState, path: &str, headers: HeaderMap, body: &Value) -> Option<Response> {
+    st.received.lock().unwrap().push(Received {
+        path: path.to_owned(),
+        headers,
+        body: body.clone(),
+    });
+    match st.fail_status.load(Ordering::SeqCst) {
+        0 => None,
+        s => Some(
+            (
+                StatusCode::from_u16(s).unwrap(),
+                axum::Json(json!({"error": {"message": "mock failure", "type": "server_error"}})),
+            )
+                .into_response(),
+        ),
+    }
+}
+
+/// Counts whether the reader of a stream stayed to the end.
+struct StreamGuard {
+    state: Arc<MockState>,
+    finished: bool,
+}
+
+impl StreamGuard {
+    fn finish(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if self.finished {
+            self.state.streams_completed.fetch_add(1, Ordering::SeqCst);
+        } else {
+            self.state.streams_cancelled.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn sse(st: Arc<MockState>, body: &Value, chat: bool) -> Response {
+    let mut chunks = mock::stream_chunks(body, "up-1", 1, chat);
+    if st.omit_usage.load(Ordering::SeqCst) {
+        chunks.retain(|c| c.get("usage").is_none());
+    }
+    let mut events: Vec<String> = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
+    events.push("data: [DONE]\n\n".to_owned());
+    let delay = Duration::from_millis(st.chunk_delay_ms.load(Ordering::SeqCst));
+    let abort_after = st.abort_after.load(Ordering::SeqCst);
+    let guard = StreamGuard {
+        state: st.clone(),
+        finished: false,
+    };
+    let stream = futures_util::stream::unfold(
+        (events.into_iter().enumerate(), guard),
+        move |(mut it, guard)| async move {
+            match it.next() {
+                Some((i, ev)) => {
+                    if abort_after > 0 && i >= abort_after {
+                        // An error from the body stream makes the server cut the connection.
+                        let rest: Vec<_> = it.by_ref().collect();
+                        drop(rest);
+                        return Some((Err(std::io::Error::other("aborted")), (it, guard)));
+                    }
+                    if i > 0 && !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    Some((Ok::<Bytes, std::io::Error>(Bytes::from(ev)), (it, guard)))
+                }
+                None => {
+                    guard.finish();
+                    None
+                }
+            }
+        },
+    );
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(stream))
+        .unwrap()
+}
+
+async fn chat(
+    State(st): State<Arc<MockState>>,
+    headers: HeaderMap,
+    body: axum::Json<Value>,
+) -> Response {
+    if let Some(r) = record(&st, "chat/completions", headers, &body) {
+        return r;
+    }
+    if body.get("stream").and_then(Value::as_bool) == Some(true) {
+        return sse(st, &body, true);
+    }
+    let mut v = mock::chat_completion(&body, "up-1", 1);
+    if st.omit_usage.load(Ordering::SeqCst) {
+        v.as_object_mut().unwrap().remove("usage");
+    }
+    axum::Json(v).into_response()
+}
+
+async fn completions(
+    State(st): State<Arc<MockState>>,
+    headers: HeaderMap,
+    body: axum::Json<Value>,
+) -> Response {
+    if let Some(r) = record(&st, "completions", headers, &body) {
+        return r;
+    }
+    if body.get("stream").and_then(Value::as_bool) == Some(true) {
+        return sse(st, &body, false);
+    }
+    axum::Json(mock::text_completion(&body, "up-1", 1)).into_response()
+}
+
+async fn embeddings(
+    State(st): State<Arc<MockState>>,
+    headers: HeaderMap,
+    body: axum::Json<Value>,
+) -> Result<Response, Infallible> {
+    if let Some(r) = record(&st, "embeddings", headers, &body) {
+        return Ok(r);
+    }
+    Ok(axum::Json(mock::embeddings(&body)).into_response())
+}
