@@ -29,11 +29,11 @@ cargo --version
 
 log "test clients"
 if ! command -v python3 >/dev/null; then apt_install python3 python3-pip; fi
-if ! python3 -c 'import requests' 2>/dev/null; then
-  python3 -m pip install --quiet requests || apt_install python3-requests
+if ! python3 -c 'import requests, openai' 2>/dev/null; then
+  python3 -m pip install --quiet requests openai
 fi
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then apt_install nodejs npm; fi
-if [ ! -d tests/clients/node_modules/axios ]; then
+if [ ! -d tests/clients/node_modules/axios ] || [ ! -d tests/clients/node_modules/openai ]; then
   (cd tests/clients && npm ci --no-audit --no-fund --silent)
 fi
 

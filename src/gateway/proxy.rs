@@ -343,6 +343,7 @@ impl Gateway {
                         self.settings.eject_after_failures,
                         self.settings.eject_cooldown_ms,
                     );
+                    tracing::warn!(upstream = %up.s.name, request_id = %call.row.request_id, error = %e, "upstream attempt failed");
                     last_error = format!("{}: {e}", up.s.name);
                 }
                 Ok(Reply::Full {
@@ -354,6 +355,7 @@ impl Gateway {
                         self.settings.eject_after_failures,
                         self.settings.eject_cooldown_ms,
                     );
+                    tracing::warn!(upstream = %up.s.name, request_id = %call.row.request_id, status, "upstream attempt failed");
                     last_error = format!("{}: HTTP {status}", up.s.name);
                     drop(bytes);
                 }

@@ -92,7 +92,7 @@ async fn seed_cli_flags_and_live_server_sharing_the_database() {
 
     let port = free_port();
     let server = BinaryServer::start(d, port, &[]).await;
-    let client = reqwest::Client::new();
+    let client = http_client();
     let base = server.base.clone();
     let k0 = keys[0]["key"].as_str().unwrap().to_owned();
     let id0 = keys[0]["id"].as_i64().unwrap();

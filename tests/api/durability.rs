@@ -75,7 +75,7 @@ async fn sigkill_loses_no_acknowledged_consume_and_duplicates_none() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut server = BinaryServer::start(dir.path(), port, &[]).await;
-    let client = reqwest::Client::new();
+    let client = http_client();
     let (key, id) = create_key(&client, &server.base, 1_000_000).await;
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -130,7 +130,7 @@ async fn sigterm_finishes_in_flight_consumes_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut server = BinaryServer::start(dir.path(), port, &[]).await;
-    let client = reqwest::Client::new();
+    let client = http_client();
     let (key, id) = create_key(&client, &server.base, 1_000_000).await;
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));

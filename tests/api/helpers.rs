@@ -61,7 +61,7 @@ pub async fn spawn_in(dir: TempDir, tweak: impl FnOnce(&mut Config)) -> TestApp 
     });
     TestApp {
         base: format!("http://{addr}"),
-        client: reqwest::Client::new(),
+        client: http_client(),
         clock,
         dir,
         stop: Some(tx),
@@ -204,7 +204,7 @@ impl BinaryServer {
         }
         let child = cmd.spawn().unwrap();
         let base = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
+        let client = http_client();
         for _ in 0..200 {
             if let Ok(r) = client.get(format!("{base}/healthz")).send().await
                 && r.status().is_success()
@@ -256,4 +256,10 @@ pub async fn full_history(client: &reqwest::Client, base: &str, key_id: i64) -> 
     }
     out.reverse();
     out
+}
+
+/// An HTTP client for tests (reqwest is built without a default TLS provider).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
 }

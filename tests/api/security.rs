@@ -65,12 +65,30 @@ async fn database_files_hold_no_full_key() {
 async fn logs_hold_no_key_or_token() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let server = BinaryServer::start(dir.path(), port, &[]).await;
-    let client = reqwest::Client::new();
+    // An upstream whose key must never be logged: unreachable, so the call fails over to
+    // the built-in mock and the failure is logged.
+    let config = dir.path().join("quota-proxy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[upstreams]]\nname = \"remote\"\nbase_url = \"http://127.0.0.1:{}/v1\"\n\
+             api_key = \"sk-upstream-must-not-be-logged\"\npriority = 10\n\n\
+             [[upstreams]]\nname = \"local\"\nkind = \"mock\"\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let server = BinaryServer::start(
+        dir.path(),
+        port,
+        &[("QUOTA_PROXY_CONFIG", config.to_str().unwrap())],
+    )
+    .await;
+    let client = http_client();
     let r = client
         .post(format!("{}/admin/keys", server.base))
         .bearer_auth(ADMIN)
-        .json(&json!({"quota": 2}))
+        .json(&json!({"quota": 5}))
         .send()
         .await
         .unwrap();
@@ -85,6 +103,24 @@ async fn logs_hold_no_key_or_token() {
             .await
             .unwrap();
     }
+    let r = client
+        .post(format!("{}/v1/chat/completions", server.base))
+        .bearer_auth(&key)
+        .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "failed over to the mock");
+    let r = client
+        .post(format!("{}/v1/chat/completions", server.base))
+        .header("x-trial-key", &key)
+        .json(
+            &json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(r.text().await.unwrap().contains("[DONE]"));
     client
         .get(format!("{}/admin/usage/history?key={key}", server.base))
         .bearer_auth(ADMIN)
@@ -109,6 +145,15 @@ async fn logs_hold_no_key_or_token() {
     let secret = key.split_once('_').unwrap().1;
     assert!(!log.contains(secret), "a key leaked into the log");
     assert!(!log.contains(ADMIN));
+    assert!(!log.contains("sk-upstream-must-not-be-logged"));
+    assert!(
+        log.contains("remote"),
+        "the failover was logged: {}",
+        log.lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("gateway"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert!(!log.contains("a-wrong-token-that-must-not-be-logged"));
 }
 
@@ -155,7 +200,7 @@ async fn generated_admin_token_is_private_and_printed_once() {
         assert_eq!(mode & 0o777, 0o600);
     }
     // The token works.
-    let r = reqwest::Client::new()
+    let r = http_client()
         .get(format!("http://127.0.0.1:{port}/admin/keys"))
         .bearer_auth(&token)
         .send()

@@ -1,5 +1,6 @@
-//! The seed guide's Python and Node.js client classes, unchanged, against the real server.
-//! `scripts/test.sh` installs `requests` and `axios`; under CI a missing one fails the test.
+//! The seed guide's Python and Node.js client classes, unchanged, and the official `openai`
+//! SDKs, against the real server. `scripts/test.sh` installs `requests`, `openai`, `axios` and
+//! the Node `openai` package; under CI a missing one fails the test.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -91,5 +92,79 @@ async fn seed_node_client_works_unchanged() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("node seed client OK"));
+    app.stop().await;
+}
+
+/// A key with quota to spare and one already spent.
+async fn sdk_keys(app: &TestApp) -> (String, String) {
+    let (key, _) = app.create_key(json!({"quota": 1000})).await;
+    let (spent, _) = app.create_key(json!({"quota": 0})).await;
+    (key, spent)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_python_sdk_through_the_gateway() {
+    if !available(
+        "python3 with openai",
+        Command::new("python3").args(["-c", "import openai"]),
+    ) {
+        return;
+    }
+    let app = spawn_app().await;
+    let (key, spent) = sdk_keys(&app).await;
+    let base = app.base.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .arg(clients_dir().join("openai_sdk.py"))
+            .args([&base, &key, &spent])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("python openai sdk OK"));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_node_sdk_through_the_gateway() {
+    let dir = clients_dir();
+    if !available("node", Command::new("node").arg("--version")) {
+        return;
+    }
+    if !dir.join("node_modules/openai").exists() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "the openai npm package is missing under CI"
+        );
+        eprintln!("skipping: openai npm package not installed (run scripts/test.sh)");
+        return;
+    }
+    let app = spawn_app().await;
+    let (key, spent) = sdk_keys(&app).await;
+    let base = app.base.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(dir.join("openai_sdk.js"))
+            .args([&base, &key, &spent])
+            .current_dir(&dir)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("node openai sdk OK"));
     app.stop().await;
 }
