@@ -11,6 +11,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -130,6 +131,10 @@ impl App {
             .router
             .clone()
             .into_make_service_with_connect_info::<SocketAddr>();
+        // Streams are many small writes: without NODELAY each waits for the peer's ACK.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let result = axum::serve(listener, service)
             .with_graceful_shutdown(signal)
             .await;

@@ -53,6 +53,16 @@ pub enum Command {
     },
     /// Create or upgrade the database schema, then exit.
     Migrate,
+    /// Serve the built-in mock provider as an OpenAI-compatible upstream over HTTP.
+    MockUpstream {
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        #[arg(long, default_value_t = 9100)]
+        port: u16,
+        /// Pause between streamed chunks, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        chunk_delay_ms: u64,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -144,9 +154,31 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         over.host = a.host.clone();
         over.port = a.port;
     }
+    if let Command::MockUpstream {
+        host,
+        port,
+        chunk_delay_ms,
+    } = &cli.command
+    {
+        let addr: std::net::SocketAddr = format!("{host}:{port}")
+            .parse()
+            .map_err(|_| CliError::Usage("--host/--port".into()))?;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        println!("mock upstream on http://{}/v1", listener.local_addr()?);
+        let app =
+            crate::gateway::mock_server::router(std::time::Duration::from_millis(*chunk_delay_ms));
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, app)
+            .with_graceful_shutdown(app::shutdown_signal())
+            .await?;
+        return Ok(());
+    }
     let mut config = Config::load(&over)?;
     let clock: SharedClock = Arc::new(SystemClock);
     match cli.command {
+        Command::MockUpstream { .. } => Ok(()),
         Command::Serve(_) => serve(config, clock).await,
         Command::Migrate => {
             app::open_store(&config).await?;

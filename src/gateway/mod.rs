@@ -5,6 +5,7 @@ pub mod client_ip;
 pub mod handlers;
 pub mod limits;
 pub mod mock;
+pub mod mock_server;
 pub mod oai_error;
 mod proxy;
 pub mod reqlog;

@@ -22,7 +22,7 @@ use super::upstream::{Upstream, candidates};
 use super::upstream_call::{ByteStream, Reply, call};
 use super::{Endpoint, Gateway, client_ip};
 use crate::keys::{KeyRecord, policy::is_expired};
-use crate::ledger::{KeyEntry, LedgerError};
+use crate::ledger::{KeyEntry, LedgerError, SettleTicket};
 use crate::store::{RequestLogRow, UsageItem};
 
 /// Idle time allowed between two chunks of a stream.
@@ -44,10 +44,15 @@ impl Call {
     }
 }
 
+/// Request ids need to be unique, not secret: a fast PRNG will do.
 fn new_request_id() -> String {
-    let r = crate::keys::format::random_base62(24)
-        .unwrap_or_else(|_| format!("{:x}", fastrand::u128(..)));
-    format!("req_{r}")
+    const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut id = String::with_capacity(28);
+    id.push_str("req_");
+    for _ in 0..24 {
+        id.push(ALPHABET[fastrand::usize(..62)] as char);
+    }
+    id
 }
 
 fn presented_key(h: &HeaderMap) -> Option<&str> {
@@ -88,17 +93,41 @@ fn with_headers(mut resp: Response, call: &Call) -> Response {
     resp
 }
 
-fn usage_of(v: &Value) -> Option<(i64, i64)> {
-    let u = v.get("usage")?;
-    if u.is_null() {
-        return None;
-    }
-    let p = u.get("prompt_tokens").and_then(Value::as_i64).unwrap_or(0);
-    let c = u
-        .get("completion_tokens")
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
-    Some((p, c))
+#[derive(serde::Deserialize)]
+struct Usage {
+    #[serde(default)]
+    prompt_tokens: i64,
+    #[serde(default)]
+    completion_tokens: i64,
+}
+
+/// The parts of a stream chunk the gateway reads, borrowed from the event text.
+#[derive(serde::Deserialize)]
+struct StreamChunk<'a> {
+    #[serde(default, borrow)]
+    choices: Option<Vec<ChunkChoice<'a>>>,
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChunkChoice<'a> {
+    #[serde(default, borrow)]
+    delta: Option<Delta<'a>>,
+    #[serde(default, borrow)]
+    text: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Delta<'a> {
+    #[serde(default, borrow)]
+    content: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+struct UsageOnly {
+    #[serde(default)]
+    usage: Option<Usage>,
 }
 
 /// Text generated in a (non-streamed) answer, for estimating when usage is missing.
@@ -192,7 +221,7 @@ impl Gateway {
             }
             Err(false) => return self.fail(call, OaiError::bad_request("请求体读取失败", "body")),
         };
-        let mut req: Map<String, Value> = match serde_json::from_slice::<Value>(&body) {
+        let req: Map<String, Value> = match serde_json::from_slice::<Value>(&body) {
             Ok(Value::Object(m)) => m,
             _ => {
                 return self.fail(
@@ -252,7 +281,8 @@ impl Gateway {
         }
 
         // Limits, then the hold on quota.
-        let prompt_est = estimate_prompt(&Value::Object(req.clone()));
+        let mut req = Value::Object(req);
+        let prompt_est = estimate_prompt(&req);
         let max_tokens = req
             .get("max_tokens")
             .or_else(|| req.get("max_completion_tokens"))
@@ -316,8 +346,8 @@ impl Gateway {
             .and_then(|o| o.get("include_usage"))
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        if stream {
-            let opts = req.entry("stream_options").or_insert_with(|| json!({}));
+        if stream && let Value::Object(m) = &mut req {
+            let opts = m.entry("stream_options").or_insert_with(|| json!({}));
             if let Value::Object(o) = opts {
                 o.insert("include_usage".into(), Value::Bool(true));
             }
@@ -327,15 +357,11 @@ impl Gateway {
         let mut last_error = String::from("no upstream answered");
         let attempts = self.settings.max_attempts as usize;
         for up in cands.iter().take(attempts) {
-            let mut body = req.clone();
-            body.insert(
-                "model".into(),
-                Value::String(up.upstream_model(&model).to_owned()),
-            );
-            let body = Value::Object(body);
+            // Same body for every attempt, but for the model name this upstream knows.
+            req["model"] = Value::String(up.upstream_model(&model).to_owned());
+            let body = &req;
             call.row.upstream = Some(up.s.name.clone());
-            let reply =
-                call_upstream(self, up, endpoint, &body, stream, &call.row.request_id).await;
+            let reply = call_upstream(self, up, endpoint, body, stream, &call.row.request_id).await;
             match reply {
                 Err(e) => {
                     up.record_failure(
@@ -366,7 +392,7 @@ impl Gateway {
                     up.record_success();
                     return self
                         .finish_full(
-                            call, entry, &model, endpoint, &body, status, bytes, prompt_est, slot,
+                            call, entry, &model, endpoint, body, status, bytes, prompt_est, slot,
                         )
                         .await;
                 }
@@ -411,10 +437,18 @@ impl Gateway {
         call.row.latency_ms = call.elapsed_ms();
         call.row.ttft_ms = Some(call.row.latency_ms);
         let ok = (200..300).contains(&status);
-        let parsed: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        let (prompt, completion, estimated) = match usage_of(&parsed) {
+        let mut ticket = None;
+        // Only `usage` is read (no tree is built); the full parse is for the rare estimate.
+        let usage = serde_json::from_slice::<UsageOnly>(&bytes)
+            .ok()
+            .and_then(|u| u.usage)
+            .map(|u| (u.prompt_tokens, u.completion_tokens));
+        let (prompt, completion, estimated) = match usage {
             Some((p, c)) => (p, c, false),
-            None => (prompt_est, estimate_text(&answer_text(&parsed)), true),
+            None => {
+                let parsed: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                (prompt_est, estimate_text(&answer_text(&parsed)), true)
+            }
         };
         let _ = sent;
         if ok {
@@ -426,8 +460,7 @@ impl Gateway {
             call.row.prompt_tokens = prompt;
             call.row.completion_tokens = completion;
             call.row.estimated = estimated;
-            self.settle(&mut call, &entry, model, prompt, completion)
-                .await;
+            ticket = self.begin_settle(&mut call, &entry, model, prompt, completion);
         } else {
             // An upstream refusal (400, 401, 404…) is passed through and costs nothing.
             self.ledger.release(&entry, call.held);
@@ -441,19 +474,23 @@ impl Gateway {
             HeaderValue::from_static("application/json"),
         );
         let resp = with_headers(resp, &call);
-        self.logger.log(call.row);
+        // The answer goes out now; the log row follows the settlement's commit.
+        let gw = self.clone();
+        self.tracker
+            .spawn(async move { gw.finish_settle(call.row, ticket).await });
         resp
     }
 
-    /// Replaces the hold by the actual cost and writes the usage history entry.
-    async fn settle(
+    /// Replaces the hold by the actual cost (the usage history entry is written with it).
+    /// Memory is updated at once; the returned ticket resolves when the store has it.
+    fn begin_settle(
         &self,
         call: &mut Call,
         entry: &KeyEntry,
         model: &str,
         prompt: i64,
         completion: i64,
-    ) {
+    ) -> Option<SettleTicket> {
         let cost = self.cost(model, prompt, completion);
         let item = UsageItem {
             amount: cost,
@@ -480,16 +517,32 @@ impl Gateway {
                 u64::try_from(prompt + completion).unwrap_or(0),
             );
         }
-        match self.ledger.settle(entry, held, cost, item).await {
-            Ok(out) => {
-                call.row.cost = out.amount_used;
-                call.quota_remaining = out.remaining;
+        call.row.cost = cost;
+        match self.ledger.begin_settle(entry, held, cost, item) {
+            Ok(ticket) => {
+                call.quota_remaining = ticket.remaining_now;
+                Some(ticket)
             }
             Err(e) => {
                 tracing::error!(error = %e, request_id = %call.row.request_id, "settlement failed");
                 call.row.error = Some("settlement failed".into());
+                None
             }
         }
+    }
+
+    /// Waits for a settlement, then writes the call's log row with what was charged.
+    async fn finish_settle(&self, mut row: RequestLogRow, ticket: Option<SettleTicket>) {
+        if let Some(t) = ticket {
+            match t.outcome().await {
+                Ok(out) => row.cost = out.amount_used,
+                Err(e) => {
+                    tracing::error!(error = %e, request_id = %row.request_id, "settlement failed");
+                    row.error = Some("settlement failed".into());
+                }
+            }
+        }
+        self.logger.log(row);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -573,16 +626,20 @@ impl Gateway {
             for ev in splitter.push(&chunk) {
                 if ev.data == "[DONE]" {
                     done = true;
-                } else if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
-                    if let Some(u) = usage_of(&v) {
-                        usage = Some(u);
+                } else if let Ok(c) = serde_json::from_str::<StreamChunk>(&ev.data) {
+                    if let Some(u) = &c.usage {
+                        usage = Some((u.prompt_tokens, u.completion_tokens));
                     }
-                    text.push_str(&answer_text(&v));
-                    let usage_only = v
-                        .get("choices")
-                        .and_then(Value::as_array)
-                        .is_some_and(|c| c.is_empty())
-                        && v.get("usage").is_some_and(|u| !u.is_null());
+                    for choice in c.choices.iter().flatten() {
+                        if let Some(t) = choice.delta.as_ref().and_then(|d| d.content.as_deref()) {
+                            text.push_str(t);
+                        }
+                        if let Some(t) = choice.text.as_deref() {
+                            text.push_str(t);
+                        }
+                    }
+                    let usage_only =
+                        c.usage.is_some() && c.choices.as_ref().is_some_and(|v| v.is_empty());
                     if usage_only && !caller_wants_usage {
                         continue;
                     }
@@ -620,10 +677,9 @@ impl Gateway {
         call.row.error = error;
         call.row.prompt_tokens = prompt;
         call.row.completion_tokens = completion;
-        self.settle(&mut call, &entry, &model, prompt, completion)
-            .await;
+        let ticket = self.begin_settle(&mut call, &entry, &model, prompt, completion);
         call.row.latency_ms = call.elapsed_ms();
-        self.logger.log(call.row);
+        self.finish_settle(call.row, ticket).await;
     }
 }
 

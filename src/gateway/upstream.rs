@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 
+use super::Endpoint;
 use super::settings::{UpstreamSettings, glob_match};
 
 #[derive(Debug)]
@@ -11,15 +12,33 @@ pub struct Upstream {
     pub s: UpstreamSettings,
     failures: AtomicU32,
     ejected_until: AtomicI64,
+    /// Endpoint URLs, parsed once: chat, completions, embeddings.
+    urls: [Option<reqwest::Url>; 3],
 }
 
 impl Upstream {
     pub fn new(s: UpstreamSettings) -> Self {
+        let url = |e: Endpoint| reqwest::Url::parse(&format!("{}/{}", s.base_url, e.path())).ok();
+        let urls = [
+            url(Endpoint::Chat),
+            url(Endpoint::Completions),
+            url(Endpoint::Embeddings),
+        ];
         Self {
             s,
             failures: AtomicU32::new(0),
             ejected_until: AtomicI64::new(0),
+            urls,
         }
+    }
+
+    pub fn url(&self, e: Endpoint) -> Option<&reqwest::Url> {
+        let i = match e {
+            Endpoint::Chat => 0,
+            Endpoint::Completions => 1,
+            Endpoint::Embeddings => 2,
+        };
+        self.urls[i].as_ref()
     }
 
     pub fn serves(&self, model: &str) -> bool {

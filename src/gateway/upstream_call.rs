@@ -84,9 +84,11 @@ async fn http_call(
     body: &Value,
     stream: bool,
 ) -> Result<Reply, AttemptError> {
-    let url = format!("{}/{}", up.s.base_url, endpoint.path());
+    let Some(url) = up.url(endpoint) else {
+        return Err(AttemptError::Connect("invalid base_url".into()));
+    };
     let mut req = http
-        .post(url)
+        .post(url.clone())
         .header("content-type", "application/json")
         .header(
             "accept",

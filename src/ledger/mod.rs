@@ -58,6 +58,37 @@ impl From<IdempotentResult> for ConsumeOutcome {
 
 type IdemCell = Arc<OnceCell<ConsumeOutcome>>;
 
+/// A settlement on its way to the store.
+pub struct SettleTicket {
+    rx: Option<oneshot::Receiver<Result<crate::store::ConsumeResult, StoreError>>>,
+    /// The key's remaining quota as memory sees it right after this settlement.
+    pub remaining_now: Option<i64>,
+    quota: Option<i64>,
+}
+
+impl SettleTicket {
+    /// Waits for the commit; reports what was actually charged.
+    pub async fn outcome(self) -> Result<ConsumeOutcome, LedgerError> {
+        let Some(rx) = self.rx else {
+            return Ok(ConsumeOutcome {
+                amount_used: 0,
+                remaining: self.remaining_now,
+                total_quota: self.quota,
+                count: 0,
+            });
+        };
+        match rx.await.map_err(|_| LedgerError::Unavailable)?? {
+            Ok(c) => Ok(ConsumeOutcome {
+                amount_used: c.charged,
+                remaining: c.remaining,
+                total_quota: c.quota,
+                count: 1,
+            }),
+            Err(_) => Err(LedgerError::UnknownKey),
+        }
+    }
+}
+
 pub struct Ledger {
     table: Arc<KeyTable>,
     store: Arc<dyn Store>,
@@ -345,8 +376,60 @@ impl Ledger {
         st.held -= amount;
     }
 
-    /// Replaces a hold by the call's actual cost and commits it durably. The charge is
-    /// clamped to what remains, so a key never goes below zero.
+    /// Replaces a hold by the call's actual cost: memory at once, the store through the
+    /// writer. The charge is clamped to what remains, so a key never goes below zero.
+    pub fn begin_settle(
+        &self,
+        entry: &KeyEntry,
+        held: i64,
+        actual: i64,
+        item: UsageItem,
+    ) -> Result<SettleTicket, LedgerError> {
+        let mut st = entry.lock();
+        st.rec.used -= held;
+        st.held -= held;
+        let now = self.now_ms();
+        if actual <= 0 {
+            let c = effective_counters(&st.rec, now);
+            return Ok(SettleTicket {
+                rx: None,
+                remaining_now: c.remaining(),
+                quota: c.quota,
+            });
+        }
+        st.rec.used += actual;
+        st.pending += actual;
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let op = ConsumeOp {
+            key_id: st.rec.id,
+            kind: OpKind::Settle,
+            items: vec![UsageItem {
+                amount: actual,
+                ..item
+            }],
+            idempotency_key: None,
+        };
+        if self
+            .tx
+            .send(writer::Pending {
+                op,
+                reply: reply_tx,
+            })
+            .is_err()
+        {
+            st.rec.used -= actual;
+            st.pending -= actual;
+            return Err(LedgerError::Unavailable);
+        }
+        let c = effective_counters(&st.rec, now);
+        Ok(SettleTicket {
+            rx: Some(reply_rx),
+            remaining_now: c.remaining().map(|r| r.max(0)),
+            quota: c.quota,
+        })
+    }
+
+    /// [`Ledger::begin_settle`] and wait for the commit.
     pub async fn settle(
         &self,
         entry: &KeyEntry,
@@ -354,57 +437,9 @@ impl Ledger {
         actual: i64,
         item: UsageItem,
     ) -> Result<ConsumeOutcome, LedgerError> {
-        let (reply_tx, reply_rx) = oneshot::channel();
-        {
-            let mut st = entry.lock();
-            st.rec.used -= held;
-            st.held -= held;
-            if actual <= 0 {
-                let c = effective_counters(&st.rec, self.now_ms());
-                return Ok(ConsumeOutcome {
-                    amount_used: 0,
-                    remaining: c.remaining(),
-                    total_quota: c.quota,
-                    count: 0,
-                });
-            }
-            st.rec.used += actual;
-            st.pending += actual;
-            let op = ConsumeOp {
-                key_id: st.rec.id,
-                kind: OpKind::Settle,
-                items: vec![UsageItem {
-                    amount: actual,
-                    ..item
-                }],
-                idempotency_key: None,
-            };
-            if self
-                .tx
-                .send(writer::Pending {
-                    op,
-                    reply: reply_tx,
-                })
-                .is_err()
-            {
-                st.rec.used -= actual;
-                st.pending -= actual;
-                return Err(LedgerError::Unavailable);
-            }
-        }
-        let committed = reply_rx
+        self.begin_settle(entry, held, actual, item)?
+            .outcome()
             .await
-            .map_err(|_| LedgerError::Unavailable)?
-            .map_err(LedgerError::from)?;
-        match committed {
-            Ok(c) => Ok(ConsumeOutcome {
-                amount_used: c.charged,
-                remaining: c.remaining,
-                total_quota: c.quota,
-                count: 1,
-            }),
-            Err(_) => Err(LedgerError::UnknownKey),
-        }
     }
 
     /// Follows the audit feed so edits made by other processes (the CLI, other instances)

@@ -1,0 +1,73 @@
+//! `quota-proxy mock-upstream`: the built-in mock provider over HTTP, as an OpenAI-compatible
+//! upstream on loopback (benchmarks, demos, trying a config without a real provider).
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::Value;
+
+use super::mock;
+
+#[derive(Clone, Copy)]
+struct Pace {
+    chunk_delay: Duration,
+}
+
+fn stream(pace: Pace, body: &Value, chat: bool) -> Response {
+    let created = chrono::Utc::now().timestamp();
+    let mut events: Vec<Bytes> = mock::stream_chunks(body, "mock-up", created, chat)
+        .iter()
+        .map(|c| Bytes::from(format!("data: {c}\n\n")))
+        .collect();
+    events.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    let s = futures_util::stream::unfold(
+        (events.into_iter(), true),
+        move |(mut it, first)| async move {
+            let ev = it.next()?;
+            if !first && !pace.chunk_delay.is_zero() {
+                tokio::time::sleep(pace.chunk_delay).await;
+            }
+            Some((Ok::<Bytes, std::io::Error>(ev), (it, false)))
+        },
+    );
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(s))
+        .unwrap_or_default()
+}
+
+fn wants_stream(body: &Value) -> bool {
+    body.get("stream").and_then(Value::as_bool).unwrap_or(false)
+}
+
+async fn chat(State(p): State<Pace>, axum::Json(body): axum::Json<Value>) -> Response {
+    if wants_stream(&body) {
+        return stream(p, &body, true);
+    }
+    let created = chrono::Utc::now().timestamp();
+    axum::Json(mock::chat_completion(&body, "mock-up", created)).into_response()
+}
+
+async fn completions(State(p): State<Pace>, axum::Json(body): axum::Json<Value>) -> Response {
+    if wants_stream(&body) {
+        return stream(p, &body, false);
+    }
+    let created = chrono::Utc::now().timestamp();
+    axum::Json(mock::text_completion(&body, "mock-up", created)).into_response()
+}
+
+async fn embeddings(axum::Json(body): axum::Json<Value>) -> Response {
+    axum::Json(mock::embeddings(&body)).into_response()
+}
+
+pub fn router(chunk_delay: Duration) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .route("/v1/embeddings", post(embeddings))
+        .with_state(Pace { chunk_delay })
+}
