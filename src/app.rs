@@ -25,6 +25,7 @@ use crate::gateway::handlers as gw;
 use crate::gateway::{Gateway, GatewayHandle};
 use crate::keyadmin::KeyAdmin;
 use crate::ledger::{Ledger, LedgerHandle};
+use crate::monitor::{Monitor, MonitorState};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{Store, StoreError};
 
@@ -57,6 +58,8 @@ pub enum StartError {
     Config(String),
     #[error("gateway: {0}")]
     Gateway(#[from] crate::gateway::GatewayError),
+    #[error("monitor: {0}")]
+    Monitor(#[from] crate::monitor::MonitorError),
 }
 
 /// Opens the configured store (SQLite for now).
@@ -99,6 +102,21 @@ impl App {
         )
         .await?;
         let tokens = TokenDigests::new(&admin_token, config.viewer_token.as_deref());
+        let monitor = Monitor::start(
+            config.monitor.clone(),
+            &config.sqlite_path.to_string_lossy(),
+            config
+                .gateway
+                .upstreams
+                .iter()
+                .map(|u| u.name.clone())
+                .collect(),
+        )
+        .await?;
+        let monitor_state = MonitorState {
+            monitor,
+            tokens: Arc::new(tokens.clone()),
+        };
         let background = vec![
             ledger.spawn_change_follower(Duration::from_secs(1)),
             spawn_retention(store.clone(), clock, config.log_retention_days),
@@ -112,7 +130,7 @@ impl App {
             tokens,
         }));
         Ok(Self {
-            router: router(state.clone()),
+            router: router(state.clone()).merge(crate::monitor::handlers::router(monitor_state)),
             state,
             ledger_handle,
             gateway_handle,

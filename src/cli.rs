@@ -53,6 +53,18 @@ pub enum Command {
     },
     /// Create or upgrade the database schema, then exit.
     Migrate,
+    /// Serve only the monitor API, over a New API / One API database (read-only).
+    Monitor {
+        #[arg(long, default_value = "newapi")]
+        source: String,
+        /// SQLite path, mysql://… or postgres://…
+        #[arg(long)]
+        dsn: Option<String>,
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        port: Option<u16>,
+    },
     /// Serve the built-in mock provider as an OpenAI-compatible upstream over HTTP.
     MockUpstream {
         #[arg(long, default_value = "127.0.0.1")]
@@ -150,9 +162,16 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         sqlite_path: cli.sqlite_path,
         ..Default::default()
     };
-    if let Command::Serve(a) = &cli.command {
-        over.host = a.host.clone();
-        over.port = a.port;
+    match &cli.command {
+        Command::Serve(a) => {
+            over.host = a.host.clone();
+            over.port = a.port;
+        }
+        Command::Monitor { host, port, .. } => {
+            over.host = host.clone();
+            over.port = *port;
+        }
+        _ => {}
     }
     if let Command::MockUpstream {
         host,
@@ -179,6 +198,17 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     let clock: SharedClock = Arc::new(SystemClock);
     match cli.command {
         Command::MockUpstream { .. } => Ok(()),
+        Command::Monitor { source, dsn, .. } => {
+            if let Some(d) = dsn {
+                config.monitor.dsn = Some(d);
+            }
+            config.monitor.source = match source.as_str() {
+                "newapi" => crate::monitor::source::SourceKind::NewApi,
+                "native" => crate::monitor::source::SourceKind::Native,
+                _ => return Err(CliError::Usage("--source: newapi|native".into())),
+            };
+            monitor_only(config).await
+        }
         Command::Serve(_) => serve(config, clock).await,
         Command::Migrate => {
             app::open_store(&config).await?;
@@ -210,6 +240,47 @@ async fn serve(mut config: Config, clock: SharedClock) -> Result<(), CliError> {
     tracing::info!(addr = %listener.local_addr()?, "quota-proxy listening");
     println!("quota-proxy listening on http://{}", listener.local_addr()?);
     app.serve(listener, app::shutdown_signal()).await?;
+    Ok(())
+}
+
+/// The monitor API alone (no gateway, no ledger): for pointing at an existing relay's
+/// database.
+async fn monitor_only(mut config: Config) -> Result<(), CliError> {
+    use crate::monitor::source::SourceKind;
+    if config.monitor.source == SourceKind::NewApi && config.monitor.dsn.is_none() {
+        return Err(CliError::Usage(
+            "--dsn is required for --source newapi".into(),
+        ));
+    }
+    let (token, generated) = app::resolve_admin_token(&config)?;
+    if generated {
+        println!(
+            "Admin token (shown once, saved to {}):",
+            config.data_dir.join("admin_token").display()
+        );
+        println!("  {token}");
+    }
+    config.admin_token = Some(token.clone());
+    let tokens = crate::api::extract::TokenDigests::new(&token, config.viewer_token.as_deref());
+    let monitor = crate::monitor::Monitor::start(
+        config.monitor.clone(),
+        &config.sqlite_path.to_string_lossy(),
+        Vec::new(),
+    )
+    .await
+    .map_err(|e| CliError::Usage(e.to_string()))?;
+    let router: axum::Router = crate::monitor::handlers::router(crate::monitor::MonitorState {
+        monitor,
+        tokens: Arc::new(tokens),
+    });
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    println!(
+        "quota-proxy monitor listening on http://{}",
+        listener.local_addr()?
+    );
+    axum::serve(listener, router)
+        .with_graceful_shutdown(app::shutdown_signal())
+        .await?;
     Ok(())
 }
 

@@ -39,6 +39,7 @@ pub struct FileConfig {
     pub gateway: Option<GatewayFile>,
     pub billing: Option<BillingFile>,
     pub upstreams: Option<Vec<UpstreamFile>>,
+    pub monitor: Option<crate::monitor::MonitorFile>,
 }
 
 /// Values given on the command line (highest precedence).
@@ -65,6 +66,7 @@ pub struct Config {
     pub log_retention_days: u32,
     pub max_body_bytes: usize,
     pub gateway: GatewaySettings,
+    pub monitor: crate::monitor::MonitorSettings,
 }
 
 impl Default for Config {
@@ -82,6 +84,7 @@ impl Default for Config {
             log_retention_days: 90,
             max_body_bytes: 64 * 1024,
             gateway: GatewaySettings::default(),
+            monitor: crate::monitor::MonitorSettings::default(),
         }
     }
 }
@@ -206,6 +209,7 @@ impl Config {
                 .unwrap_or(d.log_retention_days),
             max_body_bytes,
             gateway: GatewaySettings::build(file.gateway, file.billing, file.upstreams, env)?,
+            monitor: crate::monitor::MonitorSettings::build(file.monitor, env)?,
         })
     }
 }

@@ -14,5 +14,6 @@ pub mod gateway;
 pub mod keyadmin;
 pub mod keys;
 pub mod ledger;
+pub mod monitor;
 pub mod store;
 pub mod timefmt;

@@ -1,0 +1,403 @@
+//! The four risk rules. Keys with `token_id = 0` never count; allow-listed keys, users and
+//! IPs are left out. Results are ordered most serious first, with ids breaking ties.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde_json::{Value, json};
+use sqlx::Row;
+
+use super::MonitorError;
+use super::params::Range;
+use super::queries::{Rows, iso};
+use super::source::Source;
+
+#[derive(Debug, Clone, Default)]
+pub struct AllowList {
+    pub keys: BTreeSet<i64>,
+    pub users: BTreeSet<i64>,
+    pub ips: Vec<ipnet::IpNet>,
+}
+
+impl AllowList {
+    fn ip(&self, ip: &str) -> bool {
+        ip.parse::<std::net::IpAddr>()
+            .is_ok_and(|a| self.ips.iter().any(|n| n.contains(&a)))
+    }
+}
+
+pub struct Found {
+    pub rows: Rows,
+    pub total: usize,
+}
+
+fn obj(v: Value) -> serde_json::Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    }
+}
+
+fn i(row: &sqlx::any::AnyRow, idx: usize) -> Result<i64, MonitorError> {
+    row.try_get::<Option<i64>, _>(idx)
+        .map(|v| v.unwrap_or(0))
+        .map_err(MonitorError::from_sqlx)
+}
+
+fn s(row: &sqlx::any::AnyRow, idx: usize) -> Result<String, MonitorError> {
+    row.try_get::<Option<String>, _>(idx)
+        .map(|v| v.unwrap_or_default())
+        .map_err(MonitorError::from_sqlx)
+}
+
+/// The most frequent user of each key in the range (ties: the smallest id).
+async fn key_owners(
+    src: &Source,
+    r: Range,
+    keys_sql: &str,
+) -> Result<HashMap<i64, i64>, MonitorError> {
+    let (d, c) = (src.dialect, &src.cols);
+    let sql = format!(
+        "SELECT {t}, {u}, {n} FROM {table} WHERE {f} AND {tok} IN ({keys_sql}) GROUP BY {tok}, {user}",
+        t = d.int(c.token),
+        u = d.int(c.user),
+        n = d.int("COUNT(*)"),
+        table = c.table,
+        f = src.filter(r),
+        tok = c.token,
+        user = c.user,
+    );
+    let mut best: HashMap<i64, (i64, i64)> = HashMap::new();
+    for row in src.fetch(&sql).await? {
+        let (t, u, n) = (i(&row, 0)?, i(&row, 1)?, i(&row, 2)?);
+        let e = best.entry(t).or_insert((u, n));
+        if n > e.1 || (n == e.1 && u < e.0) {
+            *e = (u, n);
+        }
+    }
+    Ok(best.into_iter().map(|(t, (u, _))| (t, u)).collect())
+}
+
+pub async fn burst(
+    src: &Source,
+    r: Range,
+    window_sec: i64,
+    limit: i64,
+    allow: &AllowList,
+) -> Result<Rows, MonitorError> {
+    let (d, c) = (src.dialect, &src.cols);
+    let f = src.filter(r);
+    // Only keys with enough requests in the whole range can hold that many in one window.
+    let candidates = format!(
+        "SELECT {tok} FROM {t} WHERE {f} AND {tok} <> 0 GROUP BY {tok} HAVING COUNT(*) >= {limit}",
+        tok = c.token,
+        t = c.table,
+    );
+    let sql = format!(
+        "SELECT {tk}, {ts} FROM {t} WHERE {f} AND {tok} IN ({candidates}) ORDER BY 1, 2",
+        tk = d.int(c.token),
+        ts = d.int(c.ts_s),
+        t = c.table,
+        tok = c.token,
+    );
+    let mut per_key: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for row in src.fetch(&sql).await? {
+        per_key.entry(i(&row, 0)?).or_default().push(i(&row, 1)?);
+    }
+    let owners = key_owners(src, r, &candidates).await?;
+    // Peak of a true sliding window: for each request, how many fall in [t, t + window).
+    let mut hits = Vec::new();
+    for (key, ts) in &per_key {
+        if allow.keys.contains(key) {
+            continue;
+        }
+        let (mut best, mut best_at) = (0usize, 0usize);
+        let mut hi = 0usize;
+        for lo in 0..ts.len() {
+            if hi < lo {
+                hi = lo;
+            }
+            while hi < ts.len() && ts[hi] < ts[lo] + window_sec {
+                hi += 1;
+            }
+            if hi - lo > best {
+                best = hi - lo;
+                best_at = lo;
+            }
+        }
+        if best as i64 >= limit {
+            let user = owners.get(key).copied().unwrap_or(0);
+            if allow.users.contains(&user) {
+                continue;
+            }
+            hits.push((*key, user, best, ts[best_at], ts[best_at + best - 1]));
+        }
+    }
+    hits.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+    let keys: Vec<i64> = hits.iter().map(|h| h.0).collect();
+    let users: Vec<i64> = hits.iter().map(|h| h.1).collect();
+    let knames = src.token_names(&keys, r).await?;
+    let unames = src.user_names(&users, r).await?;
+    Ok(hits
+        .into_iter()
+        .map(|(k, u, n, first, last)| {
+            obj(json!({
+                "token_id": k,
+                "token_name": knames.get(&k).cloned().unwrap_or_default(),
+                "user_id": u,
+                "username": unames.get(&u).cloned().unwrap_or_default(),
+                "request_count": n,
+                "window_sec": window_sec,
+                "threshold": limit,
+                "first_request": iso(first),
+                "last_request": iso(last),
+            }))
+        })
+        .collect())
+}
+
+/// `user_id:username` pairs, comma-separated, in id order.
+fn user_list(ids: &BTreeSet<i64>, names: &HashMap<i64, String>) -> String {
+    ids.iter()
+        .map(|u| match names.get(u) {
+            Some(n) if !n.is_empty() => n.clone(),
+            _ => u.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+pub async fn multi_user_token(
+    src: &Source,
+    r: Range,
+    users_threshold: i64,
+    ips_threshold: i64,
+    allow: &AllowList,
+) -> Result<Rows, MonitorError> {
+    let (d, c) = (src.dialect, &src.cols);
+    let f = src.filter(r);
+    let sql = format!(
+        "SELECT {tk}, {uc}, {ic}, {n} FROM {t} WHERE {f} AND {tok} <> 0 GROUP BY {tok} \
+         HAVING COUNT(DISTINCT {user}) >= {users_threshold} OR COUNT(DISTINCT NULLIF({ip}, '')) >= {ips_threshold}",
+        tk = d.int(c.token),
+        uc = d.int(&format!("COUNT(DISTINCT {})", c.user)),
+        ic = d.int(&format!("COUNT(DISTINCT NULLIF({}, ''))", c.ip)),
+        n = d.int("COUNT(*)"),
+        t = c.table,
+        tok = c.token,
+        user = c.user,
+        ip = c.ip,
+    );
+    let mut hits = Vec::new();
+    for row in src.fetch(&sql).await? {
+        let key = i(&row, 0)?;
+        if !allow.keys.contains(&key) {
+            hits.push((key, i(&row, 1)?, i(&row, 2)?, i(&row, 3)?));
+        }
+    }
+    let pairs_sql = format!(
+        "SELECT DISTINCT {tk}, {u} FROM {t} WHERE {f} AND {tok} IN (SELECT {tok} FROM {t} WHERE {f} AND {tok} <> 0 \
+         GROUP BY {tok} HAVING COUNT(DISTINCT {user}) >= {users_threshold} OR COUNT(DISTINCT NULLIF({ip}, '')) >= {ips_threshold})",
+        tk = d.int(c.token),
+        u = d.int(c.user),
+        t = c.table,
+        tok = c.token,
+        user = c.user,
+        ip = c.ip,
+    );
+    let mut users_of: HashMap<i64, BTreeSet<i64>> = HashMap::new();
+    for row in src.fetch(&pairs_sql).await? {
+        users_of.entry(i(&row, 0)?).or_default().insert(i(&row, 1)?);
+    }
+    hits.sort_by(|a, b| b.1.cmp(&a.1).then(b.2.cmp(&a.2)).then(a.0.cmp(&b.0)));
+    let keys: Vec<i64> = hits.iter().map(|h| h.0).collect();
+    let all_users: Vec<i64> = users_of
+        .values()
+        .flatten()
+        .copied()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let knames = src.token_names(&keys, r).await?;
+    let unames = src.user_names(&all_users, r).await?;
+    let empty = BTreeSet::new();
+    Ok(hits
+        .into_iter()
+        .map(|(k, uc, ic, n)| {
+            obj(json!({
+                "token_id": k,
+                "token_name": knames.get(&k).cloned().unwrap_or_default(),
+                "user_count": uc,
+                "ip_count": ic,
+                "threshold": users_threshold,
+                "users": user_list(users_of.get(&k).unwrap_or(&empty), &unames),
+                "total_requests": n,
+            }))
+        })
+        .collect())
+}
+
+pub async fn ip_many_users(
+    src: &Source,
+    r: Range,
+    threshold: i64,
+    allow: &AllowList,
+) -> Result<Rows, MonitorError> {
+    let (d, c) = (src.dialect, &src.cols);
+    let f = src.filter(r);
+    let base = format!(
+        "{f} AND {tok} <> 0 AND {ip} <> ''",
+        tok = c.token,
+        ip = c.ip
+    );
+    let sql = format!(
+        "SELECT {ip}, {uc}, {n} FROM {t} WHERE {base} GROUP BY {ip} HAVING COUNT(DISTINCT {user}) >= {threshold}",
+        ip = c.ip,
+        uc = d.int(&format!("COUNT(DISTINCT {})", c.user)),
+        n = d.int("COUNT(*)"),
+        t = c.table,
+        user = c.user,
+    );
+    let mut hits = Vec::new();
+    for row in src.fetch(&sql).await? {
+        let ip = s(&row, 0)?;
+        if !allow.ip(&ip) {
+            hits.push((ip, i(&row, 1)?, i(&row, 2)?));
+        }
+    }
+    let pairs_sql = format!(
+        "SELECT DISTINCT {ip}, {u} FROM {t} WHERE {base} AND {ip} IN \
+         (SELECT {ip} FROM {t} WHERE {base} GROUP BY {ip} HAVING COUNT(DISTINCT {user}) >= {threshold})",
+        ip = c.ip,
+        u = d.int(c.user),
+        t = c.table,
+        user = c.user,
+    );
+    let mut users_of: HashMap<String, BTreeSet<i64>> = HashMap::new();
+    for row in src.fetch(&pairs_sql).await? {
+        users_of.entry(s(&row, 0)?).or_default().insert(i(&row, 1)?);
+    }
+    hits.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let all_users: Vec<i64> = users_of
+        .values()
+        .flatten()
+        .copied()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let unames = src.user_names(&all_users, r).await?;
+    let empty = BTreeSet::new();
+    Ok(hits
+        .into_iter()
+        .map(|(ip, uc, n)| {
+            let users = user_list(users_of.get(&ip).unwrap_or(&empty), &unames);
+            obj(json!({
+                "ip": ip,
+                "user_count": uc,
+                "threshold": threshold,
+                "users": users,
+                "total_requests": n,
+            }))
+        })
+        .collect())
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+pub async fn big_request(
+    src: &Source,
+    r: Range,
+    sigma: f64,
+    global: bool,
+    allow: &AllowList,
+) -> Result<Rows, MonitorError> {
+    let (d, c) = (src.dialect, &src.cols);
+    let f = format!("{} AND {} <> 0", src.filter(r), c.token);
+    let group = if global {
+        "'*'".to_owned()
+    } else {
+        c.model.to_owned()
+    };
+    // Exact integer sums, so mean and deviation agree across backends.
+    let sql = format!(
+        "SELECT {group}, {n}, {s1}, {s2} FROM {t} WHERE {f} GROUP BY 1",
+        n = d.int("COUNT(*)"),
+        s1 = d.int(&format!("SUM({})", c.tokens)),
+        s2 = d.int(&format!("SUM({tk} * {tk})", tk = c.tokens)),
+        t = c.table,
+    );
+    let mut stats: HashMap<String, (f64, f64, f64)> = HashMap::new();
+    for row in src.fetch(&sql).await? {
+        let (n, s1, s2) = (i(&row, 1)?, i(&row, 2)?, i(&row, 3)?);
+        if n < 30 {
+            continue;
+        }
+        let mean = s1 as f64 / n as f64;
+        let var = ((s2 as f64) / n as f64 - mean * mean).max(0.0);
+        let std = var.sqrt();
+        stats.insert(s(&row, 0)?, (mean, std, mean + sigma * std));
+    }
+    let Some(min_threshold) = stats.values().map(|v| v.2).reduce(f64::min) else {
+        return Ok(Vec::new());
+    };
+    let sql = format!(
+        "SELECT {tk}, {u}, {m}, {tok}, {ts} FROM {t} WHERE {f} AND {tokens} > {floor}",
+        tk = d.int(c.token),
+        u = d.int(c.user),
+        m = if global { "'*'" } else { c.model },
+        tok = d.int(c.tokens),
+        ts = d.int(c.ts_s),
+        t = c.table,
+        tokens = c.tokens,
+        floor = min_threshold.floor() as i64,
+    );
+    let mut hits = Vec::new();
+    for row in src.fetch(&sql).await? {
+        let (key, user, group, tokens, ts) = (
+            i(&row, 0)?,
+            i(&row, 1)?,
+            s(&row, 2)?,
+            i(&row, 3)?,
+            i(&row, 4)?,
+        );
+        if let Some(&(mean, std, thr)) = stats.get(&group)
+            && (tokens as f64) > thr
+            && !allow.keys.contains(&key)
+            && !allow.users.contains(&user)
+        {
+            hits.push((key, user, group, tokens, ts, mean, std, thr));
+        }
+    }
+    hits.sort_by(|a, b| b.3.cmp(&a.3).then(a.4.cmp(&b.4)).then(a.0.cmp(&b.0)));
+    // The model column is needed even for the global pool.
+    let keys: Vec<i64> = hits.iter().map(|h| h.0).collect();
+    let users: Vec<i64> = hits.iter().map(|h| h.1).collect();
+    let knames = src.token_names(&keys, r).await?;
+    let unames = src.user_names(&users, r).await?;
+    Ok(hits
+        .into_iter()
+        .map(|(k, u, g, tokens, ts, mean, std, thr)| {
+            obj(json!({
+                "token_id": k,
+                "token_name": knames.get(&k).cloned().unwrap_or_default(),
+                "user_id": u,
+                "username": unames.get(&u).cloned().unwrap_or_default(),
+                "model_name": if global { Value::Null } else { json!(g) },
+                "token_count": tokens,
+                "created_at": iso(ts),
+                "mean_tokens": round2(mean),
+                "std_tokens": round2(std),
+                "threshold": round2(thr),
+                "sigma": sigma,
+            }))
+        })
+        .collect())
+}
+
+pub fn found(rows: Rows, limit: usize) -> Found {
+    let total = rows.len();
+    let mut rows = rows;
+    rows.truncate(limit);
+    Found { rows, total }
+}

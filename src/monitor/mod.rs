@@ -1,0 +1,217 @@
+//! Monitor and risk control (`/api/*`): time series, rankings, anomaly rules, heatmap,
+//! summary and CSV export, over the gateway's request log or a New API database.
+
+pub mod anomalies;
+pub mod csv_export;
+pub mod handlers;
+pub mod params;
+pub mod queries;
+pub mod source;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::api::extract::TokenDigests;
+use anomalies::AllowList;
+use source::{Source, SourceKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    #[error("{0}")]
+    Bad(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("source unavailable: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Config(String),
+}
+
+impl MonitorError {
+    pub fn bad(msg: &str) -> Self {
+        MonitorError::Bad(msg.to_owned())
+    }
+
+    /// `参数无效: <name>`.
+    pub fn invalid(name: &str) -> Self {
+        MonitorError::Bad(format!("参数无效: {name}"))
+    }
+
+    pub fn from_sqlx(e: sqlx::Error) -> Self {
+        MonitorError::Unavailable(e.to_string())
+    }
+}
+
+impl IntoResponse for MonitorError {
+    fn into_response(self) -> Response {
+        let (status, msg) = match &self {
+            MonitorError::Bad(m) => (StatusCode::BAD_REQUEST, m.clone()),
+            MonitorError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m.clone()),
+            MonitorError::Unavailable(e) | MonitorError::Config(e) => {
+                tracing::warn!(error = %e, "monitor source error");
+                (StatusCode::SERVICE_UNAVAILABLE, "服务不可用".to_owned())
+            }
+        };
+        let body = json!({
+            "error": msg,
+            "code": status.as_u16(),
+            "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        });
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+/// `[monitor]` in the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorFile {
+    pub source: Option<String>,
+    pub dsn: Option<String>,
+    pub cache_ttl_sec: Option<u64>,
+    pub tz: Option<String>,
+    pub allow_ips: Option<Vec<String>>,
+    pub allow_keys: Option<Vec<i64>>,
+    pub allow_users: Option<Vec<i64>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MonitorSettings {
+    pub source: SourceKind,
+    /// For `newapi`: the New API database. `native` reads the gateway's own database.
+    pub dsn: Option<String>,
+    pub cache_ttl_sec: u64,
+    pub tz: chrono_tz::Tz,
+    pub allow: AllowList,
+}
+
+impl Default for MonitorSettings {
+    fn default() -> Self {
+        Self {
+            source: SourceKind::Native,
+            dsn: None,
+            cache_ttl_sec: 60,
+            tz: chrono_tz::UTC,
+            allow: AllowList::default(),
+        }
+    }
+}
+
+impl MonitorSettings {
+    pub fn build(
+        file: Option<MonitorFile>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, crate::config::ConfigError> {
+        let f = file.unwrap_or_default();
+        let invalid = |name: &'static str, m: String| crate::config::ConfigError::Invalid {
+            name,
+            message: m,
+        };
+        let non_empty = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+        let source = match non_empty("MONITOR_SOURCE")
+            .or(f.source)
+            .as_deref()
+            .unwrap_or("native")
+        {
+            "native" => SourceKind::Native,
+            "newapi" => SourceKind::NewApi,
+            other => {
+                return Err(invalid(
+                    "monitor.source",
+                    format!("{other} (native|newapi)"),
+                ));
+            }
+        };
+        let dsn = non_empty("MONITOR_DSN").or(f.dsn);
+        if source == SourceKind::NewApi && dsn.is_none() {
+            return Err(invalid("monitor.dsn", "newapi needs a DSN".into()));
+        }
+        let cache_ttl_sec = match non_empty("MONITOR_CACHE_TTL") {
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| invalid("MONITOR_CACHE_TTL", v.clone()))?,
+            None => f.cache_ttl_sec.unwrap_or(60),
+        };
+        let tz_name = non_empty("MONITOR_TZ")
+            .or(f.tz)
+            .unwrap_or_else(|| "UTC".into());
+        let tz = tz_name
+            .parse::<chrono_tz::Tz>()
+            .map_err(|_| invalid("monitor.tz", tz_name.clone()))?;
+        let mut ips = Vec::new();
+        for ip in f.allow_ips.unwrap_or_default() {
+            ips.push(
+                crate::gateway::settings::parse_net(&ip)
+                    .ok_or_else(|| invalid("monitor.allow_ips", ip.clone()))?,
+            );
+        }
+        Ok(Self {
+            source,
+            dsn,
+            cache_ttl_sec,
+            tz,
+            allow: AllowList {
+                keys: f.allow_keys.unwrap_or_default().into_iter().collect(),
+                users: f.allow_users.unwrap_or_default().into_iter().collect(),
+                ips,
+            },
+        })
+    }
+}
+
+pub struct Monitor {
+    pub source: Source,
+    pub settings: MonitorSettings,
+    cache: moka::future::Cache<String, Bytes>,
+}
+
+impl Monitor {
+    /// `native_dsn` is the gateway's own database, used when the source is `native`.
+    pub async fn start(
+        settings: MonitorSettings,
+        native_dsn: &str,
+        upstreams: Vec<String>,
+    ) -> Result<Arc<Self>, MonitorError> {
+        let dsn = match settings.source {
+            SourceKind::Native => native_dsn.to_owned(),
+            SourceKind::NewApi => settings
+                .dsn
+                .clone()
+                .ok_or_else(|| MonitorError::Config("monitor DSN missing".into()))?,
+        };
+        let source = Source::connect(settings.source, &dsn, upstreams).await?;
+        let cache = moka::future::Cache::builder()
+            .max_capacity(2_000)
+            .time_to_live(Duration::from_secs(settings.cache_ttl_sec.max(1)))
+            .build();
+        Ok(Arc::new(Self {
+            source,
+            settings,
+            cache,
+        }))
+    }
+}
+
+/// What the monitor routes need: the monitor and who may read it.
+#[derive(Clone)]
+pub struct MonitorState {
+    pub monitor: Arc<Monitor>,
+    pub tokens: Arc<TokenDigests>,
+}
+
+pub fn json_response(bytes: Bytes, cache: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::HeaderName::from_static("x-cache"), cache),
+        ],
+        bytes,
+    )
+        .into_response()
+}

@@ -1,0 +1,305 @@
+//! Series, rankings, heatmap and summary. Aggregation happens in SQL; ordering, zero-filling
+//! and names happen here, so every backend gives the same answer.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Datelike, TimeZone, Timelike, Utc};
+use serde_json::{Map, Value, json};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::MonitorError;
+use super::params::{Dim, Metric, Range, bucket_bounds};
+use super::source::{Source, SourceKind};
+
+pub type Rows = Vec<Map<String, Value>>;
+
+fn obj(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+pub fn iso(secs: i64) -> String {
+    DateTime::<Utc>::from_timestamp(secs, 0)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn get_i64(row: &AnyRow, i: usize) -> Result<i64, MonitorError> {
+    row.try_get::<Option<i64>, _>(i)
+        .map(|v| v.unwrap_or(0))
+        .map_err(MonitorError::from_sqlx)
+}
+
+pub async fn series(src: &Source, r: Range, slot: i64) -> Result<Rows, MonitorError> {
+    let d = src.dialect;
+    let c = &src.cols;
+    let bucket = format!("{} * {slot}", d.idiv(c.ts_s, slot));
+    let sql = format!(
+        "SELECT {b}, {n}, {t}, {u}, {k}, {q} FROM {table} WHERE {f} GROUP BY 1",
+        b = d.int(&bucket),
+        n = d.int("COUNT(*)"),
+        t = d.int(&format!("SUM({})", c.tokens)),
+        u = d.int(&format!("COUNT(DISTINCT {})", c.user)),
+        k = d.int(&format!("COUNT(DISTINCT NULLIF({}, 0))", c.token)),
+        q = d.int(&format!("SUM({})", c.quota)),
+        table = c.table,
+        f = src.filter(r),
+    );
+    let mut by_bucket: HashMap<i64, [i64; 5]> = HashMap::new();
+    for row in src.fetch(&sql).await? {
+        let b = get_i64(&row, 0)?;
+        let mut v = [0i64; 5];
+        for (i, slot_v) in v.iter_mut().enumerate() {
+            *slot_v = get_i64(&row, i + 1)?;
+        }
+        by_bucket.insert(b, v);
+    }
+    let (first, end) = bucket_bounds(r, slot);
+    let mut out = Vec::with_capacity(((end - first) / slot) as usize);
+    let mut b = first;
+    while b < end {
+        let v = by_bucket.get(&b).copied().unwrap_or_default();
+        out.push(obj(json!({
+            "bucket": iso(b),
+            "reqs": v[0],
+            "tokens": v[1],
+            "users": v[2],
+            "tokens_cnt": v[3],
+            "quota_sum": v[4],
+            "quota_usd": src.usd(v[4]),
+        })));
+        b += slot;
+    }
+    Ok(out)
+}
+
+pub async fn top(
+    src: &Source,
+    r: Range,
+    dim: Dim,
+    metric: Metric,
+    limit: usize,
+) -> Result<Rows, MonitorError> {
+    let d = src.dialect;
+    let c = &src.cols;
+    let (key, key_is_int) = match dim {
+        Dim::User => (c.user, true),
+        Dim::Token => (c.token, true),
+        Dim::Model => (c.model, false),
+        Dim::Channel => (c.channel, src.kind == SourceKind::NewApi),
+    };
+    let key_sel = if key_is_int {
+        d.int(key)
+    } else {
+        key.to_owned()
+    };
+    let extra = if dim == Dim::Token {
+        format!(" AND {} <> 0", c.token)
+    } else {
+        String::new()
+    };
+    let sql = format!(
+        "SELECT {key_sel}, {n}, {t}, {q} FROM {table} WHERE {f}{extra} GROUP BY {key}",
+        n = d.int("COUNT(*)"),
+        t = d.int(&format!("SUM({})", c.tokens)),
+        q = d.int(&format!("SUM({})", c.quota)),
+        table = c.table,
+        f = src.filter(r),
+    );
+    struct G {
+        id: i64,
+        name: String,
+        reqs: i64,
+        tokens: i64,
+        quota: i64,
+    }
+    let mut groups = Vec::new();
+    for row in src.fetch(&sql).await? {
+        let (id, name) = if key_is_int {
+            (get_i64(&row, 0)?, String::new())
+        } else {
+            let s: Option<String> = row.try_get(0).map_err(MonitorError::from_sqlx)?;
+            (0, s.unwrap_or_default())
+        };
+        groups.push(G {
+            id,
+            name,
+            reqs: get_i64(&row, 1)?,
+            tokens: get_i64(&row, 2)?,
+            quota: get_i64(&row, 3)?,
+        });
+    }
+    let metric_of = |g: &G| match metric {
+        Metric::Tokens => g.tokens,
+        Metric::Reqs => g.reqs,
+        Metric::QuotaSum => g.quota,
+    };
+    // Ties broken by the dimension's key so every backend orders alike.
+    groups.sort_by(|a, b| {
+        metric_of(b)
+            .cmp(&metric_of(a))
+            .then(a.id.cmp(&b.id))
+            .then(a.name.cmp(&b.name))
+    });
+    groups.truncate(limit);
+    let ids: Vec<i64> = groups.iter().map(|g| g.id).collect();
+    let names = match dim {
+        Dim::User => src.user_names(&ids, r).await?,
+        Dim::Token => src.token_names(&ids, r).await?,
+        Dim::Channel => src.channel_names(&ids).await?,
+        Dim::Model => HashMap::new(),
+    };
+    let mut out = Vec::with_capacity(groups.len());
+    for g in groups {
+        let mut row = match dim {
+            Dim::User => {
+                json!({"user_id": g.id, "username": names.get(&g.id).cloned().unwrap_or_default()})
+            }
+            Dim::Token => {
+                json!({"token_id": g.id, "token_name": names.get(&g.id).cloned().unwrap_or_default()})
+            }
+            Dim::Model => json!({"model_name": g.name}),
+            Dim::Channel => match src.kind {
+                SourceKind::NewApi => json!({
+                    "channel_id": g.id,
+                    "channel_name": names.get(&g.id).cloned().unwrap_or_else(|| format!("channel-{}", g.id)),
+                }),
+                SourceKind::Native => json!({
+                    "channel_id": src.upstreams.iter().position(|u| *u == g.name).map(|i| i as i64 + 1).unwrap_or(0),
+                    "channel_name": g.name,
+                }),
+            },
+        };
+        if let Value::Object(m) = &mut row {
+            m.insert("tokens".into(), json!(g.tokens));
+            m.insert("reqs".into(), json!(g.reqs));
+            m.insert("quota_sum".into(), json!(g.quota));
+            m.insert("quota_usd".into(), json!(src.usd(g.quota)));
+        }
+        out.push(obj(row));
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeatMetric {
+    Reqs,
+    Tokens,
+    Users,
+}
+
+/// 7 × 24 cells `[hour, weekday, value]` (weekday 0 = Monday) in `tz`, summed across weeks.
+/// Counted per UTC hour, then placed at that hour's local start.
+pub async fn heatmap(
+    src: &Source,
+    r: Range,
+    metric: HeatMetric,
+    tz: chrono_tz::Tz,
+) -> Result<Vec<Value>, MonitorError> {
+    let d = src.dialect;
+    let c = &src.cols;
+    let hour = format!("{} * 3600", d.idiv(c.ts_s, 3600));
+    let value = match metric {
+        HeatMetric::Reqs => d.int("COUNT(*)"),
+        HeatMetric::Tokens => d.int(&format!("SUM({})", c.tokens)),
+        HeatMetric::Users => d.int(&format!("COUNT(DISTINCT {})", c.user)),
+    };
+    let sql = format!(
+        "SELECT {h}, {value} FROM {t} WHERE {f} GROUP BY 1",
+        h = d.int(&hour),
+        t = c.table,
+        f = src.filter(r),
+    );
+    let mut cells = [[0i64; 24]; 7];
+    for row in src.fetch(&sql).await? {
+        let h = get_i64(&row, 0)?;
+        let v = get_i64(&row, 1)?;
+        if let Some(local) = tz.timestamp_opt(h, 0).single() {
+            let wd = local.weekday().num_days_from_monday() as usize;
+            cells[wd][local.hour() as usize] += v;
+        }
+    }
+    let mut out = Vec::with_capacity(168);
+    for (wd, hours) in cells.iter().enumerate() {
+        for (h, v) in hours.iter().enumerate() {
+            out.push(json!([h, wd, v]));
+        }
+    }
+    Ok(out)
+}
+
+pub async fn summary(src: &Source, r: Range) -> Result<Map<String, Value>, MonitorError> {
+    let d = src.dialect;
+    let c = &src.cols;
+    let sql = format!(
+        "SELECT {n}, {t}, {q}, {u}, {k}, {m} FROM {table} WHERE {f}",
+        n = d.int("COUNT(*)"),
+        t = d.int(&format!("COALESCE(SUM({}), 0)", c.tokens)),
+        q = d.int(&format!("COALESCE(SUM({}), 0)", c.quota)),
+        u = d.int(&format!("COUNT(DISTINCT {})", c.user)),
+        k = d.int(&format!("COUNT(DISTINCT NULLIF({}, 0))", c.token)),
+        m = d.int(&format!("COUNT(DISTINCT {})", c.model)),
+        table = c.table,
+        f = src.filter(r),
+    );
+    let rows = src.fetch(&sql).await?;
+    let row = rows
+        .first()
+        .ok_or_else(|| MonitorError::Unavailable("empty answer".into()))?;
+    let quota = get_i64(row, 2)?;
+    let mut out = obj(json!({
+        "start_ms": r.start_ms,
+        "end_ms": r.end_ms,
+        "reqs": get_i64(row, 0)?,
+        "tokens": get_i64(row, 1)?,
+        "quota_sum": quota,
+        "quota_usd": src.usd(quota),
+        "users": get_i64(row, 3)?,
+        "keys": get_i64(row, 4)?,
+        "models": get_i64(row, 5)?,
+    }));
+    if src.kind == SourceKind::Native {
+        // All calls, failed ones included, for the error rate and latency.
+        let all = format!("ts >= {} AND ts < {}", r.start_ms, r.end_ms);
+        let sql = format!(
+            "SELECT {n}, {e} FROM request_log WHERE {all}",
+            n = d.int("COUNT(*)"),
+            e = d.int(
+                "COALESCE(SUM(CASE WHEN status >= 200 AND status < 300 THEN 0 ELSE 1 END), 0)"
+            ),
+        );
+        let rows = src.fetch(&sql).await?;
+        let (total, errors) = match rows.first() {
+            Some(row) => (get_i64(row, 0)?, get_i64(row, 1)?),
+            None => (0, 0),
+        };
+        out.insert(
+            "error_rate".into(),
+            json!(if total > 0 {
+                errors as f64 / total as f64
+            } else {
+                0.0
+            }),
+        );
+        for (name, p) in [("latency_p50_ms", 0.50), ("latency_p95_ms", 0.95)] {
+            let v = if total > 0 {
+                let offset = ((total as f64 * p).ceil() as i64 - 1).clamp(0, total - 1);
+                let sql = format!(
+                    "SELECT latency_ms FROM request_log WHERE {all} ORDER BY latency_ms LIMIT 1 OFFSET {offset}"
+                );
+                src.fetch(&sql)
+                    .await?
+                    .first()
+                    .map(|r| get_i64(r, 0))
+                    .transpose()?
+            } else {
+                None
+            };
+            out.insert(name.into(), json!(v));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,375 @@
+//! Where the monitor reads: the gateway's own request log (`native`) or a New API / One API
+//! database (`newapi`: SQLite file, MySQL/MariaDB or PostgreSQL), strictly read-only.
+//! Queries are written once against normalised column expressions; the dialect supplies
+//! the few things the three SQL flavours disagree on.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, AssertSqlSafe, Row};
+
+use super::MonitorError;
+use super::params::Range;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Mysql,
+    Postgres,
+}
+
+impl Dialect {
+    /// A 64-bit integer, whatever the engine's native result type (MySQL sums are DECIMAL,
+    /// PostgreSQL sums of BIGINT are NUMERIC).
+    pub fn int(self, e: &str) -> String {
+        match self {
+            Dialect::Mysql => format!("CAST({e} AS SIGNED)"),
+            Dialect::Postgres | Dialect::Sqlite => format!("CAST({e} AS BIGINT)"),
+        }
+    }
+
+    /// Integer division of non-negative integers.
+    pub fn idiv(self, a: &str, b: i64) -> String {
+        match self {
+            Dialect::Mysql => format!("({a} DIV {b})"),
+            Dialect::Postgres | Dialect::Sqlite => format!("({a} / {b})"),
+        }
+    }
+
+    pub fn quote(self, ident: &str) -> String {
+        match self {
+            Dialect::Mysql => format!("`{ident}`"),
+            Dialect::Postgres | Dialect::Sqlite => format!("\"{ident}\""),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    Native,
+    NewApi,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Native => "native",
+            SourceKind::NewApi => "newapi",
+        }
+    }
+}
+
+/// Normalised column expressions over the log table.
+#[derive(Debug, Clone)]
+pub struct Columns {
+    pub table: &'static str,
+    /// Only billed calls count.
+    pub base: &'static str,
+    pub ts_s: &'static str,
+    pub user: &'static str,
+    pub token: &'static str,
+    pub model: &'static str,
+    /// Integer channel id (newapi) or upstream name (native).
+    pub channel: &'static str,
+    pub tokens: &'static str,
+    pub quota: &'static str,
+    pub ip: &'static str,
+    pub username: &'static str,
+    pub token_name: &'static str,
+}
+
+const NEWAPI: Columns = Columns {
+    table: "logs",
+    base: "type = 2",
+    ts_s: "created_at",
+    user: "user_id",
+    token: "token_id",
+    model: "model_name",
+    channel: "channel_id",
+    tokens: "(prompt_tokens + completion_tokens)",
+    quota: "quota",
+    ip: "COALESCE(ip, '')",
+    username: "username",
+    token_name: "token_name",
+};
+
+const NATIVE: Columns = Columns {
+    table: "request_log",
+    base: "status >= 200 AND status < 300",
+    ts_s: "(ts / 1000)",
+    user: "COALESCE(owner_user_id, 0)",
+    token: "COALESCE(key_id, 0)",
+    model: "COALESCE(model, '')",
+    channel: "COALESCE(upstream, '')",
+    tokens: "(prompt_tokens + completion_tokens)",
+    quota: "cost",
+    ip: "COALESCE(client_ip, '')",
+    username: "owner_username",
+    token_name: "key_name",
+};
+
+pub struct Source {
+    pub kind: SourceKind,
+    pub dialect: Dialect,
+    pub cols: Columns,
+    pool: AnyPool,
+    /// Which of `users`, `tokens`, `channels`, `options` exist (newapi).
+    tables: std::collections::HashSet<String>,
+    pub quota_per_unit: f64,
+    /// Native: upstream names in config order, for numeric channel ids.
+    pub upstreams: Vec<String>,
+}
+
+fn dialect_of(url: &str) -> Result<Dialect, MonitorError> {
+    if url.starts_with("sqlite:") {
+        Ok(Dialect::Sqlite)
+    } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
+        Ok(Dialect::Mysql)
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Dialect::Postgres)
+    } else {
+        Err(MonitorError::Config(format!(
+            "unsupported DSN scheme: {}",
+            url.split(':').next().unwrap_or("")
+        )))
+    }
+}
+
+/// A SQLite path (or `sqlite:` URL) becomes a read-only URL; other DSNs pass through.
+pub fn normalise_dsn(dsn: &str) -> String {
+    let dsn = dsn.trim();
+    if dsn.contains("://") && !dsn.starts_with("sqlite:") {
+        return dsn.replacen("mariadb://", "mysql://", 1);
+    }
+    let path = dsn
+        .strip_prefix("sqlite://")
+        .or_else(|| dsn.strip_prefix("sqlite:"))
+        .unwrap_or(dsn);
+    let path = path.split('?').next().unwrap_or(path);
+    format!("sqlite://{path}?mode=ro")
+}
+
+impl Source {
+    pub async fn connect(
+        kind: SourceKind,
+        dsn: &str,
+        upstreams: Vec<String>,
+    ) -> Result<Self, MonitorError> {
+        sqlx::any::install_default_drivers();
+        let url = normalise_dsn(dsn);
+        let dialect = dialect_of(&url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(4)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy(&url)
+            .map_err(|e| MonitorError::Config(format!("monitor DSN: {e}")))?;
+        let cols = match kind {
+            SourceKind::Native => NATIVE,
+            SourceKind::NewApi => NEWAPI,
+        };
+        let mut src = Self {
+            kind,
+            dialect,
+            cols,
+            pool,
+            tables: Default::default(),
+            quota_per_unit: 500_000.0,
+            upstreams,
+        };
+        if let Err(e) = src.discover().await {
+            // The source may be down at start; /api/health says so, queries retry.
+            tracing::warn!(error = %e, "monitor source not reachable yet");
+        }
+        Ok(src)
+    }
+
+    /// Finds the optional name tables and New API's quota unit.
+    async fn discover(&mut self) -> Result<(), MonitorError> {
+        if self.kind != SourceKind::NewApi {
+            return Ok(());
+        }
+        let list = "'users', 'tokens', 'channels', 'options'";
+        let sql = match self.dialect {
+            Dialect::Sqlite => {
+                format!("SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ({list})")
+            }
+            Dialect::Mysql => format!(
+                "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
+                 WHERE table_schema = DATABASE() AND table_name IN ({list})"
+            ),
+            Dialect::Postgres => format!(
+                "SELECT CAST(table_name AS TEXT) FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_name IN ({list})"
+            ),
+        };
+        let rows = self.fetch(&sql).await?;
+        self.tables = rows
+            .iter()
+            .filter_map(|r| r.try_get::<String, _>(0).ok())
+            .collect();
+        if self.tables.contains("options") {
+            let sql = format!(
+                "SELECT {v} FROM options WHERE {k} = 'QuotaPerUnit'",
+                k = self.dialect.quote("key"),
+                v = self.dialect.quote("value")
+            );
+            if let Ok(rows) = self.fetch(&sql).await
+                && let Some(v) = rows.first().and_then(|r| r.try_get::<String, _>(0).ok())
+                && let Ok(q) = v.trim().parse::<f64>()
+                && q > 0.0
+            {
+                self.quota_per_unit = q;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn has_table(&self, t: &str) -> bool {
+        self.tables.contains(t)
+    }
+
+    pub async fn fetch(&self, sql: &str) -> Result<Vec<AnyRow>, MonitorError> {
+        sqlx::query(AssertSqlSafe(sql.to_owned()))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(MonitorError::from_sqlx)
+    }
+
+    pub async fn ping(&self) -> Result<(), MonitorError> {
+        self.fetch("SELECT 1").await.map(|_| ())
+    }
+
+    /// `base AND range` for this source.
+    pub fn filter(&self, r: Range) -> String {
+        match self.kind {
+            SourceKind::NewApi => {
+                let (s, e) = r.secs();
+                format!(
+                    "{} AND created_at >= {s} AND created_at < {e}",
+                    self.cols.base
+                )
+            }
+            SourceKind::Native => format!(
+                "{} AND ts >= {} AND ts < {}",
+                self.cols.base, r.start_ms, r.end_ms
+            ),
+        }
+    }
+
+    pub fn usd(&self, quota: i64) -> f64 {
+        let v = quota as f64 / self.quota_per_unit;
+        (v * 1_000_000.0).round() / 1_000_000.0
+    }
+
+    /// Names for user ids: from `users`, else the newest name on the log rows.
+    pub async fn user_names(
+        &self,
+        ids: &[i64],
+        r: Range,
+    ) -> Result<HashMap<i64, String>, MonitorError> {
+        self.names(
+            ids,
+            r,
+            "users",
+            "id",
+            "username",
+            self.cols.user,
+            self.cols.username,
+        )
+        .await
+    }
+
+    pub async fn token_names(
+        &self,
+        ids: &[i64],
+        r: Range,
+    ) -> Result<HashMap<i64, String>, MonitorError> {
+        self.names(
+            ids,
+            r,
+            "tokens",
+            "id",
+            "name",
+            self.cols.token,
+            self.cols.token_name,
+        )
+        .await
+    }
+
+    pub async fn channel_names(&self, ids: &[i64]) -> Result<HashMap<i64, String>, MonitorError> {
+        if self.kind != SourceKind::NewApi || !self.has_table("channels") || ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        self.lookup("channels", "id", "name", ids).await
+    }
+
+    async fn lookup(
+        &self,
+        table: &str,
+        id: &str,
+        name: &str,
+        ids: &[i64],
+    ) -> Result<HashMap<i64, String>, MonitorError> {
+        let mut out = HashMap::new();
+        for chunk in ids.chunks(500) {
+            let list: Vec<String> = chunk.iter().map(i64::to_string).collect();
+            let sql = format!(
+                "SELECT {idc}, {name} FROM {table} WHERE {idc} IN ({})",
+                list.join(","),
+                idc = self.dialect.int(id),
+            );
+            for row in self.fetch(&sql).await? {
+                let k: i64 = row.try_get(0).map_err(MonitorError::from_sqlx)?;
+                if let Ok(Some(n)) = row.try_get::<Option<String>, _>(1) {
+                    out.insert(k, n);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn names(
+        &self,
+        ids: &[i64],
+        r: Range,
+        table: &str,
+        id_col: &str,
+        name_col: &str,
+        log_id: &str,
+        log_name: &str,
+    ) -> Result<HashMap<i64, String>, MonitorError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut out = if self.kind == SourceKind::NewApi && self.has_table(table) {
+            self.lookup(table, id_col, name_col, ids).await?
+        } else {
+            HashMap::new()
+        };
+        let missing: Vec<i64> = ids
+            .iter()
+            .copied()
+            .filter(|i| !out.contains_key(i))
+            .collect();
+        for chunk in missing.chunks(500) {
+            let list: Vec<String> = chunk.iter().map(i64::to_string).collect();
+            let sql = format!(
+                "SELECT {id}, MAX({log_name}) FROM {t} WHERE {f} AND {log_id} IN ({}) GROUP BY {log_id}",
+                list.join(","),
+                id = self.dialect.int(log_id),
+                t = self.cols.table,
+                f = self.filter(r),
+            );
+            for row in self.fetch(&sql).await? {
+                let k: i64 = row.try_get(0).map_err(MonitorError::from_sqlx)?;
+                if let Ok(Some(n)) = row.try_get::<Option<String>, _>(1) {
+                    out.insert(k, n);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
