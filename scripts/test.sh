@@ -37,6 +37,12 @@ if [ ! -d tests/clients/node_modules/axios ] || [ ! -d tests/clients/node_module
   (cd tests/clients && npm ci --no-audit --no-fund --silent)
 fi
 
+log "database servers (PostgreSQL, MariaDB)"
+# shellcheck source=scripts/test-services.sh
+. "$(dirname "${BASH_SOURCE[0]}")/test-services.sh"
+start_postgres
+start_mariadb
+
 log "format and lints"
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings

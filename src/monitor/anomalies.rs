@@ -324,7 +324,8 @@ pub async fn big_request(
         "SELECT {group}, {n}, {s1}, {s2} FROM {t} WHERE {f} GROUP BY 1",
         n = d.int("COUNT(*)"),
         s1 = d.int(&format!("SUM({})", c.tokens)),
-        s2 = d.int(&format!("SUM({tk} * {tk})", tk = c.tokens)),
+        // Squared as BIGINT: 50 000 tokens squared overflows a 32-bit column type.
+        s2 = d.int(&format!("SUM({tk} * {tk})", tk = d.int(c.tokens))),
         t = c.table,
     );
     let mut stats: HashMap<String, (f64, f64, f64)> = HashMap::new();

@@ -10,6 +10,8 @@ mod gateway;
 mod helpers;
 mod idempotency;
 mod lifecycle;
+mod monitor;
+mod monitor_data;
 mod quota_api;
 mod security;
 mod seed_clients;
