@@ -1,0 +1,397 @@
+//! Monitor speed on a realistic New API `logs` table: 10 000 000 rows over 30 days
+//! (~5 000 users, ~20 000 keys, 50 models, 30 channels, a daily rhythm), loaded into SQLite
+//! and (when `TEST_MYSQL_URL` is set) MariaDB, with New API's indexes. Each endpoint is timed
+//! cold (`nocache=1`) through the real `quota-proxy monitor` binary, beside the plain
+//! one-query `GROUP BY` SQL for the same answer on the same database.
+//!
+//!   scripts/bench-monitor.sh                          # starts MariaDB, runs this
+//!   BENCH_ROWS=1000000 scripts/bench-monitor.sh       # a smaller table
+//!
+//! Only 127.0.0.1 is contacted.
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use sqlx::{AnyPool, AssertSqlSafe};
+
+const ADMIN: &str = "bench-admin-token";
+const DAY: i64 = 86_400;
+/// 2026-10-01 00:00:00 UTC.
+const T0: i64 = 1_790_812_800;
+
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Writes the rows as TSV (the column order of `COLUMNS`).
+fn generate(path: &std::path::Path, rows: u64) {
+    let mut rng = Lcg(7);
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
+    // Heavier during the (UTC+8) day: hourly weights.
+    let weights: Vec<u64> = (0..24)
+        .map(|h| {
+            let local = (h + 8) % 24;
+            if (9..23).contains(&local) { 10 } else { 3 }
+        })
+        .collect();
+    let total_w: u64 = weights.iter().sum();
+    for _ in 0..rows {
+        let day = rng.next(30) as i64;
+        let mut pick = rng.next(total_w);
+        let mut hour = 0;
+        for (h, wgt) in weights.iter().enumerate() {
+            if pick < *wgt {
+                hour = h as i64;
+                break;
+            }
+            pick -= wgt;
+        }
+        let at = T0 + day * DAY + hour * 3600 + rng.next(3600) as i64;
+        let token = 1 + rng.next(20_000);
+        let user = 1 + token % 5_000;
+        let model = rng.next(50);
+        let channel = 1 + rng.next(30);
+        let prompt = 20 + rng.next(2000);
+        let completion = 10 + rng.next(800);
+        let kind = if rng.next(50) == 0 { 5 } else { 2 };
+        writeln!(
+            w,
+            "{user}\t{at}\t{kind}\tuser{user}\ttok-{token}\tmodel-{model}\t{}\t{prompt}\t{completion}\t{channel}\t{token}\t10.{}.{}.{}",
+            (prompt + completion) * 3,
+            user % 250,
+            token % 250,
+            user % 7
+        )
+        .unwrap();
+    }
+}
+
+const COLUMNS: &str = "user_id, created_at, type, username, token_name, model_name, quota, prompt_tokens, completion_tokens, channel_id, token_id, ip";
+
+fn ddl(mysql: bool) -> Vec<String> {
+    let (pk, name) = if mysql {
+        ("INT AUTO_INCREMENT PRIMARY KEY", "VARCHAR(191)")
+    } else {
+        ("INTEGER PRIMARY KEY AUTOINCREMENT", "TEXT")
+    };
+    let g = if mysql { "`group`" } else { "\"group\"" };
+    vec![format!(
+        "CREATE TABLE logs (id {pk}, user_id INT, created_at BIGINT, type INT, content TEXT, \
+         username {name} DEFAULT '', token_name {name} DEFAULT '', model_name {name} DEFAULT '', \
+         quota INT DEFAULT 0, prompt_tokens INT DEFAULT 0, completion_tokens INT DEFAULT 0, use_time INT DEFAULT 0, \
+         is_stream INT DEFAULT 0, channel_id INT, token_id INT DEFAULT 0, {g} {name} DEFAULT '', ip {name} DEFAULT '', other TEXT)"
+    )]
+}
+
+/// New API's indexes on `logs` (the ones a monitor query can use), built after the load.
+fn indexes() -> Vec<String> {
+    [
+        ("idx_created_at_type", "created_at, type"),
+        ("idx_logs_user_id", "user_id"),
+        ("idx_logs_token_id", "token_id"),
+        ("idx_logs_model_name", "model_name"),
+        ("idx_logs_channel_id", "channel_id"),
+    ]
+    .iter()
+    .map(|(n, c)| format!("CREATE INDEX {n} ON logs ({c})"))
+    .collect()
+}
+
+async fn exec(pool: &AnyPool, sql: &str) {
+    sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
+        .execute(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {sql}"));
+}
+
+async fn load_sqlite(path: &std::path::Path, tsv: &std::path::Path) -> String {
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let pool = AnyPool::connect(&url).await.unwrap();
+    exec(&pool, "PRAGMA journal_mode = WAL").await;
+    exec(&pool, "PRAGMA synchronous = OFF").await;
+    for s in ddl(false) {
+        exec(&pool, &s).await;
+    }
+    let text = std::fs::read_to_string(tsv).unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    sqlx::raw_sql("BEGIN").execute(&mut *conn).await.unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    for chunk in lines.chunks(500) {
+        let values: Vec<String> = chunk
+            .iter()
+            .map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                format!(
+                    "({},{},{},'{}','{}','{}',{},{},{},{},{},'{}')",
+                    f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11]
+                )
+            })
+            .collect();
+        let sql = format!("INSERT INTO logs ({COLUMNS}) VALUES {}", values.join(","));
+        sqlx::raw_sql(AssertSqlSafe(sql))
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+    sqlx::raw_sql("COMMIT").execute(&mut *conn).await.unwrap();
+    drop(conn);
+    for s in indexes() {
+        exec(&pool, &s).await;
+    }
+    exec(&pool, "ANALYZE").await;
+    pool.close().await;
+    path.display().to_string()
+}
+
+async fn load_mysql(admin: &str, tsv: &std::path::Path) -> String {
+    let admin_pool = AnyPool::connect(admin).await.unwrap();
+    exec(&admin_pool, "DROP DATABASE IF EXISTS newapi_bench").await;
+    exec(
+        &admin_pool,
+        "CREATE DATABASE newapi_bench CHARACTER SET utf8mb4",
+    )
+    .await;
+    let url = format!("{}/newapi_bench", admin.trim_end_matches('/'));
+    let pool = AnyPool::connect(&url).await.unwrap();
+    for s in ddl(true) {
+        exec(&pool, &s).await;
+    }
+    exec(
+        &pool,
+        &format!(
+            "LOAD DATA INFILE '{}' INTO TABLE logs FIELDS TERMINATED BY '\\t' ({COLUMNS})",
+            tsv.display()
+        ),
+    )
+    .await;
+    for s in indexes() {
+        exec(&pool, &s).await;
+    }
+    exec(&pool, "ANALYZE TABLE logs").await;
+    pool.close().await;
+    url
+}
+
+struct Case {
+    name: &'static str,
+    path: String,
+    /// The plain SQL for the same answer; `{s}`/`{e}` are the range in seconds.
+    sql: &'static str,
+    target_ms: f64,
+}
+
+fn cases(end: i64) -> Vec<Case> {
+    let day = |d: i64| format!("start_ms={}&end_ms={}", (end - d * DAY) * 1000, end * 1000);
+    vec![
+        Case {
+            name: "series 24h (15 min)",
+            path: format!("/api/stats/series?{}&slot_sec=900", day(1)),
+            sql: "SELECT (created_at DIV 900) * 900 b, COUNT(*), SUM(prompt_tokens + completion_tokens), COUNT(DISTINCT user_id), COUNT(DISTINCT token_id), SUM(quota) FROM logs WHERE type = 2 AND created_at >= {s} AND created_at < {e} GROUP BY b",
+            target_ms: 250.0,
+        },
+        Case {
+            name: "top users 7d by tokens",
+            path: format!("/api/stats/top?{}&by=user&metric=tokens&limit=50", day(7)),
+            sql: "SELECT user_id, COUNT(*), SUM(prompt_tokens + completion_tokens) t, SUM(quota) FROM logs WHERE type = 2 AND created_at >= {s} AND created_at < {e} GROUP BY user_id ORDER BY t DESC LIMIT 50",
+            target_ms: 400.0,
+        },
+        Case {
+            name: "top tokens 7d by reqs",
+            path: format!("/api/stats/top?{}&by=token&metric=reqs&limit=50", day(7)),
+            sql: "SELECT token_id, COUNT(*) n, SUM(prompt_tokens + completion_tokens), SUM(quota) FROM logs WHERE type = 2 AND created_at >= {s} AND created_at < {e} AND token_id <> 0 GROUP BY token_id ORDER BY n DESC LIMIT 50",
+            target_ms: 400.0,
+        },
+        Case {
+            name: "anomalies burst 24h",
+            path: format!(
+                "/api/stats/anomalies?{}&rule=burst&limit_per_token=40",
+                day(1)
+            ),
+            sql: "SELECT token_id, COUNT(*) FROM logs WHERE type = 2 AND created_at >= {s} AND created_at < {e} AND token_id <> 0 GROUP BY token_id HAVING COUNT(*) >= 40",
+            target_ms: 500.0,
+        },
+        Case {
+            name: "anomalies multi_user_token 24h",
+            path: format!("/api/stats/anomalies?{}&rule=multi_user_token", day(1)),
+            sql: "SELECT token_id, COUNT(DISTINCT user_id), COUNT(DISTINCT ip) FROM logs WHERE type = 2 AND created_at >= {s} AND created_at < {e} AND token_id <> 0 GROUP BY token_id HAVING COUNT(DISTINCT user_id) >= 2 OR COUNT(DISTINCT ip) >= 5",
+            target_ms: 500.0,
+        },
+        Case {
+            name: "anomalies ip_many_users 24h",
+            path: format!("/api/stats/anomalies?{}&rule=ip_many_users", day(1)),
+            sql: "SELECT ip, COUNT(DISTINCT user_id) FROM logs WHERE type = 2 AND created_at >= {s} AND created_at < {e} AND token_id <> 0 AND ip <> '' GROUP BY ip HAVING COUNT(DISTINCT user_id) >= 5",
+            target_ms: 500.0,
+        },
+        Case {
+            name: "anomalies big_request 24h",
+            path: format!("/api/stats/anomalies?{}&rule=big_request", day(1)),
+            sql: "SELECT model_name, COUNT(*), SUM(prompt_tokens + completion_tokens), SUM((prompt_tokens + completion_tokens) * (prompt_tokens + completion_tokens)) FROM logs WHERE type = 2 AND created_at >= {s} AND created_at < {e} AND token_id <> 0 GROUP BY model_name",
+            target_ms: 500.0,
+        },
+    ]
+}
+
+fn pct(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let i = ((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1;
+    v[i]
+}
+
+async fn measure(label: &str, dsn: &str, mysql: bool, end: i64, runs: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_quota-proxy"))
+        .args([
+            "monitor",
+            "--source",
+            "newapi",
+            "--dsn",
+            dsn,
+            "--port",
+            &port.to_string(),
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("ADMIN_TOKEN", ADMIN)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _child = KillOnDrop(child);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..200 {
+        if client
+            .get(format!("{base}/api/health"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let url = if mysql {
+        dsn.to_owned()
+    } else {
+        format!("sqlite://{dsn}?mode=ro")
+    };
+    let pool = AnyPool::connect(&url).await.unwrap();
+    println!("\n### {label}\n");
+    println!("| query | endpoint p50 ms | endpoint p95 ms | plain SQL p50 ms | target ms |");
+    println!("|---|---:|---:|---:|---:|");
+    for c in cases(end) {
+        let mut api = Vec::new();
+        for _ in 0..runs {
+            let t0 = Instant::now();
+            let r = client
+                .get(format!("{base}{}&nocache=1", c.path))
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{}: {}", c.name, r.status());
+            let _ = r.bytes().await.unwrap();
+            api.push(t0.elapsed().as_secs_f64() * 1000.0);
+        }
+        let (s, e) = {
+            let days = if c.name.contains("7d") { 7 } else { 1 };
+            (end - days * DAY, end)
+        };
+        let mut sql = c
+            .sql
+            .replace("{s}", &s.to_string())
+            .replace("{e}", &e.to_string());
+        if !mysql {
+            sql = sql.replace(" DIV ", " / ");
+        }
+        let mut plain = Vec::new();
+        for _ in 0..runs {
+            let t0 = Instant::now();
+            // Counted by the database: the same work, one integer back (the Any driver cannot
+            // decode MySQL's DECIMAL sums).
+            sqlx::raw_sql(AssertSqlSafe(format!("SELECT COUNT(*) FROM ({sql}) q")))
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+            plain.push(t0.elapsed().as_secs_f64() * 1000.0);
+        }
+        println!(
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            c.name,
+            pct(api.clone(), 0.5),
+            pct(api, 0.95),
+            pct(plain, 0.5),
+            c.target_ms
+        );
+    }
+}
+
+/// Stops the monitor even when a measurement panics.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn main() {
+    let rows = env_num("BENCH_ROWS", 10_000_000);
+    let runs = env_num("BENCH_RUNS", 5) as usize;
+    sqlx::any::install_default_drivers();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tsv = dir.path().join("logs.tsv");
+    let t0 = Instant::now();
+    generate(&tsv, rows);
+    println!(
+        "generated {rows} rows in {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+    let end = T0 + 30 * DAY;
+    rt.block_on(async {
+        if let Ok(admin) = std::env::var("TEST_MYSQL_URL") {
+            let t0 = Instant::now();
+            let dsn = load_mysql(&admin, &tsv).await;
+            println!(
+                "MariaDB: loaded and indexed in {:.0}s",
+                t0.elapsed().as_secs_f64()
+            );
+            measure(&format!("MariaDB, {rows} rows"), &dsn, true, end, runs).await;
+        }
+        let t0 = Instant::now();
+        let path = load_sqlite(&dir.path().join("newapi.db"), &tsv).await;
+        println!(
+            "SQLite: loaded and indexed in {:.0}s",
+            t0.elapsed().as_secs_f64()
+        );
+        measure(&format!("SQLite, {rows} rows"), &path, false, end, runs).await;
+    });
+}
