@@ -101,8 +101,16 @@ pub async fn top(
     } else {
         String::new()
     };
+    // Ranked and cut in SQL (ties by key, ascending) so only `limit` groups travel; the
+    // order is re-established below the same way on every backend.
+    let rank = match metric {
+        Metric::Reqs => 2,
+        Metric::Tokens => 3,
+        Metric::QuotaSum => 4,
+    };
     let sql = format!(
-        "SELECT {key_sel}, {n}, {t}, {q} FROM {table} WHERE {f}{extra} GROUP BY {key}",
+        "SELECT {key_sel}, {n}, {t}, {q} FROM {table} WHERE {f}{extra} GROUP BY {key} \
+         ORDER BY {rank} DESC, 1 ASC LIMIT {limit}",
         n = d.int("COUNT(*)"),
         t = d.int(&format!("SUM({})", c.tokens)),
         q = d.int(&format!("SUM({})", c.quota)),
