@@ -52,7 +52,8 @@ start_mariadb() {
     --auth-root-authentication-method=normal >/dev/null 2>&1
   "$daemon" --no-defaults --datadir="$d/data" --user=root --port="$port" \
     --bind-address=127.0.0.1 --socket="$d/mysql.sock" --pid-file="$d/mariadb.pid" \
-    --skip-log-bin --skip-name-resolve --innodb-flush-log-at-trx-commit=0 >"$d/log" 2>&1 &
+    --skip-log-bin --skip-name-resolve --innodb-flush-log-at-trx-commit=0 \
+    ${MARIADB_EXTRA_ARGS:-} >"$d/log" 2>&1 &
   for _ in $(seq 1 100); do
     if mariadb-admin --no-defaults -h 127.0.0.1 -P "$port" -u root ping >/dev/null 2>&1; then
       export TEST_MYSQL_URL="mysql://root@127.0.0.1:$port/"

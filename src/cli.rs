@@ -224,15 +224,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 }
 
 async fn serve(mut config: Config, clock: SharedClock) -> Result<(), CliError> {
-    let (token, generated) = app::resolve_admin_token(&config)?;
-    if generated {
-        // Printed once, on the terminal only: never through the log.
-        println!(
-            "Admin token (shown once, saved to {}):",
-            config.data_dir.join("admin_token").display()
-        );
-        println!("  {token}");
-    }
+    let token = admin_token(&config)?;
     config.admin_token = Some(token);
     let listen = config.listen;
     let app = App::build(config, clock).await?;
@@ -252,14 +244,7 @@ async fn monitor_only(mut config: Config) -> Result<(), CliError> {
             "--dsn is required for --source newapi".into(),
         ));
     }
-    let (token, generated) = app::resolve_admin_token(&config)?;
-    if generated {
-        println!(
-            "Admin token (shown once, saved to {}):",
-            config.data_dir.join("admin_token").display()
-        );
-        println!("  {token}");
-    }
+    let token = admin_token(&config)?;
     config.admin_token = Some(token.clone());
     let tokens = crate::api::extract::TokenDigests::new(&token, config.viewer_token.as_deref());
     let monitor = crate::monitor::Monitor::start(
@@ -282,6 +267,20 @@ async fn monitor_only(mut config: Config) -> Result<(), CliError> {
         .with_graceful_shutdown(app::shutdown_signal())
         .await?;
     Ok(())
+}
+
+/// The admin token; a newly generated one is printed here, once, on the terminal only
+/// (never through the log).
+fn admin_token(config: &Config) -> Result<String, CliError> {
+    let (token, generated) = app::resolve_admin_token(config)?;
+    if generated {
+        println!(
+            "Admin token (shown once, saved to {}):",
+            config.data_dir.join("admin_token").display()
+        );
+        println!("  {token}");
+    }
+    Ok(token)
 }
 
 fn print_json(v: &Value) {

@@ -60,7 +60,7 @@ type IdemCell = Arc<OnceCell<ConsumeOutcome>>;
 
 /// A settlement on its way to the store.
 pub struct SettleTicket {
-    rx: Option<oneshot::Receiver<Result<crate::store::ConsumeResult, StoreError>>>,
+    rx: Option<Reply>,
     /// The key's remaining quota as memory sees it right after this settlement.
     pub remaining_now: Option<i64>,
     quota: Option<i64>,
@@ -152,7 +152,53 @@ fn spawn_writer_thread(
     Ok(done_rx)
 }
 
+type Reply = oneshot::Receiver<Result<crate::store::ConsumeResult, StoreError>>;
+
+/// Whether `amount` may be taken from the key now; applies a due refill to memory first.
+fn admit(st: &mut table::KeyState, now: i64, amount: i64) -> Result<(), LedgerError> {
+    if !st.rec.enabled {
+        return Err(LedgerError::Disabled);
+    }
+    if is_expired(&st.rec, now) {
+        return Err(LedgerError::Expired);
+    }
+    let due = effective_counters(&st.rec, now);
+    if due.reset_due {
+        // Earlier consumes belong to the old period; open holds settle in the new one.
+        st.rec.used = st.held;
+        st.rec.quota = due.quota;
+        st.rec.refill_period = due.period;
+    }
+    let c = effective_counters(&st.rec, now);
+    if !c.can_afford(amount) {
+        return Err(LedgerError::QuotaExceeded {
+            remaining: c.remaining().unwrap_or(0).max(0),
+            requested: amount,
+        });
+    }
+    Ok(())
+}
+
 impl Ledger {
+    /// Counts `amount` as pending and hands `op` to the writer. Called with the key's lock
+    /// held, so the writer sees each key's operations in the order they were admitted.
+    fn enqueue(
+        &self,
+        st: &mut table::KeyState,
+        op: ConsumeOp,
+        amount: i64,
+    ) -> Result<Reply, LedgerError> {
+        let (reply, rx) = oneshot::channel();
+        st.rec.used += amount;
+        st.pending += amount;
+        if self.tx.send(writer::Pending { op, reply }).is_err() {
+            st.rec.used -= amount;
+            st.pending -= amount;
+            return Err(LedgerError::Unavailable);
+        }
+        Ok(rx)
+    }
+
     /// Loads every key into memory and starts the writer.
     pub async fn start(
         store: Arc<dyn Store>,
@@ -275,50 +321,17 @@ impl Ledger {
         let total: i64 = items.iter().map(|i| i.amount).sum();
         let count = items.len() as i64;
         let now = self.now_ms();
-        let (reply_tx, reply_rx) = oneshot::channel();
-        {
+        let reply_rx = {
             let mut st = entry.lock();
-            if !st.rec.enabled {
-                return Err(LedgerError::Disabled);
-            }
-            if is_expired(&st.rec, now) {
-                return Err(LedgerError::Expired);
-            }
-            let c = effective_counters(&st.rec, now);
-            if c.reset_due {
-                // Earlier consumes belong to the old period; open holds settle in the new one.
-                st.rec.used = st.held;
-                st.rec.quota = c.quota;
-                st.rec.refill_period = c.period;
-            }
-            if !c.can_afford(total) {
-                return Err(LedgerError::QuotaExceeded {
-                    remaining: c.remaining().unwrap_or(0).max(0),
-                    requested: total,
-                });
-            }
-            st.rec.used += total;
-            st.pending += total;
+            admit(&mut st, now, total)?;
             let op = ConsumeOp {
                 key_id: st.rec.id,
                 kind: OpKind::Consume,
                 items,
                 idempotency_key,
             };
-            // Sent under the key's lock so the writer sees each key's ops in reservation order.
-            if self
-                .tx
-                .send(writer::Pending {
-                    op,
-                    reply: reply_tx,
-                })
-                .is_err()
-            {
-                st.rec.used -= total;
-                st.pending -= total;
-                return Err(LedgerError::Unavailable);
-            }
-        }
+            self.enqueue(&mut st, op, total)?
+        };
         let committed = reply_rx
             .await
             .map_err(|_| LedgerError::Unavailable)?
@@ -345,25 +358,7 @@ impl Ledger {
     pub fn reserve(&self, entry: &KeyEntry, amount: i64) -> Result<(), LedgerError> {
         let now = self.now_ms();
         let mut st = entry.lock();
-        if !st.rec.enabled {
-            return Err(LedgerError::Disabled);
-        }
-        if is_expired(&st.rec, now) {
-            return Err(LedgerError::Expired);
-        }
-        let c = effective_counters(&st.rec, now);
-        if c.reset_due {
-            st.rec.used = st.held;
-            st.rec.quota = c.quota;
-            st.rec.refill_period = c.period;
-        }
-        let c = effective_counters(&st.rec, now);
-        if !c.can_afford(amount) {
-            return Err(LedgerError::QuotaExceeded {
-                remaining: c.remaining().unwrap_or(0).max(0),
-                requested: amount,
-            });
-        }
+        admit(&mut st, now, amount)?;
         st.rec.used += amount;
         st.held += amount;
         Ok(())
@@ -397,9 +392,6 @@ impl Ledger {
                 quota: c.quota,
             });
         }
-        st.rec.used += actual;
-        st.pending += actual;
-        let (reply_tx, reply_rx) = oneshot::channel();
         let op = ConsumeOp {
             key_id: st.rec.id,
             kind: OpKind::Settle,
@@ -409,18 +401,7 @@ impl Ledger {
             }],
             idempotency_key: None,
         };
-        if self
-            .tx
-            .send(writer::Pending {
-                op,
-                reply: reply_tx,
-            })
-            .is_err()
-        {
-            st.rec.used -= actual;
-            st.pending -= actual;
-            return Err(LedgerError::Unavailable);
-        }
+        let reply_rx = self.enqueue(&mut st, op, actual)?;
         let c = effective_counters(&st.rec, now);
         Ok(SettleTicket {
             rx: Some(reply_rx),
