@@ -44,20 +44,7 @@ pub async fn embeddings(State(st): State<AppState>, req: Request) -> Response {
 
 /// Models the configured upstreams serve (and this key may use). Costs nothing.
 pub async fn models(State(st): State<AppState>, headers: HeaderMap) -> Response {
-    let presented = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|a| a.split_once(' '))
-        .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim().to_owned())
-        .or_else(|| {
-            ["x-api-key", "x-trial-key"].iter().find_map(|h| {
-                headers
-                    .get(*h)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned)
-            })
-        });
+    let presented = super::proxy::presented_key(&headers).map(str::to_owned);
     let Some(presented) = presented else {
         return OaiError::invalid_key().into_response();
     };

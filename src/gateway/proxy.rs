@@ -55,7 +55,8 @@ fn new_request_id() -> String {
     id
 }
 
-fn presented_key(h: &HeaderMap) -> Option<&str> {
+/// The caller's key: `Authorization: Bearer`, else `X-API-Key`, else `x-trial-key`.
+pub(super) fn presented_key(h: &HeaderMap) -> Option<&str> {
     let get = |n: &str| {
         h.get(n)
             .and_then(|v| v.to_str().ok())
