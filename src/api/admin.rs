@@ -135,8 +135,7 @@ pub async fn list_keys(
         .str("q")?
         .map(|s| s.to_lowercase())
         .filter(|s| !s.is_empty());
-    let limit = params.int("limit", 1, 1000, 100)?;
-    let offset = params.int("offset", 0, i64::MAX, 0)?;
+    let (limit, offset) = params.page(100)?;
     let now = st.keys.now_ms();
     let mut keys: Vec<KeyRecord> = st
         .keys
@@ -370,8 +369,7 @@ pub async fn usage(
 ) -> ApiResult<Json<Value>> {
     let params = Params::new(q, body)?;
     let (start, end) = date_range(&params)?;
-    let limit = params.int("limit", 1, 1000, 100)?;
-    let offset = params.int("offset", 0, i64::MAX, 0)?;
+    let (limit, offset) = params.page(100)?;
     let now = st.keys.now_ms();
     let mut keys = st.keys.all().await?;
     keys.sort_by_key(|k| k.id);
@@ -458,8 +456,7 @@ pub async fn audit(
     QueryMap(q): QueryMap,
 ) -> ApiResult<Json<Value>> {
     let params = Params::new(q, None)?;
-    let limit = params.int("limit", 1, 1000, 100)?;
-    let offset = params.int("offset", 0, i64::MAX, 0)?;
+    let (limit, offset) = params.page(100)?;
     let (rows, total) = st.store.audit(limit, offset).await?;
     let entries: Vec<Value> = rows
         .iter()
@@ -487,8 +484,7 @@ pub async fn requests(
     QueryMap(q): QueryMap,
 ) -> ApiResult<Json<Value>> {
     let params = Params::new(q, None)?;
-    let limit = params.int("limit", 1, 1000, 100)?;
-    let offset = params.int("offset", 0, i64::MAX, 0)?;
+    let (limit, offset) = params.page(100)?;
     let key_id = match params.str("key")?.filter(|k| !k.trim().is_empty()) {
         None => None,
         Some(k) => Some(find(&st, &k).await?.id),

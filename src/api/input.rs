@@ -173,6 +173,14 @@ impl Params {
         }
     }
 
+    /// `limit` (1–1000, `default_limit` when absent) and `offset` (≥ 0, default 0).
+    pub fn page(&self, default_limit: i64) -> ApiResult<(i64, i64)> {
+        Ok((
+            self.int("limit", 1, 1000, default_limit)?,
+            self.int("offset", 0, i64::MAX, 0)?,
+        ))
+    }
+
     pub fn int(&self, name: &str, min: i64, max: i64, default: i64) -> ApiResult<i64> {
         if let Some(v) = self.query.get(name) {
             return match v.trim().parse::<i64>() {

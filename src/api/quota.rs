@@ -148,8 +148,7 @@ pub async fn quota(State(st): State<AppState>, caller: Caller) -> Json<Value> {
 
 /// Shared by the caller's and the admin's history endpoints.
 pub async fn history_page(st: &AppState, key_id: i64, params: &Params) -> ApiResult<Value> {
-    let limit = params.int("limit", 1, 1000, 10)?;
-    let offset = params.int("offset", 0, i64::MAX, 0)?;
+    let (limit, offset) = params.page(10)?;
     let (rows, total) = st.store.history(key_id, limit, offset).await?;
     Ok(json!({
         "history": rows.iter().map(history_json).collect::<Vec<_>>(),

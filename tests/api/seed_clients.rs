@@ -26,23 +26,31 @@ fn available(what: &str, probe: &mut Command) -> bool {
     ok
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seed_python_client_works_unchanged() {
-    if !available(
-        "python3 with requests",
-        Command::new("python3").args(["-c", "import requests"]),
-    ) {
-        return;
-    }
-    let app = spawn_app().await;
-    let (key, _) = app
-        .create_key(json!({"prefix": "roc", "quota": 1000}))
-        .await;
-    let base = app.base.clone();
+fn python_has(module: &str) -> bool {
+    available(
+        &format!("python3 with {module}"),
+        Command::new("python3").args(["-c", &format!("import {module}")]),
+    )
+}
+
+fn node_has(package: &str) -> bool {
+    available("node", Command::new("node").arg("--version"))
+        && available(
+            &format!("the npm package {package}"),
+            Command::new("test")
+                .arg("-d")
+                .arg(clients_dir().join("node_modules").join(package)),
+        )
+}
+
+/// Runs `program script args…` in tests/clients and checks it succeeded and said `ok_line`.
+async fn run_client(program: &'static str, script: &'static str, args: Vec<String>, ok_line: &str) {
     let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(clients_dir().join("seed_client.py"))
-            .args([&base, &key, "1000"])
+        let dir = clients_dir();
+        Command::new(program)
+            .arg(dir.join(script))
+            .args(&args)
+            .current_dir(&dir)
             .output()
             .unwrap()
     })
@@ -54,117 +62,58 @@ async fn seed_python_client_works_unchanged() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("python seed client OK"));
+    assert!(stdout.contains(ok_line), "{stdout}");
+}
+
+/// The seed's clients get a fresh key worth 1000.
+async fn seed_client(program: &'static str, script: &'static str, ok_line: &str) {
+    let app = spawn_app().await;
+    let (key, _) = app
+        .create_key(json!({"prefix": "roc", "quota": 1000}))
+        .await;
+    run_client(
+        program,
+        script,
+        vec![app.base.clone(), key, "1000".into()],
+        ok_line,
+    )
+    .await;
     app.stop().await;
+}
+
+/// The SDKs get a key with quota to spare and one already spent.
+async fn sdk_client(program: &'static str, script: &'static str, ok_line: &str) {
+    let app = spawn_app().await;
+    let (key, _) = app.create_key(json!({"quota": 1000})).await;
+    let (spent, _) = app.create_key(json!({"quota": 0})).await;
+    run_client(program, script, vec![app.base.clone(), key, spent], ok_line).await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_python_client_works_unchanged() {
+    if python_has("requests") {
+        seed_client("python3", "seed_client.py", "python seed client OK").await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_node_client_works_unchanged() {
-    let dir = clients_dir();
-    let has_axios = dir.join("node_modules/axios").exists();
-    if !available("node", Command::new("node").arg("--version")) {
-        return;
+    if node_has("axios") {
+        seed_client("node", "seed_client.js", "node seed client OK").await;
     }
-    if !has_axios {
-        assert!(std::env::var("CI").is_err(), "axios missing under CI");
-        eprintln!("skipping: axios not installed (run scripts/test.sh)");
-        return;
-    }
-    let app = spawn_app().await;
-    let (key, _) = app
-        .create_key(json!({"prefix": "roc", "quota": 1000}))
-        .await;
-    let base = app.base.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(dir.join("seed_client.js"))
-            .args([&base, &key, "1000"])
-            .current_dir(&dir)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("node seed client OK"));
-    app.stop().await;
-}
-
-/// A key with quota to spare and one already spent.
-async fn sdk_keys(app: &TestApp) -> (String, String) {
-    let (key, _) = app.create_key(json!({"quota": 1000})).await;
-    let (spent, _) = app.create_key(json!({"quota": 0})).await;
-    (key, spent)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_python_sdk_through_the_gateway() {
-    if !available(
-        "python3 with openai",
-        Command::new("python3").args(["-c", "import openai"]),
-    ) {
-        return;
+    if python_has("openai") {
+        sdk_client("python3", "openai_sdk.py", "python openai sdk OK").await;
     }
-    let app = spawn_app().await;
-    let (key, spent) = sdk_keys(&app).await;
-    let base = app.base.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(clients_dir().join("openai_sdk.py"))
-            .args([&base, &key, &spent])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("python openai sdk OK"));
-    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_node_sdk_through_the_gateway() {
-    let dir = clients_dir();
-    if !available("node", Command::new("node").arg("--version")) {
-        return;
+    if node_has("openai") {
+        sdk_client("node", "openai_sdk.js", "node openai sdk OK").await;
     }
-    if !dir.join("node_modules/openai").exists() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "the openai npm package is missing under CI"
-        );
-        eprintln!("skipping: openai npm package not installed (run scripts/test.sh)");
-        return;
-    }
-    let app = spawn_app().await;
-    let (key, spent) = sdk_keys(&app).await;
-    let base = app.base.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(dir.join("openai_sdk.js"))
-            .args([&base, &key, &spent])
-            .current_dir(&dir)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("node openai sdk OK"));
-    app.stop().await;
 }
