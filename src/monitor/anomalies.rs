@@ -7,8 +7,9 @@ use serde_json::{Value, json};
 use sqlx::Row;
 
 use super::MonitorError;
+use super::aggregates::{BigRow, KeyTimes, Moments, NameOf, Shared, Sharing};
 use super::params::Range;
-use super::queries::{Rows, iso};
+use super::queries::{Engine, Rows, iso, names};
 use super::source::Source;
 
 #[derive(Debug, Clone, Default)]
@@ -77,13 +78,8 @@ async fn key_owners(
     Ok(best.into_iter().map(|(t, (u, _))| (t, u)).collect())
 }
 
-pub async fn burst(
-    src: &Source,
-    r: Range,
-    window_sec: i64,
-    limit: i64,
-    allow: &AllowList,
-) -> Result<Rows, MonitorError> {
+/// Request times of the keys with at least `limit` requests in the range.
+async fn sql_key_times(src: &Source, r: Range, limit: i64) -> Result<KeyTimes, MonitorError> {
     let (d, c) = (src.dialect, &src.cols);
     let f = src.filter(r);
     // Only keys with enough requests in the whole range can hold that many in one window.
@@ -104,28 +100,50 @@ pub async fn burst(
         per_key.entry(i(&row, 0)?).or_default().push(i(&row, 1)?);
     }
     let owners = key_owners(src, r, &candidates).await?;
+    Ok(KeyTimes { per_key, owners })
+}
+
+/// The busiest `window_sec` of one key's sorted times: how many, and where it starts.
+fn peak(ts: &[i64], window_sec: i64) -> (usize, usize) {
+    let (mut best, mut best_at) = (0usize, 0usize);
+    let mut hi = 0usize;
+    for lo in 0..ts.len() {
+        hi = hi.max(lo);
+        while hi < ts.len() && ts[hi] < ts[lo] + window_sec {
+            hi += 1;
+        }
+        if hi - lo > best {
+            best = hi - lo;
+            best_at = lo;
+        }
+    }
+    (best, best_at)
+}
+
+pub async fn burst(
+    src: &Source,
+    eng: &Engine,
+    r: Range,
+    window_sec: i64,
+    limit: i64,
+    allow: &AllowList,
+) -> Result<Rows, MonitorError> {
+    let times = match eng
+        .run(src, r, move |d, lo, hi| d.key_times(lo, hi, limit))
+        .await
+    {
+        Some(t) => t,
+        None => sql_key_times(src, r, limit).await?,
+    };
     // Peak of a true sliding window: for each request, how many fall in [t, t + window).
     let mut hits = Vec::new();
-    for (key, ts) in &per_key {
+    for (key, ts) in &times.per_key {
         if allow.keys.contains(key) {
             continue;
         }
-        let (mut best, mut best_at) = (0usize, 0usize);
-        let mut hi = 0usize;
-        for lo in 0..ts.len() {
-            if hi < lo {
-                hi = lo;
-            }
-            while hi < ts.len() && ts[hi] < ts[lo] + window_sec {
-                hi += 1;
-            }
-            if hi - lo > best {
-                best = hi - lo;
-                best_at = lo;
-            }
-        }
+        let (best, best_at) = peak(ts, window_sec);
         if best as i64 >= limit {
-            let user = owners.get(key).copied().unwrap_or(0);
+            let user = times.owners.get(key).copied().unwrap_or(0);
             if allow.users.contains(&user) {
                 continue;
             }
@@ -135,8 +153,8 @@ pub async fn burst(
     hits.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
     let keys: Vec<i64> = hits.iter().map(|h| h.0).collect();
     let users: Vec<i64> = hits.iter().map(|h| h.1).collect();
-    let knames = src.token_names(&keys, r).await?;
-    let unames = src.user_names(&users, r).await?;
+    let knames = names(src, eng, NameOf::Token, &keys, r).await?;
+    let unames = names(src, eng, NameOf::User, &users, r).await?;
     Ok(hits
         .into_iter()
         .map(|(k, u, n, first, last)| {
@@ -166,13 +184,22 @@ fn user_list(ids: &BTreeSet<i64>, names: &HashMap<i64, String>) -> String {
         .join(",")
 }
 
-pub async fn multi_user_token(
+fn all_users<K>(s: &Sharing<K>) -> Vec<i64> {
+    s.users_of
+        .values()
+        .flatten()
+        .copied()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+async fn sql_shared_keys(
     src: &Source,
     r: Range,
     users_threshold: i64,
     ips_threshold: i64,
-    allow: &AllowList,
-) -> Result<Rows, MonitorError> {
+) -> Result<Sharing<i64>, MonitorError> {
     let (d, c) = (src.dialect, &src.cols);
     let f = src.filter(r);
     let sql = format!(
@@ -187,12 +214,14 @@ pub async fn multi_user_token(
         user = c.user,
         ip = c.ip,
     );
-    let mut hits = Vec::new();
+    let mut out = Sharing::default();
     for row in src.fetch(&sql).await? {
-        let key = i(&row, 0)?;
-        if !allow.keys.contains(&key) {
-            hits.push((key, i(&row, 1)?, i(&row, 2)?, i(&row, 3)?));
-        }
+        out.hits.push(Shared {
+            key: i(&row, 0)?,
+            users: i(&row, 1)?,
+            ips: i(&row, 2)?,
+            requests: i(&row, 3)?,
+        });
     }
     let pairs_sql = format!(
         "SELECT DISTINCT {tk}, {u} FROM {t} WHERE {f} AND {tok} IN (SELECT {tok} FROM {t} WHERE {f} AND {tok} <> 0 \
@@ -204,44 +233,68 @@ pub async fn multi_user_token(
         user = c.user,
         ip = c.ip,
     );
-    let mut users_of: HashMap<i64, BTreeSet<i64>> = HashMap::new();
     for row in src.fetch(&pairs_sql).await? {
-        users_of.entry(i(&row, 0)?).or_default().insert(i(&row, 1)?);
+        out.users_of
+            .entry(i(&row, 0)?)
+            .or_default()
+            .insert(i(&row, 1)?);
     }
-    hits.sort_by(|a, b| b.1.cmp(&a.1).then(b.2.cmp(&a.2)).then(a.0.cmp(&b.0)));
-    let keys: Vec<i64> = hits.iter().map(|h| h.0).collect();
-    let all_users: Vec<i64> = users_of
-        .values()
-        .flatten()
-        .copied()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
+    Ok(out)
+}
+
+pub async fn multi_user_token(
+    src: &Source,
+    eng: &Engine,
+    r: Range,
+    users_threshold: i64,
+    ips_threshold: i64,
+    allow: &AllowList,
+) -> Result<Rows, MonitorError> {
+    let found = match eng
+        .run(src, r, move |d, lo, hi| {
+            d.shared_keys(lo, hi, users_threshold, ips_threshold)
+        })
+        .await
+    {
+        Some(s) => s,
+        None => sql_shared_keys(src, r, users_threshold, ips_threshold).await?,
+    };
+    let mut hits: Vec<&Shared<i64>> = found
+        .hits
+        .iter()
+        .filter(|h| !allow.keys.contains(&h.key))
         .collect();
-    let knames = src.token_names(&keys, r).await?;
-    let unames = src.user_names(&all_users, r).await?;
+    hits.sort_by(|a, b| {
+        b.users
+            .cmp(&a.users)
+            .then(b.ips.cmp(&a.ips))
+            .then(a.key.cmp(&b.key))
+    });
+    let keys: Vec<i64> = hits.iter().map(|h| h.key).collect();
+    let knames = names(src, eng, NameOf::Token, &keys, r).await?;
+    let unames = names(src, eng, NameOf::User, &all_users(&found), r).await?;
     let empty = BTreeSet::new();
     Ok(hits
         .into_iter()
-        .map(|(k, uc, ic, n)| {
+        .map(|h| {
             obj(json!({
-                "token_id": k,
-                "token_name": knames.get(&k).cloned().unwrap_or_default(),
-                "user_count": uc,
-                "ip_count": ic,
+                "token_id": h.key,
+                "token_name": knames.get(&h.key).cloned().unwrap_or_default(),
+                "user_count": h.users,
+                "ip_count": h.ips,
                 "threshold": users_threshold,
-                "users": user_list(users_of.get(&k).unwrap_or(&empty), &unames),
-                "total_requests": n,
+                "users": user_list(found.users_of.get(&h.key).unwrap_or(&empty), &unames),
+                "total_requests": h.requests,
             }))
         })
         .collect())
 }
 
-pub async fn ip_many_users(
+async fn sql_crowded_ips(
     src: &Source,
     r: Range,
     threshold: i64,
-    allow: &AllowList,
-) -> Result<Rows, MonitorError> {
+) -> Result<Sharing<String>, MonitorError> {
     let (d, c) = (src.dialect, &src.cols);
     let f = src.filter(r);
     let base = format!(
@@ -257,12 +310,14 @@ pub async fn ip_many_users(
         t = c.table,
         user = c.user,
     );
-    let mut hits = Vec::new();
+    let mut out = Sharing::default();
     for row in src.fetch(&sql).await? {
-        let ip = s(&row, 0)?;
-        if !allow.ip(&ip) {
-            hits.push((ip, i(&row, 1)?, i(&row, 2)?));
-        }
+        out.hits.push(Shared {
+            key: s(&row, 0)?,
+            users: i(&row, 1)?,
+            ips: 0,
+            requests: i(&row, 2)?,
+        });
     }
     let pairs_sql = format!(
         "SELECT DISTINCT {ip}, {u} FROM {t} WHERE {base} AND {ip} IN \
@@ -272,30 +327,42 @@ pub async fn ip_many_users(
         t = c.table,
         user = c.user,
     );
-    let mut users_of: HashMap<String, BTreeSet<i64>> = HashMap::new();
     for row in src.fetch(&pairs_sql).await? {
-        users_of.entry(s(&row, 0)?).or_default().insert(i(&row, 1)?);
+        out.users_of
+            .entry(s(&row, 0)?)
+            .or_default()
+            .insert(i(&row, 1)?);
     }
-    hits.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let all_users: Vec<i64> = users_of
-        .values()
-        .flatten()
-        .copied()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let unames = src.user_names(&all_users, r).await?;
+    Ok(out)
+}
+
+pub async fn ip_many_users(
+    src: &Source,
+    eng: &Engine,
+    r: Range,
+    threshold: i64,
+    allow: &AllowList,
+) -> Result<Rows, MonitorError> {
+    let found = match eng
+        .run(src, r, move |d, lo, hi| d.crowded_ips(lo, hi, threshold))
+        .await
+    {
+        Some(s) => s,
+        None => sql_crowded_ips(src, r, threshold).await?,
+    };
+    let mut hits: Vec<&Shared<String>> = found.hits.iter().filter(|h| !allow.ip(&h.key)).collect();
+    hits.sort_by(|a, b| b.users.cmp(&a.users).then(a.key.cmp(&b.key)));
+    let unames = names(src, eng, NameOf::User, &all_users(&found), r).await?;
     let empty = BTreeSet::new();
     Ok(hits
         .into_iter()
-        .map(|(ip, uc, n)| {
-            let users = user_list(users_of.get(&ip).unwrap_or(&empty), &unames);
+        .map(|h| {
             obj(json!({
-                "ip": ip,
-                "user_count": uc,
+                "ip": h.key,
+                "user_count": h.users,
                 "threshold": threshold,
-                "users": users,
-                "total_requests": n,
+                "users": user_list(found.users_of.get(&h.key).unwrap_or(&empty), &unames),
+                "total_requests": h.requests,
             }))
         })
         .collect())
@@ -305,13 +372,11 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-pub async fn big_request(
+async fn sql_moments(
     src: &Source,
     r: Range,
-    sigma: f64,
     global: bool,
-    allow: &AllowList,
-) -> Result<Rows, MonitorError> {
+) -> Result<HashMap<String, Moments>, MonitorError> {
     let (d, c) = (src.dialect, &src.cols);
     let f = format!("{} AND {} <> 0", src.filter(r), c.token);
     let group = if global {
@@ -328,65 +393,119 @@ pub async fn big_request(
         s2 = d.int(&format!("SUM({tk} * {tk})", tk = d.int(c.tokens))),
         t = c.table,
     );
-    let mut stats: HashMap<String, (f64, f64, f64)> = HashMap::new();
+    let mut out = HashMap::new();
     for row in src.fetch(&sql).await? {
-        let (n, s1, s2) = (i(&row, 1)?, i(&row, 2)?, i(&row, 3)?);
-        if n < 30 {
-            continue;
-        }
-        let mean = s1 as f64 / n as f64;
-        let var = ((s2 as f64) / n as f64 - mean * mean).max(0.0);
-        let std = var.sqrt();
-        stats.insert(s(&row, 0)?, (mean, std, mean + sigma * std));
+        out.insert(
+            s(&row, 0)?,
+            Moments {
+                n: i(&row, 1)?,
+                s1: i(&row, 2)?,
+                s2: i(&row, 3)?,
+            },
+        );
     }
-    let Some(min_threshold) = stats.values().map(|v| v.2).reduce(f64::min) else {
-        return Ok(Vec::new());
-    };
+    Ok(out)
+}
+
+async fn sql_big_rows(
+    src: &Source,
+    r: Range,
+    global: bool,
+    floor: i64,
+) -> Result<Vec<BigRow>, MonitorError> {
+    let (d, c) = (src.dialect, &src.cols);
     let sql = format!(
-        "SELECT {tk}, {u}, {m}, {tok}, {ts} FROM {t} WHERE {f} AND {tokens} > {floor}",
+        "SELECT {tk}, {u}, {m}, {tok}, {ts} FROM {t} WHERE {f} AND {key} <> 0 AND {tokens} > {floor}",
         tk = d.int(c.token),
         u = d.int(c.user),
         m = if global { "'*'" } else { c.model },
         tok = d.int(c.tokens),
         ts = d.int(c.ts_s),
         t = c.table,
+        f = src.filter(r),
+        key = c.token,
         tokens = c.tokens,
-        floor = min_threshold.floor() as i64,
     );
-    let mut hits = Vec::new();
+    let mut out = Vec::new();
     for row in src.fetch(&sql).await? {
-        let (key, user, group, tokens, ts) = (
-            i(&row, 0)?,
-            i(&row, 1)?,
-            s(&row, 2)?,
-            i(&row, 3)?,
-            i(&row, 4)?,
-        );
-        if let Some(&(mean, std, thr)) = stats.get(&group)
-            && (tokens as f64) > thr
-            && !allow.keys.contains(&key)
-            && !allow.users.contains(&user)
+        out.push(BigRow {
+            key: i(&row, 0)?,
+            user: i(&row, 1)?,
+            group: s(&row, 2)?,
+            tokens: i(&row, 3)?,
+            ts: i(&row, 4)?,
+        });
+    }
+    Ok(out)
+}
+
+pub async fn big_request(
+    src: &Source,
+    eng: &Engine,
+    r: Range,
+    sigma: f64,
+    global: bool,
+    allow: &AllowList,
+) -> Result<Rows, MonitorError> {
+    let moments = match eng
+        .run(src, r, move |d, lo, hi| d.moments(lo, hi, global))
+        .await
+    {
+        Some(m) => m,
+        None => sql_moments(src, r, global).await?,
+    };
+    let mut stats: HashMap<String, (f64, f64, f64)> = HashMap::new();
+    for (group, m) in moments {
+        if m.n < 30 {
+            continue;
+        }
+        let mean = m.s1 as f64 / m.n as f64;
+        let var = ((m.s2 as f64) / m.n as f64 - mean * mean).max(0.0);
+        let std = var.sqrt();
+        stats.insert(group, (mean, std, mean + sigma * std));
+    }
+    let Some(min_threshold) = stats.values().map(|v| v.2).reduce(f64::min) else {
+        return Ok(Vec::new());
+    };
+    let floor = min_threshold.floor() as i64;
+    let rows = match eng
+        .run(src, r, move |d, lo, hi| d.big_rows(lo, hi, global, floor))
+        .await
+    {
+        Some(b) => b,
+        None => sql_big_rows(src, r, global, floor).await?,
+    };
+    let mut hits = Vec::new();
+    for b in rows {
+        if let Some(&(mean, std, thr)) = stats.get(&b.group)
+            && (b.tokens as f64) > thr
+            && !allow.keys.contains(&b.key)
+            && !allow.users.contains(&b.user)
         {
-            hits.push((key, user, group, tokens, ts, mean, std, thr));
+            hits.push((b, mean, std, thr));
         }
     }
-    hits.sort_by(|a, b| b.3.cmp(&a.3).then(a.4.cmp(&b.4)).then(a.0.cmp(&b.0)));
-    // The model column is needed even for the global pool.
-    let keys: Vec<i64> = hits.iter().map(|h| h.0).collect();
-    let users: Vec<i64> = hits.iter().map(|h| h.1).collect();
-    let knames = src.token_names(&keys, r).await?;
-    let unames = src.user_names(&users, r).await?;
+    hits.sort_by(|(a, ..), (b, ..)| {
+        b.tokens
+            .cmp(&a.tokens)
+            .then(a.ts.cmp(&b.ts))
+            .then(a.key.cmp(&b.key))
+    });
+    let keys: Vec<i64> = hits.iter().map(|h| h.0.key).collect();
+    let users: Vec<i64> = hits.iter().map(|h| h.0.user).collect();
+    let knames = names(src, eng, NameOf::Token, &keys, r).await?;
+    let unames = names(src, eng, NameOf::User, &users, r).await?;
     Ok(hits
         .into_iter()
-        .map(|(k, u, g, tokens, ts, mean, std, thr)| {
+        .map(|(b, mean, std, thr)| {
             obj(json!({
-                "token_id": k,
-                "token_name": knames.get(&k).cloned().unwrap_or_default(),
-                "user_id": u,
-                "username": unames.get(&u).cloned().unwrap_or_default(),
-                "model_name": if global { Value::Null } else { json!(g) },
-                "token_count": tokens,
-                "created_at": iso(ts),
+                "token_id": b.key,
+                "token_name": knames.get(&b.key).cloned().unwrap_or_default(),
+                "user_id": b.user,
+                "username": unames.get(&b.user).cloned().unwrap_or_default(),
+                "model_name": if global { Value::Null } else { json!(b.group) },
+                "token_count": b.tokens,
+                "created_at": iso(b.ts),
                 "mean_tokens": round2(mean),
                 "std_tokens": round2(std),
                 "threshold": round2(thr),

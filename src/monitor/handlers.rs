@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::anomalies;
 use super::params::{Dim, Metric, Q, Rule, slot};
-use super::queries::{self, HeatMetric};
+use super::queries::{self, Engine, HeatMetric};
 use super::{Monitor, MonitorError, MonitorState, csv_export, json_response};
 use crate::api::extract::QueryMap;
 
@@ -53,19 +53,37 @@ enum Endpoint {
     Summary,
 }
 
+/// The answer, and which engine aggregated it.
 async fn compute(
     m: &Monitor,
     ep: Endpoint,
     q: &HashMap<String, String>,
-) -> Result<Value, MonitorError> {
+) -> Result<(Value, &'static str), MonitorError> {
     let q = Q(q);
+    // `engine=sql` bypasses the rollup (to compare the two, or to see rows the rollup does
+    // not hold yet).
+    let eng = match q.str("engine") {
+        None | Some("auto") => Engine::new(m.rollup.clone()),
+        Some("sql") => Engine::new(None),
+        Some(_) => return Err(MonitorError::invalid("engine")),
+    };
+    let v = answer_with(m, &eng, ep, &q).await?;
+    Ok((v, eng.label()))
+}
+
+async fn answer_with(
+    m: &Monitor,
+    eng: &Engine,
+    ep: Endpoint,
+    q: &Q<'_>,
+) -> Result<Value, MonitorError> {
     let now = chrono::Utc::now().timestamp_millis();
     let src = &m.source;
     match ep {
         Endpoint::Series => {
             let r = q.range(now)?;
-            let slot = slot(&q, r)?;
-            let data = queries::series(src, r, slot).await?;
+            let slot = slot(q, r)?;
+            let data = queries::series(src, eng, r, slot).await?;
             Ok(json!({"data": data, "total_points": data.len(), "slot_sec": slot}))
         }
         Endpoint::Top => {
@@ -73,7 +91,7 @@ async fn compute(
             let metric = Metric::parse(q.str("metric"))?;
             let limit = q.int_in("limit", 1, 1000, 50)?;
             let r = q.range(now)?;
-            let data = queries::top(src, r, by, metric, limit as usize).await?;
+            let data = queries::top(src, eng, r, by, metric, limit as usize).await?;
             Ok(json!({"data": data, "by": by.as_str(), "metric": metric.as_str(), "limit": limit}))
         }
         Endpoint::Anomalies => {
@@ -85,16 +103,16 @@ async fn compute(
                 Rule::Burst => {
                     let w = q.int_in("window_sec", 1, 86_400, 60)?;
                     let l = q.int_in("limit_per_token", 1, 1_000_000, 120)?;
-                    anomalies::burst(src, r, w, l, allow).await?
+                    anomalies::burst(src, eng, r, w, l, allow).await?
                 }
                 Rule::MultiUserToken => {
                     let u = q.int_in("users_threshold", 1, 1_000_000, 2)?;
                     let i = q.int_in("ips_threshold", 1, 1_000_000, 5)?;
-                    anomalies::multi_user_token(src, r, u, i, allow).await?
+                    anomalies::multi_user_token(src, eng, r, u, i, allow).await?
                 }
                 Rule::IpManyUsers => {
                     let u = q.int_in("users_threshold", 1, 1_000_000, 5)?;
-                    anomalies::ip_many_users(src, r, u, allow).await?
+                    anomalies::ip_many_users(src, eng, r, u, allow).await?
                 }
                 Rule::BigRequest => {
                     let sigma = q.float_in("sigma", 0.0, 100.0, 3.0)?;
@@ -103,7 +121,7 @@ async fn compute(
                         "global" => true,
                         _ => return Err(MonitorError::invalid("scope")),
                     };
-                    anomalies::big_request(src, r, sigma, global, allow).await?
+                    anomalies::big_request(src, eng, r, sigma, global, allow).await?
                 }
             };
             let found = anomalies::found(rows, limit);
@@ -121,12 +139,12 @@ async fn compute(
                 None => m.settings.tz,
                 Some(t) => t.parse().map_err(|_| MonitorError::invalid("tz"))?,
             };
-            let data = queries::heatmap(src, r, metric, tz).await?;
+            let data = queries::heatmap(src, eng, r, metric, tz).await?;
             Ok(json!({"data": data, "metric": q.str("metric").unwrap_or("reqs"), "tz": tz.name()}))
         }
         Endpoint::Summary => {
             let r = q.range(now)?;
-            Ok(Value::Object(queries::summary(src, r).await?))
+            Ok(Value::Object(queries::summary(src, eng, r).await?))
         }
     }
 }
@@ -158,14 +176,14 @@ async fn answer(
     }
     let key = cache_key(uri.path(), q);
     let bypass = Q(q).flag("nocache");
-    if !bypass && let Some(hit) = st.monitor.cache.get(&key).await {
-        return json_response(hit, "HIT");
+    if !bypass && let Some((hit, engine)) = st.monitor.cache.get(&key).await {
+        return json_response(hit, "HIT", engine);
     }
     match compute(&st.monitor, ep, q).await {
-        Ok(v) => {
+        Ok((v, engine)) => {
             let bytes = Bytes::from(serde_json::to_vec(&v).unwrap_or_default());
-            st.monitor.cache.insert(key, bytes.clone()).await;
-            json_response(bytes, "MISS")
+            st.monitor.cache.insert(key, (bytes.clone(), engine)).await;
+            json_response(bytes, "MISS", engine)
         }
         Err(e) => e.into_response(),
     }
@@ -224,6 +242,7 @@ async fn health(State(st): State<MonitorState>) -> Response {
         "version": env!("CARGO_PKG_VERSION"),
         "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "source": st.monitor.source.kind.as_str(),
+        "rollup": st.monitor.rollup.as_ref().map(|r| r.status()),
     });
     let status = if ok {
         StatusCode::OK
@@ -248,7 +267,7 @@ async fn export_csv(
         _ => return MonitorError::invalid("query_type").into_response(),
     };
     match compute(&st.monitor, ep, &q).await {
-        Ok(v) => {
+        Ok((v, _)) => {
             let rows: Vec<Value> = v
                 .get("data")
                 .and_then(Value::as_array)

@@ -1,11 +1,13 @@
 //! Monitor and risk control (`/api/*`): time series, rankings, anomaly rules, heatmap,
 //! summary and CSV export, over the gateway's request log or a New API database.
 
+pub mod aggregates;
 pub mod anomalies;
 pub mod csv_export;
 pub mod handlers;
 pub mod params;
 pub mod queries;
+pub mod rollup;
 pub mod source;
 
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use serde_json::json;
 
 use crate::api::extract::TokenDigests;
 use anomalies::AllowList;
+use rollup::{Rollup, RollupSettings};
 use source::{Source, SourceKind};
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +81,9 @@ pub struct MonitorFile {
     pub allow_ips: Option<Vec<String>>,
     pub allow_keys: Option<Vec<i64>>,
     pub allow_users: Option<Vec<i64>>,
+    /// Days of rows the in-memory rollup holds (0: off).
+    pub rollup_days: Option<u32>,
+    pub rollup_poll_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +94,7 @@ pub struct MonitorSettings {
     pub cache_ttl_sec: u64,
     pub tz: chrono_tz::Tz,
     pub allow: AllowList,
+    pub rollup: RollupSettings,
 }
 
 impl Default for MonitorSettings {
@@ -98,6 +105,7 @@ impl Default for MonitorSettings {
             cache_ttl_sec: 60,
             tz: chrono_tz::UTC,
             allow: AllowList::default(),
+            rollup: RollupSettings::default(),
         }
     }
 }
@@ -151,11 +159,26 @@ impl MonitorSettings {
                     .ok_or_else(|| invalid("monitor.allow_ips", ip.clone()))?,
             );
         }
+        let rollup_days = match non_empty("MONITOR_ROLLUP_DAYS") {
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| invalid("MONITOR_ROLLUP_DAYS", v.clone()))?,
+            None => f.rollup_days.unwrap_or(RollupSettings::default().days),
+        };
+        let poll_ms = f.rollup_poll_ms.unwrap_or(1000);
+        if poll_ms == 0 {
+            return Err(invalid("monitor.rollup_poll_ms", "must be > 0".into()));
+        }
         Ok(Self {
             source,
             dsn,
             cache_ttl_sec,
             tz,
+            rollup: RollupSettings {
+                days: rollup_days,
+                poll: Duration::from_millis(poll_ms),
+            },
             allow: AllowList {
                 keys: f.allow_keys.unwrap_or_default().into_iter().collect(),
                 users: f.allow_users.unwrap_or_default().into_iter().collect(),
@@ -168,7 +191,19 @@ impl MonitorSettings {
 pub struct Monitor {
     pub source: Source,
     pub settings: MonitorSettings,
-    cache: moka::future::Cache<String, Bytes>,
+    /// Answers from memory once caught up; `None` when `rollup_days` is 0.
+    pub rollup: Option<Arc<Rollup>>,
+    feed: Option<tokio::task::JoinHandle<()>>,
+    /// Answer bytes and the engine that computed them.
+    cache: moka::future::Cache<String, (Bytes, &'static str)>,
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        if let Some(f) = &self.feed {
+            f.abort();
+        }
+    }
 }
 
 impl Monitor {
@@ -190,9 +225,18 @@ impl Monitor {
             .max_capacity(2_000)
             .time_to_live(Duration::from_secs(settings.cache_ttl_sec.max(1)))
             .build();
+        let (rollup, feed) = if settings.rollup.days > 0 {
+            let r = Rollup::new(source.unit(), settings.rollup);
+            let feed = rollup::feed::spawn(Arc::clone(&r), source.clone());
+            (Some(r), Some(feed))
+        } else {
+            (None, None)
+        };
         Ok(Arc::new(Self {
             source,
             settings,
+            rollup,
+            feed,
             cache,
         }))
     }
@@ -205,11 +249,12 @@ pub struct MonitorState {
     pub tokens: Arc<TokenDigests>,
 }
 
-pub fn json_response(bytes: Bytes, cache: &'static str) -> Response {
+pub fn json_response(bytes: Bytes, cache: &'static str, engine: &'static str) -> Response {
     (
         [
             (header::CONTENT_TYPE, "application/json"),
             (header::HeaderName::from_static("x-cache"), cache),
+            (header::HeaderName::from_static("x-monitor-engine"), engine),
         ],
         bytes,
     )

@@ -10,6 +10,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 
 use super::MonitorError;
+use super::aggregates::NameOf;
 use super::params::Range;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +67,8 @@ pub struct Columns {
     pub table: &'static str,
     /// Only billed calls count.
     pub base: &'static str,
+    /// The time column as stored (seconds or milliseconds).
+    pub ts: &'static str,
     pub ts_s: &'static str,
     pub user: &'static str,
     pub token: &'static str,
@@ -82,6 +85,7 @@ pub struct Columns {
 const NEWAPI: Columns = Columns {
     table: "logs",
     base: "type = 2",
+    ts: "created_at",
     ts_s: "created_at",
     user: "user_id",
     token: "token_id",
@@ -97,6 +101,7 @@ const NEWAPI: Columns = Columns {
 const NATIVE: Columns = Columns {
     table: "request_log",
     base: "status >= 200 AND status < 300",
+    ts: "ts",
     ts_s: "(ts / 1000)",
     user: "COALESCE(owner_user_id, 0)",
     token: "COALESCE(key_id, 0)",
@@ -109,6 +114,7 @@ const NATIVE: Columns = Columns {
     token_name: "key_name",
 };
 
+#[derive(Clone)]
 pub struct Source {
     pub kind: SourceKind,
     pub dialect: Dialect,
@@ -241,21 +247,30 @@ impl Source {
         self.fetch("SELECT 1").await.map(|_| ())
     }
 
+    /// Units of the stored time column per second.
+    pub fn unit(&self) -> i64 {
+        match self.kind {
+            SourceKind::NewApi => 1,
+            SourceKind::Native => 1000,
+        }
+    }
+
+    /// The range in the stored time column's unit, `[lo, hi)`.
+    pub fn bounds(&self, r: Range) -> (i64, i64) {
+        match self.kind {
+            SourceKind::NewApi => r.secs(),
+            SourceKind::Native => (r.start_ms, r.end_ms),
+        }
+    }
+
     /// `base AND range` for this source.
     pub fn filter(&self, r: Range) -> String {
-        match self.kind {
-            SourceKind::NewApi => {
-                let (s, e) = r.secs();
-                format!(
-                    "{} AND created_at >= {s} AND created_at < {e}",
-                    self.cols.base
-                )
-            }
-            SourceKind::Native => format!(
-                "{} AND ts >= {} AND ts < {}",
-                self.cols.base, r.start_ms, r.end_ms
-            ),
-        }
+        let (lo, hi) = self.bounds(r);
+        format!(
+            "{b} AND {t} >= {lo} AND {t} < {hi}",
+            b = self.cols.base,
+            t = self.cols.ts
+        )
     }
 
     pub fn usd(&self, quota: i64) -> f64 {
@@ -263,39 +278,20 @@ impl Source {
         (v * 1_000_000.0).round() / 1_000_000.0
     }
 
-    /// Names for user ids: from `users`, else the newest name on the log rows.
-    pub async fn user_names(
+    /// Names from New API's `users` / `tokens` tables, when they are reachable.
+    pub async fn table_names(
         &self,
+        which: NameOf,
         ids: &[i64],
-        r: Range,
     ) -> Result<HashMap<i64, String>, MonitorError> {
-        self.names(
-            ids,
-            r,
-            "users",
-            "id",
-            "username",
-            self.cols.user,
-            self.cols.username,
-        )
-        .await
-    }
-
-    pub async fn token_names(
-        &self,
-        ids: &[i64],
-        r: Range,
-    ) -> Result<HashMap<i64, String>, MonitorError> {
-        self.names(
-            ids,
-            r,
-            "tokens",
-            "id",
-            "name",
-            self.cols.token,
-            self.cols.token_name,
-        )
-        .await
+        let (table, name) = match which {
+            NameOf::User => ("users", "username"),
+            NameOf::Token => ("tokens", "name"),
+        };
+        if self.kind != SourceKind::NewApi || !self.has_table(table) || ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        self.lookup(table, "id", name, ids).await
     }
 
     pub async fn channel_names(&self, ids: &[i64]) -> Result<HashMap<i64, String>, MonitorError> {
@@ -330,31 +326,19 @@ impl Source {
         Ok(out)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn names(
+    /// The greatest name each id carries on its billed rows in the range.
+    pub async fn log_names(
         &self,
+        which: NameOf,
         ids: &[i64],
         r: Range,
-        table: &str,
-        id_col: &str,
-        name_col: &str,
-        log_id: &str,
-        log_name: &str,
     ) -> Result<HashMap<i64, String>, MonitorError> {
-        if ids.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let mut out = if self.kind == SourceKind::NewApi && self.has_table(table) {
-            self.lookup(table, id_col, name_col, ids).await?
-        } else {
-            HashMap::new()
+        let (log_id, log_name) = match which {
+            NameOf::User => (self.cols.user, self.cols.username),
+            NameOf::Token => (self.cols.token, self.cols.token_name),
         };
-        let missing: Vec<i64> = ids
-            .iter()
-            .copied()
-            .filter(|i| !out.contains_key(i))
-            .collect();
-        for chunk in missing.chunks(500) {
+        let mut out = HashMap::new();
+        for chunk in ids.chunks(500) {
             let list: Vec<String> = chunk.iter().map(i64::to_string).collect();
             let sql = format!(
                 "SELECT {id}, MAX({log_name}) FROM {t} WHERE {f} AND {log_id} IN ({}) GROUP BY {log_id}",

@@ -1,10 +1,13 @@
 //! The monitor API over New API databases on SQLite, MariaDB and PostgreSQL (real servers,
 //! started by scripts/test.sh) and over the gateway's own log: every endpoint gives the same
-//! answer everywhere, equal to values computed from the dataset in the test.
+//! answer everywhere, from the in-memory rollup and from direct SQL alike, equal to values
+//! computed from the dataset in the test.
 
 use std::time::Duration;
 
+use quota_proxy::config::Config;
 use quota_proxy::gateway::settings::mock_upstream;
+use quota_proxy::monitor::rollup::RollupSettings;
 use quota_proxy::monitor::source::SourceKind;
 use serde_json::{Value, json};
 use sqlx::{AnyPool, AssertSqlSafe};
@@ -167,6 +170,11 @@ fn unique(prefix: &str) -> String {
 
 /// A database holding `d`, and a DSN of a user that may only SELECT.
 async fn load(db: Db, d: &Data, dir: &std::path::Path) -> Option<String> {
+    load_rw(db, d, dir).await.map(|(ro, _)| ro)
+}
+
+/// `load`, and also a URL that may write the same database.
+async fn load_rw(db: Db, d: &Data, dir: &std::path::Path) -> Option<(String, String)> {
     let mut sqls = ddl(db);
     sqls.extend(inserts(d));
     match db {
@@ -178,7 +186,10 @@ async fn load(db: Db, d: &Data, dir: &std::path::Path) -> Option<String> {
                 false,
             )
             .await;
-            Some(path.display().to_string())
+            Some((
+                path.display().to_string(),
+                format!("sqlite://{}", path.display()),
+            ))
         }
         Db::Postgres => {
             let admin = server_url("TEST_PG_URL")?;
@@ -200,7 +211,7 @@ async fn load(db: Db, d: &Data, dir: &std::path::Path) -> Option<String> {
             )
             .await;
             let hostport = base.rsplit_once('@').unwrap().1;
-            Some(format!("postgres://{role}:pw@{hostport}/{name}"))
+            Some((format!("postgres://{role}:pw@{hostport}/{name}"), db_url))
         }
         Db::Mysql => {
             let admin = server_url("TEST_MYSQL_URL")?;
@@ -230,7 +241,7 @@ async fn load(db: Db, d: &Data, dir: &std::path::Path) -> Option<String> {
                 .unwrap()
                 .trim_end_matches('/')
                 .to_owned();
-            Some(format!("mysql://{user}:pw@{hostport}/{name}"))
+            Some((format!("mysql://{user}:pw@{hostport}/{name}"), db_url))
         }
     }
 }
@@ -263,6 +274,12 @@ async fn load_native(app: &TestApp, d: &Data) {
 }
 
 async fn get(app: &TestApp, path_and_query: &str) -> (u16, Value) {
+    let (s, _, v) = get_engine(app, path_and_query).await;
+    (s, v)
+}
+
+/// Status, the engine that answered (`X-Monitor-Engine`), body.
+async fn get_engine(app: &TestApp, path_and_query: &str) -> (u16, String, Value) {
     let sep = if path_and_query.contains('?') {
         '&'
     } else {
@@ -275,7 +292,48 @@ async fn get(app: &TestApp, path_and_query: &str) -> (u16, Value) {
         .send()
         .await
         .unwrap();
-    status_json(r).await
+    let engine = r
+        .headers()
+        .get("x-monitor-engine")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let (s, v) = status_json(r).await;
+    (s, engine, v)
+}
+
+/// A rollup that holds the dataset's (old) days and polls quickly.
+fn with_rollup(c: &mut Config) {
+    c.monitor.rollup = RollupSettings {
+        days: 3650,
+        poll: Duration::from_millis(100),
+    };
+}
+
+/// Waits until the rollup has caught up and holds exactly `rows` billed rows.
+async fn wait_rollup(app: &TestApp, rows: usize) {
+    let mut last = Value::Null;
+    for _ in 0..300 {
+        let (_, h) =
+            status_json(app.client.get(app.url("/api/health")).send().await.unwrap()).await;
+        last = h["rollup"].clone();
+        if last["state"] == "ready" && last["rows"] == rows {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("rollup did not reach {rows} rows: {last}");
+}
+
+/// The same query from the rollup and from SQL: both succeed, each engine says it answered,
+/// and the answers are identical.
+async fn both_engines(app: &TestApp, q: &str) -> Value {
+    let (s, engine, v) = get_engine(app, q).await;
+    assert_eq!((s, engine.as_str()), (200, "rollup"), "{q}: {v}");
+    let sep = if q.contains('?') { '&' } else { '?' };
+    let (s, engine, direct) = get_engine(app, &format!("{q}{sep}engine=sql")).await;
+    assert_eq!((s, engine.as_str()), (200, "sql"), "{q}: {direct}");
+    assert_eq!(v, direct, "{q}: rollup and SQL differ");
+    v
 }
 
 fn range() -> String {
@@ -455,6 +513,7 @@ async fn monitor_agrees_on_every_backend_and_with_the_data() {
             let app = spawn_app_with(|c| {
                 c.monitor.source = SourceKind::NewApi;
                 c.monitor.dsn = Some(dsn.clone());
+                with_rollup(c);
             })
             .await;
             let (s, h) =
@@ -468,6 +527,7 @@ async fn monitor_agrees_on_every_backend_and_with_the_data() {
         }
     }
     let native = spawn_app_with(|c| {
+        with_rollup(c);
         c.gateway.upstreams = ["ch-a", "ch-b", "ch-c"]
             .iter()
             .map(|n| quota_proxy::gateway::settings::UpstreamSettings {
@@ -479,12 +539,15 @@ async fn monitor_agrees_on_every_backend_and_with_the_data() {
     .await;
     load_native(&native, &d).await;
     sources.push(("native".into(), native));
+    let billed = d.consumed().count();
+    for (_, app) in &sources {
+        wait_rollup(app, billed).await;
+    }
 
     for q in queries() {
         let mut answers = Vec::new();
         for (name, app) in &sources {
-            let (s, v) = get(app, &q).await;
-            assert_eq!(s, 200, "{name} {q}: {v}");
+            let v = both_engines(app, &q).await;
             check_against_data(&q, &v, &d);
             let mut v = v;
             if let Some(o) = v.as_object_mut() {
@@ -684,8 +747,10 @@ async fn health_turns_503_when_the_database_goes_away_and_recovers() {
     let app = spawn_app_with(|c| {
         c.monitor.source = SourceKind::NewApi;
         c.monitor.dsn = Some(dsn.clone());
+        with_rollup(c);
     })
     .await;
+    wait_rollup(&app, d.consumed().count()).await;
     let health = || async {
         app.client
             .get(app.url("/api/health"))
@@ -716,8 +781,12 @@ async fn health_turns_503_when_the_database_goes_away_and_recovers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(down, 1, "503 while the database refuses connections");
-    let (s, v) = get(&app, &format!("/api/stats/summary?{}", range())).await;
+    let (s, v) = get(&app, &format!("/api/stats/summary?{}&engine=sql", range())).await;
     assert_eq!((s, v["error"].clone()), (503, json!("服务不可用")));
+    // The rollup goes on answering from what it read before the outage.
+    let (s, engine, v) = get_engine(&app, &format!("/api/stats/summary?{}", range())).await;
+    assert_eq!((s, engine.as_str()), (200, "rollup"));
+    assert_eq!(v["reqs"], d.consumed().count());
     exec(
         &admin,
         &[format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")],
@@ -794,4 +863,99 @@ async fn monitor_command_serves_a_new_api_database_alone() {
     drop(child.start_kill());
     let _ = child.wait().await;
     assert_eq!(std::fs::metadata(&dsn).unwrap().len(), before);
+}
+
+/// One more consume row in New API's shape, with an explicit id.
+fn log_row(id: i64, created_at: i64, token: i64, kind: i64) -> String {
+    format!(
+        "INSERT INTO logs (id, user_id, created_at, type, content, username, token_name, model_name, quota, \
+         prompt_tokens, completion_tokens, use_time, is_stream, channel_id, token_id, \"group\", ip, other) \
+         VALUES ({id}, 7, {created_at}, {kind}, '', 'late-user', 'late-key', 'gpt-4o', 900, 100, 200, 10, FALSE, 1, \
+         {token}, 'default', '198.51.100.9', '')"
+    )
+}
+
+async fn count_billed(url: &str) -> usize {
+    let pool = AnyPool::connect(url).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM logs WHERE type = 2")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    n as usize
+}
+
+/// The rollup follows the source: new rows, a row whose id commits after a higher one
+/// (the feed must go back for it), and New API's cleanup deleting the oldest logs. After
+/// each step every endpoint still agrees with direct SQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollup_follows_new_rows_late_ids_and_deleted_logs() {
+    let d = generate();
+    for db in [Db::Sqlite, Db::Mysql, Db::Postgres] {
+        let dir = tempfile::tempdir().unwrap();
+        let Some((dsn, writer)) = load_rw(db, &d, dir.path()).await else {
+            continue;
+        };
+        let mysql = db == Db::Mysql;
+        let app = spawn_app_with(|c| {
+            c.monitor.source = SourceKind::NewApi;
+            c.monitor.dsn = Some(dsn.clone());
+            with_rollup(c);
+        })
+        .await;
+        let mut billed = d.consumed().count();
+        wait_rollup(&app, billed).await;
+        let max_id = d.logs.len() as i64;
+        let now = chrono::Utc::now().timestamp();
+        let recent = format!(
+            "start_ms={}&end_ms={}",
+            (now - 3600) * 1000,
+            (now + 3600) * 1000
+        );
+
+        // New rows now: one billed, one top-up that must not count.
+        exec(
+            &writer,
+            &[
+                log_row(max_id + 1, now, BURST_KEY, 2),
+                log_row(max_id + 2, now, BURST_KEY, 1),
+            ],
+            mysql,
+        )
+        .await;
+        billed += 1;
+        wait_rollup(&app, billed).await;
+        let v = both_engines(&app, &format!("/api/stats/summary?{recent}")).await;
+        assert_eq!(v["reqs"], 1, "{db:?}");
+
+        // Id max+10 becomes visible before max+5: the feed reads past the gap, then back.
+        exec(&writer, &[log_row(max_id + 10, now, SHARED_KEY, 2)], mysql).await;
+        billed += 1;
+        wait_rollup(&app, billed).await;
+        exec(&writer, &[log_row(max_id + 5, now, SHARED_KEY, 2)], mysql).await;
+        billed += 1;
+        wait_rollup(&app, billed).await;
+        let v = both_engines(&app, &format!("/api/stats/summary?{recent}")).await;
+        assert_eq!(v["reqs"], 3, "{db:?}");
+        both_engines(
+            &app,
+            &format!("/api/stats/top?{recent}&by=token&metric=reqs"),
+        )
+        .await;
+
+        // New API's log cleanup: the oldest third of the logs goes.
+        exec(
+            &writer,
+            &[format!("DELETE FROM logs WHERE id <= {}", max_id / 3)],
+            mysql,
+        )
+        .await;
+        let left = count_billed(&writer).await;
+        assert!(left < billed, "{db:?}: the delete removed billed rows");
+        wait_rollup(&app, left).await;
+        for q in queries() {
+            both_engines(&app, &q).await;
+        }
+        app.stop().await;
+    }
 }

@@ -1,0 +1,263 @@
+//! Keeps the rollup in step with the source, read-only: pages of rows by id from the start
+//! of the horizon, then every poll the rows after the last id seen.
+//!
+//! Ids are not committed in order: under concurrent inserts id 41 can become visible after
+//! id 42 was read. Ids skipped over by recent pages are kept as gaps and asked for again
+//! for `GAP_TTL`. Old logs deleted at the source (New API's log cleanup) show up as a rising
+//! `MIN(id)`, and the rollup forgets the same rows.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::Rollup;
+use super::data::Row as LogRow;
+use crate::monitor::MonitorError;
+use crate::monitor::source::{Source, SourceKind};
+
+const PAGE: usize = 20_000;
+const GAP_TTL: Duration = Duration::from_secs(120);
+const MAX_GAPS: usize = 10_000;
+
+pub fn spawn(rollup: Arc<Rollup>, src: Source) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let poll = rollup.settings.poll;
+        let mut feed = Feed {
+            rollup,
+            src,
+            gaps: BTreeMap::new(),
+            started: false,
+            failing: false,
+        };
+        loop {
+            match feed.step().await {
+                Ok(true) => tokio::task::yield_now().await,
+                Ok(false) => {
+                    feed.failing = false;
+                    tokio::time::sleep(poll).await;
+                }
+                Err(e) => {
+                    // One line per outage, not one per poll.
+                    if !feed.failing {
+                        tracing::warn!(error = %e, "monitor rollup: source not readable, retrying");
+                    }
+                    feed.failing = true;
+                    tokio::time::sleep(poll.max(Duration::from_secs(1))).await;
+                }
+            }
+        }
+    })
+}
+
+struct Feed {
+    rollup: Arc<Rollup>,
+    src: Source,
+    /// Ids skipped by a page, and when.
+    gaps: BTreeMap<i64, Instant>,
+    started: bool,
+    failing: bool,
+}
+
+fn now_s() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+impl Feed {
+    /// The start of the horizon in source units: `days` back, at an hour boundary.
+    fn horizon(&self) -> i64 {
+        let days = i64::from(self.rollup.settings.days);
+        let from_s = (now_s() - days * 86_400).div_euclid(3600) * 3600;
+        from_s.max(0) * self.src.unit()
+    }
+
+    fn select(&self) -> String {
+        let (d, c) = (self.src.dialect, &self.src.cols);
+        let channel = match self.src.kind {
+            SourceKind::NewApi => d.int(&format!("COALESCE({}, 0)", c.channel)),
+            SourceKind::Native => format!("COALESCE({}, '')", c.channel),
+        };
+        format!(
+            "SELECT {id}, {base}, {ts}, {user}, {token}, COALESCE({model}, ''), {channel}, {tokens}, \
+             {quota}, {ip}, COALESCE({un}, ''), COALESCE({tn}, '') FROM {t}",
+            id = d.int("id"),
+            base = d.int(&format!("CASE WHEN {} THEN 1 ELSE 0 END", c.base)),
+            ts = d.int(c.ts),
+            user = d.int(&format!("COALESCE({}, 0)", c.user)),
+            token = d.int(&format!("COALESCE({}, 0)", c.token)),
+            model = c.model,
+            tokens = d.int("COALESCE(prompt_tokens, 0) + COALESCE(completion_tokens, 0)"),
+            quota = d.int(&format!("COALESCE({}, 0)", c.quota)),
+            ip = c.ip,
+            un = c.username,
+            tn = c.token_name,
+            t = c.table,
+        )
+    }
+
+    fn parse(&self, r: &AnyRow) -> Result<(bool, LogRow), MonitorError> {
+        let int = |i: usize| {
+            r.try_get::<Option<i64>, _>(i)
+                .map(|v| v.unwrap_or(0))
+                .map_err(MonitorError::from_sqlx)
+        };
+        let text = |i: usize| {
+            r.try_get::<Option<String>, _>(i)
+                .map(|v| v.unwrap_or_default())
+                .map_err(MonitorError::from_sqlx)
+        };
+        let channel = match self.src.kind {
+            SourceKind::NewApi => int(6)?.to_string(),
+            SourceKind::Native => text(6)?,
+        };
+        Ok((
+            int(1)? == 1,
+            LogRow {
+                id: int(0)?,
+                ts: int(2)?,
+                user: int(3)?,
+                token: int(4)?,
+                model: text(5)?,
+                channel,
+                tokens: int(7)?,
+                quota: int(8)?,
+                ip: text(9)?,
+                username: text(10)?,
+                token_name: text(11)?,
+            },
+        ))
+    }
+
+    async fn one_int(&self, sql: &str) -> Result<Option<i64>, MonitorError> {
+        let rows = self.src.fetch(sql).await?;
+        Ok(rows
+            .first()
+            .and_then(|r| r.try_get::<Option<i64>, _>(0).ok().flatten()))
+    }
+
+    /// Where to start reading: the smallest id inside the horizon (ids need not follow
+    /// time: back-filled rows), or after the newest row when the horizon holds none.
+    async fn start(&mut self) -> Result<(), MonitorError> {
+        let (d, c) = (self.src.dialect, &self.src.cols);
+        let from = self.horizon();
+        let first = self
+            .one_int(&format!(
+                "SELECT {id} FROM {t} WHERE {ts} >= {from}",
+                id = d.int("MIN(id)"),
+                t = c.table,
+                ts = c.ts,
+            ))
+            .await?;
+        let last = match first {
+            Some(id) => id - 1,
+            None => self
+                .one_int(&format!("SELECT {} FROM {}", d.int("MAX(id)"), c.table))
+                .await?
+                .unwrap_or(0),
+        };
+        self.rollup.last_id.store(last, Ordering::Release);
+        self.rollup.write_data().advance_to(from);
+        self.started = true;
+        Ok(())
+    }
+
+    /// One page; `true` when more are waiting.
+    async fn step(&mut self) -> Result<bool, MonitorError> {
+        if !self.started {
+            self.start().await?;
+        }
+        let c = &self.src.cols;
+        let min_id = self
+            .one_int(&format!(
+                "SELECT {} FROM {}",
+                self.src.dialect.int("MIN(id)"),
+                c.table
+            ))
+            .await?;
+        let last = self.rollup.last_id.load(Ordering::Acquire);
+        let sql = format!(
+            "{} WHERE id > {last} ORDER BY id LIMIT {PAGE}",
+            self.select()
+        );
+        let page = self.src.fetch(&sql).await?;
+        let mut rows = Vec::with_capacity(page.len());
+        for r in &page {
+            rows.push(self.parse(r)?);
+        }
+        let late = self.late_rows().await?;
+        self.note_gaps(last, &rows);
+
+        let horizon = self.horizon();
+        let full = page.len() == PAGE;
+        {
+            let mut data = self.rollup.write_data();
+            data.advance_to(horizon);
+            if let Some(m) = min_id {
+                data.forget_below(m);
+            }
+            for (billed, row) in rows.iter().chain(late.iter()) {
+                if *billed {
+                    data.push(row);
+                }
+            }
+            if !full {
+                data.ready = true;
+            }
+        }
+        if let Some((_, r)) = rows.last() {
+            self.rollup.last_id.store(r.id, Ordering::Release);
+        }
+        self.rollup
+            .polled_at
+            .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+        if !full {
+            self.rollup.ready.store(true, Ordering::Release);
+        }
+        Ok(full)
+    }
+
+    /// Remembers the ids a page skipped, when the page is recent enough for them to be
+    /// transactions still in flight rather than rows long gone.
+    fn note_gaps(&mut self, last: i64, rows: &[(bool, LogRow)]) {
+        let recent_from = (now_s() - GAP_TTL.as_secs() as i64) * self.src.unit();
+        if rows.last().is_none_or(|(_, r)| r.ts < recent_from) {
+            return;
+        }
+        let now = Instant::now();
+        let mut prev = last;
+        for (_, r) in rows {
+            if r.id > prev + 1 && r.id - prev <= MAX_GAPS as i64 {
+                for id in prev + 1..r.id {
+                    self.gaps.insert(id, now);
+                }
+            }
+            prev = prev.max(r.id);
+        }
+        while self.gaps.len() > MAX_GAPS {
+            self.gaps.pop_first();
+        }
+    }
+
+    /// Rows that filled earlier gaps.
+    async fn late_rows(&mut self) -> Result<Vec<(bool, LogRow)>, MonitorError> {
+        self.gaps.retain(|_, at| at.elapsed() < GAP_TTL);
+        if self.gaps.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = self.gaps.keys().copied().collect();
+        let mut out = Vec::new();
+        for chunk in ids.chunks(500) {
+            let list: Vec<String> = chunk.iter().map(i64::to_string).collect();
+            let sql = format!("{} WHERE id IN ({})", self.select(), list.join(","));
+            for r in self.src.fetch(&sql).await? {
+                let row = self.parse(&r)?;
+                self.gaps.remove(&row.1.id);
+                out.push(row);
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,109 @@
+//! The monitor's own copy of the recent billed rows, in memory, fed read-only by reading new
+//! rows by id. Direct SQL over tens of millions of log rows takes seconds; the same answers
+//! computed here take milliseconds. It answers a query only once it has caught up and only
+//! for ranges inside its horizon; everything else goes to SQL. Design: docs/design.md.
+
+pub mod answers;
+pub mod data;
+pub mod feed;
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use data::Data;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RollupSettings {
+    /// How many days back the rollup holds; 0 turns it off.
+    pub days: u32,
+    pub poll: Duration,
+}
+
+impl Default for RollupSettings {
+    fn default() -> Self {
+        Self {
+            days: 31,
+            poll: Duration::from_secs(1),
+        }
+    }
+}
+
+pub struct Rollup {
+    data: RwLock<Data>,
+    /// Highest id read from the source.
+    last_id: AtomicI64,
+    /// Unix ms of the last successful poll.
+    polled_at: AtomicI64,
+    ready: AtomicBool,
+    pub settings: RollupSettings,
+}
+
+/// What `/api/health` reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RollupStatus {
+    pub state: &'static str,
+    pub rows: usize,
+    pub last_id: i64,
+    pub covered_from: Option<String>,
+    pub polled_at: Option<String>,
+}
+
+impl Rollup {
+    pub fn new(unit: i64, settings: RollupSettings) -> Arc<Self> {
+        Arc::new(Self {
+            data: RwLock::new(Data::new(unit)),
+            last_id: AtomicI64::new(0),
+            polled_at: AtomicI64::new(0),
+            ready: AtomicBool::new(false),
+            settings,
+        })
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// A poisoned lock still holds whole rows: every mutation completes or does not start
+    /// (the pushes cannot panic midway), so the data is usable.
+    fn read_data(&self) -> std::sync::RwLockReadGuard<'_, Data> {
+        self.data.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_data(&self) -> std::sync::RwLockWriteGuard<'_, Data> {
+        self.data.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` over the rows when they cover `[lo, …)`; `None` sends the caller to SQL.
+    /// Off the async workers: a month of rows is tens of milliseconds of scanning.
+    pub async fn query<T, F>(self: &Arc<Self>, lo: i64, f: F) -> Option<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Data) -> T + Send + 'static,
+    {
+        if !self.is_ready() {
+            return None;
+        }
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let d = me.read_data();
+            d.covers(lo).then(|| f(&d))
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    pub fn status(&self) -> RollupStatus {
+        let d = self.read_data();
+        let iso_s = |s: i64| crate::monitor::queries::iso(s);
+        let polled = self.polled_at.load(Ordering::Relaxed);
+        RollupStatus {
+            state: if self.is_ready() { "ready" } else { "loading" },
+            rows: d.rows,
+            last_id: self.last_id.load(Ordering::Relaxed),
+            covered_from: (d.covered_from != i64::MAX).then(|| iso_s(d.secs(d.covered_from))),
+            polled_at: (polled > 0).then(|| iso_s(polled / 1000)),
+        }
+    }
+}
