@@ -1,8 +1,11 @@
-//! Monitor speed on a realistic New API `logs` table: 10 000 000 rows over 30 days
-//! (~5 000 users, ~20 000 keys, 50 models, 30 channels, a daily rhythm), loaded into SQLite
-//! and (when `TEST_MYSQL_URL` is set) MariaDB, with New API's indexes. Each endpoint is timed
-//! cold (`nocache=1`) through the real `quota-proxy monitor` binary, beside the plain
-//! one-query `GROUP BY` SQL for the same answer on the same database.
+//! Monitor speed on a realistic New API `logs` table: 10 000 000 rows over the 30 days up
+//! to today (~5 000 users, ~20 000 keys, 50 models, 30 channels, a daily rhythm), loaded
+//! into SQLite and (when `TEST_MYSQL_URL` is set) MariaDB, with New API's indexes. Each
+//! endpoint is timed cold (`nocache=1`) through the real `quota-proxy monitor` binary: from
+//! the rollup (the default), from direct SQL (`engine=sql`), and beside the plain one-query
+//! `GROUP BY` SQL for the same answer on the same database. The rollup's initial load time
+//! and the monitor's resident memory are reported too, and each rollup answer is checked
+//! equal to the SQL engine's.
 //!
 //!   scripts/bench-monitor.sh                          # starts MariaDB, runs this
 //!   BENCH_ROWS=1000000 scripts/bench-monitor.sh       # a smaller table
@@ -17,8 +20,15 @@ use sqlx::{AnyPool, AssertSqlSafe};
 
 const ADMIN: &str = "bench-admin-token";
 const DAY: i64 = 86_400;
-/// 2026-10-01 00:00:00 UTC.
-const T0: i64 = 1_790_812_800;
+
+/// Midnight UTC 30 days ago: the data ends today, inside the rollup's default horizon.
+fn t0() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    now.div_euclid(DAY) * DAY - 30 * DAY
+}
 
 struct Lcg(u64);
 
@@ -40,7 +50,7 @@ fn env_num(name: &str, default: u64) -> u64 {
 }
 
 /// Writes the rows as TSV (the column order of `COLUMNS`).
-fn generate(path: &std::path::Path, rows: u64) {
+fn generate(path: &std::path::Path, rows: u64, t0: i64) {
     let mut rng = Lcg(7);
     let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
     // Heavier during the (UTC+8) day: hourly weights.
@@ -51,18 +61,24 @@ fn generate(path: &std::path::Path, rows: u64) {
         })
         .collect();
     let total_w: u64 = weights.iter().sum();
-    for _ in 0..rows {
-        let day = rng.next(30) as i64;
-        let mut pick = rng.next(total_w);
-        let mut hour = 0;
-        for (h, wgt) in weights.iter().enumerate() {
-            if pick < *wgt {
-                hour = h as i64;
-                break;
+    // Times first, then sorted: New API writes logs as requests finish, so ids follow time.
+    let mut times: Vec<i64> = (0..rows)
+        .map(|_| {
+            let day = rng.next(30) as i64;
+            let mut pick = rng.next(total_w);
+            let mut hour = 0;
+            for (h, wgt) in weights.iter().enumerate() {
+                if pick < *wgt {
+                    hour = h as i64;
+                    break;
+                }
+                pick -= wgt;
             }
-            pick -= wgt;
-        }
-        let at = T0 + day * DAY + hour * 3600 + rng.next(3600) as i64;
+            t0 + day * DAY + hour * 3600 + rng.next(3600) as i64
+        })
+        .collect();
+    times.sort_unstable();
+    for at in times {
         let token = 1 + rng.next(20_000);
         let user = 1 + token % 5_000;
         let model = rng.next(50);
@@ -244,7 +260,62 @@ fn cases(end: i64) -> Vec<Case> {
             sql: "SELECT model_name, COUNT(*), SUM(prompt_tokens + completion_tokens), SUM((prompt_tokens + completion_tokens) * (prompt_tokens + completion_tokens)) FROM logs WHERE type = 2 AND created_at >= {s} AND created_at < {e} AND token_id <> 0 GROUP BY model_name",
             target_ms: 500.0,
         },
+        Case {
+            name: "series 30d (4 h)",
+            path: format!("/api/stats/series?{}&slot_sec=14400", day(30)),
+            sql: "SELECT (created_at DIV 14400) * 14400 b, COUNT(*), SUM(prompt_tokens + completion_tokens), COUNT(DISTINCT user_id), COUNT(DISTINCT token_id), SUM(quota) FROM logs WHERE type = 2 AND created_at >= {s} AND created_at < {e} GROUP BY b",
+            target_ms: 0.0,
+        },
+        Case {
+            name: "heatmap 7d users",
+            path: format!("/api/stats/heatmap?{}&metric=users", day(7)),
+            sql: "SELECT (created_at DIV 3600) * 3600 h, COUNT(DISTINCT user_id) FROM logs WHERE type = 2 AND created_at >= {s} AND created_at < {e} GROUP BY h",
+            target_ms: 0.0,
+        },
+        Case {
+            name: "summary 7d",
+            path: format!("/api/stats/summary?{}", day(7)),
+            sql: "SELECT COUNT(*), SUM(prompt_tokens + completion_tokens), SUM(quota), COUNT(DISTINCT user_id), COUNT(DISTINCT token_id), COUNT(DISTINCT model_name) FROM logs WHERE type = 2 AND created_at >= {s} AND created_at < {e}",
+            target_ms: 0.0,
+        },
     ]
+}
+
+fn days_of(name: &str) -> i64 {
+    if name.contains("30d") {
+        30
+    } else if name.contains("7d") {
+        7
+    } else {
+        1
+    }
+}
+
+/// Resident memory of a process, in MB (Linux).
+fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+async fn timed_get(client: &reqwest::Client, url: &str) -> (f64, String, bytes::Bytes) {
+    let t0 = Instant::now();
+    let r = client.get(url).bearer_auth(ADMIN).send().await.unwrap();
+    assert!(r.status().is_success(), "{url}: {}", r.status());
+    let engine = r
+        .headers()
+        .get("x-monitor-engine")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = r.bytes().await.unwrap();
+    (t0.elapsed().as_secs_f64() * 1000.0, engine, body)
 }
 
 fn pct(mut v: Vec<f64>, p: f64) -> f64 {
@@ -253,13 +324,14 @@ fn pct(mut v: Vec<f64>, p: f64) -> f64 {
     v[i]
 }
 
-async fn measure(label: &str, dsn: &str, mysql: bool, end: i64, runs: usize) {
+async fn measure(label: &str, dsn: &str, mysql: bool, end: i64, runs: usize, sql_runs: usize) {
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
+    let started = Instant::now();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_quota-proxy"))
         .args([
             "monitor",
@@ -277,21 +349,25 @@ async fn measure(label: &str, dsn: &str, mysql: bool, end: i64, runs: usize) {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
+    let pid = child.id();
     let _child = KillOnDrop(child);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..200 {
-        if client
-            .get(format!("{base}/api/health"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
+    let rows = loop {
+        if let Ok(r) = client.get(format!("{base}/api/health")).send().await
+            && let Ok(v) = r.json::<serde_json::Value>().await
+            && v["rollup"]["state"] == "ready"
         {
-            break;
+            break v["rollup"]["rows"].as_u64().unwrap_or(0);
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        assert!(
+            started.elapsed() < Duration::from_secs(1800),
+            "rollup not ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let load_s = started.elapsed().as_secs_f64();
     let url = if mysql {
         dsn.to_owned()
     } else {
@@ -299,26 +375,33 @@ async fn measure(label: &str, dsn: &str, mysql: bool, end: i64, runs: usize) {
     };
     let pool = AnyPool::connect(&url).await.unwrap();
     println!("\n### {label}\n");
-    println!("| query | endpoint p50 ms | endpoint p95 ms | plain SQL p50 ms | target ms |");
-    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "Rollup: {rows} billed rows loaded in {load_s:.1} s; monitor RSS {:.0} MB.\n",
+        rss_mb(pid)
+    );
+    println!(
+        "| query | rollup p50 ms | rollup p95 ms | SQL engine p50 ms | plain SQL p50 ms | target ms |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
     for c in cases(end) {
-        let mut api = Vec::new();
+        let mut fast = Vec::new();
+        let mut answer = bytes::Bytes::new();
         for _ in 0..runs {
-            let t0 = Instant::now();
-            let r = client
-                .get(format!("{base}{}&nocache=1", c.path))
-                .bearer_auth(ADMIN)
-                .send()
-                .await
-                .unwrap();
-            assert!(r.status().is_success(), "{}: {}", c.name, r.status());
-            let _ = r.bytes().await.unwrap();
-            api.push(t0.elapsed().as_secs_f64() * 1000.0);
+            let (ms, engine, body) =
+                timed_get(&client, &format!("{base}{}&nocache=1", c.path)).await;
+            assert_eq!(engine, "rollup", "{}", c.name);
+            fast.push(ms);
+            answer = body;
         }
-        let (s, e) = {
-            let days = if c.name.contains("7d") { 7 } else { 1 };
-            (end - days * DAY, end)
-        };
+        let mut direct = Vec::new();
+        for _ in 0..sql_runs {
+            let (ms, engine, body) =
+                timed_get(&client, &format!("{base}{}&nocache=1&engine=sql", c.path)).await;
+            assert_eq!(engine, "sql", "{}", c.name);
+            assert_eq!(body, answer, "{}: the rollup and SQL differ", c.name);
+            direct.push(ms);
+        }
+        let (s, e) = (end - days_of(c.name) * DAY, end);
         let mut sql = c
             .sql
             .replace("{s}", &s.to_string())
@@ -327,7 +410,7 @@ async fn measure(label: &str, dsn: &str, mysql: bool, end: i64, runs: usize) {
             sql = sql.replace(" DIV ", " / ");
         }
         let mut plain = Vec::new();
-        for _ in 0..runs {
+        for _ in 0..sql_runs {
             let t0 = Instant::now();
             // Counted by the database: the same work, one integer back (the Any driver cannot
             // decode MySQL's DECIMAL sums).
@@ -337,13 +420,18 @@ async fn measure(label: &str, dsn: &str, mysql: bool, end: i64, runs: usize) {
                 .unwrap();
             plain.push(t0.elapsed().as_secs_f64() * 1000.0);
         }
+        let target = if c.target_ms > 0.0 {
+            format!("{:.0}", c.target_ms)
+        } else {
+            "–".to_owned()
+        };
         println!(
-            "| {} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            "| {} | {:.1} | {:.1} | {:.0} | {:.0} | {target} |",
             c.name,
-            pct(api.clone(), 0.5),
-            pct(api, 0.95),
+            pct(fast.clone(), 0.5),
+            pct(fast, 0.95),
+            pct(direct, 0.5),
             pct(plain, 0.5),
-            c.target_ms
         );
     }
 }
@@ -360,7 +448,9 @@ impl Drop for KillOnDrop {
 
 fn main() {
     let rows = env_num("BENCH_ROWS", 10_000_000);
-    let runs = env_num("BENCH_RUNS", 5) as usize;
+    let runs = env_num("BENCH_RUNS", 20) as usize;
+    // Direct SQL takes seconds a query at this size: fewer runs.
+    let sql_runs = env_num("BENCH_SQL_RUNS", 2).max(1) as usize;
     sqlx::any::install_default_drivers();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -369,13 +459,14 @@ fn main() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let tsv = dir.path().join("logs.tsv");
-    let t0 = Instant::now();
-    generate(&tsv, rows);
+    let started = Instant::now();
+    let first_day = t0();
+    generate(&tsv, rows, first_day);
     println!(
         "generated {rows} rows in {:.1}s",
-        t0.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64()
     );
-    let end = T0 + 30 * DAY;
+    let end = first_day + 30 * DAY;
     rt.block_on(async {
         if let Ok(admin) = std::env::var("TEST_MYSQL_URL") {
             let t0 = Instant::now();
@@ -384,7 +475,15 @@ fn main() {
                 "MariaDB: loaded and indexed in {:.0}s",
                 t0.elapsed().as_secs_f64()
             );
-            measure(&format!("MariaDB, {rows} rows"), &dsn, true, end, runs).await;
+            measure(
+                &format!("MariaDB, {rows} rows"),
+                &dsn,
+                true,
+                end,
+                runs,
+                sql_runs,
+            )
+            .await;
         }
         let t0 = Instant::now();
         let path = load_sqlite(&dir.path().join("newapi.db"), &tsv).await;
@@ -392,6 +491,14 @@ fn main() {
             "SQLite: loaded and indexed in {:.0}s",
             t0.elapsed().as_secs_f64()
         );
-        measure(&format!("SQLite, {rows} rows"), &path, false, end, runs).await;
+        measure(
+            &format!("SQLite, {rows} rows"),
+            &path,
+            false,
+            end,
+            runs,
+            sql_runs,
+        )
+        .await;
     });
 }

@@ -197,13 +197,20 @@ pub async fn top(
         Metric::QuotaSum => g.quota,
     };
     // Ties broken by the dimension's key so every backend orders alike.
-    groups.sort_by(|a, b| {
+    let order = |a: &Group, b: &Group| {
         metric_of(b)
             .cmp(&metric_of(a))
-            .then(a.id.cmp(&b.id))
-            .then(a.name.cmp(&b.name))
-    });
-    groups.truncate(limit);
+            .then_with(|| a.id.cmp(&b.id))
+            .then_with(|| a.name.cmp(&b.name))
+    };
+    // The rollup hands over every group: pick the top `limit` before sorting them.
+    if limit == 0 {
+        groups.clear();
+    } else if groups.len() > limit {
+        groups.select_nth_unstable_by(limit - 1, order);
+        groups.truncate(limit);
+    }
+    groups.sort_by(order);
     let ids: Vec<i64> = groups.iter().map(|g| g.id).collect();
     let names = match dim {
         Dim::User => names(src, eng, NameOf::User, &ids, r).await?,

@@ -80,6 +80,8 @@ pub struct Chunk {
     pub tname: Vec<u32>,
     pub tokens: Vec<i64>,
     pub quota: Vec<i64>,
+    /// Rows were appended out of time order (initial load); `settle` sorts them.
+    unsorted: bool,
 }
 
 /// The interned ids of one row.
@@ -102,6 +104,33 @@ impl Chunk {
         self.ts.is_empty()
     }
 
+    /// Applies `f` to every column alike.
+    fn each_column(&mut self, f: &mut dyn FnMut(&mut dyn Column)) {
+        f(&mut self.id);
+        f(&mut self.ts);
+        f(&mut self.user);
+        f(&mut self.token);
+        f(&mut self.model);
+        f(&mut self.channel);
+        f(&mut self.ip);
+        f(&mut self.uname);
+        f(&mut self.tname);
+        f(&mut self.tokens);
+        f(&mut self.quota);
+    }
+
+    /// Sorts the rows by time (stable: equal times keep arrival order) and gives back
+    /// spare capacity.
+    fn settle(&mut self) {
+        if self.unsorted {
+            let mut order: Vec<u32> = (0..self.len() as u32).collect();
+            order.sort_by_key(|&i| self.ts[i as usize]);
+            self.each_column(&mut |c| c.permute(&order));
+            self.unsorted = false;
+        }
+        self.each_column(&mut |c| c.shrink());
+    }
+
     fn insert(&mut self, at: usize, r: &Row, c: Coded) {
         self.id.insert(at, r.id);
         self.ts.insert(at, r.ts);
@@ -120,25 +149,33 @@ impl Chunk {
     fn retain_from(&mut self, min_id: i64) -> usize {
         let keep: Vec<bool> = self.id.iter().map(|&i| i >= min_id).collect();
         let gone = keep.iter().filter(|k| !**k).count();
-        if gone == 0 {
-            return 0;
+        if gone > 0 {
+            self.each_column(&mut |c| c.keep(&keep));
         }
-        fn filt<T: Copy>(v: &mut Vec<T>, keep: &[bool]) {
-            let mut k = keep.iter();
-            v.retain(|_| k.next().copied().unwrap_or(true));
-        }
-        filt(&mut self.id, &keep);
-        filt(&mut self.ts, &keep);
-        filt(&mut self.user, &keep);
-        filt(&mut self.token, &keep);
-        filt(&mut self.model, &keep);
-        filt(&mut self.channel, &keep);
-        filt(&mut self.ip, &keep);
-        filt(&mut self.uname, &keep);
-        filt(&mut self.tname, &keep);
-        filt(&mut self.tokens, &keep);
-        filt(&mut self.quota, &keep);
         gone
+    }
+}
+
+/// What `Chunk::each_column` can do to any column.
+trait Column {
+    fn permute(&mut self, order: &[u32]);
+    fn keep(&mut self, keep: &[bool]);
+    fn shrink(&mut self);
+}
+
+impl<T: Copy> Column for Vec<T> {
+    fn permute(&mut self, order: &[u32]) {
+        let v: Vec<T> = order.iter().map(|&i| self[i as usize]).collect();
+        *self = v;
+    }
+
+    fn keep(&mut self, keep: &[bool]) {
+        let mut k = keep.iter();
+        self.retain(|_| k.next().copied().unwrap_or(true));
+    }
+
+    fn shrink(&mut self) {
+        self.shrink_to_fit();
     }
 }
 
@@ -209,16 +246,40 @@ impl Data {
             tname: self.names.intern(r.token_name.clone()),
         };
         let hour = self.hour_of(r.ts);
-        let chunk = self.chunks.entry(hour).or_default();
+        if !self.chunks.contains_key(&hour) {
+            // A new hour: the previous one is (nearly always) complete.
+            if self.ready
+                && let Some((_, prev)) = self.chunks.range_mut(..hour).next_back()
+            {
+                prev.settle();
+            }
+            self.chunks.insert(hour, Chunk::default());
+        }
+        let ready = self.ready;
+        let Some(chunk) = self.chunks.get_mut(&hour) else {
+            return;
+        };
         // Rows arrive in id order, which is almost time order: the insert is nearly always
-        // at the end.
+        // at the end. While loading, out-of-order rows are appended and sorted once.
         let at = if chunk.ts.last().is_none_or(|&t| t <= r.ts) {
+            chunk.len()
+        } else if !ready {
+            chunk.unsorted = true;
             chunk.len()
         } else {
             chunk.ts.partition_point(|&t| t <= r.ts)
         };
         chunk.insert(at, r, c);
         self.rows += 1;
+    }
+
+    /// The initial load is complete: sorts what arrived out of order, and from now on
+    /// answers queries.
+    pub fn settle(&mut self) {
+        for c in self.chunks.values_mut() {
+            c.settle();
+        }
+        self.ready = true;
     }
 
     /// Moves the horizon forward to `from` (an hour boundary), forgetting older rows.

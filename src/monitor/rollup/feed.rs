@@ -203,8 +203,8 @@ impl Feed {
                     data.push(row);
                 }
             }
-            if !full {
-                data.ready = true;
+            if !full && !data.ready {
+                data.settle();
             }
         }
         if let Some((_, r)) = rows.last() {
