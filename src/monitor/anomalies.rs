@@ -128,13 +128,14 @@ pub async fn burst(
     limit: i64,
     allow: &AllowList,
 ) -> Result<Rows, MonitorError> {
-    let times = match eng
-        .run(src, r, move |d, lo, hi| d.key_times(lo, hi, limit))
-        .await
-    {
-        Some(t) => t,
-        None => sql_key_times(src, r, limit).await?,
-    };
+    let times = eng
+        .either(
+            src,
+            r,
+            move |d, lo, hi| d.key_times(lo, hi, limit),
+            sql_key_times(src, r, limit),
+        )
+        .await?;
     // Peak of a true sliding window: for each request, how many fall in [t, t + window).
     let mut hits = Vec::new();
     for (key, ts) in &times.per_key {
@@ -250,15 +251,14 @@ pub async fn multi_user_token(
     ips_threshold: i64,
     allow: &AllowList,
 ) -> Result<Rows, MonitorError> {
-    let found = match eng
-        .run(src, r, move |d, lo, hi| {
-            d.shared_keys(lo, hi, users_threshold, ips_threshold)
-        })
-        .await
-    {
-        Some(s) => s,
-        None => sql_shared_keys(src, r, users_threshold, ips_threshold).await?,
-    };
+    let found = eng
+        .either(
+            src,
+            r,
+            move |d, lo, hi| d.shared_keys(lo, hi, users_threshold, ips_threshold),
+            sql_shared_keys(src, r, users_threshold, ips_threshold),
+        )
+        .await?;
     let mut hits: Vec<&Shared<i64>> = found
         .hits
         .iter()
@@ -343,13 +343,14 @@ pub async fn ip_many_users(
     threshold: i64,
     allow: &AllowList,
 ) -> Result<Rows, MonitorError> {
-    let found = match eng
-        .run(src, r, move |d, lo, hi| d.crowded_ips(lo, hi, threshold))
-        .await
-    {
-        Some(s) => s,
-        None => sql_crowded_ips(src, r, threshold).await?,
-    };
+    let found = eng
+        .either(
+            src,
+            r,
+            move |d, lo, hi| d.crowded_ips(lo, hi, threshold),
+            sql_crowded_ips(src, r, threshold),
+        )
+        .await?;
     let mut hits: Vec<&Shared<String>> = found.hits.iter().filter(|h| !allow.ip(&h.key)).collect();
     hits.sort_by(|a, b| b.users.cmp(&a.users).then(a.key.cmp(&b.key)));
     let unames = names(src, eng, NameOf::User, &all_users(&found), r).await?;
@@ -447,13 +448,14 @@ pub async fn big_request(
     global: bool,
     allow: &AllowList,
 ) -> Result<Rows, MonitorError> {
-    let moments = match eng
-        .run(src, r, move |d, lo, hi| d.moments(lo, hi, global))
-        .await
-    {
-        Some(m) => m,
-        None => sql_moments(src, r, global).await?,
-    };
+    let moments = eng
+        .either(
+            src,
+            r,
+            move |d, lo, hi| d.moments(lo, hi, global),
+            sql_moments(src, r, global),
+        )
+        .await?;
     let mut stats: HashMap<String, (f64, f64, f64)> = HashMap::new();
     for (group, m) in moments {
         if m.n < 30 {
@@ -468,13 +470,14 @@ pub async fn big_request(
         return Ok(Vec::new());
     };
     let floor = min_threshold.floor() as i64;
-    let rows = match eng
-        .run(src, r, move |d, lo, hi| d.big_rows(lo, hi, global, floor))
-        .await
-    {
-        Some(b) => b,
-        None => sql_big_rows(src, r, global, floor).await?,
-    };
+    let rows = eng
+        .either(
+            src,
+            r,
+            move |d, lo, hi| d.big_rows(lo, hi, global, floor),
+            sql_big_rows(src, r, global, floor),
+        )
+        .await?;
     let mut hits = Vec::new();
     for b in rows {
         if let Some(&(mean, std, thr)) = stats.get(&b.group)

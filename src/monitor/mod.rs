@@ -260,3 +260,34 @@ pub fn json_response(bytes: Bytes, cache: &'static str, engine: &'static str) ->
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(days: Option<u32>, poll: Option<u64>) -> Option<MonitorFile> {
+        Some(MonitorFile {
+            rollup_days: days,
+            rollup_poll_ms: poll,
+            ..MonitorFile::default()
+        })
+    }
+
+    #[test]
+    fn rollup_settings_come_from_file_then_env() {
+        let none = |_: &str| None;
+        let s = MonitorSettings::build(None, &none).unwrap();
+        assert_eq!(s.rollup, RollupSettings::default());
+        let s = MonitorSettings::build(file(Some(7), Some(250)), &none).unwrap();
+        assert_eq!(
+            (s.rollup.days, s.rollup.poll),
+            (7, Duration::from_millis(250))
+        );
+        let off = |k: &str| (k == "MONITOR_ROLLUP_DAYS").then(|| "0".to_owned());
+        let s = MonitorSettings::build(file(Some(7), None), &off).unwrap();
+        assert_eq!(s.rollup.days, 0);
+        let bad = |k: &str| (k == "MONITOR_ROLLUP_DAYS").then(|| "many".to_owned());
+        assert!(MonitorSettings::build(None, &bad).is_err());
+        assert!(MonitorSettings::build(file(None, Some(0)), &none).is_err());
+    }
+}

@@ -36,7 +36,7 @@ impl Engine {
     }
 
     /// `f(rows, lo, hi)` on the rollup when it covers `r`; `None` means: ask SQL.
-    pub async fn run<T, F>(&self, src: &Source, r: Range, f: F) -> Option<T>
+    async fn run<T, F>(&self, src: &Source, r: Range, f: F) -> Option<T>
     where
         T: Send + 'static,
         F: FnOnce(&Data, i64, i64) -> T + Send + 'static,
@@ -53,6 +53,25 @@ impl Engine {
         };
         flag.store(true, Ordering::Relaxed);
         out
+    }
+
+    /// The rollup's answer `f(rows, lo, hi)` when it covers `r`, else `sql`'s (a future is
+    /// lazy: the query runs only when needed).
+    pub async fn either<T, F>(
+        &self,
+        src: &Source,
+        r: Range,
+        f: F,
+        sql: impl Future<Output = Result<T, MonitorError>>,
+    ) -> Result<T, MonitorError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Data, i64, i64) -> T + Send + 'static,
+    {
+        match self.run(src, r, f).await {
+            Some(v) => Ok(v),
+            None => sql.await,
+        }
     }
 
     /// For the `X-Monitor-Engine` header.
@@ -89,13 +108,14 @@ pub async fn names(
         return Ok(out);
     }
     let wanted = missing.clone();
-    let found = match eng
-        .run(src, r, move |d, lo, hi| d.names_of(lo, hi, which, &wanted))
-        .await
-    {
-        Some(n) => n,
-        None => src.log_names(which, &missing, r).await?,
-    };
+    let found = eng
+        .either(
+            src,
+            r,
+            move |d, lo, hi| d.names_of(lo, hi, which, &wanted),
+            src.log_names(which, &missing, r),
+        )
+        .await?;
     out.extend(found);
     Ok(out)
 }
@@ -122,13 +142,14 @@ fn get_i64(row: &AnyRow, i: usize) -> Result<i64, MonitorError> {
 }
 
 pub async fn series(src: &Source, eng: &Engine, r: Range, slot: i64) -> Result<Rows, MonitorError> {
-    let by_bucket = match eng
-        .run(src, r, move |d, lo, hi| d.series(lo, hi, slot))
-        .await
-    {
-        Some(b) => b,
-        None => sql_series(src, r, slot).await?,
-    };
+    let by_bucket = eng
+        .either(
+            src,
+            r,
+            move |d, lo, hi| d.series(lo, hi, slot),
+            sql_series(src, r, slot),
+        )
+        .await?;
     let (first, end) = bucket_bounds(r, slot);
     let mut out = Vec::with_capacity(((end - first) / slot) as usize);
     let mut b = first;
@@ -184,13 +205,14 @@ pub async fn top(
     limit: usize,
 ) -> Result<Rows, MonitorError> {
     let int_channel = src.kind == SourceKind::NewApi;
-    let mut groups = match eng
-        .run(src, r, move |d, lo, hi| d.groups(lo, hi, dim, int_channel))
-        .await
-    {
-        Some(g) => g,
-        None => sql_top(src, r, dim, metric, limit).await?,
-    };
+    let mut groups = eng
+        .either(
+            src,
+            r,
+            move |d, lo, hi| d.groups(lo, hi, dim, int_channel),
+            sql_top(src, r, dim, metric, limit),
+        )
+        .await?;
     let metric_of = |g: &Group| match metric {
         Metric::Tokens => g.tokens,
         Metric::Reqs => g.reqs,
@@ -326,13 +348,14 @@ pub async fn heatmap(
     metric: HeatMetric,
     tz: chrono_tz::Tz,
 ) -> Result<Vec<Value>, MonitorError> {
-    let hours = match eng
-        .run(src, r, move |d, lo, hi| d.hours(lo, hi, metric))
-        .await
-    {
-        Some(h) => h,
-        None => sql_hours(src, r, metric).await?,
-    };
+    let hours = eng
+        .either(
+            src,
+            r,
+            move |d, lo, hi| d.hours(lo, hi, metric),
+            sql_hours(src, r, metric),
+        )
+        .await?;
     let mut cells = [[0i64; 24]; 7];
     for (h, v) in hours {
         if let Some(local) = tz.timestamp_opt(h, 0).single() {
@@ -381,10 +404,14 @@ pub async fn summary(
     eng: &Engine,
     r: Range,
 ) -> Result<Map<String, Value>, MonitorError> {
-    let t = match eng.run(src, r, move |d, lo, hi| d.totals(lo, hi)).await {
-        Some(t) => t,
-        None => sql_totals(src, r).await?,
-    };
+    let t = eng
+        .either(
+            src,
+            r,
+            move |d, lo, hi| d.totals(lo, hi),
+            sql_totals(src, r),
+        )
+        .await?;
     let mut out = obj(json!({
         "start_ms": r.start_ms,
         "end_ms": r.end_ms,
