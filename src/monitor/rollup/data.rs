@@ -2,6 +2,7 @@
 //! kept in time order, with every repeated value (ids, names, models, IPs) interned.
 //! About 60 bytes a row: 10 million rows hold in ~600 MB.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
@@ -39,13 +40,19 @@ impl<T> Default for Interner<T> {
 }
 
 impl<T: Hash + Eq + Clone> Interner<T> {
-    pub fn intern(&mut self, v: T) -> u32 {
-        if let Some(&i) = self.map.get(&v) {
+    /// Owns a copy only the first time a value is seen (`&str` in, `String` kept).
+    pub fn intern<Q>(&mut self, v: &Q) -> u32
+    where
+        T: Borrow<Q>,
+        Q: ToOwned<Owned = T> + Hash + Eq + ?Sized,
+    {
+        if let Some(&i) = self.map.get(v) {
             return i;
         }
         let i = self.vals.len() as u32;
-        self.vals.push(v.clone());
-        self.map.insert(v, i);
+        let owned = v.to_owned();
+        self.vals.push(owned.clone());
+        self.map.insert(owned, i);
         i
     }
 
@@ -237,13 +244,13 @@ impl Data {
             return;
         }
         let c = Coded {
-            user: self.users.intern(r.user),
-            token: self.tokens.intern(r.token),
-            model: self.models.intern(r.model.clone()),
-            channel: self.channels.intern(r.channel.clone()),
-            ip: self.ips.intern(r.ip.clone()),
-            uname: self.names.intern(r.username.clone()),
-            tname: self.names.intern(r.token_name.clone()),
+            user: self.users.intern(&r.user),
+            token: self.tokens.intern(&r.token),
+            model: self.models.intern(r.model.as_str()),
+            channel: self.channels.intern(r.channel.as_str()),
+            ip: self.ips.intern(r.ip.as_str()),
+            uname: self.names.intern(r.username.as_str()),
+            tname: self.names.intern(r.token_name.as_str()),
         };
         let hour = self.hour_of(r.ts);
         if !self.chunks.contains_key(&hour) {
