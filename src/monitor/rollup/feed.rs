@@ -32,6 +32,7 @@ pub fn spawn(rollup: Arc<Rollup>, src: Source) -> tokio::task::JoinHandle<()> {
             gaps: BTreeMap::new(),
             started: false,
             failing: false,
+            began: Instant::now(),
         };
         loop {
             match feed.step().await {
@@ -60,6 +61,7 @@ struct Feed {
     gaps: BTreeMap<i64, Instant>,
     started: bool,
     failing: bool,
+    began: Instant,
 }
 
 fn now_s() -> i64 {
@@ -213,8 +215,12 @@ impl Feed {
         self.rollup
             .polled_at
             .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
-        if !full {
-            self.rollup.ready.store(true, Ordering::Release);
+        if !full && !self.rollup.ready.swap(true, Ordering::AcqRel) {
+            tracing::info!(
+                rows = self.rollup.read_data().rows,
+                seconds = self.began.elapsed().as_secs(),
+                "monitor rollup ready: queries inside its horizon are answered from memory"
+            );
         }
         Ok(full)
     }
