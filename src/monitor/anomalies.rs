@@ -234,12 +234,7 @@ async fn sql_shared_keys(
         user = c.user,
         ip = c.ip,
     );
-    for row in src.fetch(&pairs_sql).await? {
-        out.users_of
-            .entry(i(&row, 0)?)
-            .or_default()
-            .insert(i(&row, 1)?);
-    }
+    out.users_of = users_by(src, &pairs_sql, i).await?;
     Ok(out)
 }
 
@@ -327,11 +322,19 @@ async fn sql_crowded_ips(
         t = c.table,
         user = c.user,
     );
-    for row in src.fetch(&pairs_sql).await? {
-        out.users_of
-            .entry(s(&row, 0)?)
-            .or_default()
-            .insert(i(&row, 1)?);
+    out.users_of = users_by(src, &pairs_sql, s).await?;
+    Ok(out)
+}
+
+/// `(key, user)` pairs from `sql`, grouped by key.
+async fn users_by<K: std::hash::Hash + Eq>(
+    src: &Source,
+    sql: &str,
+    key: fn(&sqlx::any::AnyRow, usize) -> Result<K, MonitorError>,
+) -> Result<HashMap<K, BTreeSet<i64>>, MonitorError> {
+    let mut out: HashMap<K, BTreeSet<i64>> = HashMap::new();
+    for row in src.fetch(sql).await? {
+        out.entry(key(&row, 0)?).or_default().insert(i(&row, 1)?);
     }
     Ok(out)
 }
