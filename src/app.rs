@@ -16,8 +16,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::api::extract::TokenDigests;
 use crate::api::{admin, health, quota};
+use crate::auth::{Authenticator, TokenDigests};
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::error::ApiError;
@@ -28,6 +28,7 @@ use crate::ledger::{Ledger, LedgerHandle};
 use crate::monitor::{Monitor, MonitorState};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{Store, StoreError};
+use crate::web::{DashboardInfo, WebState};
 
 pub struct AppInner {
     pub config: Config,
@@ -35,7 +36,7 @@ pub struct AppInner {
     pub ledger: Arc<Ledger>,
     pub gateway: Arc<Gateway>,
     pub keys: KeyAdmin,
-    pub tokens: TokenDigests,
+    pub auth: Arc<Authenticator>,
 }
 
 #[derive(Clone)]
@@ -101,7 +102,10 @@ impl App {
             store.clone(),
         )
         .await?;
-        let tokens = TokenDigests::new(&admin_token, config.viewer_token.as_deref());
+        let auth = Arc::new(Authenticator::new(TokenDigests::new(
+            &admin_token,
+            config.viewer_token.as_deref(),
+        )));
         let monitor = Monitor::start(
             config.monitor.clone(),
             &config.sqlite_path.to_string_lossy(),
@@ -113,9 +117,17 @@ impl App {
                 .collect(),
         )
         .await?;
+        let web_state = WebState {
+            auth: auth.clone(),
+            info: Arc::new(DashboardInfo {
+                mode: "serve",
+                source: monitor.source.kind.as_str(),
+                tz: monitor.settings.tz.name().to_owned(),
+            }),
+        };
         let monitor_state = MonitorState {
             monitor,
-            tokens: Arc::new(tokens.clone()),
+            auth: auth.clone(),
         };
         let background = vec![
             ledger.spawn_change_follower(Duration::from_secs(1)),
@@ -127,10 +139,15 @@ impl App {
             ledger,
             gateway,
             keys,
-            tokens,
+            auth,
         }));
         Ok(Self {
-            router: router(state.clone()).merge(crate::monitor::handlers::router(monitor_state)),
+            router: harden(
+                api_routes(state.clone())
+                    .merge(crate::monitor::handlers::router(monitor_state))
+                    .merge(crate::web::router(web_state)),
+                state.config.max_body_bytes,
+            ),
             state,
             ledger_handle,
             gateway_handle,
@@ -202,8 +219,20 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     ApiError::internal().into_response()
 }
 
-pub fn router(state: AppState) -> Router {
-    let limit = state.config.max_body_bytes;
+/// Fallbacks, the body limit, panic catching and the security headers, around every route
+/// (the API's, the monitor's and the dashboard's alike).
+pub fn harden(routes: Router, body_limit: usize) -> Router {
+    crate::web::secure_headers(
+        routes
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            .layer(DefaultBodyLimit::max(body_limit))
+            .layer(CatchPanicLayer::custom(panic_response)),
+    )
+}
+
+/// The quota, admin and gateway routes.
+pub fn api_routes(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -230,14 +259,11 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/usage/history", get(admin::usage_history))
         .route("/admin/audit", get(admin::audit))
         .route("/admin/requests", get(admin::requests))
+        .route("/admin/upstreams", get(admin::upstreams))
         .route("/v1/models", get(gw::models))
         .route("/v1/chat/completions", post(gw::chat_completions))
         .route("/v1/completions", post(gw::completions))
         .route("/v1/embeddings", post(gw::embeddings))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)
 }
 

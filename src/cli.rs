@@ -246,7 +246,9 @@ async fn monitor_only(mut config: Config) -> Result<(), CliError> {
     }
     let token = admin_token(&config)?;
     config.admin_token = Some(token.clone());
-    let tokens = crate::api::extract::TokenDigests::new(&token, config.viewer_token.as_deref());
+    let auth = Arc::new(crate::auth::Authenticator::new(
+        crate::auth::TokenDigests::new(&token, config.viewer_token.as_deref()),
+    ));
     let monitor = crate::monitor::Monitor::start(
         config.monitor.clone(),
         &config.sqlite_path.to_string_lossy(),
@@ -254,18 +256,30 @@ async fn monitor_only(mut config: Config) -> Result<(), CliError> {
     )
     .await
     .map_err(|e| CliError::Usage(e.to_string()))?;
-    let router: axum::Router = crate::monitor::handlers::router(crate::monitor::MonitorState {
-        monitor,
-        tokens: Arc::new(tokens),
-    });
+    let web = crate::web::WebState {
+        auth: auth.clone(),
+        info: Arc::new(crate::web::DashboardInfo {
+            mode: "monitor",
+            source: monitor.source.kind.as_str(),
+            tz: monitor.settings.tz.name().to_owned(),
+        }),
+    };
+    let router = app::harden(
+        crate::monitor::handlers::router(crate::monitor::MonitorState { monitor, auth })
+            .merge(crate::web::router(web)),
+        config.max_body_bytes,
+    );
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     println!(
         "quota-proxy monitor listening on http://{}",
         listener.local_addr()?
     );
-    axum::serve(listener, router)
-        .with_graceful_shutdown(app::shutdown_signal())
-        .await?;
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(app::shutdown_signal())
+    .await?;
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -17,3 +18,4 @@ pub mod ledger;
 pub mod monitor;
 pub mod store;
 pub mod timefmt;
+pub mod web;

@@ -10,11 +10,12 @@ use super::quota::history_page;
 use super::views::key_json;
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
+use crate::gateway::settings::UpstreamKind;
 use crate::keyadmin::CreateSpec;
 use crate::keys::{
     KeyLimits, KeyRecord, KeyStatus, Owner, Refill, effective_counters, is_valid_prefix, status_of,
 };
-use crate::store::KeyPatch;
+use crate::store::{KeyPatch, RequestLogFilter, StatusFilter};
 use crate::timefmt::{parse_instant, rfc3339, rfc3339_opt};
 
 const MAX_QUOTA: i64 = i64::MAX / 4;
@@ -477,7 +478,8 @@ pub async fn audit(
     ))
 }
 
-/// Gateway request log, newest first; `key` narrows to one key.
+/// Gateway request log, newest first; `key`, `model` and `status` (`ok`, `error` or a
+/// code) narrow it.
 pub async fn requests(
     State(st): State<AppState>,
     _op: Operator,
@@ -485,11 +487,23 @@ pub async fn requests(
 ) -> ApiResult<Json<Value>> {
     let params = Params::new(q, None)?;
     let (limit, offset) = params.page(100)?;
-    let key_id = match params.str("key")?.filter(|k| !k.trim().is_empty()) {
-        None => None,
-        Some(k) => Some(find(&st, &k).await?.id),
+    let mut filter = RequestLogFilter::default();
+    if let Some(k) = params.str("key")?.filter(|k| !k.trim().is_empty()) {
+        filter.key_id = Some(find(&st, &k).await?.id);
+    }
+    filter.model = params.str("model")?.filter(|m| !m.is_empty());
+    filter.status = match params.str("status")?.as_deref() {
+        None | Some("") => None,
+        Some("ok") => Some(StatusFilter::Ok),
+        Some("error") => Some(StatusFilter::Error),
+        Some(code) => Some(StatusFilter::Exact(
+            code.parse::<i64>()
+                .ok()
+                .filter(|c| (100..=599).contains(c))
+                .ok_or_else(|| ApiError::invalid("status", "必须是 ok、error 或 HTTP 状态码"))?,
+        )),
     };
-    let (rows, total) = st.store.request_logs(key_id, limit, offset).await?;
+    let (rows, total) = st.store.request_logs(&filter, limit, offset).await?;
     let rows: Vec<Value> = rows
         .iter()
         .map(|r| {
@@ -519,4 +533,55 @@ pub async fn requests(
     Ok(Json(
         json!({ "requests": rows, "total": total, "limit": limit, "offset": offset }),
     ))
+}
+
+/// The gateway's upstreams: configuration, health (ejected or not) and, over
+/// `[start_ms, end_ms)` (default: the last hour), calls, error rate and latency.
+pub async fn upstreams(
+    State(st): State<AppState>,
+    _op: Operator,
+    QueryMap(q): QueryMap,
+) -> ApiResult<Json<Value>> {
+    let params = Params::new(q, None)?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let end = params.int("end_ms", 0, i64::MAX / 2, now)?;
+    let start = params.int("start_ms", 0, i64::MAX / 2, end.saturating_sub(3_600_000))?;
+    if start >= end {
+        return Err(ApiError::invalid("start_ms", "必须小于 end_ms"));
+    }
+    let stats = st.store.upstream_stats(start, end).await?;
+    let list: Vec<Value> = st
+        .gateway
+        .upstreams
+        .iter()
+        .map(|u| {
+            let s = stats
+                .iter()
+                .find(|s| s.upstream == u.s.name)
+                .cloned()
+                .unwrap_or_default();
+            let until = u.ejected_until();
+            json!({
+                "name": u.s.name,
+                "kind": match u.s.kind { UpstreamKind::Mock => "mock", UpstreamKind::Openai => "openai" },
+                "priority": u.s.priority,
+                "weight": u.s.weight,
+                "models": u.s.models,
+                "state": if until > now { "ejected" } else { "healthy" },
+                "ejectedUntil": (until > now).then(|| rfc3339(until)),
+                "consecutiveFailures": u.consecutive_failures(),
+                "requests": s.requests,
+                "errors": s.errors,
+                "errorRate": if s.requests > 0 { s.errors as f64 / s.requests as f64 } else { 0.0 },
+                "avgLatencyMs": s.avg_latency_ms.round() as i64,
+                "p95LatencyMs": s.p95_latency_ms,
+                "avgTtftMs": s.avg_ttft_ms.map(|v| v.round() as i64),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "upstreams": list,
+        "startMs": start,
+        "endMs": end,
+    })))
 }

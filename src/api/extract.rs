@@ -9,10 +9,9 @@ use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::app::AppState;
+use crate::auth::AuthError;
 use crate::error::ApiError;
 use crate::ledger::{KeyEntry, LedgerError};
 
@@ -49,12 +48,7 @@ fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
 }
 
 fn bearer(parts: &Parts) -> Option<&str> {
-    let v = header(parts, "authorization")?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    crate::auth::bearer(&parts.headers)
 }
 
 /// The client's address as seen on the socket.
@@ -98,13 +92,10 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Admin,
-    Viewer,
-}
+pub use crate::auth::{Role, TokenDigests, token_hint};
 
-/// An admin or viewer token from `Authorization: Bearer` or `X-Admin-Token`.
+/// An admin or viewer: a token from `Authorization: Bearer` or `X-Admin-Token`, or a
+/// dashboard session (see [`crate::auth`]).
 #[derive(Debug, Clone)]
 pub struct Operator {
     pub role: Role,
@@ -128,65 +119,24 @@ impl Operator {
     }
 }
 
-/// SHA-256 digests of the configured tokens; presented tokens are hashed and compared in
-/// constant time, so neither length nor content leaks through timing.
-#[derive(Debug, Clone)]
-pub struct TokenDigests {
-    pub admin: [u8; 32],
-    pub viewer: Option<[u8; 32]>,
-}
-
-impl TokenDigests {
-    pub fn new(admin: &str, viewer: Option<&str>) -> Self {
-        Self {
-            admin: Sha256::digest(admin.as_bytes()).into(),
-            viewer: viewer.map(|v| Sha256::digest(v.as_bytes()).into()),
-        }
-    }
-
-    pub fn role_of(&self, presented: &str) -> Option<Role> {
-        let d: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        let is_admin = bool::from(d.ct_eq(&self.admin));
-        let is_viewer = self.viewer.is_some_and(|v| bool::from(d.ct_eq(&v)));
-        if is_admin {
-            Some(Role::Admin)
-        } else if is_viewer {
-            Some(Role::Viewer)
-        } else {
-            None
-        }
-    }
-}
-
-/// A short, non-reversible label for a token in the audit log.
-pub fn token_hint(role: Role, presented: &str) -> String {
-    let d = Sha256::digest(presented.as_bytes());
-    let label = match role {
-        Role::Admin => "admin",
-        Role::Viewer => "viewer",
-    };
-    format!("{label}#{}", hex::encode(&d[..4]))
-}
-
 impl FromRequestParts<AppState> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let presented = bearer(parts)
-            .or_else(|| header(parts, "x-admin-token"))
-            .ok_or_else(ApiError::unauthorized_admin)?;
-        let role = state
-            .tokens
-            .role_of(presented)
-            .ok_or_else(ApiError::unauthorized_admin)?;
-        let token_hint = token_hint(role, presented);
+        let p = state
+            .auth
+            .authenticate(&parts.headers, &parts.method)
+            .map_err(|e| match e {
+                AuthError::Unauthorized => ApiError::unauthorized_admin(),
+                AuthError::MissingCsrf => ApiError::forbidden("缺少 X-QP-CSRF 请求头"),
+            })?;
         let client_ip = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
         Ok(Operator {
-            role,
-            token_hint,
+            role: p.role,
+            token_hint: p.hint,
             client_ip,
         })
     }

@@ -58,6 +58,15 @@ impl Upstream {
         self.ejected_until.load(Ordering::Relaxed) > now_ms
     }
 
+    /// Until when (epoch ms) it is ejected; in the past when it is not.
+    pub fn ejected_until(&self) -> i64 {
+        self.ejected_until.load(Ordering::Relaxed)
+    }
+
+    pub fn consecutive_failures(&self) -> u32 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
     pub fn record_success(&self) {
         self.failures.store(0, Ordering::Relaxed);
     }

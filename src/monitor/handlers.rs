@@ -4,16 +4,16 @@ use std::collections::HashMap;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::anomalies;
 use super::params::{Dim, Metric, Q, Rule, slot};
 use super::queries::{self, Engine, HeatMetric};
 use super::{Monitor, MonitorError, MonitorState, csv_export, json_response};
+use super::{anomalies, subject};
 use crate::api::extract::QueryMap;
 
 pub fn router<S: Clone + Send + Sync + 'static>(st: MonitorState) -> Router<S> {
@@ -24,24 +24,17 @@ pub fn router<S: Clone + Send + Sync + 'static>(st: MonitorState) -> Router<S> {
         .route("/api/stats/anomalies", get(anomalies_h))
         .route("/api/stats/heatmap", get(heatmap))
         .route("/api/stats/summary", get(summary))
+        .route("/api/stats/subject", get(subject_h))
         .route("/api/export/csv", get(export_csv))
         .with_state(st)
 }
 
 fn authorize(st: &MonitorState, headers: &HeaderMap) -> Result<(), MonitorError> {
-    let presented = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|a| a.split_once(' '))
-        .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim())
-        .or_else(|| headers.get("x-admin-token").and_then(|v| v.to_str().ok()));
-    match presented.and_then(|p| st.tokens.role_of(p)) {
-        Some(_) => Ok(()),
-        None => Err(MonitorError::Unauthorized(
-            "未授权：需要管理员或只读令牌".into(),
-        )),
-    }
+    // Every monitor route is a GET: no anti-forgery header is needed.
+    st.auth
+        .authenticate(headers, &Method::GET)
+        .map(|_| ())
+        .map_err(|_| MonitorError::Unauthorized("未授权：需要管理员或只读令牌".into()))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -51,6 +44,7 @@ enum Endpoint {
     Anomalies,
     Heatmap,
     Summary,
+    Subject,
 }
 
 /// The answer, and which engine aggregated it.
@@ -146,6 +140,13 @@ async fn answer_with(
             let r = q.range(now)?;
             Ok(Value::Object(queries::summary(src, eng, r).await?))
         }
+        Endpoint::Subject => {
+            let who = subject::Subject::parse(q)?;
+            let r = q.range(now)?;
+            let slot = slot(q, r)?;
+            let limit = q.int_in("limit", 1, 1000, 50)?;
+            subject::detail(src, &who, r, slot, limit).await
+        }
     }
 }
 
@@ -232,6 +233,15 @@ async fn summary(
     QueryMap(q): QueryMap,
 ) -> Response {
     answer(&st, &h, &uri, &q, Endpoint::Summary).await
+}
+
+async fn subject_h(
+    State(st): State<MonitorState>,
+    h: HeaderMap,
+    uri: Uri,
+    QueryMap(q): QueryMap,
+) -> Response {
+    answer(&st, &h, &uri, &q, Endpoint::Subject).await
 }
 
 /// Open: 200 `{ok:true,…}` when the source answers, 503 `{ok:false,…}` when it does not.

@@ -9,6 +9,7 @@ pub mod params;
 pub mod queries;
 pub mod rollup;
 pub mod source;
+pub mod subject;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +20,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::api::extract::TokenDigests;
+use crate::auth::Authenticator;
 use anomalies::AllowList;
 use rollup::{Rollup, RollupSettings};
 use source::{Source, SourceKind};
@@ -246,7 +247,7 @@ impl Monitor {
 #[derive(Clone)]
 pub struct MonitorState {
     pub monitor: Arc<Monitor>,
-    pub tokens: Arc<TokenDigests>,
+    pub auth: Arc<Authenticator>,
 }
 
 pub fn json_response(bytes: Bytes, cache: &'static str, engine: &'static str) -> Response {

@@ -84,7 +84,9 @@ impl Q<'_> {
     /// `start_ms` / `end_ms`; absent → the last 24 hours.
     pub fn range(&self, now_ms: i64) -> Result<Range, MonitorError> {
         let end_ms = self.int("end_ms")?.unwrap_or(now_ms);
-        let start_ms = self.int("start_ms")?.unwrap_or(end_ms - DAY_MS);
+        let start_ms = self
+            .int("start_ms")?
+            .unwrap_or(end_ms.saturating_sub(DAY_MS));
         if start_ms < 0 {
             return Err(MonitorError::invalid("start_ms"));
         }

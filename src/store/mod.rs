@@ -214,6 +214,34 @@ pub trait ConsumeWriter {
     async fn close(self: Box<Self>);
 }
 
+/// What `/admin/requests` narrows the request log to.
+#[derive(Debug, Clone, Default)]
+pub struct RequestLogFilter {
+    pub key_id: Option<i64>,
+    pub model: Option<String>,
+    pub status: Option<StatusFilter>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFilter {
+    /// Below 400.
+    Ok,
+    /// 400 and above.
+    Error,
+    Exact(i64),
+}
+
+/// One upstream's calls over a range.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UpstreamStats {
+    pub upstream: String,
+    pub requests: i64,
+    pub errors: i64,
+    pub avg_latency_ms: f64,
+    pub p95_latency_ms: i64,
+    pub avg_ttft_ms: Option<f64>,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
@@ -264,13 +292,15 @@ pub trait Store: Send + Sync + 'static {
     async fn last_audit_id(&self) -> StoreResult<i64>;
 
     async fn insert_request_logs(&self, rows: &[RequestLogRow]) -> StoreResult<()>;
-    /// Newest first; only `key_id`'s when given.
+    /// Newest first, narrowed by `filter`.
     async fn request_logs(
         &self,
-        key_id: Option<i64>,
+        filter: &RequestLogFilter,
         limit: i64,
         offset: i64,
     ) -> StoreResult<(Vec<RequestLogRow>, i64)>;
+    /// Calls per upstream in `[from_ms, to_ms)` (rows that reached an upstream).
+    async fn upstream_stats(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<UpstreamStats>>;
     /// Gateway calls per key since `since_ms` (to restore daily counters after a restart).
     async fn request_counts_since(&self, since_ms: i64) -> StoreResult<Vec<(i64, i64)>>;
 

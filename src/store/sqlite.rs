@@ -13,7 +13,7 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use super::sqlite_writer::SqliteConsumeWriter;
 use super::{
     AuditEntry, AuditRecord, ConsumeWriter, HistoryEntry, IdempotentResult, KeyPatch, NewKey,
-    RequestLogRow, Store, StoreError, StoreResult,
+    RequestLogFilter, RequestLogRow, StatusFilter, Store, StoreError, StoreResult, UpstreamStats,
 };
 use crate::keys::{KeyHash, KeyLimits, KeyRecord, Owner, Refill, RefillInterval};
 
@@ -558,27 +558,81 @@ impl Store for SqliteStore {
 
     async fn request_logs(
         &self,
-        key_id: Option<i64>,
+        filter: &RequestLogFilter,
         limit: i64,
         offset: i64,
     ) -> StoreResult<(Vec<RequestLogRow>, i64)> {
-        let total: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM request_log WHERE ?1 IS NULL OR key_id = ?1")
-                .bind(key_id)
-                .fetch_one(&self.read)
-                .await?;
-        let rows: Vec<RequestLogDbRow> = sqlx::query_as(
+        let (lo, hi) = match filter.status {
+            None => (i64::MIN, i64::MAX),
+            Some(StatusFilter::Ok) => (i64::MIN, 399),
+            Some(StatusFilter::Error) => (400, i64::MAX),
+            Some(StatusFilter::Exact(s)) => (s, s),
+        };
+        const WHERE: &str = "WHERE (?1 IS NULL OR key_id = ?1) AND (?2 IS NULL OR model = ?2) \
+                             AND status BETWEEN ?3 AND ?4";
+        let total: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM request_log {WHERE}"
+        )))
+        .bind(filter.key_id)
+        .bind(&filter.model)
+        .bind(lo)
+        .bind(hi)
+        .fetch_one(&self.read)
+        .await?;
+        let rows: Vec<RequestLogDbRow> = sqlx::query_as(AssertSqlSafe(format!(
             "SELECT ts, request_id, key_id, key_name, owner_user_id, owner_username, endpoint, \
              model, upstream, prompt_tokens, completion_tokens, cost, status, error, latency_ms, \
-             ttft_ms, is_stream, estimated, client_ip FROM request_log \
-             WHERE ?1 IS NULL OR key_id = ?1 ORDER BY id DESC LIMIT ?2 OFFSET ?3",
-        )
-        .bind(key_id)
+             ttft_ms, is_stream, estimated, client_ip FROM request_log {WHERE} \
+             ORDER BY id DESC LIMIT ?5 OFFSET ?6"
+        )))
+        .bind(filter.key_id)
+        .bind(&filter.model)
+        .bind(lo)
+        .bind(hi)
         .bind(limit)
         .bind(offset)
         .fetch_all(&self.read)
         .await?;
         Ok((rows.into_iter().map(Into::into).collect(), total))
+    }
+
+    async fn upstream_stats(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<UpstreamStats>> {
+        let rows = sqlx::query(
+            "SELECT upstream, COUNT(*), SUM(status >= 400), AVG(latency_ms), AVG(ttft_ms) \
+             FROM request_log WHERE upstream IS NOT NULL AND ts >= ? AND ts < ? \
+             GROUP BY upstream ORDER BY upstream",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(&self.read)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let upstream: String = r.try_get(0)?;
+            let requests: i64 = r.try_get(1)?;
+            // Nearest-rank p95: the value below which 95 % of the calls fall.
+            let rank = ((requests as f64) * 0.95).ceil() as i64 - 1;
+            let p95: i64 = sqlx::query_scalar(
+                "SELECT latency_ms FROM request_log WHERE upstream = ? AND ts >= ? AND ts < ? \
+                 ORDER BY latency_ms LIMIT 1 OFFSET ?",
+            )
+            .bind(&upstream)
+            .bind(from_ms)
+            .bind(to_ms)
+            .bind(rank.max(0))
+            .fetch_optional(&self.read)
+            .await?
+            .unwrap_or(0);
+            out.push(UpstreamStats {
+                upstream,
+                requests,
+                errors: r.try_get::<Option<i64>, _>(2)?.unwrap_or(0),
+                avg_latency_ms: r.try_get::<Option<f64>, _>(3)?.unwrap_or(0.0),
+                p95_latency_ms: p95,
+                avg_ttft_ms: r.try_get(4)?,
+            });
+        }
+        Ok(out)
     }
 
     async fn request_counts_since(&self, since_ms: i64) -> StoreResult<Vec<(i64, i64)>> {

@@ -2,8 +2,10 @@
 //! binary) against a real SQLite file in a temp dir.
 
 mod admin_api;
+mod browser;
 mod cli;
 mod concurrency;
+mod dashboard;
 mod durability;
 mod errors;
 mod gateway;

@@ -1,0 +1,209 @@
+//! The dashboard's files, embedded in the binary, gzip-compressed once at first use and
+//! served with a content hash: `?v=<hash>` URLs are cached for a year, the page itself is
+//! revalidated every time, so a new binary is picked up at the next load.
+
+use std::sync::OnceLock;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use sha2::{Digest, Sha256};
+
+struct Source {
+    name: &'static str,
+    mime: &'static str,
+    bytes: &'static [u8],
+}
+
+const SOURCES: &[Source] = &[
+    Source {
+        name: "app.js",
+        mime: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../web/app.js"),
+    },
+    Source {
+        name: "app.css",
+        mime: "text/css; charset=utf-8",
+        bytes: include_bytes!("../../web/app.css"),
+    },
+    Source {
+        name: "i18n.js",
+        mime: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../web/i18n.js"),
+    },
+    Source {
+        name: "echarts.js",
+        mime: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../web/vendor/echarts/echarts.common.min.js"),
+    },
+];
+
+const INDEX: &str = include_str!("../../web/index.html");
+
+pub struct Asset {
+    pub name: &'static str,
+    mime: &'static str,
+    raw: Vec<u8>,
+    gzip: Vec<u8>,
+    pub hash: String,
+}
+
+impl Asset {
+    fn new(name: &'static str, mime: &'static str, raw: Vec<u8>) -> Self {
+        let hash = hex::encode(&Sha256::digest(&raw)[..6]);
+        let gzip = gzip(&raw);
+        Self {
+            name,
+            mime,
+            raw,
+            gzip,
+            hash,
+        }
+    }
+
+    /// Bytes sent for a client that accepts gzip.
+    pub fn compressed_len(&self) -> usize {
+        self.gzip.len()
+    }
+
+    fn respond(&self, headers: &HeaderMap, immutable: bool) -> Response {
+        let etag = format!("\"{}\"", self.hash);
+        let cache = if immutable {
+            "public, max-age=31536000, immutable"
+        } else {
+            "no-cache"
+        };
+        let mut out = if headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+        {
+            StatusCode::NOT_MODIFIED.into_response()
+        } else if accepts_gzip(headers) {
+            let mut r = self.gzip.clone().into_response();
+            r.headers_mut()
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            r
+        } else {
+            self.raw.clone().into_response()
+        };
+        let h = out.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(self.mime));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+        h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+        if let Ok(v) = HeaderValue::from_str(&etag) {
+            h.insert(header::ETAG, v);
+        }
+        out
+    }
+}
+
+fn gzip(raw: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = GzEncoder::new(Vec::new(), Compression::best());
+    // Writing into a Vec cannot fail.
+    enc.write_all(raw)
+        .and_then(|()| enc.finish())
+        .unwrap_or_default()
+}
+
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',').any(|e| {
+                let mut parts = e.split(';');
+                let name = parts.next().unwrap_or("").trim();
+                let refused = parts.any(|p| {
+                    p.trim()
+                        .strip_prefix("q=")
+                        .and_then(|q| q.trim().parse::<f32>().ok())
+                        == Some(0.0)
+                });
+                (name == "gzip" || name == "*") && !refused
+            })
+        })
+}
+
+pub struct Assets {
+    files: Vec<Asset>,
+    index: Asset,
+}
+
+impl Assets {
+    fn build() -> Self {
+        let files: Vec<Asset> = SOURCES
+            .iter()
+            .map(|s| Asset::new(s.name, s.mime, s.bytes.to_vec()))
+            .collect();
+        // The page names each file with its hash, so a cached copy is never stale.
+        let mut html = INDEX.to_owned();
+        for f in &files {
+            html = html.replace(
+                &format!("{{{{{}}}}}", f.name),
+                &format!("/assets/{}?v={}", f.name, f.hash),
+            );
+        }
+        let index = Asset::new("index.html", "text/html; charset=utf-8", html.into_bytes());
+        Self { files, index }
+    }
+
+    /// Built on first use (compressing ECharts takes a few tens of milliseconds).
+    pub fn get() -> &'static Assets {
+        static ASSETS: OnceLock<Assets> = OnceLock::new();
+        ASSETS.get_or_init(Self::build)
+    }
+
+    pub fn index(&self, headers: &HeaderMap) -> Response {
+        self.index.respond(headers, false)
+    }
+
+    pub fn file(&self, name: &str, version: Option<&str>, headers: &HeaderMap) -> Option<Response> {
+        let f = self.files.iter().find(|f| f.name == name)?;
+        Some(f.respond(headers, version == Some(f.hash.as_str())))
+    }
+
+    /// The page and every file it loads, compressed: what a first visit downloads.
+    pub fn first_load_bytes(&self) -> usize {
+        self.index.compressed_len() + self.files.iter().map(Asset::compressed_len).sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_names_every_file_by_hash_and_the_first_load_is_small() {
+        let a = Assets::get();
+        let html = String::from_utf8(a.index.raw.clone()).unwrap();
+        for f in &a.files {
+            assert!(
+                html.contains(&format!("/assets/{}?v={}", f.name, f.hash)),
+                "{} not linked",
+                f.name
+            );
+        }
+        assert!(!html.contains("{{"), "unreplaced placeholder");
+        assert!(
+            a.first_load_bytes() < 600 * 1024,
+            "{}",
+            a.first_load_bytes()
+        );
+    }
+
+    #[test]
+    fn gzip_negotiation() {
+        let mut h = HeaderMap::new();
+        assert!(!accepts_gzip(&h));
+        h.insert(
+            header::ACCEPT_ENCODING,
+            "gzip, deflate, br".parse().unwrap(),
+        );
+        assert!(accepts_gzip(&h));
+        h.insert(header::ACCEPT_ENCODING, "gzip;q=0, br".parse().unwrap());
+        assert!(!accepts_gzip(&h));
+    }
+}

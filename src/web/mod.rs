@@ -1,0 +1,158 @@
+//! The dashboard: its page and files (`/`, `/assets/*`), sign-in with the admin or viewer
+//! token in exchange for an HttpOnly session cookie (`/auth/*`), and the security headers
+//! every response carries. The pages themselves call the admin and monitor APIs.
+
+pub mod assets;
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::api::extract::QueryMap;
+use crate::auth::{Authenticator, SESSION_COOKIE, cookie, token_hint};
+use crate::error::ApiError;
+use assets::Assets;
+
+/// What the page needs to know about the process serving it.
+#[derive(Debug, Clone)]
+pub struct DashboardInfo {
+    /// `serve` (gateway, keys, monitor) or `monitor` (monitor only).
+    pub mode: &'static str,
+    /// The monitor's source: `native` or `newapi`.
+    pub source: &'static str,
+    /// The monitor's default time zone (IANA).
+    pub tz: String,
+}
+
+#[derive(Clone)]
+pub struct WebState {
+    pub auth: Arc<Authenticator>,
+    pub info: Arc<DashboardInfo>,
+}
+
+pub fn router<S: Clone + Send + Sync + 'static>(st: WebState) -> Router<S> {
+    Router::new()
+        .route("/", get(index))
+        .route("/index.html", get(index))
+        .route("/assets/{name}", get(asset))
+        .route("/auth/login", post(login))
+        .route("/auth/logout", post(logout))
+        .route("/auth/session", get(session))
+        .with_state(st)
+}
+
+/// Headers for every response: no framing, no sniffing, no inline or foreign script, no
+/// referrer leaving the site.
+pub fn secure_headers<S: Clone + Send + Sync + 'static>(r: Router<S>) -> Router<S> {
+    const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+                       img-src 'self' data: blob:; connect-src 'self'; font-src 'self'; \
+                       object-src 'none'; base-uri 'none'; form-action 'self'; \
+                       frame-ancestors 'none'";
+    let set = |name: &'static str, v: &'static str| {
+        SetResponseHeaderLayer::if_not_present(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(v),
+        )
+    };
+    r.layer(set("content-security-policy", CSP))
+        .layer(set("x-frame-options", "DENY"))
+        .layer(set("x-content-type-options", "nosniff"))
+        .layer(set("referrer-policy", "no-referrer"))
+}
+
+async fn index(headers: HeaderMap) -> Response {
+    Assets::get().index(&headers)
+}
+
+async fn asset(
+    axum::extract::Path(name): axum::extract::Path<String>,
+    QueryMap(q): QueryMap,
+    headers: HeaderMap,
+) -> Response {
+    Assets::get()
+        .file(&name, q.get("v").map(String::as_str), &headers)
+        .unwrap_or_else(|| ApiError::not_found_route().into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Login {
+    token: String,
+}
+
+fn session_cookie(value: &str, max_age: u64, headers: &HeaderMap) -> HeaderValue {
+    // Behind a TLS-terminating proxy the cookie must not travel over plain HTTP.
+    let secure = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    let c = format!(
+        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
+        if secure { "; Secure" } else { "" }
+    );
+    HeaderValue::from_str(&c).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// `{token}` → a session cookie and `{role}`; a wrong token → 401.
+async fn login(
+    State(st): State<WebState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Ok(Login { token }) = serde_json::from_slice::<Login>(&body) else {
+        return ApiError::invalid("token", "不能为空").into_response();
+    };
+    let Some(role) = st.auth.tokens.role_of(token.trim()) else {
+        return ApiError::new(
+            axum::http::StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "令牌无效",
+        )
+        .into_response();
+    };
+    let id = match st.auth.sessions.open(role, token_hint(role, token.trim())) {
+        Ok(id) => id,
+        Err(_) => return ApiError::internal().into_response(),
+    };
+    let max_age = st.auth.sessions.max_age().as_secs();
+    (
+        [(header::SET_COOKIE, session_cookie(&id, max_age, &headers))],
+        Json(json!({"ok": true, "role": role.as_str()})),
+    )
+        .into_response()
+}
+
+async fn logout(State(st): State<WebState>, headers: HeaderMap) -> Response {
+    if let Some(id) = cookie(&headers, SESSION_COOKIE) {
+        st.auth.sessions.close(id);
+    }
+    (
+        [(header::SET_COOKIE, session_cookie("", 0, &headers))],
+        Json(json!({"ok": true})),
+    )
+        .into_response()
+}
+
+/// Who is signed in (`authenticated: false` when nobody is: the page asks this before
+/// anything else, so the answer is not an error), and what this process serves.
+async fn session(State(st): State<WebState>, headers: HeaderMap) -> Response {
+    match st.auth.authenticate(&headers, &Method::GET) {
+        Ok(p) => Json(json!({
+            "authenticated": true,
+            "role": p.role.as_str(),
+            "mode": st.info.mode,
+            "source": st.info.source,
+            "tz": st.info.tz,
+            "version": env!("CARGO_PKG_VERSION"),
+        }))
+        .into_response(),
+        Err(_) => Json(json!({"authenticated": false})).into_response(),
+    }
+}
