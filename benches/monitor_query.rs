@@ -5,7 +5,9 @@
 //! the rollup (the default), from direct SQL (`engine=sql`), and beside the plain one-query
 //! `GROUP BY` SQL for the same answer on the same database. The rollup's initial load time
 //! and the monitor's resident memory are reported too, and each rollup answer is checked
-//! equal to the SQL engine's.
+//! equal to the SQL engine's. When Chromium and ChromeDriver are installed, the dashboard's
+//! Overview for 24 h is loaded in a real browser and timed from navigation to a complete
+//! view (KPIs, chart), each load on a new range so nothing comes from the monitor's cache.
 //!
 //!   scripts/bench-monitor.sh                          # starts MariaDB, runs this
 //!   BENCH_ROWS=1000000 scripts/bench-monitor.sh       # a smaller table
@@ -17,6 +19,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use sqlx::{AnyPool, AssertSqlSafe};
+
+#[allow(dead_code)]
+#[path = "../tests/api/browser.rs"]
+mod browser;
 
 const ADMIN: &str = "bench-admin-token";
 const DAY: i64 = 86_400;
@@ -434,6 +440,51 @@ async fn measure(label: &str, dsn: &str, mysql: bool, end: i64, runs: usize, sql
             pct(plain, 0.5),
         );
     }
+    dashboard_overview(&base, runs).await;
+}
+
+/// The dashboard's Overview over the last 24 h in headless Chromium: milliseconds from
+/// navigation to the complete view, cold (a new range each load).
+async fn dashboard_overview(base: &str, runs: usize) {
+    let Some(b) = browser::Browser::start().await else {
+        println!("\n(dashboard: no chromium/chromedriver, skipped)");
+        return;
+    };
+    b.goto(&format!("{base}/")).await;
+    b.login(ADMIN).await;
+    b.find("main").await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let mut times = Vec::new();
+    for i in 0..runs.max(3) as i64 {
+        let to = (now / 60_000 - i) * 60_000;
+        let from = to - 86_400_000;
+        b.goto("about:blank").await;
+        b.goto(&format!("{base}/#/overview?from={from}&to={to}"))
+            .await;
+        let ms = loop {
+            let v = b
+                .js("return window.__qpReadyAt === undefined ? null : window.__qpReadyAt")
+                .await;
+            if let Some(ms) = v.as_f64() {
+                break ms;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        assert!(b.exists("#trend-chart canvas").await, "chart drawn");
+        assert!(b.exists("[data-kpi=reqs]").await, "KPIs shown");
+        times.push(ms);
+    }
+    println!(
+        "\nDashboard Overview 24 h in Chromium, navigation → complete view ({} cold loads): p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms.",
+        times.len(),
+        pct(times.clone(), 0.5),
+        pct(times.clone(), 0.95),
+        times.iter().cloned().fold(0.0, f64::max),
+    );
+    b.close().await;
 }
 
 /// Stops the monitor even when a measurement panics.

@@ -37,6 +37,11 @@ if [ ! -d tests/clients/node_modules/axios ] || [ ! -d tests/clients/node_module
   (cd tests/clients && npm ci --no-audit --no-fund --silent)
 fi
 
+log "browser (Chromium, ChromeDriver, CJK fonts)"
+apt_install chromium chromium-driver fonts-noto-cjk
+command -v chromedriver >/dev/null || { echo "chromedriver missing after install"; exit 1; }
+chromium --version || true
+
 log "database servers (PostgreSQL, MariaDB)"
 # shellcheck source=scripts/test-services.sh
 . "$(dirname "${BASH_SOURCE[0]}")/test-services.sh"

@@ -181,6 +181,7 @@ window.QP_I18N = {
     status_error: '失败',
     view_key: '查看密钥',
     monitor_only: '仅监控模式',
+    limits: '限制',
   },
   en: {
     brand: 'quota-proxy console',
@@ -361,5 +362,6 @@ window.QP_I18N = {
     status_error: 'Failed',
     view_key: 'Open key',
     monitor_only: 'monitor only',
+    limits: 'Limits',
   },
 };

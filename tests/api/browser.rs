@@ -1,6 +1,7 @@
 //! A real headless Chromium driven through WebDriver (Debian's `chromium` and
 //! `chromium-driver`, installed by scripts/test.sh). Under `CI=true` a missing browser
-//! fails the test; elsewhere the test is skipped with a note.
+//! fails the test; elsewhere the test is skipped with a note. Self-contained, so the
+//! dashboard benchmark includes it too.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -9,7 +10,17 @@ use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
-use crate::helpers::{free_port, http_client};
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
 
 pub struct Browser {
     pub c: Client,

@@ -421,7 +421,7 @@ async fn keys_are_created_and_managed_in_the_browser() {
     b.click("button[data-action=create]").await;
     let full = b.text(".fullkey").await;
     assert!(full.starts_with("web_") && full.len() == 36, "{full}");
-    b.screenshot("key-created-en").await;
+    b.screenshot("key-created-zh").await;
     b.click("button[data-action=close]").await;
     b.ready().await;
 
@@ -551,4 +551,494 @@ async fn the_viewer_sees_no_write_controls_and_cannot_write() {
     b.console_errors().await;
     b.close().await;
     app.stop().await;
+}
+
+#[tokio::test]
+async fn sign_in_assets_and_security_headers() {
+    let app = spawn_app().await;
+    let c = &app.client;
+
+    // The page: security headers, revalidated every time.
+    let r = c.get(app.url("/")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let h = r.headers().clone();
+    assert!(h["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert_eq!(h["cache-control"], "no-cache");
+    let csp = h["content-security-policy"].to_str().unwrap().to_owned();
+    let script_src = csp
+        .split(';')
+        .find(|d| d.trim().starts_with("script-src"))
+        .unwrap();
+    assert!(!script_src.contains("unsafe"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"));
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    let html = r.text().await.unwrap();
+    // API answers carry them too.
+    let r = c.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+
+    // Every file the page loads: gzip, cached for a year, and small in total.
+    let mut total = html.len();
+    let urls: Vec<&str> = html
+        .split('"')
+        .filter(|s| s.starts_with("/assets/"))
+        .collect();
+    assert_eq!(urls.len(), 4, "{html}");
+    for u in &urls {
+        let r = c
+            .get(app.url(u))
+            .header("accept-encoding", "gzip, br")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{u}");
+        assert_eq!(r.headers()["content-encoding"], "gzip", "{u}");
+        assert_eq!(
+            r.headers()["cache-control"],
+            "public, max-age=31536000, immutable"
+        );
+        let etag = r.headers()["etag"].clone();
+        let gz = r.bytes().await.unwrap();
+        total += gz.len();
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut raw).unwrap();
+        // Without gzip: the same bytes, uncompressed.
+        let plain = c.get(app.url(u)).send().await.unwrap();
+        assert!(plain.headers().get("content-encoding").is_none());
+        assert_eq!(plain.bytes().await.unwrap().to_vec(), raw);
+        // Revalidation.
+        let r = c
+            .get(app.url(u))
+            .header("if-none-match", etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 304);
+    }
+    assert!(total < 600 * 1024, "first load {total} bytes");
+    eprintln!("dashboard first load: {total} bytes compressed");
+    // An old or missing version is not cached for long; an unknown file is a 404.
+    let stale = urls[0].split('?').next().unwrap().to_owned() + "?v=old";
+    let r = c.get(app.url(&stale)).send().await.unwrap();
+    assert_eq!(r.headers()["cache-control"], "no-cache");
+    let r = c.get(app.url("/assets/nope.js")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+
+    // Sign-in.
+    let login = |token: &str, proto: Option<&str>| {
+        let mut rq = c
+            .post(app.url("/auth/login"))
+            .json(&json!({ "token": token }));
+        if let Some(p) = proto {
+            rq = rq.header("x-forwarded-proto", p);
+        }
+        rq.send()
+    };
+    let r = login("wrong", None).await.unwrap();
+    let (s, v) = status_json(r).await;
+    assert_eq!((s, error_code(&v)), (401, "UNAUTHORIZED"), "{v}");
+    let r = c
+        .post(app.url("/auth/login"))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let r = login(ADMIN, None).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(attr), "{set}");
+    }
+    assert!(!set.contains("Secure"));
+    assert!(!set.contains(ADMIN), "the token is not the cookie");
+    let cookie = set.split(';').next().unwrap().to_owned();
+    let r = login(ADMIN, Some("https")).await.unwrap();
+    assert!(
+        r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Secure")
+    );
+
+    let with = |m: reqwest::Method, path: &str, cookie: &str| {
+        c.request(m, app.url(path))
+            .header("cookie", cookie.to_owned())
+    };
+    let (s, v) = status_json(
+        with(reqwest::Method::GET, "/auth/session", &cookie)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["authenticated"], true);
+    assert_eq!(v["role"], "admin");
+    assert_eq!(v["mode"], "serve");
+    assert_eq!(v["source"], "native");
+    let (_, v) = status_json(c.get(app.url("/auth/session")).send().await.unwrap()).await;
+    assert_eq!(v["authenticated"], false);
+    for path in ["/admin/keys", "/api/stats/summary", "/admin/upstreams"] {
+        let r = with(reqwest::Method::GET, path, &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+    }
+    // A write with the cookie needs the anti-forgery header.
+    let r = with(reqwest::Method::POST, "/admin/keys", &cookie)
+        .json(&json!({"quota": 3}))
+        .send()
+        .await
+        .unwrap();
+    let (s, v) = status_json(r).await;
+    assert_eq!((s, error_code(&v)), (403, "FORBIDDEN"), "{v}");
+    let r = with(reqwest::Method::POST, "/admin/keys", &cookie)
+        .header("x-qp-csrf", "1")
+        .json(&json!({"quota": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // The audit log names the token the session was opened with, never the cookie.
+    let (_, audit) = app.admin_get("/admin/audit").await;
+    let hint = audit["entries"][0]["tokenHint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(hint.starts_with("admin#"), "{hint}");
+    assert!(
+        !audit
+            .to_string()
+            .contains(cookie.split('=').nth(1).unwrap())
+    );
+
+    // The viewer's session reads but never writes.
+    let r = login(VIEWER, None).await.unwrap();
+    let vcookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let r = with(reqwest::Method::GET, "/admin/keys", &vcookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = with(reqwest::Method::POST, "/admin/keys", &vcookie)
+        .header("x-qp-csrf", "1")
+        .json(&json!({"quota": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+
+    // Logout revokes the session and clears the cookie.
+    let r = with(reqwest::Method::POST, "/auth/logout", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    let r = with(reqwest::Method::GET, "/admin/keys", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = with(reqwest::Method::GET, "/api/stats/summary", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn upstreams_request_filters_and_subject_detail() {
+    let (app, ida, idb) = seeded().await;
+    let (from, to) = window();
+    let rg = format!("start_ms={from}&end_ms={to}");
+
+    let v = api(&app, &format!("/admin/upstreams?{rg}")).await;
+    let up = &v["upstreams"][0];
+    assert_eq!(up["name"], "mock");
+    assert_eq!(up["kind"], "mock");
+    assert_eq!(up["state"], "healthy");
+    assert_eq!(up["requests"], 12);
+    assert_eq!(up["errors"], 0);
+    assert_eq!(up["errorRate"], 0.0);
+    let (s, _) = app.admin_get("/admin/upstreams?start_ms=10&end_ms=5").await;
+    assert_eq!(s, 400);
+
+    let model = url_escape(HOSTILE);
+    let v = api(&app, &format!("/admin/requests?model={model}")).await;
+    assert_eq!(v["total"], 2);
+    assert!(
+        v["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["model"] == HOSTILE)
+    );
+    let v = api(&app, &format!("/admin/requests?key={ida}&status=ok")).await;
+    assert_eq!(v["total"], 7);
+    assert_eq!(api(&app, "/admin/requests?status=error").await["total"], 0);
+    assert_eq!(api(&app, "/admin/requests?status=200").await["total"], 12);
+    let (s, v) = app.admin_get("/admin/requests?status=abc").await;
+    assert_eq!((s, error_code(&v)), (400, "INVALID_REQUEST"));
+
+    // One key, one user, one IP up close.
+    let v = api(&app, &format!("/api/stats/subject?token_id={idb}&{rg}")).await;
+    assert_eq!(v["subject"], json!({"token_id": idb}));
+    assert_eq!(v["total_count"], 5);
+    let reqs: i64 = v["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["reqs"].as_i64().unwrap())
+        .sum();
+    assert_eq!(reqs, 5);
+    let rows = v["requests"].as_array().unwrap();
+    assert_eq!(rows.len(), 5);
+    assert!(
+        rows.iter()
+            .all(|r| r["token_id"] == idb && r["username"] == HOSTILE && r["ip"] == "127.0.0.1")
+    );
+    let times: Vec<&str> = rows
+        .iter()
+        .map(|r| r["created_at"].as_str().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first");
+    assert_eq!(
+        api(&app, &format!("/api/stats/subject?user_id=1&{rg}")).await["total_count"],
+        7
+    );
+    assert_eq!(
+        api(
+            &app,
+            &format!("/api/stats/subject?ip=127.0.0.1&limit=3&{rg}")
+        )
+        .await["total_count"],
+        12
+    );
+    assert_eq!(
+        api(
+            &app,
+            &format!("/api/stats/subject?ip=127.0.0.1&limit=3&{rg}")
+        )
+        .await["requests"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    for bad in [
+        "ip=not-an-ip",
+        "token_id=1&ip=127.0.0.1",
+        "",
+        "token_id=x",
+        "limit=0&token_id=1",
+    ] {
+        let (s, v) = app.admin_get(&format!("/api/stats/subject?{bad}")).await;
+        assert_eq!(s, 400, "{bad}: {v}");
+        assert!(v["error"].as_str().unwrap().starts_with("参数无效"), "{v}");
+    }
+    app.stop().await;
+}
+
+fn url_escape(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// `quota-proxy monitor` over a New API database whose users, keys and models carry
+/// hostile names: every page shows them as text, and only the monitor's pages exist.
+#[tokio::test]
+async fn monitor_mode_over_a_new_api_database_with_hostile_names() {
+    use crate::monitor::{Db, load};
+    use crate::monitor_data::{HOURS, SHARED_KEY, T0, generate};
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let mut d = generate();
+    let model = "claude-3<script>window.__xss=2</script>";
+    let user = 1;
+    d.users.insert(user, HOSTILE.to_owned());
+    d.tokens.get_mut(&SHARED_KEY).unwrap().0 = HOSTILE.to_owned();
+    for l in &mut d.logs {
+        if l.user_id == user {
+            l.username = HOSTILE.to_owned();
+        }
+        if l.token == SHARED_KEY {
+            l.token_name = HOSTILE.to_owned();
+        }
+        if l.model == "claude-3" {
+            l.model = model.to_owned();
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let dsn = load(Db::Sqlite, &d, dir.path()).await.unwrap();
+    let port = free_port();
+    let _child = tokio::process::Command::new(bin())
+        .args([
+            "monitor",
+            "--source",
+            "newapi",
+            "--dsn",
+            &dsn,
+            "--port",
+            &port.to_string(),
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("ADMIN_TOKEN", ADMIN)
+        .env("VIEWER_TOKEN", VIEWER)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = http_client();
+    for _ in 0..200 {
+        if http
+            .get(format!("{base}/api/health"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let range = format!("from={}&to={}", T0 * 1000, (T0 + HOURS * 3600) * 1000);
+    let api_range = format!(
+        "start_ms={}&end_ms={}",
+        T0 * 1000,
+        (T0 + HOURS * 3600) * 1000
+    );
+    let get = |path: String| {
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            let r = http
+                .get(format!("{base}{path}"))
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .unwrap();
+            status_json(r).await.1
+        }
+    };
+
+    b.goto(&format!("{base}/#/overview?{range}")).await;
+    b.login(VIEWER).await;
+    b.find("main").await;
+    b.ready().await;
+    // Monitor only: no keys or requests pages, no upstream table.
+    assert!(!b.exists("[data-nav=keys]").await);
+    assert!(!b.exists("[data-nav=requests]").await);
+    assert!(!b.exists("#upstreams").await);
+    let sum = get(format!("/api/stats/summary?{api_range}")).await;
+    assert_eq!(
+        b.attr("[data-kpi=reqs]", "data-value").await,
+        sum["reqs"].to_string()
+    );
+    assert_eq!(
+        b.attr("[data-kpi=quota_sum]", "data-value").await,
+        sum["quota_sum"].to_string()
+    );
+    assert!(
+        !b.exists("[data-kpi=error_rate]").await,
+        "no error rate for New API"
+    );
+    no_console_errors(&b, "monitor overview").await;
+    b.screenshot("monitor-overview-zh").await;
+
+    for (page, needle) in [
+        (
+            format!("rankings?by=user&metric=reqs&limit=500&{range}"),
+            HOSTILE,
+        ),
+        (format!("rankings?by=model&metric=reqs&{range}"), model),
+        (
+            format!("rankings?by=token&metric=reqs&limit=500&{range}"),
+            HOSTILE,
+        ),
+        (format!("anomalies?rule=multi_user_token&{range}"), HOSTILE),
+        (format!("subject?user_id={user}&{range}"), HOSTILE),
+    ] {
+        b.goto(&format!("{base}/#/{page}")).await;
+        b.ready().await;
+        let text = b.text("main").await;
+        assert!(text.contains(needle), "{page}: {needle} not shown as text");
+        no_script_ran(&b).await;
+        assert_eq!(
+            b.js("return document.querySelectorAll('main img, main script').length")
+                .await,
+            json!(0)
+        );
+        no_console_errors(&b, &page).await;
+    }
+    // The first rows of a ranking are the API's.
+    b.goto(&format!(
+        "{base}/#/rankings?by=channel&metric=quota_sum&{range}"
+    ))
+    .await;
+    b.ready().await;
+    let top = get(format!(
+        "/api/stats/top?by=channel&metric=quota_sum&limit=50&{api_range}"
+    ))
+    .await;
+    for i in 0..3 {
+        assert_eq!(
+            b.text(&format!(
+                "#rank-table tr[data-row='{i}'] td[data-col=channel_name]"
+            ))
+            .await,
+            top["data"][i]["channel_name"].as_str().unwrap()
+        );
+        assert_eq!(
+            b.text(&format!(
+                "#rank-table tr[data-row='{i}'] td[data-col=quota_sum]"
+            ))
+            .await,
+            fmt_thousands(top["data"][i]["quota_sum"].as_i64().unwrap())
+        );
+    }
+    b.screenshot("monitor-rankings-zh").await;
+    // The anomaly tab counts are the API's.
+    b.goto(&format!("{base}/#/anomalies?rule=ip_many_users&{range}"))
+        .await;
+    b.ready().await;
+    for rule in ["burst", "multi_user_token", "ip_many_users", "big_request"] {
+        let v = get(format!("/api/stats/anomalies?rule={rule}&{api_range}")).await;
+        assert_eq!(
+            b.attr(&format!("[data-rule={rule}]"), "data-count").await,
+            v["total_count"].to_string(),
+            "{rule}"
+        );
+    }
+    b.screenshot("monitor-anomalies-zh").await;
+    b.close().await;
+}
+
+/// 1234567 → "1,234,567" (the page's numbers in both languages).
+fn fmt_thousands(n: i64) -> String {
+    let s = n.abs().to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    if n < 0 { format!("-{out}") } else { out }
 }

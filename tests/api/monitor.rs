@@ -20,7 +20,7 @@ fn esc(s: &str) -> String {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Db {
+pub(crate) enum Db {
     Sqlite,
     Mysql,
     Postgres,
@@ -169,7 +169,7 @@ fn unique(prefix: &str) -> String {
 }
 
 /// A database holding `d`, and a DSN of a user that may only SELECT.
-async fn load(db: Db, d: &Data, dir: &std::path::Path) -> Option<String> {
+pub(crate) async fn load(db: Db, d: &Data, dir: &std::path::Path) -> Option<String> {
     load_rw(db, d, dir).await.map(|(ro, _)| ro)
 }
 

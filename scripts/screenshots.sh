@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Regenerates docs/screenshots/: runs the browser tests (headless Chromium through
+# WebDriver, seeded databases) with QP_SCREENSHOTS set, so every page is captured in
+# Chinese and English exactly as the tests see it.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+out="$(pwd)/docs/screenshots"
+mkdir -p "$out"
+QP_SCREENSHOTS="$out" cargo test --quiet --test api dashboard:: -- --test-threads=1
+ls -1 "$out"
