@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{Value, json};
-use sqlx::Row;
 
 use super::MonitorError;
 use super::aggregates::{BigRow, KeyTimes, Moments, NameOf, Shared, Sharing};
@@ -38,17 +37,7 @@ fn obj(v: Value) -> serde_json::Map<String, Value> {
     }
 }
 
-fn i(row: &sqlx::any::AnyRow, idx: usize) -> Result<i64, MonitorError> {
-    row.try_get::<Option<i64>, _>(idx)
-        .map(|v| v.unwrap_or(0))
-        .map_err(MonitorError::from_sqlx)
-}
-
-fn s(row: &sqlx::any::AnyRow, idx: usize) -> Result<String, MonitorError> {
-    row.try_get::<Option<String>, _>(idx)
-        .map(|v| v.unwrap_or_default())
-        .map_err(MonitorError::from_sqlx)
-}
+use super::source::{int_at as i, text_at as s};
 
 /// The most frequent user of each key in the range (ties: the smallest id).
 async fn key_owners(

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use chrono::{DateTime, Datelike, TimeZone, Timelike, Utc};
 use serde_json::{Map, Value, json};
 use sqlx::Row;
-use sqlx::any::AnyRow;
 
 use super::MonitorError;
 use super::aggregates::{Buckets, Group, NameOf, Totals};
@@ -135,11 +134,7 @@ pub fn iso(secs: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-fn get_i64(row: &AnyRow, i: usize) -> Result<i64, MonitorError> {
-    row.try_get::<Option<i64>, _>(i)
-        .map(|v| v.unwrap_or(0))
-        .map_err(MonitorError::from_sqlx)
-}
+use super::source::int_at as get_i64;
 
 pub async fn series(src: &Source, eng: &Engine, r: Range, slot: i64) -> Result<Rows, MonitorError> {
     let by_bucket = eng

@@ -357,3 +357,17 @@ impl Source {
         Ok(out)
     }
 }
+
+/// Column `i` of a row as an integer; NULL reads as 0.
+pub fn int_at(row: &AnyRow, i: usize) -> Result<i64, MonitorError> {
+    row.try_get::<Option<i64>, _>(i)
+        .map(|v| v.unwrap_or(0))
+        .map_err(MonitorError::from_sqlx)
+}
+
+/// Column `i` of a row as text; NULL reads as ''.
+pub fn text_at(row: &AnyRow, i: usize) -> Result<String, MonitorError> {
+    row.try_get::<Option<String>, _>(i)
+        .map(|v| v.unwrap_or_default())
+        .map_err(MonitorError::from_sqlx)
+}

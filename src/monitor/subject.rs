@@ -6,12 +6,11 @@
 use std::net::IpAddr;
 
 use serde_json::{Value, json};
-use sqlx::Row;
 
 use super::MonitorError;
 use super::params::{Q, Range, bucket_bounds};
 use super::queries::{Rows, iso};
-use super::source::{Source, SourceKind};
+use super::source::{Source, SourceKind, int_at as int, text_at as text};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Subject {
@@ -58,18 +57,6 @@ impl Subject {
             Subject::Ip(ip) => format!("{} = '{ip}'", if native { "client_ip" } else { "ip" }),
         }
     }
-}
-
-fn int(row: &sqlx::any::AnyRow, i: usize) -> Result<i64, MonitorError> {
-    row.try_get::<Option<i64>, _>(i)
-        .map(|v| v.unwrap_or(0))
-        .map_err(MonitorError::from_sqlx)
-}
-
-fn text(row: &sqlx::any::AnyRow, i: usize) -> Result<String, MonitorError> {
-    row.try_get::<Option<String>, _>(i)
-        .map(|v| v.unwrap_or_default())
-        .map_err(MonitorError::from_sqlx)
 }
 
 /// `{subject, series, slot_sec, requests, total_count}`.

@@ -885,39 +885,8 @@ async fn monitor_mode_over_a_new_api_database_with_hostile_names() {
     }
     let dir = tempfile::tempdir().unwrap();
     let dsn = load(Db::Sqlite, &d, dir.path()).await.unwrap();
-    let port = free_port();
-    let _child = tokio::process::Command::new(bin())
-        .args([
-            "monitor",
-            "--source",
-            "newapi",
-            "--dsn",
-            &dsn,
-            "--port",
-            &port.to_string(),
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .env("ADMIN_TOKEN", ADMIN)
-        .env("VIEWER_TOKEN", VIEWER)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let (_child, base) = spawn_monitor(&dsn, dir.path(), &[("VIEWER_TOKEN", VIEWER)]).await;
     let http = http_client();
-    for _ in 0..200 {
-        if http
-            .get(format!("{base}/api/health"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let range = format!("from={}&to={}", T0 * 1000, (T0 + HOURS * 3600) * 1000);
     let api_range = format!(
         "start_ms={}&end_ms={}",

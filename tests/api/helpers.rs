@@ -225,6 +225,40 @@ impl BinaryServer {
     }
 }
 
+/// `quota-proxy monitor --source newapi --dsn <dsn>` on a free port, once `/api/health`
+/// answers 200; returns the process (killed on drop) and its base URL.
+pub async fn spawn_monitor(
+    dsn: &str,
+    dir: &Path,
+    env: &[(&str, &str)],
+) -> (tokio::process::Child, String) {
+    let port = free_port();
+    let mut cmd = tokio::process::Command::new(bin());
+    cmd.args(["monitor", "--source", "newapi", "--dsn", dsn, "--port"])
+        .arg(port.to_string())
+        .arg("--data-dir")
+        .arg(dir)
+        .env("ADMIN_TOKEN", ADMIN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = http_client();
+    for _ in 0..200 {
+        if let Ok(r) = client.get(format!("{base}/api/health")).send().await
+            && r.status().is_success()
+        {
+            return (child, base);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the monitor did not come up");
+}
+
 fn rand_suffix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

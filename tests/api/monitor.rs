@@ -810,38 +810,8 @@ async fn monitor_command_serves_a_new_api_database_alone() {
     let d = generate();
     let dir = tempfile::tempdir().unwrap();
     let dsn = load(Db::Sqlite, &d, dir.path()).await.unwrap();
-    let port = free_port();
-    let mut child = tokio::process::Command::new(bin())
-        .args([
-            "monitor",
-            "--source",
-            "newapi",
-            "--dsn",
-            &dsn,
-            "--port",
-            &port.to_string(),
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .env("ADMIN_TOKEN", ADMIN)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let (mut child, base) = spawn_monitor(&dsn, dir.path(), &[]).await;
     let client = http_client();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut ok = false;
-    for _ in 0..100 {
-        if let Ok(r) = client.get(format!("{base}/api/health")).send().await
-            && r.status().is_success()
-        {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ok, "monitor came up");
     let r = client
         .get(format!("{base}/api/stats/summary?{}", range()))
         .bearer_auth(ADMIN)
