@@ -549,6 +549,15 @@ async fn the_viewer_sees_no_write_controls_and_cannot_write() {
     assert_eq!(forged, 403);
     assert_eq!(key_state(&app, id).await.0, 200, "the key is still there");
     b.console_errors().await;
+
+    // A session that ends (here: revoked elsewhere) sends the page back to the login form
+    // with a message, at the next thing it loads.
+    b.js_async("await fetch('/auth/logout', {method: 'POST'}); return 1;")
+        .await;
+    b.click("[data-nav=rankings]").await;
+    b.find("#login-form").await;
+    assert_eq!(b.text("#login-msg").await, "会话已过期，请重新登录");
+    b.console_errors().await;
     b.close().await;
     app.stop().await;
 }
@@ -1010,4 +1019,35 @@ fn fmt_thousands(n: i64) -> String {
         out.push(ch);
     }
     if n < 0 { format!("-{out}") } else { out }
+}
+
+/// The source failing shows a banner a person understands, not a blank page.
+#[tokio::test]
+async fn a_failing_source_shows_a_banner() {
+    use crate::monitor::{Db, load};
+    use crate::monitor_data::{HOURS, T0, generate};
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let d = generate();
+    let dir = tempfile::tempdir().unwrap();
+    let dsn = load(Db::Sqlite, &d, dir.path()).await.unwrap();
+    // Direct SQL only: the rollup would go on answering from memory.
+    let (_child, base) = spawn_monitor(&dsn, dir.path(), &[("MONITOR_ROLLUP_DAYS", "0")]).await;
+    let range = format!("from={}&to={}", T0 * 1000, (T0 + HOURS * 3600) * 1000);
+    b.goto(&format!("{base}/#/overview?{range}")).await;
+    b.login(ADMIN).await;
+    b.find("main").await;
+    b.ready().await;
+    assert!(!b.exists(".banner").await);
+    // The database file turns to garbage under the running monitor.
+    std::fs::write(&dsn, vec![0x5au8; 64 * 1024]).unwrap();
+    b.goto(&format!("{base}/#/rankings?{range}")).await;
+    b.ready().await;
+    let banner = b.text(".banner").await;
+    assert_eq!(banner, "数据源不可用（503），正在重试…");
+    assert!(b.exists("header nav").await, "the page is still there");
+    b.screenshot("source-down-zh").await;
+    b.console_errors().await;
+    b.close().await;
 }
