@@ -16,6 +16,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 
+use crate::alerts::Alerts;
+use crate::alerts::handlers::AlertsState;
+use crate::alerts::rules::Sources;
 use crate::api::{admin, health, quota};
 use crate::auth::{Authenticator, TokenDigests};
 use crate::clock::SharedClock;
@@ -82,6 +85,7 @@ pub struct App {
     pub router: Router,
     ledger_handle: LedgerHandle,
     gateway_handle: GatewayHandle,
+    alerts: Arc<Alerts>,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -125,6 +129,22 @@ impl App {
                 tz: monitor.settings.tz.name().to_owned(),
             }),
         };
+        let alerts = Alerts::new(
+            config.alerts.clone(),
+            Sources {
+                monitor: monitor.clone(),
+                store: store.clone(),
+                gateway: Some(gateway.clone()),
+            },
+            clock.clone(),
+            config.listen,
+        )
+        .map_err(|e| StartError::Config(format!("alerts: {}", e.without_url())))?;
+        alerts.start();
+        let alerts_state = AlertsState {
+            alerts: alerts.clone(),
+            auth: auth.clone(),
+        };
         let monitor_state = MonitorState {
             monitor,
             auth: auth.clone(),
@@ -145,12 +165,14 @@ impl App {
             router: harden(
                 api_routes(state.clone())
                     .merge(crate::monitor::handlers::router(monitor_state))
+                    .merge(crate::alerts::handlers::router(alerts_state))
                     .merge(crate::web::router(web_state)),
                 state.config.max_body_bytes,
             ),
             state,
             ledger_handle,
             gateway_handle,
+            alerts,
             background,
         })
     }
@@ -181,6 +203,7 @@ impl App {
         for task in &self.background {
             task.abort();
         }
+        self.alerts.stop();
         // Open streams settle first, then their log rows and the ledger are flushed.
         self.state.gateway.drain().await;
         self.gateway_handle.flushed().await;

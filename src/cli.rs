@@ -264,9 +264,35 @@ async fn monitor_only(mut config: Config) -> Result<(), CliError> {
             tz: monitor.settings.tz.name().to_owned(),
         }),
     };
+    // Alert history and cooldowns live in this instance's own SQLite file, never in the
+    // New API database (which stays read-only).
+    let store = app::open_store(&config)
+        .await
+        .map_err(|e| CliError::Usage(format!("store: {e}")))?;
+    let alerts = crate::alerts::Alerts::new(
+        config.alerts.clone(),
+        crate::alerts::rules::Sources {
+            monitor: monitor.clone(),
+            store,
+            gateway: None,
+        },
+        Arc::new(crate::clock::SystemClock),
+        config.listen,
+    )
+    .map_err(|e| CliError::Usage(format!("alerts: {}", e.without_url())))?;
+    alerts.start();
     let router = app::harden(
-        crate::monitor::handlers::router(crate::monitor::MonitorState { monitor, auth })
-            .merge(crate::web::router(web)),
+        crate::monitor::handlers::router(crate::monitor::MonitorState {
+            monitor,
+            auth: auth.clone(),
+        })
+        .merge(crate::alerts::handlers::router(
+            crate::alerts::handlers::AlertsState {
+                alerts: alerts.clone(),
+                auth,
+            },
+        ))
+        .merge(crate::web::router(web)),
         config.max_body_bytes,
     );
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
@@ -280,6 +306,7 @@ async fn monitor_only(mut config: Config) -> Result<(), CliError> {
     )
     .with_graceful_shutdown(app::shutdown_signal())
     .await?;
+    alerts.stop();
     Ok(())
 }
 

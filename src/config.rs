@@ -40,6 +40,7 @@ pub struct FileConfig {
     pub billing: Option<BillingFile>,
     pub upstreams: Option<Vec<UpstreamFile>>,
     pub monitor: Option<crate::monitor::MonitorFile>,
+    pub alerts: Option<crate::alerts::settings::AlertsFile>,
 }
 
 /// Values given on the command line (highest precedence).
@@ -67,6 +68,7 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub gateway: GatewaySettings,
     pub monitor: crate::monitor::MonitorSettings,
+    pub alerts: crate::alerts::settings::AlertSettings,
 }
 
 impl Default for Config {
@@ -85,6 +87,7 @@ impl Default for Config {
             max_body_bytes: 64 * 1024,
             gateway: GatewaySettings::default(),
             monitor: crate::monitor::MonitorSettings::default(),
+            alerts: crate::alerts::settings::AlertSettings::default(),
         }
     }
 }
@@ -210,6 +213,7 @@ impl Config {
             max_body_bytes,
             gateway: GatewaySettings::build(file.gateway, file.billing, file.upstreams, env)?,
             monitor: crate::monitor::MonitorSettings::build(file.monitor, env)?,
+            alerts: crate::alerts::settings::AlertSettings::build(file.alerts, env)?,
         })
     }
 }

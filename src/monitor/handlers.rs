@@ -150,6 +150,16 @@ async fn answer_with(
     }
 }
 
+/// `/api/stats/anomalies` for `params`, as that endpoint answers it (for the alert rules).
+pub async fn anomalies_answer(
+    m: &Monitor,
+    params: &HashMap<String, String>,
+) -> Result<Value, MonitorError> {
+    compute(m, Endpoint::Anomalies, params)
+        .await
+        .map(|(v, _)| v)
+}
+
 /// The cache key: path and parameters in a fixed order, `nocache` left out.
 fn cache_key(path: &str, q: &HashMap<String, String>) -> String {
     let mut pairs: Vec<(&String, &String)> =

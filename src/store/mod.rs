@@ -214,6 +214,46 @@ pub trait ConsumeWriter {
     async fn close(self: Box<Self>);
 }
 
+/// An alert as raised, before its deliveries.
+#[derive(Debug, Clone)]
+pub struct NewAlert {
+    pub ts: i64,
+    pub rule: String,
+    pub subject: String,
+    pub title: String,
+    pub message: String,
+    pub details: Value,
+    pub link: Option<String>,
+    pub channels: Vec<String>,
+    pub status: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct AlertRow {
+    pub id: i64,
+    pub alert: NewAlert,
+}
+
+/// One attempt to deliver one alert to one channel.
+#[derive(Debug, Clone)]
+pub struct DeliveryRecord {
+    pub alert_id: i64,
+    pub channel: String,
+    pub attempt: i64,
+    pub ts: i64,
+    pub ok: bool,
+    pub http_status: Option<i64>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AlertFilter {
+    pub rule: Option<String>,
+    pub status: Option<String>,
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+}
+
 /// What `/admin/requests` narrows the request log to.
 #[derive(Debug, Clone, Default)]
 pub struct RequestLogFilter {
@@ -303,6 +343,22 @@ pub trait Store: Send + Sync + 'static {
     async fn upstream_stats(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<UpstreamStats>>;
     /// Gateway calls per key since `since_ms` (to restore daily counters after a restart).
     async fn request_counts_since(&self, since_ms: i64) -> StoreResult<Vec<(i64, i64)>>;
+
+    async fn insert_alert(&self, a: &NewAlert) -> StoreResult<i64>;
+    async fn set_alert_status(&self, id: i64, status: &str) -> StoreResult<()>;
+    async fn insert_delivery(&self, d: &DeliveryRecord) -> StoreResult<()>;
+    /// Newest first.
+    async fn alerts(
+        &self,
+        filter: &AlertFilter,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(Vec<AlertRow>, i64)>;
+    async fn deliveries(&self, alert_ids: &[i64]) -> StoreResult<Vec<DeliveryRecord>>;
+    /// The subjects of `rule` whose cooldown runs past `now_ms`.
+    async fn cooling(&self, rule: &str, now_ms: i64) -> StoreResult<Vec<String>>;
+    async fn set_cooldown(&self, rule: &str, subjects: &[String], until_ms: i64)
+    -> StoreResult<()>;
 
     /// Drops usage history older than `events_before_ms` and idempotency records older than
     /// `idem_before_ms`; returns the rows removed.

@@ -12,8 +12,9 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
 use super::sqlite_writer::SqliteConsumeWriter;
 use super::{
-    AuditEntry, AuditRecord, ConsumeWriter, HistoryEntry, IdempotentResult, KeyPatch, NewKey,
-    RequestLogFilter, RequestLogRow, StatusFilter, Store, StoreError, StoreResult, UpstreamStats,
+    AlertFilter, AlertRow, AuditEntry, AuditRecord, ConsumeWriter, DeliveryRecord, HistoryEntry,
+    IdempotentResult, KeyPatch, NewAlert, NewKey, RequestLogFilter, RequestLogRow, StatusFilter,
+    Store, StoreError, StoreResult, UpstreamStats,
 };
 use crate::keys::{KeyHash, KeyLimits, KeyRecord, Owner, Refill, RefillInterval};
 
@@ -646,6 +647,166 @@ impl Store for SqliteStore {
         rows.iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
             .collect()
+    }
+
+    async fn insert_alert(&self, a: &NewAlert) -> StoreResult<i64> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO alerts (ts, rule, subject, title, message, details, link, channels, status) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(a.ts)
+        .bind(&a.rule)
+        .bind(&a.subject)
+        .bind(&a.title)
+        .bind(&a.message)
+        .bind(a.details.to_string())
+        .bind(&a.link)
+        .bind(a.channels.join(","))
+        .bind(&a.status)
+        .fetch_one(&self.write)
+        .await?;
+        Ok(id)
+    }
+
+    async fn set_alert_status(&self, id: i64, status: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE alerts SET status = ? WHERE id = ?")
+            .bind(status)
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_delivery(&self, d: &DeliveryRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO alert_deliveries (alert_id, channel, attempt, ts, ok, http_status, error) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(d.alert_id)
+        .bind(&d.channel)
+        .bind(d.attempt)
+        .bind(d.ts)
+        .bind(d.ok)
+        .bind(d.http_status)
+        .bind(&d.error)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn alerts(
+        &self,
+        f: &AlertFilter,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(Vec<AlertRow>, i64)> {
+        const WHERE: &str = "WHERE (?1 IS NULL OR rule = ?1) AND (?2 IS NULL OR status = ?2) \
+                             AND ts >= ?3 AND ts < ?4";
+        let (from, to) = (f.from_ms.unwrap_or(i64::MIN), f.to_ms.unwrap_or(i64::MAX));
+        let total: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM alerts {WHERE}"
+        )))
+        .bind(&f.rule)
+        .bind(&f.status)
+        .bind(from)
+        .bind(to)
+        .fetch_one(&self.read)
+        .await?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT id, ts, rule, subject, title, message, details, link, channels, status \
+             FROM alerts {WHERE} ORDER BY id DESC LIMIT ?5 OFFSET ?6"
+        )))
+        .bind(&f.rule)
+        .bind(&f.status)
+        .bind(from)
+        .bind(to)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.read)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let details: String = r.try_get(6)?;
+            let channels: String = r.try_get(8)?;
+            out.push(AlertRow {
+                id: r.try_get(0)?,
+                alert: NewAlert {
+                    ts: r.try_get(1)?,
+                    rule: r.try_get(2)?,
+                    subject: r.try_get(3)?,
+                    title: r.try_get(4)?,
+                    message: r.try_get(5)?,
+                    details: serde_json::from_str(&details).unwrap_or(Value::Null),
+                    link: r.try_get(7)?,
+                    channels: channels
+                        .split(',')
+                        .filter(|c| !c.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                    status: r.try_get(9)?,
+                },
+            });
+        }
+        Ok((out, total))
+    }
+
+    async fn deliveries(&self, alert_ids: &[i64]) -> StoreResult<Vec<DeliveryRecord>> {
+        let mut out = Vec::new();
+        for chunk in alert_ids.chunks(500) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "SELECT alert_id, channel, attempt, ts, ok, http_status, error \
+                 FROM alert_deliveries WHERE alert_id IN (",
+            );
+            let mut sep = qb.separated(", ");
+            for id in chunk {
+                sep.push_bind(*id);
+            }
+            qb.push(") ORDER BY id");
+            for r in qb.build().fetch_all(&self.read).await? {
+                out.push(DeliveryRecord {
+                    alert_id: r.try_get(0)?,
+                    channel: r.try_get(1)?,
+                    attempt: r.try_get(2)?,
+                    ts: r.try_get(3)?,
+                    ok: r.try_get(4)?,
+                    http_status: r.try_get(5)?,
+                    error: r.try_get(6)?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn cooling(&self, rule: &str, now_ms: i64) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT subject FROM alert_cooldowns WHERE rule = ? AND until_ms > ?",
+        )
+        .bind(rule)
+        .bind(now_ms)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    async fn set_cooldown(
+        &self,
+        rule: &str,
+        subjects: &[String],
+        until_ms: i64,
+    ) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        for s in subjects {
+            sqlx::query(
+                "INSERT INTO alert_cooldowns (rule, subject, until_ms) VALUES (?, ?, ?) \
+                 ON CONFLICT (rule, subject) DO UPDATE SET until_ms = excluded.until_ms",
+            )
+            .bind(rule)
+            .bind(s)
+            .bind(until_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn purge(&self, events_before_ms: i64, idem_before_ms: i64) -> StoreResult<u64> {
