@@ -37,6 +37,9 @@ impl Alerts {
         clock: SharedClock,
         listen: std::net::SocketAddr,
     ) -> Result<Arc<Self>, reqwest::Error> {
+        // reqwest is built without a default TLS provider (monitor-only mode has no gateway
+        // to install it).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(settings.timeout_ms))
             .connect_timeout(Duration::from_millis(settings.timeout_ms.min(5000)))

@@ -2,6 +2,8 @@
 //! binary) against a real SQLite file in a temp dir.
 
 mod admin_api;
+mod alert_receiver;
+mod alerts;
 mod browser;
 mod cli;
 mod concurrency;
