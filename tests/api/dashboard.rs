@@ -1041,6 +1041,7 @@ async fn a_failing_source_shows_a_banner() {
     b.ready().await;
     assert!(!b.exists(".banner").await);
     // The database file turns to garbage under the running monitor.
+    let original = std::fs::read(&dsn).unwrap();
     std::fs::write(&dsn, vec![0x5au8; 64 * 1024]).unwrap();
     b.goto(&format!("{base}/#/rankings?{range}")).await;
     b.ready().await;
@@ -1048,6 +1049,118 @@ async fn a_failing_source_shows_a_banner() {
     assert_eq!(banner, "数据源不可用（503），正在重试…");
     assert!(b.exists("header nav").await, "the page is still there");
     b.screenshot("source-down-zh").await;
+    // The page tries again by itself and recovers when the source does.
+    std::fs::write(&dsn, original).unwrap();
+    let mut recovered = false;
+    for _ in 0..150 {
+        if !b.exists(".banner").await && b.exists("#rank-table tbody tr[data-row='0']").await {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "the view came back after the source did");
     b.console_errors().await;
     b.close().await;
+}
+
+/// The Alerts page shows the history the API holds and sends test messages (admin only).
+#[tokio::test]
+async fn the_alerts_page_shows_the_history_and_sends_a_test() {
+    use crate::alert_receiver::{HOOK_SECRET, Receiver};
+    use quota_proxy::alerts::settings::{ChannelKind, ChannelSettings, RuleKind};
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let rx = Receiver::start().await;
+    let hook = ChannelSettings {
+        name: "ops-hook".into(),
+        kind: ChannelKind::Webhook,
+        url: rx.webhook_url(),
+        secret: Some(HOOK_SECRET.into()),
+        rules: vec![RuleKind::Burst],
+    };
+    let app = spawn_app_with(|c| {
+        c.alerts.channels = vec![hook];
+        for (k, rs) in c.alerts.rules.iter_mut() {
+            rs.enabled = *k == RuleKind::Burst;
+            rs.every_ms = 200;
+            rs.params.insert("limit_per_token".into(), "3".into());
+        }
+    })
+    .await;
+    let (k, _) = app.create_key(json!({"name": HOSTILE, "quota": 100})).await;
+    for _ in 0..4 {
+        app.client
+            .post(app.url("/v1/chat/completions"))
+            .bearer_auth(&k)
+            .json(&json!({"model": "mock-chat", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+    }
+    rx.wait_for(1, 20).await;
+    let api_alerts = loop {
+        let v = api(&app, "/admin/alerts").await;
+        if v["alerts"][0]["status"] == "sent" {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    b.goto(&app.url("/#/alerts")).await;
+    b.login(ADMIN).await;
+    b.find("#alerts-table").await;
+    b.ready().await;
+    assert_eq!(
+        b.js("return document.querySelectorAll('#alerts-table tbody tr').length")
+            .await,
+        json!(1)
+    );
+    let title = b
+        .text("#alerts-table tr[data-row='0'] td[data-col=title]")
+        .await;
+    assert_eq!(title, api_alerts["alerts"][0]["title"].as_str().unwrap());
+    assert!(title.contains(HOSTILE), "the hostile key name is text");
+    no_script_ran(&b).await;
+    assert_eq!(
+        b.text("#alerts-table tr[data-row='0'] td[data-col=deliveries]")
+            .await,
+        "ops-hook"
+    );
+    assert!(
+        !b.text("#alert-channels")
+            .await
+            .contains(crate::alert_receiver::HOOK_SECRET)
+    );
+    no_console_errors(&b, "alerts").await;
+    b.screenshot("alerts-zh").await;
+    // A test message from the page reaches the receiver.
+    b.click("button[data-test-channel=ops-hook]").await;
+    rx.wait_for(2, 10).await;
+    let out = b.find("#alert-channels .test-result").await;
+    for _ in 0..50 {
+        if out.text().await.unwrap() == "已送达" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(out.text().await.unwrap(), "已送达");
+    assert!(rx.got()[1].signature_ok);
+    b.click("#lang").await;
+    b.ready().await;
+    b.screenshot("alerts-en").await;
+    b.click("#lang").await;
+    b.ready().await;
+
+    // The viewer reads the history but has no test button.
+    b.click("#logout").await;
+    b.login(VIEWER).await;
+    b.find("#alerts-table").await;
+    b.ready().await;
+    assert!(b.text("#alerts-table").await.contains(HOSTILE));
+    assert!(!b.exists("button[data-test-channel]").await);
+    no_console_errors(&b, "alerts (viewer)").await;
+    b.close().await;
+    app.stop().await;
 }
