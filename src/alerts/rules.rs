@@ -94,6 +94,24 @@ pub async fn evaluate(
     }
 }
 
+/// `zh` or `en` with each `{}` filled by the next argument, in order.
+fn say(lang: Lang, zh: &str, en: &str, args: &[&dyn std::fmt::Display]) -> String {
+    let template = if lang == Lang::Zh { zh } else { en };
+    let mut out = String::with_capacity(template.len() + 16);
+    let mut args = args.iter();
+    let mut parts = template.split("{}");
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    for part in parts {
+        if let Some(a) = args.next() {
+            out.push_str(&a.to_string());
+        }
+        out.push_str(part);
+    }
+    out
+}
+
 async fn monitor_rule(
     rule: RuleKind,
     rs: &RuleSettings,
@@ -109,170 +127,127 @@ async fn monitor_rule(
     q.insert("limit".into(), "10000".into());
     let v = crate::monitor::handlers::anomalies_answer(&src.monitor, &q).await?;
     let rows = v["data"].as_array().cloned().unwrap_or_default();
-    let zh = lang == Lang::Zh;
     let rq = range_q(from, now_ms);
-    let mut out = Vec::new();
+    let mut out: Vec<Finding> = Vec::new();
     // big_request flags requests; one finding per key (its largest).
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for r in rows {
         let key = named(&s(&r, "token_name"), i(&r, "token_id"));
         let user = named(&s(&r, "username"), i(&r, "user_id"));
+        let token_subject = format!("token:{}", i(&r, "token_id"));
         let token_link = format!("#/subject?token_id={}&{rq}", i(&r, "token_id"));
-        let finding = match rule {
-            RuleKind::Burst => Finding {
-                subject: format!("token:{}", i(&r, "token_id")),
-                title: if zh {
-                    format!("突发请求：密钥 {key}")
-                } else {
-                    format!("Burst: key {key}")
-                },
-                lines: if zh {
-                    vec![
-                        format!("用户：{user}"),
-                        format!(
-                            "{} 秒内 {} 次请求（阈值 {}）",
-                            i(&r, "window_sec"),
-                            i(&r, "request_count"),
-                            i(&r, "threshold")
-                        ),
-                        format!(
-                            "时间：{} 至 {}",
-                            s(&r, "first_request"),
-                            s(&r, "last_request")
-                        ),
-                    ]
-                } else {
-                    vec![
-                        format!("User: {user}"),
-                        format!(
-                            "{} requests within {} s (threshold {})",
-                            i(&r, "request_count"),
-                            i(&r, "window_sec"),
-                            i(&r, "threshold")
-                        ),
-                        format!(
-                            "From {} to {}",
-                            s(&r, "first_request"),
-                            s(&r, "last_request")
-                        ),
-                    ]
-                },
-                link: token_link,
-                weight: i(&r, "request_count") as f64,
-                details: r,
-            },
-            RuleKind::MultiUserToken => Finding {
-                subject: format!("token:{}", i(&r, "token_id")),
-                title: if zh {
-                    format!("密钥共享：{key}")
-                } else {
-                    format!("Shared key: {key}")
-                },
-                lines: if zh {
-                    vec![
-                        format!(
-                            "{} 个用户、{} 个 IP 在使用（用户阈值 {}）",
-                            i(&r, "user_count"),
-                            i(&r, "ip_count"),
-                            i(&r, "threshold")
-                        ),
-                        format!("用户：{}", s(&r, "users")),
-                        format!("总请求：{}", i(&r, "total_requests")),
-                    ]
-                } else {
-                    vec![
-                        format!(
-                            "Used by {} users from {} IPs (users threshold {})",
-                            i(&r, "user_count"),
-                            i(&r, "ip_count"),
-                            i(&r, "threshold")
-                        ),
-                        format!("Users: {}", s(&r, "users")),
-                        format!("Requests: {}", i(&r, "total_requests")),
-                    ]
-                },
-                link: token_link,
-                weight: i(&r, "user_count") as f64,
-                details: r,
-            },
+        let (subject, title, lines, link, weight) = match rule {
+            RuleKind::Burst => (
+                token_subject,
+                say(lang, "突发请求：密钥 {}", "Burst: key {}", &[&key]),
+                vec![
+                    say(lang, "用户：{}", "User: {}", &[&user]),
+                    say(
+                        lang,
+                        "{} 秒内 {} 次请求（阈值 {}）",
+                        "within {} s: {} requests (threshold {})",
+                        &[
+                            &i(&r, "window_sec"),
+                            &i(&r, "request_count"),
+                            &i(&r, "threshold"),
+                        ],
+                    ),
+                    say(
+                        lang,
+                        "时间：{} 至 {}",
+                        "From {} to {}",
+                        &[&s(&r, "first_request"), &s(&r, "last_request")],
+                    ),
+                ],
+                token_link,
+                i(&r, "request_count") as f64,
+            ),
+            RuleKind::MultiUserToken => (
+                token_subject,
+                say(lang, "密钥共享：{}", "Shared key: {}", &[&key]),
+                vec![
+                    say(
+                        lang,
+                        "{} 个用户、{} 个 IP 在使用（用户阈值 {}）",
+                        "Used by {} users from {} IPs (users threshold {})",
+                        &[
+                            &i(&r, "user_count"),
+                            &i(&r, "ip_count"),
+                            &i(&r, "threshold"),
+                        ],
+                    ),
+                    say(lang, "用户：{}", "Users: {}", &[&s(&r, "users")]),
+                    say(
+                        lang,
+                        "总请求：{}",
+                        "Requests: {}",
+                        &[&i(&r, "total_requests")],
+                    ),
+                ],
+                token_link,
+                i(&r, "user_count") as f64,
+            ),
             RuleKind::IpManyUsers => {
                 let ip = s(&r, "ip");
                 let ip_q: String = form_urlencoded::byte_serialize(ip.as_bytes()).collect();
-                Finding {
-                    subject: format!("ip:{ip}"),
-                    title: if zh {
-                        format!("同 IP 多账户：{ip}")
-                    } else {
-                        format!("Crowded IP: {ip}")
-                    },
-                    lines: if zh {
-                        vec![
-                            format!(
-                                "{} 个用户（阈值 {}）：{}",
-                                i(&r, "user_count"),
-                                i(&r, "threshold"),
-                                s(&r, "users")
-                            ),
-                            format!("总请求：{}", i(&r, "total_requests")),
-                        ]
-                    } else {
-                        vec![
-                            format!(
-                                "{} users (threshold {}): {}",
-                                i(&r, "user_count"),
-                                i(&r, "threshold"),
-                                s(&r, "users")
-                            ),
-                            format!("Requests: {}", i(&r, "total_requests")),
-                        ]
-                    },
-                    link: format!("#/subject?ip={ip_q}&{rq}"),
-                    weight: i(&r, "user_count") as f64,
-                    details: r,
-                }
+                (
+                    format!("ip:{ip}"),
+                    say(lang, "同 IP 多账户：{}", "Crowded IP: {}", &[&ip]),
+                    vec![
+                        say(
+                            lang,
+                            "{} 个用户（阈值 {}）：{}",
+                            "{} users (threshold {}): {}",
+                            &[&i(&r, "user_count"), &i(&r, "threshold"), &s(&r, "users")],
+                        ),
+                        say(
+                            lang,
+                            "总请求：{}",
+                            "Requests: {}",
+                            &[&i(&r, "total_requests")],
+                        ),
+                    ],
+                    format!("#/subject?ip={ip_q}&{rq}"),
+                    i(&r, "user_count") as f64,
+                )
             }
-            _ => Finding {
-                subject: format!("token:{}", i(&r, "token_id")),
-                title: if zh {
-                    format!("超大请求：密钥 {key}")
-                } else {
-                    format!("Outsized request: key {key}")
-                },
-                lines: if zh {
-                    vec![
-                        format!("用户：{user}"),
-                        format!(
-                            "{}：{} tokens（均值 {:.0}，阈值 {:.0}）",
-                            s(&r, "model_name"),
-                            i(&r, "token_count"),
-                            f(&r, "mean_tokens"),
-                            f(&r, "threshold")
-                        ),
-                        format!("时间：{}", s(&r, "created_at")),
-                    ]
-                } else {
-                    vec![
-                        format!("User: {user}"),
-                        format!(
-                            "{}: {} tokens (mean {:.0}, threshold {:.0})",
-                            s(&r, "model_name"),
-                            i(&r, "token_count"),
-                            f(&r, "mean_tokens"),
-                            f(&r, "threshold")
-                        ),
-                        format!("At {}", s(&r, "created_at")),
-                    ]
-                },
-                link: token_link,
-                weight: i(&r, "token_count") as f64,
-                details: r,
-            },
+            _ => (
+                token_subject,
+                say(
+                    lang,
+                    "超大请求：密钥 {}",
+                    "Outsized request: key {}",
+                    &[&key],
+                ),
+                vec![
+                    say(lang, "用户：{}", "User: {}", &[&user]),
+                    say(
+                        lang,
+                        "{}：{} tokens（均值 {}，阈值 {}）",
+                        "{}: {} tokens (mean {}, threshold {})",
+                        &[
+                            &s(&r, "model_name"),
+                            &i(&r, "token_count"),
+                            &(f(&r, "mean_tokens").round() as i64),
+                            &(f(&r, "threshold").round() as i64),
+                        ],
+                    ),
+                    say(lang, "时间：{}", "At {}", &[&s(&r, "created_at")]),
+                ],
+                token_link,
+                i(&r, "token_count") as f64,
+            ),
+        };
+        let finding = Finding {
+            subject,
+            title,
+            lines,
+            details: r,
+            link,
+            weight,
         };
         match seen.get(&finding.subject) {
-            Some(&at)
-                if out
-                    .get(at)
-                    .is_some_and(|o: &Finding| o.weight >= finding.weight) => {}
+            Some(&at) if out[at].weight >= finding.weight => {}
             Some(&at) => out[at] = finding,
             None => {
                 seen.insert(finding.subject.clone(), out.len());
@@ -293,7 +268,6 @@ async fn keys(
     if src.gateway.is_none() {
         return Ok(Vec::new());
     }
-    let zh = lang == Lang::Zh;
     let mut out = Vec::new();
     for k in src.store.load_keys().await? {
         if !k.enabled || is_expired(&k, now_ms) {
@@ -304,7 +278,9 @@ async fn keys(
             .owner
             .as_ref()
             .and_then(|o| o.username.clone())
-            .unwrap_or_default();
+            .filter(|o| !o.is_empty())
+            .unwrap_or_else(|| "—".to_owned());
+        let owner_line = say(lang, "所属用户：{}", "Owner: {}", &[&owner]);
         let link = format!("#/key?id={}", k.id);
         match rule {
             RuleKind::QuotaLow => {
@@ -312,27 +288,27 @@ async fn keys(
                 let (Some(quota), Some(remaining)) = (c.quota, c.remaining()) else {
                     continue;
                 };
-                if quota <= 0 {
-                    continue;
-                }
-                let pct = remaining as f64 * 100.0 / quota as f64;
+                let pct = if quota > 0 {
+                    remaining as f64 * 100.0 / quota as f64
+                } else {
+                    100.0
+                };
                 if pct >= rs.threshold_pct {
                     continue;
                 }
+                let pct_s = format!("{pct:.1}");
                 out.push(Finding {
                     subject: format!("key:{}", k.id),
-                    title: if zh { format!("配额即将用完：密钥 {name}") } else { format!("Quota running low: key {name}") },
-                    lines: if zh {
-                        vec![
-                            format!("剩余 {remaining} / {quota}（{pct:.1}%，阈值 {}%）", rs.threshold_pct),
-                            format!("所属用户：{}", if owner.is_empty() { "—" } else { &owner }),
-                        ]
-                    } else {
-                        vec![
-                            format!("{remaining} of {quota} left ({pct:.1} %, threshold {} %)", rs.threshold_pct),
-                            format!("Owner: {}", if owner.is_empty() { "—" } else { &owner }),
-                        ]
-                    },
+                    title: say(lang, "配额即将用完：密钥 {}", "Quota running low: key {}", &[&name]),
+                    lines: vec![
+                        say(
+                            lang,
+                            "剩余 {} / {}（{}%，阈值 {}%）",
+                            "{} of {} left ({} %, threshold {} %)",
+                            &[&remaining, &quota, &pct_s, &rs.threshold_pct],
+                        ),
+                        owner_line,
+                    ],
                     details: json!({"key_id": k.id, "name": k.name, "key": k.hint, "quota": quota,
                         "remaining": remaining, "remaining_pct": pct, "threshold_pct": rs.threshold_pct}),
                     link,
@@ -344,39 +320,23 @@ async fn keys(
                 if exp > now_ms + rs.days * 86_400_000 {
                     continue;
                 }
-                let hours = (exp - now_ms) as f64 / 3_600_000.0;
+                let hours = (exp - now_ms) / 3_600_000;
                 out.push(Finding {
                     subject: format!("key:{}", k.id),
-                    title: if zh {
-                        format!("密钥即将过期：{name}")
-                    } else {
-                        format!("Key expiring: {name}")
-                    },
-                    lines: if zh {
-                        vec![
-                            format!(
-                                "过期时间：{}（还有 {:.0} 小时，提醒窗口 {} 天）",
-                                rfc3339(exp),
-                                hours,
-                                rs.days
-                            ),
-                            format!("所属用户：{}", if owner.is_empty() { "—" } else { &owner }),
-                        ]
-                    } else {
-                        vec![
-                            format!(
-                                "Expires at {} (in {:.0} h; window {} days)",
-                                rfc3339(exp),
-                                hours,
-                                rs.days
-                            ),
-                            format!("Owner: {}", if owner.is_empty() { "—" } else { &owner }),
-                        ]
-                    },
+                    title: say(lang, "密钥即将过期：{}", "Key expiring: {}", &[&name]),
+                    lines: vec![
+                        say(
+                            lang,
+                            "过期时间：{}（还有 {} 小时，提醒窗口 {} 天）",
+                            "Expires at {} (in {} h; window {} days)",
+                            &[&rfc3339(exp), &hours, &rs.days],
+                        ),
+                        owner_line,
+                    ],
                     details: json!({"key_id": k.id, "name": k.name, "key": k.hint,
                         "expiresAt": rfc3339(exp), "days": rs.days}),
                     link,
-                    weight: -hours,
+                    weight: -(hours as f64),
                 });
             }
         }
@@ -393,7 +353,6 @@ async fn upstreams(
     let Some(gw) = &src.gateway else {
         return Ok(Vec::new());
     };
-    let zh = lang == Lang::Zh;
     let from = now_ms - rs.lookback_ms;
     let stats = src.store.upstream_stats(from, now_ms).await?;
     let mut out = Vec::new();
@@ -416,38 +375,28 @@ async fn upstreams(
         }
         let mut lines = Vec::new();
         if ejected {
-            lines.push(if zh {
-                format!("已摘除，至 {} 恢复尝试", rfc3339(until))
-            } else {
-                format!("Ejected until {}", rfc3339(until))
-            });
+            lines.push(say(
+                lang,
+                "已摘除，至 {} 恢复尝试",
+                "Ejected until {}",
+                &[&rfc3339(until)],
+            ));
         }
-        lines.push(if zh {
-            format!(
-                "最近 {} 分钟错误率 {:.1}%（{}/{}，阈值 {:.0}%）",
-                rs.lookback_ms / 60_000,
-                rate * 100.0,
-                st.errors,
-                st.requests,
-                rs.error_rate * 100.0
-            )
-        } else {
-            format!(
-                "Error rate {:.1} % over the last {} min ({}/{}, threshold {:.0} %)",
-                rate * 100.0,
-                rs.lookback_ms / 60_000,
-                st.errors,
-                st.requests,
-                rs.error_rate * 100.0
-            )
-        });
+        lines.push(say(
+            lang,
+            "最近 {} 分钟错误率 {}%（{}/{}，阈值 {}%）",
+            "Error rate over the last {} min: {} % ({}/{}, threshold {} %)",
+            &[
+                &(rs.lookback_ms / 60_000),
+                &format!("{:.1}", rate * 100.0),
+                &st.errors,
+                &st.requests,
+                &format!("{:.0}", rs.error_rate * 100.0),
+            ],
+        ));
         out.push(Finding {
             subject: format!("upstream:{}", u.s.name),
-            title: if zh {
-                format!("上游异常：{}", u.s.name)
-            } else {
-                format!("Upstream down: {}", u.s.name)
-            },
+            title: say(lang, "上游异常：{}", "Upstream down: {}", &[&u.s.name]),
             lines,
             details: json!({"upstream": u.s.name, "ejected": ejected,
                 "ejectedUntil": ejected.then(|| rfc3339(until)), "requests": st.requests,
@@ -495,5 +444,24 @@ pub fn summary_link(rule: RuleKind, rs: &RuleSettings, now_ms: i64) -> String {
             rule.as_str(),
             range_q(now_ms - rs.lookback_ms, now_ms)
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn say_fills_the_chosen_language_in_order() {
+        assert_eq!(
+            say(Lang::Zh, "{} 个，{} 次", "{} of {}", &[&3, &"x"]),
+            "3 个，x 次"
+        );
+        assert_eq!(
+            say(Lang::En, "{} 个，{} 次", "{} of {}", &[&3, &"x"]),
+            "3 of x"
+        );
+        // Missing arguments leave the gap empty rather than failing.
+        assert_eq!(say(Lang::En, "", "a {} b {}", &[&1]), "a 1 b ");
     }
 }

@@ -21,6 +21,15 @@ fn channel(name: &str, kind: ChannelKind, url: String, secret: Option<&str>) -> 
     }
 }
 
+fn hook_channel(r: &Receiver) -> ChannelSettings {
+    channel(
+        "hook",
+        ChannelKind::Webhook,
+        r.webhook_url(),
+        Some(HOOK_SECRET),
+    )
+}
+
 fn all_channels(r: &Receiver) -> Vec<ChannelSettings> {
     vec![
         channel(
@@ -183,12 +192,7 @@ async fn a_burst_alerts_every_channel_once_signed_and_not_again_after_a_restart(
 #[tokio::test]
 async fn ten_subjects_in_one_run_make_one_summary() {
     let rx = Receiver::start().await;
-    let hook = vec![channel(
-        "hook",
-        ChannelKind::Webhook,
-        rx.webhook_url(),
-        Some(HOOK_SECRET),
-    )];
+    let hook = vec![hook_channel(&rx)];
     let app = spawn_app_with(|c| {
         alerting(
             c,
@@ -284,12 +288,7 @@ async fn a_failing_channel_is_retried_and_recorded_and_others_still_deliver_on_t
 #[tokio::test]
 async fn quota_low_key_expiring_and_upstream_down() {
     let rx = Receiver::start().await;
-    let hook = vec![channel(
-        "hook",
-        ChannelKind::Webhook,
-        rx.webhook_url(),
-        Some(HOOK_SECRET),
-    )];
+    let hook = vec![hook_channel(&rx)];
     // An upstream nobody listens on: one failure ejects it.
     let dead = quota_proxy::gateway::settings::UpstreamSettings {
         name: "dead".into(),
