@@ -107,15 +107,23 @@
       init.body = JSON.stringify(opts.body);
     }
     let r;
-    try {
-      r = await fetch(path, init);
-    } catch (e) {
-      throw new ApiError(0, String(e));
-    }
     let body = null;
+    // Requests in flight (the browser tests wait for none before reading the page). The
+    // count drops only once the body is read, so the caller's next step (often a new
+    // render) starts before anyone sees zero.
+    window.__qpBusy = (window.__qpBusy || 0) + 1;
     try {
-      body = await r.json();
-    } catch (_) { /* not JSON */ }
+      try {
+        r = await fetch(path, init);
+      } catch (e) {
+        throw new ApiError(0, String(e));
+      }
+      try {
+        body = await r.json();
+      } catch (_) { /* not JSON */ }
+    } finally {
+      setTimeout(() => { window.__qpBusy -= 1; }, 0);
+    }
     if (r.ok) return body;
     let msg = r.statusText;
     if (body && body.error) {
@@ -525,7 +533,7 @@
     if (st.session.source === 'native' && hasKeys()) {
       const u = await api('/admin/upstreams?' + qs(rp));
       if (gen !== st.gen) return;
-      append(ups, [table([
+      append(ups, [h('div', { class: 'card-tools' }, csvButton('upstreams', ['name', 'kind', 'state', 'requests', 'errors', 'errorRate', 'avgLatencyMs', 'p95LatencyMs', 'avgTtftMs'], u.upstreams)), table([
         { key: 'name', label: t('up_name') },
         { key: 'kind', label: t('up_kind') },
         { key: 'state', label: t('up_state'), render: (r) => h('span', { class: 'pill ' + r.state }, t('up_' + r.state)) },
@@ -954,7 +962,7 @@
       h('dl', { class: 'props' }, rows.map(([a, b]) => [h('dt', {}, a), h('dd', {}, b)])),
       h('div', { class: 'toolbar' }, keyActions(k), h('a', { class: 'btn', href: href('subject', { token_id: k.id }) }, t('trend'))),
     ]);
-    append(hist, [table([
+    append(hist, [h('div', { class: 'card-tools' }, csvButton('key-' + id + '-history', ['timestamp', 'amount', 'reason', 'remaining'], hi.history)), table([
       { key: 'timestamp', label: t('col_time'), render: (r) => when(r.timestamp) },
       { key: 'amount', label: t('amount'), num: true },
       { key: 'reason', label: t('reason') },

@@ -130,7 +130,7 @@ impl Browser {
     pub async fn ready(&self) {
         for _ in 0..200 {
             let v = self
-                .js("return !!(document.querySelector('main[data-ready]') || document.getElementById('login-form'))")
+                .js("return !window.__qpBusy && !!(document.querySelector('main[data-ready]') || document.getElementById('login-form'))")
                 .await;
             if v == json!(true) {
                 return;
