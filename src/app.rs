@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::ops::Deref;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,40 +16,23 @@ use tokio::task::JoinHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::alerts::Alerts;
-use crate::alerts::handlers::AlertsState;
 use crate::alerts::rules::Sources;
+use crate::api::alerts::AlertsState;
+use crate::api::gateway as gw;
+use crate::api::monitor::MonitorState;
 use crate::api::{admin, health, quota};
 use crate::auth::{Authenticator, TokenDigests};
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::gateway::handlers as gw;
 use crate::gateway::{Gateway, GatewayHandle};
 use crate::keyadmin::KeyAdmin;
 use crate::ledger::{Ledger, LedgerHandle};
-use crate::monitor::{Monitor, MonitorState};
+use crate::monitor::Monitor;
+pub use crate::state::{AppInner, AppState};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{Store, StoreError};
 use crate::web::{DashboardInfo, WebState};
-
-pub struct AppInner {
-    pub config: Config,
-    pub store: Arc<dyn Store>,
-    pub ledger: Arc<Ledger>,
-    pub gateway: Arc<Gateway>,
-    pub keys: KeyAdmin,
-    pub auth: Arc<Authenticator>,
-}
-
-#[derive(Clone)]
-pub struct AppState(pub Arc<AppInner>);
-
-impl Deref for AppState {
-    type Target = AppInner;
-    fn deref(&self) -> &AppInner {
-        &self.0
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -164,8 +146,8 @@ impl App {
         Ok(Self {
             router: harden(
                 api_routes(state.clone())
-                    .merge(crate::monitor::handlers::router(monitor_state))
-                    .merge(crate::alerts::handlers::router(alerts_state))
+                    .merge(crate::api::monitor::router(monitor_state))
+                    .merge(crate::api::alerts::router(alerts_state))
                     .merge(crate::web::router(web_state)),
                 state.config.max_body_bytes,
             ),

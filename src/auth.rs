@@ -241,6 +241,14 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// The key a caller of the quota API or the gateway presents: `X-API-Key`, else
+/// `Authorization: Bearer`, else the legacy `x-trial-key`. The one parser for both.
+pub fn caller_key(headers: &HeaderMap) -> Option<&str> {
+    header(headers, "x-api-key")
+        .or_else(|| bearer(headers))
+        .or_else(|| header(headers, "x-trial-key"))
+}
+
 fn presented_token(headers: &HeaderMap) -> Option<&str> {
     bearer(headers).or_else(|| header(headers, "x-admin-token"))
 }

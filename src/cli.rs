@@ -282,12 +282,12 @@ async fn monitor_only(mut config: Config) -> Result<(), CliError> {
     .map_err(|e| CliError::Usage(format!("alerts: {}", e.without_url())))?;
     alerts.start();
     let router = app::harden(
-        crate::monitor::handlers::router(crate::monitor::MonitorState {
+        crate::api::monitor::router(crate::api::monitor::MonitorState {
             monitor,
             auth: auth.clone(),
         })
-        .merge(crate::alerts::handlers::router(
-            crate::alerts::handlers::AlertsState {
+        .merge(crate::api::alerts::router(
+            crate::api::alerts::AlertsState {
                 alerts: alerts.clone(),
                 auth,
             },

@@ -7,18 +7,7 @@ use serde::Deserialize;
 
 use crate::gateway::settings::{BillingFile, GatewayFile, GatewaySettings, UpstreamFile};
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("invalid config file {path}: {message}")]
-    Parse { path: String, message: String },
-    #[error("invalid setting {name}: {message}")]
-    Invalid { name: &'static str, message: String },
-}
+pub use crate::config_error::ConfigError;
 
 /// The config file (`quota-proxy.toml`); every field optional.
 #[derive(Debug, Default, Deserialize)]

@@ -8,6 +8,11 @@ pub fn rfc3339(ms: i64) -> String {
         .to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+/// `rfc3339` of Unix seconds (New API's time unit).
+pub fn rfc3339_secs(secs: i64) -> String {
+    rfc3339(secs.saturating_mul(1000))
+}
+
 pub fn rfc3339_opt(ms: Option<i64>) -> Option<String> {
     ms.map(rfc3339)
 }

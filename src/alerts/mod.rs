@@ -4,7 +4,6 @@
 //! request path: a slow channel delays only its own deliveries.
 
 pub mod channels;
-pub mod handlers;
 pub mod rules;
 pub mod settings;
 

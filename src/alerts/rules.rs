@@ -125,7 +125,7 @@ async fn monitor_rule(
     q.insert("start_ms".into(), from.to_string());
     q.insert("end_ms".into(), now_ms.to_string());
     q.insert("limit".into(), "10000".into());
-    let v = crate::monitor::handlers::anomalies_answer(&src.monitor, &q).await?;
+    let v = crate::monitor::answer::anomalies_answer(&src.monitor, &q).await?;
     let rows = v["data"].as_array().cloned().unwrap_or_default();
     let rq = range_q(from, now_ms);
     let mut out: Vec<Finding> = Vec::new();

@@ -8,13 +8,13 @@ use super::extract::{JsonBody, Operator, QueryMap};
 use super::input::{self, Params};
 use super::quota::history_page;
 use super::views::key_json;
-use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::gateway::settings::UpstreamKind;
 use crate::keyadmin::CreateSpec;
 use crate::keys::{
     KeyLimits, KeyRecord, KeyStatus, Owner, Refill, effective_counters, is_valid_prefix, status_of,
 };
+use crate::state::AppState;
 use crate::store::{KeyPatch, RequestLogFilter, StatusFilter};
 use crate::timefmt::{parse_instant, rfc3339, rfc3339_opt};
 

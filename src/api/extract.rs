@@ -10,10 +10,10 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde_json::Value;
 
-use crate::app::AppState;
 use crate::auth::AuthError;
 use crate::error::ApiError;
 use crate::ledger::{KeyEntry, LedgerError};
+use crate::state::AppState;
 
 /// An optional JSON body: `None` when the body is empty.
 pub struct JsonBody(pub Option<Value>);
@@ -36,19 +36,6 @@ impl FromRequest<AppState> for JsonBody {
             .map(|v| JsonBody(Some(v)))
             .map_err(|_| ApiError::malformed_json())
     }
-}
-
-fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
-    parts
-        .headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-}
-
-fn bearer(parts: &Parts) -> Option<&str> {
-    crate::auth::bearer(&parts.headers)
 }
 
 /// The client's address as seen on the socket.
@@ -78,9 +65,8 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let presented = header(parts, "x-api-key")
-            .or_else(|| bearer(parts))
-            .ok_or_else(ApiError::unauthorized_key)?;
+        let presented =
+            crate::auth::caller_key(&parts.headers).ok_or_else(ApiError::unauthorized_key)?;
         match state.ledger.authenticate(presented).await {
             Ok(entry) => {
                 let hint = entry.lock().rec.hint.clone();

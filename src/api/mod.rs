@@ -2,8 +2,11 @@
 //! API `/admin/*`. Thin: parse and validate, call the ledger or key admin, shape the answer.
 
 pub mod admin;
+pub mod alerts;
 pub mod extract;
+pub mod gateway;
 pub mod health;
 pub mod input;
+pub mod monitor;
 pub mod quota;
 pub mod views;

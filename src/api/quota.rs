@@ -10,9 +10,9 @@ use super::input::{
     self, MAX_AMOUNT, MAX_BATCH_ITEMS, MAX_IDEMPOTENCY_KEY_CHARS, MAX_REASON_CHARS, Params,
 };
 use super::views::history_json;
-use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::keys::{KeyStatus, effective_counters, status_of};
+use crate::state::AppState;
 use crate::store::UsageItem;
 use crate::timefmt::rfc3339_opt;
 

@@ -2,7 +2,6 @@
 //! billing through the ledger, routing with failover, streaming, request logs.
 
 pub mod client_ip;
-pub mod handlers;
 pub mod limits;
 pub mod mock;
 pub mod mock_server;

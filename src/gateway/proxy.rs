@@ -55,24 +55,6 @@ fn new_request_id() -> String {
     id
 }
 
-/// The caller's key: `Authorization: Bearer`, else `X-API-Key`, else `x-trial-key`.
-pub(super) fn presented_key(h: &HeaderMap) -> Option<&str> {
-    let get = |n: &str| {
-        h.get(n)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-    };
-    if let Some(a) = get("authorization")
-        && let Some((scheme, token)) = a.split_once(' ')
-        && scheme.eq_ignore_ascii_case("bearer")
-        && !token.trim().is_empty()
-    {
-        return Some(token.trim());
-    }
-    get("x-api-key").or_else(|| get("x-trial-key"))
-}
-
 fn with_headers(mut resp: Response, call: &Call) -> Response {
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&call.row.request_id) {
@@ -170,7 +152,7 @@ impl Gateway {
         resp
     }
 
-    pub(super) async fn handle(
+    pub async fn handle(
         self: &Arc<Self>,
         endpoint: Endpoint,
         headers: &HeaderMap,
@@ -194,7 +176,7 @@ impl Gateway {
         };
 
         // Who is calling.
-        let Some(presented) = presented_key(headers) else {
+        let Some(presented) = crate::auth::caller_key(headers) else {
             return self.fail(call, OaiError::invalid_key());
         };
         let entry = match self.ledger.authenticate(presented).await {

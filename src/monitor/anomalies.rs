@@ -8,8 +8,9 @@ use serde_json::{Value, json};
 use super::MonitorError;
 use super::aggregates::{BigRow, KeyTimes, Moments, NameOf, Shared, Sharing};
 use super::params::Range;
-use super::queries::{Engine, Rows, iso, names};
+use super::queries::{Engine, Rows, names};
 use super::source::Source;
+use crate::timefmt::rfc3339_secs;
 
 #[derive(Debug, Clone, Default)]
 pub struct AllowList {
@@ -156,8 +157,8 @@ pub async fn burst(
                 "request_count": n,
                 "window_sec": window_sec,
                 "threshold": limit,
-                "first_request": iso(first),
-                "last_request": iso(last),
+                "first_request": rfc3339_secs(first),
+                "last_request": rfc3339_secs(last),
             }))
         })
         .collect())
@@ -500,7 +501,7 @@ pub async fn big_request(
                 "username": unames.get(&b.user).cloned().unwrap_or_default(),
                 "model_name": if global { Value::Null } else { json!(b.group) },
                 "token_count": b.tokens,
-                "created_at": iso(b.ts),
+                "created_at": rfc3339_secs(b.ts),
                 "mean_tokens": round2(mean),
                 "std_tokens": round2(std),
                 "threshold": round2(thr),

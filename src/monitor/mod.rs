@@ -3,8 +3,8 @@
 
 pub mod aggregates;
 pub mod anomalies;
+pub mod answer;
 pub mod csv_export;
-pub mod handlers;
 pub mod params;
 pub mod queries;
 pub mod rollup;
@@ -14,13 +14,12 @@ pub mod subject;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::Authenticator;
 use anomalies::AllowList;
 use rollup::{Rollup, RollupSettings};
 use source::{Source, SourceKind};
@@ -115,9 +114,9 @@ impl MonitorSettings {
     pub fn build(
         file: Option<MonitorFile>,
         env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Self, crate::config::ConfigError> {
+    ) -> Result<Self, crate::config_error::ConfigError> {
         let f = file.unwrap_or_default();
-        let invalid = |name: &'static str, m: String| crate::config::ConfigError::Invalid {
+        let invalid = |name: &'static str, m: String| crate::config_error::ConfigError::Invalid {
             name,
             message: m,
         };
@@ -208,6 +207,15 @@ impl Drop for Monitor {
 }
 
 impl Monitor {
+    /// A cached answer (bytes and engine) for `key`.
+    pub async fn cached(&self, key: &str) -> Option<(Bytes, &'static str)> {
+        self.cache.get(key).await
+    }
+
+    pub async fn remember(&self, key: String, answer: (Bytes, &'static str)) {
+        self.cache.insert(key, answer).await;
+    }
+
     /// `native_dsn` is the gateway's own database, used when the source is `native`.
     pub async fn start(
         settings: MonitorSettings,
@@ -241,25 +249,6 @@ impl Monitor {
             cache,
         }))
     }
-}
-
-/// What the monitor routes need: the monitor and who may read it.
-#[derive(Clone)]
-pub struct MonitorState {
-    pub monitor: Arc<Monitor>,
-    pub auth: Arc<Authenticator>,
-}
-
-pub fn json_response(bytes: Bytes, cache: &'static str, engine: &'static str) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "application/json"),
-            (header::HeaderName::from_static("x-cache"), cache),
-            (header::HeaderName::from_static("x-monitor-engine"), engine),
-        ],
-        bytes,
-    )
-        .into_response()
 }
 
 #[cfg(test)]

@@ -246,3 +246,11 @@ mod tests {
         assert_eq!(bucket_bounds(r, 60), (60, 300));
     }
 }
+
+/// What the heatmap counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeatMetric {
+    Reqs,
+    Tokens,
+    Users,
+}

@@ -6,16 +6,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use chrono::{DateTime, Datelike, TimeZone, Timelike, Utc};
+use chrono::{Datelike, TimeZone, Timelike};
 use serde_json::{Map, Value, json};
 use sqlx::Row;
 
 use super::MonitorError;
 use super::aggregates::{Buckets, Group, NameOf, Totals};
+pub use super::params::HeatMetric;
 use super::params::{Dim, Metric, Range, bucket_bounds};
 use super::rollup::Rollup;
 use super::rollup::data::Data;
 use super::source::{Source, SourceKind};
+use crate::timefmt::rfc3339_secs;
 
 /// Where one request's aggregates come from, and where they came from.
 pub struct Engine {
@@ -128,12 +130,6 @@ fn obj(v: Value) -> Map<String, Value> {
     }
 }
 
-pub fn iso(secs: i64) -> String {
-    DateTime::<Utc>::from_timestamp(secs, 0)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
 use super::source::int_at as get_i64;
 
 pub async fn series(src: &Source, eng: &Engine, r: Range, slot: i64) -> Result<Rows, MonitorError> {
@@ -151,7 +147,7 @@ pub async fn series(src: &Source, eng: &Engine, r: Range, slot: i64) -> Result<R
     while b < end {
         let v = by_bucket.get(&b).copied().unwrap_or_default();
         out.push(obj(json!({
-            "bucket": iso(b),
+            "bucket": rfc3339_secs(b),
             "reqs": v[0],
             "tokens": v[1],
             "users": v[2],
@@ -325,13 +321,6 @@ async fn sql_top(
         });
     }
     Ok(groups)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeatMetric {
-    Reqs,
-    Tokens,
-    Users,
 }
 
 /// 7 × 24 cells `[hour, weekday, value]` (weekday 0 = Monday) in `tz`, summed across weeks.

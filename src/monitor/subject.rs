@@ -9,8 +9,9 @@ use serde_json::{Value, json};
 
 use super::MonitorError;
 use super::params::{Q, Range, bucket_bounds};
-use super::queries::{Rows, iso};
+use super::queries::Rows;
 use super::source::{Source, SourceKind, int_at as int, text_at as text};
+use crate::timefmt::rfc3339_secs;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Subject {
@@ -101,7 +102,7 @@ async fn series(src: &Source, s: &Subject, r: Range, slot: i64) -> Result<Rows, 
     while b < end {
         let v = by_bucket.get(&b).copied().unwrap_or_default();
         let row = json!({
-            "bucket": iso(b),
+            "bucket": rfc3339_secs(b),
             "reqs": v[0],
             "tokens": v[1],
             "quota_sum": v[2],
@@ -169,7 +170,7 @@ async fn requests(
         };
         let v = json!({
             "id": int(&row, 0)?,
-            "created_at": iso(int(&row, 1)?),
+            "created_at": rfc3339_secs(int(&row, 1)?),
             "token_id": int(&row, 2)?,
             "token_name": text(&row, 3)?,
             "user_id": int(&row, 4)?,

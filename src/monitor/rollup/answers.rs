@@ -10,7 +10,7 @@ use crate::monitor::aggregates::{
     BigRow, Buckets, Group, KeyTimes, Moments, NameOf, Shared, Sharing, Totals,
 };
 use crate::monitor::params::Dim;
-use crate::monitor::queries::HeatMetric;
+use crate::monitor::params::HeatMetric;
 
 /// Counts each id once per bucket, buckets arriving in order.
 struct Distinct {

@@ -96,7 +96,7 @@ impl Rollup {
 
     pub fn status(&self) -> RollupStatus {
         let d = self.read_data();
-        let iso_s = |s: i64| crate::monitor::queries::iso(s);
+        let iso_s = crate::timefmt::rfc3339_secs;
         let polled = self.polled_at.load(Ordering::Relaxed);
         RollupStatus {
             state: if self.is_ready() { "ready" } else { "loading" },

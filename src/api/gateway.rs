@@ -7,10 +7,10 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::Endpoint;
-use super::oai_error::OaiError;
-use crate::app::AppState;
+use crate::gateway::Endpoint;
+use crate::gateway::oai_error::OaiError;
 use crate::ledger::LedgerError;
+use crate::state::AppState;
 
 async fn proxied(st: AppState, endpoint: Endpoint, req: Request) -> Response {
     let peer = req
@@ -44,7 +44,7 @@ pub async fn embeddings(State(st): State<AppState>, req: Request) -> Response {
 
 /// Models the configured upstreams serve (and this key may use). Costs nothing.
 pub async fn models(State(st): State<AppState>, headers: HeaderMap) -> Response {
-    let presented = super::proxy::presented_key(&headers).map(str::to_owned);
+    let presented = crate::auth::caller_key(&headers).map(str::to_owned);
     let Some(presented) = presented else {
         return OaiError::invalid_key().into_response();
     };
@@ -58,9 +58,10 @@ pub async fn models(State(st): State<AppState>, headers: HeaderMap) -> Response 
     let mut data: Vec<Value> = Vec::new();
     for up in &st.gateway.upstreams {
         for m in up.listed_models() {
-            let ok = allowed
-                .as_ref()
-                .is_none_or(|a| a.iter().any(|g| super::settings::glob_match(g, &m)));
+            let ok = allowed.as_ref().is_none_or(|a| {
+                a.iter()
+                    .any(|g| crate::gateway::settings::glob_match(g, &m))
+            });
             if ok && seen.insert(m.to_owned()) {
                 data.push(json!({"id": m, "object": "model", "created": 0, "owned_by": up.s.name}));
             }

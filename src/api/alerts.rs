@@ -11,10 +11,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::Alerts;
-use super::channels::mask_url;
-use super::rules::applicable;
-use super::settings::RuleKind;
+use crate::alerts::Alerts;
+use crate::alerts::channels::mask_url;
+use crate::alerts::rules::applicable;
+use crate::alerts::settings::{Lang, RuleKind};
 use crate::api::extract::QueryMap;
 use crate::api::input::Params;
 use crate::auth::{AuthError, Authenticator, Principal, Role};
@@ -147,7 +147,7 @@ async fn channels(State(st): State<AlertsState>, headers: HeaderMap) -> ApiResul
         .collect();
     Ok(Json(json!({
         "enabled": s.enabled,
-        "language": match s.lang { super::settings::Lang::Zh => "zh", super::settings::Lang::En => "en" },
+        "language": match s.lang { Lang::Zh => "zh", Lang::En => "en" },
         "cooldownSec": s.cooldown_ms / 1000,
         "channels": channels,
         "rules": rules,

@@ -1,0 +1,198 @@
+//! The monitor's `/api/*` handlers: who may read, the 60 s cache, JSON and CSV answers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use crate::api::extract::QueryMap;
+use crate::auth::Authenticator;
+use crate::monitor::answer::{Endpoint, compute};
+use crate::monitor::params::Q;
+use crate::monitor::{Monitor, MonitorError, csv_export};
+
+/// What the monitor routes need: the monitor and who may read it.
+#[derive(Clone)]
+pub struct MonitorState {
+    pub monitor: Arc<Monitor>,
+    pub auth: Arc<Authenticator>,
+}
+
+pub fn json_response(bytes: Bytes, cache: &'static str, engine: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::HeaderName::from_static("x-cache"), cache),
+            (header::HeaderName::from_static("x-monitor-engine"), engine),
+        ],
+        bytes,
+    )
+        .into_response()
+}
+
+pub fn router<S: Clone + Send + Sync + 'static>(st: MonitorState) -> Router<S> {
+    Router::new()
+        .route("/api/health", get(health))
+        .route("/api/stats/series", get(series))
+        .route("/api/stats/top", get(top))
+        .route("/api/stats/anomalies", get(anomalies_h))
+        .route("/api/stats/heatmap", get(heatmap))
+        .route("/api/stats/summary", get(summary))
+        .route("/api/stats/subject", get(subject_h))
+        .route("/api/export/csv", get(export_csv))
+        .with_state(st)
+}
+
+fn authorize(st: &MonitorState, headers: &HeaderMap) -> Result<(), MonitorError> {
+    // Every monitor route is a GET: no anti-forgery header is needed.
+    st.auth
+        .authenticate(headers, &Method::GET)
+        .map(|_| ())
+        .map_err(|_| MonitorError::Unauthorized("未授权：需要管理员或只读令牌".into()))
+}
+
+/// The cache key: path and parameters in a fixed order, `nocache` left out.
+fn cache_key(path: &str, q: &HashMap<String, String>) -> String {
+    let mut pairs: Vec<(&String, &String)> =
+        q.iter().filter(|(k, _)| k.as_str() != "nocache").collect();
+    pairs.sort();
+    let mut key = path.to_owned();
+    for (k, v) in pairs {
+        key.push('&');
+        key.push_str(k);
+        key.push('=');
+        key.push_str(v);
+    }
+    key
+}
+
+async fn answer(
+    st: &MonitorState,
+    headers: &HeaderMap,
+    uri: &Uri,
+    q: &HashMap<String, String>,
+    ep: Endpoint,
+) -> Response {
+    if let Err(e) = authorize(st, headers) {
+        return e.into_response();
+    }
+    let key = cache_key(uri.path(), q);
+    let bypass = Q(q).flag("nocache");
+    if !bypass && let Some((hit, engine)) = st.monitor.cached(&key).await {
+        return json_response(hit, "HIT", engine);
+    }
+    match compute(&st.monitor, ep, q).await {
+        Ok((v, engine)) => {
+            let bytes = Bytes::from(serde_json::to_vec(&v).unwrap_or_default());
+            st.monitor.remember(key, (bytes.clone(), engine)).await;
+            json_response(bytes, "MISS", engine)
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn series(
+    State(st): State<MonitorState>,
+    h: HeaderMap,
+    uri: Uri,
+    QueryMap(q): QueryMap,
+) -> Response {
+    answer(&st, &h, &uri, &q, Endpoint::Series).await
+}
+
+async fn top(
+    State(st): State<MonitorState>,
+    h: HeaderMap,
+    uri: Uri,
+    QueryMap(q): QueryMap,
+) -> Response {
+    answer(&st, &h, &uri, &q, Endpoint::Top).await
+}
+
+async fn anomalies_h(
+    State(st): State<MonitorState>,
+    h: HeaderMap,
+    uri: Uri,
+    QueryMap(q): QueryMap,
+) -> Response {
+    answer(&st, &h, &uri, &q, Endpoint::Anomalies).await
+}
+
+async fn heatmap(
+    State(st): State<MonitorState>,
+    h: HeaderMap,
+    uri: Uri,
+    QueryMap(q): QueryMap,
+) -> Response {
+    answer(&st, &h, &uri, &q, Endpoint::Heatmap).await
+}
+
+async fn summary(
+    State(st): State<MonitorState>,
+    h: HeaderMap,
+    uri: Uri,
+    QueryMap(q): QueryMap,
+) -> Response {
+    answer(&st, &h, &uri, &q, Endpoint::Summary).await
+}
+
+async fn subject_h(
+    State(st): State<MonitorState>,
+    h: HeaderMap,
+    uri: Uri,
+    QueryMap(q): QueryMap,
+) -> Response {
+    answer(&st, &h, &uri, &q, Endpoint::Subject).await
+}
+
+/// Open: 200 `{ok:true,…}` when the source answers, 503 `{ok:false,…}` when it does not.
+async fn health(State(st): State<MonitorState>) -> Response {
+    let ok = st.monitor.source.ping().await.is_ok();
+    let body = json!({
+        "ok": ok,
+        "version": env!("CARGO_PKG_VERSION"),
+        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "source": st.monitor.source.kind.as_str(),
+        "rollup": st.monitor.rollup.as_ref().map(|r| r.status()),
+    });
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn export_csv(
+    State(st): State<MonitorState>,
+    h: HeaderMap,
+    QueryMap(q): QueryMap,
+) -> Response {
+    if let Err(e) = authorize(&st, &h) {
+        return e.into_response();
+    }
+    let ep = match Q(&q).str("query_type") {
+        Some("series") => Endpoint::Series,
+        Some("top") => Endpoint::Top,
+        Some("anomalies") => Endpoint::Anomalies,
+        _ => return MonitorError::invalid("query_type").into_response(),
+    };
+    match compute(&st.monitor, ep, &q).await {
+        Ok((v, _)) => {
+            let rows: Vec<Value> = v
+                .get("data")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let name = Q(&q).str("query_type").unwrap_or("export").to_owned();
+            csv_export::response(&name, rows)
+        }
+        Err(e) => e.into_response(),
+    }
+}

@@ -1,0 +1,134 @@
+//! Every monitor answer as JSON, from the rollup when it covers the range or from SQL:
+//! what the `/api/*` handlers serve and what the alert rules read.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use super::params::{Dim, Metric, Q, Rule, slot};
+use super::queries::{self, Engine, HeatMetric};
+use super::{Monitor, MonitorError, anomalies, subject};
+
+/// The monitor's queries.
+#[derive(Debug, Clone, Copy)]
+pub enum Endpoint {
+    Series,
+    Top,
+    Anomalies,
+    Heatmap,
+    Summary,
+    Subject,
+}
+
+/// The answer, and which engine aggregated it.
+pub async fn compute(
+    m: &Monitor,
+    ep: Endpoint,
+    q: &HashMap<String, String>,
+) -> Result<(Value, &'static str), MonitorError> {
+    let q = Q(q);
+    // `engine=sql` bypasses the rollup (to compare the two, or to see rows the rollup does
+    // not hold yet).
+    let eng = match q.str("engine") {
+        None | Some("auto") => Engine::new(m.rollup.clone()),
+        Some("sql") => Engine::new(None),
+        Some(_) => return Err(MonitorError::invalid("engine")),
+    };
+    let v = answer_with(m, &eng, ep, &q).await?;
+    Ok((v, eng.label()))
+}
+
+async fn answer_with(
+    m: &Monitor,
+    eng: &Engine,
+    ep: Endpoint,
+    q: &Q<'_>,
+) -> Result<Value, MonitorError> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let src = &m.source;
+    match ep {
+        Endpoint::Series => {
+            let r = q.range(now)?;
+            let slot = slot(q, r)?;
+            let data = queries::series(src, eng, r, slot).await?;
+            Ok(json!({"data": data, "total_points": data.len(), "slot_sec": slot}))
+        }
+        Endpoint::Top => {
+            let by = Dim::parse(q.str("by"))?;
+            let metric = Metric::parse(q.str("metric"))?;
+            let limit = q.int_in("limit", 1, 1000, 50)?;
+            let r = q.range(now)?;
+            let data = queries::top(src, eng, r, by, metric, limit as usize).await?;
+            Ok(json!({"data": data, "by": by.as_str(), "metric": metric.as_str(), "limit": limit}))
+        }
+        Endpoint::Anomalies => {
+            let rule = Rule::parse(q.str("rule"))?;
+            let r = q.range(now)?;
+            let limit = q.int_in("limit", 1, 10_000, 100)? as usize;
+            let allow = &m.settings.allow;
+            let rows = match rule {
+                Rule::Burst => {
+                    let w = q.int_in("window_sec", 1, 86_400, 60)?;
+                    let l = q.int_in("limit_per_token", 1, 1_000_000, 120)?;
+                    anomalies::burst(src, eng, r, w, l, allow).await?
+                }
+                Rule::MultiUserToken => {
+                    let u = q.int_in("users_threshold", 1, 1_000_000, 2)?;
+                    let i = q.int_in("ips_threshold", 1, 1_000_000, 5)?;
+                    anomalies::multi_user_token(src, eng, r, u, i, allow).await?
+                }
+                Rule::IpManyUsers => {
+                    let u = q.int_in("users_threshold", 1, 1_000_000, 5)?;
+                    anomalies::ip_many_users(src, eng, r, u, allow).await?
+                }
+                Rule::BigRequest => {
+                    let sigma = q.float_in("sigma", 0.0, 100.0, 3.0)?;
+                    let global = match q.str("scope").unwrap_or("model") {
+                        "model" => false,
+                        "global" => true,
+                        _ => return Err(MonitorError::invalid("scope")),
+                    };
+                    anomalies::big_request(src, eng, r, sigma, global, allow).await?
+                }
+            };
+            let found = anomalies::found(rows, limit);
+            Ok(json!({"data": found.rows, "rule": rule.as_str(), "total_count": found.total}))
+        }
+        Endpoint::Heatmap => {
+            let r = q.range(now)?;
+            let metric = match q.str("metric").unwrap_or("reqs") {
+                "reqs" => HeatMetric::Reqs,
+                "tokens" => HeatMetric::Tokens,
+                "users" => HeatMetric::Users,
+                _ => return Err(MonitorError::bad("不支持的指标")),
+            };
+            let tz = match q.str("tz") {
+                None => m.settings.tz,
+                Some(t) => t.parse().map_err(|_| MonitorError::invalid("tz"))?,
+            };
+            let data = queries::heatmap(src, eng, r, metric, tz).await?;
+            Ok(json!({"data": data, "metric": q.str("metric").unwrap_or("reqs"), "tz": tz.name()}))
+        }
+        Endpoint::Summary => {
+            let r = q.range(now)?;
+            Ok(Value::Object(queries::summary(src, eng, r).await?))
+        }
+        Endpoint::Subject => {
+            let who = subject::Subject::parse(q)?;
+            let r = q.range(now)?;
+            let slot = slot(q, r)?;
+            let limit = q.int_in("limit", 1, 1000, 50)?;
+            subject::detail(src, &who, r, slot, limit).await
+        }
+    }
+}
+
+/// `/api/stats/anomalies` for `params`, as that endpoint answers it (for the alert rules).
+pub async fn anomalies_answer(
+    m: &Monitor,
+    params: &HashMap<String, String>,
+) -> Result<Value, MonitorError> {
+    compute(m, Endpoint::Anomalies, params)
+        .await
+        .map(|(v, _)| v)
+}
