@@ -7,6 +7,7 @@
 //!   BENCH_SECS=5 BENCH_RATES=500,2000 cargo bench --bench gateway_overhead
 //!
 //! Only 127.0.0.1 is contacted; every phase is bounded in time.
+#![expect(clippy::unwrap_used, reason = "a benchmark stops at the first failure")]
 
 use std::process::{Child, Stdio};
 use std::sync::Arc;

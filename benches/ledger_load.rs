@@ -5,6 +5,7 @@
 //!   BENCH_SECS=5 BENCH_CONNS=32 cargo bench --bench ledger_load
 //!
 //! Every request is bounded by the duration; only 127.0.0.1 is contacted.
+#![expect(clippy::unwrap_used, reason = "a benchmark stops at the first failure")]
 
 use std::process::Stdio;
 use std::sync::Arc;

@@ -13,6 +13,11 @@
 //!   BENCH_ROWS=1000000 scripts/bench-monitor.sh       # a smaller table
 //!
 //! Only 127.0.0.1 is contacted.
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark stops at the first failure"
+)]
 
 use std::io::Write;
 use std::process::Stdio;
@@ -20,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::{AnyPool, AssertSqlSafe};
 
-#[allow(dead_code)]
+#[expect(dead_code, reason = "the bench uses part of the tests' browser driver")]
 #[path = "../tests/api/browser.rs"]
 mod browser;
 

@@ -150,6 +150,7 @@ impl App {
                     .merge(crate::api::alerts::router(alerts_state))
                     .merge(crate::web::router(web_state)),
                 state.config.max_body_bytes,
+                request_context(&state.config),
             ),
             state,
             ledger_handle,
@@ -226,14 +227,26 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 
 /// Fallbacks, the body limit, panic catching and the security headers, around every route
 /// (the API's, the monitor's and the dashboard's alike).
-pub fn harden(routes: Router, body_limit: usize) -> Router {
+pub fn harden(routes: Router, body_limit: usize, cx: crate::middleware::Context) -> Router {
     crate::web::secure_headers(
         routes
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(body_limit))
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::new(cx),
+                crate::middleware::context,
+            ))
             .layer(CatchPanicLayer::custom(panic_response)),
     )
+}
+
+/// The per-request context of `config`: trusted proxies and the handler time limit.
+pub fn request_context(config: &Config) -> crate::middleware::Context {
+    crate::middleware::Context {
+        trusted_proxies: config.gateway.trusted_proxies.clone(),
+        timeout: Duration::from_millis(config.request_timeout_ms),
+    }
 }
 
 /// The quota, admin and gateway routes.

@@ -67,6 +67,25 @@ pub fn token_hint(role: Role, presented: &str) -> String {
     format!("{}#{}", role.as_str(), hex::encode(&d[..4]))
 }
 
+/// Where a request comes from, worked out once per request (see `middleware`): its id and
+/// the client's address (trusted proxies honoured).
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub request_id: String,
+    pub ip: Option<std::net::IpAddr>,
+}
+
+/// `req_` and 24 base-62 characters.
+pub fn new_request_id() -> String {
+    const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut id = String::with_capacity(28);
+    id.push_str("req_");
+    for _ in 0..24 {
+        id.push(ALPHABET[fastrand::usize(..62)] as char);
+    }
+    id
+}
+
 /// An authenticated operator.
 #[derive(Debug, Clone)]
 pub struct Principal {

@@ -294,6 +294,7 @@ async fn monitor_only(mut config: Config) -> Result<(), CliError> {
         ))
         .merge(crate::web::router(web)),
         config.max_body_bytes,
+        app::request_context(&config),
     );
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     println!(

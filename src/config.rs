@@ -25,6 +25,7 @@ pub struct FileConfig {
     pub daily_req_limit: Option<u64>,
     pub log_retention_days: Option<u32>,
     pub max_body_bytes: Option<usize>,
+    pub request_timeout_ms: Option<u64>,
     pub gateway: Option<GatewayFile>,
     pub billing: Option<BillingFile>,
     pub upstreams: Option<Vec<UpstreamFile>>,
@@ -55,6 +56,8 @@ pub struct Config {
     pub daily_req_limit: Option<u64>,
     pub log_retention_days: u32,
     pub max_body_bytes: usize,
+    /// The longest a handler may take to start its answer.
+    pub request_timeout_ms: u64,
     pub gateway: GatewaySettings,
     pub monitor: crate::monitor::MonitorSettings,
     pub alerts: crate::alerts::settings::AlertSettings,
@@ -74,6 +77,7 @@ impl Default for Config {
             daily_req_limit: None,
             log_retention_days: 90,
             max_body_bytes: 64 * 1024,
+            request_timeout_ms: 600_000,
             gateway: GatewaySettings::default(),
             monitor: crate::monitor::MonitorSettings::default(),
             alerts: crate::alerts::settings::AlertSettings::default(),
@@ -181,6 +185,12 @@ impl Config {
         let max_body_bytes = parse_env::<usize>(env, "MAX_BODY_BYTES")?
             .or(file.max_body_bytes)
             .unwrap_or(d.max_body_bytes);
+        let request_timeout_ms = parse_env::<u64>(env, "REQUEST_TIMEOUT_MS")?
+            .or(file.request_timeout_ms)
+            .unwrap_or(d.request_timeout_ms);
+        if request_timeout_ms < 1000 {
+            return Err(invalid("request_timeout_ms", "at least 1000"));
+        }
         if max_body_bytes < 1024 {
             return Err(invalid("max_body_bytes", "at least 1024"));
         }
@@ -200,6 +210,7 @@ impl Config {
                 .or(file.log_retention_days)
                 .unwrap_or(d.log_retention_days),
             max_body_bytes,
+            request_timeout_ms,
             gateway: GatewaySettings::build(file.gateway, file.billing, file.upstreams, env)?,
             monitor: crate::monitor::MonitorSettings::build(file.monitor, env)?,
             alerts: crate::alerts::settings::AlertSettings::build(file.alerts, env)?,

@@ -1,8 +1,6 @@
 //! quota-proxy: an OpenAI-compatible gateway with per-key quotas, and the quota service,
 //! monitor and dashboard around it.
-#![deny(unsafe_code)]
-#![deny(clippy::unwrap_used, clippy::expect_used)]
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+// Lints are set for the whole package in Cargo.toml `[lints]`.
 
 pub mod alerts;
 pub mod api;
@@ -17,6 +15,7 @@ pub mod gateway;
 pub mod keyadmin;
 pub mod keys;
 pub mod ledger;
+pub mod middleware;
 pub mod monitor;
 pub mod state;
 pub mod store;

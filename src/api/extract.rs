@@ -1,16 +1,16 @@
 //! Request extractors: the JSON body (size-limited, parsed by us so errors name fields),
 //! the calling key, the admin or viewer token, and the client IP.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde_json::Value;
 
-use crate::auth::AuthError;
+use crate::auth::{AuthError, Origin};
 use crate::error::ApiError;
 use crate::ledger::{KeyEntry, LedgerError};
 use crate::state::AppState;
@@ -35,23 +35,6 @@ impl FromRequest<AppState> for JsonBody {
         serde_json::from_slice(&bytes)
             .map(|v| JsonBody(Some(v)))
             .map_err(|_| ApiError::malformed_json())
-    }
-}
-
-/// The client's address as seen on the socket.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientIp(pub Option<IpAddr>);
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientIp(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
-        ))
     }
 }
 
@@ -116,10 +99,8 @@ impl FromRequestParts<AppState> for Operator {
                 AuthError::Unauthorized => ApiError::unauthorized_admin(),
                 AuthError::MissingCsrf => ApiError::forbidden("缺少 X-QP-CSRF 请求头"),
             })?;
-        let client_ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
+        // Resolved once per request by the middleware (trusted proxies honoured).
+        let client_ip = parts.extensions.get::<Origin>().and_then(|o| o.ip);
         Ok(Operator {
             role: p.role,
             token_hint: p.hint,

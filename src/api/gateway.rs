@@ -1,22 +1,26 @@
 //! `/v1/*` handlers: thin wrappers that hand the request to the gateway.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::auth::Origin;
 use crate::gateway::Endpoint;
 use crate::gateway::oai_error::OaiError;
 use crate::ledger::LedgerError;
 use crate::state::AppState;
 
 async fn proxied(st: AppState, endpoint: Endpoint, req: Request) -> Response {
-    let peer = req
+    // Set for every request by the server's middleware.
+    let origin = req
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+        .get::<Origin>()
+        .cloned()
+        .unwrap_or_else(|| Origin {
+            request_id: crate::auth::new_request_id(),
+            ip: None,
+        });
     let (parts, body) = req.into_parts();
     let limit = st.gateway.settings.max_body_bytes;
     // Err(true): over the limit; Err(false): the body could not be read.
@@ -26,7 +30,7 @@ async fn proxied(st: AppState, endpoint: Endpoint, req: Request) -> Response {
             .is_some()
     });
     st.gateway
-        .handle(endpoint, &parts.headers, peer, bytes)
+        .handle(endpoint, &parts.headers, origin, bytes)
         .await
 }
 

@@ -1,7 +1,7 @@
 //! One proxied call, start to end: policy → limits → hold → upstream with failover →
 //! settle → request log. Streams are pumped by a task that settles when they end.
 
-use std::net::IpAddr;
+use crate::auth::Origin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,16 +45,6 @@ impl Call {
 }
 
 /// Request ids need to be unique, not secret: a fast PRNG will do.
-fn new_request_id() -> String {
-    const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut id = String::with_capacity(28);
-    id.push_str("req_");
-    for _ in 0..24 {
-        id.push(ALPHABET[fastrand::usize(..62)] as char);
-    }
-    id
-}
-
 fn with_headers(mut resp: Response, call: &Call) -> Response {
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&call.row.request_id) {
@@ -152,19 +142,20 @@ impl Gateway {
         resp
     }
 
+    /// `origin`: the request id and client address the server worked out for this request.
     pub async fn handle(
         self: &Arc<Self>,
         endpoint: Endpoint,
         headers: &HeaderMap,
-        peer: Option<IpAddr>,
+        origin: Origin,
         body: Result<Bytes, bool>,
     ) -> Response {
-        let ip = client_ip::resolve(peer, headers, &self.settings.trusted_proxies);
+        let ip = origin.ip;
         let mut call = Call {
             started: Instant::now(),
             row: RequestLogRow {
                 ts: self.ledger.now_ms(),
-                request_id: new_request_id(),
+                request_id: origin.request_id,
                 endpoint: endpoint.name().to_owned(),
                 client_ip: client_ip::for_log(ip, self.settings.client_ip),
                 ..Default::default()
@@ -402,7 +393,10 @@ impl Gateway {
         self.fail(call, e)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call context split into stages is the architecture issue's next step"
+    )]
     async fn finish_full(
         self: &Arc<Self>,
         mut call: Call,
@@ -528,7 +522,10 @@ impl Gateway {
         self.logger.log(row);
     }
 
-    #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call context split into stages is the architecture issue's next step"
+    )]
     fn start_stream(
         self: &Arc<Self>,
         call: Call,
@@ -569,7 +566,10 @@ impl Gateway {
 
     /// Forwards events as they arrive; on the end (or the caller leaving, which drops the
     /// upstream request) settles what was used.
-    #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call context split into stages is the architecture issue's next step"
+    )]
     async fn pump(
         self: Arc<Self>,
         mut call: Call,

@@ -253,3 +253,56 @@ async fn usage_summary_and_period_used() {
     assert_eq!(periods, [10, 5, 0]);
     app.stop().await;
 }
+
+/// Behind a trusted reverse proxy the audit log records the client the proxy names, as the
+/// gateway's request log does; an untrusted peer cannot pretend. Every answer carries a
+/// request id.
+#[tokio::test]
+async fn audit_ip_honours_trusted_proxies_and_every_answer_has_a_request_id() {
+    let write = |app: &TestApp| {
+        app.client
+            .post(app.url("/admin/keys"))
+            .bearer_auth(ADMIN)
+            .header("x-forwarded-for", "203.0.113.9")
+            .json(&serde_json::json!({"quota": 1}))
+            .send()
+    };
+    let app =
+        spawn_app_with(|c| c.gateway.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]).await;
+    assert_eq!(write(&app).await.unwrap().status().as_u16(), 200);
+    let (_, v) = app.admin_get("/admin/audit").await;
+    assert_eq!(v["entries"][0]["clientIp"], "203.0.113.9");
+    for path in [
+        "/healthz",
+        "/api/stats/summary",
+        "/admin/keys",
+        "/nope",
+        "/",
+    ] {
+        let r = app
+            .client
+            .get(app.url(path))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        let id = r
+            .headers()
+            .get("x-request-id")
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert!(
+            id.is_some_and(|i| i.starts_with("req_") && i.len() == 28),
+            "{path}"
+        );
+    }
+    app.stop().await;
+
+    let app = spawn_app().await;
+    assert_eq!(write(&app).await.unwrap().status().as_u16(), 200);
+    let (_, v) = app.admin_get("/admin/audit").await;
+    assert_eq!(
+        v["entries"][0]["clientIp"], "127.0.0.1",
+        "an untrusted peer cannot name another client"
+    );
+    app.stop().await;
+}

@@ -1,5 +1,10 @@
 //! One integration-test binary: every test runs the real router on a real port (or the real
 //! binary) against a real SQLite file in a temp dir.
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test stops at the first surprise"
+)]
 
 mod admin_api;
 mod alert_receiver;
@@ -13,6 +18,7 @@ mod errors;
 mod gateway;
 mod helpers;
 mod idempotency;
+mod layers;
 mod lifecycle;
 mod monitor;
 mod monitor_data;
