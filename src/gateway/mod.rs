@@ -7,6 +7,7 @@ pub mod mock;
 pub mod mock_server;
 pub mod oai_error;
 mod proxy;
+pub mod redact;
 pub mod reqlog;
 pub mod settings;
 pub mod sse;

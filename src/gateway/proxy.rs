@@ -439,11 +439,22 @@ impl Gateway {
             call.row.estimated = estimated;
             ticket = self.begin_settle(&mut call, &entry, model, prompt, completion);
         } else {
-            // An upstream refusal (400, 401, 404…) is passed through and costs nothing.
+            // An upstream refusal (400, 401, 404…) is passed on and costs nothing; its texts
+            // lose anything that looks like a credential (upstreams echo the key we sent).
             self.ledger.release(&entry, call.held);
             call.held = 0;
             call.row.error = Some(format!("upstream answered HTTP {status}"));
         }
+        let bytes = if ok {
+            bytes
+        } else {
+            let keys: Vec<&str> = self
+                .upstreams
+                .iter()
+                .filter_map(|u| u.s.api_key.as_deref())
+                .collect();
+            Bytes::from(super::redact::error_body(status, &bytes, &keys))
+        };
         let mut resp = Response::new(Body::from(bytes));
         *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
         resp.headers_mut().insert(

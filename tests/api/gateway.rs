@@ -656,3 +656,36 @@ async fn models_lists_configured_names_and_costs_nothing() {
     assert_eq!(r.status().as_u16(), 404);
     app.stop().await;
 }
+
+/// An upstream's refusal reaches the caller in OpenAI's shape, free, and without the
+/// upstream key it echoed.
+#[tokio::test]
+async fn upstream_refusals_are_passed_on_without_our_upstream_key() {
+    let up = MockUpstream::start().await;
+    up.state.fail_status.store(401, Ordering::SeqCst);
+    let secret = "sk-proj-UPSTREAMsecret0123456789";
+    let app =
+        spawn_app_with(|c| c.gateway.upstreams = vec![http_upstream("u", &up.url, secret)]).await;
+    let (key, _) = app.create_key(json!({"quota": 10})).await;
+    let r = chat(&app, &key, hello("m")).await;
+    assert_eq!(r.status().as_u16(), 401);
+    let v: Value = r.json().await.unwrap();
+    // The upstream did echo it; we did not pass it on.
+    assert!(
+        up.last().headers["authorization"]
+            .to_str()
+            .unwrap()
+            .contains(secret)
+    );
+    let text = v.to_string();
+    assert!(!text.contains("UPSTREAMsecret"), "{text}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Incorrect API key provided")
+    );
+    assert_eq!(v["error"]["code"], "mock_failure");
+    assert_eq!(app.quota(&key).await["used"], 0, "a refusal costs nothing");
+    app.stop().await;
+}

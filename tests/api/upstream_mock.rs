@@ -69,17 +69,27 @@ impl MockUpstream {
 }
 
 fn record(st: &MockState, path: &str, headers: HeaderMap, body: &Value) -> Option<Response> {
+    let headers_auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     st.received.lock().unwrap().push(Received {
         path: path.to_owned(),
         headers,
         body: body.clone(),
     });
+    // Like OpenAI's 401, the error echoes the credential it was sent.
+    let auth = headers_auth.unwrap_or_default();
     match st.fail_status.load(Ordering::SeqCst) {
         0 => None,
         s => Some(
             (
                 StatusCode::from_u16(s).unwrap(),
-                axum::Json(json!({"error": {"message": "mock failure", "type": "server_error"}})),
+                axum::Json(json!({"error": {
+                    "message": format!("mock failure; Incorrect API key provided: {auth}"),
+                    "type": "server_error",
+                    "code": "mock_failure",
+                }})),
             )
                 .into_response(),
         ),
