@@ -118,17 +118,19 @@ fn run_consume(
     Ok(out)
 }
 
-/// Why the conditional update refused, read back from the row.
+/// Why the conditional update refused, read back from the row, and what the key has left
+/// (after any due refill) whether or not it is usable: a settlement charges that much of a
+/// call already served, even on a key disabled or expired meanwhile.
 fn classify(
     st: &mut Stmt,
     key_id: i64,
     now_ms: i64,
     p: PeriodStarts,
-) -> StoreResult<(Refusal, Option<KeyCounters>)> {
+) -> StoreResult<(Refusal, Option<i64>, Option<KeyCounters>)> {
     st.reset();
     st.bind_i64(1, key_id)?;
     let out = match st.step()? {
-        Step::Done => (Refusal::NotFound, None),
+        Step::Done => (Refusal::NotFound, None, None),
         Step::Row => {
             let c = counters(key_id, st);
             let refill = st
@@ -136,25 +138,24 @@ fn classify(
                 .as_deref()
                 .and_then(RefillInterval::parse)
                 .zip(st.column_opt_i64(7));
+            let (quota, used) = match refill {
+                Some((interval, amount))
+                    if c.refill_period
+                        .is_none_or(|rp| p.for_interval(interval) > rp) =>
+                {
+                    (Some(amount), 0)
+                }
+                _ => (c.quota, c.used),
+            };
+            let remaining = quota.map(|q| q.saturating_sub(used).max(0));
             let refusal = if !c.enabled {
                 Refusal::Disabled
             } else if c.expires_at.is_some_and(|e| e <= now_ms) {
                 Refusal::Expired
             } else {
-                let (quota, used) = match refill {
-                    Some((interval, amount))
-                        if c.refill_period
-                            .is_none_or(|rp| p.for_interval(interval) > rp) =>
-                    {
-                        (Some(amount), 0)
-                    }
-                    _ => (c.quota, c.used),
-                };
-                Refusal::Quota {
-                    remaining: quota.map(|q| (q - used).max(0)),
-                }
+                Refusal::Quota { remaining }
             };
-            (refusal, Some(c))
+            (refusal, remaining, Some(c))
         }
     };
     st.reset();
@@ -215,24 +216,19 @@ fn commit_sync(
             let mut row = run_consume(stmt, key_id, charged, now_ms, p)?;
             let mut refusal = None;
             if row.is_none() {
-                let (r, c) = classify(&mut s.key, key_id, now_ms, p)?;
+                let (r, left, c) = classify(&mut s.key, key_id, now_ms, p)?;
                 last = c.or(last);
-                match (op.kind, r) {
-                    // A served call pays what is left, never more.
-                    (
-                        OpKind::Settle,
-                        Refusal::Quota {
-                            remaining: Some(left),
-                        },
-                    ) if left > 0 => {
+                match (op.kind, left, r) {
+                    (_, _, Refusal::NotFound) | (OpKind::Consume, _, _) => refusal = Some(r),
+                    // A served call pays what is left, never more (disabled or not).
+                    (OpKind::Settle, Some(left), _) if left > 0 => {
                         charged = left;
                         row = run_consume(&mut s.settle, key_id, charged, now_ms, p)?;
                     }
-                    (OpKind::Settle, Refusal::Quota { .. }) => {
+                    (OpKind::Settle, _, _) => {
                         charged = 0;
                         row = c;
                     }
-                    _ => refusal = Some(r),
                 }
             }
             match (row, refusal) {

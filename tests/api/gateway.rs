@@ -689,3 +689,58 @@ async fn upstream_refusals_are_passed_on_without_our_upstream_key() {
     assert_eq!(app.quota(&key).await["used"], 0, "a refusal costs nothing");
     app.stop().await;
 }
+
+/// A call served while its key was disabled still pays, clamped to what the key had left
+/// (docs/design.md: "charges it even if the key was disabled meanwhile").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_disabled_during_a_call_still_pays_for_it() {
+    let up = MockUpstream::start().await;
+    up.state.chunk_delay_ms.store(60, Ordering::SeqCst);
+    let app = spawn_app_with(|c| {
+        c.gateway.upstreams = vec![http_upstream("u", &up.url, "k")];
+        c.gateway.billing.mode = BillingMode::Tokens;
+        c.gateway.billing.default_price = Price {
+            prompt: 1000.0,
+            completion: 1000.0,
+        };
+    })
+    .await;
+    // The hold (prompt estimate + 1) fits; the call's real cost does not.
+    let (key, id) = app.create_key(json!({"quota": 8})).await;
+    let call = {
+        let client = app.client.clone();
+        let url = app.url("/v1/chat/completions");
+        let key = key.clone();
+        tokio::spawn(async move {
+            let r = client
+                .post(url)
+                .bearer_auth(key)
+                .json(&json!({"model": "m", "stream": true, "max_tokens": 1,
+                              "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+            r.text().await.unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (s, _) = app
+        .admin_post("/admin/keys/disable", json!({"key": id.to_string()}))
+        .await;
+    assert_eq!(s, 200);
+    call.await.unwrap();
+    let rows = logs(&app, 1).await;
+    let cost =
+        rows[0]["promptTokens"].as_i64().unwrap() + rows[0]["completionTokens"].as_i64().unwrap();
+    assert!(cost > 8, "the call cost more than the key had: {cost}");
+    // Memory and database agree: the key paid all it had.
+    let (_, v) = app.admin_get(&format!("/admin/keys/{id}")).await;
+    assert_eq!(v["enabled"], false);
+    assert_eq!(v["used"], 8, "{v}");
+    let dir = app.stop().await;
+    let app = spawn_in(dir, |_| {}).await;
+    let (_, v) = app.admin_get(&format!("/admin/keys/{id}")).await;
+    assert_eq!(v["used"], 8, "after a restart: {v}");
+    app.stop().await;
+}
