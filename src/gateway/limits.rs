@@ -143,7 +143,7 @@ impl Limiter {
         }
         if let Some(tpm) = limits.tpm {
             let used: u64 = w.tokens.iter().map(|&(_, n)| n).sum();
-            if used + est_tokens > tpm {
+            if used.saturating_add(est_tokens) > tpm {
                 let oldest = w.tokens.front().map(|&(t, _)| t).unwrap_or(now);
                 return Err(Refusal::Tpm {
                     retry_after_s: secs_until(oldest + MINUTE_MS - now),

@@ -45,6 +45,9 @@ impl Call {
 }
 
 /// Request ids need to be unique, not secret: a fast PRNG will do.
+/// The largest `max_tokens` a caller may ask for.
+const MAX_TOKENS: i64 = 10_000_000;
+
 fn with_headers(mut resp: Response, call: &Call) -> Response {
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&call.row.request_id) {
@@ -262,6 +265,17 @@ impl Gateway {
             .or_else(|| req.get("max_completion_tokens"))
             .and_then(Value::as_i64)
             .filter(|&n| n > 0);
+        // No model answers more than this; larger numbers would only overflow the sums below.
+        if max_tokens.is_some_and(|n| n > MAX_TOKENS) {
+            let e = OaiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_value",
+                format!("max_tokens 不能大于 {MAX_TOKENS}"),
+            )
+            .param("max_tokens");
+            return self.fail(call, e);
+        }
         let completion_budget = match endpoint {
             Endpoint::Embeddings => 0,
             _ => max_tokens.unwrap_or(self.settings.billing.default_max_tokens),
@@ -272,7 +286,7 @@ impl Gateway {
             daily: rec.limits.daily_requests.or(self.daily_default),
             max_concurrent: rec.limits.max_concurrent,
         };
-        let est_tokens = u64::try_from(prompt_est + completion_budget).unwrap_or(0);
+        let est_tokens = u64::try_from(prompt_est.saturating_add(completion_budget)).unwrap_or(0);
         let slot = match self.limiter.admit(rec.id, limits, now, est_tokens) {
             Ok((slot, budget)) => {
                 call.budget = budget;

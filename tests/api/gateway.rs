@@ -744,3 +744,36 @@ async fn a_key_disabled_during_a_call_still_pays_for_it() {
     assert_eq!(v["used"], 8, "after a restart: {v}");
     app.stop().await;
 }
+
+/// Numbers from the caller never reach arithmetic that overflows.
+#[tokio::test]
+async fn huge_max_tokens_is_refused_naming_the_field() {
+    let app = spawn_app_with(|c| {
+        c.gateway.billing.mode = BillingMode::Tokens;
+    })
+    .await;
+    let (key, _) = app.create_key(json!({"limits": {"tpm": 1000}})).await;
+    for n in [i64::MAX, 10_000_001] {
+        let r = chat(
+            &app,
+            &key,
+            json!({"model": "mock-chat", "max_tokens": n, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+        assert_eq!(r.status().as_u16(), 400);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["param"], "max_tokens", "{v}");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+    }
+    // The largest allowed value is judged by the limits, not wrapped past them.
+    let r = chat(
+        &app,
+        &key,
+        json!({"model": "mock-chat", "max_tokens": 10_000_000, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 429, "over the tpm limit");
+    let rows = logs(&app, 3).await;
+    assert!(rows.iter().all(|r| r["status"] != 500));
+    app.stop().await;
+}
