@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
@@ -213,12 +214,13 @@ fn spawn_retention(store: Arc<dyn Store>, clock: SharedClock, days: u32) -> Join
     })
 }
 
-async fn not_found() -> Response {
-    ApiError::not_found_route().into_response()
+// Bare statuses: the middleware answers them in the shape of the path's API family.
+async fn not_found() -> StatusCode {
+    StatusCode::NOT_FOUND
 }
 
-async fn method_not_allowed() -> Response {
-    ApiError::method_not_allowed().into_response()
+async fn method_not_allowed() -> StatusCode {
+    StatusCode::METHOD_NOT_ALLOWED
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {

@@ -42,6 +42,7 @@ pub async fn context(State(cx): State<Arc<Context>>, mut req: Request, next: Nex
         .map(|m| m.as_str().to_owned())
         .unwrap_or_else(|| "(unmatched)".to_owned());
     let method = req.method().clone();
+    let path = req.uri().path().to_owned();
     let started = Instant::now();
     let mut resp = match tokio::time::timeout(cx.timeout, next.run(req)).await {
         Ok(r) => r,
@@ -50,6 +51,9 @@ pub async fn context(State(cx): State<Arc<Context>>, mut req: Request, next: Nex
             ApiError::unavailable().into_response()
         }
     };
+    if let Some(shaped) = shaped_error(&path, &resp) {
+        resp = shaped;
+    }
     if !resp.headers().contains_key("x-request-id")
         && let Ok(v) = HeaderValue::from_str(&request_id)
     {
@@ -64,4 +68,102 @@ pub async fn context(State(cx): State<Arc<Context>>, mut req: Request, next: Nex
         "request"
     );
     resp
+}
+
+/// Which API family a path belongs to, for the shape of its errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    /// `/v1/*`: OpenAI's `{"error":{"message","type","param","code"}}`.
+    OpenAi,
+    /// `/api/*` but `/api/v1/*`: the monitor seed's `{"error","code","timestamp"}`.
+    Monitor,
+    /// Everything else: `{"error":{"code","message","details"}}`.
+    Quota,
+}
+
+fn family(path: &str) -> Family {
+    if path.starts_with("/v1/") || path == "/v1" {
+        Family::OpenAi
+    } else if path.starts_with("/api/") && !path.starts_with("/api/v1/") {
+        Family::Monitor
+    } else {
+        Family::Quota
+    }
+}
+
+/// An error answer that is not JSON (the framework's own rejections: an unmatched method, a
+/// path segment that is not UTF-8, a wrong content type…) rewritten in its family's shape,
+/// with the same status.
+fn shaped_error(path: &str, resp: &Response) -> Option<Response> {
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return None;
+    }
+    let json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/json"));
+    if json {
+        return None;
+    }
+    // (quota-API code, OpenAI code, message)
+    let (code, oai_code, message) = match status.as_u16() {
+        404 => ("NOT_FOUND", "not_found", "接口不存在"),
+        405 => (
+            "METHOD_NOT_ALLOWED",
+            "method_not_allowed",
+            "不支持的请求方法",
+        ),
+        408 => ("UNAVAILABLE", "timeout", "请求超时"),
+        413 => ("PAYLOAD_TOO_LARGE", "payload_too_large", "请求体过大"),
+        415 => (
+            "INVALID_REQUEST",
+            "unsupported_media_type",
+            "不支持的内容类型，请使用 application/json",
+        ),
+        s if s >= 500 => ("INTERNAL_ERROR", "internal_error", "服务内部错误"),
+        _ => ("INVALID_REQUEST", "invalid_request", "请求无效"),
+    };
+    let mut out = match family(path) {
+        Family::OpenAi => {
+            let kind = if status.is_server_error() {
+                "api_error"
+            } else {
+                "invalid_request_error"
+            };
+            crate::gateway::oai_error::OaiError::new(status, kind, oai_code, message)
+                .into_response()
+        }
+        Family::Monitor => (
+            status,
+            axum::Json(serde_json::json!({
+                "error": message,
+                "code": status.as_u16(),
+                "timestamp": crate::timefmt::rfc3339(chrono::Utc::now().timestamp_millis()),
+            })),
+        )
+            .into_response(),
+        Family::Quota => ApiError::new(status, code, message).into_response(),
+    };
+    // Keep what the framework said about the method, the retry…
+    for name in ["allow", "retry-after"] {
+        if let Some(v) = resp.headers().get(name) {
+            out.headers_mut().insert(name, v.clone());
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_by_path() {
+        assert_eq!(family("/v1/chat/completions"), Family::OpenAi);
+        assert_eq!(family("/api/stats/top"), Family::Monitor);
+        assert_eq!(family("/api/v1/use"), Family::Quota);
+        assert_eq!(family("/admin/keys"), Family::Quota);
+    }
 }

@@ -351,3 +351,44 @@ async fn monitor_parameters_at_the_edges_of_i64_are_refused_not_panics() {
     assert_eq!(s, 200);
     app.stop().await;
 }
+
+/// Every error from our routes is JSON in its API family's shape, the framework's own
+/// rejections included.
+#[tokio::test]
+async fn errors_have_the_shape_of_their_api_family() {
+    let app = spawn_app().await;
+    let send = |m: reqwest::Method, path: &str| {
+        app.client
+            .request(m, app.url(path))
+            .bearer_auth(ADMIN)
+            .send()
+    };
+    use reqwest::Method;
+    let openai =
+        |v: &serde_json::Value| v["error"]["message"].is_string() && v["error"]["type"].is_string();
+    let monitor = |v: &serde_json::Value| {
+        v["error"].is_string() && v["code"].is_number() && v["timestamp"].is_string()
+    };
+    let quota =
+        |v: &serde_json::Value| v["error"]["code"].is_string() && v["error"]["message"].is_string();
+    type Check = fn(&serde_json::Value) -> bool;
+    let cases: Vec<(Method, &str, u16, Check)> = vec![
+        (Method::GET, "/v1/nope", 404, openai),
+        (Method::DELETE, "/v1/chat/completions", 405, openai),
+        (Method::POST, "/api/stats/summary", 405, monitor),
+        (Method::GET, "/api/nope", 404, monitor),
+        (Method::GET, "/admin/keys/%FF%FE", 400, quota),
+        (Method::PUT, "/admin/keys", 405, quota),
+        (Method::GET, "/nope", 404, quota),
+        (Method::GET, "/api/v1/nope", 404, quota),
+    ];
+    for (m, path, status, check) in cases {
+        let r = send(m.clone(), path).await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{m} {path}");
+        let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(ct.starts_with("application/json"), "{m} {path}: {ct}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert!(check(&v), "{m} {path}: {v}");
+    }
+    app.stop().await;
+}
