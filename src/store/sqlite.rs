@@ -810,21 +810,43 @@ impl Store for SqliteStore {
     }
 
     async fn purge(&self, events_before_ms: i64, idem_before_ms: i64) -> StoreResult<u64> {
-        let logs = sqlx::query("DELETE FROM request_log WHERE ts < ?")
-            .bind(events_before_ms)
-            .execute(&self.write)
-            .await?
-            .rows_affected();
-        let a = sqlx::query("DELETE FROM usage_events WHERE ts < ?")
-            .bind(events_before_ms)
-            .execute(&self.write)
-            .await?
-            .rows_affected();
-        let b = sqlx::query("DELETE FROM idempotency WHERE created_at < ?")
-            .bind(idem_before_ms)
-            .execute(&self.write)
-            .await?
-            .rows_affected();
-        Ok(logs + a + b)
+        // Small batches, each its own short transaction, with a pause between them: the
+        // ledger's writer gets the write lock between any two, so a large purge never makes a
+        // consume wait for the busy timeout.
+        const BATCH: i64 = 2000;
+        let jobs: [(&str, &str, i64); 5] = [
+            ("request_log", "ts", events_before_ms),
+            ("usage_events", "ts", events_before_ms),
+            ("idempotency", "created_at", idem_before_ms),
+            ("alerts", "ts", events_before_ms),
+            ("alert_cooldowns", "until_ms", idem_before_ms),
+        ];
+        let mut total = 0u64;
+        for (table, column, before) in jobs {
+            let sql = format!(
+                "DELETE FROM {table} WHERE rowid IN \
+                 (SELECT rowid FROM {table} WHERE {column} < ? LIMIT {BATCH})"
+            );
+            loop {
+                let n = sqlx::query(AssertSqlSafe(sql.clone()))
+                    .bind(before)
+                    .execute(&self.write)
+                    .await?
+                    .rows_affected();
+                total += n;
+                if n < BATCH as u64 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+        // Deliveries of alerts that are gone.
+        total += sqlx::query(
+            "DELETE FROM alert_deliveries WHERE alert_id NOT IN (SELECT id FROM alerts)",
+        )
+        .execute(&self.write)
+        .await?
+        .rows_affected();
+        Ok(total)
     }
 }

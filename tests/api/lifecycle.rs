@@ -129,3 +129,54 @@ async fn expiry_refuses_with_key_expired() {
     assert_eq!((s, v["remaining"].clone()), (200, json!(98)));
     app.stop().await;
 }
+
+/// Retention removes old rows in small batches (a purge of thousands of rows never holds the
+/// write lock for long) and keeps the recent ones.
+#[tokio::test]
+async fn purge_removes_old_rows_in_batches_and_keeps_recent_ones() {
+    use quota_proxy::store::sqlite::{SqliteOptions, SqliteStore};
+    use quota_proxy::store::{NewAlert, RequestLogFilter, RequestLogRow, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(
+        &dir.path().join("p.db"),
+        SqliteOptions {
+            synchronous_full: false,
+            busy_timeout: std::time::Duration::from_millis(2000),
+        },
+    )
+    .await
+    .unwrap();
+    let row = |ts: i64| RequestLogRow {
+        ts,
+        request_id: format!("r{ts}"),
+        endpoint: "chat.completions".into(),
+        status: 200,
+        ..Default::default()
+    };
+    let old: Vec<RequestLogRow> = (0..4500).map(|i| row(1_000 + i)).collect();
+    store.insert_request_logs(&old).await.unwrap();
+    let recent: Vec<RequestLogRow> = (0..5).map(|i| row(10_000_000 + i)).collect();
+    store.insert_request_logs(&recent).await.unwrap();
+    let alert = |ts: i64| NewAlert {
+        ts,
+        rule: "burst".into(),
+        subject: "token:1".into(),
+        title: "t".into(),
+        message: "m".into(),
+        details: serde_json::json!({}),
+        link: None,
+        channels: vec![],
+        status: "recorded".into(),
+    };
+    store.insert_alert(&alert(5)).await.unwrap();
+    store.insert_alert(&alert(10_000_001)).await.unwrap();
+    let removed = store.purge(5_000_000, 5_000_000).await.unwrap();
+    assert_eq!(removed, 4501);
+    let (_, total) = store
+        .request_logs(&RequestLogFilter::default(), 10, 0)
+        .await
+        .unwrap();
+    assert_eq!(total, 5);
+    let (alerts, n) = store.alerts(&Default::default(), 10, 0).await.unwrap();
+    assert_eq!((n, alerts[0].alert.ts), (1, 10_000_001));
+}
