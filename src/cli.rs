@@ -2,6 +2,7 @@
 //! the database; a server running on the same file picks their changes up within a second.
 
 use std::path::PathBuf;
+use std::io::Write;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
@@ -230,6 +231,12 @@ async fn serve(mut config: Config, clock: SharedClock) -> Result<(), CliError> {
     let app = App::build(config, clock).await?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "quota-proxy listening");
+    if app.state.config.gateway.mock_fallback {
+        let w = crate::api::health::MOCK_WARNING;
+        tracing::warn!("{w}");
+        // Not `println!`: a closed stdout must not stop the server.
+        let _ = writeln!(std::io::stdout(), "WARNING: {w}");
+    }
     println!("quota-proxy listening on http://{}", listener.local_addr()?);
     app.serve(listener, app::shutdown_signal()).await?;
     Ok(())

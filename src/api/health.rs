@@ -7,9 +7,18 @@ use serde_json::{Value, json};
 
 use crate::state::AppState;
 
-pub async fn healthz() -> Json<Value> {
-    Json(json!({ "ok": true, "version": env!("CARGO_PKG_VERSION") }))
+/// Alive; and says so loudly when no upstream is configured, so a mistyped configuration is
+/// not mistaken for a working one.
+pub async fn healthz(State(st): State<AppState>) -> Json<Value> {
+    let mut v = json!({ "ok": true, "version": env!("CARGO_PKG_VERSION") });
+    if st.gateway.settings.mock_fallback {
+        v["upstream"] = json!("mock");
+        v["warning"] = json!(MOCK_WARNING);
+    }
+    Json(v)
 }
+
+pub const MOCK_WARNING: &str = "未配置上游：/v1 的回答来自内置 mock（no upstream configured: /v1 answers come from the built-in mock）";
 
 /// Ready when the store answers.
 pub async fn readyz(State(st): State<AppState>) -> (StatusCode, Json<Value>) {

@@ -145,6 +145,8 @@ pub struct GatewaySettings {
     pub max_body_bytes: usize,
     pub log_flush_ms: u64,
     pub billing: Billing,
+    /// No upstream was configured: every answer comes from the built-in mock.
+    pub mock_fallback: bool,
 }
 
 impl Default for GatewaySettings {
@@ -158,6 +160,7 @@ impl Default for GatewaySettings {
             client_ip: ClientIpPolicy::Keep,
             max_body_bytes: 4 * 1024 * 1024,
             log_flush_ms: 200,
+            mock_fallback: true,
             billing: Billing {
                 mode: BillingMode::Requests,
                 request_cost: 1,
@@ -214,6 +217,19 @@ impl GatewaySettings {
         for u in upstreams.unwrap_or_default() {
             ups.push(upstream_from_file(u, env)?);
         }
+        // A half-given DeepSeek setting is a mistake, not a request for the mock.
+        if env("DEEPSEEK_API_KEY").is_some_and(|k| k.trim().is_empty()) {
+            return Err(invalid("DEEPSEEK_API_KEY", "is set but empty"));
+        }
+        if ups.is_empty()
+            && non_empty("DEEPSEEK_BASE_URL").is_some()
+            && non_empty("DEEPSEEK_API_KEY").is_none()
+        {
+            return Err(invalid(
+                "DEEPSEEK_BASE_URL",
+                "is set but DEEPSEEK_API_KEY is not: set both, or configure [[upstreams]]",
+            ));
+        }
         if ups.is_empty()
             && let Some(key) = non_empty("DEEPSEEK_API_KEY")
         {
@@ -228,7 +244,8 @@ impl GatewaySettings {
                 ..mock_upstream()
             });
         }
-        if ups.is_empty() {
+        let mock_fallback = ups.is_empty();
+        if mock_fallback {
             ups.push(mock_upstream());
         }
         let mut names = std::collections::HashSet::new();
@@ -292,6 +309,7 @@ impl GatewaySettings {
             client_ip,
             max_body_bytes: g.max_body_bytes.unwrap_or(d.max_body_bytes),
             log_flush_ms: g.log_flush_ms.unwrap_or(d.log_flush_ms).clamp(10, 60_000),
+            mock_fallback,
             billing: Billing {
                 mode,
                 request_cost,
@@ -423,6 +441,22 @@ mod tests {
         assert_eq!(s.upstreams[0].name, "deepseek");
         assert_eq!(s.upstreams[0].base_url, "http://127.0.0.1:9");
         assert_eq!(s.upstreams[0].models, vec!["*".to_owned()]);
+        assert!(!s.mock_fallback);
+        assert!(
+            GatewaySettings::build(None, None, None, &none)
+                .unwrap()
+                .mock_fallback
+        );
+    }
+
+    #[test]
+    fn a_half_given_deepseek_setting_refuses_to_start() {
+        let url_only = |k: &str| (k == "DEEPSEEK_BASE_URL").then(|| "https://x".to_owned());
+        let e = GatewaySettings::build(None, None, None, &url_only).unwrap_err();
+        assert!(e.to_string().contains("DEEPSEEK_BASE_URL"), "{e}");
+        let empty_key = |k: &str| (k == "DEEPSEEK_API_KEY").then(|| " ".to_owned());
+        let e = GatewaySettings::build(None, None, None, &empty_key).unwrap_err();
+        assert!(e.to_string().contains("DEEPSEEK_API_KEY"), "{e}");
     }
 
     #[test]

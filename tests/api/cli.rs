@@ -245,3 +245,35 @@ async fn generate_api_key_script_takes_the_seed_flags() {
     assert_eq!(v[0]["expiresAt"], "2026-12-31T23:59:59Z");
     assert_eq!(v[0]["quota"], 1000);
 }
+
+/// With no upstream configured the server says so at start and in `/healthz`; a half-given
+/// DeepSeek setting refuses to start, naming it.
+#[tokio::test]
+async fn the_mock_fallback_is_announced_and_a_half_setting_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = BinaryServer::start(dir.path(), free_port(), &[]).await;
+    let v: Value = http_client()
+        .get(format!("{}/healthz", srv.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["upstream"], "mock", "{v}");
+    assert!(v["warning"].as_str().unwrap().contains("mock"));
+    assert!(srv.stderr().contains("built-in mock"), "logged at start");
+    drop(srv);
+
+    let out = Command::new(bin())
+        .args(["serve", "--port", &free_port().to_string(), "--data-dir"])
+        .arg(dir.path())
+        .env("ADMIN_TOKEN", ADMIN)
+        .env("DEEPSEEK_BASE_URL", "https://api.example.invalid")
+        .env_remove("DEEPSEEK_API_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("DEEPSEEK_BASE_URL"), "{err}");
+}
