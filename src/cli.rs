@@ -1,8 +1,8 @@
 //! The command line: `serve`, `keys …`, `usage`, `migrate`. Key commands work directly on
 //! the database; a server running on the same file picks their changes up within a second.
 
-use std::path::PathBuf;
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};

@@ -631,7 +631,11 @@ impl Gateway {
                 Ok(Some(Ok(c))) => c,
             };
             let mut out = Vec::with_capacity(chunk.len() + 16);
-            for ev in splitter.push(&chunk) {
+            let Ok(events) = splitter.push(&chunk) else {
+                error = Some("upstream event too long".into());
+                break;
+            };
+            for ev in events {
                 if ev.data == "[DONE]" {
                     done = true;
                 } else if let Ok(c) = serde_json::from_str::<StreamChunk>(&ev.data) {
@@ -699,5 +703,14 @@ async fn call_upstream(
     stream: bool,
     request_id: &str,
 ) -> Result<Reply, super::upstream_call::AttemptError> {
-    call(&gw.http, up, endpoint, body, stream, request_id).await
+    call(
+        &gw.http,
+        up,
+        endpoint,
+        body,
+        stream,
+        request_id,
+        gw.settings.max_response_bytes,
+    )
+    .await
 }

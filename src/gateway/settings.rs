@@ -57,6 +57,7 @@ pub struct GatewayFile {
     pub trusted_proxies: Option<Vec<String>>,
     pub client_ip: Option<String>,
     pub max_body_bytes: Option<usize>,
+    pub max_response_bytes: Option<usize>,
     pub log_flush_ms: Option<u64>,
 }
 
@@ -143,6 +144,8 @@ pub struct GatewaySettings {
     pub trusted_proxies: Vec<IpNet>,
     pub client_ip: ClientIpPolicy,
     pub max_body_bytes: usize,
+    /// The largest non-streamed upstream answer read (bigger: the attempt fails).
+    pub max_response_bytes: usize,
     pub log_flush_ms: u64,
     pub billing: Billing,
     /// No upstream was configured: every answer comes from the built-in mock.
@@ -159,6 +162,7 @@ impl Default for GatewaySettings {
             trusted_proxies: Vec::new(),
             client_ip: ClientIpPolicy::Keep,
             max_body_bytes: 4 * 1024 * 1024,
+            max_response_bytes: 32 * 1024 * 1024,
             log_flush_ms: 200,
             mock_fallback: true,
             billing: Billing {
@@ -308,6 +312,10 @@ impl GatewaySettings {
             trusted_proxies: trusted,
             client_ip,
             max_body_bytes: g.max_body_bytes.unwrap_or(d.max_body_bytes),
+            max_response_bytes: g
+                .max_response_bytes
+                .unwrap_or(d.max_response_bytes)
+                .max(1024),
             log_flush_ms: g.log_flush_ms.unwrap_or(d.log_flush_ms).clamp(10, 60_000),
             mock_fallback,
             billing: Billing {

@@ -11,13 +11,31 @@ pub struct Event {
     pub data: String,
 }
 
-#[derive(Debug, Default)]
+/// Splits a byte stream into events. Each byte is looked at once (the search for the next
+/// blank line resumes where it stopped), and an event may not grow past `max_event` bytes.
+#[derive(Debug)]
 pub struct SseSplitter {
     buf: BytesMut,
+    /// Bytes of `buf` already searched for a boundary.
+    scanned: usize,
+    max_event: usize,
 }
 
-fn find_boundary(b: &[u8]) -> Option<(usize, usize)> {
-    let mut i = 0;
+/// The longest event the gateway holds while waiting for its end.
+pub const MAX_EVENT_BYTES: usize = 1 << 20;
+
+impl Default for SseSplitter {
+    fn default() -> Self {
+        Self::with_limit(MAX_EVENT_BYTES)
+    }
+}
+
+/// An event longer than the limit, without a blank line to end it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventTooLong;
+
+fn find_boundary(b: &[u8], from: usize) -> Option<(usize, usize)> {
+    let mut i = from;
     while i + 1 < b.len() {
         if b[i] == b'\n' && b[i + 1] == b'\n' {
             return Some((i, 2));
@@ -31,12 +49,22 @@ fn find_boundary(b: &[u8]) -> Option<(usize, usize)> {
 }
 
 impl SseSplitter {
-    pub fn push(&mut self, chunk: &[u8]) -> Vec<Event> {
+    pub fn with_limit(max_event: usize) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            scanned: 0,
+            max_event,
+        }
+    }
+
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<Event>, EventTooLong> {
         self.buf.extend_from_slice(chunk);
         let mut out = Vec::new();
-        while let Some((end, sep)) = find_boundary(&self.buf) {
+        // A boundary may straddle the previous chunk's end: look 3 bytes back.
+        while let Some((end, sep)) = find_boundary(&self.buf, self.scanned.saturating_sub(3)) {
             let raw = self.buf.split_to(end).freeze();
             let _ = self.buf.split_to(sep);
+            self.scanned = 0;
             let text = String::from_utf8_lossy(&raw);
             let data: Vec<&str> = text
                 .lines()
@@ -48,11 +76,16 @@ impl SseSplitter {
                 raw,
             });
         }
-        out
+        self.scanned = self.buf.len();
+        if self.buf.len() > self.max_event {
+            return Err(EventTooLong);
+        }
+        Ok(out)
     }
 
     /// What is left when the stream ends without a final blank line.
     pub fn rest(&mut self) -> Option<Bytes> {
+        self.scanned = 0;
         (!self.buf.is_empty()).then(|| self.buf.split().freeze())
     }
 }
@@ -64,14 +97,56 @@ mod tests {
     #[test]
     fn splits_across_chunks() {
         let mut s = SseSplitter::default();
-        assert!(s.push(b"data: {\"a\"").is_empty());
-        let ev = s.push(b":1}\n\ndata: [DONE]\n\n");
+        assert!(s.push(b"data: {\"a\"").unwrap().is_empty());
+        let ev = s.push(b":1}\n\ndata: [DONE]\n\n").unwrap();
         assert_eq!(ev.len(), 2);
         assert_eq!(ev[0].data, "{\"a\":1}");
         assert_eq!(ev[1].data, "[DONE]");
-        let ev = s.push(b": keep-alive\r\n\r\ndata: x\n");
+        let ev = s.push(b": keep-alive\r\n\r\ndata: x\n").unwrap();
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].data, "");
         assert_eq!(s.rest().unwrap(), Bytes::from_static(b"data: x\n"));
+    }
+
+    #[test]
+    fn an_endless_event_is_refused() {
+        let mut s = SseSplitter::with_limit(64);
+        assert!(s.push(&[b'a'; 60]).unwrap().is_empty());
+        assert_eq!(s.push(&[b'a'; 10]), Err(EventTooLong));
+    }
+
+    #[test]
+    fn a_boundary_split_across_chunks_is_found() {
+        let mut s = SseSplitter::default();
+        assert!(s.push(b"data: 1\r").unwrap().is_empty());
+        assert!(s.push(b"\n\r").unwrap().is_empty());
+        let ev = s.push(b"\n").unwrap();
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].data, "1");
+    }
+
+    proptest::proptest! {
+        /// However the bytes are cut into chunks, the same events come out, in order.
+        #[test]
+        fn chunking_never_changes_the_events(
+            events in proptest::collection::vec("[a-z0-9 {}:\"]{0,40}", 0..12),
+            cuts in proptest::collection::vec(1usize..50, 0..40),
+            crlf in proptest::bool::ANY,
+        ) {
+            let sep = if crlf { "\r\n\r\n" } else { "\n\n" };
+            let wire: String = events.iter().map(|e| format!("data: {e}{sep}")).collect();
+            let bytes = wire.as_bytes();
+            let mut s = SseSplitter::default();
+            let mut got = Vec::new();
+            let mut at = 0;
+            for c in cuts {
+                let end = (at + c).min(bytes.len());
+                got.extend(s.push(&bytes[at..end]).unwrap().into_iter().map(|e| e.data));
+                at = end;
+            }
+            got.extend(s.push(&bytes[at..]).unwrap().into_iter().map(|e| e.data));
+            proptest::prop_assert_eq!(got, events);
+            proptest::prop_assert!(s.rest().is_none());
+        }
     }
 }

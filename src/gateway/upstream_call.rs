@@ -27,6 +27,8 @@ pub enum Reply {
 pub enum AttemptError {
     Connect(String),
     Timeout,
+    /// A non-streamed answer longer than `max_response_bytes`.
+    TooLarge(usize),
 }
 
 impl std::fmt::Display for AttemptError {
@@ -34,6 +36,7 @@ impl std::fmt::Display for AttemptError {
         match self {
             AttemptError::Connect(e) => write!(f, "upstream unreachable: {e}"),
             AttemptError::Timeout => write!(f, "upstream timed out"),
+            AttemptError::TooLarge(n) => write!(f, "upstream answer over {n} bytes"),
         }
     }
 }
@@ -45,10 +48,13 @@ pub async fn call(
     body: &Value,
     stream: bool,
     request_id: &str,
+    max_response_bytes: usize,
 ) -> Result<Reply, AttemptError> {
     match up.s.kind {
         UpstreamKind::Mock => Ok(mock_reply(endpoint, body, stream, request_id)),
-        UpstreamKind::Openai => http_call(http, up, endpoint, body, stream).await,
+        UpstreamKind::Openai => {
+            http_call(http, up, endpoint, body, stream, max_response_bytes).await
+        }
     }
 }
 
@@ -83,6 +89,7 @@ async fn http_call(
     endpoint: Endpoint,
     body: &Value,
     stream: bool,
+    max_response_bytes: usize,
 ) -> Result<Reply, AttemptError> {
     let Some(url) = up.url(endpoint) else {
         return Err(AttemptError::Connect("invalid base_url".into()));
@@ -122,9 +129,26 @@ async fn http_call(
             stream: Box::pin(s),
         });
     }
-    match tokio::time::timeout(timeout, resp.bytes()).await {
+    // Read whole (to parse usage and fail over before anything is sent), but never more
+    // than the cap: a runaway answer must not take the gateway's memory.
+    let read = async move {
+        let mut resp = resp;
+        let mut buf = bytes::BytesMut::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| AttemptError::Connect(e.without_url().to_string()))?
+        {
+            if buf.len() + chunk.len() > max_response_bytes {
+                return Err(AttemptError::TooLarge(max_response_bytes));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf.freeze())
+    };
+    match tokio::time::timeout(timeout, read).await {
         Err(_) => Err(AttemptError::Timeout),
-        Ok(Err(e)) => Err(AttemptError::Connect(e.without_url().to_string())),
+        Ok(Err(e)) => Err(e),
         Ok(Ok(body)) => Ok(Reply::Full { status, body }),
     }
 }

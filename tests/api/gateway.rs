@@ -777,3 +777,41 @@ async fn huge_max_tokens_is_refused_naming_the_field() {
     assert!(rows.iter().all(|r| r["status"] != 500));
     app.stop().await;
 }
+
+/// A runaway non-streamed answer is cut at `max_response_bytes`: the attempt fails (and the
+/// next upstream is tried), nothing is charged, and the gateway never holds more than the cap.
+#[tokio::test]
+async fn an_upstream_answer_over_the_cap_fails_the_attempt() {
+    let big = MockUpstream::start().await;
+    big.state.pad_answer.store(300 * 1024, Ordering::SeqCst);
+    let fine = MockUpstream::start().await;
+    let mut a = http_upstream("big", &big.url, "k1");
+    a.priority = 10;
+    let b = http_upstream("fine", &fine.url, "k2");
+    let app = spawn_app_with(|c| {
+        c.gateway.upstreams = vec![a.clone()];
+        c.gateway.max_response_bytes = 64 * 1024;
+    })
+    .await;
+    let (key, _) = app.create_key(json!({"quota": 10})).await;
+    let r = chat(&app, &key, hello("m")).await;
+    assert_eq!(r.status().as_u16(), 502);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("65536"),
+        "{v}"
+    );
+    assert_eq!(app.quota(&key).await["used"], 0);
+    app.stop().await;
+
+    let app = spawn_app_with(|c| {
+        c.gateway.upstreams = vec![a, b];
+        c.gateway.max_response_bytes = 64 * 1024;
+    })
+    .await;
+    let (key, _) = app.create_key(json!({"quota": 10})).await;
+    let r = chat(&app, &key, hello("m")).await;
+    assert_eq!(r.status().as_u16(), 200, "failed over to the next upstream");
+    assert_eq!(fine.hits(), 1);
+    app.stop().await;
+}

@@ -33,6 +33,8 @@ pub struct MockState {
     pub abort_after: AtomicUsize,
     pub streams_cancelled: AtomicUsize,
     pub streams_completed: AtomicUsize,
+    /// Pads non-streamed chat answers to at least this many bytes.
+    pub pad_answer: AtomicUsize,
 }
 
 pub struct MockUpstream {
@@ -174,6 +176,10 @@ async fn chat(
     let mut v = mock::chat_completion(&body, "up-1", 1);
     if st.omit_usage.load(Ordering::SeqCst) {
         v.as_object_mut().unwrap().remove("usage");
+    }
+    let pad = st.pad_answer.load(Ordering::SeqCst);
+    if pad > 0 {
+        v["padding"] = Value::String("x".repeat(pad));
     }
     axum::Json(v).into_response()
 }
