@@ -1,7 +1,6 @@
 //! Application assembly: state, router, background tasks, graceful shutdown.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +10,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -168,17 +166,8 @@ impl App {
         listener: TcpListener,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let service = self
-            .router
-            .clone()
-            .into_make_service_with_connect_info::<SocketAddr>();
-        // Streams are many small writes: without NODELAY each waits for the peer's ACK.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let result = axum::serve(listener, service)
-            .with_graceful_shutdown(signal)
-            .await;
+        let limits = self.state.config.connections.clone();
+        let result = crate::listener::serve(listener, self.router.clone(), limits, signal).await;
         self.shutdown().await;
         result
     }
@@ -248,6 +237,8 @@ pub fn request_context(config: &Config) -> crate::middleware::Context {
     crate::middleware::Context {
         trusted_proxies: config.gateway.trusted_proxies.clone(),
         timeout: Duration::from_millis(config.request_timeout_ms),
+        gateway_body_limit: config.gateway.max_body_bytes,
+        body_limit: config.max_body_bytes,
     }
 }
 

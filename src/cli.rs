@@ -308,11 +308,12 @@ async fn monitor_only(mut config: Config) -> Result<(), CliError> {
         "quota-proxy monitor listening on http://{}",
         listener.local_addr()?
     );
-    axum::serve(
+    crate::listener::serve(
         listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        router,
+        config.connections.clone(),
+        app::shutdown_signal(),
     )
-    .with_graceful_shutdown(app::shutdown_signal())
     .await?;
     alerts.stop();
     Ok(())

@@ -2,12 +2,32 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::gateway::settings::{BillingFile, GatewayFile, GatewaySettings, UpstreamFile};
 
 pub use crate::config_error::ConfigError;
+
+/// Limits on the server's connections (see `listener`).
+#[derive(Debug, Clone)]
+pub struct ConnLimits {
+    /// Open connections at most; more are refused with 503.
+    pub max_connections: usize,
+    /// Time to send a request's headers, and the longest a keep-alive connection may sit
+    /// idle between requests.
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(20),
+        }
+    }
+}
 
 /// The config file (`quota-proxy.toml`); every field optional.
 #[derive(Debug, Default, Deserialize)]
@@ -26,6 +46,8 @@ pub struct FileConfig {
     pub log_retention_days: Option<u32>,
     pub max_body_bytes: Option<usize>,
     pub request_timeout_ms: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub header_read_timeout_ms: Option<u64>,
     pub gateway: Option<GatewayFile>,
     pub billing: Option<BillingFile>,
     pub upstreams: Option<Vec<UpstreamFile>>,
@@ -58,6 +80,7 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// The longest a handler may take to start its answer.
     pub request_timeout_ms: u64,
+    pub connections: ConnLimits,
     pub gateway: GatewaySettings,
     pub monitor: crate::monitor::MonitorSettings,
     pub alerts: crate::alerts::settings::AlertSettings,
@@ -78,6 +101,7 @@ impl Default for Config {
             log_retention_days: 90,
             max_body_bytes: 64 * 1024,
             request_timeout_ms: 600_000,
+            connections: ConnLimits::default(),
             gateway: GatewaySettings::default(),
             monitor: crate::monitor::MonitorSettings::default(),
             alerts: crate::alerts::settings::AlertSettings::default(),
@@ -188,6 +212,19 @@ impl Config {
         let request_timeout_ms = parse_env::<u64>(env, "REQUEST_TIMEOUT_MS")?
             .or(file.request_timeout_ms)
             .unwrap_or(d.request_timeout_ms);
+        let dc = ConnLimits::default();
+        let connections = ConnLimits {
+            max_connections: parse_env::<usize>(env, "MAX_CONNECTIONS")?
+                .or(file.max_connections)
+                .unwrap_or(dc.max_connections)
+                .max(1),
+            header_read_timeout: std::time::Duration::from_millis(
+                parse_env::<u64>(env, "HEADER_READ_TIMEOUT_MS")?
+                    .or(file.header_read_timeout_ms)
+                    .unwrap_or(dc.header_read_timeout.as_millis() as u64)
+                    .max(100),
+            ),
+        };
         if request_timeout_ms < 1000 {
             return Err(invalid("request_timeout_ms", "at least 1000"));
         }
@@ -211,6 +248,7 @@ impl Config {
                 .unwrap_or(d.log_retention_days),
             max_body_bytes,
             request_timeout_ms,
+            connections,
             gateway: GatewaySettings::build(file.gateway, file.billing, file.upstreams, env)?,
             monitor: crate::monitor::MonitorSettings::build(file.monitor, env)?,
             alerts: crate::alerts::settings::AlertSettings::build(file.alerts, env)?,

@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod keyadmin;
 pub mod keys;
 pub mod ledger;
+pub mod listener;
 pub mod middleware;
 pub mod monitor;
 pub mod state;

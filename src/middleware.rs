@@ -22,6 +22,9 @@ pub struct Context {
     pub trusted_proxies: Vec<IpNet>,
     /// The longest a handler may take to start its answer (a stream may run longer).
     pub timeout: Duration,
+    /// Request body limits: `/v1/*` (the gateway's) and everything else.
+    pub gateway_body_limit: usize,
+    pub body_limit: usize,
 }
 
 pub async fn context(State(cx): State<Arc<Context>>, mut req: Request, next: Next) -> Response {
@@ -43,6 +46,27 @@ pub async fn context(State(cx): State<Arc<Context>>, mut req: Request, next: Nex
         .unwrap_or_else(|| "(unmatched)".to_owned());
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    // A declared length far over the limit is refused before a byte of the body is read (a
+    // client that lies about it cannot hold the connection). Near the limit the body is read
+    // up to it as usual, so that clients which write their whole body before reading the
+    // answer still see the 413 instead of a broken pipe.
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let limit = if family(&path) == Family::OpenAi {
+        cx.gateway_body_limit
+    } else {
+        cx.body_limit
+    };
+    if declared.is_some_and(|n| n > (limit as u64).saturating_add(1 << 20)) {
+        let mut resp = too_large(&path, limit);
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            resp.headers_mut().insert("x-request-id", v);
+        }
+        return resp;
+    }
     let started = Instant::now();
     let mut resp = match tokio::time::timeout(cx.timeout, next.run(req)).await {
         Ok(r) => r,
@@ -68,6 +92,19 @@ pub async fn context(State(cx): State<Arc<Context>>, mut req: Request, next: Nex
         "request"
     );
     resp
+}
+
+fn too_large(path: &str, limit: usize) -> Response {
+    match family(path) {
+        Family::OpenAi => crate::gateway::oai_error::OaiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            "payload_too_large",
+            format!("请求体过大，上限 {limit} 字节"),
+        )
+        .into_response(),
+        _ => ApiError::payload_too_large(limit).into_response(),
+    }
 }
 
 /// Which API family a path belongs to, for the shape of its errors.

@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["ledger", "keyadmin", "gateway", "monitor", "alerts"],
     &["config", "state", "error"],
     &["api", "web"],
-    &["app", "middleware"],
+    &["app", "middleware", "listener"],
     &["cli"],
 ];
 

@@ -12,6 +12,7 @@ mod alerts;
 mod browser;
 mod cli;
 mod concurrency;
+mod connections;
 mod dashboard;
 mod durability;
 mod errors;

@@ -1,0 +1,129 @@
+//! Slow, idle and too many clients: the server closes what it must and keeps serving the
+//! others.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::*;
+
+fn addr(app: &TestApp) -> String {
+    app.base.trim_start_matches("http://").to_owned()
+}
+
+/// Reads until the peer closes (or `within` passes); returns what was read and whether the
+/// connection was closed.
+async fn read_to_close(s: &mut TcpStream, within: Duration) -> (String, bool) {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Err(_) => return (String::from_utf8_lossy(&out).into_owned(), false),
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&out).into_owned(), true),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn idle_and_slow_header_connections_are_closed_while_others_are_served() {
+    let app = spawn_app_with(|c| {
+        c.connections.header_read_timeout = Duration::from_millis(400);
+    })
+    .await;
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(TcpStream::connect(addr(&app)).await.unwrap());
+    }
+    let mut slow = TcpStream::connect(addr(&app)).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // A keep-alive connection that made one request, then went quiet.
+    let mut kept = TcpStream::connect(addr(&app)).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Others are served meanwhile.
+    let r = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let started = Instant::now();
+    for s in idle.iter_mut() {
+        let (_, closed) = read_to_close(s, Duration::from_secs(3)).await;
+        assert!(closed, "an idle connection stayed open");
+    }
+    let (_, closed) = read_to_close(&mut slow, Duration::from_secs(3)).await;
+    assert!(closed, "a slow header stayed open");
+    let (got, closed) = read_to_close(&mut kept, Duration::from_secs(3)).await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(closed, "an idle keep-alive connection stayed open");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn past_the_connection_cap_a_client_gets_a_clear_refusal() {
+    let app = spawn_app_with(|c| {
+        c.connections.max_connections = 4;
+        c.connections.header_read_timeout = Duration::from_secs(10);
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(TcpStream::connect(addr(&app)).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut extra = TcpStream::connect(addr(&app)).await.unwrap();
+    let (got, closed) = read_to_close(&mut extra, Duration::from_secs(2)).await;
+    assert!(closed);
+    assert!(got.starts_with("HTTP/1.1 503"), "{got}");
+    let body = got.split("\r\n\r\n").nth(1).unwrap();
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["error"]["code"], "UNAVAILABLE");
+    // Freed slots serve again.
+    drop(held);
+    let mut ok = false;
+    for _ in 0..50 {
+        if let Ok(r) = http_client().get(app.url("/healthz")).send().await
+            && r.status().is_success()
+        {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ok);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_declared_body_over_the_limit_is_refused_before_it_is_read() {
+    let app = spawn_app().await;
+    for (path, openai) in [("/api/v1/use", false), ("/v1/chat/completions", true)] {
+        let mut s = TcpStream::connect(addr(&app)).await.unwrap();
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             X-API-Key: qp_x\r\nContent-Length: 10000000\r\n\r\n{{}}"
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let started = Instant::now();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+            .await
+            .expect("answered without waiting for the body")
+            .unwrap();
+        let got = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(got.starts_with("HTTP/1.1 413"), "{path}: {got}");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        let body = got.split("\r\n\r\n").nth(1).unwrap_or("");
+        if openai {
+            assert!(body.contains("\"type\""), "{body}");
+        } else {
+            assert!(body.contains("PAYLOAD_TOO_LARGE"), "{body}");
+        }
+    }
+    app.stop().await;
+}
