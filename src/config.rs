@@ -10,6 +10,13 @@ use crate::gateway::settings::{BillingFile, GatewayFile, GatewaySettings, Upstre
 
 pub use crate::config_error::ConfigError;
 
+/// How far past its limit a declared body is still read (and dropped) before the 413, so
+/// that clients writing their whole body first see the answer: the limit again, at least
+/// 1 MiB. Beyond that the 413 comes at once.
+pub fn body_slack(limit: usize) -> usize {
+    limit.max(1 << 20)
+}
+
 /// Limits on the server's connections (see `listener`).
 #[derive(Debug, Clone)]
 pub struct ConnLimits {

@@ -60,7 +60,8 @@ pub async fn context(State(cx): State<Arc<Context>>, mut req: Request, next: Nex
     } else {
         cx.body_limit
     };
-    if declared.is_some_and(|n| n > (limit as u64).saturating_add(1 << 20)) {
+    if declared.is_some_and(|n| n > (limit.saturating_add(crate::config::body_slack(limit))) as u64)
+    {
         let mut resp = too_large(&path, limit);
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             resp.headers_mut().insert("x-request-id", v);

@@ -23,15 +23,53 @@ async fn proxied(st: AppState, endpoint: Endpoint, req: Request) -> Response {
         });
     let (parts, body) = req.into_parts();
     let limit = st.gateway.settings.max_body_bytes;
-    // Err(true): over the limit; Err(false): the body could not be read.
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        e.into_inner()
-            .downcast_ref::<http_body_util::LengthLimitError>()
-            .is_some()
-    });
+    let bytes = read_body(body, limit).await;
     st.gateway
         .handle(endpoint, &parts.headers, origin, bytes)
         .await
+}
+
+/// The body up to `limit`. Err(true): over the limit; Err(false): it could not be read.
+/// Over the limit, up to `config::body_slack(limit)` more is read and dropped (for at most 5 s), so that a client
+/// that writes its whole body before reading sees the 413 rather than a broken pipe; the
+/// middleware refused larger declared lengths already.
+async fn read_body(body: axum::body::Body, limit: usize) -> Result<bytes::Bytes, bool> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    let mut over = false;
+    let mut drained = 0usize;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let frame = if over {
+            match tokio::time::timeout_at(deadline, body.frame()).await {
+                Ok(f) => f,
+                Err(_) => break,
+            }
+        } else {
+            body.frame().await
+        };
+        let Some(frame) = frame else { break };
+        let Ok(frame) = frame else {
+            return Err(over);
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if over {
+            drained += data.len();
+            if drained > crate::config::body_slack(limit) {
+                break;
+            }
+        } else if buf.len() + data.len() > limit {
+            over = true;
+            drained = buf.len() + data.len() - limit;
+            buf.clear();
+        } else {
+            buf.extend_from_slice(&data);
+        }
+    }
+    if over { Err(true) } else { Ok(buf.freeze()) }
 }
 
 pub async fn chat_completions(State(st): State<AppState>, req: Request) -> Response {

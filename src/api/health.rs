@@ -20,8 +20,14 @@ pub async fn healthz(State(st): State<AppState>) -> Json<Value> {
 
 pub const MOCK_WARNING: &str = "未配置上游：/v1 的回答来自内置 mock（no upstream configured: /v1 answers come from the built-in mock）";
 
-/// Ready when the store answers.
+/// Ready when the store answers and takes writes.
 pub async fn readyz(State(st): State<AppState>) -> (StatusCode, Json<Value>) {
+    if !st.ledger.writable() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ok": false, "error": "服务不可用", "writable": false })),
+        );
+    }
     match st.store.ping().await {
         Ok(()) => (StatusCode::OK, Json(json!({ "ok": true }))),
         Err(e) => {

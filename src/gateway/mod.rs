@@ -133,9 +133,16 @@ impl Gateway {
     }
 
     /// Waits for open streams to finish settling. Call before stopping the ledger.
+    /// Waits for open streams and settlements, at most 30 s: with the store refusing writes
+    /// a settlement waits in the ledger, which only gives up once it is told to stop.
     pub async fn drain(&self) {
         self.tracker.close();
-        self.tracker.wait().await;
+        if tokio::time::timeout(std::time::Duration::from_secs(30), self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("stopping with calls still waiting for their settlement");
+        }
     }
 }
 

@@ -303,6 +303,10 @@ impl Gateway {
                 return self.fail(call, e);
             }
         };
+        // A call the store could not charge is not served: refuse before any upstream.
+        if !self.ledger.writable() {
+            return self.fail(call, OaiError::unavailable());
+        }
         let hold = self.cost(&model, prompt_est, completion_budget);
         match self.ledger.reserve(&entry, hold) {
             Ok(()) => call.held = hold,

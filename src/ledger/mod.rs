@@ -94,6 +94,8 @@ pub struct Ledger {
     store: Arc<dyn Store>,
     clock: SharedClock,
     tx: mpsc::UnboundedSender<writer::Pending>,
+    /// False from a failed commit until a write succeeds again.
+    writable: Arc<std::sync::atomic::AtomicBool>,
     /// In-flight and recent idempotency keys: concurrent retries wait for the first one.
     idem: moka::future::Cache<(i64, String), IdemCell>,
 }
@@ -121,6 +123,7 @@ fn spawn_writer_thread(
     store: Arc<dyn Store>,
     table: Arc<KeyTable>,
     clock: SharedClock,
+    writable: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<oneshot::Receiver<()>, StoreError> {
     let (done_tx, done_rx) = oneshot::channel();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), StoreError>>();
@@ -136,7 +139,7 @@ fn spawn_writer_thread(
                 match store.consume_writer().await {
                     Ok(committer) => {
                         let _ = ready_tx.send(Ok(()));
-                        writer::run(rx, stop_rx, committer, table, clock).await;
+                        writer::run(rx, stop_rx, committer, table, clock, writable).await;
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -199,6 +202,12 @@ impl Ledger {
         Ok(rx)
     }
 
+    /// Whether the store took the last write. While it does not, the gateway refuses new
+    /// calls (it could not charge them) and `/readyz` answers 503.
+    pub fn writable(&self) -> bool {
+        self.writable.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Loads every key into memory and starts the writer.
     pub async fn start(
         store: Arc<dyn Store>,
@@ -210,13 +219,21 @@ impl Ledger {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = oneshot::channel();
-        let stopped =
-            spawn_writer_thread(rx, stop_rx, store.clone(), table.clone(), clock.clone())?;
+        let writable = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let stopped = spawn_writer_thread(
+            rx,
+            stop_rx,
+            store.clone(),
+            table.clone(),
+            clock.clone(),
+            writable.clone(),
+        )?;
         let ledger = Arc::new(Self {
             table,
             store,
             clock,
             tx,
+            writable,
             idem: moka::future::Cache::builder()
                 .max_capacity(200_000)
                 .time_to_live(Duration::from_secs(24 * 3600))

@@ -3,13 +3,15 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::table::KeyTable;
 use crate::clock::SharedClock;
 use crate::keys::refill::PeriodStarts;
-use crate::store::{ConsumeOp, ConsumeResult, ConsumeWriter, StoreError};
+use crate::store::{ConsumeOp, ConsumeResult, ConsumeWriter, OpKind, StoreError};
 
 /// Upper bound on one transaction, to keep commit latency bounded under a flood.
 const MAX_BATCH: usize = 4096;
@@ -19,33 +21,100 @@ pub struct Pending {
     pub reply: oneshot::Sender<Result<ConsumeResult, StoreError>>,
 }
 
+/// How long to wait between attempts while the store refuses writes.
+const RETRY_EVERY: Duration = Duration::from_millis(250);
+/// How long a stopping writer keeps trying to commit settlements the store refused.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 pub async fn run(
     mut rx: mpsc::UnboundedReceiver<Pending>,
     mut shutdown: oneshot::Receiver<()>,
     mut committer: Box<dyn ConsumeWriter>,
     table: Arc<KeyTable>,
     clock: SharedClock,
+    writable: Arc<AtomicBool>,
 ) {
     let mut batch: Vec<Pending> = Vec::with_capacity(256);
+    // Settlements of calls already served that the store refused: kept (and counted in
+    // memory) until they commit.
+    let mut retry: Vec<Pending> = Vec::new();
+    let mut stopping: Option<Instant> = None;
     loop {
+        let troubled = !retry.is_empty() || !writable.load(Ordering::Relaxed);
         let first = tokio::select! {
             biased;
             p = rx.recv() => p,
-            _ = &mut shutdown => {
+            _ = &mut shutdown, if stopping.is_none() => {
                 // Refuse new work, then commit everything already accepted.
                 rx.close();
+                stopping = Some(Instant::now());
                 rx.recv().await
             }
+            _ = tokio::time::sleep(RETRY_EVERY), if troubled => {
+                if retry.is_empty() {
+                    let ok = committer.probe(clock.now_ms()).await.is_ok();
+                    if ok {
+                        tracing::info!("the store takes writes again");
+                    }
+                    writable.store(ok, Ordering::Relaxed);
+                } else {
+                    batch.append(&mut retry);
+                    commit(&mut batch, &mut retry, committer.as_mut(), &table, &clock, &writable).await;
+                }
+                continue;
+            }
         };
-        let Some(first) = first else { break };
+        let Some(first) = first else {
+            // Closed and drained: give refused settlements a last chance, then give up.
+            let started = stopping.unwrap_or_else(Instant::now);
+            while !retry.is_empty() && started.elapsed() < SHUTDOWN_GRACE {
+                tokio::time::sleep(RETRY_EVERY).await;
+                batch.append(&mut retry);
+                commit(
+                    &mut batch,
+                    &mut retry,
+                    committer.as_mut(),
+                    &table,
+                    &clock,
+                    &writable,
+                )
+                .await;
+            }
+            if !retry.is_empty() {
+                tracing::error!(
+                    settlements = retry.len(),
+                    "stopping with settlements the store would not take"
+                );
+                for p in retry.drain(..) {
+                    let _ = p
+                        .reply
+                        .send(Err(StoreError::Unavailable("store refused".into())));
+                }
+            }
+            break;
+        };
         batch.push(first);
+        // Refused settlements go first, so each key's operations keep their order.
+        if !retry.is_empty() {
+            let mut older = std::mem::take(&mut retry);
+            older.append(&mut batch);
+            batch = older;
+        }
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(p) => batch.push(p),
                 Err(_) => break,
             }
         }
-        commit(&mut batch, committer.as_mut(), &table, &clock).await;
+        commit(
+            &mut batch,
+            &mut retry,
+            committer.as_mut(),
+            &table,
+            &clock,
+            &writable,
+        )
+        .await;
     }
     committer.close().await;
     tracing::debug!("ledger writer stopped");
@@ -53,18 +122,29 @@ pub async fn run(
 
 async fn commit(
     batch: &mut Vec<Pending>,
+    retry: &mut Vec<Pending>,
     committer: &mut dyn ConsumeWriter,
     table: &KeyTable,
     clock: &SharedClock,
+    writable: &AtomicBool,
 ) {
     let now = clock.now_ms();
     let periods = PeriodStarts::at(now);
     let ops: Vec<ConsumeOp> = batch.iter().map(|p| p.op.clone()).collect();
+    let outcome = committer.commit(&ops, now, periods).await;
+    writable.store(outcome.is_ok(), Ordering::Relaxed);
+    let failed = outcome.is_err();
+
+    // What this batch settles in memory: everything when it committed; when it did not,
+    // the consumes (refused, their reservation returned) but not the settlements, which stay
+    // pending and are tried again.
     let mut reserved: HashMap<i64, i64> = HashMap::new();
     for op in &ops {
+        if failed && op.kind == OpKind::Settle {
+            continue;
+        }
         *reserved.entry(op.key_id).or_default() += op.total();
     }
-    let outcome = committer.commit(&ops, now, periods).await;
 
     // Memory catches up with the database before anyone is answered, so a caller that reads
     // its quota right after a 200 sees its own consume.
@@ -98,11 +178,21 @@ async fn commit(
             }
         }
         Err(e) => {
-            tracing::error!(error = %e, ops = batch.len(), "ledger commit failed");
+            let settles = batch.iter().filter(|p| p.op.kind == OpKind::Settle).count();
+            tracing::error!(
+                error = %e,
+                ops = batch.len(),
+                settlements_kept = settles,
+                "ledger commit failed"
+            );
             for p in batch.drain(..) {
-                let _ = p
-                    .reply
-                    .send(Err(StoreError::Unavailable("commit failed".into())));
+                if p.op.kind == OpKind::Settle {
+                    retry.push(p);
+                } else {
+                    let _ = p
+                        .reply
+                        .send(Err(StoreError::Unavailable("commit failed".into())));
+                }
             }
         }
     }

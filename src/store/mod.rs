@@ -22,13 +22,26 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        match e {
+        match &e {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
                 StoreError::Unavailable(e.to_string())
             }
-            other => StoreError::Other(other.to_string()),
+            sqlx::Error::Database(db) if db.code().as_deref().is_some_and(is_storage_fault) => {
+                StoreError::Unavailable(e.to_string())
+            }
+            _ => StoreError::Other(e.to_string()),
         }
     }
+}
+
+/// SQLite result codes (primary or extended) that mean the storage, not the statement, is
+/// at fault: busy or locked by another process, I/O error, disk full, read-only file or
+/// directory, cannot open, no memory. They are worth a retry later (503), not a 500.
+pub fn is_storage_fault(code: &str) -> bool {
+    let Ok(n) = code.parse::<i64>() else {
+        return false;
+    };
+    matches!(n & 0xff, 5 | 6 | 7 | 8 | 10 | 13 | 14)
 }
 
 impl From<sqlx::migrate::MigrateError> for StoreError {
@@ -210,6 +223,9 @@ pub trait ConsumeWriter {
         now_ms: i64,
         periods: PeriodStarts,
     ) -> StoreResult<BatchOutcome>;
+
+    /// Writes one small row in its own transaction: whether the database takes writes.
+    async fn probe(&mut self, now_ms: i64) -> StoreResult<()>;
 
     async fn close(self: Box<Self>);
 }

@@ -67,6 +67,15 @@ impl SqliteStore {
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(30))
+            // A storage fault can leave a connection inside a transaction whose ROLLBACK also
+            // failed; handed out again, it would refuse every later write. Such a connection
+            // is closed and a fresh one opened instead.
+            .before_acquire(|conn, _| {
+                Box::pin(async move {
+                    use sqlx::Connection;
+                    Ok(!conn.is_in_transaction())
+                })
+            })
             .connect_with(connect.clone())
             .await?;
         MIGRATOR.run(&write).await?;

@@ -28,11 +28,7 @@ impl Db {
         let msg = unsafe { CStr::from_ptr(ffi::sqlite3_errmsg(self.0.as_ptr())) }
             .to_string_lossy()
             .into_owned();
-        let primary = code & 0xff;
-        if primary == ffi::SQLITE_BUSY
-            || primary == ffi::SQLITE_LOCKED
-            || primary == ffi::SQLITE_IOERR
-        {
+        if super::is_storage_fault(&code.to_string()) {
             StoreError::Unavailable(msg)
         } else {
             StoreError::Other(msg)

@@ -332,6 +332,26 @@ impl ConsumeWriter for SqliteConsumeWriter {
         out
     }
 
+    async fn probe(&mut self, now_ms: i64) -> StoreResult<()> {
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| StoreError::Unavailable("writer closed".into()))?;
+        let mut locked = conn.lock_handle().await?;
+        let db = Db(locked.as_raw_handle());
+        let out = db.exec("BEGIN IMMEDIATE").and_then(|()| {
+            db.exec(&format!(
+                "INSERT OR REPLACE INTO health_probe (id, ts) VALUES (1, {now_ms})"
+            ))
+            .and_then(|()| db.exec("COMMIT"))
+        });
+        if out.is_err() {
+            let _ = db.exec("ROLLBACK");
+        }
+        drop(locked);
+        out
+    }
+
     async fn close(mut self: Box<Self>) {
         if let Some(conn) = self.conn.as_mut()
             && let Ok(_locked) = conn.lock_handle().await

@@ -16,6 +16,7 @@ mod connections;
 mod dashboard;
 mod durability;
 mod errors;
+mod faults;
 mod gateway;
 mod helpers;
 mod idempotency;

@@ -1,0 +1,132 @@
+//! Storage faults, for real: another connection holds SQLite's write lock (as a backup tool
+//! or a second process would). Nothing served goes uncharged, writes answer 503 meanwhile,
+//! and everything recovers by itself when the lock goes.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sqlx::{Connection, SqliteConnection};
+
+use crate::helpers::*;
+
+async fn chat(app: &TestApp, key: &str) -> (u16, Value) {
+    let r = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&json!({"model": "mock-chat", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    status_json(r).await
+}
+
+async fn used_on_disk(app: &TestApp, id: i64) -> i64 {
+    let url = format!(
+        "sqlite://{}?mode=ro",
+        app.dir.path().join("qp.db").display()
+    );
+    let mut c = SqliteConnection::connect(&url).await.unwrap();
+    let used: i64 = sqlx::query_scalar("SELECT used FROM keys WHERE id = ?")
+        .bind(id)
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    used
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_write_lock_charges_every_served_call_answers_503_and_recovers() {
+    let app = spawn_app_with(|c| c.sqlite_busy_timeout_ms = 300).await;
+    let (key, id) = app.create_key(json!({"quota": 10})).await;
+
+    // Another connection takes the write lock and keeps it.
+    let url = format!("sqlite://{}", app.dir.path().join("qp.db").display());
+    let mut locker = SqliteConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+
+    // Calls during the fault: each is either served (and then charged, later) or refused
+    // with 503 before any upstream; the quota API and admin writes answer 503.
+    let mut served = 0;
+    for _ in 0..4 {
+        let (s, v) = chat(&app, &key).await;
+        match s {
+            200 => served += 1,
+            503 => assert_eq!(v["error"]["code"], "unavailable", "{v}"),
+            other => panic!("{other}: {v}"),
+        }
+    }
+    assert!(
+        served >= 1,
+        "the first call is served before the fault is known"
+    );
+    let r = app
+        .client
+        .post(app.url("/api/v1/use"))
+        .header("x-api-key", &key)
+        .json(&json!({"amount": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().contains_key("retry-after"));
+    let (s, v) = status_json(r).await;
+    assert_eq!((s, error_code(&v)), (503, "UNAVAILABLE"), "{v}");
+    let (s, v) = app.admin_post("/admin/keys", json!({"quota": 1})).await;
+    assert_eq!((s, error_code(&v)), (503, "UNAVAILABLE"), "{v}");
+    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 503, "not ready while writes fail");
+    // Memory already counts the served calls.
+    assert_eq!(app.quota(&key).await["used"], served);
+
+    // The lock goes; the service recovers without a restart.
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    drop(locker);
+    let mut ready = false;
+    for _ in 0..100 {
+        if app
+            .client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "ready again");
+    // The kept settlements reached the database: memory = disk = what was served.
+    let mut on_disk = 0;
+    for _ in 0..100 {
+        on_disk = used_on_disk(&app, id).await;
+        if on_disk == served {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(on_disk, served, "every served call charged on disk");
+    assert_eq!(app.quota(&key).await["used"], served);
+    // Writes of every kind work again (no connection left inside a transaction).
+    let (s, v) = app.admin_post("/admin/keys", json!({"quota": 1})).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, _) = app
+        .admin_post("/admin/keys/disable", json!({"key": v["id"].to_string()}))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(app.use_amount(&key, 1).await.0, 200);
+    assert_eq!(chat(&app, &key).await.0, 200);
+    let dir = app.stop().await;
+    // And after a restart the database holds all of it.
+    let app = spawn_in(dir, |_| {}).await;
+    assert_eq!(app.quota(&key).await["used"], served + 2);
+    app.stop().await;
+}
