@@ -130,3 +130,114 @@ async fn a_held_write_lock_charges_every_served_call_answers_503_and_recovers() 
     assert_eq!(app.quota(&key).await["used"], served + 2);
     app.stop().await;
 }
+
+/// A tmpfs mounted for the test, unmounted when dropped.
+struct TinyFs(std::path::PathBuf);
+
+impl TinyFs {
+    fn mount(at: &std::path::Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(at).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| TinyFs(at.to_path_buf()))
+    }
+}
+
+impl Drop for TinyFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// The disk fills up under the running server (a small tmpfs, where the machine lets the
+/// test mount one; the held-lock test above is the fault that runs everywhere).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_charges_every_served_call_answers_503_and_recovers() {
+    let base = tempfile::tempdir().unwrap();
+    let mnt = base.path().join("tiny");
+    let Some(_fs) = TinyFs::mount(&mnt, "4m") else {
+        eprintln!("skipping the full-disk test: cannot mount a tmpfs here");
+        return;
+    };
+    let db = mnt.join("qp.db");
+    let db2 = db.clone();
+    let app = spawn_app_with(move |c| {
+        c.sqlite_path = db2;
+        c.sqlite_busy_timeout_ms = 300;
+    })
+    .await;
+    let (key, id) = app.create_key(json!({"quota": 1000})).await;
+    // Fill what is left.
+    let filler = mnt.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let mut served = 0;
+    let mut refused = 0;
+    for _ in 0..30 {
+        let (s, v) = chat(&app, &key).await;
+        match s {
+            200 => served += 1,
+            503 => refused += 1,
+            other => panic!("{other}: {v}"),
+        }
+        if refused >= 3 {
+            break;
+        }
+    }
+    assert!(refused >= 3, "the full disk was noticed (served {served})");
+    let (s, v) = app.admin_post("/admin/keys", json!({"quota": 1})).await;
+    assert_eq!((s, error_code(&v)), (503, "UNAVAILABLE"), "{v}");
+    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+
+    // Space comes back: everything recovers, and every served call is on disk.
+    std::fs::remove_file(&filler).unwrap();
+    let mut ok = false;
+    for _ in 0..100 {
+        if app
+            .client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+        {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "ready again");
+    let url = format!("sqlite://{}?mode=ro", db.display());
+    let mut on_disk = -1;
+    for _ in 0..100 {
+        let mut c = SqliteConnection::connect(&url).await.unwrap();
+        on_disk = sqlx::query_scalar("SELECT used FROM keys WHERE id = ?")
+            .bind(id)
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        if on_disk == served {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(on_disk, served, "served {served}, charged {on_disk}");
+    assert_eq!(app.quota(&key).await["used"], served);
+    let (s, v) = app.admin_post("/admin/keys", json!({"quota": 1})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(chat(&app, &key).await.0, 200);
+    app.stop().await;
+}
