@@ -237,6 +237,7 @@ pub fn request_context(config: &Config) -> crate::middleware::Context {
     crate::middleware::Context {
         trusted_proxies: config.gateway.trusted_proxies.clone(),
         timeout: Duration::from_millis(config.request_timeout_ms),
+        body_idle_timeout: config.connections.body_idle_timeout,
         gateway_body_limit: config.gateway.max_body_bytes,
         body_limit: config.max_body_bytes,
     }

@@ -25,6 +25,8 @@ pub struct ConnLimits {
     /// Time to send a request's headers, and the longest a keep-alive connection may sit
     /// idle between requests.
     pub header_read_timeout: Duration,
+    /// The longest a client may pause while sending a request body.
+    pub body_idle_timeout: Duration,
 }
 
 impl Default for ConnLimits {
@@ -32,6 +34,7 @@ impl Default for ConnLimits {
         Self {
             max_connections: 4096,
             header_read_timeout: Duration::from_secs(20),
+            body_idle_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -55,6 +58,7 @@ pub struct FileConfig {
     pub request_timeout_ms: Option<u64>,
     pub max_connections: Option<usize>,
     pub header_read_timeout_ms: Option<u64>,
+    pub body_idle_timeout_ms: Option<u64>,
     pub gateway: Option<GatewayFile>,
     pub billing: Option<BillingFile>,
     pub upstreams: Option<Vec<UpstreamFile>>,
@@ -229,6 +233,12 @@ impl Config {
                 parse_env::<u64>(env, "HEADER_READ_TIMEOUT_MS")?
                     .or(file.header_read_timeout_ms)
                     .unwrap_or(dc.header_read_timeout.as_millis() as u64)
+                    .max(100),
+            ),
+            body_idle_timeout: std::time::Duration::from_millis(
+                parse_env::<u64>(env, "BODY_IDLE_TIMEOUT_MS")?
+                    .or(file.body_idle_timeout_ms)
+                    .unwrap_or(dc.body_idle_timeout.as_millis() as u64)
                     .max(100),
             ),
         };

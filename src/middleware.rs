@@ -22,6 +22,8 @@ pub struct Context {
     pub trusted_proxies: Vec<IpNet>,
     /// The longest a handler may take to start its answer (a stream may run longer).
     pub timeout: Duration,
+    /// The longest a client may pause while sending a request body.
+    pub body_idle_timeout: Duration,
     /// Request body limits: `/v1/*` (the gateway's) and everything else.
     pub gateway_body_limit: usize,
     pub body_limit: usize,
@@ -69,6 +71,14 @@ pub async fn context(State(cx): State<Arc<Context>>, mut req: Request, next: Nex
         return resp;
     }
     let started = Instant::now();
+    // A body that stops arriving fails its read (a 4xx for the handler) instead of holding
+    // the connection until the request's time limit.
+    let req = req.map(|b| {
+        axum::body::Body::new(tower_http::timeout::TimeoutBody::new(
+            cx.body_idle_timeout,
+            b,
+        ))
+    });
     let mut resp = match tokio::time::timeout(cx.timeout, next.run(req)).await {
         Ok(r) => r,
         Err(_) => {

@@ -127,3 +127,27 @@ async fn a_declared_body_over_the_limit_is_refused_before_it_is_read() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_body_that_stops_arriving_is_answered_and_closed() {
+    let app = spawn_app_with(|c| {
+        c.connections.body_idle_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let (key, _) = app.create_key(serde_json::json!({"quota": 5})).await;
+    for path in ["/api/v1/use", "/v1/chat/completions", "/admin/keys"] {
+        let mut s = TcpStream::connect(addr(&app)).await.unwrap();
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             X-API-Key: {key}\r\nAuthorization: Bearer {ADMIN}\r\nContent-Length: 100\r\n\r\n{{\"amo"
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let started = Instant::now();
+        let (got, _) = read_to_close(&mut s, Duration::from_secs(3)).await;
+        assert!(got.starts_with("HTTP/1.1 4"), "{path}: {got}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{path}");
+    }
+    // Nothing was charged.
+    assert_eq!(app.quota(&key).await["used"], 0);
+    app.stop().await;
+}

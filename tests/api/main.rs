@@ -17,6 +17,7 @@ mod dashboard;
 mod durability;
 mod errors;
 mod faults;
+mod fuzz;
 mod gateway;
 mod helpers;
 mod idempotency;
