@@ -26,21 +26,49 @@ const RETRY_EVERY: Duration = Duration::from_millis(250);
 /// How long a stopping writer keeps trying to commit settlements the store refused.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// Where batches go, and what learns of the outcome.
+struct Sink {
+    committer: Box<dyn ConsumeWriter>,
+    table: Arc<KeyTable>,
+    clock: SharedClock,
+    writable: Arc<AtomicBool>,
+}
+
+impl Sink {
+    async fn commit(&mut self, batch: &mut Vec<Pending>, retry: &mut Vec<Pending>) {
+        commit(
+            batch,
+            retry,
+            self.committer.as_mut(),
+            &self.table,
+            &self.clock,
+            &self.writable,
+        )
+        .await;
+    }
+}
+
 pub async fn run(
     mut rx: mpsc::UnboundedReceiver<Pending>,
     mut shutdown: oneshot::Receiver<()>,
-    mut committer: Box<dyn ConsumeWriter>,
+    committer: Box<dyn ConsumeWriter>,
     table: Arc<KeyTable>,
     clock: SharedClock,
     writable: Arc<AtomicBool>,
 ) {
+    let mut sink = Sink {
+        committer,
+        table,
+        clock,
+        writable,
+    };
     let mut batch: Vec<Pending> = Vec::with_capacity(256);
     // Settlements of calls already served that the store refused: kept (and counted in
     // memory) until they commit.
     let mut retry: Vec<Pending> = Vec::new();
     let mut stopping: Option<Instant> = None;
     loop {
-        let troubled = !retry.is_empty() || !writable.load(Ordering::Relaxed);
+        let troubled = !retry.is_empty() || !sink.writable.load(Ordering::Relaxed);
         let first = tokio::select! {
             biased;
             p = rx.recv() => p,
@@ -52,14 +80,14 @@ pub async fn run(
             }
             _ = tokio::time::sleep(RETRY_EVERY), if troubled => {
                 if retry.is_empty() {
-                    let ok = committer.probe(clock.now_ms()).await.is_ok();
+                    let ok = sink.committer.probe(sink.clock.now_ms()).await.is_ok();
                     if ok {
                         tracing::info!("the store takes writes again");
                     }
-                    writable.store(ok, Ordering::Relaxed);
+                    sink.writable.store(ok, Ordering::Relaxed);
                 } else {
                     batch.append(&mut retry);
-                    commit(&mut batch, &mut retry, committer.as_mut(), &table, &clock, &writable).await;
+                    sink.commit(&mut batch, &mut retry).await;
                 }
                 continue;
             }
@@ -70,15 +98,7 @@ pub async fn run(
             while !retry.is_empty() && started.elapsed() < SHUTDOWN_GRACE {
                 tokio::time::sleep(RETRY_EVERY).await;
                 batch.append(&mut retry);
-                commit(
-                    &mut batch,
-                    &mut retry,
-                    committer.as_mut(),
-                    &table,
-                    &clock,
-                    &writable,
-                )
-                .await;
+                sink.commit(&mut batch, &mut retry).await;
             }
             if !retry.is_empty() {
                 tracing::error!(
@@ -106,17 +126,9 @@ pub async fn run(
                 Err(_) => break,
             }
         }
-        commit(
-            &mut batch,
-            &mut retry,
-            committer.as_mut(),
-            &table,
-            &clock,
-            &writable,
-        )
-        .await;
+        sink.commit(&mut batch, &mut retry).await;
     }
-    committer.close().await;
+    sink.committer.close().await;
     tracing::debug!("ledger writer stopped");
 }
 

@@ -303,6 +303,28 @@ fn commit_sync(
     })
 }
 
+impl SqliteConsumeWriter {
+    /// Runs `f` on the raw handle while the connection is locked; on an error, rolls back
+    /// whatever `f` left open, so the connection is usable for the next call.
+    async fn with_db<T>(
+        &mut self,
+        f: impl FnOnce(Db, &mut Option<Statements>) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| StoreError::Unavailable("writer closed".into()))?;
+        let mut locked = conn.lock_handle().await?;
+        let db = Db(locked.as_raw_handle());
+        let out = f(db, &mut self.stmts);
+        if out.is_err() {
+            let _ = db.exec("ROLLBACK");
+        }
+        drop(locked);
+        out
+    }
+}
+
 #[async_trait(?Send)]
 impl ConsumeWriter for SqliteConsumeWriter {
     async fn commit(
@@ -311,45 +333,27 @@ impl ConsumeWriter for SqliteConsumeWriter {
         now_ms: i64,
         periods: PeriodStarts,
     ) -> StoreResult<BatchOutcome> {
-        let conn = self
-            .conn
-            .as_mut()
-            .ok_or_else(|| StoreError::Unavailable("writer closed".into()))?;
-        let mut locked = conn.lock_handle().await?;
-        let db = Db(locked.as_raw_handle());
-        if self.stmts.is_none() {
-            self.stmts = Some(Statements::prepare(db)?);
-        }
-        let Some(stmts) = self.stmts.as_mut() else {
-            return Err(StoreError::Other("statements not prepared".into()));
-        };
-        let out = commit_sync(db, stmts, ops, now_ms, periods);
-        if out.is_err() {
-            // Leaves the connection usable for the next batch; nothing of this one stays.
-            let _ = db.exec("ROLLBACK");
-        }
-        drop(locked);
-        out
+        self.with_db(|db, stmts| {
+            if stmts.is_none() {
+                *stmts = Some(Statements::prepare(db)?);
+            }
+            let Some(stmts) = stmts.as_mut() else {
+                return Err(StoreError::Other("statements not prepared".into()));
+            };
+            commit_sync(db, stmts, ops, now_ms, periods)
+        })
+        .await
     }
 
     async fn probe(&mut self, now_ms: i64) -> StoreResult<()> {
-        let conn = self
-            .conn
-            .as_mut()
-            .ok_or_else(|| StoreError::Unavailable("writer closed".into()))?;
-        let mut locked = conn.lock_handle().await?;
-        let db = Db(locked.as_raw_handle());
-        let out = db.exec("BEGIN IMMEDIATE").and_then(|()| {
+        self.with_db(|db, _| {
+            db.exec("BEGIN IMMEDIATE")?;
             db.exec(&format!(
                 "INSERT OR REPLACE INTO health_probe (id, ts) VALUES (1, {now_ms})"
-            ))
-            .and_then(|()| db.exec("COMMIT"))
-        });
-        if out.is_err() {
-            let _ = db.exec("ROLLBACK");
-        }
-        drop(locked);
-        out
+            ))?;
+            db.exec("COMMIT")
+        })
+        .await
     }
 
     async fn close(mut self: Box<Self>) {

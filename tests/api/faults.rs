@@ -21,18 +21,35 @@ async fn chat(app: &TestApp, key: &str) -> (u16, Value) {
     status_json(r).await
 }
 
-async fn used_on_disk(app: &TestApp, id: i64) -> i64 {
-    let url = format!(
-        "sqlite://{}?mode=ro",
-        app.dir.path().join("qp.db").display()
-    );
-    let mut c = SqliteConnection::connect(&url).await.unwrap();
-    let used: i64 = sqlx::query_scalar("SELECT used FROM keys WHERE id = ?")
-        .bind(id)
-        .fetch_one(&mut c)
-        .await
-        .unwrap();
+/// `used` of key `id` as the database file says, once it reaches `want` (or after 5 s).
+async fn used_on_disk(db: &std::path::Path, id: i64, want: i64) -> i64 {
+    let url = format!("sqlite://{}?mode=ro", db.display());
+    let mut used = -1;
+    for _ in 0..100 {
+        let mut c = SqliteConnection::connect(&url).await.unwrap();
+        used = sqlx::query_scalar("SELECT used FROM keys WHERE id = ?")
+            .bind(id)
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        if used == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     used
+}
+
+/// Waits (5 s at most) for `/readyz` to say 200 again.
+async fn ready_again(app: &TestApp) -> bool {
+    for _ in 0..100 {
+        let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+        if r.status().is_success() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,32 +104,9 @@ async fn a_held_write_lock_charges_every_served_call_answers_503_and_recovers() 
         .await
         .unwrap();
     drop(locker);
-    let mut ready = false;
-    for _ in 0..100 {
-        if app
-            .client
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .is_success()
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ready, "ready again");
+    assert!(ready_again(&app).await, "ready again");
     // The kept settlements reached the database: memory = disk = what was served.
-    let mut on_disk = 0;
-    for _ in 0..100 {
-        on_disk = used_on_disk(&app, id).await;
-        if on_disk == served {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let on_disk = used_on_disk(&app.dir.path().join("qp.db"), id, served).await;
     assert_eq!(on_disk, served, "every served call charged on disk");
     assert_eq!(app.quota(&key).await["used"], served);
     // Writes of every kind work again (no connection left inside a transaction).
@@ -203,37 +197,8 @@ async fn a_full_disk_charges_every_served_call_answers_503_and_recovers() {
 
     // Space comes back: everything recovers, and every served call is on disk.
     std::fs::remove_file(&filler).unwrap();
-    let mut ok = false;
-    for _ in 0..100 {
-        if app
-            .client
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .is_success()
-        {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ok, "ready again");
-    let url = format!("sqlite://{}?mode=ro", db.display());
-    let mut on_disk = -1;
-    for _ in 0..100 {
-        let mut c = SqliteConnection::connect(&url).await.unwrap();
-        on_disk = sqlx::query_scalar("SELECT used FROM keys WHERE id = ?")
-            .bind(id)
-            .fetch_one(&mut c)
-            .await
-            .unwrap();
-        if on_disk == served {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert!(ready_again(&app).await, "ready again");
+    let on_disk = used_on_disk(&db, id, served).await;
     assert_eq!(on_disk, served, "served {served}, charged {on_disk}");
     assert_eq!(app.quota(&key).await["used"], served);
     let (s, v) = app.admin_post("/admin/keys", json!({"quota": 1})).await;
