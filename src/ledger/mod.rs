@@ -472,3 +472,161 @@ impl Ledger {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The ledger over a real SQLite file: memory and database agree after every kind of
+    //! operation, and the refusals are the documented ones.
+
+    use super::*;
+    use crate::clock::OffsetClock;
+    use crate::keyadmin::{Actor, CreateSpec, KeyAdmin};
+    use crate::store::sqlite::{SqliteOptions, SqliteStore};
+
+    struct Fixture {
+        ledger: Arc<Ledger>,
+        handle: LedgerHandle,
+        admin: KeyAdmin,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(
+                &dir.path().join("l.db"),
+                SqliteOptions {
+                    synchronous_full: false,
+                    busy_timeout: Duration::from_secs(2),
+                },
+            )
+            .await
+            .unwrap(),
+        );
+        let clock: SharedClock = Arc::new(OffsetClock::new());
+        let (ledger, handle) = Ledger::start(store.clone(), clock.clone()).await.unwrap();
+        let admin = KeyAdmin::new(store, Some(ledger.clone()), clock);
+        Fixture {
+            ledger,
+            handle,
+            admin,
+            _dir: dir,
+        }
+    }
+
+    async fn key(f: &Fixture, quota: Option<i64>) -> Arc<KeyEntry> {
+        let spec = CreateSpec {
+            prefix: "t".into(),
+            quota,
+            expires_at: None,
+            name: None,
+            count: 1,
+            metadata: Default::default(),
+            owner: None,
+            limits: Default::default(),
+            refill: None,
+        };
+        let issued = f.admin.create(&spec, &Actor::cli()).await.unwrap();
+        f.ledger.authenticate(&issued[0].full).await.unwrap()
+    }
+
+    fn item(amount: i64) -> UsageItem {
+        UsageItem {
+            amount,
+            reason: None,
+            metadata: None,
+        }
+    }
+
+    async fn used_in_db(f: &Fixture, e: &KeyEntry) -> i64 {
+        let id = e.lock().rec.id;
+        f.ledger.store().key_by_id(id).await.unwrap().unwrap().used
+    }
+
+    #[tokio::test]
+    async fn consume_is_all_or_nothing_and_memory_matches_the_database() {
+        let f = fixture().await;
+        let e = key(&f, Some(10)).await;
+        let out = f
+            .ledger
+            .consume(&e, vec![item(3), item(4)], None)
+            .await
+            .unwrap();
+        assert_eq!((out.amount_used, out.remaining, out.count), (7, Some(3), 2));
+        let refused = f.ledger.consume(&e, vec![item(2), item(2)], None).await;
+        assert!(matches!(
+            refused,
+            Err(LedgerError::QuotaExceeded {
+                remaining: 3,
+                requested: 4
+            })
+        ));
+        assert_eq!(f.ledger.view(&e).used, 7);
+        assert_eq!(used_in_db(&f, &e).await, 7);
+        f.handle.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn holds_are_memory_only_and_settlements_clamp_to_what_is_left() {
+        let f = fixture().await;
+        let e = key(&f, Some(5)).await;
+        f.ledger.reserve(&e, 4).unwrap();
+        assert!(matches!(
+            f.ledger.reserve(&e, 2),
+            Err(LedgerError::QuotaExceeded { .. })
+        ));
+        assert_eq!(used_in_db(&f, &e).await, 0, "a hold is not a charge");
+        // The call cost more than held and more than was left: it pays what is left.
+        let out = f.ledger.settle(&e, 4, 9, item(0)).await.unwrap();
+        assert_eq!(out.amount_used, 5);
+        assert_eq!(f.ledger.view(&e).used, 5);
+        assert_eq!(used_in_db(&f, &e).await, 5);
+        // A released hold charges nothing.
+        let e2 = key(&f, Some(5)).await;
+        f.ledger.reserve(&e2, 3).unwrap();
+        f.ledger.release(&e2, 3);
+        assert_eq!(f.ledger.view(&e2).used, 0);
+        f.handle.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn idempotent_retries_charge_once() {
+        let f = fixture().await;
+        let e = key(&f, None).await;
+        let a = f
+            .ledger
+            .consume(&e, vec![item(2)], Some("req-1".into()))
+            .await
+            .unwrap();
+        let b = f
+            .ledger
+            .consume(&e, vec![item(2)], Some("req-1".into()))
+            .await
+            .unwrap();
+        assert_eq!(a, b);
+        assert_eq!(used_in_db(&f, &e).await, 2);
+        assert_eq!(a.remaining, None, "unlimited");
+        f.handle.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_disabled_key_refuses_consumes_and_holds() {
+        let f = fixture().await;
+        let e = key(&f, Some(5)).await;
+        let rec = f.ledger.view(&e);
+        f.admin
+            .set_enabled(rec.id, false, &Actor::cli())
+            .await
+            .unwrap();
+        let e = f.ledger.entry_by_id(rec.id).await.unwrap().unwrap();
+        assert!(matches!(
+            f.ledger.consume(&e, vec![item(1)], None).await,
+            Err(LedgerError::Disabled)
+        ));
+        assert!(matches!(
+            f.ledger.reserve(&e, 1),
+            Err(LedgerError::Disabled)
+        ));
+        f.handle.shutdown().await;
+    }
+}

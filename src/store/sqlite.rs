@@ -859,3 +859,105 @@ impl Store for SqliteStore {
         Ok(total)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (SqliteStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(
+            &dir.path().join("s.db"),
+            SqliteOptions {
+                synchronous_full: false,
+                busy_timeout: Duration::from_secs(2),
+            },
+        )
+        .await
+        .unwrap();
+        (s, dir)
+    }
+
+    fn row(ts: i64, upstream: &str, status: i64, latency: i64, model: &str) -> RequestLogRow {
+        RequestLogRow {
+            ts,
+            request_id: format!("r{ts}"),
+            endpoint: "chat.completions".into(),
+            upstream: Some(upstream.into()),
+            model: Some(model.into()),
+            status,
+            latency_ms: latency,
+            key_id: Some(if status < 400 { 1 } else { 2 }),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn upstream_stats_and_request_filters() {
+        let (s, _d) = store().await;
+        let mut rows: Vec<RequestLogRow> = (0..20)
+            .map(|i| row(1000 + i, "a", 200, 10 * (i + 1), "m1"))
+            .collect();
+        rows.push(row(2000, "a", 502, 5, "m2"));
+        rows.push(row(2001, "b", 500, 7, "m2"));
+        rows.push(row(9000, "a", 200, 1, "m1"));
+        s.insert_request_logs(&rows).await.unwrap();
+        let st = s.upstream_stats(0, 5000).await.unwrap();
+        assert_eq!(st.len(), 2);
+        let a = &st[0];
+        assert_eq!((a.upstream.as_str(), a.requests, a.errors), ("a", 21, 1));
+        // Nearest-rank p95 of 5, 10, 20 … 200: the 20th of 21 values.
+        assert_eq!(a.p95_latency_ms, 190);
+        assert_eq!((st[1].requests, st[1].errors), (1, 1));
+
+        let f = |key_id, model: Option<&str>, status| RequestLogFilter {
+            key_id,
+            model: model.map(str::to_owned),
+            status,
+        };
+        let count = |flt: RequestLogFilter| {
+            let s = &s;
+            async move { s.request_logs(&flt, 100, 0).await.unwrap().1 }
+        };
+        assert_eq!(count(f(None, None, None)).await, 23);
+        assert_eq!(count(f(None, Some("m2"), None)).await, 2);
+        assert_eq!(count(f(None, None, Some(StatusFilter::Error))).await, 2);
+        assert_eq!(count(f(None, None, Some(StatusFilter::Ok))).await, 21);
+        assert_eq!(
+            count(f(None, None, Some(StatusFilter::Exact(502)))).await,
+            1
+        );
+        assert_eq!(count(f(Some(2), Some("m2"), None)).await, 2);
+        let (newest, _) = s.request_logs(&f(None, None, None), 1, 0).await.unwrap();
+        assert_eq!(newest[0].ts, 9000, "newest first");
+    }
+
+    #[tokio::test]
+    async fn cooldowns_expire_and_are_replaced() {
+        let (s, _d) = store().await;
+        s.set_cooldown("burst", &["token:1".into(), "token:2".into()], 100)
+            .await
+            .unwrap();
+        s.set_cooldown("burst", &["token:2".into()], 300)
+            .await
+            .unwrap();
+        s.set_cooldown("quota_low", &["key:1".into()], 300)
+            .await
+            .unwrap();
+        let mut c = s.cooling("burst", 50).await.unwrap();
+        c.sort();
+        assert_eq!(c, vec!["token:1", "token:2"]);
+        assert_eq!(s.cooling("burst", 150).await.unwrap(), vec!["token:2"]);
+        assert!(s.cooling("burst", 300).await.unwrap().is_empty());
+    }
+
+    #[test]
+    fn storage_fault_codes() {
+        for code in ["5", "6", "10", "13", "8", "14", "1290", "3338", "517"] {
+            assert!(super::super::is_storage_fault(code), "{code}");
+        }
+        for code in ["1", "19", "2067", "x"] {
+            assert!(!super::super::is_storage_fault(code), "{code}");
+        }
+    }
+}
