@@ -2,9 +2,14 @@
 //! the ledger's hot path: the writer runs its statements synchronously on its own thread
 //! instead of one cross-thread round trip per statement through sqlx's worker.
 //!
-//! Contract (upheld by `sqlite_writer`): every `Stmt` is used only while the owning
-//! connection's handle is locked by the same thread, and is finalized before the
-//! connection closes.
+//! Sound by construction:
+//! - a [`Db`] exists only while a `&mut` borrow of sqlx's locked handle lives (its only
+//!   constructor takes one), so the raw handle cannot be used unlocked;
+//! - a [`Prepared`] statement has no operations of its own: it must be opened as a [`Stmt`]
+//!   with a `&Db` of the same connection (checked), and that `Stmt` borrows the `Db`;
+//! - statements are finalized when dropped, which SQLite allows at any time while the
+//!   connection is open; their owner declares them before the connection (drop order) and
+//!   drops them first when it closes.
 #![expect(
     unsafe_code,
     reason = "the one FFI wrapper around the SQLite handle; invariants documented above"
@@ -17,22 +22,23 @@ use libsqlite3_sys as ffi;
 
 use super::StoreError;
 
-/// A raw database handle, valid while the sqlx connection it came from is locked.
-#[derive(Clone, Copy)]
-pub struct Db(pub NonNull<ffi::sqlite3>);
+/// A raw database handle, valid for `'h`: the time sqlx's handle stays locked.
+pub struct Db<'h> {
+    raw: NonNull<ffi::sqlite3>,
+    _locked: std::marker::PhantomData<&'h mut ()>,
+}
 
-impl Db {
-    fn error(&self, code: c_int) -> StoreError {
-        // SAFETY: the handle is valid (see module contract); errmsg returns a NUL-terminated
-        // string owned by SQLite, copied out immediately.
-        let msg = unsafe { CStr::from_ptr(ffi::sqlite3_errmsg(self.0.as_ptr())) }
-            .to_string_lossy()
-            .into_owned();
-        if super::is_storage_fault(&code.to_string()) {
-            StoreError::Unavailable(msg)
-        } else {
-            StoreError::Other(msg)
+impl<'h> Db<'h> {
+    /// The handle of a connection locked for `'h`.
+    pub fn locked(handle: &'h mut sqlx::sqlite::LockedSqliteHandle<'_>) -> Self {
+        Db {
+            raw: handle.as_raw_handle(),
+            _locked: std::marker::PhantomData,
         }
+    }
+
+    fn error(&self, code: c_int) -> StoreError {
+        error_of(self.raw, code)
     }
 
     /// Runs SQL without parameters or results (BEGIN, COMMIT, ROLLBACK).
@@ -41,7 +47,7 @@ impl Db {
         // SAFETY: valid handle, valid NUL-terminated SQL, no callback.
         let rc = unsafe {
             ffi::sqlite3_exec(
-                self.0.as_ptr(),
+                self.raw.as_ptr(),
                 c.as_ptr(),
                 None,
                 std::ptr::null_mut(),
@@ -55,13 +61,13 @@ impl Db {
         }
     }
 
-    pub fn prepare(&self, sql: &str) -> Result<Stmt, StoreError> {
+    pub fn prepare(&self, sql: &str) -> Result<Prepared, StoreError> {
         let c = CString::new(sql).map_err(|e| StoreError::Other(e.to_string()))?;
         let mut raw: *mut ffi::sqlite3_stmt = std::ptr::null_mut();
         // SAFETY: valid handle and SQL; `raw` receives the statement or stays null.
         let rc = unsafe {
             ffi::sqlite3_prepare_v2(
-                self.0.as_ptr(),
+                self.raw.as_ptr(),
                 c.as_ptr(),
                 -1,
                 &mut raw,
@@ -69,15 +75,55 @@ impl Db {
             )
         };
         match NonNull::new(raw) {
-            Some(stmt) if rc == ffi::SQLITE_OK => Ok(Stmt { db: *self, stmt }),
+            Some(stmt) if rc == ffi::SQLITE_OK => Ok(Prepared {
+                conn: self.raw,
+                stmt,
+            }),
             _ => Err(self.error(rc)),
         }
     }
 }
 
-pub struct Stmt {
-    db: Db,
+/// The error SQLite reports on connection `raw` (valid: a `Db` or a `Stmt` borrowing one
+/// is alive wherever this is called).
+fn error_of(raw: NonNull<ffi::sqlite3>, code: c_int) -> StoreError {
+    // SAFETY: the handle is valid and locked (see above); errmsg returns a NUL-terminated
+    // string owned by SQLite, copied out immediately.
+    let msg = unsafe { CStr::from_ptr(ffi::sqlite3_errmsg(raw.as_ptr())) }
+        .to_string_lossy()
+        .into_owned();
+    if super::is_storage_fault(&code.to_string()) {
+        StoreError::Unavailable(msg)
+    } else {
+        StoreError::Other(msg)
+    }
+}
+
+/// A prepared statement kept between uses; usable only as a [`Stmt`] (see [`Prepared::on`]).
+pub struct Prepared {
+    conn: NonNull<ffi::sqlite3>,
     stmt: NonNull<ffi::sqlite3_stmt>,
+}
+
+impl Prepared {
+    /// The statement, usable while `db` (its own connection, locked) lives.
+    pub fn on<'a>(&'a mut self, db: &'a Db<'_>) -> Result<Stmt<'a>, StoreError> {
+        if db.raw != self.conn {
+            return Err(StoreError::Other("statement of another connection".into()));
+        }
+        Ok(Stmt {
+            stmt: self.stmt,
+            db_raw: db.raw,
+            _borrow: std::marker::PhantomData,
+        })
+    }
+}
+
+/// A statement in use: borrows its [`Prepared`] and the locked [`Db`].
+pub struct Stmt<'a> {
+    stmt: NonNull<ffi::sqlite3_stmt>,
+    db_raw: NonNull<ffi::sqlite3>,
+    _borrow: std::marker::PhantomData<&'a mut Prepared>,
 }
 
 pub enum Step {
@@ -85,12 +131,16 @@ pub enum Step {
     Done,
 }
 
-impl Stmt {
+impl Stmt<'_> {
+    fn error(&self, rc: c_int) -> StoreError {
+        error_of(self.db_raw, rc)
+    }
+
     fn check(&self, rc: c_int) -> Result<(), StoreError> {
         if rc == ffi::SQLITE_OK {
             Ok(())
         } else {
-            Err(self.db.error(rc))
+            Err(self.error(rc))
         }
     }
 
@@ -146,7 +196,7 @@ impl Stmt {
         match unsafe { ffi::sqlite3_step(self.stmt.as_ptr()) } {
             ffi::SQLITE_ROW => Ok(Step::Row),
             ffi::SQLITE_DONE => Ok(Step::Done),
-            rc => Err(self.db.error(rc)),
+            rc => Err(self.error(rc)),
         }
     }
 
@@ -181,7 +231,7 @@ impl Stmt {
     }
 }
 
-impl Drop for Stmt {
+impl Drop for Prepared {
     fn drop(&mut self) {
         // SAFETY: the statement is finalized exactly once, before its connection closes
         // (the writer drops its statements before closing the connection).

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{ConnectOptions, Connection};
 
-use super::sqlite_raw::{Db, Step, Stmt};
+use super::sqlite_raw::{Db, Prepared, Step, Stmt};
 use super::{
     BatchOutcome, Committed, ConsumeOp, ConsumeResult, ConsumeWriter, KeyCounters, OpKind, Refusal,
     StoreError, StoreResult,
@@ -49,15 +49,15 @@ const SELECT_KEY: &str = "SELECT used, quota, refill_period, enabled, expires_at
      refill_interval, refill_amount FROM keys WHERE id = ?1";
 
 struct Statements {
-    consume: Stmt,
-    settle: Stmt,
-    event: Stmt,
-    idem: Stmt,
-    key: Stmt,
+    consume: Prepared,
+    settle: Prepared,
+    event: Prepared,
+    idem: Prepared,
+    key: Prepared,
 }
 
 impl Statements {
-    fn prepare(db: Db) -> StoreResult<Self> {
+    fn prepare(db: &Db<'_>) -> StoreResult<Self> {
         Ok(Self {
             consume: db.prepare(&consume_sql(true))?,
             settle: db.prepare(&consume_sql(false))?,
@@ -84,7 +84,7 @@ impl SqliteConsumeWriter {
     }
 }
 
-fn counters(key_id: i64, s: &Stmt) -> KeyCounters {
+fn counters(key_id: i64, s: &Stmt<'_>) -> KeyCounters {
     KeyCounters {
         key_id,
         used: s.column_i64(0),
@@ -97,7 +97,7 @@ fn counters(key_id: i64, s: &Stmt) -> KeyCounters {
 }
 
 fn run_consume(
-    st: &mut Stmt,
+    st: &mut Stmt<'_>,
     key_id: i64,
     amount: i64,
     now_ms: i64,
@@ -122,7 +122,7 @@ fn run_consume(
 /// (after any due refill) whether or not it is usable: a settlement charges that much of a
 /// call already served, even on a key disabled or expired meanwhile.
 fn classify(
-    st: &mut Stmt,
+    st: &mut Stmt<'_>,
     key_id: i64,
     now_ms: i64,
     p: PeriodStarts,
@@ -163,7 +163,7 @@ fn classify(
 }
 
 fn commit_sync(
-    db: Db,
+    db: &Db<'_>,
     s: &mut Statements,
     ops: &[ConsumeOp],
     now_ms: i64,
@@ -191,7 +191,9 @@ fn commit_sync(
         let total: i64 = idxs.iter().map(|&i| ops[i].total()).sum();
         let all_consume = idxs.iter().all(|&i| ops[i].kind == OpKind::Consume);
         // Fast path: the key's whole group fits, one statement.
-        if all_consume && let Some(c) = run_consume(&mut s.consume, key_id, total, now_ms, p)? {
+        if all_consume
+            && let Some(c) = run_consume(&mut s.consume.on(db)?, key_id, total, now_ms, p)?
+        {
             let mut used_after = c.used;
             for &i in idxs.iter().rev() {
                 results[i] = Some(Ok(Committed {
@@ -213,17 +215,17 @@ fn commit_sync(
                 OpKind::Settle => &mut s.settle,
             };
             let mut charged = op.total();
-            let mut row = run_consume(stmt, key_id, charged, now_ms, p)?;
+            let mut row = run_consume(&mut stmt.on(db)?, key_id, charged, now_ms, p)?;
             let mut refusal = None;
             if row.is_none() {
-                let (r, left, c) = classify(&mut s.key, key_id, now_ms, p)?;
+                let (r, left, c) = classify(&mut s.key.on(db)?, key_id, now_ms, p)?;
                 last = c.or(last);
                 match (op.kind, left, r) {
                     (_, _, Refusal::NotFound) | (OpKind::Consume, _, _) => refusal = Some(r),
                     // A served call pays what is left, never more (disabled or not).
                     (OpKind::Settle, Some(left), _) if left > 0 => {
                         charged = left;
-                        row = run_consume(&mut s.settle, key_id, charged, now_ms, p)?;
+                        row = run_consume(&mut s.settle.on(db)?, key_id, charged, now_ms, p)?;
                     }
                     (OpKind::Settle, _, _) => {
                         charged = 0;
@@ -268,7 +270,7 @@ fn commit_sync(
                 .metadata
                 .as_ref()
                 .and_then(|m| serde_json::to_string(m).ok());
-            let e = &mut s.event;
+            let mut e = s.event.on(db)?;
             e.reset();
             e.bind_i64(1, op.key_id)?;
             e.bind_i64(2, now_ms)?;
@@ -280,7 +282,7 @@ fn commit_sync(
             e.reset();
         }
         if let Some(k) = &op.idempotency_key {
-            let q = &mut s.idem;
+            let mut q = s.idem.on(db)?;
             q.reset();
             q.bind_i64(1, op.key_id)?;
             q.bind_opt_text(2, Some(k))?;
@@ -308,15 +310,15 @@ impl SqliteConsumeWriter {
     /// whatever `f` left open, so the connection is usable for the next call.
     async fn with_db<T>(
         &mut self,
-        f: impl FnOnce(Db, &mut Option<Statements>) -> StoreResult<T>,
+        f: impl FnOnce(&Db<'_>, &mut Option<Statements>) -> StoreResult<T>,
     ) -> StoreResult<T> {
         let conn = self
             .conn
             .as_mut()
             .ok_or_else(|| StoreError::Unavailable("writer closed".into()))?;
         let mut locked = conn.lock_handle().await?;
-        let db = Db(locked.as_raw_handle());
-        let out = f(db, &mut self.stmts);
+        let db = Db::locked(&mut locked);
+        let out = f(&db, &mut self.stmts);
         if out.is_err() {
             let _ = db.exec("ROLLBACK");
         }
