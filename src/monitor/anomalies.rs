@@ -1,15 +1,16 @@
 //! The four risk rules. Keys with `token_id = 0` never count; allow-listed keys, users and
 //! IPs are left out. Results are ordered most serious first, with ids breaking ties.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{Value, json};
 
 use super::MonitorError;
-use super::aggregates::{BigRow, KeyTimes, Moments, NameOf, Shared, Sharing};
+use super::aggregates::{NameOf, Shared, Sharing};
 use super::params::Range;
-use super::queries::{Engine, Rows, names};
+use super::queries::{Engine, Rows, names, obj};
 use super::source::Source;
+use super::sql;
 use crate::timefmt::rfc3339_secs;
 
 #[derive(Debug, Clone, Default)]
@@ -29,68 +30,6 @@ impl AllowList {
 pub struct Found {
     pub rows: Rows,
     pub total: usize,
-}
-
-fn obj(v: Value) -> serde_json::Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => serde_json::Map::new(),
-    }
-}
-
-use super::source::{int_at as i, text_at as s};
-
-/// The most frequent user of each key in the range (ties: the smallest id).
-async fn key_owners(
-    src: &Source,
-    r: Range,
-    keys_sql: &str,
-) -> Result<HashMap<i64, i64>, MonitorError> {
-    let (d, c) = (src.dialect, &src.cols);
-    let sql = format!(
-        "SELECT {t}, {u}, {n} FROM {table} WHERE {f} AND {tok} IN ({keys_sql}) GROUP BY {tok}, {user}",
-        t = d.int(c.token),
-        u = d.int(c.user),
-        n = d.int("COUNT(*)"),
-        table = c.table,
-        f = src.filter(r),
-        tok = c.token,
-        user = c.user,
-    );
-    let mut best: HashMap<i64, (i64, i64)> = HashMap::new();
-    for row in src.fetch(&sql).await? {
-        let (t, u, n) = (i(&row, 0)?, i(&row, 1)?, i(&row, 2)?);
-        let e = best.entry(t).or_insert((u, n));
-        if n > e.1 || (n == e.1 && u < e.0) {
-            *e = (u, n);
-        }
-    }
-    Ok(best.into_iter().map(|(t, (u, _))| (t, u)).collect())
-}
-
-/// Request times of the keys with at least `limit` requests in the range.
-async fn sql_key_times(src: &Source, r: Range, limit: i64) -> Result<KeyTimes, MonitorError> {
-    let (d, c) = (src.dialect, &src.cols);
-    let f = src.filter(r);
-    // Only keys with enough requests in the whole range can hold that many in one window.
-    let candidates = format!(
-        "SELECT {tok} FROM {t} WHERE {f} AND {tok} <> 0 GROUP BY {tok} HAVING COUNT(*) >= {limit}",
-        tok = c.token,
-        t = c.table,
-    );
-    let sql = format!(
-        "SELECT {tk}, {ts} FROM {t} WHERE {f} AND {tok} IN ({candidates}) ORDER BY 1, 2",
-        tk = d.int(c.token),
-        ts = d.int(c.ts_s),
-        t = c.table,
-        tok = c.token,
-    );
-    let mut per_key: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
-    for row in src.fetch(&sql).await? {
-        per_key.entry(i(&row, 0)?).or_default().push(i(&row, 1)?);
-    }
-    let owners = key_owners(src, r, &candidates).await?;
-    Ok(KeyTimes { per_key, owners })
 }
 
 /// The busiest `window_sec` of one key's sorted times: how many, and where it starts.
@@ -123,7 +62,7 @@ pub async fn burst(
             src,
             r,
             move |d, lo, hi| d.key_times(lo, hi, limit),
-            sql_key_times(src, r, limit),
+            sql::key_times(src, r, limit),
         )
         .await?;
     // Peak of a true sliding window: for each request, how many fall in [t, t + window).
@@ -185,49 +124,6 @@ fn all_users<K>(s: &Sharing<K>) -> Vec<i64> {
         .collect()
 }
 
-async fn sql_shared_keys(
-    src: &Source,
-    r: Range,
-    users_threshold: i64,
-    ips_threshold: i64,
-) -> Result<Sharing<i64>, MonitorError> {
-    let (d, c) = (src.dialect, &src.cols);
-    let f = src.filter(r);
-    let sql = format!(
-        "SELECT {tk}, {uc}, {ic}, {n} FROM {t} WHERE {f} AND {tok} <> 0 GROUP BY {tok} \
-         HAVING COUNT(DISTINCT {user}) >= {users_threshold} OR COUNT(DISTINCT NULLIF({ip}, '')) >= {ips_threshold}",
-        tk = d.int(c.token),
-        uc = d.int(&format!("COUNT(DISTINCT {})", c.user)),
-        ic = d.int(&format!("COUNT(DISTINCT NULLIF({}, ''))", c.ip)),
-        n = d.int("COUNT(*)"),
-        t = c.table,
-        tok = c.token,
-        user = c.user,
-        ip = c.ip,
-    );
-    let mut out = Sharing::default();
-    for row in src.fetch(&sql).await? {
-        out.hits.push(Shared {
-            key: i(&row, 0)?,
-            users: i(&row, 1)?,
-            ips: i(&row, 2)?,
-            requests: i(&row, 3)?,
-        });
-    }
-    let pairs_sql = format!(
-        "SELECT DISTINCT {tk}, {u} FROM {t} WHERE {f} AND {tok} IN (SELECT {tok} FROM {t} WHERE {f} AND {tok} <> 0 \
-         GROUP BY {tok} HAVING COUNT(DISTINCT {user}) >= {users_threshold} OR COUNT(DISTINCT NULLIF({ip}, '')) >= {ips_threshold})",
-        tk = d.int(c.token),
-        u = d.int(c.user),
-        t = c.table,
-        tok = c.token,
-        user = c.user,
-        ip = c.ip,
-    );
-    out.users_of = users_by(src, &pairs_sql, i).await?;
-    Ok(out)
-}
-
 pub async fn multi_user_token(
     src: &Source,
     eng: &Engine,
@@ -241,7 +137,7 @@ pub async fn multi_user_token(
             src,
             r,
             move |d, lo, hi| d.shared_keys(lo, hi, users_threshold, ips_threshold),
-            sql_shared_keys(src, r, users_threshold, ips_threshold),
+            sql::shared_keys(src, r, users_threshold, ips_threshold),
         )
         .await?;
     let mut hits: Vec<&Shared<i64>> = found
@@ -275,60 +171,6 @@ pub async fn multi_user_token(
         .collect())
 }
 
-async fn sql_crowded_ips(
-    src: &Source,
-    r: Range,
-    threshold: i64,
-) -> Result<Sharing<String>, MonitorError> {
-    let (d, c) = (src.dialect, &src.cols);
-    let f = src.filter(r);
-    let base = format!(
-        "{f} AND {tok} <> 0 AND {ip} <> ''",
-        tok = c.token,
-        ip = c.ip
-    );
-    let sql = format!(
-        "SELECT {ip}, {uc}, {n} FROM {t} WHERE {base} GROUP BY {ip} HAVING COUNT(DISTINCT {user}) >= {threshold}",
-        ip = c.ip,
-        uc = d.int(&format!("COUNT(DISTINCT {})", c.user)),
-        n = d.int("COUNT(*)"),
-        t = c.table,
-        user = c.user,
-    );
-    let mut out = Sharing::default();
-    for row in src.fetch(&sql).await? {
-        out.hits.push(Shared {
-            key: s(&row, 0)?,
-            users: i(&row, 1)?,
-            ips: 0,
-            requests: i(&row, 2)?,
-        });
-    }
-    let pairs_sql = format!(
-        "SELECT DISTINCT {ip}, {u} FROM {t} WHERE {base} AND {ip} IN \
-         (SELECT {ip} FROM {t} WHERE {base} GROUP BY {ip} HAVING COUNT(DISTINCT {user}) >= {threshold})",
-        ip = c.ip,
-        u = d.int(c.user),
-        t = c.table,
-        user = c.user,
-    );
-    out.users_of = users_by(src, &pairs_sql, s).await?;
-    Ok(out)
-}
-
-/// `(key, user)` pairs from `sql`, grouped by key.
-async fn users_by<K: std::hash::Hash + Eq>(
-    src: &Source,
-    sql: &str,
-    key: fn(&sqlx::any::AnyRow, usize) -> Result<K, MonitorError>,
-) -> Result<HashMap<K, BTreeSet<i64>>, MonitorError> {
-    let mut out: HashMap<K, BTreeSet<i64>> = HashMap::new();
-    for row in src.fetch(sql).await? {
-        out.entry(key(&row, 0)?).or_default().insert(i(&row, 1)?);
-    }
-    Ok(out)
-}
-
 pub async fn ip_many_users(
     src: &Source,
     eng: &Engine,
@@ -341,7 +183,7 @@ pub async fn ip_many_users(
             src,
             r,
             move |d, lo, hi| d.crowded_ips(lo, hi, threshold),
-            sql_crowded_ips(src, r, threshold),
+            sql::crowded_ips(src, r, threshold),
         )
         .await?;
     let mut hits: Vec<&Shared<String>> = found.hits.iter().filter(|h| !allow.ip(&h.key)).collect();
@@ -366,73 +208,6 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-async fn sql_moments(
-    src: &Source,
-    r: Range,
-    global: bool,
-) -> Result<HashMap<String, Moments>, MonitorError> {
-    let (d, c) = (src.dialect, &src.cols);
-    let f = format!("{} AND {} <> 0", src.filter(r), c.token);
-    let group = if global {
-        "'*'".to_owned()
-    } else {
-        c.model.to_owned()
-    };
-    // Exact integer sums, so mean and deviation agree across backends.
-    let sql = format!(
-        "SELECT {group}, {n}, {s1}, {s2} FROM {t} WHERE {f} GROUP BY 1",
-        n = d.int("COUNT(*)"),
-        s1 = d.int(&format!("SUM({})", c.tokens)),
-        // Squared as BIGINT: 50 000 tokens squared overflows a 32-bit column type.
-        s2 = d.int(&format!("SUM({tk} * {tk})", tk = d.int(c.tokens))),
-        t = c.table,
-    );
-    let mut out = HashMap::new();
-    for row in src.fetch(&sql).await? {
-        out.insert(
-            s(&row, 0)?,
-            Moments {
-                n: i(&row, 1)?,
-                s1: i(&row, 2)?,
-                s2: i(&row, 3)?,
-            },
-        );
-    }
-    Ok(out)
-}
-
-async fn sql_big_rows(
-    src: &Source,
-    r: Range,
-    global: bool,
-    floor: i64,
-) -> Result<Vec<BigRow>, MonitorError> {
-    let (d, c) = (src.dialect, &src.cols);
-    let sql = format!(
-        "SELECT {tk}, {u}, {m}, {tok}, {ts} FROM {t} WHERE {f} AND {key} <> 0 AND {tokens} > {floor}",
-        tk = d.int(c.token),
-        u = d.int(c.user),
-        m = if global { "'*'" } else { c.model },
-        tok = d.int(c.tokens),
-        ts = d.int(c.ts_s),
-        t = c.table,
-        f = src.filter(r),
-        key = c.token,
-        tokens = c.tokens,
-    );
-    let mut out = Vec::new();
-    for row in src.fetch(&sql).await? {
-        out.push(BigRow {
-            key: i(&row, 0)?,
-            user: i(&row, 1)?,
-            group: s(&row, 2)?,
-            tokens: i(&row, 3)?,
-            ts: i(&row, 4)?,
-        });
-    }
-    Ok(out)
-}
-
 pub async fn big_request(
     src: &Source,
     eng: &Engine,
@@ -446,7 +221,7 @@ pub async fn big_request(
             src,
             r,
             move |d, lo, hi| d.moments(lo, hi, global),
-            sql_moments(src, r, global),
+            sql::moments(src, r, global),
         )
         .await?;
     let mut stats: HashMap<String, (f64, f64, f64)> = HashMap::new();
@@ -468,7 +243,7 @@ pub async fn big_request(
             src,
             r,
             move |d, lo, hi| d.big_rows(lo, hi, global, floor),
-            sql_big_rows(src, r, global, floor),
+            sql::big_rows(src, r, global, floor),
         )
         .await?;
     let mut hits = Vec::new();

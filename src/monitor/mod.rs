@@ -9,6 +9,7 @@ pub mod params;
 pub mod queries;
 pub mod rollup;
 pub mod source;
+pub mod sql;
 pub mod subject;
 
 use std::sync::Arc;

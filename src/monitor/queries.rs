@@ -8,15 +8,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::{Datelike, TimeZone, Timelike};
 use serde_json::{Map, Value, json};
-use sqlx::Row;
 
 use super::MonitorError;
-use super::aggregates::{Buckets, Group, NameOf, Totals};
+use super::aggregates::{Group, NameOf};
 pub use super::params::HeatMetric;
 use super::params::{Dim, Metric, Range, bucket_bounds};
 use super::rollup::Rollup;
 use super::rollup::data::Data;
 use super::source::{Source, SourceKind};
+use super::sql;
 use crate::timefmt::rfc3339_secs;
 
 /// Where one request's aggregates come from, and where they came from.
@@ -123,14 +123,13 @@ pub async fn names(
 
 pub type Rows = Vec<Map<String, Value>>;
 
-fn obj(v: Value) -> Map<String, Value> {
+/// The object inside `v` (empty for anything else).
+pub fn obj(v: Value) -> Map<String, Value> {
     match v {
         Value::Object(m) => m,
         _ => Map::new(),
     }
 }
-
-use super::source::int_at as get_i64;
 
 pub async fn series(src: &Source, eng: &Engine, r: Range, slot: i64) -> Result<Rows, MonitorError> {
     let by_bucket = eng
@@ -138,7 +137,7 @@ pub async fn series(src: &Source, eng: &Engine, r: Range, slot: i64) -> Result<R
             src,
             r,
             move |d, lo, hi| d.series(lo, hi, slot),
-            sql_series(src, r, slot),
+            sql::series(src, r, slot),
         )
         .await?;
     let (first, end) = bucket_bounds(r, slot);
@@ -160,33 +159,6 @@ pub async fn series(src: &Source, eng: &Engine, r: Range, slot: i64) -> Result<R
     Ok(out)
 }
 
-async fn sql_series(src: &Source, r: Range, slot: i64) -> Result<Buckets, MonitorError> {
-    let d = src.dialect;
-    let c = &src.cols;
-    let bucket = format!("{} * {slot}", d.idiv(c.ts_s, slot));
-    let sql = format!(
-        "SELECT {b}, {n}, {t}, {u}, {k}, {q} FROM {table} WHERE {f} GROUP BY 1",
-        b = d.int(&bucket),
-        n = d.int("COUNT(*)"),
-        t = d.int(&format!("SUM({})", c.tokens)),
-        u = d.int(&format!("COUNT(DISTINCT {})", c.user)),
-        k = d.int(&format!("COUNT(DISTINCT NULLIF({}, 0))", c.token)),
-        q = d.int(&format!("SUM({})", c.quota)),
-        table = c.table,
-        f = src.filter(r),
-    );
-    let mut by_bucket = Buckets::new();
-    for row in src.fetch(&sql).await? {
-        let b = get_i64(&row, 0)?;
-        let mut v = [0i64; 5];
-        for (i, slot_v) in v.iter_mut().enumerate() {
-            *slot_v = get_i64(&row, i + 1)?;
-        }
-        by_bucket.insert(b, v);
-    }
-    Ok(by_bucket)
-}
-
 pub async fn top(
     src: &Source,
     eng: &Engine,
@@ -201,7 +173,7 @@ pub async fn top(
             src,
             r,
             move |d, lo, hi| d.groups(lo, hi, dim, int_channel),
-            sql_top(src, r, dim, metric, limit),
+            sql::groups(src, r, dim, metric, limit),
         )
         .await?;
     let metric_of = |g: &Group| match metric {
@@ -263,66 +235,6 @@ pub async fn top(
     Ok(out)
 }
 
-/// The top `limit` groups, ranked and cut in SQL (ties by key, ascending) so only those
-/// travel; the caller re-establishes the order the same way for every backend.
-async fn sql_top(
-    src: &Source,
-    r: Range,
-    dim: Dim,
-    metric: Metric,
-    limit: usize,
-) -> Result<Vec<Group>, MonitorError> {
-    let d = src.dialect;
-    let c = &src.cols;
-    let (key, key_is_int) = match dim {
-        Dim::User => (c.user, true),
-        Dim::Token => (c.token, true),
-        Dim::Model => (c.model, false),
-        Dim::Channel => (c.channel, src.kind == SourceKind::NewApi),
-    };
-    let key_sel = if key_is_int {
-        d.int(key)
-    } else {
-        key.to_owned()
-    };
-    let extra = if dim == Dim::Token {
-        format!(" AND {} <> 0", c.token)
-    } else {
-        String::new()
-    };
-    let rank = match metric {
-        Metric::Reqs => 2,
-        Metric::Tokens => 3,
-        Metric::QuotaSum => 4,
-    };
-    let sql = format!(
-        "SELECT {key_sel}, {n}, {t}, {q} FROM {table} WHERE {f}{extra} GROUP BY {key} \
-         ORDER BY {rank} DESC, 1 ASC LIMIT {limit}",
-        n = d.int("COUNT(*)"),
-        t = d.int(&format!("SUM({})", c.tokens)),
-        q = d.int(&format!("SUM({})", c.quota)),
-        table = c.table,
-        f = src.filter(r),
-    );
-    let mut groups = Vec::new();
-    for row in src.fetch(&sql).await? {
-        let (id, name) = if key_is_int {
-            (get_i64(&row, 0)?, String::new())
-        } else {
-            let s: Option<String> = row.try_get(0).map_err(MonitorError::from_sqlx)?;
-            (0, s.unwrap_or_default())
-        };
-        groups.push(Group {
-            id,
-            name,
-            reqs: get_i64(&row, 1)?,
-            tokens: get_i64(&row, 2)?,
-            quota: get_i64(&row, 3)?,
-        });
-    }
-    Ok(groups)
-}
-
 /// 7 × 24 cells `[hour, weekday, value]` (weekday 0 = Monday) in `tz`, summed across weeks.
 /// Counted per UTC hour, then placed at that hour's local start.
 pub async fn heatmap(
@@ -337,7 +249,7 @@ pub async fn heatmap(
             src,
             r,
             move |d, lo, hi| d.hours(lo, hi, metric),
-            sql_hours(src, r, metric),
+            sql::hours(src, r, metric),
         )
         .await?;
     let mut cells = [[0i64; 24]; 7];
@@ -356,33 +268,6 @@ pub async fn heatmap(
     Ok(out)
 }
 
-/// Per UTC hour start: the metric's value.
-async fn sql_hours(
-    src: &Source,
-    r: Range,
-    metric: HeatMetric,
-) -> Result<Vec<(i64, i64)>, MonitorError> {
-    let d = src.dialect;
-    let c = &src.cols;
-    let hour = format!("{} * 3600", d.idiv(c.ts_s, 3600));
-    let value = match metric {
-        HeatMetric::Reqs => d.int("COUNT(*)"),
-        HeatMetric::Tokens => d.int(&format!("SUM({})", c.tokens)),
-        HeatMetric::Users => d.int(&format!("COUNT(DISTINCT {})", c.user)),
-    };
-    let sql = format!(
-        "SELECT {h}, {value} FROM {t} WHERE {f} GROUP BY 1",
-        h = d.int(&hour),
-        t = c.table,
-        f = src.filter(r),
-    );
-    let mut out = Vec::new();
-    for row in src.fetch(&sql).await? {
-        out.push((get_i64(&row, 0)?, get_i64(&row, 1)?));
-    }
-    Ok(out)
-}
-
 pub async fn summary(
     src: &Source,
     eng: &Engine,
@@ -393,7 +278,7 @@ pub async fn summary(
             src,
             r,
             move |d, lo, hi| d.totals(lo, hi),
-            sql_totals(src, r),
+            sql::totals(src, r),
         )
         .await?;
     let mut out = obj(json!({
@@ -408,84 +293,7 @@ pub async fn summary(
         "models": t.models,
     }));
     if src.kind == SourceKind::Native {
-        native_health(src, r, &mut out).await?;
+        sql::native_health(src, r, &mut out).await?;
     }
     Ok(out)
-}
-
-async fn sql_totals(src: &Source, r: Range) -> Result<Totals, MonitorError> {
-    let d = src.dialect;
-    let c = &src.cols;
-    let sql = format!(
-        "SELECT {n}, {t}, {q}, {u}, {k}, {m} FROM {table} WHERE {f}",
-        n = d.int("COUNT(*)"),
-        t = d.int(&format!("COALESCE(SUM({}), 0)", c.tokens)),
-        q = d.int(&format!("COALESCE(SUM({}), 0)", c.quota)),
-        u = d.int(&format!("COUNT(DISTINCT {})", c.user)),
-        k = d.int(&format!("COUNT(DISTINCT NULLIF({}, 0))", c.token)),
-        m = d.int(&format!("COUNT(DISTINCT {})", c.model)),
-        table = c.table,
-        f = src.filter(r),
-    );
-    let rows = src.fetch(&sql).await?;
-    let row = rows
-        .first()
-        .ok_or_else(|| MonitorError::Unavailable("empty answer".into()))?;
-    Ok(Totals {
-        reqs: get_i64(row, 0)?,
-        tokens: get_i64(row, 1)?,
-        quota: get_i64(row, 2)?,
-        users: get_i64(row, 3)?,
-        keys: get_i64(row, 4)?,
-        models: get_i64(row, 5)?,
-    })
-}
-
-/// The native log also knows failed calls and latency: error rate and p50/p95 over all calls.
-async fn native_health(
-    src: &Source,
-    r: Range,
-    out: &mut Map<String, Value>,
-) -> Result<(), MonitorError> {
-    let d = src.dialect;
-    {
-        let all = format!("ts >= {} AND ts < {}", r.start_ms, r.end_ms);
-        let sql = format!(
-            "SELECT {n}, {e} FROM request_log WHERE {all}",
-            n = d.int("COUNT(*)"),
-            e = d.int(
-                "COALESCE(SUM(CASE WHEN status >= 200 AND status < 300 THEN 0 ELSE 1 END), 0)"
-            ),
-        );
-        let rows = src.fetch(&sql).await?;
-        let (total, errors) = match rows.first() {
-            Some(row) => (get_i64(row, 0)?, get_i64(row, 1)?),
-            None => (0, 0),
-        };
-        out.insert(
-            "error_rate".into(),
-            json!(if total > 0 {
-                errors as f64 / total as f64
-            } else {
-                0.0
-            }),
-        );
-        for (name, p) in [("latency_p50_ms", 0.50), ("latency_p95_ms", 0.95)] {
-            let v = if total > 0 {
-                let offset = ((total as f64 * p).ceil() as i64 - 1).clamp(0, total - 1);
-                let sql = format!(
-                    "SELECT latency_ms FROM request_log WHERE {all} ORDER BY latency_ms LIMIT 1 OFFSET {offset}"
-                );
-                src.fetch(&sql)
-                    .await?
-                    .first()
-                    .map(|r| get_i64(r, 0))
-                    .transpose()?
-            } else {
-                None
-            };
-            out.insert(name.into(), json!(v));
-        }
-    }
-    Ok(())
 }
