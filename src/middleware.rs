@@ -41,13 +41,10 @@ pub async fn context(State(cx): State<Arc<Context>>, mut req: Request, next: Nex
         ip,
     });
     // The route template, never the path itself: paths and queries can carry keys.
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_else(|| "(unmatched)".to_owned());
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let route = move || route.as_ref().map_or("(unmatched)", |m| m.as_str()).to_owned();
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    let fam = family(req.uri().path());
     // A declared length far over the limit is refused before a byte of the body is read (a
     // client that lies about it cannot hold the connection). Near the limit the body is read
     // up to it as usual, so that clients which write their whole body before reading the
@@ -57,14 +54,14 @@ pub async fn context(State(cx): State<Arc<Context>>, mut req: Request, next: Nex
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    let limit = if family(&path) == Family::OpenAi {
+    let limit = if fam == Family::OpenAi {
         cx.gateway_body_limit
     } else {
         cx.body_limit
     };
     if declared.is_some_and(|n| n > (limit.saturating_add(crate::config::body_slack(limit))) as u64)
     {
-        let mut resp = too_large(&path, limit);
+        let mut resp = too_large(fam, limit);
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             resp.headers_mut().insert("x-request-id", v);
         }
@@ -72,21 +69,29 @@ pub async fn context(State(cx): State<Arc<Context>>, mut req: Request, next: Nex
     }
     let started = Instant::now();
     // A body that stops arriving fails its read (a 4xx for the handler) instead of holding
-    // the connection until the request's time limit.
-    let req = req.map(|b| {
-        axum::body::Body::new(tower_http::timeout::TimeoutBody::new(
-            cx.body_idle_timeout,
-            b,
-        ))
-    });
+    // the connection until the request's time limit. (Most requests have none: no timer.)
+    let has_body = declared.is_some_and(|n| n > 0)
+        || req
+            .headers()
+            .contains_key(axum::http::header::TRANSFER_ENCODING);
+    let req = if has_body {
+        req.map(|b| {
+            axum::body::Body::new(tower_http::timeout::TimeoutBody::new(
+                cx.body_idle_timeout,
+                b,
+            ))
+        })
+    } else {
+        req
+    };
     let mut resp = match tokio::time::timeout(cx.timeout, next.run(req)).await {
         Ok(r) => r,
         Err(_) => {
-            tracing::warn!(%request_id, %route, "request timed out");
+            tracing::warn!(%request_id, route = route(), "request timed out");
             ApiError::unavailable().into_response()
         }
     };
-    if let Some(shaped) = shaped_error(&path, &resp) {
+    if let Some(shaped) = shaped_error(fam, &resp) {
         resp = shaped;
     }
     if !resp.headers().contains_key("x-request-id")
@@ -97,7 +102,7 @@ pub async fn context(State(cx): State<Arc<Context>>, mut req: Request, next: Nex
     tracing::debug!(
         %request_id,
         %method,
-        %route,
+        route = route(),
         status = resp.status().as_u16(),
         ms = started.elapsed().as_millis() as u64,
         "request"
@@ -105,8 +110,8 @@ pub async fn context(State(cx): State<Arc<Context>>, mut req: Request, next: Nex
     resp
 }
 
-fn too_large(path: &str, limit: usize) -> Response {
-    match family(path) {
+fn too_large(fam: Family, limit: usize) -> Response {
+    match fam {
         Family::OpenAi => crate::gateway::oai_error::OaiError::new(
             axum::http::StatusCode::PAYLOAD_TOO_LARGE,
             "invalid_request_error",
@@ -142,7 +147,7 @@ fn family(path: &str) -> Family {
 /// An error answer that is not JSON (the framework's own rejections: an unmatched method, a
 /// path segment that is not UTF-8, a wrong content type…) rewritten in its family's shape,
 /// with the same status.
-fn shaped_error(path: &str, resp: &Response) -> Option<Response> {
+fn shaped_error(fam: Family, resp: &Response) -> Option<Response> {
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return None;
@@ -173,7 +178,7 @@ fn shaped_error(path: &str, resp: &Response) -> Option<Response> {
         s if s >= 500 => ("INTERNAL_ERROR", "internal_error", "服务内部错误"),
         _ => ("INVALID_REQUEST", "invalid_request", "请求无效"),
     };
-    let mut out = match family(path) {
+    let mut out = match fam {
         Family::OpenAi => {
             let kind = if status.is_server_error() {
                 "api_error"
