@@ -42,7 +42,12 @@ pub async fn context(State(cx): State<Arc<Context>>, mut req: Request, next: Nex
     });
     // The route template, never the path itself: paths and queries can carry keys.
     let route = req.extensions().get::<MatchedPath>().cloned();
-    let route = move || route.as_ref().map_or("(unmatched)", |m| m.as_str()).to_owned();
+    let route = move || {
+        route
+            .as_ref()
+            .map_or("(unmatched)", |m| m.as_str())
+            .to_owned()
+    };
     let method = req.method().clone();
     let fam = family(req.uri().path());
     // The time limit guards the routes whose work has no bound of its own (monitor queries
