@@ -175,32 +175,21 @@ pub fn verdict(kind: ChannelKind, status: u16, body: &[u8]) -> Result<(), String
     if !(200..300).contains(&status) {
         return Err(format!("HTTP {status}"));
     }
-    let parsed: Option<Value> = serde_json::from_slice(body).ok();
-    let code_of = |v: &Value, k: &str| v.get(k).and_then(Value::as_i64);
-    match kind {
-        ChannelKind::DingTalk | ChannelKind::WeChatWork => match parsed {
-            Some(v) => match code_of(&v, "errcode") {
-                Some(0) => Ok(()),
-                Some(c) => Err(format!(
-                    "errcode {c}: {}",
-                    v.get("errmsg").and_then(Value::as_str).unwrap_or("")
-                )),
-                None => Err("answer without errcode".into()),
-            },
-            None => Err("answer is not JSON".into()),
-        },
-        ChannelKind::Feishu => match parsed {
-            Some(v) => match code_of(&v, "code").or_else(|| code_of(&v, "StatusCode")) {
-                Some(0) => Ok(()),
-                Some(c) => Err(format!(
-                    "code {c}: {}",
-                    v.get("msg").and_then(Value::as_str).unwrap_or("")
-                )),
-                None => Err("answer without code".into()),
-            },
-            None => Err("answer is not JSON".into()),
-        },
-        ChannelKind::Slack | ChannelKind::Webhook => Ok(()),
+    // (keys of the platform's result code, in order of preference; key of its message)
+    let (codes, msg): (&[&str], &str) = match kind {
+        ChannelKind::DingTalk | ChannelKind::WeChatWork => (&["errcode"], "errmsg"),
+        ChannelKind::Feishu => (&["code", "StatusCode"], "msg"),
+        ChannelKind::Slack | ChannelKind::Webhook => return Ok(()),
+    };
+    let v: Value = serde_json::from_slice(body).map_err(|_| "answer is not JSON".to_owned())?;
+    match codes.iter().find_map(|k| v.get(*k).and_then(Value::as_i64)) {
+        Some(0) => Ok(()),
+        Some(c) => Err(format!(
+            "{} {c}: {}",
+            codes[0],
+            v.get(msg).and_then(Value::as_str).unwrap_or("")
+        )),
+        None => Err(format!("answer without {}", codes[0])),
     }
 }
 

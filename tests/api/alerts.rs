@@ -84,15 +84,7 @@ fn alerting(c: &mut Config, channels: Vec<ChannelSettings>, rules: &[(RuleKind, 
 
 async fn calls(app: &TestApp, key: &str, n: usize) {
     for _ in 0..n {
-        let r = app
-            .client
-            .post(app.url("/v1/chat/completions"))
-            .bearer_auth(key)
-            .json(&json!({"model": "mock-chat", "messages": [{"role": "user", "content": "hi"}]}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(app.mock_chat(key).await.status().as_u16(), 200);
     }
 }
 

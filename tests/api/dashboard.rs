@@ -1091,13 +1091,7 @@ async fn the_alerts_page_shows_the_history_and_sends_a_test() {
     .await;
     let (k, _) = app.create_key(json!({"name": HOSTILE, "quota": 100})).await;
     for _ in 0..4 {
-        app.client
-            .post(app.url("/v1/chat/completions"))
-            .bearer_auth(&k)
-            .json(&json!({"model": "mock-chat", "messages": [{"role": "user", "content": "hi"}]}))
-            .send()
-            .await
-            .unwrap();
+        app.mock_chat(&k).await;
     }
     rx.wait_for(1, 20).await;
     let api_alerts = loop {

@@ -10,15 +10,7 @@ use sqlx::{Connection, SqliteConnection};
 use crate::helpers::*;
 
 async fn chat(app: &TestApp, key: &str) -> (u16, Value) {
-    let r = app
-        .client
-        .post(app.url("/v1/chat/completions"))
-        .bearer_auth(key)
-        .json(&json!({"model": "mock-chat", "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
-    status_json(r).await
+    status_json(app.mock_chat(key).await).await
 }
 
 /// `used` of key `id` as the database file says, once it reaches `want` (or after 5 s).

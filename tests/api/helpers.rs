@@ -108,6 +108,17 @@ impl TestApp {
         status_json(r).await
     }
 
+    /// One chat completion through the gateway (the built-in mock answers `mock-chat`).
+    pub async fn mock_chat(&self, key: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&json!({"model": "mock-chat", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Creates one key; returns (full key, id).
     pub async fn create_key(&self, body: Value) -> (String, i64) {
         let (s, v) = self.admin_post("/admin/keys", body).await;
