@@ -5,16 +5,14 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use clap::{Args, Parser, Subcommand};
-use serde_json::{Value, json};
-
-use crate::api::views::key_json;
+use crate::api::shapes::{DeletedKey, IssuedKey, IssuedOne, KeyView, UsageDetail};
 use crate::app::{self, App, StartError};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, Overrides};
 use crate::keyadmin::{Actor, CreateSpec, KeyAdmin};
-use crate::keys::{KeyRecord, KeyStatus, effective_counters, is_valid_prefix, status_of};
-use crate::timefmt::{parse_instant, rfc3339, rfc3339_opt};
+use crate::keys::{KeyRecord, KeyStatus, is_valid_prefix, status_of};
+use crate::timefmt::parse_instant;
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -333,7 +331,7 @@ fn admin_token(config: &Config) -> Result<String, CliError> {
     Ok(token)
 }
 
-fn print_json(v: &Value) {
+fn print_json(v: &impl serde::Serialize) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
@@ -391,28 +389,14 @@ async fn keys(config: &Config, clock: SharedClock, cmd: KeysCommand) -> Result<(
                 refill: None,
             };
             let issued = admin.create(&spec, &actor).await?;
-            let rows: Vec<Value> = issued
-                .iter()
-                .map(|k| {
-                    let c = effective_counters(&k.record, now);
-                    json!({
-                        "key": k.full,
-                        "id": k.record.id,
-                        "name": k.record.name,
-                        "quota": c.quota,
-                        "remaining": c.remaining(),
-                        "expiresAt": rfc3339_opt(k.record.expires_at),
-                        "createdAt": rfc3339(k.record.created_at),
-                    })
-                })
-                .collect();
+            let rows: Vec<IssuedKey> = issued.iter().map(|k| IssuedKey::new(k, now)).collect();
             match output {
                 Some(path) => {
                     let text = serde_json::to_string_pretty(&rows).unwrap_or_default();
                     write_secret_file(&path, &text)?;
                     eprintln!("{} key(s) written to {}", rows.len(), path.display());
                 }
-                None => print_json(&Value::Array(rows)),
+                None => print_json(&rows),
             }
         }
         KeysCommand::List { status } => {
@@ -424,16 +408,16 @@ async fn keys(config: &Config, clock: SharedClock, cmd: KeysCommand) -> Result<(
             };
             let mut all = admin.all().await?;
             all.sort_by_key(|k| k.id);
-            let rows: Vec<Value> = all
+            let rows: Vec<KeyView> = all
                 .iter()
                 .filter(|k| status.is_none_or(|s| status_of(k, now) == s))
-                .map(|k| key_json(k, now))
+                .map(|k| KeyView::new(k, now))
                 .collect();
-            print_json(&Value::Array(rows));
+            print_json(&rows);
         }
         KeysCommand::Show { key } => {
             let rec = must_find(&admin, &key).await?;
-            print_json(&key_json(&rec, now));
+            print_json(&KeyView::new(&rec, now));
         }
         KeysCommand::Disable { key } => {
             let rec = must_find(&admin, &key).await?;
@@ -441,7 +425,7 @@ async fn keys(config: &Config, clock: SharedClock, cmd: KeysCommand) -> Result<(
                 .set_enabled(rec.id, false, &actor)
                 .await?
                 .ok_or(CliError::NotFound(key))?;
-            print_json(&key_json(&rec, now));
+            print_json(&KeyView::new(&rec, now));
         }
         KeysCommand::Enable { key } => {
             let rec = must_find(&admin, &key).await?;
@@ -449,7 +433,7 @@ async fn keys(config: &Config, clock: SharedClock, cmd: KeysCommand) -> Result<(
                 .set_enabled(rec.id, true, &actor)
                 .await?
                 .ok_or(CliError::NotFound(key))?;
-            print_json(&key_json(&rec, now));
+            print_json(&KeyView::new(&rec, now));
         }
         KeysCommand::Reset { key, quota } => {
             if quota.is_some_and(|q| q < 0) {
@@ -460,7 +444,7 @@ async fn keys(config: &Config, clock: SharedClock, cmd: KeysCommand) -> Result<(
                 .reset(&rec, quota.map(Some), &actor)
                 .await?
                 .ok_or(CliError::NotFound(key))?;
-            print_json(&key_json(&rec, now));
+            print_json(&KeyView::new(&rec, now));
         }
         KeysCommand::Rotate { key } => {
             let rec = must_find(&admin, &key).await?;
@@ -468,12 +452,19 @@ async fn keys(config: &Config, clock: SharedClock, cmd: KeysCommand) -> Result<(
                 .rotate(&rec, &actor)
                 .await?
                 .ok_or(CliError::NotFound(key))?;
-            print_json(&json!({ "key": issued.full, "id": issued.record.id }));
+            print_json(&IssuedOne {
+                success: true,
+                key: IssuedKey::new(&issued, now),
+            });
         }
         KeysCommand::Delete { key } => {
             let rec = must_find(&admin, &key).await?;
             admin.delete(rec.id, &actor).await?;
-            print_json(&json!({ "success": true, "id": rec.id }));
+            print_json(&DeletedKey {
+                success: true,
+                id: rec.id,
+                key: rec.hint,
+            });
         }
     }
     Ok(())
@@ -506,15 +497,11 @@ async fn usage(
         store.period_used(from, to).await?.into_iter().collect();
     let mut keys = store.load_keys().await?;
     keys.sort_by_key(|k| k.id);
-    let rows: Vec<Value> = keys
+    let rows: Vec<UsageDetail> = keys
         .iter()
-        .map(|k| {
-            let mut v = key_json(k, now);
-            v["periodUsed"] = json!(period.get(&k.id).copied().unwrap_or(0));
-            v
-        })
+        .map(|k| UsageDetail::new(k, now, period.get(&k.id).copied().unwrap_or(0)))
         .collect();
-    print_json(&Value::Array(rows));
+    print_json(&rows);
     Ok(())
 }
 

@@ -2,47 +2,45 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::extract::{JsonBody, Operator, QueryMap};
 use super::input::{self, Params};
 use super::quota::history_page;
-use super::views::key_json;
+use super::shapes::QuotaError;
+use super::shapes::{
+    AuditPage, AuditView, CreateKeysRequest, CreateKeysResponse, DeletedKey, EnabledResponse,
+    HistoryPage, IssuedKey, IssuedMany, IssuedOne, KeyList, KeyListQuery, KeyQuery, KeyRef,
+    KeyView, PageQuery, PatchKeyRequest, RequestView, RequestsPage, RequestsQuery, ResetRequest,
+    ResetResponse, UpstreamView, UpstreamsResponse, UsageDetail, UsageQuery, UsageResponse,
+    UsageSummary, WindowQuery,
+};
 use crate::error::{ApiError, ApiResult};
 use crate::gateway::settings::UpstreamKind;
 use crate::keyadmin::CreateSpec;
-use crate::keys::{
-    KeyLimits, KeyRecord, KeyStatus, Owner, Refill, effective_counters, is_valid_prefix, status_of,
-};
+use crate::keys::{KeyRecord, KeyStatus, Refill, effective_counters, is_valid_prefix, status_of};
 use crate::state::AppState;
 use crate::store::{KeyPatch, RequestLogFilter, StatusFilter};
-use crate::timefmt::{parse_instant, rfc3339, rfc3339_opt};
+use crate::timefmt::{parse_instant, rfc3339};
 
 const MAX_QUOTA: i64 = i64::MAX / 4;
 const MAX_NAME_CHARS: usize = 200;
 
-fn expires_at(map: &Map<String, Value>) -> ApiResult<Option<Option<i64>>> {
-    match map.get("expiresAt") {
-        None => Ok(None),
-        Some(Value::Null) => Ok(Some(None)),
-        Some(Value::String(s)) => {
-            parse_instant(s, true)
-                .map(|ms| Some(Some(ms)))
-                .ok_or_else(|| {
-                    ApiError::invalid("expiresAt", "必须是 RFC 3339 时间或 YYYY-MM-DD 日期")
-                })
-        }
-        Some(_) => Err(ApiError::invalid("expiresAt", "必须是字符串")),
-    }
+fn expires_at(v: Option<&str>) -> ApiResult<Option<i64>> {
+    v.map(|s| {
+        parse_instant(s, true)
+            .ok_or_else(|| ApiError::invalid("expiresAt", "必须是 RFC 3339 时间或 YYYY-MM-DD 日期"))
+    })
+    .transpose()
 }
 
-fn validate_refill(refill: Option<Option<Refill>>) -> ApiResult<Option<Option<Refill>>> {
-    if let Some(Some(r)) = refill
-        && !(0..=MAX_QUOTA).contains(&r.amount)
-    {
-        return Err(ApiError::invalid("refill.amount", "必须是非负整数"));
+fn check_refill(refill: Option<&Refill>) -> ApiResult<()> {
+    match refill {
+        Some(r) if !(0..=MAX_QUOTA).contains(&r.amount) => {
+            Err(ApiError::invalid("refill.amount", "必须是非负整数"))
+        }
+        _ => Ok(()),
     }
-    Ok(refill)
 }
 
 async fn find(st: &AppState, key_or_id: &str) -> ApiResult<KeyRecord> {
@@ -52,90 +50,79 @@ async fn find(st: &AppState, key_or_id: &str) -> ApiResult<KeyRecord> {
         .ok_or_else(ApiError::key_not_found)
 }
 
-fn key_param(map: &Map<String, Value>) -> ApiResult<String> {
-    input::string(map, "key", "", 256)?.ok_or_else(|| ApiError::invalid("key", "不能为空"))
+fn key_param(key: Option<String>) -> ApiResult<String> {
+    input::max_chars("key", key.as_deref(), 256)?;
+    key.filter(|k| !k.trim().is_empty())
+        .ok_or_else(|| ApiError::invalid("key", "不能为空"))
 }
 
+#[utoipa::path(post, path = "/admin/keys", tag = "admin",
+    security(("adminToken" = [])),
+    request_body(content = Option<CreateKeysRequest>, content_type = "application/json"),
+    responses((status = 200, description = "The new key (shown this once), or `keys` when `count` > 1", body = CreateKeysResponse),
+        (status = 400, body = QuotaError), (status = 401, body = QuotaError),
+        (status = 403, body = QuotaError), (status = 413, body = QuotaError),
+        (status = 503, body = QuotaError)))]
 pub async fn create_keys(
     State(st): State<AppState>,
     op: Operator,
     JsonBody(body): JsonBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<CreateKeysResponse>> {
     op.require_write()?;
-    let map = input::object(body, "body")?;
-    input::reject_unknown(
-        &map,
-        &[
-            "prefix",
-            "quota",
-            "expiresAt",
-            "name",
-            "count",
-            "metadata",
-            "owner",
-            "limits",
-            "refill",
-        ],
-        "",
-    )?;
-    let prefix =
-        input::string(&map, "prefix", "", 16)?.unwrap_or_else(|| st.config.key_prefix.clone());
+    let req: CreateKeysRequest = input::body(body)?;
+    let prefix = req.prefix.unwrap_or_else(|| st.config.key_prefix.clone());
     if !is_valid_prefix(&prefix) {
         return Err(ApiError::invalid("prefix", "必须是 1 到 16 个字母或数字"));
     }
+    input::max_chars("name", req.name.as_deref(), MAX_NAME_CHARS)?;
+    input::metadata_size("metadata", req.metadata.as_ref())?;
+    check_refill(req.refill.as_ref())?;
     let spec = CreateSpec {
         prefix,
-        quota: input::nullable_int(&map, "quota", 0, MAX_QUOTA)?.flatten(),
-        expires_at: expires_at(&map)?.flatten(),
-        name: input::string(&map, "name", "", MAX_NAME_CHARS)?,
-        count: input::int(&map, "count", "", 1, 1000)?.unwrap_or(1) as u32,
-        metadata: input::metadata(&map, "metadata", "")?.unwrap_or_default(),
-        owner: input::typed::<Owner>(&map, "owner")?.flatten(),
-        limits: input::typed::<KeyLimits>(&map, "limits")?
-            .flatten()
-            .unwrap_or_default(),
-        refill: validate_refill(input::typed::<Refill>(&map, "refill")?)?.flatten(),
+        quota: input::in_range("quota", req.quota, 0, MAX_QUOTA)?,
+        expires_at: expires_at(req.expires_at.as_deref())?,
+        name: req.name,
+        count: input::in_range("count", req.count, 1, 1000)?.unwrap_or(1) as u32,
+        metadata: req.metadata.unwrap_or_default(),
+        owner: req.owner,
+        limits: req.limits.unwrap_or_default(),
+        refill: req.refill,
     };
     let issued = st.keys.create(&spec, &op.actor()).await?;
-    let one = |k: &crate::keyadmin::IssuedKey| {
-        let c = effective_counters(&k.record, st.keys.now_ms());
-        json!({
-            "key": k.full,
-            "id": k.record.id,
-            "name": k.record.name,
-            "quota": c.quota,
-            "remaining": c.remaining(),
-            "expiresAt": rfc3339_opt(k.record.expires_at),
-            "createdAt": rfc3339(k.record.created_at),
-        })
-    };
-    let body = if spec.count == 1 {
-        let mut v = issued.first().map(one).unwrap_or_else(|| json!({}));
-        v["success"] = json!(true);
-        v
-    } else {
-        json!({ "success": true, "keys": issued.iter().map(one).collect::<Vec<_>>() })
-    };
-    Ok(Json(body))
+    let now = st.keys.now_ms();
+    let mut keys: Vec<IssuedKey> = issued.iter().map(|k| IssuedKey::new(k, now)).collect();
+    Ok(Json(match (spec.count, keys.pop()) {
+        (1, Some(key)) => CreateKeysResponse::One(IssuedOne { success: true, key }),
+        (_, last) => {
+            keys.extend(last);
+            CreateKeysResponse::Many(IssuedMany {
+                success: true,
+                keys,
+            })
+        }
+    }))
 }
 
+#[utoipa::path(get, path = "/admin/keys", tag = "admin",
+    security(("adminToken" = []), ("viewerToken" = [])),
+    params(KeyListQuery, PageQuery),
+    responses((status = 200, body = KeyList),
+        (status = 400, body = QuotaError), (status = 401, body = QuotaError),
+        (status = 503, body = QuotaError)))]
 pub async fn list_keys(
     State(st): State<AppState>,
     _op: Operator,
     QueryMap(q): QueryMap,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<KeyList>> {
     let params = Params::new(q, None)?;
-    let status = match params.str("status")? {
-        None => None,
-        Some(s) if s.is_empty() => None,
-        Some(s) => Some(KeyStatus::parse(&s).ok_or_else(|| {
+    let query: KeyListQuery = params.get()?;
+    let status = match query.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(KeyStatus::parse(s).ok_or_else(|| {
             ApiError::invalid("status", "必须是 active、disabled、expired 或 exhausted")
         })?),
     };
-    let needle = params
-        .str("q")?
-        .map(|s| s.to_lowercase())
-        .filter(|s| !s.is_empty());
+    let needle = query.q.map(|s| s.to_lowercase()).filter(|s| !s.is_empty());
     let (limit, offset) = params.page(100)?;
     let now = st.keys.now_ms();
     let mut keys: Vec<KeyRecord> = st
@@ -160,68 +147,77 @@ pub async fn list_keys(
         .collect();
     keys.sort_by_key(|k| std::cmp::Reverse(k.id));
     let total = keys.len();
-    let page: Vec<Value> = keys
+    let page = keys
         .iter()
         .skip(usize::try_from(offset).unwrap_or(usize::MAX))
         .take(limit as usize)
-        .map(|k| key_json(k, now))
+        .map(|k| KeyView::new(k, now))
         .collect();
-    Ok(Json(
-        json!({ "keys": page, "total": total, "limit": limit, "offset": offset }),
-    ))
+    Ok(Json(KeyList {
+        keys: page,
+        total,
+        limit,
+        offset,
+    }))
 }
 
+#[utoipa::path(get, path = "/admin/keys/{id}", tag = "admin",
+    security(("adminToken" = []), ("viewerToken" = [])),
+    params(("id" = String, Path, description = "The key's id or the full key")),
+    responses((status = 200, body = KeyView),
+        (status = 401, body = QuotaError), (status = 404, body = QuotaError),
+        (status = 503, body = QuotaError)))]
 pub async fn get_key(
     State(st): State<AppState>,
     _op: Operator,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<KeyView>> {
     let rec = find(&st, &id).await?;
-    Ok(Json(key_json(&rec, st.keys.now_ms())))
+    Ok(Json(KeyView::new(&rec, st.keys.now_ms())))
 }
 
+#[utoipa::path(patch, path = "/admin/keys/{id}", tag = "admin",
+    security(("adminToken" = [])),
+    params(("id" = String, Path, description = "The key's id or the full key")),
+    request_body(content = Option<PatchKeyRequest>, content_type = "application/json"),
+    responses((status = 200, body = KeyView),
+        (status = 400, body = QuotaError), (status = 401, body = QuotaError),
+        (status = 403, body = QuotaError), (status = 404, body = QuotaError),
+        (status = 413, body = QuotaError), (status = 503, body = QuotaError)))]
 pub async fn patch_key(
     State(st): State<AppState>,
     op: Operator,
     Path(id): Path<String>,
     JsonBody(body): JsonBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<KeyView>> {
     op.require_write()?;
     let rec = find(&st, &id).await?;
-    let map = input::object(body, "body")?;
-    input::reject_unknown(
-        &map,
-        &[
-            "name",
-            "quota",
-            "expiresAt",
-            "enabled",
-            "metadata",
-            "owner",
-            "limits",
-            "refill",
-        ],
-        "",
+    let req: PatchKeyRequest = input::body(body)?;
+    input::max_chars(
+        "name",
+        req.name.as_ref().and_then(|n| n.as_deref()),
+        MAX_NAME_CHARS,
     )?;
+    input::metadata_size("metadata", req.metadata.as_ref().and_then(|m| m.as_ref()))?;
+    check_refill(req.refill.as_ref().and_then(|r| r.as_ref()))?;
+    let fields = req.fields();
     let patch = KeyPatch {
-        name: match map.get("name") {
-            None => None,
-            Some(Value::Null) => Some(None),
-            Some(_) => Some(input::string(&map, "name", "", MAX_NAME_CHARS)?),
-        },
-        quota: input::nullable_int(&map, "quota", 0, MAX_QUOTA)?,
-        expires_at: expires_at(&map)?,
-        enabled: input::boolean(&map, "enabled")?,
-        metadata: match map.get("metadata") {
-            Some(Value::Null) => Some(Map::new()),
-            _ => input::metadata(&map, "metadata", "")?,
-        },
-        owner: input::typed::<Owner>(&map, "owner")?,
-        limits: input::typed::<KeyLimits>(&map, "limits")?.map(Option::unwrap_or_default),
-        refill: validate_refill(input::typed::<Refill>(&map, "refill")?)?,
+        quota: req
+            .quota
+            .map(|q| input::in_range("quota", q, 0, MAX_QUOTA))
+            .transpose()?,
+        expires_at: req
+            .expires_at
+            .map(|e| expires_at(e.as_deref()))
+            .transpose()?,
+        name: req.name,
+        enabled: req.enabled,
+        metadata: req.metadata.map(Option::unwrap_or_default),
+        owner: req.owner,
+        limits: req.limits.map(Option::unwrap_or_default),
+        refill: req.refill,
         ..Default::default()
     };
-    let fields: Vec<&String> = map.keys().collect();
     let rec = st
         .keys
         .patch(
@@ -233,29 +229,43 @@ pub async fn patch_key(
         )
         .await?
         .ok_or_else(ApiError::key_not_found)?;
-    Ok(Json(key_json(&rec, st.keys.now_ms())))
+    Ok(Json(KeyView::new(&rec, st.keys.now_ms())))
 }
 
+#[utoipa::path(delete, path = "/admin/keys/{id}", tag = "admin",
+    security(("adminToken" = [])),
+    params(("id" = String, Path, description = "The key's id or the full key")),
+    responses((status = 200, body = DeletedKey),
+        (status = 401, body = QuotaError), (status = 403, body = QuotaError),
+        (status = 404, body = QuotaError), (status = 503, body = QuotaError)))]
 pub async fn delete_key(
     State(st): State<AppState>,
     op: Operator,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DeletedKey>> {
     op.require_write()?;
     let rec = find(&st, &id).await?;
     if !st.keys.delete(rec.id, &op.actor()).await? {
         return Err(ApiError::key_not_found());
     }
-    Ok(Json(
-        json!({ "success": true, "id": rec.id, "key": rec.hint }),
-    ))
+    Ok(Json(DeletedKey {
+        success: true,
+        id: rec.id,
+        key: rec.hint,
+    }))
 }
 
+#[utoipa::path(post, path = "/admin/keys/{id}/rotate", tag = "admin",
+    security(("adminToken" = [])),
+    params(("id" = String, Path, description = "The key's id or the full key")),
+    responses((status = 200, description = "The new full key (shown this once); same id, quota and history", body = IssuedOne),
+        (status = 401, body = QuotaError), (status = 403, body = QuotaError),
+        (status = 404, body = QuotaError), (status = 503, body = QuotaError)))]
 pub async fn rotate_key(
     State(st): State<AppState>,
     op: Operator,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<IssuedOne>> {
     op.require_write()?;
     let rec = find(&st, &id).await?;
     let issued = st
@@ -263,28 +273,31 @@ pub async fn rotate_key(
         .rotate(&rec, &op.actor())
         .await?
         .ok_or_else(ApiError::key_not_found)?;
-    let c = effective_counters(&issued.record, st.keys.now_ms());
-    Ok(Json(json!({
-        "success": true,
-        "key": issued.full,
-        "id": issued.record.id,
-        "quota": c.quota,
-        "remaining": c.remaining(),
-        "expiresAt": rfc3339_opt(issued.record.expires_at),
-        "createdAt": rfc3339(issued.record.created_at),
-    })))
+    Ok(Json(IssuedOne {
+        success: true,
+        key: IssuedKey::new(&issued, st.keys.now_ms()),
+    }))
 }
 
+#[utoipa::path(post, path = "/admin/keys/reset", tag = "admin",
+    security(("adminToken" = [])),
+    request_body(content = Option<ResetRequest>, content_type = "application/json"),
+    responses((status = 200, body = ResetResponse),
+        (status = 400, body = QuotaError), (status = 401, body = QuotaError),
+        (status = 403, body = QuotaError), (status = 404, body = QuotaError),
+        (status = 413, body = QuotaError), (status = 503, body = QuotaError)))]
 pub async fn reset_key(
     State(st): State<AppState>,
     op: Operator,
     JsonBody(body): JsonBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ResetResponse>> {
     op.require_write()?;
-    let map = input::object(body, "body")?;
-    input::reject_unknown(&map, &["key", "newQuota"], "")?;
-    let key = key_param(&map)?;
-    let new_quota = input::nullable_int(&map, "newQuota", 0, MAX_QUOTA)?;
+    let req: ResetRequest = input::body(body)?;
+    let key = key_param(req.key)?;
+    let new_quota = req
+        .new_quota
+        .map(|q| input::in_range("newQuota", q, 0, MAX_QUOTA))
+        .transpose()?;
     let rec = find(&st, &key).await?;
     let rec = st
         .keys
@@ -292,14 +305,14 @@ pub async fn reset_key(
         .await?
         .ok_or_else(ApiError::key_not_found)?;
     let c = effective_counters(&rec, st.keys.now_ms());
-    Ok(Json(json!({
-        "success": true,
-        "key": rec.hint,
-        "id": rec.id,
-        "quota": c.quota,
-        "used": c.used,
-        "remaining": c.remaining(),
-    })))
+    Ok(Json(ResetResponse {
+        success: true,
+        key: rec.hint,
+        id: rec.id,
+        quota: c.quota,
+        used: c.used,
+        remaining: c.remaining(),
+    }))
 }
 
 async fn set_enabled(
@@ -307,46 +320,63 @@ async fn set_enabled(
     op: Operator,
     body: Option<Value>,
     enabled: bool,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EnabledResponse>> {
     op.require_write()?;
-    let map = input::object(body, "body")?;
-    input::reject_unknown(&map, &["key"], "")?;
-    let key = key_param(&map)?;
+    let req: KeyRef = input::body(body)?;
+    let key = key_param(req.key)?;
     let rec = find(&st, &key).await?;
     let rec = st
         .keys
         .set_enabled(rec.id, enabled, &op.actor())
         .await?
         .ok_or_else(ApiError::key_not_found)?;
-    Ok(Json(
-        json!({ "success": true, "key": rec.hint, "id": rec.id, "enabled": rec.enabled }),
-    ))
+    Ok(Json(EnabledResponse {
+        success: true,
+        key: rec.hint,
+        id: rec.id,
+        enabled: rec.enabled,
+    }))
 }
 
+#[utoipa::path(post, path = "/admin/keys/disable", tag = "admin",
+    security(("adminToken" = [])),
+    request_body(content = Option<KeyRef>, content_type = "application/json"),
+    responses((status = 200, body = EnabledResponse),
+        (status = 400, body = QuotaError), (status = 401, body = QuotaError),
+        (status = 403, body = QuotaError), (status = 404, body = QuotaError),
+        (status = 413, body = QuotaError), (status = 503, body = QuotaError)))]
 pub async fn disable_key(
     State(st): State<AppState>,
     op: Operator,
     JsonBody(body): JsonBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EnabledResponse>> {
     set_enabled(st, op, body, false).await
 }
 
+#[utoipa::path(post, path = "/admin/keys/enable", tag = "admin",
+    security(("adminToken" = [])),
+    request_body(content = Option<KeyRef>, content_type = "application/json"),
+    responses((status = 200, body = EnabledResponse),
+        (status = 400, body = QuotaError), (status = 401, body = QuotaError),
+        (status = 403, body = QuotaError), (status = 404, body = QuotaError),
+        (status = 413, body = QuotaError), (status = 503, body = QuotaError)))]
 pub async fn enable_key(
     State(st): State<AppState>,
     op: Operator,
     JsonBody(body): JsonBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EnabledResponse>> {
     set_enabled(st, op, body, true).await
 }
 
 /// Inclusive date range: a bare `endDate` day counts whole.
 fn date_range(params: &Params) -> ApiResult<(i64, i64)> {
-    let start = match params.str("startDate")? {
+    let q: UsageQuery = params.get()?;
+    let start = match q.start_date {
         None => i64::MIN / 2,
         Some(s) => parse_instant(&s, false)
             .ok_or_else(|| ApiError::invalid("startDate", "必须是 YYYY-MM-DD 或 RFC 3339 时间"))?,
     };
-    let end = match params.str("endDate")? {
+    let end = match q.end_date {
         None => i64::MAX / 2,
         Some(s) => {
             let bare_date = s.trim().len() == 10;
@@ -362,12 +392,18 @@ fn date_range(params: &Params) -> ApiResult<(i64, i64)> {
     Ok((start, end))
 }
 
+#[utoipa::path(get, path = "/admin/usage", tag = "admin",
+    security(("adminToken" = []), ("viewerToken" = [])),
+    params(UsageQuery, PageQuery),
+    responses((status = 200, body = UsageResponse),
+        (status = 400, body = QuotaError), (status = 401, body = QuotaError),
+        (status = 503, body = QuotaError)))]
 pub async fn usage(
     State(st): State<AppState>,
     _op: Operator,
     QueryMap(q): QueryMap,
     JsonBody(body): JsonBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<UsageResponse>> {
     let params = Params::new(q, body)?;
     let (start, end) = date_range(&params)?;
     let (limit, offset) = params.page(100)?;
@@ -396,103 +432,94 @@ pub async fn usage(
             KeyStatus::Disabled => {}
         }
     }
-    let details: Vec<Value> = keys
+    let details = keys
         .iter()
         .skip(usize::try_from(offset).unwrap_or(usize::MAX))
         .take(limit as usize)
-        .map(|k| {
-            let c = effective_counters(k, now);
-            json!({
-                "key": k.hint,
-                "id": k.id,
-                "name": k.name,
-                "quota": c.quota,
-                "used": c.used,
-                "remaining": c.remaining(),
-                "periodUsed": period.get(&k.id).copied().unwrap_or(0),
-                "lastUsed": rfc3339_opt(k.last_used),
-                "createdAt": rfc3339(k.created_at),
-                "expiresAt": rfc3339_opt(k.expires_at),
-                "enabled": k.enabled,
-            })
-        })
+        .map(|k| UsageDetail::new(k, now, period.get(&k.id).copied().unwrap_or(0)))
         .collect();
-    Ok(Json(json!({
-        "summary": {
-            "totalKeys": keys.len(),
-            "totalQuota": total_quota,
-            "totalUsed": total_used,
-            "totalRemaining": total_remaining,
-            "activeKeys": active,
-            "expiredKeys": expired,
+    Ok(Json(UsageResponse {
+        summary: UsageSummary {
+            total_keys: keys.len(),
+            total_quota,
+            total_used,
+            total_remaining,
+            active_keys: active,
+            expired_keys: expired,
         },
-        "details": details,
-        "total": keys.len(),
-        "limit": limit,
-        "offset": offset,
-    })))
+        details,
+        total: keys.len(),
+        limit,
+        offset,
+    }))
 }
 
+#[utoipa::path(get, path = "/admin/usage/history", tag = "admin",
+    security(("adminToken" = []), ("viewerToken" = [])),
+    params(KeyQuery, PageQuery),
+    responses((status = 200, body = HistoryPage),
+        (status = 400, body = QuotaError), (status = 401, body = QuotaError),
+        (status = 404, body = QuotaError), (status = 503, body = QuotaError)))]
 pub async fn usage_history(
     State(st): State<AppState>,
     _op: Operator,
     QueryMap(q): QueryMap,
     JsonBody(body): JsonBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<HistoryPage>> {
     let params = Params::new(q, body)?;
-    let key = params
-        .str("key")?
-        .filter(|k| !k.trim().is_empty())
-        .ok_or_else(|| ApiError::invalid("key", "不能为空"))?;
+    let query: KeyQuery = params.get()?;
+    let key = key_param(query.key)?;
     let rec = find(&st, &key).await?;
     let mut page = history_page(&st, rec.id, &params).await?;
-    page["key"] = json!(rec.hint);
-    page["id"] = json!(rec.id);
+    page.key = Some(rec.hint);
+    page.id = Some(rec.id);
     Ok(Json(page))
 }
 
+#[utoipa::path(get, path = "/admin/audit", tag = "admin",
+    security(("adminToken" = []), ("viewerToken" = [])),
+    params(PageQuery),
+    responses((status = 200, description = "Every admin write, newest first", body = AuditPage),
+        (status = 400, body = QuotaError), (status = 401, body = QuotaError),
+        (status = 503, body = QuotaError)))]
 pub async fn audit(
     State(st): State<AppState>,
     _op: Operator,
     QueryMap(q): QueryMap,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AuditPage>> {
     let params = Params::new(q, None)?;
     let (limit, offset) = params.page(100)?;
     let (rows, total) = st.store.audit(limit, offset).await?;
-    let entries: Vec<Value> = rows
-        .iter()
-        .map(|e| {
-            json!({
-                "id": e.id,
-                "timestamp": rfc3339(e.record.ts),
-                "action": e.record.action,
-                "target": e.record.target,
-                "tokenHint": e.record.token_hint,
-                "clientIp": e.record.client_ip,
-                "details": e.record.details,
-            })
-        })
-        .collect();
-    Ok(Json(
-        json!({ "entries": entries, "total": total, "limit": limit, "offset": offset }),
-    ))
+    Ok(Json(AuditPage {
+        entries: rows.iter().map(AuditView::from).collect(),
+        total,
+        limit,
+        offset,
+    }))
 }
 
 /// Gateway request log, newest first; `key`, `model` and `status` (`ok`, `error` or a
 /// code) narrow it.
+#[utoipa::path(get, path = "/admin/requests", tag = "admin",
+    security(("adminToken" = []), ("viewerToken" = [])),
+    params(RequestsQuery, PageQuery),
+    responses((status = 200, body = RequestsPage),
+        (status = 400, body = QuotaError), (status = 401, body = QuotaError),
+        (status = 404, body = QuotaError), (status = 503, body = QuotaError)))]
 pub async fn requests(
     State(st): State<AppState>,
     _op: Operator,
     QueryMap(q): QueryMap,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RequestsPage>> {
     let params = Params::new(q, None)?;
     let (limit, offset) = params.page(100)?;
+    let query: RequestsQuery = params.get()?;
     let mut filter = RequestLogFilter::default();
-    if let Some(k) = params.str("key")?.filter(|k| !k.trim().is_empty()) {
+    if let Some(k) = query.key.filter(|k| !k.trim().is_empty()) {
         filter.key_id = Some(find(&st, &k).await?.id);
     }
-    filter.model = params.str("model")?.filter(|m| !m.is_empty());
-    filter.status = match params.str("status")?.as_deref() {
+    filter.model = query.model.filter(|m| !m.is_empty());
+    filter.status = match query.status.as_deref() {
         None | Some("") => None,
         Some("ok") => Some(StatusFilter::Ok),
         Some("error") => Some(StatusFilter::Error),
@@ -504,53 +531,37 @@ pub async fn requests(
         )),
     };
     let (rows, total) = st.store.request_logs(&filter, limit, offset).await?;
-    let rows: Vec<Value> = rows
-        .iter()
-        .map(|r| {
-            json!({
-                "timestamp": rfc3339(r.ts),
-                "requestId": r.request_id,
-                "keyId": r.key_id,
-                "keyName": r.key_name,
-                "ownerUserId": r.owner_user_id,
-                "ownerUsername": r.owner_username,
-                "endpoint": r.endpoint,
-                "model": r.model,
-                "upstream": r.upstream,
-                "promptTokens": r.prompt_tokens,
-                "completionTokens": r.completion_tokens,
-                "cost": r.cost,
-                "status": r.status,
-                "error": r.error,
-                "latencyMs": r.latency_ms,
-                "ttftMs": r.ttft_ms,
-                "isStream": r.is_stream,
-                "estimated": r.estimated,
-                "clientIp": r.client_ip,
-            })
-        })
-        .collect();
-    Ok(Json(
-        json!({ "requests": rows, "total": total, "limit": limit, "offset": offset }),
-    ))
+    Ok(Json(RequestsPage {
+        requests: rows.iter().map(RequestView::from).collect(),
+        total,
+        limit,
+        offset,
+    }))
 }
 
 /// The gateway's upstreams: configuration, health (ejected or not) and, over
 /// `[start_ms, end_ms)` (default: the last hour), calls, error rate and latency.
+#[utoipa::path(get, path = "/admin/upstreams", tag = "admin",
+    security(("adminToken" = []), ("viewerToken" = [])),
+    params(WindowQuery),
+    responses((status = 200, body = UpstreamsResponse),
+        (status = 400, body = QuotaError), (status = 401, body = QuotaError),
+        (status = 503, body = QuotaError)))]
 pub async fn upstreams(
     State(st): State<AppState>,
     _op: Operator,
     QueryMap(q): QueryMap,
-) -> ApiResult<Json<Value>> {
-    let params = Params::new(q, None)?;
+) -> ApiResult<Json<UpstreamsResponse>> {
+    let w: WindowQuery = Params::new(q, None)?.get()?;
     let now = chrono::Utc::now().timestamp_millis();
-    let end = params.int("end_ms", 0, i64::MAX / 2, now)?;
-    let start = params.int("start_ms", 0, i64::MAX / 2, end.saturating_sub(3_600_000))?;
+    let end = input::in_range("end_ms", w.end_ms, 0, i64::MAX / 2)?.unwrap_or(now);
+    let start = input::in_range("start_ms", w.start_ms, 0, i64::MAX / 2)?
+        .unwrap_or(end.saturating_sub(3_600_000));
     if start >= end {
         return Err(ApiError::invalid("start_ms", "必须小于 end_ms"));
     }
     let stats = st.store.upstream_stats(start, end).await?;
-    let list: Vec<Value> = st
+    let upstreams = st
         .gateway
         .upstreams
         .iter()
@@ -561,27 +572,34 @@ pub async fn upstreams(
                 .cloned()
                 .unwrap_or_default();
             let until = u.ejected_until();
-            json!({
-                "name": u.s.name,
-                "kind": match u.s.kind { UpstreamKind::Mock => "mock", UpstreamKind::Openai => "openai" },
-                "priority": u.s.priority,
-                "weight": u.s.weight,
-                "models": u.s.models,
-                "state": if until > now { "ejected" } else { "healthy" },
-                "ejectedUntil": (until > now).then(|| rfc3339(until)),
-                "consecutiveFailures": u.consecutive_failures(),
-                "requests": s.requests,
-                "errors": s.errors,
-                "errorRate": if s.requests > 0 { s.errors as f64 / s.requests as f64 } else { 0.0 },
-                "avgLatencyMs": s.avg_latency_ms.round() as i64,
-                "p95LatencyMs": s.p95_latency_ms,
-                "avgTtftMs": s.avg_ttft_ms.map(|v| v.round() as i64),
-            })
+            UpstreamView {
+                name: u.s.name.clone(),
+                kind: match u.s.kind {
+                    UpstreamKind::Mock => "mock",
+                    UpstreamKind::Openai => "openai",
+                },
+                priority: u.s.priority,
+                weight: u.s.weight,
+                models: u.s.models.clone(),
+                state: if until > now { "ejected" } else { "healthy" },
+                ejected_until: (until > now).then(|| rfc3339(until)),
+                consecutive_failures: u.consecutive_failures(),
+                requests: s.requests,
+                errors: s.errors,
+                error_rate: if s.requests > 0 {
+                    s.errors as f64 / s.requests as f64
+                } else {
+                    0.0
+                },
+                avg_latency_ms: s.avg_latency_ms.round() as i64,
+                p95_latency_ms: s.p95_latency_ms,
+                avg_ttft_ms: s.avg_ttft_ms.map(|v| v.round() as i64),
+            }
         })
         .collect();
-    Ok(Json(json!({
-        "upstreams": list,
-        "startMs": start,
-        "endMs": end,
-    })))
+    Ok(Json(UpstreamsResponse {
+        upstreams,
+        start_ms: start,
+        end_ms: end,
+    }))
 }

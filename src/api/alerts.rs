@@ -9,17 +9,21 @@ use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::alerts::Alerts;
 use crate::alerts::channels::mask_url;
 use crate::alerts::rules::applicable;
 use crate::alerts::settings::{Lang, RuleKind};
 use crate::api::extract::QueryMap;
-use crate::api::input::Params;
+use crate::api::input::{self, Params};
+use crate::api::shapes::QuotaError;
+use crate::api::shapes::{PageQuery, lenient};
 use crate::auth::{AuthError, Authenticator, Principal, Role};
 use crate::error::{ApiError, ApiResult};
-use crate::store::AlertFilter;
+use crate::store::{AlertFilter, AlertRow, DeliveryRecord};
 use crate::timefmt::rfc3339;
 
 #[derive(Clone)]
@@ -43,21 +47,112 @@ fn who(st: &AlertsState, headers: &HeaderMap, method: &Method) -> ApiResult<Prin
     })
 }
 
-async fn list(
+/// `GET /admin/alerts` filters.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AlertsQuery {
+    /// `burst`, `multi_user_token`, `ip_many_users`, `big_request`, `quota_low`,
+    /// `key_expiring`, `upstream_down`.
+    pub rule: Option<String>,
+    /// `sending`, `sent`, `partial`, `failed` or `recorded`.
+    pub status: Option<String>,
+    #[serde(default, deserialize_with = "lenient::int")]
+    #[param(minimum = 0)]
+    pub start_ms: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::int")]
+    #[param(minimum = 0)]
+    pub end_ms: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryView {
+    pub channel: String,
+    pub attempt: i64,
+    pub timestamp: String,
+    pub ok: bool,
+    pub http_status: Option<i64>,
+    pub error: Option<String>,
+}
+
+impl From<DeliveryRecord> for DeliveryView {
+    fn from(d: DeliveryRecord) -> Self {
+        Self {
+            channel: d.channel,
+            attempt: d.attempt,
+            timestamp: rfc3339(d.ts),
+            ok: d.ok,
+            http_status: d.http_status,
+            error: d.error,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlertView {
+    pub id: i64,
+    pub timestamp: String,
+    pub rule: String,
+    pub subject: String,
+    pub title: String,
+    pub message: String,
+    #[schema(value_type = Object)]
+    pub details: Value,
+    pub link: Option<String>,
+    pub channels: Vec<String>,
+    pub status: String,
+    pub deliveries: Vec<DeliveryView>,
+}
+
+impl AlertView {
+    fn new(r: AlertRow, deliveries: Vec<DeliveryView>) -> Self {
+        let a = r.alert;
+        Self {
+            id: r.id,
+            timestamp: rfc3339(a.ts),
+            rule: a.rule,
+            subject: a.subject,
+            title: a.title,
+            message: a.message,
+            details: a.details,
+            link: a.link,
+            channels: a.channels,
+            status: a.status,
+            deliveries,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlertsPage {
+    pub alerts: Vec<AlertView>,
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+#[utoipa::path(get, path = "/admin/alerts", tag = "alerts",
+    security(("adminToken" = []), ("viewerToken" = [])),
+    params(AlertsQuery, PageQuery),
+    responses((status = 200, description = "Alerts, newest first, with every delivery attempt", body = AlertsPage),
+        (status = 400, body = QuotaError), (status = 401, body = QuotaError),
+        (status = 503, body = QuotaError)))]
+pub async fn list(
     State(st): State<AlertsState>,
     headers: HeaderMap,
     QueryMap(q): QueryMap,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AlertsPage>> {
     who(&st, &headers, &Method::GET)?;
     let params = Params::new(q, None)?;
     let (limit, offset) = params.page(50)?;
-    let rule = params.str("rule")?.filter(|r| !r.is_empty());
+    let query: AlertsQuery = params.get()?;
+    let rule = query.rule.filter(|r| !r.is_empty());
     if let Some(r) = &rule
         && RuleKind::parse(r).is_none()
     {
         return Err(ApiError::invalid("rule", "未知的规则"));
     }
-    let status = params.str("status")?.filter(|s| !s.is_empty());
+    let status = query.status.filter(|s| !s.is_empty());
     if let Some(s) = &status
         && !["sending", "sent", "partial", "failed", "recorded"].contains(&s.as_str())
     {
@@ -69,120 +164,172 @@ async fn list(
     let filter = AlertFilter {
         rule,
         status,
-        from_ms: params
-            .str("start_ms")?
-            .map(|_| params.int("start_ms", 0, i64::MAX / 2, 0))
-            .transpose()?,
-        to_ms: params
-            .str("end_ms")?
-            .map(|_| params.int("end_ms", 0, i64::MAX / 2, 0))
-            .transpose()?,
+        from_ms: input::in_range("start_ms", query.start_ms, 0, i64::MAX / 2)?,
+        to_ms: input::in_range("end_ms", query.end_ms, 0, i64::MAX / 2)?,
     };
     let store = &st.alerts.sources.store;
     let (rows, total) = store.alerts(&filter, limit, offset).await?;
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    let mut by_alert: HashMap<i64, Vec<Value>> = HashMap::new();
+    let mut by_alert: HashMap<i64, Vec<DeliveryView>> = HashMap::new();
     for d in store.deliveries(&ids).await? {
-        by_alert.entry(d.alert_id).or_default().push(json!({
-            "channel": d.channel,
-            "attempt": d.attempt,
-            "timestamp": rfc3339(d.ts),
-            "ok": d.ok,
-            "httpStatus": d.http_status,
-            "error": d.error,
-        }));
+        by_alert.entry(d.alert_id).or_default().push(d.into());
     }
-    let alerts: Vec<Value> = rows
+    let alerts = rows
         .into_iter()
         .map(|r| {
-            let a = r.alert;
-            json!({
-                "id": r.id,
-                "timestamp": rfc3339(a.ts),
-                "rule": a.rule,
-                "subject": a.subject,
-                "title": a.title,
-                "message": a.message,
-                "details": a.details,
-                "link": a.link,
-                "channels": a.channels,
-                "status": a.status,
-                "deliveries": by_alert.remove(&r.id).unwrap_or_default(),
-            })
+            let d = by_alert.remove(&r.id).unwrap_or_default();
+            AlertView::new(r, d)
         })
         .collect();
-    Ok(Json(
-        json!({"alerts": alerts, "total": total, "limit": limit, "offset": offset}),
-    ))
+    Ok(Json(AlertsPage {
+        alerts,
+        total,
+        limit,
+        offset,
+    }))
 }
 
-async fn channels(State(st): State<AlertsState>, headers: HeaderMap) -> ApiResult<Json<Value>> {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChannelView {
+    pub name: String,
+    /// `dingtalk`, `feishu`, `wecom`, `slack` or `webhook`.
+    pub kind: &'static str,
+    /// The address with its secret parts masked.
+    pub url: String,
+    pub signed: bool,
+    pub rules: Vec<&'static str>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleView {
+    pub rule: &'static str,
+    pub enabled: bool,
+    /// Whether the rule can run on this instance's source.
+    pub applicable: bool,
+    pub every_sec: u64,
+    pub lookback_sec: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelsResponse {
+    pub enabled: bool,
+    /// `zh` or `en`.
+    pub language: &'static str,
+    pub cooldown_sec: i64,
+    pub channels: Vec<ChannelView>,
+    pub rules: Vec<RuleView>,
+}
+
+#[utoipa::path(get, path = "/admin/alerts/channels", tag = "alerts",
+    security(("adminToken" = []), ("viewerToken" = [])),
+    responses((status = 200, description = "Channels (addresses masked) and rules", body = ChannelsResponse),
+        (status = 401, body = QuotaError)))]
+pub async fn channels(
+    State(st): State<AlertsState>,
+    headers: HeaderMap,
+) -> ApiResult<Json<ChannelsResponse>> {
     who(&st, &headers, &Method::GET)?;
     let s = &st.alerts.settings;
-    let channels: Vec<Value> = s
+    let channels = s
         .channels
         .iter()
-        .map(|c| {
-            json!({
-                "name": c.name,
-                "kind": c.kind.as_str(),
-                "url": mask_url(&c.url),
-                "signed": c.secret.is_some(),
-                "rules": c.rules.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
-            })
+        .map(|c| ChannelView {
+            name: c.name.clone(),
+            kind: c.kind.as_str(),
+            url: mask_url(&c.url),
+            signed: c.secret.is_some(),
+            rules: c.rules.iter().map(|r| r.as_str()).collect(),
         })
         .collect();
-    let rules: Vec<Value> = s
+    let rules = s
         .rules
         .iter()
-        .map(|(r, rs)| {
-            json!({
-                "rule": r.as_str(),
-                "enabled": rs.enabled,
-                "applicable": applicable(*r, &st.alerts.sources),
-                "everySec": rs.every_ms / 1000,
-                "lookbackSec": rs.lookback_ms / 1000,
-            })
+        .map(|(r, rs)| RuleView {
+            rule: r.as_str(),
+            enabled: rs.enabled,
+            applicable: applicable(*r, &st.alerts.sources),
+            every_sec: rs.every_ms / 1000,
+            lookback_sec: rs.lookback_ms / 1000,
         })
         .collect();
-    Ok(Json(json!({
-        "enabled": s.enabled,
-        "language": match s.lang { Lang::Zh => "zh", Lang::En => "en" },
-        "cooldownSec": s.cooldown_ms / 1000,
-        "channels": channels,
-        "rules": rules,
-    })))
+    Ok(Json(ChannelsResponse {
+        enabled: s.enabled,
+        language: match s.lang {
+            Lang::Zh => "zh",
+            Lang::En => "en",
+        },
+        cooldown_sec: s.cooldown_ms / 1000,
+        channels,
+        rules,
+    }))
 }
 
-/// `{channel}` → one signed test message, and the platform's answer.
-async fn test(
+/// `POST /admin/alerts/test`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestRequest {
+    /// A configured channel's name.
+    pub channel: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TestResponse {
+    pub ok: bool,
+    pub channel: String,
+    pub http_status: Option<u16>,
+    /// The platform's answer (trimmed).
+    pub answer: String,
+    pub error: Option<String>,
+}
+
+#[utoipa::path(post, path = "/admin/alerts/test", tag = "alerts",
+    security(("adminToken" = [])),
+    request_body(content = Option<TestRequest>, content_type = "application/json"),
+    responses((status = 200, description = "One signed test message sent; the platform's answer", body = TestResponse),
+        (status = 400, body = QuotaError), (status = 401, body = QuotaError),
+        (status = 403, body = QuotaError), (status = 413, body = QuotaError)))]
+pub async fn test(
     State(st): State<AlertsState>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let p = match who(&st, &headers, &Method::POST) {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
-    if p.role != Role::Admin {
-        return ApiError::forbidden("只读令牌不能执行写操作").into_response();
+    match send_test(&st, &headers, &body).await {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => e.into_response(),
     }
-    let name = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|v| v.get("channel").and_then(Value::as_str).map(str::to_owned));
-    let Some(name) = name else {
-        return ApiError::invalid("channel", "不能为空").into_response();
+}
+
+async fn send_test(st: &AlertsState, headers: &HeaderMap, body: &[u8]) -> ApiResult<TestResponse> {
+    let p = who(st, headers, &Method::POST)?;
+    if p.role != Role::Admin {
+        return Err(ApiError::forbidden("只读令牌不能执行写操作"));
+    }
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        Some(serde_json::from_slice::<Value>(body).map_err(|_| ApiError::malformed_json())?)
     };
-    let Some(c) = st.alerts.settings.channels.iter().find(|c| c.name == name) else {
-        return ApiError::invalid("channel", "没有这个通道").into_response();
-    };
+    let req: TestRequest = input::body(body)?;
+    let name = req
+        .channel
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| ApiError::invalid("channel", "不能为空"))?;
+    let c = st
+        .alerts
+        .settings
+        .channels
+        .iter()
+        .find(|c| c.name == name)
+        .ok_or_else(|| ApiError::invalid("channel", "没有这个通道"))?;
     let a = st.alerts.attempt(c, &st.alerts.test_message()).await;
-    Json(json!({
-        "ok": a.ok,
-        "channel": c.name,
-        "httpStatus": a.http_status,
-        "answer": a.answer,
-        "error": a.error,
-    }))
-    .into_response()
+    Ok(TestResponse {
+        ok: a.ok,
+        channel: c.name.clone(),
+        http_status: a.http_status,
+        answer: a.answer,
+        error: a.error,
+    })
 }

@@ -1,4 +1,5 @@
-//! Field-by-field validation of JSON bodies and query strings, so every 400 names its field.
+//! Request bodies and parameters into the typed shapes of [`super::shapes`]: every 400 names
+//! the offending field's path (`amount`, `[1].amount`, `limits.rpm`).
 
 use std::collections::HashMap;
 
@@ -13,20 +14,68 @@ pub const MAX_METADATA_BYTES: usize = 8 * 1024;
 pub const MAX_BATCH_ITEMS: usize = 1000;
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 200;
 
-/// The body as an object (`{}` when absent).
-pub fn object(body: Option<Value>, what: &str) -> ApiResult<Map<String, Value>> {
+/// A JSON object body (`{}` when absent) as `T`.
+pub fn body<T: DeserializeOwned>(body: Option<Value>) -> ApiResult<T> {
     match body {
-        None => Ok(Map::new()),
-        Some(Value::Object(m)) => Ok(m),
-        Some(_) => Err(ApiError::invalid(what, "必须是 JSON 对象")),
+        None => typed(Value::Object(Map::new())),
+        Some(v @ Value::Object(_)) => typed(v),
+        Some(_) => Err(ApiError::invalid("body", "必须是 JSON 对象")),
     }
 }
 
-pub fn reject_unknown(map: &Map<String, Value>, allowed: &[&str], path: &str) -> ApiResult<()> {
-    match map.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => Err(ApiError::invalid(&join(path, k), "是未知字段")),
-        None => Ok(()),
+/// A JSON array body as a list of `T`.
+pub fn list<T: DeserializeOwned>(body: Option<Value>) -> ApiResult<Vec<T>> {
+    match body {
+        Some(v @ Value::Array(_)) => typed(v),
+        _ => Err(ApiError::invalid("body", "必须是 JSON 数组")),
     }
+}
+
+fn typed<T: DeserializeOwned>(v: Value) -> ApiResult<T> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let msg = e.inner().to_string();
+        let msg = msg.split(" at line ").next().unwrap_or(&msg);
+        if msg.starts_with("unknown field `") {
+            return ApiError::invalid(&path, "是未知字段");
+        }
+        let field = if path == "." { "body" } else { path.as_str() };
+        ApiError::invalid(field, format!("格式错误（{msg}）"))
+    })
+}
+
+/// `v` within `[min, max]`, else a 400 naming `field`.
+pub fn in_range(field: &str, v: Option<i64>, min: i64, max: i64) -> ApiResult<Option<i64>> {
+    match v {
+        Some(n) if !(min..=max).contains(&n) => Err(ApiError::invalid(
+            field,
+            format!("必须是 {min} 到 {max} 之间的整数"),
+        )),
+        other => Ok(other),
+    }
+}
+
+pub fn max_chars(field: &str, v: Option<&str>, max: usize) -> ApiResult<()> {
+    match v {
+        Some(s) if s.chars().count() > max => {
+            Err(ApiError::invalid(field, format!("不能超过 {max} 个字符")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A metadata object of at most `MAX_METADATA_BYTES` serialized.
+pub fn metadata_size(field: &str, v: Option<&Map<String, Value>>) -> ApiResult<()> {
+    if let Some(m) = v {
+        let size = serde_json::to_vec(m).map(|v| v.len()).unwrap_or(usize::MAX);
+        if size > MAX_METADATA_BYTES {
+            return Err(ApiError::invalid(
+                field,
+                format!("不能超过 {MAX_METADATA_BYTES} 字节"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub fn join(path: &str, field: &str) -> String {
@@ -37,160 +86,48 @@ pub fn join(path: &str, field: &str) -> String {
     }
 }
 
-/// An integer in `[min, max]`; absent or null → `None`.
-pub fn int(
-    map: &Map<String, Value>,
-    field: &str,
-    path: &str,
-    min: i64,
-    max: i64,
-) -> ApiResult<Option<i64>> {
-    match map.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => int_value(v, &join(path, field), min, max).map(Some),
-    }
-}
-
-pub fn int_value(v: &Value, name: &str, min: i64, max: i64) -> ApiResult<i64> {
-    match v.as_i64() {
-        Some(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(ApiError::invalid(
-            name,
-            format!("必须是 {min} 到 {max} 之间的整数"),
-        )),
-    }
-}
-
-/// Absent → `None`; null → `Some(None)`; a value → `Some(Some(v))`.
-pub fn nullable_int(
-    map: &Map<String, Value>,
-    field: &str,
-    min: i64,
-    max: i64,
-) -> ApiResult<Option<Option<i64>>> {
-    match map.get(field) {
-        None => Ok(None),
-        Some(Value::Null) => Ok(Some(None)),
-        Some(v) => int_value(v, field, min, max).map(|n| Some(Some(n))),
-    }
-}
-
-pub fn string(
-    map: &Map<String, Value>,
-    field: &str,
-    path: &str,
-    max_chars: usize,
-) -> ApiResult<Option<String>> {
-    match map.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.chars().count() <= max_chars => Ok(Some(s.clone())),
-        Some(Value::String(_)) => Err(ApiError::invalid(
-            &join(path, field),
-            format!("不能超过 {max_chars} 个字符"),
-        )),
-        Some(_) => Err(ApiError::invalid(&join(path, field), "必须是字符串")),
-    }
-}
-
-pub fn boolean(map: &Map<String, Value>, field: &str) -> ApiResult<Option<bool>> {
-    match map.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(ApiError::invalid(field, "必须是布尔值")),
-    }
-}
-
-/// A JSON object of at most `MAX_METADATA_BYTES` serialized.
-pub fn metadata(
-    map: &Map<String, Value>,
-    field: &str,
-    path: &str,
-) -> ApiResult<Option<Map<String, Value>>> {
-    match map.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(m)) => {
-            let size = serde_json::to_vec(m).map(|v| v.len()).unwrap_or(usize::MAX);
-            if size > MAX_METADATA_BYTES {
-                Err(ApiError::invalid(
-                    &join(path, field),
-                    format!("不能超过 {MAX_METADATA_BYTES} 字节"),
-                ))
-            } else {
-                Ok(Some(m.clone()))
-            }
-        }
-        Some(_) => Err(ApiError::invalid(&join(path, field), "必须是 JSON 对象")),
-    }
-}
-
-/// A nested object parsed by serde (unknown fields refused by the type).
-pub fn typed<T: DeserializeOwned>(
-    map: &Map<String, Value>,
-    field: &str,
-) -> ApiResult<Option<Option<T>>> {
-    match map.get(field) {
-        None => Ok(None),
-        Some(Value::Null) => Ok(Some(None)),
-        Some(v) => serde_json::from_value::<T>(v.clone())
-            .map(|t| Some(Some(t)))
-            .map_err(|e| {
-                ApiError::invalid(
-                    field,
-                    format!("格式错误（{}）", strip_position(&e.to_string())),
-                )
-            }),
-    }
-}
-
-fn strip_position(msg: &str) -> String {
-    msg.split(" at line ").next().unwrap_or(msg).to_owned()
-}
-
-/// Paging (`limit`, `offset`) and other scalars may come in the query string or, as in the
-/// seed guide's curl examples, in a JSON body on a GET. The query string wins.
+/// Parameters may come in the query string or, as in the seed guide's curl examples, in a
+/// JSON body on a GET. The query string wins; unknown names are ignored (caches busters).
 pub struct Params {
-    query: HashMap<String, String>,
-    body: Map<String, Value>,
+    merged: Map<String, Value>,
 }
 
 impl Params {
     pub fn new(query: HashMap<String, String>, body: Option<Value>) -> ApiResult<Self> {
-        Ok(Self {
-            query,
-            body: object(body, "body")?,
-        })
+        let mut merged = match body {
+            None => Map::new(),
+            Some(Value::Object(m)) => m,
+            Some(_) => return Err(ApiError::invalid("body", "必须是 JSON 对象")),
+        };
+        for (k, v) in query {
+            merged.insert(k, Value::String(v));
+        }
+        Ok(Self { merged })
     }
 
-    pub fn str(&self, name: &str) -> ApiResult<Option<String>> {
-        if let Some(v) = self.query.get(name) {
-            return Ok(Some(v.clone()));
-        }
-        match self.body.get(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(Value::Number(n)) => Ok(Some(n.to_string())),
-            Some(_) => Err(ApiError::invalid(name, "必须是字符串")),
-        }
+    /// The parameters as `T`. Numbers are taken as their text, as if from the query string
+    /// (integer fields parse either).
+    pub fn get<T: DeserializeOwned>(&self) -> ApiResult<T> {
+        let m: Map<String, Value> = self
+            .merged
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    Value::Number(n) => Value::String(n.to_string()),
+                    other => other.clone(),
+                };
+                (k.clone(), v)
+            })
+            .collect();
+        typed(Value::Object(m))
     }
 
     /// `limit` (1–1000, `default_limit` when absent) and `offset` (≥ 0, default 0).
     pub fn page(&self, default_limit: i64) -> ApiResult<(i64, i64)> {
+        let p: super::shapes::PageQuery = self.get()?;
         Ok((
-            self.int("limit", 1, 1000, default_limit)?,
-            self.int("offset", 0, i64::MAX, 0)?,
+            in_range("limit", p.limit, 1, 1000)?.unwrap_or(default_limit),
+            in_range("offset", p.offset, 0, i64::MAX)?.unwrap_or(0),
         ))
-    }
-
-    pub fn int(&self, name: &str, min: i64, max: i64, default: i64) -> ApiResult<i64> {
-        if let Some(v) = self.query.get(name) {
-            return match v.trim().parse::<i64>() {
-                Ok(n) if (min..=max).contains(&n) => Ok(n),
-                _ => Err(ApiError::invalid(
-                    name,
-                    format!("必须是 {min} 到 {max} 之间的整数"),
-                )),
-            };
-        }
-        Ok(int(&self.body, name, "", min, max)?.unwrap_or(default))
     }
 }

@@ -3,10 +3,11 @@
 
 pub mod admin;
 pub mod alerts;
+pub mod doc;
 pub mod extract;
 pub mod gateway;
 pub mod health;
 pub mod input;
 pub mod monitor;
 pub mod quota;
-pub mod views;
+pub mod shapes;

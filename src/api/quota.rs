@@ -3,42 +3,51 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use serde_json::{Map, Value, json};
 
 use super::extract::{Caller, JsonBody, QueryMap};
 use super::input::{
     self, MAX_AMOUNT, MAX_BATCH_ITEMS, MAX_IDEMPOTENCY_KEY_CHARS, MAX_REASON_CHARS, Params,
 };
-use super::views::history_json;
+use super::shapes::{
+    HistoryItem, HistoryPage, QuotaResponse, UseItem, UseRequest, UseResponse, ValidateResponse,
+};
 use crate::error::{ApiError, ApiResult};
 use crate::keys::{KeyStatus, effective_counters, status_of};
 use crate::state::AppState;
 use crate::store::UsageItem;
 use crate::timefmt::rfc3339_opt;
 
-pub async fn validate(State(st): State<AppState>, caller: Caller) -> Json<Value> {
+#[utoipa::path(get, path = "/api/v1/validate", tag = "quota",
+    security(("apiKey" = [])),
+    responses((status = 200, description = "The key's state (`valid:false` with `reason` when not usable)", body = ValidateResponse),
+        (status = 401, body = super::shapes::QuotaError), (status = 503, body = super::shapes::QuotaError)))]
+pub async fn validate(State(st): State<AppState>, caller: Caller) -> Json<ValidateResponse> {
     let rec = caller.entry.snapshot();
     let now = st.ledger.now_ms();
     let c = effective_counters(&rec, now);
     let status = status_of(&rec, now);
-    let mut body = json!({
-        "valid": status == KeyStatus::Active,
-        "key": rec.hint,
-        "quota": c.quota,
-        "remaining": c.remaining(),
-        "expiresAt": rfc3339_opt(rec.expires_at),
-    });
-    if status != KeyStatus::Active {
-        body["reason"] = json!(status.as_str());
-    }
-    Json(body)
+    Json(ValidateResponse {
+        valid: status == KeyStatus::Active,
+        key: rec.hint,
+        quota: c.quota,
+        remaining: c.remaining(),
+        expires_at: rfc3339_opt(rec.expires_at),
+        reason: (status != KeyStatus::Active).then_some(status),
+    })
 }
 
-fn item(map: &Map<String, Value>, path: &str) -> ApiResult<UsageItem> {
+fn item(it: UseItem, path: &str) -> ApiResult<UsageItem> {
+    input::max_chars(
+        &input::join(path, "reason"),
+        it.reason.as_deref(),
+        MAX_REASON_CHARS,
+    )?;
+    input::metadata_size(&input::join(path, "metadata"), it.metadata.as_ref())?;
     Ok(UsageItem {
-        amount: input::int(map, "amount", path, 1, MAX_AMOUNT)?.unwrap_or(1),
-        reason: input::string(map, "reason", path, MAX_REASON_CHARS)?,
-        metadata: input::metadata(map, "metadata", path)?,
+        amount: input::in_range(&input::join(path, "amount"), it.amount, 1, MAX_AMOUNT)?
+            .unwrap_or(1),
+        reason: it.reason,
+        metadata: it.metadata,
     })
 }
 
@@ -62,108 +71,134 @@ fn idempotency_key(headers: &HeaderMap, request_id: Option<String>) -> ApiResult
     }
 }
 
+/// Commits `items` as one all-or-nothing consume and answers as `use` and `use/batch` do.
 async fn consume(
     st: &AppState,
     caller: &Caller,
     items: Vec<UsageItem>,
     idem: Option<String>,
-) -> ApiResult<crate::ledger::ConsumeOutcome> {
-    st.ledger
+    batch: bool,
+) -> ApiResult<Json<UseResponse>> {
+    let out = st
+        .ledger
         .consume(&caller.entry, items, idem)
         .await
-        .map_err(|e| ApiError::from_ledger(e, &caller.hint))
+        .map_err(|e| ApiError::from_ledger(e, &caller.hint))?;
+    Ok(Json(UseResponse {
+        success: true,
+        key: caller.hint.clone(),
+        amount_used: out.amount_used,
+        remaining: out.remaining,
+        total_quota: out.total_quota,
+        count: batch.then_some(out.count),
+    }))
 }
 
+#[utoipa::path(post, path = "/api/v1/use", tag = "quota",
+    security(("apiKey" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "A retried consume with the same key returns the first result without charging again")),
+    request_body(content = Option<UseRequest>, content_type = "application/json"),
+    responses((status = 200, body = UseResponse),
+        (status = 400, body = super::shapes::QuotaError), (status = 401, body = super::shapes::QuotaError),
+        (status = 403, body = super::shapes::QuotaError), (status = 413, body = super::shapes::QuotaError),
+        (status = 429, body = super::shapes::QuotaError), (status = 503, body = super::shapes::QuotaError)))]
 pub async fn use_quota(
     State(st): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
-) -> ApiResult<Json<Value>> {
-    let map = input::object(body, "body")?;
-    input::reject_unknown(&map, &["amount", "reason", "metadata", "requestId"], "")?;
-    let it = item(&map, "")?;
-    let idem = idempotency_key(
-        &headers,
-        input::string(&map, "requestId", "", MAX_IDEMPOTENCY_KEY_CHARS)?,
+) -> ApiResult<Json<UseResponse>> {
+    let req: UseRequest = input::body(body)?;
+    input::max_chars(
+        "requestId",
+        req.request_id.as_deref(),
+        MAX_IDEMPOTENCY_KEY_CHARS,
     )?;
-    let out = consume(&st, &caller, vec![it], idem).await?;
-    Ok(Json(json!({
-        "success": true,
-        "key": caller.hint,
-        "amountUsed": out.amount_used,
-        "remaining": out.remaining,
-        "totalQuota": out.total_quota,
-    })))
+    let idem = idempotency_key(&headers, req.request_id)?;
+    let it = item(
+        UseItem {
+            amount: req.amount,
+            reason: req.reason,
+            metadata: req.metadata,
+        },
+        "",
+    )?;
+    consume(&st, &caller, vec![it], idem, false).await
 }
 
+#[utoipa::path(post, path = "/api/v1/use/batch", tag = "quota",
+    security(("apiKey" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "A retried batch with the same key returns the first result without charging again")),
+    request_body(content = Vec<UseItem>, description = "1…1000 items, all-or-nothing"),
+    responses((status = 200, body = UseResponse),
+        (status = 400, body = super::shapes::QuotaError), (status = 401, body = super::shapes::QuotaError),
+        (status = 403, body = super::shapes::QuotaError), (status = 413, body = super::shapes::QuotaError),
+        (status = 429, body = super::shapes::QuotaError), (status = 503, body = super::shapes::QuotaError)))]
 pub async fn use_batch(
     State(st): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
-) -> ApiResult<Json<Value>> {
-    let Some(Value::Array(arr)) = body else {
-        return Err(ApiError::invalid("body", "必须是 JSON 数组"));
-    };
-    if arr.is_empty() || arr.len() > MAX_BATCH_ITEMS {
+) -> ApiResult<Json<UseResponse>> {
+    let list: Vec<UseItem> = input::list(body)?;
+    if list.is_empty() || list.len() > MAX_BATCH_ITEMS {
         return Err(ApiError::invalid(
             "body",
             format!("必须包含 1 到 {MAX_BATCH_ITEMS} 项"),
         ));
     }
-    let mut items = Vec::with_capacity(arr.len());
-    for (i, v) in arr.into_iter().enumerate() {
-        let path = format!("[{i}]");
-        let Value::Object(map) = v else {
-            return Err(ApiError::invalid(&path, "必须是 JSON 对象"));
-        };
-        input::reject_unknown(&map, &["amount", "reason", "metadata"], &path)?;
-        items.push(item(&map, &path)?);
-    }
+    let items = list
+        .into_iter()
+        .enumerate()
+        .map(|(i, it)| item(it, &format!("[{i}]")))
+        .collect::<ApiResult<Vec<_>>>()?;
     let idem = idempotency_key(&headers, None)?;
-    let out = consume(&st, &caller, items, idem).await?;
-    Ok(Json(json!({
-        "success": true,
-        "key": caller.hint,
-        "amountUsed": out.amount_used,
-        "remaining": out.remaining,
-        "totalQuota": out.total_quota,
-        "count": out.count,
-    })))
+    consume(&st, &caller, items, idem, true).await
 }
 
-pub async fn quota(State(st): State<AppState>, caller: Caller) -> Json<Value> {
+#[utoipa::path(get, path = "/api/v1/quota", tag = "quota",
+    security(("apiKey" = [])),
+    responses((status = 200, body = QuotaResponse),
+        (status = 401, body = super::shapes::QuotaError), (status = 503, body = super::shapes::QuotaError)))]
+pub async fn quota(State(st): State<AppState>, caller: Caller) -> Json<QuotaResponse> {
     let rec = caller.entry.snapshot();
     let c = effective_counters(&rec, st.ledger.now_ms());
-    Json(json!({
-        "key": rec.hint,
-        "quota": c.quota,
-        "remaining": c.remaining(),
-        "used": c.used,
-        "expiresAt": rfc3339_opt(rec.expires_at),
-        "lastUsed": rfc3339_opt(rec.last_used),
-    }))
+    Json(QuotaResponse {
+        key: rec.hint,
+        quota: c.quota,
+        remaining: c.remaining(),
+        used: c.used,
+        expires_at: rfc3339_opt(rec.expires_at),
+        last_used: rfc3339_opt(rec.last_used),
+    })
 }
 
 /// Shared by the caller's and the admin's history endpoints.
-pub async fn history_page(st: &AppState, key_id: i64, params: &Params) -> ApiResult<Value> {
+pub async fn history_page(st: &AppState, key_id: i64, params: &Params) -> ApiResult<HistoryPage> {
     let (limit, offset) = params.page(10)?;
     let (rows, total) = st.store.history(key_id, limit, offset).await?;
-    Ok(json!({
-        "history": rows.iter().map(history_json).collect::<Vec<_>>(),
-        "total": total,
-        "limit": limit,
-        "offset": offset,
-    }))
+    Ok(HistoryPage {
+        history: rows.iter().map(HistoryItem::from).collect(),
+        total,
+        limit,
+        offset,
+        key: None,
+        id: None,
+    })
 }
 
+#[utoipa::path(get, path = "/api/v1/usage/history", tag = "quota",
+    security(("apiKey" = [])),
+    params(super::shapes::PageQuery),
+    responses((status = 200, body = HistoryPage),
+        (status = 400, body = super::shapes::QuotaError), (status = 401, body = super::shapes::QuotaError),
+        (status = 503, body = super::shapes::QuotaError)))]
 pub async fn history(
     State(st): State<AppState>,
     caller: Caller,
     QueryMap(q): QueryMap,
     JsonBody(body): JsonBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<HistoryPage>> {
     let params = Params::new(q, body)?;
     let key_id = caller.entry.lock().rec.id;
     history_page(&st, key_id, &params).await.map(Json)

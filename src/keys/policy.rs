@@ -5,7 +5,7 @@ use serde::Serialize;
 use super::model::KeyRecord;
 use super::refill::period_start;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyStatus {
     Active,

@@ -1,0 +1,660 @@
+//! The quota and admin API's bodies as types: requests are parsed into them (unknown fields
+//! refused, every 400 naming the field's path), responses are serialized from them, the CLI
+//! prints the same ones, and the OpenAPI document is generated from them.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::keys::{KeyLimits, KeyRecord, KeyStatus, Owner, Refill, effective_counters, status_of};
+use crate::store::{AuditEntry, HistoryEntry, RequestLogRow};
+use crate::timefmt::{rfc3339, rfc3339_opt};
+
+/// Absent stays `None`; `null` becomes `Some(None)`: a PATCH tells "leave" from "clear".
+fn present<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// Query-string numbers arrive as text; JSON bodies carry numbers.
+pub mod lenient {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum IntOrText {
+        Int(i64),
+        Text(String),
+    }
+
+    pub fn int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        match Option::<IntOrText>::deserialize(d)? {
+            None => Ok(None),
+            Some(IntOrText::Int(n)) => Ok(Some(n)),
+            Some(IntOrText::Text(s)) if s.trim().is_empty() => Ok(None),
+            Some(IntOrText::Text(s)) => s
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| serde::de::Error::custom("不是整数")),
+        }
+    }
+}
+
+// ---- quota API (caller key) ----
+
+/// `POST /api/v1/use`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UseRequest {
+    /// Points to consume, 1…1 000 000 000 (default 1).
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    pub amount: Option<i64>,
+    /// At most 200 characters.
+    #[schema(max_length = 200)]
+    pub reason: Option<String>,
+    /// A JSON object of at most 8 KiB.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Map<String, Value>>,
+    /// Idempotency key (the `Idempotency-Key` header wins).
+    #[schema(max_length = 200)]
+    pub request_id: Option<String>,
+}
+
+/// One item of `POST /api/v1/use/batch`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UseItem {
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    pub amount: Option<i64>,
+    #[schema(max_length = 200)]
+    pub reason: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+/// `GET /api/v1/validate`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ValidateResponse {
+    pub valid: bool,
+    /// The key's display hint.
+    pub key: String,
+    pub quota: Option<i64>,
+    pub remaining: Option<i64>,
+    pub expires_at: Option<String>,
+    /// Why the key is not valid: `disabled`, `expired` or `exhausted`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<KeyStatus>,
+}
+
+/// `POST /api/v1/use` and `/api/v1/use/batch` (`count` only for a batch).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UseResponse {
+    pub success: bool,
+    pub key: String,
+    pub amount_used: i64,
+    pub remaining: Option<i64>,
+    pub total_quota: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<i64>,
+}
+
+/// `GET /api/v1/quota`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaResponse {
+    pub key: String,
+    pub quota: Option<i64>,
+    pub remaining: Option<i64>,
+    pub used: i64,
+    pub expires_at: Option<String>,
+    pub last_used: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryItem {
+    pub timestamp: String,
+    pub amount: i64,
+    pub reason: Option<String>,
+    pub remaining: Option<i64>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+}
+
+impl From<&HistoryEntry> for HistoryItem {
+    fn from(h: &HistoryEntry) -> Self {
+        Self {
+            timestamp: rfc3339(h.ts),
+            amount: h.amount,
+            reason: h.reason.clone(),
+            remaining: h.remaining,
+            metadata: h.metadata.clone(),
+        }
+    }
+}
+
+/// A page of usage history, newest first (`key` and `id` on the admin's).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryPage {
+    pub history: Vec<HistoryItem>,
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
+}
+
+/// `limit` (1…1000) and `offset` (≥ 0), in the query string or, as in the seed guide, a JSON
+/// body on the GET.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    #[serde(default, deserialize_with = "lenient::int")]
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::int")]
+    #[param(minimum = 0)]
+    pub offset: Option<i64>,
+}
+
+// ---- admin API ----
+
+/// `POST /admin/keys`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateKeysRequest {
+    /// 1–16 letters or digits (default from the config).
+    #[schema(pattern = "^[A-Za-z0-9]{1,16}$")]
+    pub prefix: Option<String>,
+    /// Points; absent or null = unlimited.
+    #[schema(minimum = 0)]
+    pub quota: Option<i64>,
+    /// RFC 3339 time or YYYY-MM-DD date.
+    pub expires_at: Option<String>,
+    #[schema(max_length = 200)]
+    pub name: Option<String>,
+    /// 1…1000 keys (default 1).
+    #[schema(minimum = 1, maximum = 1000)]
+    pub count: Option<i64>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Map<String, Value>>,
+    pub owner: Option<Owner>,
+    pub limits: Option<KeyLimits>,
+    pub refill: Option<Refill>,
+}
+
+/// `PATCH /admin/keys/{id}`: absent fields stay, `null` clears.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PatchKeyRequest {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 200)]
+    pub name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, minimum = 0)]
+    pub quota: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub expires_at: Option<Option<String>>,
+    pub enabled: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Option<Map<String, Value>>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Owner>)]
+    pub owner: Option<Option<Owner>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<KeyLimits>)]
+    pub limits: Option<Option<KeyLimits>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Refill>)]
+    pub refill: Option<Option<Refill>>,
+}
+
+impl PatchKeyRequest {
+    /// The names of the fields present, for the audit log.
+    pub fn fields(&self) -> Vec<&'static str> {
+        [
+            ("name", self.name.is_some()),
+            ("quota", self.quota.is_some()),
+            ("expiresAt", self.expires_at.is_some()),
+            ("enabled", self.enabled.is_some()),
+            ("metadata", self.metadata.is_some()),
+            ("owner", self.owner.is_some()),
+            ("limits", self.limits.is_some()),
+            ("refill", self.refill.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(n, set)| set.then_some(n))
+        .collect()
+    }
+}
+
+/// `POST /admin/keys/reset`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResetRequest {
+    /// The full key or its id.
+    pub key: Option<String>,
+    /// The new quota (`null` = unlimited; absent keeps the quota).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, minimum = 0)]
+    pub new_quota: Option<Option<i64>>,
+}
+
+/// `POST /admin/keys/disable` and `/admin/keys/enable`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRef {
+    /// The full key or its id.
+    pub key: Option<String>,
+}
+
+/// A key as issued (creation, rotation): the only answer that carries the full key.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuedKey {
+    /// The full key, shown this once.
+    pub key: String,
+    pub id: i64,
+    pub name: Option<String>,
+    pub quota: Option<i64>,
+    pub remaining: Option<i64>,
+    pub expires_at: Option<String>,
+    pub created_at: String,
+}
+
+impl IssuedKey {
+    pub fn new(k: &crate::keyadmin::IssuedKey, now_ms: i64) -> Self {
+        let c = effective_counters(&k.record, now_ms);
+        Self {
+            key: k.full.clone(),
+            id: k.record.id,
+            name: k.record.name.clone(),
+            quota: c.quota,
+            remaining: c.remaining(),
+            expires_at: rfc3339_opt(k.record.expires_at),
+            created_at: rfc3339(k.record.created_at),
+        }
+    }
+}
+
+/// `POST /admin/keys` with `count` 1, and `POST /admin/keys/{id}/rotate`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IssuedOne {
+    pub success: bool,
+    #[serde(flatten)]
+    pub key: IssuedKey,
+}
+
+/// `POST /admin/keys` with `count` > 1.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IssuedMany {
+    pub success: bool,
+    pub keys: Vec<IssuedKey>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum CreateKeysResponse {
+    One(IssuedOne),
+    Many(IssuedMany),
+}
+
+/// The admin view of a key: everything but the secret.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyView {
+    pub id: i64,
+    /// Display hint.
+    pub key: String,
+    pub name: Option<String>,
+    pub prefix: String,
+    pub quota: Option<i64>,
+    pub used: i64,
+    pub remaining: Option<i64>,
+    pub expires_at: Option<String>,
+    pub created_at: String,
+    pub last_used: Option<String>,
+    pub enabled: bool,
+    pub status: KeyStatus,
+    #[schema(value_type = Object)]
+    pub metadata: Map<String, Value>,
+    pub owner: Option<Owner>,
+    pub limits: KeyLimits,
+    pub refill: Option<Refill>,
+}
+
+impl KeyView {
+    pub fn new(rec: &KeyRecord, now_ms: i64) -> Self {
+        let c = effective_counters(rec, now_ms);
+        Self {
+            id: rec.id,
+            key: rec.hint.clone(),
+            name: rec.name.clone(),
+            prefix: rec.prefix.clone(),
+            quota: c.quota,
+            used: c.used,
+            remaining: c.remaining(),
+            expires_at: rfc3339_opt(rec.expires_at),
+            created_at: rfc3339(rec.created_at),
+            last_used: rfc3339_opt(rec.last_used),
+            enabled: rec.enabled,
+            status: status_of(rec, now_ms),
+            metadata: rec.metadata.clone(),
+            owner: rec.owner.clone(),
+            limits: rec.limits.clone(),
+            refill: rec.refill,
+        }
+    }
+}
+
+/// `GET /admin/keys` filters.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct KeyListQuery {
+    /// `active`, `disabled`, `expired` or `exhausted`.
+    pub status: Option<String>,
+    /// Matches the hint, id, name or owner's username.
+    pub q: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyList {
+    pub keys: Vec<KeyView>,
+    pub total: usize,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeletedKey {
+    pub success: bool,
+    pub id: i64,
+    pub key: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResetResponse {
+    pub success: bool,
+    pub key: String,
+    pub id: i64,
+    pub quota: Option<i64>,
+    pub used: i64,
+    pub remaining: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EnabledResponse {
+    pub success: bool,
+    pub key: String,
+    pub id: i64,
+    pub enabled: bool,
+}
+
+/// `GET /admin/usage`: `startDate`, `endDate` (YYYY-MM-DD or RFC 3339, inclusive).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
+pub struct UsageQuery {
+    pub start_date: Option<String>,
+    pub end_date: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageSummary {
+    pub total_keys: usize,
+    pub total_quota: i64,
+    pub total_used: i64,
+    pub total_remaining: i64,
+    pub active_keys: usize,
+    pub expired_keys: usize,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageDetail {
+    pub key: String,
+    pub id: i64,
+    pub name: Option<String>,
+    pub quota: Option<i64>,
+    pub used: i64,
+    pub remaining: Option<i64>,
+    /// Consumed inside the date range.
+    pub period_used: i64,
+    pub last_used: Option<String>,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub enabled: bool,
+}
+
+impl UsageDetail {
+    pub fn new(k: &KeyRecord, now_ms: i64, period_used: i64) -> Self {
+        let c = effective_counters(k, now_ms);
+        Self {
+            key: k.hint.clone(),
+            id: k.id,
+            name: k.name.clone(),
+            quota: c.quota,
+            used: c.used,
+            remaining: c.remaining(),
+            period_used,
+            last_used: rfc3339_opt(k.last_used),
+            created_at: rfc3339(k.created_at),
+            expires_at: rfc3339_opt(k.expires_at),
+            enabled: k.enabled,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageResponse {
+    pub summary: UsageSummary,
+    pub details: Vec<UsageDetail>,
+    pub total: usize,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// `GET /admin/usage/history`: whose history.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct KeyQuery {
+    /// The full key or its id.
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditView {
+    pub id: i64,
+    pub timestamp: String,
+    pub action: String,
+    pub target: Option<String>,
+    pub token_hint: Option<String>,
+    pub client_ip: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<Value>,
+}
+
+impl From<&AuditEntry> for AuditView {
+    fn from(e: &AuditEntry) -> Self {
+        Self {
+            id: e.id,
+            timestamp: rfc3339(e.record.ts),
+            action: e.record.action.clone(),
+            target: e.record.target.clone(),
+            token_hint: e.record.token_hint.clone(),
+            client_ip: e.record.client_ip.clone(),
+            details: e.record.details.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    pub entries: Vec<AuditView>,
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// `GET /admin/requests` filters.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RequestsQuery {
+    /// The full key or its id.
+    pub key: Option<String>,
+    pub model: Option<String>,
+    /// `ok`, `error` or an HTTP status code.
+    pub status: Option<String>,
+}
+
+/// One gateway call from the request log.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestView {
+    pub timestamp: String,
+    pub request_id: String,
+    pub key_id: Option<i64>,
+    pub key_name: Option<String>,
+    pub owner_user_id: Option<i64>,
+    pub owner_username: Option<String>,
+    pub endpoint: String,
+    pub model: Option<String>,
+    pub upstream: Option<String>,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost: i64,
+    pub status: i64,
+    pub error: Option<String>,
+    pub latency_ms: i64,
+    pub ttft_ms: Option<i64>,
+    pub is_stream: bool,
+    pub estimated: bool,
+    pub client_ip: Option<String>,
+}
+
+impl From<&RequestLogRow> for RequestView {
+    fn from(r: &RequestLogRow) -> Self {
+        Self {
+            timestamp: rfc3339(r.ts),
+            request_id: r.request_id.clone(),
+            key_id: r.key_id,
+            key_name: r.key_name.clone(),
+            owner_user_id: r.owner_user_id,
+            owner_username: r.owner_username.clone(),
+            endpoint: r.endpoint.clone(),
+            model: r.model.clone(),
+            upstream: r.upstream.clone(),
+            prompt_tokens: r.prompt_tokens,
+            completion_tokens: r.completion_tokens,
+            cost: r.cost,
+            status: r.status,
+            error: r.error.clone(),
+            latency_ms: r.latency_ms,
+            ttft_ms: r.ttft_ms,
+            is_stream: r.is_stream,
+            estimated: r.estimated,
+            client_ip: r.client_ip.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RequestsPage {
+    pub requests: Vec<RequestView>,
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// `GET /admin/upstreams`: the stats window (default: the last hour).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WindowQuery {
+    #[serde(default, deserialize_with = "lenient::int")]
+    #[param(minimum = 0)]
+    pub start_ms: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::int")]
+    #[param(minimum = 0)]
+    pub end_ms: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamView {
+    pub name: String,
+    /// `mock` or `openai`.
+    pub kind: &'static str,
+    pub priority: i32,
+    pub weight: u32,
+    pub models: Vec<String>,
+    /// `healthy` or `ejected`.
+    pub state: &'static str,
+    pub ejected_until: Option<String>,
+    pub consecutive_failures: u32,
+    pub requests: i64,
+    pub errors: i64,
+    pub error_rate: f64,
+    pub avg_latency_ms: i64,
+    pub p95_latency_ms: i64,
+    pub avg_ttft_ms: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamsResponse {
+    pub upstreams: Vec<UpstreamView>,
+    pub start_ms: i64,
+    pub end_ms: i64,
+}
+
+// ---- errors ----
+
+/// Errors of the quota and admin APIs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QuotaError {
+    pub error: QuotaErrorBody,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QuotaErrorBody {
+    /// `INVALID_REQUEST`, `UNAUTHORIZED`, `FORBIDDEN`, `KEY_DISABLED`, `KEY_EXPIRED`,
+    /// `KEY_NOT_FOUND`, `NOT_FOUND`, `METHOD_NOT_ALLOWED`, `PAYLOAD_TOO_LARGE`,
+    /// `QUOTA_EXCEEDED`, `RATE_LIMITED`, `INTERNAL_ERROR`, `UNAVAILABLE`.
+    pub code: String,
+    pub message: String,
+    /// `{field}` for `INVALID_REQUEST`; `{key, remaining, requested}` for `QUOTA_EXCEEDED`.
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<Value>,
+}
+
+/// Errors of the monitor API, in the seed's shape.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MonitorError {
+    pub error: String,
+    pub code: u16,
+    pub timestamp: String,
+}
+
+/// Errors of the gateway, in OpenAI's shape so OpenAI SDKs surface them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpenAiError {
+    pub error: OpenAiErrorBody,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpenAiErrorBody {
+    pub message: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub param: Option<String>,
+    pub code: Option<String>,
+}
