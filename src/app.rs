@@ -147,7 +147,8 @@ impl App {
                 api_routes(state.clone())
                     .merge(crate::api::monitor::router(monitor_state))
                     .merge(crate::api::alerts::router(alerts_state))
-                    .merge(crate::web::router(web_state)),
+                    .merge(crate::web::router(web_state))
+                    .merge(operations_routes()),
                 state.config.max_body_bytes,
                 request_context(&state.config),
             ),
@@ -241,6 +242,11 @@ pub fn request_context(config: &Config) -> crate::middleware::Context {
         gateway_body_limit: config.gateway.max_body_bytes,
         body_limit: config.max_body_bytes,
     }
+}
+
+/// What operators and integrators read about the server itself: the OpenAPI document.
+pub fn operations_routes() -> Router {
+    Router::new().route("/api/openapi.json", get(crate::api::doc::openapi_json))
 }
 
 /// The quota, admin and gateway routes.

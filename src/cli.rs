@@ -297,7 +297,8 @@ async fn monitor_only(mut config: Config) -> Result<(), CliError> {
                 auth,
             },
         ))
-        .merge(crate::web::router(web)),
+        .merge(crate::web::router(web))
+        .merge(app::operations_routes()),
         config.max_body_bytes,
         app::request_context(&config),
     );

@@ -271,6 +271,7 @@ pub async fn channels(
 #[serde(deny_unknown_fields)]
 pub struct TestRequest {
     /// A configured channel's name.
+    #[schema(required = true)]
     pub channel: Option<String>,
 }
 

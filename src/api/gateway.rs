@@ -3,8 +3,11 @@
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
+use crate::api::shapes::OpenAiError;
 use crate::auth::Origin;
 use crate::gateway::Endpoint;
 use crate::gateway::oai_error::OaiError;
@@ -72,19 +75,56 @@ async fn read_body(body: axum::body::Body, limit: usize) -> Result<bytes::Bytes,
     if over { Err(true) } else { Ok(buf.freeze()) }
 }
 
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "gateway",
+    security(("apiKey" = []), ("bearerKey" = [])),
+    request_body(content = ChatRequest, content_type = "application/json"),
+    responses((status = 200, description = "The upstream's answer; with `stream: true`, server-sent events as they arrive", content(
+            (Object = "application/json"),
+            (SseEvent = "text/event-stream"))),
+        (status = 400, body = OpenAiError), (status = 401, body = OpenAiError),
+        (status = 403, body = OpenAiError), (status = 404, body = OpenAiError),
+        (status = 413, body = OpenAiError), (status = 429, body = OpenAiError),
+        (status = 502, body = OpenAiError), (status = 503, body = OpenAiError),
+        (status = 504, body = OpenAiError)))]
 pub async fn chat_completions(State(st): State<AppState>, req: Request) -> Response {
     proxied(st, Endpoint::Chat, req).await
 }
 
+#[utoipa::path(post, path = "/v1/completions", tag = "gateway",
+    security(("apiKey" = []), ("bearerKey" = [])),
+    request_body(content = CompletionRequest, content_type = "application/json"),
+    responses((status = 200, description = "The upstream's answer; with `stream: true`, server-sent events as they arrive", content(
+            (Object = "application/json"),
+            (SseEvent = "text/event-stream"))),
+        (status = 400, body = OpenAiError), (status = 401, body = OpenAiError),
+        (status = 403, body = OpenAiError), (status = 404, body = OpenAiError),
+        (status = 413, body = OpenAiError), (status = 429, body = OpenAiError),
+        (status = 502, body = OpenAiError), (status = 503, body = OpenAiError),
+        (status = 504, body = OpenAiError)))]
 pub async fn completions(State(st): State<AppState>, req: Request) -> Response {
     proxied(st, Endpoint::Completions, req).await
 }
 
+#[utoipa::path(post, path = "/v1/embeddings", tag = "gateway",
+    security(("apiKey" = []), ("bearerKey" = [])),
+    request_body(content = EmbeddingRequest, content_type = "application/json"),
+    responses((status = 200, description = "The upstream's answer", content(
+            (Object = "application/json"),
+            (SseEvent = "text/event-stream"))),
+        (status = 400, body = OpenAiError), (status = 401, body = OpenAiError),
+        (status = 403, body = OpenAiError), (status = 404, body = OpenAiError),
+        (status = 413, body = OpenAiError), (status = 429, body = OpenAiError),
+        (status = 502, body = OpenAiError), (status = 503, body = OpenAiError),
+        (status = 504, body = OpenAiError)))]
 pub async fn embeddings(State(st): State<AppState>, req: Request) -> Response {
     proxied(st, Endpoint::Embeddings, req).await
 }
 
 /// Models the configured upstreams serve (and this key may use). Costs nothing.
+#[utoipa::path(get, path = "/v1/models", tag = "gateway",
+    security(("apiKey" = []), ("bearerKey" = [])),
+    responses((status = 200, body = ModelList),
+        (status = 401, body = OpenAiError), (status = 503, body = OpenAiError)))]
 pub async fn models(State(st): State<AppState>, headers: HeaderMap) -> Response {
     let presented = crate::auth::caller_key(&headers).map(str::to_owned);
     let Some(presented) = presented else {
@@ -97,7 +137,7 @@ pub async fn models(State(st): State<AppState>, headers: HeaderMap) -> Response 
     };
     let allowed = entry.snapshot().limits.models;
     let mut seen = std::collections::BTreeSet::new();
-    let mut data: Vec<Value> = Vec::new();
+    let mut data = Vec::new();
     for up in &st.gateway.upstreams {
         for m in up.listed_models() {
             let ok = allowed.as_ref().is_none_or(|a| {
@@ -105,9 +145,70 @@ pub async fn models(State(st): State<AppState>, headers: HeaderMap) -> Response 
                     .any(|g| crate::gateway::settings::glob_match(g, &m))
             });
             if ok && seen.insert(m.to_owned()) {
-                data.push(json!({"id": m, "object": "model", "created": 0, "owned_by": up.s.name}));
+                data.push(Model {
+                    id: m.to_owned(),
+                    object: "model",
+                    created: 0,
+                    owned_by: up.s.name.clone(),
+                });
             }
         }
     }
-    axum::Json(json!({"object": "list", "data": data})).into_response()
+    axum::Json(ModelList {
+        object: "list",
+        data,
+    })
+    .into_response()
+}
+
+/// An OpenAI chat request; every other field is forwarded to the upstream as sent.
+#[derive(ToSchema)]
+pub struct ChatRequest {
+    pub model: String,
+    #[schema(value_type = Vec<Object>)]
+    pub messages: Vec<Value>,
+    pub stream: Option<bool>,
+    #[schema(minimum = 1)]
+    pub max_tokens: Option<i64>,
+}
+
+/// An OpenAI (legacy) completion request; other fields are forwarded as sent.
+#[derive(ToSchema)]
+pub struct CompletionRequest {
+    pub model: String,
+    #[schema(value_type = Object)]
+    pub prompt: Value,
+    pub stream: Option<bool>,
+    #[schema(minimum = 1)]
+    pub max_tokens: Option<i64>,
+}
+
+/// An OpenAI embeddings request; other fields are forwarded as sent.
+#[derive(ToSchema)]
+pub struct EmbeddingRequest {
+    pub model: String,
+    #[schema(value_type = Object)]
+    pub input: Value,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Model {
+    pub id: String,
+    pub object: &'static str,
+    pub created: i64,
+    pub owned_by: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ModelList {
+    pub object: &'static str,
+    pub data: Vec<Model>,
+}
+
+/// One server-sent event of a streamed answer: `data` is a JSON chunk, or `[DONE]` last.
+#[derive(Serialize, ToSchema)]
+pub struct SseEvent {
+    pub data: String,
+    pub event: Option<String>,
+    pub id: Option<String>,
 }

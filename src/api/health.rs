@@ -7,8 +7,21 @@ use serde_json::{Value, json};
 
 use crate::state::AppState;
 
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    pub ok: bool,
+    pub version: Option<String>,
+    /// `mock` when no upstream is configured.
+    pub upstream: Option<String>,
+    pub warning: Option<String>,
+    pub error: Option<String>,
+    pub writable: Option<bool>,
+}
+
 /// Alive; and says so loudly when no upstream is configured, so a mistyped configuration is
 /// not mistaken for a working one.
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, body = Health)))]
 pub async fn healthz(State(st): State<AppState>) -> Json<Value> {
     let mut v = json!({ "ok": true, "version": env!("CARGO_PKG_VERSION") });
     if st.gateway.settings.mock_fallback {
@@ -21,6 +34,8 @@ pub async fn healthz(State(st): State<AppState>) -> Json<Value> {
 pub const MOCK_WARNING: &str = "未配置上游：/v1 的回答来自内置 mock（no upstream configured: /v1 answers come from the built-in mock）";
 
 /// Ready when the store answers and takes writes.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn readyz(State(st): State<AppState>) -> (StatusCode, Json<Value>) {
     if !st.ledger.writable() {
         return (

@@ -9,5 +9,6 @@ pub mod gateway;
 pub mod health;
 pub mod input;
 pub mod monitor;
+pub mod monitor_shapes;
 pub mod quota;
 pub mod shapes;

@@ -12,6 +12,12 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::api::extract::QueryMap;
+use crate::api::monitor_shapes::{
+    AnomaliesAnswer, AnomalyParams, CsvParams, HeatmapAnswer, HeatmapParams, MonitorHealth,
+    RangeParams, SeriesAnswer, SeriesParams, SubjectAnswer, SubjectParams, SummaryAnswer,
+    TopAnswer, TopParams,
+};
+use crate::api::shapes::MonitorError as MonitorErrorShape;
 use crate::auth::Authenticator;
 use crate::monitor::answer::{Endpoint, compute};
 use crate::monitor::params::Q;
@@ -97,7 +103,12 @@ async fn answer(
     }
 }
 
-async fn series(
+#[utoipa::path(get, path = "/api/stats/series", tag = "monitor",
+    security(("adminToken" = []), ("viewerToken" = [])),
+    params(RangeParams, SeriesParams),
+    responses((status = 200, description = "Buckets over [start, end), zero-filled, ascending", body = SeriesAnswer, headers(("X-Cache" = String, description = "HIT or MISS"), ("X-Monitor-Engine" = String, description = "rollup or sql"))),
+        (status = 400, body = MonitorErrorShape), (status = 401, body = MonitorErrorShape), (status = 503, body = MonitorErrorShape)))]
+pub async fn series(
     State(st): State<MonitorState>,
     h: HeaderMap,
     uri: Uri,
@@ -106,7 +117,12 @@ async fn series(
     answer(&st, &h, &uri, &q, Endpoint::Series).await
 }
 
-async fn top(
+#[utoipa::path(get, path = "/api/stats/top", tag = "monitor",
+    security(("adminToken" = []), ("viewerToken" = [])),
+    params(RangeParams, TopParams),
+    responses((status = 200, description = "Ranking, by metric descending", body = TopAnswer, headers(("X-Cache" = String, description = "HIT or MISS"), ("X-Monitor-Engine" = String, description = "rollup or sql"))),
+        (status = 400, body = MonitorErrorShape), (status = 401, body = MonitorErrorShape), (status = 503, body = MonitorErrorShape)))]
+pub async fn top(
     State(st): State<MonitorState>,
     h: HeaderMap,
     uri: Uri,
@@ -115,7 +131,12 @@ async fn top(
     answer(&st, &h, &uri, &q, Endpoint::Top).await
 }
 
-async fn anomalies_h(
+#[utoipa::path(get, path = "/api/stats/anomalies", tag = "monitor",
+    security(("adminToken" = []), ("viewerToken" = [])),
+    params(RangeParams, AnomalyParams),
+    responses((status = 200, description = "Flagged subjects of one rule", body = AnomaliesAnswer, headers(("X-Cache" = String, description = "HIT or MISS"), ("X-Monitor-Engine" = String, description = "rollup or sql"))),
+        (status = 400, body = MonitorErrorShape), (status = 401, body = MonitorErrorShape), (status = 503, body = MonitorErrorShape)))]
+pub async fn anomalies_h(
     State(st): State<MonitorState>,
     h: HeaderMap,
     uri: Uri,
@@ -124,7 +145,12 @@ async fn anomalies_h(
     answer(&st, &h, &uri, &q, Endpoint::Anomalies).await
 }
 
-async fn heatmap(
+#[utoipa::path(get, path = "/api/stats/heatmap", tag = "monitor",
+    security(("adminToken" = []), ("viewerToken" = [])),
+    params(RangeParams, HeatmapParams),
+    responses((status = 200, description = "7 × 24 cells summed across weeks", body = HeatmapAnswer, headers(("X-Cache" = String, description = "HIT or MISS"), ("X-Monitor-Engine" = String, description = "rollup or sql"))),
+        (status = 400, body = MonitorErrorShape), (status = 401, body = MonitorErrorShape), (status = 503, body = MonitorErrorShape)))]
+pub async fn heatmap(
     State(st): State<MonitorState>,
     h: HeaderMap,
     uri: Uri,
@@ -133,7 +159,12 @@ async fn heatmap(
     answer(&st, &h, &uri, &q, Endpoint::Heatmap).await
 }
 
-async fn summary(
+#[utoipa::path(get, path = "/api/stats/summary", tag = "monitor",
+    security(("adminToken" = []), ("viewerToken" = [])),
+    params(RangeParams),
+    responses((status = 200, description = "KPIs of the range", body = SummaryAnswer, headers(("X-Cache" = String, description = "HIT or MISS"), ("X-Monitor-Engine" = String, description = "rollup or sql"))),
+        (status = 400, body = MonitorErrorShape), (status = 401, body = MonitorErrorShape), (status = 503, body = MonitorErrorShape)))]
+pub async fn summary(
     State(st): State<MonitorState>,
     h: HeaderMap,
     uri: Uri,
@@ -142,7 +173,12 @@ async fn summary(
     answer(&st, &h, &uri, &q, Endpoint::Summary).await
 }
 
-async fn subject_h(
+#[utoipa::path(get, path = "/api/stats/subject", tag = "monitor",
+    security(("adminToken" = []), ("viewerToken" = [])),
+    params(RangeParams, SubjectParams),
+    responses((status = 200, description = "One key, user or IP: its series and latest requests", body = SubjectAnswer, headers(("X-Cache" = String, description = "HIT or MISS"), ("X-Monitor-Engine" = String, description = "rollup or sql"))),
+        (status = 400, body = MonitorErrorShape), (status = 401, body = MonitorErrorShape), (status = 503, body = MonitorErrorShape)))]
+pub async fn subject_h(
     State(st): State<MonitorState>,
     h: HeaderMap,
     uri: Uri,
@@ -152,7 +188,9 @@ async fn subject_h(
 }
 
 /// Open: 200 `{ok:true,…}` when the source answers, 503 `{ok:false,…}` when it does not.
-async fn health(State(st): State<MonitorState>) -> Response {
+#[utoipa::path(get, path = "/api/health", tag = "monitor",
+    responses((status = 200, body = MonitorHealth), (status = 503, body = MonitorHealth)))]
+pub async fn health(State(st): State<MonitorState>) -> Response {
     let ok = st.monitor.source.ping().await.is_ok();
     let body = json!({
         "ok": ok,
@@ -169,7 +207,12 @@ async fn health(State(st): State<MonitorState>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-async fn export_csv(
+#[utoipa::path(get, path = "/api/export/csv", tag = "monitor",
+    security(("adminToken" = []), ("viewerToken" = [])),
+    params(CsvParams, RangeParams, SeriesParams, AnomalyParams),
+    responses((status = 200, description = "The query's rows as CSV (UTF-8 with BOM, header = JSON field names)", content_type = "text/csv", body = String),
+        (status = 400, body = MonitorErrorShape), (status = 401, body = MonitorErrorShape), (status = 503, body = MonitorErrorShape)))]
+pub async fn export_csv(
     State(st): State<MonitorState>,
     h: HeaderMap,
     QueryMap(q): QueryMap,

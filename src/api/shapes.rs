@@ -240,6 +240,7 @@ impl PatchKeyRequest {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ResetRequest {
     /// The full key or its id.
+    #[schema(required = true)]
     pub key: Option<String>,
     /// The new quota (`null` = unlimited; absent keeps the quota).
     #[serde(default, deserialize_with = "present")]
@@ -252,6 +253,7 @@ pub struct ResetRequest {
 #[serde(deny_unknown_fields)]
 pub struct KeyRef {
     /// The full key or its id.
+    #[schema(required = true)]
     pub key: Option<String>,
 }
 
@@ -467,6 +469,7 @@ pub struct UsageResponse {
 #[into_params(parameter_in = Query)]
 pub struct KeyQuery {
     /// The full key or its id.
+    #[param(required = true)]
     pub key: Option<String>,
 }
 

@@ -37,9 +37,25 @@ const SOURCES: &[Source] = &[
         mime: "text/javascript; charset=utf-8",
         bytes: include_bytes!("../../web/vendor/echarts/echarts.common.min.js"),
     },
+    Source {
+        name: "swagger-ui.js",
+        mime: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../web/vendor/swagger-ui/swagger-ui-bundle.js"),
+    },
+    Source {
+        name: "swagger-ui.css",
+        mime: "text/css; charset=utf-8",
+        bytes: include_bytes!("../../web/vendor/swagger-ui/swagger-ui.css"),
+    },
+    Source {
+        name: "docs.js",
+        mime: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../web/docs.js"),
+    },
 ];
 
 const INDEX: &str = include_str!("../../web/index.html");
+const DOCS: &str = include_str!("../../web/docs.html");
 
 pub struct Asset {
     pub name: &'static str,
@@ -130,6 +146,7 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
 pub struct Assets {
     files: Vec<Asset>,
     index: Asset,
+    docs: Asset,
 }
 
 impl Assets {
@@ -138,16 +155,20 @@ impl Assets {
             .iter()
             .map(|s| Asset::new(s.name, s.mime, s.bytes.to_vec()))
             .collect();
-        // The page names each file with its hash, so a cached copy is never stale.
-        let mut html = INDEX.to_owned();
-        for f in &files {
-            html = html.replace(
-                &format!("{{{{{}}}}}", f.name),
-                &format!("/assets/{}?v={}", f.name, f.hash),
-            );
-        }
-        let index = Asset::new("index.html", "text/html; charset=utf-8", html.into_bytes());
-        Self { files, index }
+        // A page names each file with its hash, so a cached copy is never stale.
+        let page = |name: &'static str, template: &str| {
+            let mut html = template.to_owned();
+            for f in &files {
+                html = html.replace(
+                    &format!("{{{{{}}}}}", f.name),
+                    &format!("/assets/{}?v={}", f.name, f.hash),
+                );
+            }
+            Asset::new(name, "text/html; charset=utf-8", html.into_bytes())
+        };
+        let index = page("index.html", INDEX);
+        let docs = page("docs.html", DOCS);
+        Self { files, index, docs }
     }
 
     /// Built on first use (compressing ECharts takes a few tens of milliseconds).
@@ -160,14 +181,25 @@ impl Assets {
         self.index.respond(headers, false)
     }
 
+    /// The API docs page (Swagger UI over `/api/openapi.json`).
+    pub fn docs(&self, headers: &HeaderMap) -> Response {
+        self.docs.respond(headers, false)
+    }
+
     pub fn file(&self, name: &str, version: Option<&str>, headers: &HeaderMap) -> Option<Response> {
         let f = self.files.iter().find(|f| f.name == name)?;
         Some(f.respond(headers, version == Some(f.hash.as_str())))
     }
 
-    /// The page and every file it loads, compressed: what a first visit downloads.
+    /// The dashboard page and every file it loads, compressed: what a first visit downloads.
     pub fn first_load_bytes(&self) -> usize {
-        self.index.compressed_len() + self.files.iter().map(Asset::compressed_len).sum::<usize>()
+        self.index.compressed_len()
+            + self
+                .files
+                .iter()
+                .filter(|f| INDEX.contains(&format!("{{{{{}}}}}", f.name)))
+                .map(Asset::compressed_len)
+                .sum::<usize>()
     }
 }
 
@@ -179,14 +211,19 @@ mod tests {
     fn the_page_names_every_file_by_hash_and_the_first_load_is_small() {
         let a = Assets::get();
         let html = String::from_utf8(a.index.raw.clone()).unwrap();
+        let docs = String::from_utf8(a.docs.raw.clone()).unwrap();
         for f in &a.files {
+            let link = format!("/assets/{}?v={}", f.name, f.hash);
             assert!(
-                html.contains(&format!("/assets/{}?v={}", f.name, f.hash)),
+                html.contains(&link) || docs.contains(&link),
                 "{} not linked",
                 f.name
             );
         }
-        assert!(!html.contains("{{"), "unreplaced placeholder");
+        assert!(
+            !html.contains("{{") && !docs.contains("{{"),
+            "unreplaced placeholder"
+        );
         assert!(
             a.first_load_bytes() < 600 * 1024,
             "{}",

@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::json;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::api::extract::QueryMap;
@@ -42,6 +41,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(st: WebState) -> Router<S> {
         .route("/", get(index))
         .route("/index.html", get(index))
         .route("/assets/{name}", get(asset))
+        .route("/docs", get(docs))
         .route("/auth/login", post(login))
         .route("/auth/logout", post(logout))
         .route("/auth/session", get(session))
@@ -71,6 +71,10 @@ async fn index(headers: HeaderMap) -> Response {
     Assets::get().index(&headers)
 }
 
+async fn docs(headers: HeaderMap) -> Response {
+    Assets::get().docs(&headers)
+}
+
 async fn asset(
     axum::extract::Path(name): axum::extract::Path<String>,
     QueryMap(q): QueryMap,
@@ -81,10 +85,36 @@ async fn asset(
         .unwrap_or_else(|| ApiError::not_found_route().into_response())
 }
 
-#[derive(Deserialize)]
+/// `POST /auth/login`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Login {
-    token: String,
+pub struct Login {
+    /// The admin or viewer token.
+    pub token: String,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct LoginAnswer {
+    pub ok: bool,
+    /// `admin` or `viewer`; absent on logout.
+    pub role: Option<&'static str>,
+}
+
+/// `GET /auth/session`: who is signed in; the rest only when someone is.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct SessionAnswer {
+    pub authenticated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
+    /// `serve` or `monitor`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tz: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<&'static str>,
 }
 
 fn session_cookie(value: &str, max_age: u64, headers: &HeaderMap) -> HeaderValue {
@@ -101,7 +131,13 @@ fn session_cookie(value: &str, max_age: u64, headers: &HeaderMap) -> HeaderValue
 }
 
 /// `{token}` → a session cookie and `{role}`; a wrong token → 401.
-async fn login(
+#[utoipa::path(post, path = "/auth/login", tag = "dashboard",
+    request_body(content = Login, content_type = "application/json"),
+    responses((status = 200, description = "Signed in; the `qp_session` cookie is set", body = LoginAnswer),
+        (status = 400, body = crate::api::shapes::QuotaError),
+        (status = 401, body = crate::api::shapes::QuotaError),
+        (status = 413, body = crate::api::shapes::QuotaError)))]
+pub async fn login(
     State(st): State<WebState>,
     headers: HeaderMap,
     body: axum::body::Bytes,
@@ -124,35 +160,53 @@ async fn login(
     let max_age = st.auth.sessions.max_age().as_secs();
     (
         [(header::SET_COOKIE, session_cookie(&id, max_age, &headers))],
-        Json(json!({"ok": true, "role": role.as_str()})),
+        Json(LoginAnswer {
+            ok: true,
+            role: Some(role.as_str()),
+        }),
     )
         .into_response()
 }
 
-async fn logout(State(st): State<WebState>, headers: HeaderMap) -> Response {
+#[utoipa::path(post, path = "/auth/logout", tag = "dashboard",
+    responses((status = 200, description = "Signed out; the cookie is cleared", body = LoginAnswer)))]
+pub async fn logout(State(st): State<WebState>, headers: HeaderMap) -> Response {
     if let Some(id) = cookie(&headers, SESSION_COOKIE) {
         st.auth.sessions.close(id);
     }
     (
         [(header::SET_COOKIE, session_cookie("", 0, &headers))],
-        Json(json!({"ok": true})),
+        Json(LoginAnswer {
+            ok: true,
+            role: None,
+        }),
     )
         .into_response()
 }
 
 /// Who is signed in (`authenticated: false` when nobody is: the page asks this before
 /// anything else, so the answer is not an error), and what this process serves.
-async fn session(State(st): State<WebState>, headers: HeaderMap) -> Response {
+#[utoipa::path(get, path = "/auth/session", tag = "dashboard",
+    responses((status = 200, body = SessionAnswer)))]
+pub async fn session(State(st): State<WebState>, headers: HeaderMap) -> Response {
     match st.auth.authenticate(&headers, &Method::GET) {
-        Ok(p) => Json(json!({
-            "authenticated": true,
-            "role": p.role.as_str(),
-            "mode": st.info.mode,
-            "source": st.info.source,
-            "tz": st.info.tz,
-            "version": env!("CARGO_PKG_VERSION"),
-        }))
+        Ok(p) => Json(SessionAnswer {
+            authenticated: true,
+            role: Some(p.role.as_str()),
+            mode: Some(st.info.mode),
+            source: Some(st.info.source),
+            tz: Some(st.info.tz.clone()),
+            version: Some(env!("CARGO_PKG_VERSION")),
+        })
         .into_response(),
-        Err(_) => Json(json!({"authenticated": false})).into_response(),
+        Err(_) => Json(SessionAnswer {
+            authenticated: false,
+            role: None,
+            mode: None,
+            source: None,
+            tz: None,
+            version: None,
+        })
+        .into_response(),
     }
 }

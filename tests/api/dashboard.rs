@@ -1158,3 +1158,38 @@ async fn the_alerts_page_shows_the_history_and_sends_a_test() {
     b.close().await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_api_docs_page_renders_every_operation_offline() {
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let doc = api(&app, "/api/openapi.json").await;
+    let operations: usize = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|p| p.as_object().unwrap().len())
+        .sum();
+    b.goto(&app.url("/docs")).await;
+    // Swagger UI renders one block per operation once it has read the document.
+    let mut shown = 0;
+    for _ in 0..200 {
+        shown = b
+            .js("return document.querySelectorAll('.opblock').length")
+            .await
+            .as_u64()
+            .unwrap_or(0) as usize;
+        if shown == operations {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(shown, operations, "{}", b.text("body").await);
+    assert!(b.text(".info .title").await.contains("quota-proxy"));
+    b.screenshot("api-docs").await;
+    no_console_errors(&b, "docs").await;
+    b.close().await;
+    app.stop().await;
+}

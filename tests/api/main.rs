@@ -13,6 +13,7 @@ mod browser;
 mod cli;
 mod concurrency;
 mod connections;
+mod contract;
 mod dashboard;
 mod durability;
 mod errors;
