@@ -30,7 +30,7 @@ use crate::ledger::{Ledger, LedgerHandle};
 use crate::monitor::Monitor;
 pub use crate::state::{AppInner, AppState};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
-use crate::store::{Store, StoreError};
+use crate::store::{PurgeCutoffs, Store, StoreError};
 use crate::web::{DashboardInfo, WebState};
 
 #[derive(Debug, thiserror::Error)]
@@ -126,13 +126,17 @@ impl App {
             alerts: alerts.clone(),
             auth: auth.clone(),
         };
+        let metrics_state = crate::api::metrics::MetricsState::new(
+            config.metrics_token.as_deref(),
+            Some(monitor.clone()),
+        );
         let monitor_state = MonitorState {
             monitor,
             auth: auth.clone(),
         };
         let background = vec![
             ledger.spawn_change_follower(Duration::from_secs(1)),
-            spawn_retention(store.clone(), clock, config.log_retention_days),
+            spawn_retention(store.clone(), clock, config.retention.clone()),
         ];
         let state = AppState(Arc::new(AppInner {
             config,
@@ -148,7 +152,7 @@ impl App {
                     .merge(crate::api::monitor::router(monitor_state))
                     .merge(crate::api::alerts::router(alerts_state))
                     .merge(crate::web::router(web_state))
-                    .merge(operations_routes()),
+                    .merge(operations_routes(metrics_state)),
                 state.config.max_body_bytes,
                 request_context(&state.config),
             ),
@@ -186,22 +190,37 @@ impl App {
     }
 }
 
-fn spawn_retention(store: Arc<dyn Store>, clock: SharedClock, days: u32) -> JoinHandle<()> {
+fn spawn_retention(
+    store: Arc<dyn Store>,
+    clock: SharedClock,
+    retention: crate::config::Retention,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        let mut tick = tokio::time::interval(retention.every);
         loop {
             tick.tick().await;
-            let now = clock.now_ms();
-            let events_before = now - i64::from(days) * 86_400_000;
-            // Idempotency records are promised for 24 h; keep two days.
-            let idem_before = now - 2 * 86_400_000;
-            match store.purge(events_before, idem_before).await {
+            let cutoffs = purge_cutoffs(&retention, clock.now_ms());
+            match store.purge(&cutoffs).await {
                 Ok(n) if n > 0 => tracing::info!(rows = n, "retention purge"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "retention purge failed"),
             }
         }
     })
+}
+
+/// What `retention` keeps, at `now_ms`.
+pub fn purge_cutoffs(retention: &crate::config::Retention, now_ms: i64) -> PurgeCutoffs {
+    const DAY: i64 = 86_400_000;
+    let days = |d: u32| (d > 0).then(|| now_ms - i64::from(d) * DAY);
+    PurgeCutoffs {
+        request_log: days(retention.request_log_days),
+        usage_events: days(retention.usage_history_days),
+        audit: days(retention.audit_days),
+        alerts: days(retention.alerts_days),
+        idempotency: Some(now_ms - i64::from(retention.idempotency_hours) * 3_600_000),
+        cooldowns: Some(now_ms),
+    }
 }
 
 // Bare statuses: the middleware answers them in the shape of the path's API family.
@@ -244,9 +263,17 @@ pub fn request_context(config: &Config) -> crate::middleware::Context {
     }
 }
 
-/// What operators and integrators read about the server itself: the OpenAPI document.
-pub fn operations_routes() -> Router {
-    Router::new().route("/api/openapi.json", get(crate::api::doc::openapi_json))
+/// What operators and integrators read about the server itself: the OpenAPI document and
+/// the Prometheus metrics.
+pub fn operations_routes(metrics: crate::api::metrics::MetricsState) -> Router {
+    // The recorder is installed before the first request is counted.
+    crate::telemetry::handle();
+    Router::new()
+        .route("/api/openapi.json", get(crate::api::doc::openapi_json))
+        .route(
+            "/metrics",
+            get(crate::api::metrics::metrics).with_state(metrics),
+        )
 }
 
 /// The quota, admin and gateway routes.

@@ -52,6 +52,9 @@ pub enum Command {
     },
     /// Create or upgrade the database schema, then exit.
     Migrate,
+    /// Validate the configuration (file, environment, flags) and print the effective
+    /// settings as JSON, every secret masked. Exits non-zero on an invalid configuration.
+    CheckConfig,
     /// Serve only the monitor API, over a New API / One API database (read-only).
     Monitor {
         #[arg(long, default_value = "newapi")]
@@ -209,6 +212,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             monitor_only(config).await
         }
         Command::Serve(_) => serve(config, clock).await,
+        Command::CheckConfig => {
+            print_json(&crate::config_view::effective(&config));
+            eprintln!("configuration valid");
+            Ok(())
+        }
         Command::Migrate => {
             app::open_store(&config).await?;
             eprintln!("database ready: {}", config.sqlite_path.display());
@@ -286,6 +294,7 @@ async fn monitor_only(mut config: Config) -> Result<(), CliError> {
     )
     .map_err(|e| CliError::Usage(format!("alerts: {}", e.without_url())))?;
     alerts.start();
+    let metrics_monitor = monitor.clone();
     let router = app::harden(
         crate::api::monitor::router(crate::api::monitor::MonitorState {
             monitor,
@@ -298,7 +307,12 @@ async fn monitor_only(mut config: Config) -> Result<(), CliError> {
             },
         ))
         .merge(crate::web::router(web))
-        .merge(app::operations_routes()),
+        .merge(app::operations_routes(
+            crate::api::metrics::MetricsState::new(
+                config.metrics_token.as_deref(),
+                Some(metrics_monitor),
+            ),
+        )),
         config.max_body_bytes,
         app::request_context(&config),
     );

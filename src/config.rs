@@ -39,6 +39,51 @@ impl Default for ConnLimits {
     }
 }
 
+/// How long each kind of row is kept; older rows are purged in small batches. `0` days
+/// keeps that kind forever.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    pub request_log_days: u32,
+    pub usage_history_days: u32,
+    pub audit_days: u32,
+    pub alerts_days: u32,
+    /// Idempotency records: at least the promised 24 h.
+    pub idempotency_hours: u32,
+    /// How often the purge runs.
+    pub every: Duration,
+}
+
+impl Retention {
+    fn all(days: u32) -> Self {
+        Self {
+            request_log_days: days,
+            usage_history_days: days,
+            audit_days: days,
+            alerts_days: days,
+            idempotency_hours: 48,
+            every: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self::all(90)
+    }
+}
+
+/// `[retention]` in the config file: per-table overrides of `log_retention_days`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionFile {
+    pub request_log_days: Option<u32>,
+    pub usage_history_days: Option<u32>,
+    pub audit_days: Option<u32>,
+    pub alerts_days: Option<u32>,
+    pub idempotency_hours: Option<u32>,
+    pub every_secs: Option<u64>,
+}
+
 /// The config file (`quota-proxy.toml`); every field optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,6 +99,8 @@ pub struct FileConfig {
     pub key_prefix: Option<String>,
     pub daily_req_limit: Option<u64>,
     pub log_retention_days: Option<u32>,
+    pub retention: Option<RetentionFile>,
+    pub metrics_token: Option<String>,
     pub max_body_bytes: Option<usize>,
     pub request_timeout_ms: Option<u64>,
     pub max_connections: Option<usize>,
@@ -87,7 +134,9 @@ pub struct Config {
     pub viewer_token: Option<String>,
     pub key_prefix: String,
     pub daily_req_limit: Option<u64>,
-    pub log_retention_days: u32,
+    pub retention: Retention,
+    /// When set, `/metrics` asks for `Authorization: Bearer <metrics_token>`.
+    pub metrics_token: Option<String>,
     pub max_body_bytes: usize,
     /// The longest a handler may take to start its answer.
     pub request_timeout_ms: u64,
@@ -109,7 +158,8 @@ impl Default for Config {
             viewer_token: None,
             key_prefix: "qp".to_owned(),
             daily_req_limit: None,
-            log_retention_days: 90,
+            retention: Retention::default(),
+            metrics_token: None,
             max_body_bytes: 64 * 1024,
             request_timeout_ms: 600_000,
             connections: ConnLimits::default(),
@@ -260,9 +310,8 @@ impl Config {
             viewer_token: non_empty(env("VIEWER_TOKEN")).or(non_empty(file.viewer_token)),
             key_prefix,
             daily_req_limit: parse_env::<u64>(env, "DAILY_REQ_LIMIT")?.or(file.daily_req_limit),
-            log_retention_days: parse_env::<u32>(env, "LOG_RETENTION_DAYS")?
-                .or(file.log_retention_days)
-                .unwrap_or(d.log_retention_days),
+            retention: retention(env, file.log_retention_days, file.retention)?,
+            metrics_token: non_empty(env("METRICS_TOKEN")).or(non_empty(file.metrics_token)),
             max_body_bytes,
             request_timeout_ms,
             connections,
@@ -271,6 +320,45 @@ impl Config {
             alerts: crate::alerts::settings::AlertSettings::build(file.alerts, env)?,
         })
     }
+}
+
+fn retention(
+    env: &dyn Fn(&str) -> Option<String>,
+    days: Option<u32>,
+    file: Option<RetentionFile>,
+) -> Result<Retention, ConfigError> {
+    let all = parse_env::<u32>(env, "LOG_RETENTION_DAYS")?
+        .or(days)
+        .unwrap_or(Retention::default().request_log_days);
+    let d = Retention::all(all);
+    let f = file.unwrap_or_default();
+    let pick = |name: &'static str, file: Option<u32>, default: u32| {
+        parse_env::<u32>(env, name).map(|v| v.or(file).unwrap_or(default))
+    };
+    let r = Retention {
+        request_log_days: pick("RETENTION_REQUEST_LOG_DAYS", f.request_log_days, all)?,
+        usage_history_days: pick("RETENTION_USAGE_HISTORY_DAYS", f.usage_history_days, all)?,
+        audit_days: pick("RETENTION_AUDIT_DAYS", f.audit_days, all)?,
+        alerts_days: pick("RETENTION_ALERTS_DAYS", f.alerts_days, all)?,
+        idempotency_hours: pick(
+            "RETENTION_IDEMPOTENCY_HOURS",
+            f.idempotency_hours,
+            d.idempotency_hours,
+        )?,
+        every: Duration::from_secs(
+            parse_env::<u64>(env, "RETENTION_EVERY_SECS")?
+                .or(f.every_secs)
+                .unwrap_or(d.every.as_secs())
+                .max(1),
+        ),
+    };
+    if r.idempotency_hours < 24 {
+        return Err(invalid(
+            "retention.idempotency_hours",
+            "at least 24 (idempotency keys are promised for 24 h)",
+        ));
+    }
+    Ok(r)
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -335,5 +423,30 @@ mod tests {
         assert!(
             Config::load_with(&Overrides::default(), &env_of(&[("KEY_PREFIX", "a_b")])).is_err()
         );
+    }
+
+    #[test]
+    fn retention_defaults_and_per_table_overrides() {
+        let c = Config::load_with(&Overrides::default(), &env_of(&[])).unwrap();
+        assert_eq!(c.retention, Retention::default());
+        assert_eq!(c.retention.audit_days, 90);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "log_retention_days = 30\n[retention]\naudit_days = 365\nalerts_days = 0\n",
+        )
+        .unwrap();
+        let over = Overrides {
+            config: Some(file),
+            ..Default::default()
+        };
+        let c = Config::load_with(&over, &env_of(&[("RETENTION_REQUEST_LOG_DAYS", "7")])).unwrap();
+        assert_eq!(c.retention.request_log_days, 7);
+        assert_eq!(c.retention.usage_history_days, 30);
+        assert_eq!(c.retention.audit_days, 365);
+        assert_eq!(c.retention.alerts_days, 0);
+        let bad = env_of(&[("RETENTION_IDEMPOTENCY_HOURS", "2")]);
+        assert!(Config::load_with(&Overrides::default(), &bad).is_err());
     }
 }

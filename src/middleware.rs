@@ -74,6 +74,7 @@ pub async fn context(State(cx): State<Arc<Context>>, mut req: Request, next: Nex
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             resp.headers_mut().insert("x-request-id", v);
         }
+        observe(route(), &method, resp.status().as_u16(), Instant::now());
         return resp;
     }
     let started = Instant::now();
@@ -120,7 +121,33 @@ pub async fn context(State(cx): State<Arc<Context>>, mut req: Request, next: Nex
         ms = started.elapsed().as_millis() as u64,
         "request"
     );
+    observe(route(), &method, resp.status().as_u16(), started);
     resp
+}
+
+/// Counts the request and its time to the response head. Labels stay bounded: the route
+/// template, a standard method name, the status code.
+fn observe(route: String, method: &axum::http::Method, status: u16, started: Instant) {
+    use axum::http::Method;
+    let method = match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
+    metrics::counter!(
+        crate::telemetry::HTTP_REQUESTS,
+        "route" => route.clone(),
+        "method" => method,
+        "status" => status.to_string()
+    )
+    .increment(1);
+    metrics::histogram!(crate::telemetry::HTTP_DURATION, "route" => route, "method" => method)
+        .record(started.elapsed().as_secs_f64());
 }
 
 fn too_large(fam: Family, limit: usize) -> Response {

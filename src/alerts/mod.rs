@@ -283,6 +283,8 @@ impl Alerts {
                 tracing::warn!(alert = alert_id, error = %e, "delivery not stored");
             }
             if a.ok {
+                metrics::counter!(crate::telemetry::ALERTS_SENT, "channel" => c.name.clone())
+                    .increment(1);
                 return true;
             }
             tracing::warn!(
@@ -300,6 +302,8 @@ impl Alerts {
                 tokio::time::sleep(Duration::from_millis(wait)).await;
             }
         }
+        metrics::counter!(crate::telemetry::ALERTS_FAILED, "channel" => c.name.clone())
+            .increment(1);
         false
     }
 

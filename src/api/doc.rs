@@ -19,6 +19,15 @@ impl Modify for Security {
             ))),
         );
         c.add_security_scheme(
+            "metricsToken",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("METRICS_TOKEN, when set"))
+                    .build(),
+            ),
+        );
+        c.add_security_scheme(
             "bearerKey",
             SecurityScheme::Http(
                 HttpBuilder::new()
@@ -89,6 +98,7 @@ impl Modify for Security {
         super::gateway::embeddings,
         super::health::healthz,
         super::health::readyz,
+        super::metrics::metrics,
         crate::web::login,
         crate::web::logout,
         crate::web::session,

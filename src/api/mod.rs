@@ -8,6 +8,7 @@ pub mod extract;
 pub mod gateway;
 pub mod health;
 pub mod input;
+pub mod metrics;
 pub mod monitor;
 pub mod monitor_shapes;
 pub mod quota;

@@ -24,6 +24,7 @@ use super::{Endpoint, Gateway, client_ip};
 use crate::keys::{KeyRecord, policy::is_expired};
 use crate::ledger::{KeyEntry, LedgerError, SettleTicket};
 use crate::store::{RequestLogRow, UsageItem};
+use crate::telemetry;
 
 /// Idle time allowed between two chunks of a stream.
 const STREAM_IDLE: Duration = Duration::from_secs(300);
@@ -31,6 +32,10 @@ const STREAM_IDLE: Duration = Duration::from_secs(300);
 /// Everything known about a call, for its log row and its settlement.
 struct Call {
     started: Instant,
+    /// Time spent waiting on upstream attempts before the answer's head went out.
+    upstream_wait: Duration,
+    /// When the attempt that answered started.
+    attempt_started: Option<Instant>,
     row: RequestLogRow,
     entry: Option<Arc<KeyEntry>>,
     held: i64,
@@ -49,6 +54,10 @@ impl Call {
 const MAX_TOKENS: i64 = 10_000_000;
 
 fn with_headers(mut resp: Response, call: &Call) -> Response {
+    // Every answer leaves through here: what the gateway itself cost this call.
+    let overhead = call.started.elapsed().saturating_sub(call.upstream_wait);
+    metrics::histogram!(telemetry::GATEWAY_OVERHEAD, "endpoint" => call.row.endpoint.clone())
+        .record(overhead.as_secs_f64());
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&call.row.request_id) {
         h.insert("x-request-id", v);
@@ -156,6 +165,8 @@ impl Gateway {
         let ip = origin.ip;
         let mut call = Call {
             started: Instant::now(),
+            upstream_wait: Duration::ZERO,
+            attempt_started: None,
             row: RequestLogRow {
                 ts: self.ledger.now_ms(),
                 request_id: origin.request_id,
@@ -353,7 +364,40 @@ impl Gateway {
             req["model"] = Value::String(up.upstream_model(&model).to_owned());
             let body = &req;
             call.row.upstream = Some(up.s.name.clone());
+            let attempt = Instant::now();
+            call.attempt_started = Some(attempt);
             let reply = call_upstream(self, up, endpoint, body, stream, &call.row.request_id).await;
+            call.upstream_wait += attempt.elapsed();
+            let up_label = || up.s.name.clone();
+            match &reply {
+                Err(e) => {
+                    let kind = match e {
+                        super::upstream_call::AttemptError::Connect(_) => "connect",
+                        super::upstream_call::AttemptError::Timeout => "timeout",
+                        super::upstream_call::AttemptError::TooLarge(_) => "too_large",
+                    };
+                    metrics::counter!(telemetry::UPSTREAM_ERRORS, "upstream" => up_label(), "kind" => kind)
+                        .increment(1);
+                }
+                Ok(Reply::Full { status, .. }) if *status == 429 || *status >= 500 => {
+                    let kind = if *status == 429 {
+                        "status_429"
+                    } else {
+                        "status_5xx"
+                    };
+                    metrics::counter!(telemetry::UPSTREAM_ERRORS, "upstream" => up_label(), "kind" => kind)
+                        .increment(1);
+                }
+                Ok(Reply::Full { status, .. }) => {
+                    if *status >= 400 {
+                        metrics::counter!(telemetry::UPSTREAM_ERRORS, "upstream" => up_label(), "kind" => "status_4xx")
+                            .increment(1);
+                    }
+                    metrics::histogram!(telemetry::UPSTREAM_DURATION, "upstream" => up_label(), "model" => telemetry::model_label(&model))
+                        .record(attempt.elapsed().as_secs_f64());
+                }
+                Ok(Reply::Stream { .. }) => {}
+            }
             match reply {
                 Err(e) => {
                     up.record_failure(
@@ -668,6 +712,14 @@ impl Gateway {
             }
             if call.row.ttft_ms.is_none() {
                 call.row.ttft_ms = Some(call.elapsed_ms());
+                if let Some(a) = call.attempt_started {
+                    metrics::histogram!(
+                        telemetry::UPSTREAM_TTFT,
+                        "upstream" => call.row.upstream.clone().unwrap_or_default(),
+                        "model" => telemetry::model_label(&model)
+                    )
+                    .record(a.elapsed().as_secs_f64());
+                }
             }
             if tx.send(Ok(Bytes::from(out))).await.is_err() {
                 error = Some("client disconnected".into());
@@ -689,6 +741,16 @@ impl Gateway {
                 (prompt_est, estimate_text(&text))
             }
         };
+        if let Some(a) = call.attempt_started {
+            let up = call.row.upstream.clone().unwrap_or_default();
+            let model_l = telemetry::model_label(&model);
+            if error.is_some() {
+                metrics::counter!(telemetry::UPSTREAM_ERRORS, "upstream" => up.clone(), "kind" => "stream")
+                    .increment(1);
+            }
+            metrics::histogram!(telemetry::UPSTREAM_DURATION, "upstream" => up, "model" => model_l)
+                .record(a.elapsed().as_secs_f64());
+        }
         call.row.status = 200;
         call.row.error = error;
         call.row.prompt_tokens = prompt;

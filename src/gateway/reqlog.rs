@@ -8,6 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::store::{RequestLogRow, Store};
+use crate::telemetry;
 
 const MAX_BATCH: usize = 2000;
 
@@ -33,8 +34,12 @@ async fn write(store: &dyn Store, buf: &mut Vec<RequestLogRow>) {
     if buf.is_empty() {
         return;
     }
-    if let Err(e) = store.insert_request_logs(buf).await {
-        tracing::error!(error = %e, rows = buf.len(), "request log insert failed");
+    match store.insert_request_logs(buf).await {
+        Ok(()) => metrics::counter!(telemetry::REQUEST_LOG_WRITTEN).increment(buf.len() as u64),
+        Err(e) => {
+            tracing::error!(error = %e, rows = buf.len(), "request log insert failed");
+            metrics::counter!(telemetry::REQUEST_LOG_DROPPED).increment(buf.len() as u64);
+        }
     }
     buf.clear();
 }
@@ -66,6 +71,7 @@ impl RequestLogger {
                                 Err(_) => break,
                             }
                         }
+                        metrics::gauge!(telemetry::REQUEST_LOG_QUEUE).set(rx.len() as f64);
                         write(store.as_ref(), &mut buf).await;
                     }
                     _ = &mut stop_rx, if !stopping => {
@@ -88,8 +94,31 @@ impl RequestLogger {
     }
 
     pub fn log(&self, row: RequestLogRow) {
+        observe(&row);
         if self.tx.send(row).is_err() {
             tracing::warn!("request log closed; row dropped");
+            metrics::counter!(telemetry::REQUEST_LOG_DROPPED).increment(1);
         }
+    }
+}
+
+/// A finished gateway call's counters: outcome, tokens and the points charged, per model.
+fn observe(row: &RequestLogRow) {
+    let outcome = match row.status {
+        200..=299 if row.error.is_none() => "ok",
+        200..=299 => "cancelled",
+        s if s >= 500 => "upstream_error",
+        _ => "refused",
+    };
+    metrics::counter!(telemetry::GATEWAY_REQUESTS, "endpoint" => row.endpoint.clone(), "outcome" => outcome)
+        .increment(1);
+    if row.prompt_tokens > 0 || row.completion_tokens > 0 || row.cost > 0 {
+        let model = telemetry::model_label(row.model.as_deref().unwrap_or(""));
+        let n = |v: i64| u64::try_from(v).unwrap_or(0);
+        metrics::counter!(telemetry::TOKENS, "model" => model.clone(), "kind" => "prompt")
+            .increment(n(row.prompt_tokens));
+        metrics::counter!(telemetry::TOKENS, "model" => model.clone(), "kind" => "completion")
+            .increment(n(row.completion_tokens));
+        metrics::counter!(telemetry::COST, "model" => model).increment(n(row.cost));
     }
 }

@@ -79,6 +79,8 @@ impl Upstream {
             self.ejected_until.store(until, Ordering::Relaxed);
             self.failures.store(0, Ordering::Relaxed);
             tracing::warn!(upstream = %self.s.name, cooldown_ms, "upstream ejected");
+            metrics::counter!(crate::telemetry::UPSTREAM_EJECTIONS, "upstream" => self.s.name.clone())
+                .increment(1);
         }
     }
 

@@ -12,6 +12,7 @@ use super::table::KeyTable;
 use crate::clock::SharedClock;
 use crate::keys::refill::PeriodStarts;
 use crate::store::{ConsumeOp, ConsumeResult, ConsumeWriter, OpKind, StoreError};
+use crate::telemetry;
 
 /// Upper bound on one transaction, to keep commit latency bounded under a flood.
 const MAX_BATCH: usize = 4096;
@@ -126,6 +127,7 @@ pub async fn run(
                 Err(_) => break,
             }
         }
+        metrics::gauge!(telemetry::LEDGER_QUEUE).set((rx.len() + batch.len()) as f64);
         sink.commit(&mut batch, &mut retry).await;
     }
     sink.committer.close().await;
@@ -143,7 +145,13 @@ async fn commit(
     let now = clock.now_ms();
     let periods = PeriodStarts::at(now);
     let ops: Vec<ConsumeOp> = batch.iter().map(|p| p.op.clone()).collect();
+    let started = Instant::now();
     let outcome = committer.commit(&ops, now, periods).await;
+    metrics::histogram!(telemetry::LEDGER_COMMIT).record(started.elapsed().as_secs_f64());
+    metrics::histogram!(telemetry::LEDGER_BATCH).record(ops.len() as f64);
+    if outcome.is_err() {
+        metrics::counter!(telemetry::LEDGER_FAILURES).increment(1);
+    }
     writable.store(outcome.is_ok(), Ordering::Relaxed);
     let failed = outcome.is_err();
 

@@ -262,6 +262,18 @@ pub struct DeliveryRecord {
     pub error: Option<String>,
 }
 
+/// Epoch-ms cutoffs per table: rows older are purged; `None` keeps the table whole.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgeCutoffs {
+    pub request_log: Option<i64>,
+    pub usage_events: Option<i64>,
+    pub audit: Option<i64>,
+    pub alerts: Option<i64>,
+    pub idempotency: Option<i64>,
+    /// Alert cooldowns that ended before this.
+    pub cooldowns: Option<i64>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct AlertFilter {
     pub rule: Option<String>,
@@ -376,7 +388,7 @@ pub trait Store: Send + Sync + 'static {
     async fn set_cooldown(&self, rule: &str, subjects: &[String], until_ms: i64)
     -> StoreResult<()>;
 
-    /// Drops usage history older than `events_before_ms` and idempotency records older than
-    /// `idem_before_ms`; returns the rows removed.
-    async fn purge(&self, events_before_ms: i64, idem_before_ms: i64) -> StoreResult<u64>;
+    /// Drops the rows older than their table's cutoff, in small batches; returns the rows
+    /// removed.
+    async fn purge(&self, cutoffs: &PurgeCutoffs) -> StoreResult<u64>;
 }

@@ -13,8 +13,8 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use super::sqlite_writer::SqliteConsumeWriter;
 use super::{
     AlertFilter, AlertRow, AuditEntry, AuditRecord, ConsumeWriter, DeliveryRecord, HistoryEntry,
-    IdempotentResult, KeyPatch, NewAlert, NewKey, RequestLogFilter, RequestLogRow, StatusFilter,
-    Store, StoreError, StoreResult, UpstreamStats,
+    IdempotentResult, KeyPatch, NewAlert, NewKey, PurgeCutoffs, RequestLogFilter, RequestLogRow,
+    StatusFilter, Store, StoreError, StoreResult, UpstreamStats,
 };
 use crate::keys::{KeyHash, KeyLimits, KeyRecord, Owner, Refill, RefillInterval};
 
@@ -818,20 +818,22 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn purge(&self, events_before_ms: i64, idem_before_ms: i64) -> StoreResult<u64> {
+    async fn purge(&self, cutoffs: &PurgeCutoffs) -> StoreResult<u64> {
         // Small batches, each its own short transaction, with a pause between them: the
         // ledger's writer gets the write lock between any two, so a large purge never makes a
         // consume wait for the busy timeout.
         const BATCH: i64 = 2000;
-        let jobs: [(&str, &str, i64); 5] = [
-            ("request_log", "ts", events_before_ms),
-            ("usage_events", "ts", events_before_ms),
-            ("idempotency", "created_at", idem_before_ms),
-            ("alerts", "ts", events_before_ms),
-            ("alert_cooldowns", "until_ms", idem_before_ms),
+        let jobs: [(&str, &str, Option<i64>); 6] = [
+            ("request_log", "ts", cutoffs.request_log),
+            ("usage_events", "ts", cutoffs.usage_events),
+            ("idempotency", "created_at", cutoffs.idempotency),
+            ("audit", "ts", cutoffs.audit),
+            ("alerts", "ts", cutoffs.alerts),
+            ("alert_cooldowns", "until_ms", cutoffs.cooldowns),
         ];
         let mut total = 0u64;
         for (table, column, before) in jobs {
+            let Some(before) = before else { continue };
             let sql = format!(
                 "DELETE FROM {table} WHERE rowid IN \
                  (SELECT rowid FROM {table} WHERE {column} < ? LIMIT {BATCH})"

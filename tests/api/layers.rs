@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 
 /// Bottom to top. A module uses only its own layer and the ones before it.
 const LAYERS: &[&[&str]] = &[
-    &["keys", "clock", "timefmt", "config_error"],
+    &["keys", "clock", "timefmt", "config_error", "telemetry"],
     &["store", "auth"],
     &["ledger", "keyadmin", "gateway", "monitor", "alerts"],
-    &["config", "state", "error"],
+    &["config", "config_view", "state", "error"],
     &["api", "web"],
     &["app", "middleware", "listener"],
     &["cli"],

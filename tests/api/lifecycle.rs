@@ -170,7 +170,16 @@ async fn purge_removes_old_rows_in_batches_and_keeps_recent_ones() {
     };
     store.insert_alert(&alert(5)).await.unwrap();
     store.insert_alert(&alert(10_000_001)).await.unwrap();
-    let removed = store.purge(5_000_000, 5_000_000).await.unwrap();
+    let cut = Some(5_000_000);
+    let cutoffs = quota_proxy::store::PurgeCutoffs {
+        request_log: cut,
+        usage_events: cut,
+        audit: cut,
+        alerts: cut,
+        idempotency: cut,
+        cooldowns: cut,
+    };
+    let removed = store.purge(&cutoffs).await.unwrap();
     assert_eq!(removed, 4501);
     let (_, total) = store
         .request_logs(&RequestLogFilter::default(), 10, 0)

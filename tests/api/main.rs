@@ -26,6 +26,7 @@ mod layers;
 mod lifecycle;
 mod monitor;
 mod monitor_data;
+mod operations;
 mod quota_api;
 mod security;
 mod seed_clients;

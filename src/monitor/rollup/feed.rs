@@ -216,6 +216,7 @@ impl Feed {
             .polled_at
             .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
         if !full && !self.rollup.ready.swap(true, Ordering::AcqRel) {
+            metrics::gauge!(crate::telemetry::ROLLUP_LOAD).set(self.began.elapsed().as_secs_f64());
             tracing::info!(
                 rows = self.rollup.read_data().rows,
                 seconds = self.began.elapsed().as_secs(),

@@ -50,6 +50,16 @@ pub struct RollupStatus {
 }
 
 impl Rollup {
+    /// Sets the rollup's gauges (rows held, seconds since the last poll of the source).
+    pub fn publish_gauges(&self) {
+        metrics::gauge!(crate::telemetry::ROLLUP_ROWS).set(self.read_data().rows as f64);
+        let polled = self.polled_at.load(Ordering::Relaxed);
+        if polled > 0 {
+            let lag = (chrono::Utc::now().timestamp_millis() - polled).max(0) as f64 / 1000.0;
+            metrics::gauge!(crate::telemetry::ROLLUP_LAG).set(lag);
+        }
+    }
+
     pub fn new(unit: i64, settings: RollupSettings) -> Arc<Self> {
         Arc::new(Self {
             data: RwLock::new(Data::new(unit)),

@@ -1,0 +1,2 @@
+-- Retention purges the audit log by time.
+CREATE INDEX audit_ts ON audit (ts);
