@@ -174,4 +174,30 @@ mod tests {
             .collect();
         assert!(distinct.len() <= MAX_MODELS + 1);
     }
+
+    /// The sample Grafana dashboard only asks for names this process publishes.
+    #[test]
+    fn the_grafana_dashboard_uses_published_names() {
+        let dash = include_str!("../docs/grafana-dashboard.json");
+        let names: HashSet<&str> = HELP.iter().map(|(n, _)| *n).collect();
+        let mut used = 0;
+        for part in dash.split("qp_").skip(1) {
+            let raw: String = part
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            let base = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| raw.strip_suffix(s))
+                .unwrap_or(&raw);
+            let name = format!("qp_{base}");
+            assert!(names.contains(name.as_str()), "{name} is not published");
+            used += 1;
+        }
+        assert!(used > 20);
+        // And every published name is shown somewhere.
+        for n in names {
+            assert!(dash.contains(n), "{n} is not on the dashboard");
+        }
+    }
 }

@@ -208,16 +208,23 @@ async fn retention_purges_each_table_past_its_age_and_keeps_recent_rows() {
     // 40 days later: the request log (30 d) goes, history (90 d) and audit (365 d) stay.
     app.clock.advance_ms(40 * 86_400_000);
     assert_eq!(app.use_amount(&key, 1).await.0, 200);
-    assert_eq!(app.mock_chat(&key).await.status(), 200);
-    let mut purged = false;
+    let r = app.mock_chat(&key).await;
+    assert_eq!(r.status(), 200);
+    let recent_id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    // Settled and logged off the response path: wait for the new rows, and for the purge.
+    let mut log = serde_json::Value::Null;
     for _ in 0..50 {
-        if requests(&app).await == 1 {
-            purged = true;
+        log = app.admin_get("/admin/requests?limit=100").await.1;
+        if log["total"] == 1 && log["requests"][0]["requestId"] == recent_id.as_str() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(purged, "old request-log rows were not purged");
+    assert_eq!(
+        log["total"], 1,
+        "old request-log rows were not purged: {log}"
+    );
+    assert_eq!(log["requests"][0]["requestId"], recent_id.as_str());
     assert_eq!(history(&app, id).await, 6, "history is kept 90 days");
 
     // 100 days after the start: the first four history rows go, the two recent stay.
