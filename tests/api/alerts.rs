@@ -154,6 +154,24 @@ async fn a_burst_alerts_every_channel_once_signed_and_not_again_after_a_restart(
     assert!(hook["title"].as_str().unwrap().starts_with("突发请求"));
     let _ = got;
 
+    // Each delivery is counted per channel in the metrics.
+    settled(&app, 1).await;
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for c in ["ding", "feishu", "wecom"] {
+        assert!(
+            metrics.contains(&format!("qp_alerts_sent_total{{channel=\"{c}\"}}")),
+            "{c} not counted"
+        );
+    }
+
     // Several more runs inside the cooldown: nothing new.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(rx.got().len(), 5);
@@ -384,6 +402,17 @@ async fn quota_low_key_expiring_and_upstream_down() {
     let u = one("upstream_down");
     assert_eq!(u["subject"], "upstream:dead");
     assert_eq!(u["details"]["ejected"], true);
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("qp_upstream_ejections_total{upstream=\"dead\"}"));
+    assert!(metrics.contains("qp_upstream_errors_total{upstream=\"dead\",kind=\"connect\"}"));
     // The upstream's key is in no message.
     assert!(
         !got.iter()

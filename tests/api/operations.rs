@@ -135,7 +135,11 @@ async fn metrics_move_with_traffic_and_carry_no_secret() {
         ) >= 1.0
     );
     // Gauges exist (the rollup's only when the monitor keeps one).
-    for name in ["qp_ledger_queue_depth", "qp_request_log_queue_depth"] {
+    for name in [
+        "qp_ledger_queue_depth",
+        "qp_request_log_queue_depth",
+        "qp_monitor_rollup_rows",
+    ] {
         assert!(after.iter().any(|s| s.metric == name), "{name} missing");
     }
     // Bounded labels: no key, token, IP or request id anywhere in a label.
