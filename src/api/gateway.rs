@@ -1,7 +1,8 @@
 //! `/v1/*` handlers: thin wrappers that hand the request to the gateway.
 
+use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
@@ -10,6 +11,7 @@ use utoipa::ToSchema;
 use crate::api::shapes::OpenAiError;
 use crate::auth::Origin;
 use crate::gateway::Endpoint;
+use crate::gateway::call::{Meta, Outcome};
 use crate::gateway::oai_error::OaiError;
 use crate::ledger::LedgerError;
 use crate::state::AppState;
@@ -27,9 +29,62 @@ async fn proxied(st: AppState, endpoint: Endpoint, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let limit = st.gateway.settings.max_body_bytes;
     let bytes = read_body(body, limit).await;
-    st.gateway
+    let outcome = st
+        .gateway
         .handle(endpoint, &parts.headers, origin, bytes)
-        .await
+        .await;
+    respond(outcome)
+}
+
+/// The gateway's outcome as an HTTP answer: OpenAI's error shape, the upstream's JSON, or
+/// server-sent events; each with the request id, the quota left and the rate-limit headers.
+fn respond(outcome: Outcome) -> Response {
+    let (mut resp, meta) = match outcome {
+        Outcome::Refused { error, meta } => (error.into_response(), meta),
+        Outcome::Answered { status, body, meta } => {
+            let mut r = Response::new(Body::from(body));
+            *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            (r, meta)
+        }
+        Outcome::Streaming { events, meta } => {
+            let mut r = Response::new(Body::from_stream(
+                tokio_stream::wrappers::ReceiverStream::new(events),
+            ));
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            (r, meta)
+        }
+    };
+    meta_headers(&mut resp, &meta);
+    resp
+}
+
+fn meta_headers(resp: &mut Response, meta: &Meta) {
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&meta.request_id) {
+        h.insert("x-request-id", v);
+    }
+    if let Some(r) = meta.quota_remaining {
+        h.insert("x-quota-remaining", HeaderValue::from(r));
+    }
+    if let Some(b) = meta.budget {
+        h.insert("x-ratelimit-limit-requests", HeaderValue::from(b.limit));
+        h.insert(
+            "x-ratelimit-remaining-requests",
+            HeaderValue::from(b.remaining),
+        );
+        if let Ok(v) = HeaderValue::from_str(&format!("{}s", b.reset_s)) {
+            h.insert("x-ratelimit-reset-requests", v);
+        }
+    }
 }
 
 /// The body up to `limit`. Err(true): over the limit; Err(false): it could not be read.

@@ -1,6 +1,7 @@
 //! The OpenAI-compatible gateway (`/v1/*`): authentication, per-key policy and limits,
 //! billing through the ledger, routing with failover, streaming, request logs.
 
+pub mod call;
 pub mod client_ip;
 pub mod limits;
 pub mod mock;
@@ -11,6 +12,7 @@ pub mod redact;
 pub mod reqlog;
 pub mod settings;
 pub mod sse;
+mod stages;
 pub mod tokens;
 pub mod upstream;
 mod upstream_call;

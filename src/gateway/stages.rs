@@ -1,0 +1,458 @@
+//! The decisions of a call's stages, free of I/O so each is tested alone: read the request,
+//! apply the key's policy, pick the upstreams, size the hold, meter the answer (whole or
+//! streamed). `proxy.rs` runs them in order around the ledger, the limiter and the upstreams.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+
+use super::Endpoint;
+use super::call::CallError;
+use super::settings::{glob_match, parse_net};
+use super::sse::SseSplitter;
+use super::tokens::{estimate_prompt, estimate_text};
+use super::upstream::{Upstream, candidates};
+use crate::keys::{KeyRecord, policy::is_expired};
+
+/// The largest `max_tokens` a caller may ask for: no model answers more, and larger numbers
+/// would only overflow the sums that follow.
+pub const MAX_TOKENS: i64 = 10_000_000;
+
+/// What is asked, read once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// The body to forward (with `stream_options.include_usage` added to streams).
+    pub body: Value,
+    pub model: String,
+    pub stream: bool,
+    /// Whether the caller itself asked for the usage chunk (if not, it is hidden).
+    pub caller_wants_usage: bool,
+    pub prompt_est: i64,
+    /// Tokens the answer may take: `max_tokens`, else the configured default (0 for
+    /// embeddings).
+    pub completion_budget: i64,
+}
+
+/// Stage "read": the body as a request to forward.
+pub fn read(
+    body: Result<Bytes, bool>,
+    endpoint: Endpoint,
+    body_limit: usize,
+    default_max_tokens: i64,
+) -> Result<Request, CallError> {
+    let body = match body {
+        Ok(b) => b,
+        Err(true) => return Err(CallError::BodyTooLarge { limit: body_limit }),
+        Err(false) => return Err(CallError::BodyUnreadable),
+    };
+    let mut map: Map<String, Value> = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(m)) => m,
+        _ => return Err(CallError::NotAnObject),
+    };
+    let model = map
+        .get("model")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or(CallError::NoModel)?;
+    let stream = endpoint != Endpoint::Embeddings
+        && map.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let max_tokens = map
+        .get("max_tokens")
+        .or_else(|| map.get("max_completion_tokens"))
+        .and_then(Value::as_i64)
+        .filter(|&n| n > 0);
+    if max_tokens.is_some_and(|n| n > MAX_TOKENS) {
+        return Err(CallError::MaxTokensTooLarge { max: MAX_TOKENS });
+    }
+    let completion_budget = match endpoint {
+        Endpoint::Embeddings => 0,
+        _ => max_tokens.unwrap_or(default_max_tokens),
+    };
+    let caller_wants_usage = map
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if stream {
+        let opts = map.entry("stream_options").or_insert_with(|| json!({}));
+        if let Value::Object(o) = opts {
+            o.insert("include_usage".into(), Value::Bool(true));
+        }
+    }
+    let body = Value::Object(map);
+    let prompt_est = estimate_prompt(&body);
+    Ok(Request {
+        body,
+        model,
+        stream,
+        caller_wants_usage,
+        prompt_est,
+        completion_budget,
+    })
+}
+
+/// Stage "policy": may this key make this call, from this address, now?
+pub fn policy(
+    rec: &KeyRecord,
+    model: &str,
+    ip: Option<IpAddr>,
+    now_ms: i64,
+) -> Result<(), CallError> {
+    if !rec.enabled {
+        return Err(CallError::KeyDisabled);
+    }
+    if is_expired(rec, now_ms) {
+        return Err(CallError::KeyExpired);
+    }
+    if let Some(allowed) = &rec.limits.models
+        && !allowed.iter().any(|g| glob_match(g, model))
+    {
+        return Err(CallError::ModelNotAllowed(model.to_owned()));
+    }
+    if let Some(nets) = &rec.limits.ips {
+        let ok = ip.is_some_and(|ip| {
+            nets.iter()
+                .filter_map(|n| parse_net(n))
+                .any(|n| n.contains(&ip))
+        });
+        if !ok {
+            return Err(CallError::IpNotAllowed);
+        }
+    }
+    Ok(())
+}
+
+/// Stage "route": the upstreams to try, in order.
+pub fn route(
+    upstreams: &[Arc<Upstream>],
+    model: &str,
+    now_ms: i64,
+) -> Result<Vec<Arc<Upstream>>, CallError> {
+    let c = candidates(upstreams, model, now_ms);
+    if c.is_empty() {
+        Err(CallError::ModelNotFound(model.to_owned()))
+    } else {
+        Ok(c)
+    }
+}
+
+/// What a whole answer used: `(prompt, completion, estimated)`. Only `usage` is parsed
+/// (no tree is built) unless it is missing and the text must be estimated.
+pub fn metered_full(bytes: &[u8], prompt_est: i64, endpoint: Endpoint) -> (i64, i64, bool) {
+    #[derive(serde::Deserialize)]
+    struct UsageOnly {
+        #[serde(default)]
+        usage: Option<Usage>,
+    }
+    let usage = serde_json::from_slice::<UsageOnly>(bytes)
+        .ok()
+        .and_then(|u| u.usage)
+        .map(|u| (u.prompt_tokens, u.completion_tokens));
+    let (p, c, estimated) = match usage {
+        Some((p, c)) => (p, c, false),
+        None => {
+            let parsed: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+            (prompt_est, estimate_text(&answer_text(&parsed)), true)
+        }
+    };
+    let c = if endpoint == Endpoint::Embeddings {
+        0
+    } else {
+        c
+    };
+    (p, c, estimated)
+}
+
+#[derive(serde::Deserialize)]
+struct Usage {
+    #[serde(default)]
+    prompt_tokens: i64,
+    #[serde(default)]
+    completion_tokens: i64,
+}
+
+/// Text generated in a (non-streamed) answer, for estimating when usage is missing.
+fn answer_text(v: &Value) -> String {
+    let mut out = String::new();
+    if let Some(choices) = v.get("choices").and_then(Value::as_array) {
+        for c in choices {
+            for p in ["/message/content", "/text", "/delta/content"] {
+                if let Some(t) = c.pointer(p).and_then(Value::as_str) {
+                    out.push_str(t);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The parts of a stream chunk the gateway reads, borrowed from the event text.
+#[derive(serde::Deserialize)]
+struct StreamChunk<'a> {
+    #[serde(default, borrow)]
+    choices: Option<Vec<ChunkChoice<'a>>>,
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChunkChoice<'a> {
+    #[serde(default, borrow)]
+    delta: Option<Delta<'a>>,
+    #[serde(default, borrow)]
+    text: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Delta<'a> {
+    #[serde(default, borrow)]
+    content: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Stage "meter" for streams: splits the upstream's bytes into events, reads usage and text
+/// as they pass, and says what to forward (the usage-only chunk is hidden from a caller who
+/// did not ask for it).
+#[derive(Default)]
+pub struct StreamMeter {
+    splitter: SseSplitter,
+    caller_wants_usage: bool,
+    pub usage: Option<(i64, i64)>,
+    pub text: String,
+    pub done: bool,
+}
+
+/// A line longer than the splitter allows.
+#[derive(Debug, PartialEq, Eq)]
+pub struct EventTooLong;
+
+impl StreamMeter {
+    pub fn new(caller_wants_usage: bool) -> Self {
+        Self {
+            caller_wants_usage,
+            ..Self::default()
+        }
+    }
+
+    /// The bytes to forward for this chunk (empty: nothing yet).
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<u8>, EventTooLong> {
+        let mut out = Vec::with_capacity(chunk.len() + 16);
+        let events = self.splitter.push(chunk).map_err(|_| EventTooLong)?;
+        for ev in events {
+            if ev.data == "[DONE]" {
+                self.done = true;
+            } else if let Ok(c) = serde_json::from_str::<StreamChunk>(&ev.data) {
+                if let Some(u) = &c.usage {
+                    self.usage = Some((u.prompt_tokens, u.completion_tokens));
+                }
+                for choice in c.choices.iter().flatten() {
+                    if let Some(t) = choice.delta.as_ref().and_then(|d| d.content.as_deref()) {
+                        self.text.push_str(t);
+                    }
+                    if let Some(t) = choice.text.as_deref() {
+                        self.text.push_str(t);
+                    }
+                }
+                let usage_only =
+                    c.usage.is_some() && c.choices.as_ref().is_some_and(|v| v.is_empty());
+                if usage_only && !self.caller_wants_usage {
+                    continue;
+                }
+            }
+            out.extend_from_slice(&ev.raw);
+            out.extend_from_slice(b"\n\n");
+        }
+        Ok(out)
+    }
+
+    /// What is left in the splitter at the end (an event without its blank line).
+    pub fn rest(&mut self) -> Option<Bytes> {
+        self.splitter.rest()
+    }
+
+    /// `(prompt, completion, estimated)` at the end of the stream.
+    pub fn metered(&self, prompt_est: i64) -> (i64, i64, bool) {
+        match self.usage {
+            Some((p, c)) => (p, c, false),
+            None => (prompt_est, estimate_text(&self.text), true),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::settings::mock_upstream;
+    use crate::keys::KeyLimits;
+
+    fn read_ok(body: Value, ep: Endpoint) -> Request {
+        read(Ok(Bytes::from(body.to_string())), ep, 100, 256).unwrap()
+    }
+
+    #[test]
+    fn read_refuses_what_cannot_be_forwarded() {
+        let r = |b: &str| read(Ok(Bytes::from(b.to_owned())), Endpoint::Chat, 100, 256);
+        assert_eq!(
+            read(Err(true), Endpoint::Chat, 100, 256),
+            Err(CallError::BodyTooLarge { limit: 100 })
+        );
+        assert_eq!(
+            read(Err(false), Endpoint::Chat, 100, 256),
+            Err(CallError::BodyUnreadable)
+        );
+        assert_eq!(r("[1]"), Err(CallError::NotAnObject));
+        assert_eq!(r("{nope"), Err(CallError::NotAnObject));
+        assert_eq!(r(r#"{"messages":[]}"#), Err(CallError::NoModel));
+        assert_eq!(
+            r(r#"{"model":"m","max_tokens":10000001}"#),
+            Err(CallError::MaxTokensTooLarge { max: MAX_TOKENS })
+        );
+    }
+
+    #[test]
+    fn read_asks_streams_for_usage_and_remembers_who_asked() {
+        let q = read_ok(
+            json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hello"}]}),
+            Endpoint::Chat,
+        );
+        assert!(q.stream && !q.caller_wants_usage);
+        assert_eq!(q.body["stream_options"]["include_usage"], true);
+        assert_eq!(q.completion_budget, 256, "the configured default");
+        assert!(q.prompt_est > 0);
+        let q = read_ok(
+            json!({"model": "m", "stream": true, "max_tokens": 9,
+                "stream_options": {"include_usage": true}}),
+            Endpoint::Completions,
+        );
+        assert!(q.caller_wants_usage);
+        assert_eq!(q.completion_budget, 9);
+        // Embeddings never stream and never complete.
+        let q = read_ok(
+            json!({"model": "e", "stream": true, "input": "x"}),
+            Endpoint::Embeddings,
+        );
+        assert!(!q.stream && q.body.get("stream_options").is_none());
+        assert_eq!(q.completion_budget, 0);
+    }
+
+    fn key() -> KeyRecord {
+        KeyRecord {
+            id: 1,
+            hash: crate::keys::format::hash_key("qp_test"),
+            hint: "qp_t…test".into(),
+            name: None,
+            prefix: "qp".into(),
+            quota: None,
+            used: 0,
+            expires_at: None,
+            created_at: 0,
+            last_used: None,
+            enabled: true,
+            metadata: Map::new(),
+            owner: None,
+            limits: KeyLimits::default(),
+            refill: None,
+            refill_period: None,
+        }
+    }
+
+    #[test]
+    fn policy_checks_state_model_and_address() {
+        let now = 1_000_000;
+        let mut k = key();
+        assert_eq!(policy(&k, "any", None, now), Ok(()));
+        k.limits = KeyLimits {
+            models: Some(vec!["deepseek-*".into()]),
+            ips: Some(vec!["10.0.0.0/8".into()]),
+            ..KeyLimits::default()
+        };
+        let inside: IpAddr = "10.1.2.3".parse().unwrap();
+        assert_eq!(policy(&k, "deepseek-chat", Some(inside), now), Ok(()));
+        assert_eq!(
+            policy(&k, "gpt-4o", Some(inside), now),
+            Err(CallError::ModelNotAllowed("gpt-4o".into()))
+        );
+        assert_eq!(
+            policy(
+                &k,
+                "deepseek-chat",
+                Some("192.168.0.1".parse().unwrap()),
+                now
+            ),
+            Err(CallError::IpNotAllowed)
+        );
+        assert_eq!(
+            policy(&k, "deepseek-chat", None, now),
+            Err(CallError::IpNotAllowed)
+        );
+        k.expires_at = Some(now - 1);
+        assert_eq!(
+            policy(&k, "deepseek-chat", Some(inside), now),
+            Err(CallError::KeyExpired)
+        );
+        k.enabled = false;
+        assert_eq!(
+            policy(&k, "deepseek-chat", Some(inside), now),
+            Err(CallError::KeyDisabled)
+        );
+    }
+
+    #[test]
+    fn route_names_a_model_nobody_serves() {
+        let only = Arc::new(Upstream::new(crate::gateway::settings::UpstreamSettings {
+            models: vec!["mock-*".into()],
+            ..mock_upstream()
+        }));
+        assert_eq!(
+            route(std::slice::from_ref(&only), "mock-1", 0)
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            route(&[only], "gpt-4o", 0).map(|v| v.len()),
+            Err(CallError::ModelNotFound("gpt-4o".into()))
+        );
+    }
+
+    #[test]
+    fn whole_answers_are_metered_from_usage_or_estimated() {
+        let with = br#"{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":7,"completion_tokens":3}}"#;
+        assert_eq!(metered_full(with, 99, Endpoint::Chat), (7, 3, false));
+        let without = br#"{"choices":[{"message":{"content":"some words here"}}]}"#;
+        let (p, c, est) = metered_full(without, 11, Endpoint::Chat);
+        assert_eq!((p, est), (11, true));
+        assert!(c > 0);
+        assert_eq!(metered_full(with, 99, Endpoint::Embeddings), (7, 0, false));
+    }
+
+    #[test]
+    fn streams_are_metered_and_the_unasked_usage_chunk_hidden() {
+        let events = concat!(
+            "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"lo\"}}]}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2}}\n\n",
+            "data: [DONE]\n\n"
+        );
+        let mut hidden = StreamMeter::new(false);
+        // Split anywhere: the meter sees whole events.
+        let (a, b) = events.as_bytes().split_at(23);
+        let mut out = hidden.push(a).unwrap();
+        out.extend(hidden.push(b).unwrap());
+        let out = String::from_utf8(out).unwrap();
+        assert!(hidden.done);
+        assert_eq!(hidden.text, "Hello");
+        assert_eq!(hidden.metered(1), (5, 2, false));
+        assert!(!out.contains("usage") && out.contains("[DONE]"));
+        let mut shown = StreamMeter::new(true);
+        let out = String::from_utf8(shown.push(events.as_bytes()).unwrap()).unwrap();
+        assert!(out.contains("\"usage\""));
+        // No usage at all: estimated from the text.
+        let mut est = StreamMeter::new(false);
+        est.push(b"data: {\"choices\":[{\"delta\":{\"content\":\"a b c d\"}}]}\n\n")
+            .unwrap();
+        let (p, c, e) = est.metered(4);
+        assert!(e && p == 4 && c > 0);
+    }
+}
