@@ -9,18 +9,20 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::api::extract::QueryMap;
 use crate::api::monitor_shapes::{
-    AnomaliesAnswer, AnomalyParams, CsvParams, HeatmapAnswer, HeatmapParams, MonitorHealth,
-    RangeParams, SeriesAnswer, SeriesParams, SubjectAnswer, SubjectParams, SummaryAnswer,
-    TopAnswer, TopParams,
+    AnomalyParams, CsvParams, HeatmapParams, RangeParams, SeriesParams, SubjectParams, TopParams,
 };
 use crate::api::shapes::MonitorError as MonitorErrorShape;
 use crate::auth::Authenticator;
 use crate::monitor::answer::{Endpoint, compute};
 use crate::monitor::params::Q;
+use crate::monitor::rows::{
+    AnomaliesAnswer, HeatmapAnswer, MonitorHealth, SeriesAnswer, SubjectAnswer, SummaryAnswer,
+    TopAnswer,
+};
 use crate::monitor::{Monitor, MonitorError, csv_export};
 
 /// What the monitor routes need: the monitor and who may read it.
@@ -192,13 +194,13 @@ pub async fn subject_h(
     responses((status = 200, body = MonitorHealth), (status = 503, body = MonitorHealth)))]
 pub async fn health(State(st): State<MonitorState>) -> Response {
     let ok = st.monitor.source.ping().await.is_ok();
-    let body = json!({
-        "ok": ok,
-        "version": env!("CARGO_PKG_VERSION"),
-        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        "source": st.monitor.source.kind.as_str(),
-        "rollup": st.monitor.rollup.as_ref().map(|r| r.status()),
-    });
+    let body = MonitorHealth {
+        ok,
+        version: env!("CARGO_PKG_VERSION"),
+        timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        source: st.monitor.source.kind.as_str(),
+        rollup: st.monitor.rollup.as_ref().map(|r| r.status()),
+    };
     let status = if ok {
         StatusCode::OK
     } else {

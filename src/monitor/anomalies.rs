@@ -3,12 +3,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use serde_json::{Value, json};
-
 use super::MonitorError;
 use super::aggregates::{NameOf, Shared, Sharing};
 use super::params::Range;
-use super::queries::{Engine, Rows, names, obj};
+use super::queries::{Engine, names};
+use super::rows::{AnomalyRow, BigRequestRow, BurstRow, CrowdedIpRow, SharedKeyRow};
 use super::source::Source;
 use super::sql;
 use crate::timefmt::rfc3339_secs;
@@ -28,7 +27,7 @@ impl AllowList {
 }
 
 pub struct Found {
-    pub rows: Rows,
+    pub rows: Vec<AnomalyRow>,
     pub total: usize,
 }
 
@@ -56,7 +55,7 @@ pub async fn burst(
     window_sec: i64,
     limit: i64,
     allow: &AllowList,
-) -> Result<Rows, MonitorError> {
+) -> Result<Vec<AnomalyRow>, MonitorError> {
     let times = eng
         .either(
             src,
@@ -88,17 +87,17 @@ pub async fn burst(
     Ok(hits
         .into_iter()
         .map(|(k, u, n, first, last)| {
-            obj(json!({
-                "token_id": k,
-                "token_name": knames.get(&k).cloned().unwrap_or_default(),
-                "user_id": u,
-                "username": unames.get(&u).cloned().unwrap_or_default(),
-                "request_count": n,
-                "window_sec": window_sec,
-                "threshold": limit,
-                "first_request": rfc3339_secs(first),
-                "last_request": rfc3339_secs(last),
-            }))
+            AnomalyRow::Burst(BurstRow {
+                token_id: k,
+                token_name: knames.get(&k).cloned().unwrap_or_default(),
+                user_id: u,
+                username: unames.get(&u).cloned().unwrap_or_default(),
+                request_count: n as i64,
+                window_sec,
+                threshold: limit,
+                first_request: rfc3339_secs(first),
+                last_request: rfc3339_secs(last),
+            })
         })
         .collect())
 }
@@ -131,7 +130,7 @@ pub async fn multi_user_token(
     users_threshold: i64,
     ips_threshold: i64,
     allow: &AllowList,
-) -> Result<Rows, MonitorError> {
+) -> Result<Vec<AnomalyRow>, MonitorError> {
     let found = eng
         .either(
             src,
@@ -158,15 +157,15 @@ pub async fn multi_user_token(
     Ok(hits
         .into_iter()
         .map(|h| {
-            obj(json!({
-                "token_id": h.key,
-                "token_name": knames.get(&h.key).cloned().unwrap_or_default(),
-                "user_count": h.users,
-                "ip_count": h.ips,
-                "threshold": users_threshold,
-                "users": user_list(found.users_of.get(&h.key).unwrap_or(&empty), &unames),
-                "total_requests": h.requests,
-            }))
+            AnomalyRow::SharedKey(SharedKeyRow {
+                token_id: h.key,
+                token_name: knames.get(&h.key).cloned().unwrap_or_default(),
+                user_count: h.users,
+                ip_count: h.ips,
+                threshold: users_threshold,
+                users: user_list(found.users_of.get(&h.key).unwrap_or(&empty), &unames),
+                total_requests: h.requests,
+            })
         })
         .collect())
 }
@@ -177,7 +176,7 @@ pub async fn ip_many_users(
     r: Range,
     threshold: i64,
     allow: &AllowList,
-) -> Result<Rows, MonitorError> {
+) -> Result<Vec<AnomalyRow>, MonitorError> {
     let found = eng
         .either(
             src,
@@ -193,13 +192,13 @@ pub async fn ip_many_users(
     Ok(hits
         .into_iter()
         .map(|h| {
-            obj(json!({
-                "ip": h.key,
-                "user_count": h.users,
-                "threshold": threshold,
-                "users": user_list(found.users_of.get(&h.key).unwrap_or(&empty), &unames),
-                "total_requests": h.requests,
-            }))
+            AnomalyRow::CrowdedIp(CrowdedIpRow {
+                ip: h.key.clone(),
+                user_count: h.users,
+                threshold,
+                users: user_list(found.users_of.get(&h.key).unwrap_or(&empty), &unames),
+                total_requests: h.requests,
+            })
         })
         .collect())
 }
@@ -215,7 +214,7 @@ pub async fn big_request(
     sigma: f64,
     global: bool,
     allow: &AllowList,
-) -> Result<Rows, MonitorError> {
+) -> Result<Vec<AnomalyRow>, MonitorError> {
     let moments = eng
         .either(
             src,
@@ -269,24 +268,24 @@ pub async fn big_request(
     Ok(hits
         .into_iter()
         .map(|(b, mean, std, thr)| {
-            obj(json!({
-                "token_id": b.key,
-                "token_name": knames.get(&b.key).cloned().unwrap_or_default(),
-                "user_id": b.user,
-                "username": unames.get(&b.user).cloned().unwrap_or_default(),
-                "model_name": if global { Value::Null } else { json!(b.group) },
-                "token_count": b.tokens,
-                "created_at": rfc3339_secs(b.ts),
-                "mean_tokens": round2(mean),
-                "std_tokens": round2(std),
-                "threshold": round2(thr),
-                "sigma": sigma,
-            }))
+            AnomalyRow::BigRequest(BigRequestRow {
+                token_id: b.key,
+                token_name: knames.get(&b.key).cloned().unwrap_or_default(),
+                user_id: b.user,
+                username: unames.get(&b.user).cloned().unwrap_or_default(),
+                model_name: (!global).then(|| b.group.clone()),
+                token_count: b.tokens,
+                created_at: rfc3339_secs(b.ts),
+                mean_tokens: round2(mean),
+                std_tokens: round2(std),
+                threshold: round2(thr),
+                sigma,
+            })
         })
         .collect())
 }
 
-pub fn found(rows: Rows, limit: usize) -> Found {
+pub fn found(rows: Vec<AnomalyRow>, limit: usize) -> Found {
     let total = rows.len();
     let mut rows = rows;
     rows.truncate(limit);

@@ -3,10 +3,12 @@
 
 use std::collections::HashMap;
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::params::{Dim, Metric, Q, Rule, slot};
 use super::queries::{self, Engine, HeatMetric};
+use super::rows::{AnomaliesAnswer, HeatmapAnswer, SeriesAnswer, TopAnswer};
 use super::{Monitor, MonitorError, anomalies, subject};
 
 /// The monitor's queries.
@@ -51,7 +53,11 @@ async fn answer_with(
             let r = q.range(now)?;
             let slot = slot(q, r)?;
             let data = queries::series(src, eng, r, slot).await?;
-            Ok(json!({"data": data, "total_points": data.len(), "slot_sec": slot}))
+            to_value(SeriesAnswer {
+                total_points: data.len(),
+                data,
+                slot_sec: slot,
+            })
         }
         Endpoint::Top => {
             let by = Dim::parse(q.str("by"))?;
@@ -59,7 +65,12 @@ async fn answer_with(
             let limit = q.int_in("limit", 1, 1000, 50)?;
             let r = q.range(now)?;
             let data = queries::top(src, eng, r, by, metric, limit as usize).await?;
-            Ok(json!({"data": data, "by": by.as_str(), "metric": metric.as_str(), "limit": limit}))
+            to_value(TopAnswer {
+                data,
+                by: by.as_str(),
+                metric: metric.as_str(),
+                limit,
+            })
         }
         Endpoint::Anomalies => {
             let rule = Rule::parse(q.str("rule"))?;
@@ -92,7 +103,11 @@ async fn answer_with(
                 }
             };
             let found = anomalies::found(rows, limit);
-            Ok(json!({"data": found.rows, "rule": rule.as_str(), "total_count": found.total}))
+            to_value(AnomaliesAnswer {
+                data: found.rows,
+                rule: rule.as_str(),
+                total_count: found.total,
+            })
         }
         Endpoint::Heatmap => {
             let r = q.range(now)?;
@@ -107,20 +122,30 @@ async fn answer_with(
                 Some(t) => t.parse().map_err(|_| MonitorError::invalid("tz"))?,
             };
             let data = queries::heatmap(src, eng, r, metric, tz).await?;
-            Ok(json!({"data": data, "metric": q.str("metric").unwrap_or("reqs"), "tz": tz.name()}))
+            to_value(HeatmapAnswer {
+                data,
+                metric: q.str("metric").unwrap_or("reqs").to_owned(),
+                tz: tz.name().to_owned(),
+            })
         }
         Endpoint::Summary => {
             let r = q.range(now)?;
-            Ok(Value::Object(queries::summary(src, eng, r).await?))
+            to_value(queries::summary(src, eng, r).await?)
         }
         Endpoint::Subject => {
             let who = subject::Subject::parse(q)?;
             let r = q.range(now)?;
             let slot = slot(q, r)?;
             let limit = q.int_in("limit", 1, 1000, 50)?;
-            subject::detail(src, &who, r, slot, limit).await
+            to_value(subject::detail(src, &who, r, slot, limit).await?)
         }
     }
+}
+
+/// The typed answer as the JSON the cache keeps and the alert rules read. (Plain structs of
+/// numbers and strings always serialize; a non-finite float becomes `null`.)
+fn to_value(answer: impl Serialize) -> Result<Value, MonitorError> {
+    Ok(serde_json::to_value(answer).unwrap_or_default())
 }
 
 /// `/api/stats/anomalies` for `params`, as that endpoint answers it (for the alert rules).

@@ -8,6 +8,7 @@ pub mod csv_export;
 pub mod params;
 pub mod queries;
 pub mod rollup;
+pub mod rows;
 pub mod source;
 pub mod sql;
 pub mod subject;

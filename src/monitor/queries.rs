@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::{Datelike, TimeZone, Timelike};
-use serde_json::{Map, Value, json};
 
 use super::MonitorError;
 use super::aggregates::{Group, NameOf};
@@ -15,6 +14,7 @@ pub use super::params::HeatMetric;
 use super::params::{Dim, Metric, Range, bucket_bounds};
 use super::rollup::Rollup;
 use super::rollup::data::Data;
+use super::rows::{HeatCell, Ranked, SeriesRow, SummaryAnswer, TopRow};
 use super::source::{Source, SourceKind};
 use super::sql;
 use crate::timefmt::rfc3339_secs;
@@ -121,17 +121,12 @@ pub async fn names(
     Ok(out)
 }
 
-pub type Rows = Vec<Map<String, Value>>;
-
-/// The object inside `v` (empty for anything else).
-pub fn obj(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    }
-}
-
-pub async fn series(src: &Source, eng: &Engine, r: Range, slot: i64) -> Result<Rows, MonitorError> {
+pub async fn series(
+    src: &Source,
+    eng: &Engine,
+    r: Range,
+    slot: i64,
+) -> Result<Vec<SeriesRow>, MonitorError> {
     let by_bucket = eng
         .either(
             src,
@@ -145,15 +140,15 @@ pub async fn series(src: &Source, eng: &Engine, r: Range, slot: i64) -> Result<R
     let mut b = first;
     while b < end {
         let v = by_bucket.get(&b).copied().unwrap_or_default();
-        out.push(obj(json!({
-            "bucket": rfc3339_secs(b),
-            "reqs": v[0],
-            "tokens": v[1],
-            "users": v[2],
-            "tokens_cnt": v[3],
-            "quota_sum": v[4],
-            "quota_usd": src.usd(v[4]),
-        })));
+        out.push(SeriesRow {
+            bucket: rfc3339_secs(b),
+            reqs: v[0],
+            tokens: v[1],
+            users: v[2],
+            tokens_cnt: v[3],
+            quota_sum: v[4],
+            quota_usd: src.usd(v[4]),
+        });
         b += slot;
     }
     Ok(out)
@@ -166,7 +161,7 @@ pub async fn top(
     dim: Dim,
     metric: Metric,
     limit: usize,
-) -> Result<Rows, MonitorError> {
+) -> Result<Vec<TopRow>, MonitorError> {
     let int_channel = src.kind == SourceKind::NewApi;
     let mut groups = eng
         .either(
@@ -205,32 +200,44 @@ pub async fn top(
     };
     let mut out = Vec::with_capacity(groups.len());
     for g in groups {
-        let mut row = match dim {
-            Dim::User => {
-                json!({"user_id": g.id, "username": names.get(&g.id).cloned().unwrap_or_default()})
-            }
-            Dim::Token => {
-                json!({"token_id": g.id, "token_name": names.get(&g.id).cloned().unwrap_or_default()})
-            }
-            Dim::Model => json!({"model_name": g.name}),
+        let who = match dim {
+            Dim::User => Ranked::User {
+                user_id: g.id,
+                username: names.get(&g.id).cloned().unwrap_or_default(),
+            },
+            Dim::Token => Ranked::Token {
+                token_id: g.id,
+                token_name: names.get(&g.id).cloned().unwrap_or_default(),
+            },
+            Dim::Model => Ranked::Model {
+                model_name: g.name.clone(),
+            },
             Dim::Channel => match src.kind {
-                SourceKind::NewApi => json!({
-                    "channel_id": g.id,
-                    "channel_name": names.get(&g.id).cloned().unwrap_or_else(|| format!("channel-{}", g.id)),
-                }),
-                SourceKind::Native => json!({
-                    "channel_id": src.upstreams.iter().position(|u| *u == g.name).map(|i| i as i64 + 1).unwrap_or(0),
-                    "channel_name": g.name,
-                }),
+                SourceKind::NewApi => Ranked::Channel {
+                    channel_id: g.id,
+                    channel_name: names
+                        .get(&g.id)
+                        .cloned()
+                        .unwrap_or_else(|| format!("channel-{}", g.id)),
+                },
+                SourceKind::Native => Ranked::Channel {
+                    channel_id: src
+                        .upstreams
+                        .iter()
+                        .position(|u| *u == g.name)
+                        .map(|i| i as i64 + 1)
+                        .unwrap_or(0),
+                    channel_name: g.name.clone(),
+                },
             },
         };
-        if let Value::Object(m) = &mut row {
-            m.insert("tokens".into(), json!(g.tokens));
-            m.insert("reqs".into(), json!(g.reqs));
-            m.insert("quota_sum".into(), json!(g.quota));
-            m.insert("quota_usd".into(), json!(src.usd(g.quota)));
-        }
-        out.push(obj(row));
+        out.push(TopRow {
+            who,
+            tokens: g.tokens,
+            reqs: g.reqs,
+            quota_sum: g.quota,
+            quota_usd: src.usd(g.quota),
+        });
     }
     Ok(out)
 }
@@ -243,7 +250,7 @@ pub async fn heatmap(
     r: Range,
     metric: HeatMetric,
     tz: chrono_tz::Tz,
-) -> Result<Vec<Value>, MonitorError> {
+) -> Result<Vec<HeatCell>, MonitorError> {
     let hours = eng
         .either(
             src,
@@ -262,17 +269,13 @@ pub async fn heatmap(
     let mut out = Vec::with_capacity(168);
     for (wd, hours) in cells.iter().enumerate() {
         for (h, v) in hours.iter().enumerate() {
-            out.push(json!([h, wd, v]));
+            out.push([h as i64, wd as i64, *v]);
         }
     }
     Ok(out)
 }
 
-pub async fn summary(
-    src: &Source,
-    eng: &Engine,
-    r: Range,
-) -> Result<Map<String, Value>, MonitorError> {
+pub async fn summary(src: &Source, eng: &Engine, r: Range) -> Result<SummaryAnswer, MonitorError> {
     let t = eng
         .either(
             src,
@@ -281,19 +284,21 @@ pub async fn summary(
             sql::totals(src, r),
         )
         .await?;
-    let mut out = obj(json!({
-        "start_ms": r.start_ms,
-        "end_ms": r.end_ms,
-        "reqs": t.reqs,
-        "tokens": t.tokens,
-        "quota_sum": t.quota,
-        "quota_usd": src.usd(t.quota),
-        "users": t.users,
-        "keys": t.keys,
-        "models": t.models,
-    }));
-    if src.kind == SourceKind::Native {
-        sql::native_health(src, r, &mut out).await?;
-    }
-    Ok(out)
+    let native = if src.kind == SourceKind::Native {
+        Some(sql::native_health(src, r).await?)
+    } else {
+        None
+    };
+    Ok(SummaryAnswer {
+        start_ms: r.start_ms,
+        end_ms: r.end_ms,
+        reqs: t.reqs,
+        tokens: t.tokens,
+        quota_sum: t.quota,
+        quota_usd: src.usd(t.quota),
+        users: t.users,
+        keys: t.keys,
+        models: t.models,
+        native,
+    })
 }

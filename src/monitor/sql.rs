@@ -5,12 +5,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use serde_json::{Map, Value, json};
 use sqlx::Row;
 
 use super::MonitorError;
 use super::aggregates::{BigRow, Buckets, Group, KeyTimes, Moments, Shared, Sharing, Totals};
 use super::params::{Dim, HeatMetric, Metric, Range};
+use super::rows::NativeHealth;
 use super::source::{Source, SourceKind, int_at as get_i64, int_at as i, text_at as s};
 
 pub async fn series(src: &Source, r: Range, slot: i64) -> Result<Buckets, MonitorError> {
@@ -373,50 +373,41 @@ async fn users_by<K: std::hash::Hash + Eq>(
 }
 
 /// The native log also knows failed calls and latency: error rate and p50/p95 over all calls.
-pub async fn native_health(
-    src: &Source,
-    r: Range,
-    out: &mut Map<String, Value>,
-) -> Result<(), MonitorError> {
+pub async fn native_health(src: &Source, r: Range) -> Result<NativeHealth, MonitorError> {
     let d = src.dialect;
-    {
-        let all = format!("ts >= {} AND ts < {}", r.start_ms, r.end_ms);
-        let sql = format!(
-            "SELECT {n}, {e} FROM request_log WHERE {all}",
-            n = d.int("COUNT(*)"),
-            e = d.int(
-                "COALESCE(SUM(CASE WHEN status >= 200 AND status < 300 THEN 0 ELSE 1 END), 0)"
-            ),
-        );
-        let rows = src.fetch(&sql).await?;
-        let (total, errors) = match rows.first() {
-            Some(row) => (get_i64(row, 0)?, get_i64(row, 1)?),
-            None => (0, 0),
-        };
-        out.insert(
-            "error_rate".into(),
-            json!(if total > 0 {
-                errors as f64 / total as f64
-            } else {
-                0.0
-            }),
-        );
-        for (name, p) in [("latency_p50_ms", 0.50), ("latency_p95_ms", 0.95)] {
-            let v = if total > 0 {
-                let offset = ((total as f64 * p).ceil() as i64 - 1).clamp(0, total - 1);
-                let sql = format!(
-                    "SELECT latency_ms FROM request_log WHERE {all} ORDER BY latency_ms LIMIT 1 OFFSET {offset}"
-                );
-                src.fetch(&sql)
-                    .await?
-                    .first()
-                    .map(|r| get_i64(r, 0))
-                    .transpose()?
-            } else {
-                None
-            };
-            out.insert(name.into(), json!(v));
+    let all = format!("ts >= {} AND ts < {}", r.start_ms, r.end_ms);
+    let sql = format!(
+        "SELECT {n}, {e} FROM request_log WHERE {all}",
+        n = d.int("COUNT(*)"),
+        e = d.int("COALESCE(SUM(CASE WHEN status >= 200 AND status < 300 THEN 0 ELSE 1 END), 0)"),
+    );
+    let rows = src.fetch(&sql).await?;
+    let (total, errors) = match rows.first() {
+        Some(row) => (get_i64(row, 0)?, get_i64(row, 1)?),
+        None => (0, 0),
+    };
+    let mut pct = [None, None];
+    for (slot, p) in pct.iter_mut().zip([0.50, 0.95]) {
+        if total > 0 {
+            let offset = ((total as f64 * p).ceil() as i64 - 1).clamp(0, total - 1);
+            let sql = format!(
+                "SELECT latency_ms FROM request_log WHERE {all} ORDER BY latency_ms LIMIT 1 OFFSET {offset}"
+            );
+            *slot = src
+                .fetch(&sql)
+                .await?
+                .first()
+                .map(|r| get_i64(r, 0))
+                .transpose()?;
         }
     }
-    Ok(())
+    Ok(NativeHealth {
+        error_rate: if total > 0 {
+            errors as f64 / total as f64
+        } else {
+            0.0
+        },
+        latency_p50_ms: pct[0],
+        latency_p95_ms: pct[1],
+    })
 }

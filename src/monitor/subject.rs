@@ -5,11 +5,9 @@
 
 use std::net::IpAddr;
 
-use serde_json::{Value, json};
-
 use super::MonitorError;
 use super::params::{Q, Range, bucket_bounds};
-use super::queries::Rows;
+use super::rows::{SubjectAnswer, SubjectRef, SubjectRequest, SubjectSeriesRow};
 use super::source::{Source, SourceKind, int_at as int, text_at as text};
 use crate::timefmt::rfc3339_secs;
 
@@ -40,11 +38,11 @@ impl Subject {
         }
     }
 
-    fn json(&self) -> Value {
+    fn as_ref(&self) -> SubjectRef {
         match self {
-            Subject::Token(t) => json!({"token_id": t}),
-            Subject::User(u) => json!({"user_id": u}),
-            Subject::Ip(ip) => json!({"ip": ip}),
+            Subject::Token(t) => SubjectRef::Token { token_id: *t },
+            Subject::User(u) => SubjectRef::User { user_id: *u },
+            Subject::Ip(ip) => SubjectRef::Ip { ip: ip.clone() },
         }
     }
 
@@ -60,26 +58,31 @@ impl Subject {
     }
 }
 
-/// `{subject, series, slot_sec, requests, total_count}`.
+/// The subject's series and its latest requests.
 pub async fn detail(
     src: &Source,
     subject: &Subject,
     r: Range,
     slot: i64,
     limit: i64,
-) -> Result<Value, MonitorError> {
+) -> Result<SubjectAnswer, MonitorError> {
     let series = series(src, subject, r, slot).await?;
     let (requests, total) = requests(src, subject, r, limit).await?;
-    Ok(json!({
-        "subject": subject.json(),
-        "series": series,
-        "slot_sec": slot,
-        "requests": requests,
-        "total_count": total,
-    }))
+    Ok(SubjectAnswer {
+        subject: subject.as_ref(),
+        series,
+        slot_sec: slot,
+        requests,
+        total_count: total,
+    })
 }
 
-async fn series(src: &Source, s: &Subject, r: Range, slot: i64) -> Result<Rows, MonitorError> {
+async fn series(
+    src: &Source,
+    s: &Subject,
+    r: Range,
+    slot: i64,
+) -> Result<Vec<SubjectSeriesRow>, MonitorError> {
     let d = src.dialect;
     let c = &src.cols;
     let sql = format!(
@@ -101,16 +104,13 @@ async fn series(src: &Source, s: &Subject, r: Range, slot: i64) -> Result<Rows, 
     let mut b = first;
     while b < end {
         let v = by_bucket.get(&b).copied().unwrap_or_default();
-        let row = json!({
-            "bucket": rfc3339_secs(b),
-            "reqs": v[0],
-            "tokens": v[1],
-            "quota_sum": v[2],
-            "quota_usd": src.usd(v[2]),
+        out.push(SubjectSeriesRow {
+            bucket: rfc3339_secs(b),
+            reqs: v[0],
+            tokens: v[1],
+            quota_sum: v[2],
+            quota_usd: src.usd(v[2]),
         });
-        if let Value::Object(m) = row {
-            out.push(m);
-        }
         b += slot;
     }
     Ok(out)
@@ -121,7 +121,7 @@ async fn requests(
     s: &Subject,
     r: Range,
     limit: i64,
-) -> Result<(Rows, i64), MonitorError> {
+) -> Result<(Vec<SubjectRequest>, i64), MonitorError> {
     let d = src.dialect;
     let c = &src.cols;
     let count_sql = format!(
@@ -163,28 +163,25 @@ async fn requests(
     for row in src.fetch(&sql).await? {
         let quota = int(&row, 9)?;
         // Native rows name their upstream; its channel id is its place in the config.
-        let channel = if native_channels {
-            Value::Null
+        let channel_id = if native_channels {
+            None
         } else {
-            json!(int(&row, 7)?)
+            Some(int(&row, 7)?)
         };
-        let v = json!({
-            "id": int(&row, 0)?,
-            "created_at": rfc3339_secs(int(&row, 1)?),
-            "token_id": int(&row, 2)?,
-            "token_name": text(&row, 3)?,
-            "user_id": int(&row, 4)?,
-            "username": text(&row, 5)?,
-            "model_name": text(&row, 6)?,
-            "channel_id": channel,
-            "tokens": int(&row, 8)?,
-            "quota_sum": quota,
-            "quota_usd": src.usd(quota),
-            "ip": text(&row, 10)?,
+        out.push(SubjectRequest {
+            id: int(&row, 0)?,
+            created_at: rfc3339_secs(int(&row, 1)?),
+            token_id: int(&row, 2)?,
+            token_name: text(&row, 3)?,
+            user_id: int(&row, 4)?,
+            username: text(&row, 5)?,
+            model_name: text(&row, 6)?,
+            channel_id,
+            tokens: int(&row, 8)?,
+            quota_sum: quota,
+            quota_usd: src.usd(quota),
+            ip: text(&row, 10)?,
         });
-        if let Value::Object(m) = v {
-            out.push(m);
-        }
     }
     Ok((out, total))
 }

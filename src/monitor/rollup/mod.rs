@@ -40,7 +40,7 @@ pub struct Rollup {
 }
 
 /// What `/api/health` reports.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct RollupStatus {
     pub state: &'static str,
     pub rows: usize,
