@@ -11,6 +11,7 @@
 //!
 //!   scripts/bench-monitor.sh                          # starts MariaDB, runs this
 //!   BENCH_ROWS=1000000 scripts/bench-monitor.sh       # a smaller table
+//!   BENCH_RESTART_ONLY=1 scripts/bench-monitor.sh     # first load and restart only
 //!
 //! Only 127.0.0.1 is contacted.
 #![expect(
@@ -335,8 +336,9 @@ fn pct(mut v: Vec<f64>, p: f64) -> f64 {
     v[i]
 }
 
-async fn measure(label: &str, dsn: &str, mysql: bool, end: i64, runs: usize, sql_runs: usize) {
-    let dir = tempfile::tempdir().unwrap();
+/// Starts `quota-proxy monitor` over `dsn` with `dir` as its data directory and waits until
+/// its rollup is ready: the process, its port, the rows held and the seconds it took.
+async fn start_monitor(dsn: &str, dir: &std::path::Path) -> (KillOnDrop, String, u64, f64) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -354,14 +356,13 @@ async fn measure(label: &str, dsn: &str, mysql: bool, end: i64, runs: usize, sql
             &port.to_string(),
             "--data-dir",
         ])
-        .arg(dir.path())
+        .arg(dir)
         .env("ADMIN_TOKEN", ADMIN)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let pid = child.id();
-    let _child = KillOnDrop(child);
+    let child = KillOnDrop(child);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
@@ -378,7 +379,44 @@ async fn measure(label: &str, dsn: &str, mysql: bool, end: i64, runs: usize, sql
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let load_s = started.elapsed().as_secs_f64();
+    (child, base, rows, started.elapsed().as_secs_f64())
+}
+
+/// SIGTERM (the snapshot is written), then a second start over the same data directory:
+/// how long until the rollup answers again, and its memory.
+async fn restart(mut child: KillOnDrop, dsn: &str, dir: &std::path::Path) {
+    let t0 = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    child.0.wait().unwrap();
+    let stop_s = t0.elapsed().as_secs_f64();
+    let snapshot: u64 = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("monitor-rollup-")
+        })
+        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let (again, _, rows, ready_s) = start_monitor(dsn, dir).await;
+    println!(
+        "Restart: stop (snapshot written) {stop_s:.1} s, snapshot {:.0} MB; ready again with \
+         {rows} rows in {ready_s:.1} s; RSS {:.0} MB ({:.0} bytes a row).\n",
+        snapshot as f64 / 1e6,
+        rss_mb(again.0.id()),
+        rss_mb(again.0.id()) * 1e6 / rows.max(1) as f64,
+    );
+}
+
+async fn measure(label: &str, dsn: &str, mysql: bool, end: i64, runs: usize, sql_runs: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, base, rows, load_s) = start_monitor(dsn, dir.path()).await;
+    let pid = child.0.id();
+    let client = reqwest::Client::new();
     let url = if mysql {
         dsn.to_owned()
     } else {
@@ -390,6 +428,10 @@ async fn measure(label: &str, dsn: &str, mysql: bool, end: i64, runs: usize, sql
         "Rollup: {rows} billed rows loaded in {load_s:.1} s; monitor RSS {:.0} MB.\n",
         rss_mb(pid)
     );
+    if std::env::var("BENCH_RESTART_ONLY").is_ok() {
+        restart(child, dsn, dir.path()).await;
+        return;
+    }
     println!(
         "| query | rollup p50 ms | rollup p95 ms | SQL engine p50 ms | plain SQL p50 ms | target ms |"
     );
@@ -446,6 +488,7 @@ async fn measure(label: &str, dsn: &str, mysql: bool, end: i64, runs: usize, sql
         );
     }
     dashboard_overview(&base, runs).await;
+    restart(child, dsn, dir.path()).await;
 }
 
 /// The dashboard's Overview over the last 24 h in headless Chromium: milliseconds from

@@ -67,6 +67,7 @@ pub struct App {
     ledger_handle: LedgerHandle,
     gateway_handle: GatewayHandle,
     alerts: Arc<Alerts>,
+    monitor: Arc<Monitor>,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -100,6 +101,7 @@ impl App {
                 .iter()
                 .map(|u| u.name.clone())
                 .collect(),
+            Some(&config.data_dir),
         )
         .await?;
         let web_state = WebState {
@@ -131,7 +133,7 @@ impl App {
             Some(monitor.clone()),
         );
         let monitor_state = MonitorState {
-            monitor,
+            monitor: monitor.clone(),
             auth: auth.clone(),
         };
         let background = vec![
@@ -160,6 +162,7 @@ impl App {
             ledger_handle,
             gateway_handle,
             alerts,
+            monitor,
             background,
         })
     }
@@ -182,6 +185,8 @@ impl App {
             task.abort();
         }
         self.alerts.stop();
+        // The rollup's snapshot: the next start reads only rows added since.
+        self.monitor.persist(Duration::from_secs(30)).await;
         // Open streams settle first, then their log rows and the ledger are flushed.
         self.state.gateway.drain().await;
         self.gateway_handle.flushed().await;

@@ -266,6 +266,7 @@ async fn monitor_only(mut config: Config) -> Result<(), CliError> {
         config.monitor.clone(),
         &config.sqlite_path.to_string_lossy(),
         Vec::new(),
+        Some(&config.data_dir),
     )
     .await
     .map_err(|e| CliError::Usage(e.to_string()))?;
@@ -310,7 +311,7 @@ async fn monitor_only(mut config: Config) -> Result<(), CliError> {
         .merge(app::operations_routes(
             crate::api::metrics::MetricsState::new(
                 config.metrics_token.as_deref(),
-                Some(metrics_monitor),
+                Some(metrics_monitor.clone()),
             ),
         )),
         config.max_body_bytes,
@@ -329,6 +330,10 @@ async fn monitor_only(mut config: Config) -> Result<(), CliError> {
     )
     .await?;
     alerts.stop();
+    // The rollup's snapshot: the next start reads only rows added since.
+    metrics_monitor
+        .persist(std::time::Duration::from_secs(30))
+        .await;
     Ok(())
 }
 

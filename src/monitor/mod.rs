@@ -196,6 +196,8 @@ pub struct Monitor {
     /// Answers from memory once caught up; `None` when `rollup_days` is 0.
     pub rollup: Option<Arc<Rollup>>,
     feed: Option<tokio::task::JoinHandle<()>>,
+    /// Asks the feed to write the rollup's snapshot.
+    persist: Option<tokio::sync::mpsc::Sender<rollup::feed::PersistRequest>>,
     /// Answer bytes and the engine that computed them.
     cache: moka::future::Cache<String, (Bytes, &'static str)>,
 }
@@ -218,11 +220,23 @@ impl Monitor {
         self.cache.insert(key, answer).await;
     }
 
+    /// Writes the rollup's snapshot now (at shutdown), so the next start reads only newer
+    /// rows. Waits at most `limit`.
+    pub async fn persist(&self, limit: Duration) {
+        let Some(tx) = &self.persist else { return };
+        let (reply, done) = tokio::sync::oneshot::channel();
+        if tx.send(reply).await.is_ok() {
+            let _ = tokio::time::timeout(limit, done).await;
+        }
+    }
+
     /// `native_dsn` is the gateway's own database, used when the source is `native`.
+    /// `state_dir`: where the rollup keeps its snapshot (none: no snapshot).
     pub async fn start(
         settings: MonitorSettings,
         native_dsn: &str,
         upstreams: Vec<String>,
+        state_dir: Option<&std::path::Path>,
     ) -> Result<Arc<Self>, MonitorError> {
         let dsn = match settings.source {
             SourceKind::Native => native_dsn.to_owned(),
@@ -236,18 +250,24 @@ impl Monitor {
             .max_capacity(2_000)
             .time_to_live(Duration::from_secs(settings.cache_ttl_sec.max(1)))
             .build();
-        let (rollup, feed) = if settings.rollup.days > 0 {
+        let (rollup, feed, persist) = if settings.rollup.days > 0 {
             let r = Rollup::new(source.unit(), settings.rollup);
-            let feed = rollup::feed::spawn(Arc::clone(&r), source.clone());
-            (Some(r), Some(feed))
+            let key = format!("{}|{dsn}", settings.source.as_str());
+            let at = state_dir.map(|dir| rollup::feed::SnapshotAt {
+                path: rollup::snapshot::path_for(dir, &key),
+                source: key,
+            });
+            let (feed, persist) = rollup::feed::spawn(Arc::clone(&r), source.clone(), at);
+            (Some(r), Some(feed), Some(persist))
         } else {
-            (None, None)
+            (None, None, None)
         };
         Ok(Arc::new(Self {
             source,
             settings,
             rollup,
             feed,
+            persist,
             cache,
         }))
     }

@@ -56,6 +56,21 @@ impl<T: Hash + Eq + Clone> Interner<T> {
         i
     }
 
+    /// An interner holding `vals` at their positions (a restored snapshot).
+    pub fn from_values(vals: Vec<T>) -> Self {
+        let map = vals
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.clone(), i as u32))
+            .collect();
+        Self { map, vals }
+    }
+
+    /// Every value, by its index.
+    pub fn values(&self) -> &[T] {
+        &self.vals
+    }
+
     pub fn find(&self, v: &T) -> Option<u32> {
         self.map.get(v).copied()
     }
@@ -88,7 +103,7 @@ pub struct Chunk {
     pub tokens: Vec<i64>,
     pub quota: Vec<i64>,
     /// Rows were appended out of time order (initial load); `settle` sorts them.
-    unsorted: bool,
+    pub(super) unsorted: bool,
 }
 
 /// The interned ids of one row.

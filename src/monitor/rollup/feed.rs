@@ -7,24 +7,45 @@
 //! `MIN(id)`, and the rollup forgets the same rows.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
+use tokio::sync::{mpsc, oneshot};
 
 use super::Rollup;
 use super::data::Row as LogRow;
+use super::snapshot;
 use crate::monitor::MonitorError;
 use crate::monitor::source::{Source, SourceKind};
 
 const PAGE: usize = 20_000;
 const GAP_TTL: Duration = Duration::from_secs(120);
 const MAX_GAPS: usize = 10_000;
+/// How often a caught-up rollup is written to its snapshot (and at shutdown).
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(300);
 
-pub fn spawn(rollup: Arc<Rollup>, src: Source) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+/// Where the rollup keeps its snapshot, and the source it belongs to.
+#[derive(Debug, Clone)]
+pub struct SnapshotAt {
+    pub path: PathBuf,
+    /// Identifies the source (kind and DSN); only a digest of it is written.
+    pub source: String,
+}
+
+/// Asks the feed to write its snapshot now; answered when it is written (or skipped).
+pub type PersistRequest = oneshot::Sender<()>;
+
+pub fn spawn(
+    rollup: Arc<Rollup>,
+    src: Source,
+    snapshot: Option<SnapshotAt>,
+) -> (tokio::task::JoinHandle<()>, mpsc::Sender<PersistRequest>) {
+    let (tx, mut persist) = mpsc::channel::<PersistRequest>(4);
+    let task = tokio::spawn(async move {
         let poll = rollup.settings.poll;
         let mut feed = Feed {
             rollup,
@@ -33,13 +54,27 @@ pub fn spawn(rollup: Arc<Rollup>, src: Source) -> tokio::task::JoinHandle<()> {
             started: false,
             failing: false,
             began: Instant::now(),
+            snapshot,
+            saved_at: Instant::now(),
         };
+        feed.restore().await;
         loop {
-            match feed.step().await {
-                Ok(true) => tokio::task::yield_now().await,
+            // A shutdown asks for a snapshot even in the middle of a load.
+            while let Ok(reply) = persist.try_recv() {
+                feed.persist().await;
+                let _ = reply.send(());
+            }
+            let wait = match feed.step().await {
+                Ok(true) => {
+                    tokio::task::yield_now().await;
+                    continue;
+                }
                 Ok(false) => {
                     feed.failing = false;
-                    tokio::time::sleep(poll).await;
+                    if feed.saved_at.elapsed() >= SNAPSHOT_EVERY {
+                        feed.persist().await;
+                    }
+                    poll
                 }
                 Err(e) => {
                     // One line per outage, not one per poll.
@@ -47,11 +82,19 @@ pub fn spawn(rollup: Arc<Rollup>, src: Source) -> tokio::task::JoinHandle<()> {
                         tracing::warn!(error = %e, "monitor rollup: source not readable, retrying");
                     }
                     feed.failing = true;
-                    tokio::time::sleep(poll.max(Duration::from_secs(1))).await;
+                    poll.max(Duration::from_secs(1))
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                Some(reply) = persist.recv() => {
+                    feed.persist().await;
+                    let _ = reply.send(());
                 }
             }
         }
-    })
+    });
+    (task, tx)
 }
 
 struct Feed {
@@ -62,6 +105,8 @@ struct Feed {
     started: bool,
     failing: bool,
     began: Instant,
+    snapshot: Option<SnapshotAt>,
+    saved_at: Instant,
 }
 
 fn now_s() -> i64 {
@@ -69,6 +114,78 @@ fn now_s() -> i64 {
 }
 
 impl Feed {
+    /// Loads the snapshot, if there is one for this source that still reaches back to the
+    /// horizon: the feed then reads only the rows after it.
+    async fn restore(&mut self) {
+        let Some(at) = self.snapshot.clone() else {
+            return;
+        };
+        let unit = self.src.unit();
+        let started = Instant::now();
+        let loaded =
+            tokio::task::spawn_blocking(move || snapshot::load(&at.path, &at.source, unit)).await;
+        let restored = match loaded {
+            Ok(Ok(Some(r))) => r,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "monitor rollup: snapshot not used; loading from the source");
+                return;
+            }
+            Err(_) => return,
+        };
+        if restored.data.covered_from > self.horizon() {
+            tracing::info!(
+                "monitor rollup: the snapshot starts after the horizon; loading from the source"
+            );
+            return;
+        }
+        let rows = restored.data.rows;
+        let now = Instant::now();
+        self.gaps = restored.gaps.iter().map(|&id| (id, now)).collect();
+        self.rollup
+            .last_id
+            .store(restored.last_id, Ordering::Release);
+        *self.rollup.write_data() = restored.data;
+        self.rollup.restored.store(rows, Ordering::Relaxed);
+        self.started = true;
+        tracing::info!(
+            rows,
+            last_id = restored.last_id,
+            ms = started.elapsed().as_millis() as u64,
+            "monitor rollup restored from its snapshot; reading newer rows from the source"
+        );
+    }
+
+    /// Writes the snapshot of a caught-up rollup (off the async workers).
+    async fn persist(&mut self) {
+        let Some(at) = self.snapshot.clone() else {
+            return;
+        };
+        if !self.rollup.is_ready() {
+            return;
+        }
+        let rollup = Arc::clone(&self.rollup);
+        let gaps: Vec<i64> = self.gaps.keys().copied().collect();
+        let started = Instant::now();
+        let done = tokio::task::spawn_blocking(move || {
+            let last_id = rollup.last_id.load(Ordering::Acquire);
+            let d = rollup.read_data();
+            snapshot::save(&at.path, &at.source, &d, last_id, &gaps).map(|size| (size, d.rows))
+        })
+        .await;
+        self.saved_at = Instant::now();
+        match done {
+            Ok(Ok((bytes, rows))) => tracing::info!(
+                rows,
+                bytes,
+                ms = started.elapsed().as_millis() as u64,
+                "monitor rollup snapshot written"
+            ),
+            Ok(Err(e)) => tracing::warn!(error = %e, "monitor rollup snapshot not written"),
+            Err(_) => {}
+        }
+    }
+
     /// The start of the horizon in source units: `days` back, at an hour boundary.
     fn horizon(&self) -> i64 {
         let days = i64::from(self.rollup.settings.days);

@@ -6,6 +6,7 @@
 pub mod answers;
 pub mod data;
 pub mod feed;
+pub mod snapshot;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -36,6 +37,8 @@ pub struct Rollup {
     /// Unix ms of the last successful poll.
     polled_at: AtomicI64,
     ready: AtomicBool,
+    /// Rows restored from the snapshot at start (0: loaded from the source).
+    restored: std::sync::atomic::AtomicUsize,
     pub settings: RollupSettings,
 }
 
@@ -47,6 +50,8 @@ pub struct RollupStatus {
     pub last_id: i64,
     pub covered_from: Option<String>,
     pub polled_at: Option<String>,
+    /// Rows restored from the snapshot at start (0: read from the source).
+    pub restored_rows: usize,
 }
 
 impl Rollup {
@@ -66,6 +71,7 @@ impl Rollup {
             last_id: AtomicI64::new(0),
             polled_at: AtomicI64::new(0),
             ready: AtomicBool::new(false),
+            restored: std::sync::atomic::AtomicUsize::new(0),
             settings,
         })
     }
@@ -114,6 +120,7 @@ impl Rollup {
             last_id: self.last_id.load(Ordering::Relaxed),
             covered_from: (d.covered_from != i64::MAX).then(|| iso_s(d.secs(d.covered_from))),
             polled_at: (polled > 0).then(|| iso_s(polled / 1000)),
+            restored_rows: self.restored.load(Ordering::Relaxed),
         }
     }
 }
