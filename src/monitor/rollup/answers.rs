@@ -54,7 +54,7 @@ impl Data {
         let zero = self.zero_token();
         let mut cur: Option<(i64, [i64; 5])> = None;
         self.scan(lo, hi, |c, i| {
-            let b = self.secs(c.ts[i]).div_euclid(slot) * slot;
+            let b = self.secs(c.ts(i)).div_euclid(slot) * slot;
             match &cur {
                 Some((cb, _)) if *cb == b => {}
                 _ => {
@@ -68,14 +68,14 @@ impl Data {
             }
             if let Some((_, v)) = cur.as_mut() {
                 v[0] += 1;
-                v[1] += c.tokens[i];
+                v[1] += c.tokens(i);
                 if users.first(c.user[i]) {
                     v[2] += 1;
                 }
                 if Some(c.token[i]) != zero && keys.first(c.token[i]) {
                     v[3] += 1;
                 }
-                v[4] += c.quota[i];
+                v[4] += c.quota(i);
             }
         });
         if let Some((cb, v)) = cur {
@@ -104,8 +104,8 @@ impl Data {
             if Some(k) != skip {
                 let a = &mut acc[k as usize];
                 a[0] += 1;
-                a[1] += c.tokens[i];
-                a[2] += c.quota[i];
+                a[1] += c.tokens(i);
+                a[2] += c.quota(i);
             }
         });
         acc.iter()
@@ -139,7 +139,7 @@ impl Data {
         let mut out: Vec<(i64, i64)> = Vec::new();
         let mut users = Distinct::new(self.users.len());
         self.scan(lo, hi, |c, i| {
-            let h = self.secs(c.ts[i]).div_euclid(3600) * 3600;
+            let h = self.secs(c.ts(i)).div_euclid(3600) * 3600;
             if out.last().is_none_or(|(lh, _)| *lh != h) {
                 out.push((h, 0));
                 users.next_bucket();
@@ -147,7 +147,7 @@ impl Data {
             if let Some((_, v)) = out.last_mut() {
                 *v += match metric {
                     HeatMetric::Reqs => 1,
-                    HeatMetric::Tokens => c.tokens[i],
+                    HeatMetric::Tokens => c.tokens(i),
                     HeatMetric::Users => i64::from(users.first(c.user[i])),
                 };
             }
@@ -166,8 +166,8 @@ impl Data {
         let zero = self.zero_token();
         self.scan(lo, hi, |c, i| {
             t.reqs += 1;
-            t.tokens += c.tokens[i];
-            t.quota += c.quota[i];
+            t.tokens += c.tokens(i);
+            t.quota += c.quota(i);
             t.users += i64::from(users.first(c.user[i]));
             if Some(c.token[i]) != zero {
                 t.keys += i64::from(keys.first(c.token[i]));
@@ -191,7 +191,7 @@ impl Data {
         self.scan(lo, hi, |c, i| {
             let k = c.token[i];
             if Some(k) != zero && count[k as usize] >= min {
-                times.entry(k).or_default().push(self.secs(c.ts[i]));
+                times.entry(k).or_default().push(self.secs(c.ts(i)));
                 *pairs.entry((k, c.user[i])).or_default() += 1;
             }
         });
@@ -316,7 +316,7 @@ impl Data {
                 return;
             }
             let m = &mut acc[if global { 0 } else { c.model[i] as usize }];
-            let t = c.tokens[i];
+            let t = c.tokens(i);
             m.n += 1;
             m.s1 += t;
             m.s2 = m.s2.saturating_add(t.saturating_mul(t));
@@ -340,7 +340,7 @@ impl Data {
         let zero = self.zero_token();
         let mut out = Vec::new();
         self.scan(lo, hi, |c, i| {
-            if Some(c.token[i]) != zero && c.tokens[i] > floor {
+            if Some(c.token[i]) != zero && c.tokens(i) > floor {
                 out.push(BigRow {
                     key: *self.tokens.get(c.token[i]),
                     user: *self.users.get(c.user[i]),
@@ -349,8 +349,8 @@ impl Data {
                     } else {
                         self.models.get(c.model[i]).clone()
                     },
-                    tokens: c.tokens[i],
-                    ts: self.secs(c.ts[i]),
+                    tokens: c.tokens(i),
+                    ts: self.secs(c.ts(i)),
                 });
             }
         });

@@ -17,7 +17,7 @@ use super::data::{Chunk, Data, Interner};
 
 const MAGIC: &[u8; 8] = b"QPROLL01";
 /// Bumped whenever the layout of `Header` or `ChunkRecord` changes.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 /// No single record is larger (a busy hour of 20 M rows would be ~1.6 GB).
 const MAX_RECORD: u64 = 4 << 30;
 
@@ -44,8 +44,9 @@ struct Header {
 #[derive(Debug, Serialize, Deserialize)]
 struct ChunkRecord {
     hour: i64,
+    base: i64,
     id: Vec<i64>,
-    ts: Vec<i64>,
+    ts: Vec<u32>,
     user: Vec<u32>,
     token: Vec<u32>,
     model: Vec<u32>,
@@ -53,8 +54,10 @@ struct ChunkRecord {
     ip: Vec<u32>,
     uname: Vec<u32>,
     tname: Vec<u32>,
-    tokens: Vec<i64>,
-    quota: Vec<i64>,
+    tokens: Vec<u32>,
+    quota: Vec<u32>,
+    wide_tokens: Vec<(i64, i64)>,
+    wide_quota: Vec<(i64, i64)>,
 }
 
 /// What a snapshot restores besides the rows.
@@ -143,6 +146,7 @@ pub fn save(
             &mut w,
             &ChunkRecord {
                 hour: *hour,
+                base: c.base,
                 id: c.id.clone(),
                 ts: c.ts.clone(),
                 user: c.user.clone(),
@@ -154,6 +158,8 @@ pub fn save(
                 tname: c.tname.clone(),
                 tokens: c.tokens.clone(),
                 quota: c.quota.clone(),
+                wide_tokens: c.wide_tokens.iter().map(|(k, v)| (*k, *v)).collect(),
+                wide_quota: c.wide_quota.iter().map(|(k, v)| (*k, *v)).collect(),
             },
         )?;
     }
@@ -235,13 +241,15 @@ pub fn load(path: &Path, source: &str, unit: i64) -> Result<Option<Restored>, Sn
         ]
         .iter()
         .all(|(col, max)| col.iter().all(|&v| (v as usize) < *max));
-        if !same_len || !refs_ok {
+        let hour_ok = c.base == c.hour * 3600 * unit;
+        if !same_len || !refs_ok || !hour_ok {
             return Err(SnapshotError::Refused("inconsistent chunk"));
         }
         rows += n;
         chunks.insert(
             c.hour,
             Chunk {
+                base: c.base,
                 id: c.id,
                 ts: c.ts,
                 user: c.user,
@@ -253,6 +261,8 @@ pub fn load(path: &Path, source: &str, unit: i64) -> Result<Option<Restored>, Sn
                 tname: c.tname,
                 tokens: c.tokens,
                 quota: c.quota,
+                wide_tokens: c.wide_tokens.into_iter().collect(),
+                wide_quota: c.wide_quota.into_iter().collect(),
                 // Saved chunks are settled: sorted by time.
                 unsorted: false,
             },
@@ -281,17 +291,30 @@ mod tests {
             model: format!("m{}", id % 3),
             channel: "1".into(),
             tokens: id * 10,
-            quota: id,
+            // Some counts beyond 32 bits, and a negative one, kept aside.
+            quota: if id % 50 == 0 {
+                1 << 40
+            } else if id == 7 {
+                -3
+            } else {
+                id
+            },
             ip: format!("10.0.0.{}", id % 4),
             username: format!("u{}", id % 7),
             token_name: format!("k{}", id % 5),
         }
     }
 
-    fn ids(d: &Data) -> Vec<(i64, i64, String)> {
+    fn ids(d: &Data) -> Vec<(i64, i64, i64, i64, String)> {
         let mut out = Vec::new();
         d.scan(i64::MIN / 2, i64::MAX / 2, |c, i| {
-            out.push((c.id[i], c.tokens[i], d.models.get(c.model[i]).clone()))
+            out.push((
+                c.id[i],
+                c.ts(i),
+                c.tokens(i),
+                c.quota(i),
+                d.models.get(c.model[i]).clone(),
+            ))
         });
         out
     }
@@ -313,6 +336,7 @@ mod tests {
         assert_eq!(r.data.rows, 500);
         assert_eq!(r.data.covered_from, 0);
         assert_eq!(ids(&r.data), ids(&d));
+        assert!(ids(&d).iter().any(|r| r.3 == 1 << 40) && ids(&d).iter().any(|r| r.3 == -3));
         // New rows after a restore are interned alongside the restored ones.
         let mut restored = r.data;
         restored.push(&row(501, 501 * 97));
