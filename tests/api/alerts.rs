@@ -156,15 +156,7 @@ async fn a_burst_alerts_every_channel_once_signed_and_not_again_after_a_restart(
 
     // Each delivery is counted per channel in the metrics.
     settled(&app, 1).await;
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&app).await;
     for c in ["ding", "feishu", "wecom"] {
         assert!(
             metrics.contains(&format!("qp_alerts_sent_total{{channel=\"{c}\"}}")),
@@ -402,15 +394,7 @@ async fn quota_low_key_expiring_and_upstream_down() {
     let u = one("upstream_down");
     assert_eq!(u["subject"], "upstream:dead");
     assert_eq!(u["details"]["ejected"], true);
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&app).await;
     assert!(metrics.contains("qp_upstream_ejections_total{upstream=\"dead\"}"));
     assert!(metrics.contains("qp_upstream_errors_total{upstream=\"dead\",kind=\"connect\"}"));
     // The upstream's key is in no message.

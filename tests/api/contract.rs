@@ -12,18 +12,6 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-fn tool_available(what: &str, probe: &mut Command) -> bool {
-    let ok = probe.output().map(|o| o.status.success()).unwrap_or(false);
-    if !ok {
-        assert!(
-            std::env::var("CI").is_err(),
-            "{what} is missing under CI: scripts/test.sh must install it"
-        );
-        eprintln!("skipping: {what} not available (run scripts/test.sh)");
-    }
-    ok
-}
-
 /// The `st` command, through the interpreter (its script may not be on PATH right after
 /// a pip install).
 fn schemathesis() -> Command {

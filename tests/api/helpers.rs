@@ -308,3 +308,29 @@ pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
 }
+
+/// Whether a tool the tests drive is usable; outside CI a missing one skips with a note,
+/// under CI it fails (scripts/test.sh installs it).
+pub fn tool_available(what: &str, probe: &mut std::process::Command) -> bool {
+    let ok = probe.output().map(|o| o.status.success()).unwrap_or(false);
+    if !ok {
+        assert!(
+            std::env::var("CI").is_err(),
+            "{what} is missing under CI: scripts/test.sh must install it"
+        );
+        eprintln!("skipping: {what} not available (run scripts/test.sh)");
+    }
+    ok
+}
+
+/// `/metrics` as text (no metrics token configured).
+pub async fn metrics_text(app: &TestApp) -> String {
+    app.client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}

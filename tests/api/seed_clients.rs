@@ -13,29 +13,16 @@ fn clients_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
 }
 
-/// Whether the runtime is usable; outside CI a missing one skips with a note.
-fn available(what: &str, probe: &mut Command) -> bool {
-    let ok = probe.output().map(|o| o.status.success()).unwrap_or(false);
-    if !ok {
-        assert!(
-            std::env::var("CI").is_err(),
-            "{what} is missing under CI: scripts/test.sh must install it"
-        );
-        eprintln!("skipping: {what} not available (run scripts/test.sh)");
-    }
-    ok
-}
-
 fn python_has(module: &str) -> bool {
-    available(
+    tool_available(
         &format!("python3 with {module}"),
         Command::new("python3").args(["-c", &format!("import {module}")]),
     )
 }
 
 fn node_has(package: &str) -> bool {
-    available("node", Command::new("node").arg("--version"))
-        && available(
+    tool_available("node", Command::new("node").arg("--version"))
+        && tool_available(
             &format!("the npm package {package}"),
             Command::new("test")
                 .arg("-d")
