@@ -17,6 +17,7 @@ pub mod keyadmin;
 pub mod keys;
 pub mod ledger;
 pub mod listener;
+pub mod memory;
 pub mod middleware;
 pub mod monitor;
 pub mod state;

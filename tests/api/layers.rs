@@ -8,7 +8,14 @@ use std::path::{Path, PathBuf};
 
 /// Bottom to top. A module uses only its own layer and the ones before it.
 const LAYERS: &[&[&str]] = &[
-    &["keys", "clock", "timefmt", "config_error", "telemetry"],
+    &[
+        "keys",
+        "clock",
+        "timefmt",
+        "config_error",
+        "telemetry",
+        "memory",
+    ],
     &["store", "auth"],
     &["ledger", "keyadmin", "gateway", "monitor", "alerts"],
     &["config", "config_view", "state", "error"],

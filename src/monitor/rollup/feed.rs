@@ -170,7 +170,12 @@ impl Feed {
         let done = tokio::task::spawn_blocking(move || {
             let last_id = rollup.last_id.load(Ordering::Acquire);
             let d = rollup.read_data();
-            snapshot::save(&at.path, &at.source, &d, last_id, &gaps).map(|size| (size, d.rows))
+            let saved =
+                snapshot::save(&at.path, &at.source, &d, last_id, &gaps).map(|size| (size, d.rows));
+            drop(d);
+            // The encoded records were transient.
+            crate::memory::release_free_memory();
+            saved
         })
         .await;
         self.saved_at = Instant::now();
@@ -332,6 +337,10 @@ impl Feed {
         self.rollup
             .polled_at
             .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+        if !full && !self.rollup.is_ready() {
+            // The load's transient allocations are garbage now: give them back.
+            let _ = tokio::task::spawn_blocking(crate::memory::release_free_memory).await;
+        }
         if !full && !self.rollup.ready.swap(true, Ordering::AcqRel) {
             metrics::gauge!(crate::telemetry::ROLLUP_LOAD).set(self.began.elapsed().as_secs_f64());
             tracing::info!(
