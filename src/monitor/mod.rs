@@ -179,6 +179,7 @@ impl MonitorSettings {
             tz,
             rollup: RollupSettings {
                 days: rollup_days,
+                page: RollupSettings::default().page,
                 poll: Duration::from_millis(poll_ms),
             },
             allow: AllowList {

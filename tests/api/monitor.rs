@@ -301,11 +301,13 @@ async fn get_engine(app: &TestApp, path_and_query: &str) -> (u16, String, Value)
     (s, engine, v)
 }
 
-/// A rollup that holds the dataset's (old) days and polls quickly.
+/// A rollup that holds the dataset's (old) days, polls quickly and reads small pages (so
+/// every load goes through many pages, each fetched while the one before is stored).
 fn with_rollup(c: &mut Config) {
     c.monitor.rollup = RollupSettings {
         days: 3650,
         poll: Duration::from_millis(100),
+        page: 97,
     };
 }
 

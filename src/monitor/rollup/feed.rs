@@ -22,7 +22,6 @@ use super::snapshot;
 use crate::monitor::MonitorError;
 use crate::monitor::source::{Source, SourceKind};
 
-const PAGE: usize = 20_000;
 const GAP_TTL: Duration = Duration::from_secs(120);
 const MAX_GAPS: usize = 10_000;
 /// How often a caught-up rollup is written to its snapshot (and at shutdown).
@@ -56,6 +55,7 @@ pub fn spawn(
             began: Instant::now(),
             snapshot,
             saved_at: Instant::now(),
+            prefetched: None,
         };
         feed.restore().await;
         loop {
@@ -107,7 +107,12 @@ struct Feed {
     began: Instant,
     snapshot: Option<SnapshotAt>,
     saved_at: Instant,
+    /// The next page, already asked for: the rows after this id. While a page is parsed
+    /// and stored, the source prepares the next one.
+    prefetched: Option<(i64, Prefetch)>,
 }
+
+type Prefetch = tokio::task::JoinHandle<Result<Vec<AnyRow>, MonitorError>>;
 
 fn now_s() -> i64 {
     chrono::Utc::now().timestamp()
@@ -255,6 +260,15 @@ impl Feed {
         ))
     }
 
+    /// The page of rows after `last`, by id.
+    fn page_sql(&self, last: i64) -> String {
+        format!(
+            "{} WHERE id > {last} ORDER BY id LIMIT {}",
+            self.select(),
+            self.rollup.settings.page.max(1)
+        )
+    }
+
     async fn one_int(&self, sql: &str) -> Result<Option<i64>, MonitorError> {
         let rows = self.src.fetch(sql).await?;
         Ok(rows
@@ -302,11 +316,29 @@ impl Feed {
             ))
             .await?;
         let last = self.rollup.last_id.load(Ordering::Acquire);
-        let sql = format!(
-            "{} WHERE id > {last} ORDER BY id LIMIT {PAGE}",
-            self.select()
-        );
-        let page = self.src.fetch(&sql).await?;
+        let page = match self.prefetched.take() {
+            Some((after, next)) if after == last => match next.await {
+                Ok(rows) => rows?,
+                Err(_) => self.src.fetch(&self.page_sql(last)).await?,
+            },
+            stale => {
+                if let Some((_, next)) = stale {
+                    next.abort();
+                }
+                self.src.fetch(&self.page_sql(last)).await?
+            }
+        };
+        // A full page: more are waiting; ask for the next one now.
+        if page.len() >= self.rollup.settings.page.max(1)
+            && let Some(Ok(Some(next_after))) = page.last().map(|r| r.try_get::<Option<i64>, _>(0))
+        {
+            let src = self.src.clone();
+            let sql = self.page_sql(next_after);
+            self.prefetched = Some((
+                next_after,
+                tokio::spawn(async move { src.fetch(&sql).await }),
+            ));
+        }
         let mut rows = Vec::with_capacity(page.len());
         for r in &page {
             rows.push(self.parse(r)?);
@@ -315,7 +347,7 @@ impl Feed {
         self.note_gaps(last, &rows);
 
         let horizon = self.horizon();
-        let full = page.len() == PAGE;
+        let full = page.len() >= self.rollup.settings.page.max(1);
         {
             let mut data = self.rollup.write_data();
             data.advance_to(horizon);

@@ -19,6 +19,8 @@ pub struct RollupSettings {
     /// How many days back the rollup holds; 0 turns it off.
     pub days: u32,
     pub poll: Duration,
+    /// Rows read from the source a query (the tests make it small to exercise paging).
+    pub page: usize,
 }
 
 impl Default for RollupSettings {
@@ -26,6 +28,7 @@ impl Default for RollupSettings {
         Self {
             days: 31,
             poll: Duration::from_secs(1),
+            page: 20_000,
         }
     }
 }
