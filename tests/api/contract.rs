@@ -129,8 +129,11 @@ async fn a_schemathesis_run_over_every_operation_finds_nothing() {
     let seed = std::env::var("QP_FUZZ_SEED").unwrap_or_else(|_| "20261122".into());
     let url = app.url("/api/openapi.json");
     let report = app.dir.path().join("st.txt");
+    // Schemathesis keeps a cache in its working directory: the app's temp dir, not the repo.
+    let workdir = app.dir.path().to_path_buf();
     let out = tokio::task::spawn_blocking(move || {
         schemathesis()
+            .current_dir(&workdir)
             .args(["run", &url])
             .args(["-H", &format!("Authorization: Bearer {ADMIN}")])
             .args(["-H", &format!("X-API-Key: {key}")])
