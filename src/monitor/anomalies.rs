@@ -55,7 +55,8 @@ pub async fn burst(
     window_sec: i64,
     limit: i64,
     allow: &AllowList,
-) -> Result<Vec<AnomalyRow>, MonitorError> {
+    keep: usize,
+) -> Result<Found, MonitorError> {
     let times = eng
         .either(
             src,
@@ -80,11 +81,12 @@ pub async fn burst(
         }
     }
     hits.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+    let total = first(&mut hits, keep);
     let keys: Vec<i64> = hits.iter().map(|h| h.0).collect();
     let users: Vec<i64> = hits.iter().map(|h| h.1).collect();
     let knames = names(src, eng, NameOf::Token, &keys, r).await?;
     let unames = names(src, eng, NameOf::User, &users, r).await?;
-    Ok(hits
+    let rows = hits
         .into_iter()
         .map(|(k, u, n, first, last)| {
             AnomalyRow::Burst(BurstRow {
@@ -99,7 +101,16 @@ pub async fn burst(
                 last_request: rfc3339_secs(last),
             })
         })
-        .collect())
+        .collect();
+    Ok(Found { rows, total })
+}
+
+/// Keeps the first `keep` of the sorted `hits` (names are looked up for those only) and
+/// returns how many there were.
+fn first<T>(hits: &mut Vec<T>, keep: usize) -> usize {
+    let total = hits.len();
+    hits.truncate(keep);
+    total
 }
 
 /// `user_id:username` pairs, comma-separated, in id order.
@@ -113,9 +124,11 @@ fn user_list(ids: &BTreeSet<i64>, names: &HashMap<i64, String>) -> String {
         .join(",")
 }
 
-fn all_users<K>(s: &Sharing<K>) -> Vec<i64> {
-    s.users_of
-        .values()
+/// The users of the given subjects, each once.
+fn users_of<K: std::hash::Hash + Eq>(s: &Sharing<K>, subjects: &[&K]) -> Vec<i64> {
+    subjects
+        .iter()
+        .filter_map(|k| s.users_of.get(*k))
         .flatten()
         .copied()
         .collect::<BTreeSet<_>>()
@@ -130,7 +143,8 @@ pub async fn multi_user_token(
     users_threshold: i64,
     ips_threshold: i64,
     allow: &AllowList,
-) -> Result<Vec<AnomalyRow>, MonitorError> {
+    keep: usize,
+) -> Result<Found, MonitorError> {
     let found = eng
         .either(
             src,
@@ -150,11 +164,13 @@ pub async fn multi_user_token(
             .then(b.ips.cmp(&a.ips))
             .then(a.key.cmp(&b.key))
     });
+    let total = first(&mut hits, keep);
     let keys: Vec<i64> = hits.iter().map(|h| h.key).collect();
     let knames = names(src, eng, NameOf::Token, &keys, r).await?;
-    let unames = names(src, eng, NameOf::User, &all_users(&found), r).await?;
+    let subjects: Vec<&i64> = hits.iter().map(|h| &h.key).collect();
+    let unames = names(src, eng, NameOf::User, &users_of(&found, &subjects), r).await?;
     let empty = BTreeSet::new();
-    Ok(hits
+    let rows = hits
         .into_iter()
         .map(|h| {
             AnomalyRow::SharedKey(SharedKeyRow {
@@ -167,7 +183,8 @@ pub async fn multi_user_token(
                 total_requests: h.requests,
             })
         })
-        .collect())
+        .collect();
+    Ok(Found { rows, total })
 }
 
 pub async fn ip_many_users(
@@ -176,7 +193,8 @@ pub async fn ip_many_users(
     r: Range,
     threshold: i64,
     allow: &AllowList,
-) -> Result<Vec<AnomalyRow>, MonitorError> {
+    keep: usize,
+) -> Result<Found, MonitorError> {
     let found = eng
         .either(
             src,
@@ -187,9 +205,11 @@ pub async fn ip_many_users(
         .await?;
     let mut hits: Vec<&Shared<String>> = found.hits.iter().filter(|h| !allow.ip(&h.key)).collect();
     hits.sort_by(|a, b| b.users.cmp(&a.users).then(a.key.cmp(&b.key)));
-    let unames = names(src, eng, NameOf::User, &all_users(&found), r).await?;
+    let total = first(&mut hits, keep);
+    let subjects: Vec<&String> = hits.iter().map(|h| &h.key).collect();
+    let unames = names(src, eng, NameOf::User, &users_of(&found, &subjects), r).await?;
     let empty = BTreeSet::new();
-    Ok(hits
+    let rows = hits
         .into_iter()
         .map(|h| {
             AnomalyRow::CrowdedIp(CrowdedIpRow {
@@ -200,7 +220,8 @@ pub async fn ip_many_users(
                 total_requests: h.requests,
             })
         })
-        .collect())
+        .collect();
+    Ok(Found { rows, total })
 }
 
 fn round2(x: f64) -> f64 {
@@ -214,7 +235,8 @@ pub async fn big_request(
     sigma: f64,
     global: bool,
     allow: &AllowList,
-) -> Result<Vec<AnomalyRow>, MonitorError> {
+    keep: usize,
+) -> Result<Found, MonitorError> {
     let moments = eng
         .either(
             src,
@@ -234,14 +256,19 @@ pub async fn big_request(
         stats.insert(group, (mean, std, mean + sigma * std));
     }
     let Some(min_threshold) = stats.values().map(|v| v.2).reduce(f64::min) else {
-        return Ok(Vec::new());
+        return Ok(Found {
+            rows: Vec::new(),
+            total: 0,
+        });
     };
     let floor = min_threshold.floor() as i64;
+    // SQL reads the rows above the lowest threshold; the rollup applies each group's own.
+    let thresholds: HashMap<String, f64> = stats.iter().map(|(g, v)| (g.clone(), v.2)).collect();
     let rows = eng
         .either(
             src,
             r,
-            move |d, lo, hi| d.big_rows(lo, hi, global, floor),
+            move |d, lo, hi| d.big_rows(lo, hi, global, &thresholds),
             sql::big_rows(src, r, global, floor),
         )
         .await?;
@@ -261,11 +288,12 @@ pub async fn big_request(
             .then(a.ts.cmp(&b.ts))
             .then(a.key.cmp(&b.key))
     });
+    let total = first(&mut hits, keep);
     let keys: Vec<i64> = hits.iter().map(|h| h.0.key).collect();
     let users: Vec<i64> = hits.iter().map(|h| h.0.user).collect();
     let knames = names(src, eng, NameOf::Token, &keys, r).await?;
     let unames = names(src, eng, NameOf::User, &users, r).await?;
-    Ok(hits
+    let rows = hits
         .into_iter()
         .map(|(b, mean, std, thr)| {
             AnomalyRow::BigRequest(BigRequestRow {
@@ -282,12 +310,6 @@ pub async fn big_request(
                 sigma,
             })
         })
-        .collect())
-}
-
-pub fn found(rows: Vec<AnomalyRow>, limit: usize) -> Found {
-    let total = rows.len();
-    let mut rows = rows;
-    rows.truncate(limit);
-    Found { rows, total }
+        .collect();
+    Ok(Found { rows, total })
 }

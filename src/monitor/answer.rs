@@ -77,20 +77,20 @@ async fn answer_with(
             let r = q.range(now)?;
             let limit = q.int_in("limit", 1, 10_000, 100)? as usize;
             let allow = &m.settings.allow;
-            let rows = match rule {
+            let found = match rule {
                 Rule::Burst => {
                     let w = q.int_in("window_sec", 1, 86_400, 60)?;
                     let l = q.int_in("limit_per_token", 1, 1_000_000, 120)?;
-                    anomalies::burst(src, eng, r, w, l, allow).await?
+                    anomalies::burst(src, eng, r, w, l, allow, limit).await?
                 }
                 Rule::MultiUserToken => {
                     let u = q.int_in("users_threshold", 1, 1_000_000, 2)?;
                     let i = q.int_in("ips_threshold", 1, 1_000_000, 5)?;
-                    anomalies::multi_user_token(src, eng, r, u, i, allow).await?
+                    anomalies::multi_user_token(src, eng, r, u, i, allow, limit).await?
                 }
                 Rule::IpManyUsers => {
                     let u = q.int_in("users_threshold", 1, 1_000_000, 5)?;
-                    anomalies::ip_many_users(src, eng, r, u, allow).await?
+                    anomalies::ip_many_users(src, eng, r, u, allow, limit).await?
                 }
                 Rule::BigRequest => {
                     let sigma = q.float_in("sigma", 0.0, 100.0, 3.0)?;
@@ -99,10 +99,9 @@ async fn answer_with(
                         "global" => true,
                         _ => return Err(MonitorError::invalid("scope")),
                     };
-                    anomalies::big_request(src, eng, r, sigma, global, allow).await?
+                    anomalies::big_request(src, eng, r, sigma, global, allow, limit).await?
                 }
             };
-            let found = anomalies::found(rows, limit);
             to_value(AnomaliesAnswer {
                 data: found.rows,
                 rule: rule.as_str(),

@@ -335,12 +335,32 @@ impl Data {
             .collect()
     }
 
-    /// Keyed rows with more than `floor` tokens.
-    pub fn big_rows(&self, lo: i64, hi: i64, global: bool, floor: i64) -> Vec<BigRow> {
+    /// Keyed rows above their group's threshold (`*` for the global pool); groups without
+    /// one (too few samples) are skipped.
+    pub fn big_rows(
+        &self,
+        lo: i64,
+        hi: i64,
+        global: bool,
+        thresholds: &HashMap<String, f64>,
+    ) -> Vec<BigRow> {
         let zero = self.zero_token();
+        let by_model: Vec<Option<f64>> = if global {
+            vec![thresholds.get("*").copied()]
+        } else {
+            self.models
+                .values()
+                .iter()
+                .map(|m| thresholds.get(m).copied())
+                .collect()
+        };
         let mut out = Vec::new();
         self.scan(lo, hi, |c, i| {
-            if Some(c.token[i]) != zero && c.tokens(i) > floor {
+            let group = if global { 0 } else { c.model[i] as usize };
+            let Some(thr) = by_model.get(group).copied().flatten() else {
+                return;
+            };
+            if Some(c.token[i]) != zero && (c.tokens(i) as f64) > thr {
                 out.push(BigRow {
                     key: *self.tokens.get(c.token[i]),
                     user: *self.users.get(c.user[i]),
