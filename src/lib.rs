@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod keyadmin;
 pub mod keys;
 pub mod ledger;
+pub mod lenient;
 pub mod listener;
 pub mod memory;
 pub mod middleware;

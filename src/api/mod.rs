@@ -10,6 +10,5 @@ pub mod health;
 pub mod input;
 pub mod metrics;
 pub mod monitor;
-pub mod monitor_shapes;
 pub mod quota;
 pub mod shapes;

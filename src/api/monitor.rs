@@ -12,13 +12,10 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::api::extract::QueryMap;
-use crate::api::monitor_shapes::{
-    AnomalyParams, CsvParams, HeatmapParams, RangeParams, SeriesParams, SubjectParams, TopParams,
-};
 use crate::api::shapes::MonitorError as MonitorErrorShape;
 use crate::auth::Authenticator;
 use crate::monitor::answer::{Endpoint, compute};
-use crate::monitor::params::Q;
+use crate::monitor::params::MonitorQuery;
 use crate::monitor::rows::{
     AnomaliesAnswer, HeatmapAnswer, MonitorHealth, SeriesAnswer, SubjectAnswer, SummaryAnswer,
     TopAnswer,
@@ -91,7 +88,8 @@ async fn answer(
         return e.into_response();
     }
     let key = cache_key(uri.path(), q);
-    let bypass = Q(q).flag("nocache");
+    // A query that does not parse is answered (with its error) by `compute`.
+    let bypass = MonitorQuery::parse(q).is_ok_and(|m| m.nocache());
     if !bypass && let Some((hit, engine)) = st.monitor.cached(&key).await {
         return json_response(hit, "HIT", engine);
     }
@@ -107,7 +105,7 @@ async fn answer(
 
 #[utoipa::path(get, path = "/api/stats/series", tag = "monitor",
     security(("adminToken" = []), ("viewerToken" = [])),
-    params(RangeParams, SeriesParams),
+    params(MonitorQuery),
     responses((status = 200, description = "Buckets over [start, end), zero-filled, ascending", body = SeriesAnswer, headers(("X-Cache" = String, description = "HIT or MISS"), ("X-Monitor-Engine" = String, description = "rollup or sql"))),
         (status = 400, body = MonitorErrorShape), (status = 401, body = MonitorErrorShape), (status = 503, body = MonitorErrorShape)))]
 pub async fn series(
@@ -121,7 +119,7 @@ pub async fn series(
 
 #[utoipa::path(get, path = "/api/stats/top", tag = "monitor",
     security(("adminToken" = []), ("viewerToken" = [])),
-    params(RangeParams, TopParams),
+    params(MonitorQuery),
     responses((status = 200, description = "Ranking, by metric descending", body = TopAnswer, headers(("X-Cache" = String, description = "HIT or MISS"), ("X-Monitor-Engine" = String, description = "rollup or sql"))),
         (status = 400, body = MonitorErrorShape), (status = 401, body = MonitorErrorShape), (status = 503, body = MonitorErrorShape)))]
 pub async fn top(
@@ -135,7 +133,7 @@ pub async fn top(
 
 #[utoipa::path(get, path = "/api/stats/anomalies", tag = "monitor",
     security(("adminToken" = []), ("viewerToken" = [])),
-    params(RangeParams, AnomalyParams),
+    params(MonitorQuery),
     responses((status = 200, description = "Flagged subjects of one rule", body = AnomaliesAnswer, headers(("X-Cache" = String, description = "HIT or MISS"), ("X-Monitor-Engine" = String, description = "rollup or sql"))),
         (status = 400, body = MonitorErrorShape), (status = 401, body = MonitorErrorShape), (status = 503, body = MonitorErrorShape)))]
 pub async fn anomalies_h(
@@ -149,7 +147,7 @@ pub async fn anomalies_h(
 
 #[utoipa::path(get, path = "/api/stats/heatmap", tag = "monitor",
     security(("adminToken" = []), ("viewerToken" = [])),
-    params(RangeParams, HeatmapParams),
+    params(MonitorQuery),
     responses((status = 200, description = "7 × 24 cells summed across weeks", body = HeatmapAnswer, headers(("X-Cache" = String, description = "HIT or MISS"), ("X-Monitor-Engine" = String, description = "rollup or sql"))),
         (status = 400, body = MonitorErrorShape), (status = 401, body = MonitorErrorShape), (status = 503, body = MonitorErrorShape)))]
 pub async fn heatmap(
@@ -163,7 +161,7 @@ pub async fn heatmap(
 
 #[utoipa::path(get, path = "/api/stats/summary", tag = "monitor",
     security(("adminToken" = []), ("viewerToken" = [])),
-    params(RangeParams),
+    params(MonitorQuery),
     responses((status = 200, description = "KPIs of the range", body = SummaryAnswer, headers(("X-Cache" = String, description = "HIT or MISS"), ("X-Monitor-Engine" = String, description = "rollup or sql"))),
         (status = 400, body = MonitorErrorShape), (status = 401, body = MonitorErrorShape), (status = 503, body = MonitorErrorShape)))]
 pub async fn summary(
@@ -177,7 +175,7 @@ pub async fn summary(
 
 #[utoipa::path(get, path = "/api/stats/subject", tag = "monitor",
     security(("adminToken" = []), ("viewerToken" = [])),
-    params(RangeParams, SubjectParams),
+    params(MonitorQuery),
     responses((status = 200, description = "One key, user or IP: its series and latest requests", body = SubjectAnswer, headers(("X-Cache" = String, description = "HIT or MISS"), ("X-Monitor-Engine" = String, description = "rollup or sql"))),
         (status = 400, body = MonitorErrorShape), (status = 401, body = MonitorErrorShape), (status = 503, body = MonitorErrorShape)))]
 pub async fn subject_h(
@@ -211,7 +209,7 @@ pub async fn health(State(st): State<MonitorState>) -> Response {
 
 #[utoipa::path(get, path = "/api/export/csv", tag = "monitor",
     security(("adminToken" = []), ("viewerToken" = [])),
-    params(CsvParams, RangeParams, SeriesParams, AnomalyParams),
+    params(MonitorQuery),
     responses((status = 200, description = "The query's rows as CSV (UTF-8 with BOM, header = JSON field names)", content_type = "text/csv", body = String),
         (status = 400, body = MonitorErrorShape), (status = 401, body = MonitorErrorShape), (status = 503, body = MonitorErrorShape)))]
 pub async fn export_csv(
@@ -222,7 +220,11 @@ pub async fn export_csv(
     if let Err(e) = authorize(&st, &h) {
         return e.into_response();
     }
-    let ep = match Q(&q).str("query_type") {
+    let query_type = match MonitorQuery::parse(&q) {
+        Ok(m) => m.query_type,
+        Err(e) => return e.into_response(),
+    };
+    let ep = match query_type.as_deref() {
         Some("series") => Endpoint::Series,
         Some("top") => Endpoint::Top,
         Some("anomalies") => Endpoint::Anomalies,
@@ -235,7 +237,7 @@ pub async fn export_csv(
                 .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default();
-            let name = Q(&q).str("query_type").unwrap_or("export").to_owned();
+            let name = query_type.unwrap_or_else(|| "export".to_owned());
             csv_export::response(&name, rows)
         }
         Err(e) => e.into_response(),

@@ -17,30 +17,7 @@ fn present<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
     T::deserialize(d).map(Some)
 }
 
-/// Query-string numbers arrive as text; JSON bodies carry numbers.
-pub mod lenient {
-    use serde::{Deserialize, Deserializer};
-
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum IntOrText {
-        Int(i64),
-        Text(String),
-    }
-
-    pub fn int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-        match Option::<IntOrText>::deserialize(d)? {
-            None => Ok(None),
-            Some(IntOrText::Int(n)) => Ok(Some(n)),
-            Some(IntOrText::Text(s)) if s.trim().is_empty() => Ok(None),
-            Some(IntOrText::Text(s)) => s
-                .trim()
-                .parse()
-                .map(Some)
-                .map_err(|_| serde::de::Error::custom("不是整数")),
-        }
-    }
-}
+pub use crate::lenient;
 
 // ---- quota API (caller key) ----
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::params::{Dim, Metric, Q, Rule, slot};
+use super::params::{Dim, Metric, MonitorQuery, Rule, float_in, int_in, slot};
 use super::queries::{self, Engine, HeatMetric};
 use super::rows::{AnomaliesAnswer, HeatmapAnswer, SeriesAnswer, TopAnswer};
 use super::{Monitor, MonitorError, anomalies, subject};
@@ -28,10 +28,10 @@ pub async fn compute(
     ep: Endpoint,
     q: &HashMap<String, String>,
 ) -> Result<(Value, &'static str), MonitorError> {
-    let q = Q(q);
+    let q = MonitorQuery::parse(q)?;
     // `engine=sql` bypasses the rollup (to compare the two, or to see rows the rollup does
     // not hold yet).
-    let eng = match q.str("engine") {
+    let eng = match q.engine.as_deref() {
         None | Some("auto") => Engine::new(m.rollup.clone()),
         Some("sql") => Engine::new(None),
         Some(_) => return Err(MonitorError::invalid("engine")),
@@ -44,7 +44,7 @@ async fn answer_with(
     m: &Monitor,
     eng: &Engine,
     ep: Endpoint,
-    q: &Q<'_>,
+    q: &MonitorQuery,
 ) -> Result<Value, MonitorError> {
     let now = chrono::Utc::now().timestamp_millis();
     let src = &m.source;
@@ -60,9 +60,9 @@ async fn answer_with(
             })
         }
         Endpoint::Top => {
-            let by = Dim::parse(q.str("by"))?;
-            let metric = Metric::parse(q.str("metric"))?;
-            let limit = q.int_in("limit", 1, 1000, 50)?;
+            let by = Dim::parse(q.by.as_deref())?;
+            let metric = Metric::parse(q.metric.as_deref())?;
+            let limit = int_in("limit", q.limit, 1, 1000, 50)?;
             let r = q.range(now)?;
             let data = queries::top(src, eng, r, by, metric, limit as usize).await?;
             to_value(TopAnswer {
@@ -73,28 +73,28 @@ async fn answer_with(
             })
         }
         Endpoint::Anomalies => {
-            let rule = Rule::parse(q.str("rule"))?;
+            let rule = Rule::parse(q.rule.as_deref())?;
             let r = q.range(now)?;
-            let limit = q.int_in("limit", 1, 10_000, 100)? as usize;
+            let limit = int_in("limit", q.limit, 1, 10_000, 100)? as usize;
             let allow = &m.settings.allow;
             let found = match rule {
                 Rule::Burst => {
-                    let w = q.int_in("window_sec", 1, 86_400, 60)?;
-                    let l = q.int_in("limit_per_token", 1, 1_000_000, 120)?;
+                    let w = int_in("window_sec", q.window_sec, 1, 86_400, 60)?;
+                    let l = int_in("limit_per_token", q.limit_per_token, 1, 1_000_000, 120)?;
                     anomalies::burst(src, eng, r, w, l, allow, limit).await?
                 }
                 Rule::MultiUserToken => {
-                    let u = q.int_in("users_threshold", 1, 1_000_000, 2)?;
-                    let i = q.int_in("ips_threshold", 1, 1_000_000, 5)?;
+                    let u = int_in("users_threshold", q.users_threshold, 1, 1_000_000, 2)?;
+                    let i = int_in("ips_threshold", q.ips_threshold, 1, 1_000_000, 5)?;
                     anomalies::multi_user_token(src, eng, r, u, i, allow, limit).await?
                 }
                 Rule::IpManyUsers => {
-                    let u = q.int_in("users_threshold", 1, 1_000_000, 5)?;
+                    let u = int_in("users_threshold", q.users_threshold, 1, 1_000_000, 5)?;
                     anomalies::ip_many_users(src, eng, r, u, allow, limit).await?
                 }
                 Rule::BigRequest => {
-                    let sigma = q.float_in("sigma", 0.0, 100.0, 3.0)?;
-                    let global = match q.str("scope").unwrap_or("model") {
+                    let sigma = float_in("sigma", q.sigma, 0.0, 100.0, 3.0)?;
+                    let global = match q.scope.as_deref().unwrap_or("model") {
                         "model" => false,
                         "global" => true,
                         _ => return Err(MonitorError::invalid("scope")),
@@ -110,20 +110,20 @@ async fn answer_with(
         }
         Endpoint::Heatmap => {
             let r = q.range(now)?;
-            let metric = match q.str("metric").unwrap_or("reqs") {
+            let metric = match q.metric.as_deref().unwrap_or("reqs") {
                 "reqs" => HeatMetric::Reqs,
                 "tokens" => HeatMetric::Tokens,
                 "users" => HeatMetric::Users,
                 _ => return Err(MonitorError::bad("不支持的指标")),
             };
-            let tz = match q.str("tz") {
+            let tz = match q.tz.as_deref() {
                 None => m.settings.tz,
                 Some(t) => t.parse().map_err(|_| MonitorError::invalid("tz"))?,
             };
             let data = queries::heatmap(src, eng, r, metric, tz).await?;
             to_value(HeatmapAnswer {
                 data,
-                metric: q.str("metric").unwrap_or("reqs").to_owned(),
+                metric: q.metric.as_deref().unwrap_or("reqs").to_owned(),
                 tz: tz.name().to_owned(),
             })
         }
@@ -135,7 +135,7 @@ async fn answer_with(
             let who = subject::Subject::parse(q)?;
             let r = q.range(now)?;
             let slot = slot(q, r)?;
-            let limit = q.int_in("limit", 1, 1000, 50)?;
+            let limit = int_in("limit", q.limit, 1, 1000, 50)?;
             to_value(subject::detail(src, &who, r, slot, limit).await?)
         }
     }

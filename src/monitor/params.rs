@@ -2,7 +2,11 @@
 
 use std::collections::HashMap;
 
+use serde::Deserialize;
+use utoipa::IntoParams;
+
 use super::MonitorError;
+use crate::lenient;
 
 pub const SLOTS: [i64; 7] = [60, 300, 900, 1800, 3600, 14400, 86400];
 pub const MAX_POINTS: i64 = 10_000;
@@ -26,67 +30,101 @@ fn ceil_div(a: i64, b: i64) -> i64 {
     -((-a).div_euclid(b))
 }
 
-pub struct Q<'a>(pub &'a HashMap<String, String>);
+/// Every query parameter of the monitor API, typed; each endpoint reads the ones it takes
+/// (unknown names are ignored: cache busters). A value of the wrong type is refused with
+/// the seed's message for it (`不支持的时间粒度` for `slot_sec`, else `参数无效: <name>`).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MonitorQuery {
+    /// Range start, Unix ms (default: `end_ms` − 24 h).
+    #[serde(default, deserialize_with = "lenient::int")]
+    #[param(minimum = 0)]
+    pub start_ms: Option<i64>,
+    /// Range end, exclusive, Unix ms (default: now).
+    #[serde(default, deserialize_with = "lenient::int")]
+    pub end_ms: Option<i64>,
+    /// Series and subject: 60, 300, 900, 1800, 3600, 14400 or 86400 (default by range).
+    #[serde(default, deserialize_with = "lenient::int")]
+    pub slot_sec: Option<i64>,
+    /// Top: `user`, `token`, `model` or `channel`.
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub by: Option<String>,
+    /// Top: `tokens`, `reqs`, `quota_sum`; heatmap: `reqs`, `tokens`, `users`.
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub metric: Option<String>,
+    /// Top and subject 1–1000 (50); anomalies 1–10000 (100).
+    #[serde(default, deserialize_with = "lenient::int")]
+    #[param(minimum = 1, maximum = 10000)]
+    pub limit: Option<i64>,
+    /// Anomalies: `burst`, `multi_user_token`, `ip_many_users` or `big_request`.
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub rule: Option<String>,
+    /// Burst: 1–86400 (60).
+    #[serde(default, deserialize_with = "lenient::int")]
+    #[param(minimum = 1, maximum = 86400)]
+    pub window_sec: Option<i64>,
+    /// Burst: 1–1000000 (120).
+    #[serde(default, deserialize_with = "lenient::int")]
+    #[param(minimum = 1, maximum = 1000000)]
+    pub limit_per_token: Option<i64>,
+    /// multi_user_token (2), ip_many_users (5): 1–1000000.
+    #[serde(default, deserialize_with = "lenient::int")]
+    #[param(minimum = 1, maximum = 1000000)]
+    pub users_threshold: Option<i64>,
+    /// multi_user_token: 1–1000000 (5).
+    #[serde(default, deserialize_with = "lenient::int")]
+    #[param(minimum = 1, maximum = 1000000)]
+    pub ips_threshold: Option<i64>,
+    /// big_request: 0–100 (3.0).
+    #[serde(default, deserialize_with = "lenient::float")]
+    #[param(minimum = 0, maximum = 100)]
+    pub sigma: Option<f64>,
+    /// big_request: `model` (default) or `global`.
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub scope: Option<String>,
+    /// Heatmap: an IANA time zone (default from the config).
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub tz: Option<String>,
+    /// Subject: exactly one of `token_id`, `user_id`, `ip`.
+    #[serde(default, deserialize_with = "lenient::int")]
+    pub token_id: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::int")]
+    pub user_id: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub ip: Option<String>,
+    /// CSV export: `series`, `top` or `anomalies`, with that query's parameters.
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub query_type: Option<String>,
+    /// `auto` (default) or `sql` (bypass the in-memory rollup).
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub engine: Option<String>,
+    /// `1` answers without the 60 s cache.
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub nocache: Option<String>,
+}
 
-impl Q<'_> {
-    fn raw(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(|s| s.trim()).filter(|s| !s.is_empty())
+impl MonitorQuery {
+    pub fn parse(q: &HashMap<String, String>) -> Result<Self, MonitorError> {
+        let map: serde_json::Map<String, serde_json::Value> = q
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        serde_path_to_error::deserialize(serde_json::Value::Object(map)).map_err(|e| {
+            match e.path().to_string().as_str() {
+                "slot_sec" => MonitorError::bad("不支持的时间粒度"),
+                name => MonitorError::invalid(name),
+            }
+        })
     }
 
-    pub fn int(&self, name: &str) -> Result<Option<i64>, MonitorError> {
-        match self.raw(name) {
-            None => Ok(None),
-            Some(v) => v
-                .parse::<i64>()
-                .map(Some)
-                .map_err(|_| MonitorError::invalid(name)),
-        }
-    }
-
-    pub fn int_in(
-        &self,
-        name: &str,
-        min: i64,
-        max: i64,
-        default: i64,
-    ) -> Result<i64, MonitorError> {
-        match self.int(name)? {
-            None => Ok(default),
-            Some(v) if (min..=max).contains(&v) => Ok(v),
-            Some(_) => Err(MonitorError::invalid(name)),
-        }
-    }
-
-    pub fn float_in(
-        &self,
-        name: &str,
-        min: f64,
-        max: f64,
-        default: f64,
-    ) -> Result<f64, MonitorError> {
-        match self.raw(name) {
-            None => Ok(default),
-            Some(v) => match v.parse::<f64>() {
-                Ok(x) if x.is_finite() && x >= min && x <= max => Ok(x),
-                _ => Err(MonitorError::invalid(name)),
-            },
-        }
-    }
-
-    pub fn str(&self, name: &str) -> Option<&str> {
-        self.raw(name)
-    }
-
-    pub fn flag(&self, name: &str) -> bool {
-        matches!(self.raw(name), Some("1" | "true" | "yes"))
+    pub fn nocache(&self) -> bool {
+        matches!(self.nocache.as_deref(), Some("1" | "true" | "yes"))
     }
 
     /// `start_ms` / `end_ms`; absent → the last 24 hours.
     pub fn range(&self, now_ms: i64) -> Result<Range, MonitorError> {
-        let end_ms = self.int("end_ms")?.unwrap_or(now_ms);
-        let start_ms = self
-            .int("start_ms")?
-            .unwrap_or(end_ms.saturating_sub(DAY_MS));
+        let end_ms = self.end_ms.unwrap_or(now_ms);
+        let start_ms = self.start_ms.unwrap_or(end_ms.saturating_sub(DAY_MS));
         if start_ms < 0 {
             return Err(MonitorError::invalid("start_ms"));
         }
@@ -94,6 +132,35 @@ impl Q<'_> {
             return Err(MonitorError::bad("开始时间必须小于结束时间"));
         }
         Ok(Range { start_ms, end_ms })
+    }
+}
+
+/// `v` (or `default`) within `[min, max]`, else `参数无效: <name>`.
+pub fn int_in(
+    name: &str,
+    v: Option<i64>,
+    min: i64,
+    max: i64,
+    default: i64,
+) -> Result<i64, MonitorError> {
+    match v {
+        None => Ok(default),
+        Some(v) if (min..=max).contains(&v) => Ok(v),
+        Some(_) => Err(MonitorError::invalid(name)),
+    }
+}
+
+pub fn float_in(
+    name: &str,
+    v: Option<f64>,
+    min: f64,
+    max: f64,
+    default: f64,
+) -> Result<f64, MonitorError> {
+    match v {
+        None => Ok(default),
+        Some(x) if x >= min && x <= max => Ok(x),
+        Some(_) => Err(MonitorError::invalid(name)),
     }
 }
 
@@ -111,12 +178,11 @@ pub fn auto_slot(range: Range) -> i64 {
     }
 }
 
-pub fn slot(q: &Q, range: Range) -> Result<i64, MonitorError> {
-    let slot = match q.int("slot_sec") {
-        Err(_) => return Err(MonitorError::bad("不支持的时间粒度")),
-        Ok(None) => auto_slot(range),
-        Ok(Some(s)) if SLOTS.contains(&s) => s,
-        Ok(Some(_)) => return Err(MonitorError::bad("不支持的时间粒度")),
+pub fn slot(q: &MonitorQuery, range: Range) -> Result<i64, MonitorError> {
+    let slot = match q.slot_sec {
+        None => auto_slot(range),
+        Some(s) if SLOTS.contains(&s) => s,
+        Some(_) => return Err(MonitorError::bad("不支持的时间粒度")),
     };
     let (first, end) = bucket_bounds(range, slot);
     if (end - first) / slot > MAX_POINTS {
@@ -234,6 +300,41 @@ mod tests {
         assert_eq!(auto_slot(r(25)), 3600);
         assert_eq!(auto_slot(r(24 * 7)), 3600);
         assert_eq!(auto_slot(r(24 * 8)), 14400);
+    }
+
+    #[test]
+    fn the_query_is_typed_with_the_seeds_messages() {
+        let parse = |pairs: &[(&str, &str)]| {
+            let m: HashMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            MonitorQuery::parse(&m).map_err(|e| e.to_string())
+        };
+        let q = parse(&[
+            ("start_ms", " 5 "),
+            ("by", " "),
+            ("sigma", "2.5"),
+            ("x", "y"),
+        ])
+        .unwrap();
+        assert_eq!((q.start_ms, q.by, q.sigma), (Some(5), None, Some(2.5)));
+        assert_eq!(
+            parse(&[("start_ms", "abc")]).unwrap_err(),
+            "参数无效: start_ms"
+        );
+        assert_eq!(parse(&[("slot_sec", "x")]).unwrap_err(), "不支持的时间粒度");
+        assert_eq!(parse(&[("sigma", "NaN")]).unwrap_err(), "参数无效: sigma");
+        assert_eq!(
+            parse(&[("limit", "99999999999999999999")]).unwrap_err(),
+            "参数无效: limit"
+        );
+        assert!(parse(&[("nocache", "1")]).unwrap().nocache());
+        assert_eq!(
+            int_in("limit", Some(0), 1, 10, 5).unwrap_err().to_string(),
+            "参数无效: limit"
+        );
+        assert_eq!(int_in("limit", None, 1, 10, 5).unwrap(), 5);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use super::MonitorError;
-use super::params::{Q, Range, bucket_bounds};
+use super::params::{MonitorQuery, Range, bucket_bounds};
 use super::rows::{SubjectAnswer, SubjectRef, SubjectRequest, SubjectSeriesRow};
 use super::source::{Source, SourceKind, int_at as int, text_at as text};
 use crate::timefmt::rfc3339_secs;
@@ -21,10 +21,8 @@ pub enum Subject {
 
 impl Subject {
     /// Exactly one of `token_id`, `user_id`, `ip`.
-    pub fn parse(q: &Q) -> Result<Self, MonitorError> {
-        let token = q.int("token_id")?;
-        let user = q.int("user_id")?;
-        let ip = q.str("ip");
+    pub fn parse(q: &MonitorQuery) -> Result<Self, MonitorError> {
+        let (token, user, ip) = (q.token_id, q.user_id, q.ip.as_deref());
         match (token, user, ip) {
             (Some(t), None, None) if t > 0 => Ok(Subject::Token(t)),
             (None, Some(u), None) if u >= 0 => Ok(Subject::User(u)),
