@@ -15,6 +15,7 @@ const LAYERS: &[&[&str]] = &[
         "config_error",
         "telemetry",
         "memory",
+        "lenient",
     ],
     &["store", "auth"],
     &["ledger", "keyadmin", "gateway", "monitor", "alerts"],
