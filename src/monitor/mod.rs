@@ -86,6 +86,8 @@ pub struct MonitorFile {
     /// Days of rows the in-memory rollup holds (0: off).
     pub rollup_days: Option<u32>,
     pub rollup_poll_ms: Option<u64>,
+    /// The most rows the rollup holds (0: no limit but `rollup_days`).
+    pub rollup_max_rows: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -180,6 +182,13 @@ impl MonitorSettings {
             rollup: RollupSettings {
                 days: rollup_days,
                 page: RollupSettings::default().page,
+                max_rows: match non_empty("MONITOR_ROLLUP_MAX_ROWS") {
+                    Some(v) => v
+                        .trim()
+                        .parse()
+                        .map_err(|_| invalid("MONITOR_ROLLUP_MAX_ROWS", v.clone()))?,
+                    None => f.rollup_max_rows.unwrap_or(0),
+                },
                 poll: Duration::from_millis(poll_ms),
             },
             allow: AllowList {

@@ -308,6 +308,7 @@ fn with_rollup(c: &mut Config) {
         days: 3650,
         poll: Duration::from_millis(100),
         page: 97,
+        max_rows: 0,
     };
 }
 
@@ -1019,4 +1020,60 @@ async fn a_restart_restores_the_rollup_and_reads_only_newer_rows() {
         }
         app.stop().await;
     }
+}
+
+/// An operator's memory budget: the rollup keeps the newest hours that fit and lets the
+/// oldest go; ranges reaching before them are answered by SQL, so every answer stays equal
+/// (to direct SQL and to the data), and a range inside the kept hours still comes from memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_budget_keeps_the_newest_hours_and_every_answer_stays_equal() {
+    let d = generate();
+    let dir = tempfile::tempdir().unwrap();
+    let dsn = load(Db::Sqlite, &d, dir.path()).await.unwrap();
+    let budget = d.consumed().count() / 3;
+    let app = spawn_app_with(|c| {
+        c.monitor.source = SourceKind::NewApi;
+        c.monitor.dsn = Some(dsn.clone());
+        with_rollup(c);
+        c.monitor.rollup.max_rows = budget;
+    })
+    .await;
+    let mut rollup = Value::Null;
+    for _ in 0..300 {
+        let (_, h) =
+            status_json(app.client.get(app.url("/api/health")).send().await.unwrap()).await;
+        rollup = h["rollup"].clone();
+        if rollup["state"] == "ready" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(rollup["state"], "ready", "{rollup}");
+    let held = rollup["rows"].as_u64().unwrap() as usize;
+    assert!(
+        held > 0 && held <= budget,
+        "{held} rows held, budget {budget}"
+    );
+    for q in queries() {
+        let (s, _, v) = get_engine(&app, &q).await;
+        assert_eq!(s, 200, "{q}: {v}");
+        let sep = if q.contains('?') { '&' } else { '?' };
+        let (_, engine, direct) = get_engine(&app, &format!("{q}{sep}engine=sql")).await;
+        assert_eq!(engine, "sql");
+        assert_eq!(v, direct, "{q}: the budgeted rollup and SQL differ");
+        check_against_data(&q, &v, &d);
+    }
+    // The kept hours still answer from memory, and the same as SQL.
+    let from = chrono::DateTime::parse_from_rfc3339(rollup["covered_from"].as_str().unwrap())
+        .unwrap()
+        .timestamp();
+    assert!(from > T0, "the oldest hours went");
+    let inside = format!(
+        "/api/stats/summary?start_ms={}&end_ms={}",
+        from * 1000,
+        (T0 + HOURS * 3600) * 1000
+    );
+    let v = both_engines(&app, &inside).await;
+    assert!(v["reqs"].as_i64().unwrap() > 0);
+    app.stop().await;
 }

@@ -379,6 +379,20 @@ impl Data {
         }
     }
 
+    /// Lets the oldest hours go until at most `max_rows` rows are held (the newest hour is
+    /// always kept whole). The horizon moves with them: ranges reaching before it go to SQL.
+    pub fn fit(&mut self, max_rows: usize) {
+        if max_rows == 0 {
+            return;
+        }
+        while self.rows > max_rows && self.chunks.len() > 1 {
+            let Some((&hour, _)) = self.chunks.iter().next() else {
+                break;
+            };
+            self.advance_to((hour + 1) * 3600 * self.unit);
+        }
+    }
+
     /// The source no longer holds ids below `min_id` (old logs deleted): forget them too.
     pub fn forget_below(&mut self, min_id: i64) {
         if min_id <= self.min_id {
@@ -452,6 +466,25 @@ mod tests {
         assert_eq!(scanned(&d, 100, 3700), vec![1, 4, 6]);
         assert_eq!(scanned(&d, 3600, 3601), vec![4]);
         assert_eq!(d.rows, 6);
+    }
+
+    #[test]
+    fn a_budget_lets_the_oldest_hours_go() {
+        let mut d = Data::new(1);
+        d.covered_from = 0;
+        for id in 0..10 {
+            d.push(&row(id, id * 1800, 1));
+        }
+        d.fit(5);
+        assert!(d.rows <= 5, "{}", d.rows);
+        assert_eq!(scanned(&d, 0, i64::MAX), (6..10).collect::<Vec<_>>());
+        assert_eq!(d.covered_from, 3 * 3600);
+        assert!(!d.covers(0) && d.covered_from > 0);
+        // Rows older than the new start are not taken back.
+        d.push(&row(20, 100, 1));
+        assert_eq!(d.rows, 4);
+        d.fit(0);
+        assert_eq!(d.rows, 4, "0 = no budget");
     }
 
     #[test]

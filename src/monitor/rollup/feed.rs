@@ -138,7 +138,9 @@ impl Feed {
             }
             Err(_) => return,
         };
-        if restored.data.covered_from > self.horizon() {
+        // Under a memory budget the snapshot starts where the budget left it; without one it
+        // must reach back to the horizon (else `rollup_days` grew: load again).
+        if self.rollup.settings.max_rows == 0 && restored.data.covered_from > self.horizon() {
             tracing::info!(
                 "monitor rollup: the snapshot starts after the horizon; loading from the source"
             );
@@ -359,6 +361,7 @@ impl Feed {
                     data.push(row);
                 }
             }
+            data.fit(self.rollup.settings.max_rows);
             if !full && !data.ready {
                 data.settle();
             }

@@ -21,6 +21,10 @@ pub struct RollupSettings {
     pub poll: Duration,
     /// Rows read from the source a query (the tests make it small to exercise paging).
     pub page: usize,
+    /// The most rows held (the operator's memory budget, ~50 bytes a row); past it the
+    /// oldest hours are let go and ranges reaching into them are answered by SQL.
+    /// `0`: no limit but the horizon.
+    pub max_rows: usize,
 }
 
 impl Default for RollupSettings {
@@ -29,6 +33,7 @@ impl Default for RollupSettings {
             days: 31,
             poll: Duration::from_secs(1),
             page: 20_000,
+            max_rows: 0,
         }
     }
 }
