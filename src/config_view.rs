@@ -119,6 +119,7 @@ pub fn effective(c: &Config) -> Value {
             "tz": m.tz.name(),
             "rollup_days": m.rollup.days,
             "rollup_poll_ms": m.rollup.poll.as_millis() as u64,
+            "rollup_max_rows": m.rollup.max_rows,
             "allow": {
                 "keys": m.allow.keys,
                 "users": m.allow.users,
