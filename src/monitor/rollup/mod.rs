@@ -32,7 +32,7 @@ impl Default for RollupSettings {
         Self {
             days: 31,
             poll: Duration::from_secs(1),
-            page: 20_000,
+            page: 100_000,
             max_rows: 0,
         }
     }
