@@ -5,6 +5,7 @@
 //! the previous snapshot whole. Anything unexpected (another format, another source, a
 //! truncated file) is refused and the rollup loads from the source as on a first start.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -41,21 +42,23 @@ struct Header {
     chunks: u64,
 }
 
+/// One hourly chunk: borrowed from the rollup when written (no copy of the columns),
+/// owned when read.
 #[derive(Debug, Serialize, Deserialize)]
-struct ChunkRecord {
+struct ChunkRecord<'a> {
     hour: i64,
     base: i64,
-    id: Vec<i64>,
-    ts: Vec<u32>,
-    user: Vec<u32>,
-    token: Vec<u32>,
-    model: Vec<u32>,
-    channel: Vec<u32>,
-    ip: Vec<u32>,
-    uname: Vec<u32>,
-    tname: Vec<u32>,
-    tokens: Vec<u32>,
-    quota: Vec<u32>,
+    id: Cow<'a, [i64]>,
+    ts: Cow<'a, [u32]>,
+    user: Cow<'a, [u32]>,
+    token: Cow<'a, [u32]>,
+    model: Cow<'a, [u32]>,
+    channel: Cow<'a, [u32]>,
+    ip: Cow<'a, [u32]>,
+    uname: Cow<'a, [u32]>,
+    tname: Cow<'a, [u32]>,
+    tokens: Cow<'a, [u32]>,
+    quota: Cow<'a, [u32]>,
     wide_tokens: Vec<(i64, i64)>,
     wide_quota: Vec<(i64, i64)>,
 }
@@ -140,24 +143,22 @@ pub fn save(
     };
     write_record(&mut w, &header)?;
     for (hour, c) in &data.chunks {
-        // Borrowed columns would save the copies; the encoder needs owned-or-borrowed
-        // fields of one type, and a chunk is at most an hour of rows.
         write_record(
             &mut w,
             &ChunkRecord {
                 hour: *hour,
                 base: c.base,
-                id: c.id.clone(),
-                ts: c.ts.clone(),
-                user: c.user.clone(),
-                token: c.token.clone(),
-                model: c.model.clone(),
-                channel: c.channel.clone(),
-                ip: c.ip.clone(),
-                uname: c.uname.clone(),
-                tname: c.tname.clone(),
-                tokens: c.tokens.clone(),
-                quota: c.quota.clone(),
+                id: Cow::Borrowed(&c.id),
+                ts: Cow::Borrowed(&c.ts),
+                user: Cow::Borrowed(&c.user),
+                token: Cow::Borrowed(&c.token),
+                model: Cow::Borrowed(&c.model),
+                channel: Cow::Borrowed(&c.channel),
+                ip: Cow::Borrowed(&c.ip),
+                uname: Cow::Borrowed(&c.uname),
+                tname: Cow::Borrowed(&c.tname),
+                tokens: Cow::Borrowed(&c.tokens),
+                quota: Cow::Borrowed(&c.quota),
                 wide_tokens: c.wide_tokens.iter().map(|(k, v)| (*k, *v)).collect(),
                 wide_quota: c.wide_quota.iter().map(|(k, v)| (*k, *v)).collect(),
             },
@@ -213,7 +214,7 @@ pub fn load(path: &Path, source: &str, unit: i64) -> Result<Option<Restored>, Sn
     let mut chunks = BTreeMap::new();
     let mut rows = 0usize;
     for _ in 0..h.chunks {
-        let c: ChunkRecord = read_record(&mut r, &mut buf)?;
+        let c: ChunkRecord<'static> = read_record(&mut r, &mut buf)?;
         let n = c.ts.len();
         let same_len = [
             c.id.len(),
@@ -250,17 +251,17 @@ pub fn load(path: &Path, source: &str, unit: i64) -> Result<Option<Restored>, Sn
             c.hour,
             Chunk {
                 base: c.base,
-                id: c.id,
-                ts: c.ts,
-                user: c.user,
-                token: c.token,
-                model: c.model,
-                channel: c.channel,
-                ip: c.ip,
-                uname: c.uname,
-                tname: c.tname,
-                tokens: c.tokens,
-                quota: c.quota,
+                id: c.id.into_owned(),
+                ts: c.ts.into_owned(),
+                user: c.user.into_owned(),
+                token: c.token.into_owned(),
+                model: c.model.into_owned(),
+                channel: c.channel.into_owned(),
+                ip: c.ip.into_owned(),
+                uname: c.uname.into_owned(),
+                tname: c.tname.into_owned(),
+                tokens: c.tokens.into_owned(),
+                quota: c.quota.into_owned(),
                 wide_tokens: c.wide_tokens.into_iter().collect(),
                 wide_quota: c.wide_quota.into_iter().collect(),
                 // Saved chunks are settled: sorted by time.
