@@ -29,6 +29,7 @@ use crate::keyadmin::KeyAdmin;
 use crate::ledger::{Ledger, LedgerHandle};
 use crate::monitor::Monitor;
 pub use crate::state::{AppInner, AppState};
+use crate::store::postgres::{PgOptions, PgStore};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{PurgeCutoffs, Store, StoreError};
 use crate::web::{DashboardInfo, WebState};
@@ -47,8 +48,19 @@ pub enum StartError {
     Monitor(#[from] crate::monitor::MonitorError),
 }
 
-/// Opens the configured store (SQLite for now).
+/// Opens the configured store: PostgreSQL when `database_url` is set, else SQLite.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
+    if let Some(url) = &config.database_url {
+        let store = PgStore::open(
+            url,
+            PgOptions {
+                pool_max: config.db_pool_max,
+                acquire_timeout: Duration::from_millis(config.db_acquire_timeout_ms),
+            },
+        )
+        .await?;
+        return Ok(Arc::new(store));
+    }
     let store = SqliteStore::open(
         &config.sqlite_path,
         SqliteOptions {
@@ -58,6 +70,15 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
     )
     .await?;
     Ok(Arc::new(store))
+}
+
+/// Where the monitor's native source reads the request log: the shared database when there
+/// is one, so every instance shows the same numbers.
+fn native_dsn(config: &Config) -> String {
+    match &config.database_url {
+        Some(url) => url.clone(),
+        None => config.sqlite_path.to_string_lossy().into_owned(),
+    }
 }
 
 /// A built application: its router and the background work that must be stopped in order.
@@ -94,7 +115,7 @@ impl App {
         )));
         let monitor = Monitor::start(
             config.monitor.clone(),
-            &config.sqlite_path.to_string_lossy(),
+            &native_dsn(&config),
             config
                 .gateway
                 .upstreams

@@ -50,8 +50,13 @@ pub enum Command {
         #[arg(long)]
         end: Option<String>,
     },
-    /// Create or upgrade the database schema, then exit.
-    Migrate,
+    /// Create or upgrade the database schema, then exit. With `--to postgres://…`, copy
+    /// this SQLite deployment (keys, counters, history, request log, audit, alerts) into an
+    /// empty PostgreSQL database and compare counts and sums on both sides.
+    Migrate {
+        #[arg(long)]
+        to: Option<String>,
+    },
     /// Validate the configuration (file, environment, flags) and print the effective
     /// settings as JSON, every secret masked. Exits non-zero on an invalid configuration.
     CheckConfig,
@@ -217,11 +222,16 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             eprintln!("configuration valid");
             Ok(())
         }
-        Command::Migrate => {
+        Command::Migrate { to: None } => {
             app::open_store(&config).await?;
-            eprintln!("database ready: {}", config.sqlite_path.display());
+            let at = match &config.database_url {
+                Some(url) => crate::config_view::mask_dsn(url),
+                None => config.sqlite_path.display().to_string(),
+            };
+            eprintln!("database ready: {at}");
             Ok(())
         }
+        Command::Migrate { to: Some(url) } => migrate_to(&config, &url).await,
         Command::Usage { start, end } => usage(&config, clock, start, end).await,
         Command::Keys(cmd) => {
             config.admin_token.get_or_insert_with(String::new);
@@ -349,6 +359,44 @@ fn admin_token(config: &Config) -> Result<String, CliError> {
         println!("  {token}");
     }
     Ok(token)
+}
+
+async fn migrate_to(config: &Config, url: &str) -> Result<(), CliError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(CliError::Usage("--to: postgres://…".into()));
+    }
+    if !config.sqlite_path.exists() {
+        return Err(CliError::Usage(format!(
+            "no SQLite database at {}",
+            config.sqlite_path.display()
+        )));
+    }
+    let from = crate::store::sqlite::SqliteStore::open(
+        &config.sqlite_path,
+        crate::store::sqlite::SqliteOptions::default(),
+    )
+    .await?;
+    let to = crate::store::postgres::PgStore::open(url, Default::default()).await?;
+    let report = crate::store::copy::sqlite_to_postgres(&from, &to).await?;
+    println!("{:<18} {:>12} {:>12}", "table", "sqlite", "postgres");
+    for t in &report.tables {
+        println!("{:<18} {:>12} {:>12}", t.table, t.rows.0, t.rows.1);
+        for (col, a, b) in &t.sums {
+            println!("  sum({col:<13}) {a:>12} {b:>12}");
+        }
+    }
+    from.close().await;
+    to.close().await;
+    if !report.matches() {
+        return Err(CliError::Usage(
+            "the copy does not match the source (see the table above)".into(),
+        ));
+    }
+    eprintln!(
+        "copied into {}: every count and sum matches",
+        crate::config_view::mask_dsn(url)
+    );
+    Ok(())
 }
 
 fn print_json(v: &impl serde::Serialize) {

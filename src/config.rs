@@ -94,6 +94,9 @@ pub struct FileConfig {
     pub sqlite_path: Option<PathBuf>,
     pub sqlite_synchronous: Option<String>,
     pub sqlite_busy_timeout_ms: Option<u64>,
+    pub database_url: Option<String>,
+    pub db_pool_max: Option<u32>,
+    pub db_acquire_timeout_ms: Option<u64>,
     pub admin_token: Option<String>,
     pub viewer_token: Option<String>,
     pub key_prefix: Option<String>,
@@ -130,6 +133,11 @@ pub struct Config {
     pub sqlite_path: PathBuf,
     pub sqlite_synchronous_full: bool,
     pub sqlite_busy_timeout_ms: u64,
+    /// `postgres://…`: everything lives in PostgreSQL (several instances may share it);
+    /// otherwise SQLite at `sqlite_path`.
+    pub database_url: Option<String>,
+    pub db_pool_max: u32,
+    pub db_acquire_timeout_ms: u64,
     pub admin_token: Option<String>,
     pub viewer_token: Option<String>,
     pub key_prefix: String,
@@ -154,6 +162,9 @@ impl Default for Config {
             sqlite_path: PathBuf::from("./data/quota-proxy.db"),
             sqlite_synchronous_full: true,
             sqlite_busy_timeout_ms: 10_000,
+            database_url: None,
+            db_pool_max: 16,
+            db_acquire_timeout_ms: 5_000,
             admin_token: None,
             viewer_token: None,
             key_prefix: "qp".to_owned(),
@@ -292,6 +303,21 @@ impl Config {
                     .max(100),
             ),
         };
+        let database_url = non_empty(env("DATABASE_URL")).or(non_empty(file.database_url));
+        if let Some(url) = &database_url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "database_url",
+                "postgres://… (leave unset for SQLite at sqlite_path)",
+            ));
+        }
+        let db_pool_max = parse_env::<u32>(env, "DB_POOL_MAX")?
+            .or(file.db_pool_max)
+            .unwrap_or(d.db_pool_max);
+        if db_pool_max < 2 {
+            return Err(invalid("db_pool_max", "at least 2"));
+        }
         if request_timeout_ms < 1000 {
             return Err(invalid("request_timeout_ms", "at least 1000"));
         }
@@ -306,6 +332,12 @@ impl Config {
             sqlite_busy_timeout_ms: parse_env::<u64>(env, "SQLITE_BUSY_TIMEOUT_MS")?
                 .or(file.sqlite_busy_timeout_ms)
                 .unwrap_or(d.sqlite_busy_timeout_ms),
+            database_url,
+            db_pool_max,
+            db_acquire_timeout_ms: parse_env::<u64>(env, "DB_ACQUIRE_TIMEOUT_MS")?
+                .or(file.db_acquire_timeout_ms)
+                .unwrap_or(d.db_acquire_timeout_ms)
+                .max(100),
             admin_token: non_empty(env("ADMIN_TOKEN")).or(non_empty(file.admin_token)),
             viewer_token: non_empty(env("VIEWER_TOKEN")).or(non_empty(file.viewer_token)),
             key_prefix,

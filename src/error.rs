@@ -143,6 +143,18 @@ impl ApiError {
                 requested,
             } => Self::quota_exceeded(key_hint, remaining, requested),
             LedgerError::Unavailable => Self::unavailable(),
+            LedgerError::Limited(w) => {
+                let mut e = Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "RATE_LIMITED",
+                    "请求过于频繁：超过请求数限制",
+                );
+                e.retry_after = Some(match w.kind {
+                    crate::store::WindowKind::Minute => 60,
+                    crate::store::WindowKind::Day => 3600,
+                });
+                e
+            }
         }
     }
 }

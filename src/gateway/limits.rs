@@ -4,6 +4,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use crate::store::{WindowCap, WindowKind};
+
 const MINUTE_MS: i64 = 60_000;
 const DAY_MS: i64 = 86_400_000;
 
@@ -41,6 +43,46 @@ impl Refusal {
             Refusal::Concurrency => "请求过于频繁：超过并发请求数限制",
         }
     }
+}
+
+impl Refusal {
+    /// A shared counter's refusal, with the wait until its window ends.
+    pub fn shared(w: WindowCap, now: i64) -> Self {
+        let len = match w.kind {
+            WindowKind::Minute => MINUTE_MS,
+            WindowKind::Day => DAY_MS,
+        };
+        let retry_after_s = secs_until(w.start + len - now);
+        match w.kind {
+            WindowKind::Minute => Refusal::Rpm { retry_after_s },
+            WindowKind::Day => Refusal::Daily { retry_after_s },
+        }
+    }
+}
+
+/// The counters every instance shares when they share a database: `rpm` per clock minute,
+/// `dailyRequests` per UTC day. Each instance also keeps its own sliding minute, so within
+/// any clock minute the instances together admit at most `rpm`, and within any 60 s at most
+/// `2 × rpm` (the end of one clock minute and the start of the next); per day exactly
+/// `dailyRequests`.
+pub fn shared_windows(limits: Limits, now: i64) -> Vec<WindowCap> {
+    let cap = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let mut out = Vec::new();
+    if let Some(rpm) = limits.rpm {
+        out.push(WindowCap {
+            kind: WindowKind::Minute,
+            start: now.div_euclid(MINUTE_MS) * MINUTE_MS,
+            cap: cap(rpm),
+        });
+    }
+    if let Some(daily) = limits.daily {
+        out.push(WindowCap {
+            kind: WindowKind::Day,
+            start: now.div_euclid(DAY_MS) * DAY_MS,
+            cap: cap(daily),
+        });
+    }
+    out
 }
 
 /// What the OpenAI-style `x-ratelimit-*-requests` headers report.

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::call::{Call, CallError, Outcome};
-use super::limits::Limits;
+use super::limits::{self, Limits};
 use super::settings::BillingMode;
 use super::stages::{self, Request, StreamMeter};
 use super::upstream::Upstream;
@@ -149,8 +149,16 @@ impl Gateway {
             return Err(CallError::Unavailable);
         }
         let hold = self.cost(&req.model, req.prompt_est, req.completion_budget);
-        match self.ledger.reserve(&entry, hold) {
+        let windows = if self.ledger.shared() {
+            limits::shared_windows(limits, now)
+        } else {
+            Vec::new()
+        };
+        match self.ledger.reserve(&entry, hold, windows).await {
             Ok(()) => call.held = hold,
+            Err(LedgerError::Limited(w)) => {
+                return Err(CallError::RateLimited(limits::Refusal::shared(w, now)));
+            }
             Err(LedgerError::QuotaExceeded {
                 remaining,
                 requested,

@@ -12,7 +12,9 @@ use tokio::task::JoinHandle;
 
 use crate::clock::SharedClock;
 use crate::keys::{KeyHash, KeyRecord, effective_counters, hash_key, policy::is_expired};
-use crate::store::{ConsumeOp, IdempotentResult, OpKind, Refusal, Store, StoreError, UsageItem};
+use crate::store::{
+    ConsumeOp, IdempotentResult, KeyEvent, OpKind, Refusal, Store, StoreError, UsageItem, WindowCap,
+};
 pub use table::{KeyEntry, KeyTable};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,6 +29,9 @@ pub enum LedgerError {
     QuotaExceeded { remaining: i64, requested: i64 },
     #[error("store unavailable")]
     Unavailable,
+    /// A request counter shared by the instances is full for its window.
+    #[error("request limit reached")]
+    Limited(WindowCap),
 }
 
 impl From<StoreError> for LedgerError {
@@ -98,6 +103,8 @@ pub struct Ledger {
     writable: Arc<std::sync::atomic::AtomicBool>,
     /// In-flight and recent idempotency keys: concurrent retries wait for the first one.
     idem: moka::future::Cache<(i64, String), IdemCell>,
+    /// Other instances write the same database: gateway holds are committed there too.
+    shared: bool,
 }
 
 /// Stops the writer after it has committed everything already accepted.
@@ -155,6 +162,19 @@ fn spawn_writer_thread(
     Ok(done_rx)
 }
 
+fn refusal_error(r: Refusal, requested: i64) -> LedgerError {
+    match r {
+        Refusal::NotFound => LedgerError::UnknownKey,
+        Refusal::Disabled => LedgerError::Disabled,
+        Refusal::Expired => LedgerError::Expired,
+        Refusal::Quota { remaining } => LedgerError::QuotaExceeded {
+            remaining: remaining.unwrap_or(0),
+            requested,
+        },
+        Refusal::Window(w) => LedgerError::Limited(w),
+    }
+}
+
 type Reply = oneshot::Receiver<Result<crate::store::ConsumeResult, StoreError>>;
 
 /// Whether `amount` may be taken from the key now; applies a due refill to memory first.
@@ -202,6 +222,11 @@ impl Ledger {
         Ok(rx)
     }
 
+    /// Whether other instances share the database (holds and request counters go there).
+    pub fn shared(&self) -> bool {
+        self.shared
+    }
+
     /// Whether the store took the last write. While it does not, the gateway refuses new
     /// calls (it could not charge them) and `/readyz` answers 503.
     pub fn writable(&self) -> bool {
@@ -228,7 +253,9 @@ impl Ledger {
             clock.clone(),
             writable.clone(),
         )?;
+        let shared = store.shared();
         let ledger = Arc::new(Self {
+            shared,
             table,
             store,
             clock,
@@ -346,6 +373,8 @@ impl Ledger {
                 kind: OpKind::Consume,
                 items,
                 idempotency_key,
+                credit: 0,
+                windows: Vec::new(),
             };
             self.enqueue(&mut st, op, total)?
         };
@@ -360,32 +389,76 @@ impl Ledger {
                 total_quota: c.quota,
                 count,
             }),
-            Err(Refusal::NotFound) => Err(LedgerError::UnknownKey),
-            Err(Refusal::Disabled) => Err(LedgerError::Disabled),
-            Err(Refusal::Expired) => Err(LedgerError::Expired),
-            Err(Refusal::Quota { remaining }) => Err(LedgerError::QuotaExceeded {
-                remaining: remaining.unwrap_or(0),
-                requested: total,
-            }),
+            Err(r) => Err(refusal_error(r, total)),
         }
     }
 
-    /// Holds `amount` for a call about to be forwarded (memory only: nothing is charged
-    /// until [`Ledger::settle`]). Refused exactly like a consume.
-    pub fn reserve(&self, entry: &KeyEntry, amount: i64) -> Result<(), LedgerError> {
+    /// Holds `amount` for a call about to be forwarded. Refused exactly like a consume.
+    /// Nothing is charged until [`Ledger::settle`]; alone on its database the hold lives in
+    /// memory, and when instances share the database it is committed there (so no two
+    /// instances promise the same points), then settled or given back.
+    ///
+    /// `windows`: the request counters this call must also fit when instances share the
+    /// database (alone, the gateway's own limiter is exact and they are not needed).
+    pub async fn reserve(
+        &self,
+        entry: &KeyEntry,
+        amount: i64,
+        windows: Vec<WindowCap>,
+    ) -> Result<(), LedgerError> {
         let now = self.now_ms();
-        let mut st = entry.lock();
-        admit(&mut st, now, amount)?;
-        st.rec.used += amount;
-        st.held += amount;
-        Ok(())
+        let reply = {
+            let mut st = entry.lock();
+            admit(&mut st, now, amount)?;
+            if !self.shared || (amount <= 0 && windows.is_empty()) {
+                st.rec.used += amount;
+                st.held += amount;
+                return Ok(());
+            }
+            let op = ConsumeOp {
+                key_id: st.rec.id,
+                kind: OpKind::Hold,
+                items: vec![UsageItem {
+                    amount,
+                    reason: None,
+                    metadata: None,
+                }],
+                idempotency_key: None,
+                credit: 0,
+                windows,
+            };
+            self.enqueue(&mut st, op, amount)?
+        };
+        match reply
+            .await
+            .map_err(|_| LedgerError::Unavailable)?
+            .map_err(LedgerError::from)?
+        {
+            Ok(_) => Ok(()),
+            Err(r) => Err(refusal_error(r, amount)),
+        }
     }
 
     /// Gives a hold back in full (the call got no upstream answer).
     pub fn release(&self, entry: &KeyEntry, amount: i64) {
         let mut st = entry.lock();
-        st.rec.used -= amount;
-        st.held -= amount;
+        if !self.shared || amount <= 0 {
+            st.rec.used -= amount;
+            st.held -= amount;
+            return;
+        }
+        let op = ConsumeOp {
+            key_id: st.rec.id,
+            kind: OpKind::Settle,
+            items: Vec::new(),
+            idempotency_key: None,
+            credit: amount,
+            windows: Vec::new(),
+        };
+        // Not awaited: the writer keeps a settlement until the store takes it.
+        if self.enqueue(&mut st, op, -amount).is_err() {
+            tracing::error!("ledger stopped; a hold was not given back");
+        }
     }
 
     /// Replaces a hold by the call's actual cost: memory at once, the store through the
@@ -398,9 +471,12 @@ impl Ledger {
         item: UsageItem,
     ) -> Result<SettleTicket, LedgerError> {
         let mut st = entry.lock();
+        let now = self.now_ms();
+        if self.shared && (held > 0 || actual > 0) {
+            return self.settle_shared(&mut st, now, held, actual, item);
+        }
         st.rec.used -= held;
         st.held -= held;
-        let now = self.now_ms();
         if actual <= 0 {
             let c = effective_counters(&st.rec, now);
             return Ok(SettleTicket {
@@ -417,8 +493,40 @@ impl Ledger {
                 ..item
             }],
             idempotency_key: None,
+            credit: 0,
+            windows: Vec::new(),
         };
         let reply_rx = self.enqueue(&mut st, op, actual)?;
+        let c = effective_counters(&st.rec, now);
+        Ok(SettleTicket {
+            rx: Some(reply_rx),
+            remaining_now: c.remaining().map(|r| r.max(0)),
+            quota: c.quota,
+        })
+    }
+
+    /// A settlement when the hold was committed: one op gives the hold back and charges.
+    fn settle_shared(
+        &self,
+        st: &mut table::KeyState,
+        now: i64,
+        held: i64,
+        actual: i64,
+        item: UsageItem,
+    ) -> Result<SettleTicket, LedgerError> {
+        let actual = actual.max(0);
+        let op = ConsumeOp {
+            key_id: st.rec.id,
+            kind: OpKind::Settle,
+            items: vec![UsageItem {
+                amount: actual,
+                ..item
+            }],
+            idempotency_key: None,
+            credit: held,
+            windows: Vec::new(),
+        };
+        let reply_rx = self.enqueue(st, op, actual - held)?;
         let c = effective_counters(&st.rec, now);
         Ok(SettleTicket {
             rx: Some(reply_rx),
@@ -440,10 +548,22 @@ impl Ledger {
             .await
     }
 
-    /// Follows the audit feed so edits made by other processes (the CLI, other instances)
-    /// reach memory within `every`.
+    /// Keeps memory in step with edits made by other processes (the CLI, other instances):
+    /// from the store's announcements when it makes them (PostgreSQL), else by following
+    /// the audit log every `every`.
     pub fn spawn_change_follower(self: &Arc<Self>, every: Duration) -> JoinHandle<()> {
         let ledger = Arc::downgrade(self);
+        if let Some(mut events) = self.store.key_events() {
+            return tokio::spawn(async move {
+                while let Some(ev) = events.recv().await {
+                    let Some(l) = ledger.upgrade() else { return };
+                    match ev {
+                        KeyEvent::Changed(id) => l.reload(id).await,
+                        KeyEvent::Resync => l.reload_all().await,
+                    }
+                }
+            });
+        }
         tokio::spawn(async move {
             let mut last = match ledger.upgrade() {
                 Some(l) => l.store.last_audit_id().await.unwrap_or(0),
@@ -462,14 +582,37 @@ impl Ledger {
                 };
                 for (audit_id, key_id) in changes {
                     last = last.max(audit_id);
-                    match l.store.key_by_id(key_id).await {
-                        Ok(Some(rec)) => l.refresh(rec),
-                        Ok(None) => l.forget(key_id),
-                        Err(e) => tracing::warn!(error = %e, "could not reload key"),
-                    }
+                    l.reload(key_id).await;
                 }
             }
         })
+    }
+
+    async fn reload(&self, key_id: i64) {
+        match self.store.key_by_id(key_id).await {
+            Ok(Some(rec)) => self.refresh(rec),
+            Ok(None) => self.forget(key_id),
+            Err(e) => tracing::warn!(error = %e, "could not reload key"),
+        }
+    }
+
+    /// Every key again, after announcements may have been missed.
+    async fn reload_all(&self) {
+        match self.store.load_keys().await {
+            Ok(recs) => {
+                let live: std::collections::HashSet<i64> = recs.iter().map(|r| r.id).collect();
+                for rec in recs {
+                    self.refresh(rec);
+                }
+                for e in self.table.all() {
+                    let id = e.lock().rec.id;
+                    if !live.contains(&id) {
+                        self.forget(id);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not reload keys"),
+        }
     }
 }
 
@@ -570,9 +713,9 @@ mod tests {
     async fn holds_are_memory_only_and_settlements_clamp_to_what_is_left() {
         let f = fixture().await;
         let e = key(&f, Some(5)).await;
-        f.ledger.reserve(&e, 4).unwrap();
+        f.ledger.reserve(&e, 4, vec![]).await.unwrap();
         assert!(matches!(
-            f.ledger.reserve(&e, 2),
+            f.ledger.reserve(&e, 2, vec![]).await,
             Err(LedgerError::QuotaExceeded { .. })
         ));
         assert_eq!(used_in_db(&f, &e).await, 0, "a hold is not a charge");
@@ -583,7 +726,7 @@ mod tests {
         assert_eq!(used_in_db(&f, &e).await, 5);
         // A released hold charges nothing.
         let e2 = key(&f, Some(5)).await;
-        f.ledger.reserve(&e2, 3).unwrap();
+        f.ledger.reserve(&e2, 3, vec![]).await.unwrap();
         f.ledger.release(&e2, 3);
         assert_eq!(f.ledger.view(&e2).used, 0);
         f.handle.shutdown().await;
@@ -624,7 +767,7 @@ mod tests {
             Err(LedgerError::Disabled)
         ));
         assert!(matches!(
-            f.ledger.reserve(&e, 1),
+            f.ledger.reserve(&e, 1, vec![]).await,
             Err(LedgerError::Disabled)
         ));
         f.handle.shutdown().await;

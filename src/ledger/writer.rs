@@ -163,7 +163,7 @@ async fn commit(
         if failed && op.kind == OpKind::Settle {
             continue;
         }
-        *reserved.entry(op.key_id).or_default() += op.total();
+        *reserved.entry(op.key_id).or_default() += op.net();
     }
 
     // Memory catches up with the database before anyone is answered, so a caller that reads

@@ -2,6 +2,10 @@
 //! rules: the consume update refuses an overdraft, a disabled or an expired key by itself, so
 //! the database stays the authority even when memory is stale (CLI edits, several instances).
 
+pub mod copy;
+pub mod postgres;
+mod postgres_writer;
+mod rows;
 pub mod sqlite;
 mod sqlite_raw;
 pub mod sqlite_writer;
@@ -26,6 +30,17 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
                 StoreError::Unavailable(e.to_string())
             }
+            sqlx::Error::Database(db)
+                if db
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .is_some() =>
+            {
+                if is_pg_unavailable(db.code().as_deref().unwrap_or("")) {
+                    StoreError::Unavailable(e.to_string())
+                } else {
+                    StoreError::Other(e.to_string())
+                }
+            }
             sqlx::Error::Database(db) if db.code().as_deref().is_some_and(is_storage_fault) => {
                 StoreError::Unavailable(e.to_string())
             }
@@ -42,6 +57,16 @@ pub fn is_storage_fault(code: &str) -> bool {
         return false;
     };
     matches!(n & 0xff, 5 | 6 | 7 | 8 | 10 | 13 | 14)
+}
+
+/// PostgreSQL SQLSTATEs that mean "try again later": connection exceptions (08), too many
+/// connections or out of resources (53), the server shutting down or starting (57P),
+/// a read-only standby (25006), serialization failures and deadlocks (40001, 40P01).
+pub fn is_pg_unavailable(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || code.starts_with("57P")
+        || matches!(code, "25006" | "40001" | "40P01")
 }
 
 impl From<sqlx::migrate::MigrateError> for StoreError {
@@ -116,6 +141,10 @@ pub enum OpKind {
     /// The cost of a call already served: charged even if the key was disabled meanwhile,
     /// and clamped to what remains so a key never goes below zero. One item.
     Settle,
+    /// Points set aside for a gateway call about to be forwarded, when several instances
+    /// share the database: refused like a consume, but no history is written; the call's
+    /// settlement gives them back (`credit`) and charges the actual cost.
+    Hold,
 }
 
 /// One consume (a single `use`, a whole batch, or a gateway call's cost) to commit.
@@ -125,12 +154,91 @@ pub struct ConsumeOp {
     pub kind: OpKind,
     pub items: Vec<UsageItem>,
     pub idempotency_key: Option<String>,
+    /// A hold given back before this op is applied (settlements of held calls).
+    pub credit: i64,
+    /// Request counters shared by every instance that a hold must also fit (each counts
+    /// the call when the hold is granted). Only a shared store keeps them.
+    pub windows: Vec<WindowCap>,
+}
+
+/// A request counter per key and fixed window, shared in the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowCap {
+    pub kind: WindowKind,
+    /// Start of the current window (epoch ms): a different start opens a new count.
+    pub start: i64,
+    /// Calls the window admits.
+    pub cap: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowKind {
+    /// UTC day (`dailyRequests`).
+    Day,
+    /// Clock minute (`rpm`).
+    Minute,
+}
+
+impl WindowKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WindowKind::Day => "day",
+            WindowKind::Minute => "minute",
+        }
+    }
 }
 
 impl ConsumeOp {
     pub fn total(&self) -> i64 {
         self.items.iter().map(|i| i.amount).sum()
     }
+
+    /// What this op changes `used` by, before any clamping.
+    pub fn net(&self) -> i64 {
+        self.total() - self.credit
+    }
+}
+
+/// One usage-history row of a committed op.
+pub struct HistoryRow<'a> {
+    pub amount: i64,
+    pub reason: Option<&'a str>,
+    pub remaining: Option<i64>,
+    pub metadata: Option<String>,
+}
+
+/// The history rows a committed op writes: one per item with the remaining quota right after
+/// that item (a settlement: one row with what was charged; a hold: none; nothing for 0).
+pub fn history_rows<'a>(op: &'a ConsumeOp, c: &Committed) -> Vec<HistoryRow<'a>> {
+    if op.kind == OpKind::Hold {
+        return Vec::new();
+    }
+    let mut rem_after = c.remaining;
+    let mut per_item = Vec::with_capacity(op.items.len());
+    for item in op.items.iter().rev() {
+        per_item.push(rem_after);
+        rem_after = rem_after.map(|x| x + item.amount);
+    }
+    op.items
+        .iter()
+        .zip(per_item.into_iter().rev())
+        .filter_map(|(item, remaining)| {
+            let amount = if op.kind == OpKind::Settle {
+                c.charged
+            } else {
+                item.amount
+            };
+            (amount != 0).then(|| HistoryRow {
+                amount,
+                reason: item.reason.as_deref(),
+                remaining,
+                metadata: item
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| serde_json::to_string(m).ok()),
+            })
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +246,11 @@ pub enum Refusal {
     NotFound,
     Disabled,
     Expired,
-    Quota { remaining: Option<i64> },
+    Quota {
+        remaining: Option<i64>,
+    },
+    /// A shared request counter is full for its window.
+    Window(WindowCap),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,8 +422,29 @@ pub struct UpstreamStats {
     pub avg_ttft_ms: Option<f64>,
 }
 
+/// What another process changed, announced by a store shared between instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyEvent {
+    /// This key was created, edited or deleted: reload it.
+    Changed(i64),
+    /// Announcements may have been missed (the connection was lost): reload every key.
+    Resync,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Whether other instances may write the same database. Then memory is never trusted
+    /// on its own: gateway holds are committed too, and request counters are shared.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Key changes as they commit, when the store can announce them (otherwise the audit
+    /// log is polled).
+    fn key_events(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<KeyEvent>> {
+        None
+    }
+
     async fn ping(&self) -> StoreResult<()>;
 
     async fn load_keys(&self) -> StoreResult<Vec<KeyRecord>>;

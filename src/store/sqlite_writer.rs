@@ -11,7 +11,7 @@ use sqlx::{ConnectOptions, Connection};
 use super::sqlite_raw::{Db, Prepared, Step, Stmt};
 use super::{
     BatchOutcome, Committed, ConsumeOp, ConsumeResult, ConsumeWriter, KeyCounters, OpKind, Refusal,
-    StoreError, StoreResult,
+    StoreError, StoreResult, history_rows,
 };
 use crate::keys::RefillInterval;
 use crate::keys::refill::PeriodStarts;
@@ -41,6 +41,18 @@ fn consume_sql(strict: bool) -> String {
     )
 }
 
+/// ?1-?3 period starts, ?5 credit, ?6 key id: gives a hold back (after any due refill, which
+/// already dropped what the old period held), never below zero.
+fn credit_sql() -> String {
+    let due =
+        format!("({PERIOD} IS NOT NULL AND (refill_period IS NULL OR {PERIOD} > refill_period))");
+    format!(
+        "UPDATE keys SET used = MAX(0, (CASE WHEN {due} THEN 0 ELSE used END) - ?5), \
+         quota = (CASE WHEN {due} THEN refill_amount ELSE quota END), \
+         refill_period = CASE WHEN {due} THEN {PERIOD} ELSE refill_period END WHERE id = ?6"
+    )
+}
+
 const INSERT_EVENT: &str = "INSERT INTO usage_events (key_id, ts, amount, reason, remaining, metadata) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 const INSERT_IDEM: &str = "INSERT OR IGNORE INTO idempotency (key_id, idem_key, created_at, \
@@ -49,6 +61,7 @@ const SELECT_KEY: &str = "SELECT used, quota, refill_period, enabled, expires_at
      refill_interval, refill_amount FROM keys WHERE id = ?1";
 
 struct Statements {
+    credit: Prepared,
     consume: Prepared,
     settle: Prepared,
     event: Prepared,
@@ -59,6 +72,7 @@ struct Statements {
 impl Statements {
     fn prepare(db: &Db<'_>) -> StoreResult<Self> {
         Ok(Self {
+            credit: db.prepare(&credit_sql())?,
             consume: db.prepare(&consume_sql(true))?,
             settle: db.prepare(&consume_sql(false))?,
             event: db.prepare(INSERT_EVENT)?,
@@ -189,7 +203,9 @@ fn commit_sync(
     for key_id in order {
         let idxs = &by_key[&key_id];
         let total: i64 = idxs.iter().map(|&i| ops[i].total()).sum();
-        let all_consume = idxs.iter().all(|&i| ops[i].kind == OpKind::Consume);
+        let all_consume = idxs
+            .iter()
+            .all(|&i| ops[i].kind != OpKind::Settle && ops[i].credit == 0);
         // Fast path: the key's whole group fits, one statement.
         if all_consume
             && let Some(c) = run_consume(&mut s.consume.on(db)?, key_id, total, now_ms, p)?
@@ -210,8 +226,19 @@ fn commit_sync(
         let mut last = None;
         for &i in idxs {
             let op = &ops[i];
+            if op.credit > 0 {
+                let mut c = s.credit.on(db)?;
+                c.reset();
+                c.bind_i64(1, p.daily)?;
+                c.bind_i64(2, p.weekly)?;
+                c.bind_i64(3, p.monthly)?;
+                c.bind_i64(5, op.credit)?;
+                c.bind_i64(6, key_id)?;
+                c.step()?;
+                c.reset();
+            }
             let stmt = match op.kind {
-                OpKind::Consume => &mut s.consume,
+                OpKind::Consume | OpKind::Hold => &mut s.consume,
                 OpKind::Settle => &mut s.settle,
             };
             let mut charged = op.total();
@@ -221,7 +248,9 @@ fn commit_sync(
                 let (r, left, c) = classify(&mut s.key.on(db)?, key_id, now_ms, p)?;
                 last = c.or(last);
                 match (op.kind, left, r) {
-                    (_, _, Refusal::NotFound) | (OpKind::Consume, _, _) => refusal = Some(r),
+                    (_, _, Refusal::NotFound) | (OpKind::Consume | OpKind::Hold, _, _) => {
+                        refusal = Some(r)
+                    }
                     // A served call pays what is left, never more (disabled or not).
                     (OpKind::Settle, Some(left), _) if left > 0 => {
                         charged = left;
@@ -250,34 +279,15 @@ fn commit_sync(
 
     for (op, r) in ops.iter().zip(&results) {
         let Some(Ok(c)) = r else { continue };
-        // History: one row per item, with the remaining quota right after that item.
-        let mut rem_after = c.remaining;
-        let mut per_item = Vec::with_capacity(op.items.len());
-        for item in op.items.iter().rev() {
-            per_item.push(rem_after);
-            rem_after = rem_after.map(|x| x + item.amount);
-        }
-        for (item, rem) in op.items.iter().zip(per_item.into_iter().rev()) {
-            let amount = if op.kind == OpKind::Settle {
-                c.charged
-            } else {
-                item.amount
-            };
-            if amount == 0 {
-                continue;
-            }
-            let meta = item
-                .metadata
-                .as_ref()
-                .and_then(|m| serde_json::to_string(m).ok());
+        for h in history_rows(op, c) {
             let mut e = s.event.on(db)?;
             e.reset();
             e.bind_i64(1, op.key_id)?;
             e.bind_i64(2, now_ms)?;
-            e.bind_i64(3, amount)?;
-            e.bind_opt_text(4, item.reason.as_deref())?;
-            e.bind_opt_i64(5, rem)?;
-            e.bind_opt_text(6, meta.as_deref())?;
+            e.bind_i64(3, h.amount)?;
+            e.bind_opt_text(4, h.reason)?;
+            e.bind_opt_i64(5, h.remaining)?;
+            e.bind_opt_text(6, h.metadata.as_deref())?;
             e.step()?;
             e.reset();
         }

@@ -1,0 +1,571 @@
+//! The ledger's commit path on PostgreSQL: one transaction per batch on the writer's own
+//! connection. Several instances commit into the same rows, so every batch first locks its
+//! keys in id order (no deadlock between writers), the keys whose whole group fits are
+//! charged by one statement, and the rest go one op at a time with the same conditional
+//! update as SQLite: the database refuses any overdraft whatever each instance's memory says.
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
+
+use super::postgres::PgOptions;
+use super::{
+    BatchOutcome, Committed, ConsumeOp, ConsumeResult, ConsumeWriter, KeyCounters, OpKind, Refusal,
+    StoreError, StoreResult, WindowCap, history_rows, is_pg_unavailable,
+};
+use crate::keys::RefillInterval;
+use crate::keys::refill::PeriodStarts;
+
+// The refill period of the row's own interval ($1-$3: daily, weekly, monthly starts).
+const PERIOD: &str = "(CASE refill_interval WHEN 'daily' THEN $1::BIGINT \
+     WHEN 'weekly' THEN $2::BIGINT WHEN 'monthly' THEN $3::BIGINT END)";
+
+fn due() -> String {
+    format!("({PERIOD} IS NOT NULL AND (refill_period IS NULL OR {PERIOD} > refill_period))")
+}
+
+const RETURNING: &str = "used, quota, refill_period, enabled, expires_at, last_used";
+
+/// $1-$3 period starts, $4 now; `amount` and `id` are SQL expressions. Refuses (no row)
+/// unless the key can afford the amount after any due refill, and (`strict`) is enabled and
+/// unexpired.
+fn consume_set(strict: bool, amount: &str, id: &str) -> (String, String) {
+    let due = due();
+    let used = format!("((CASE WHEN {due} THEN 0 ELSE keys.used END) + {amount})");
+    let quota = format!("(CASE WHEN {due} THEN keys.refill_amount ELSE keys.quota END)");
+    let usable = if strict {
+        " AND keys.enabled AND (keys.expires_at IS NULL OR keys.expires_at > $4)"
+    } else {
+        ""
+    };
+    (
+        format!(
+            "SET used = {used}, quota = {quota}, \
+             refill_period = CASE WHEN {due} THEN {PERIOD} ELSE keys.refill_period END, \
+             last_used = $4"
+        ),
+        format!("keys.id = {id}{usable} AND ({quota} IS NULL OR {used} <= {quota})"),
+    )
+}
+
+fn single_sql(strict: bool) -> String {
+    let (set, cond) = consume_set(strict, "$5::BIGINT", "$6");
+    format!("UPDATE keys {set} WHERE {cond} RETURNING {RETURNING}")
+}
+
+/// Every key of the fast path at once: `$5` ids, `$6` totals.
+fn group_sql() -> String {
+    let (set, cond) = consume_set(true, "b.amt", "b.id");
+    format!(
+        "UPDATE keys {set} FROM unnest($5::BIGINT[], $6::BIGINT[]) AS b(id, amt) \
+         WHERE {cond} RETURNING keys.id, keys.{}",
+        RETURNING.replace(", ", ", keys.")
+    )
+}
+
+/// Gives a hold back ($5) after any due refill, never below zero.
+fn credit_sql() -> String {
+    let due = due();
+    format!(
+        "UPDATE keys SET used = GREATEST(0, (CASE WHEN {due} THEN 0 ELSE used END) - $5::BIGINT), \
+         quota = (CASE WHEN {due} THEN refill_amount ELSE quota END), \
+         refill_period = CASE WHEN {due} THEN {PERIOD} ELSE refill_period END \
+         WHERE id = $6"
+    )
+}
+
+const SELECT_KEY: &str = "SELECT used, quota, refill_period, enabled, expires_at, last_used, \
+     refill_interval, refill_amount FROM keys WHERE id = $1";
+
+struct Sql {
+    group: String,
+    consume: String,
+    settle: String,
+    credit: String,
+}
+
+pub struct PgConsumeWriter {
+    connect: PgConnectOptions,
+    conn: Option<PgConnection>,
+    sql: Sql,
+}
+
+impl PgConsumeWriter {
+    pub async fn connect(connect: &PgConnectOptions, _opts: PgOptions) -> StoreResult<Self> {
+        let mut w = Self {
+            connect: connect.clone(),
+            conn: None,
+            sql: Sql {
+                group: group_sql(),
+                consume: single_sql(true),
+                settle: single_sql(false),
+                credit: credit_sql(),
+            },
+        };
+        w.conn().await?;
+        Ok(w)
+    }
+
+    async fn conn(&mut self) -> StoreResult<&mut PgConnection> {
+        if self.conn.is_none() {
+            self.conn = Some(self.connect.connect().await?);
+        }
+        self.conn
+            .as_mut()
+            .ok_or_else(|| StoreError::Unavailable("no connection".into()))
+    }
+}
+
+fn counters(key_id: i64, r: &PgRow, at: usize) -> Result<KeyCounters, sqlx::Error> {
+    Ok(KeyCounters {
+        key_id,
+        used: r.try_get(at)?,
+        quota: r.try_get(at + 1)?,
+        refill_period: r.try_get(at + 2)?,
+        enabled: r.try_get(at + 3)?,
+        expires_at: r.try_get(at + 4)?,
+        last_used: r.try_get(at + 5)?,
+    })
+}
+
+async fn run_single(
+    conn: &mut PgConnection,
+    sql: &str,
+    key_id: i64,
+    amount: i64,
+    now: i64,
+    p: PeriodStarts,
+) -> Result<Option<KeyCounters>, sqlx::Error> {
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(p.daily)
+        .bind(p.weekly)
+        .bind(p.monthly)
+        .bind(now)
+        .bind(amount)
+        .bind(key_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.map(|r| counters(key_id, &r, 0)).transpose()
+}
+
+/// Why the conditional update refused, and what the key has left after any due refill.
+async fn classify(
+    conn: &mut PgConnection,
+    key_id: i64,
+    now: i64,
+    p: PeriodStarts,
+) -> Result<(Refusal, Option<i64>, Option<KeyCounters>), sqlx::Error> {
+    let Some(r) = sqlx::query(SELECT_KEY)
+        .bind(key_id)
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok((Refusal::NotFound, None, None));
+    };
+    let c = counters(key_id, &r, 0)?;
+    let interval: Option<String> = r.try_get(6)?;
+    let amount: Option<i64> = r.try_get(7)?;
+    let refill = interval
+        .as_deref()
+        .and_then(RefillInterval::parse)
+        .zip(amount);
+    let (quota, used) = match refill {
+        Some((interval, amount))
+            if c.refill_period
+                .is_none_or(|rp| p.for_interval(interval) > rp) =>
+        {
+            (Some(amount), 0)
+        }
+        _ => (c.quota, c.used),
+    };
+    let remaining = quota.map(|q| q.saturating_sub(used).max(0));
+    let refusal = if !c.enabled {
+        Refusal::Disabled
+    } else if c.expires_at.is_some_and(|e| e <= now) {
+        Refusal::Expired
+    } else {
+        Refusal::Quota { remaining }
+    };
+    Ok((refusal, remaining, Some(c)))
+}
+
+/// Claims an idempotency key for this op inside the batch's transaction. `Some` is the
+/// result another instance already committed under it: the op is answered with that and
+/// applies nothing. (A claim still uncommitted elsewhere makes this wait for its outcome.)
+async fn claim_idempotency(
+    conn: &mut PgConnection,
+    op: &ConsumeOp,
+    idem: &str,
+    now: i64,
+) -> Result<Option<Committed>, sqlx::Error> {
+    let claimed = sqlx::query(
+        "INSERT INTO idempotency (key_id, idem_key, created_at, amount_used, item_count) \
+         VALUES ($1, $2, $3, 0, $4) ON CONFLICT DO NOTHING RETURNING 1",
+    )
+    .bind(op.key_id)
+    .bind(idem)
+    .bind(now)
+    .bind(op.items.len() as i64)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if claimed.is_some() {
+        return Ok(None);
+    }
+    let r = sqlx::query(
+        "SELECT amount_used, remaining, total_quota FROM idempotency \
+         WHERE key_id = $1 AND idem_key = $2",
+    )
+    .bind(op.key_id)
+    .bind(idem)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Some(Committed {
+        charged: r.try_get(0)?,
+        remaining: r.try_get(1)?,
+        quota: r.try_get(2)?,
+    }))
+}
+
+async fn finish_idempotency(
+    conn: &mut PgConnection,
+    op: &ConsumeOp,
+    idem: &str,
+    result: &ConsumeResult,
+) -> Result<(), sqlx::Error> {
+    match result {
+        Ok(c) => {
+            sqlx::query(
+                "UPDATE idempotency SET amount_used = $3, remaining = $4, total_quota = $5 \
+                 WHERE key_id = $1 AND idem_key = $2",
+            )
+            .bind(op.key_id)
+            .bind(idem)
+            .bind(op.total())
+            .bind(c.remaining)
+            .bind(c.quota)
+            .execute(&mut *conn)
+            .await?;
+        }
+        // A refused consume leaves no record: a retry may succeed later.
+        Err(_) => {
+            sqlx::query("DELETE FROM idempotency WHERE key_id = $1 AND idem_key = $2")
+                .bind(op.key_id)
+                .bind(idem)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Counts the call in each of its shared windows; refuses (and counts nothing) when one is
+/// full. A window whose start is newer than the stored one begins a new count.
+async fn take_windows(
+    conn: &mut PgConnection,
+    op: &ConsumeOp,
+) -> Result<Option<WindowCap>, sqlx::Error> {
+    for (i, w) in op.windows.iter().enumerate() {
+        let taken = w.cap > 0
+            && sqlx::query(
+                "INSERT INTO key_windows (key_id, kind, start, n) VALUES ($1, $2, $3, 1) \
+                 ON CONFLICT (key_id, kind) DO UPDATE SET \
+                 n = CASE WHEN EXCLUDED.start > key_windows.start THEN 1 \
+                 ELSE key_windows.n + 1 END, \
+                 start = GREATEST(EXCLUDED.start, key_windows.start) \
+                 WHERE EXCLUDED.start > key_windows.start OR key_windows.n < $4 RETURNING n",
+            )
+            .bind(op.key_id)
+            .bind(w.kind.as_str())
+            .bind(w.start)
+            .bind(w.cap)
+            .fetch_optional(&mut *conn)
+            .await?
+            .is_some();
+        if !taken {
+            give_windows_back(conn, op.key_id, &op.windows[..i]).await?;
+            return Ok(Some(*w));
+        }
+    }
+    Ok(None)
+}
+
+async fn give_windows_back(
+    conn: &mut PgConnection,
+    key_id: i64,
+    windows: &[WindowCap],
+) -> Result<(), sqlx::Error> {
+    for w in windows {
+        sqlx::query(
+            "UPDATE key_windows SET n = n - 1 \
+             WHERE key_id = $1 AND kind = $2 AND start = $3 AND n > 0",
+        )
+        .bind(key_id)
+        .bind(w.kind.as_str())
+        .bind(w.start)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// One op on its own: the conditional update, and on a refusal the reason (a settlement
+/// then pays what is left).
+async fn apply_one(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    op: &ConsumeOp,
+    now: i64,
+    p: PeriodStarts,
+) -> Result<(ConsumeResult, Option<KeyCounters>), sqlx::Error> {
+    let key_id = op.key_id;
+    if let Some(full) = take_windows(conn, op).await? {
+        return Ok((Err(Refusal::Window(full)), None));
+    }
+    if op.credit > 0 {
+        sqlx::query(AssertSqlSafe(sql.credit.as_str()))
+            .bind(p.daily)
+            .bind(p.weekly)
+            .bind(p.monthly)
+            .bind(now)
+            .bind(op.credit)
+            .bind(key_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let stmt = match op.kind {
+        OpKind::Consume | OpKind::Hold => &sql.consume,
+        OpKind::Settle => &sql.settle,
+    };
+    let mut charged = op.total();
+    if let Some(c) = run_single(conn, stmt, key_id, charged, now, p).await? {
+        return Ok((ok(&c, charged), Some(c)));
+    }
+    let (refusal, left, c) = classify(conn, key_id, now, p).await?;
+    if op.kind != OpKind::Settle {
+        give_windows_back(conn, key_id, &op.windows).await?;
+    }
+    match (op.kind, left, refusal) {
+        (_, _, Refusal::NotFound) | (OpKind::Consume | OpKind::Hold, _, _) => Ok((Err(refusal), c)),
+        // A served call pays what is left, never more (disabled or not).
+        (OpKind::Settle, Some(left), _) if left > 0 => {
+            charged = left;
+            match run_single(conn, &sql.settle, key_id, charged, now, p).await? {
+                Some(c) => Ok((ok(&c, charged), Some(c))),
+                None => Ok((Err(Refusal::NotFound), c)),
+            }
+        }
+        (OpKind::Settle, _, _) => match c {
+            Some(c) => Ok((ok(&c, 0), Some(c))),
+            None => Ok((Err(Refusal::NotFound), None)),
+        },
+    }
+}
+
+fn ok(c: &KeyCounters, charged: i64) -> ConsumeResult {
+    Ok(Committed {
+        remaining: c.quota.map(|q| q - c.used),
+        quota: c.quota,
+        charged,
+    })
+}
+
+async fn commit_batch(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    ops: &[ConsumeOp],
+    now: i64,
+    p: PeriodStarts,
+) -> Result<BatchOutcome, sqlx::Error> {
+    let mut tx = conn.begin().await?;
+    let mut results: Vec<Option<ConsumeResult>> = vec![None; ops.len()];
+    // Answered from another instance's idempotency record: nothing of theirs is written.
+    let mut replayed = vec![false; ops.len()];
+    let mut fresh: HashMap<i64, KeyCounters> = HashMap::new();
+
+    let mut by_key: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+    for (i, op) in ops.iter().enumerate() {
+        by_key.entry(op.key_id).or_default().push(i);
+    }
+    let ids: Vec<i64> = by_key.keys().copied().collect();
+    // Locks in id order: two instances' batches never wait on each other in a cycle.
+    sqlx::query("SELECT id FROM keys WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+
+    // Fast path: keys whose ops are all plain consumes or holds, in one statement.
+    let fast: Vec<(i64, i64)> = by_key
+        .iter()
+        .filter(|(_, idxs)| {
+            idxs.iter().all(|&i| {
+                let op = &ops[i];
+                op.kind != OpKind::Settle
+                    && op.credit == 0
+                    && op.idempotency_key.is_none()
+                    && op.windows.is_empty()
+            })
+        })
+        .map(|(&id, idxs)| (id, idxs.iter().map(|&i| ops[i].total()).sum()))
+        .collect();
+    if !fast.is_empty() {
+        let (fids, amts): (Vec<i64>, Vec<i64>) = fast.into_iter().unzip();
+        let rows = sqlx::query(AssertSqlSafe(sql.group.as_str()))
+            .bind(p.daily)
+            .bind(p.weekly)
+            .bind(p.monthly)
+            .bind(now)
+            .bind(&fids)
+            .bind(&amts)
+            .fetch_all(&mut *tx)
+            .await?;
+        for r in rows {
+            let key_id: i64 = r.try_get(0)?;
+            let c = counters(key_id, &r, 1)?;
+            let mut used_after = c.used;
+            for &i in by_key[&key_id].iter().rev() {
+                results[i] = Some(Ok(Committed {
+                    remaining: c.quota.map(|q| q - used_after),
+                    quota: c.quota,
+                    charged: ops[i].total(),
+                }));
+                used_after -= ops[i].total();
+            }
+            fresh.insert(key_id, c);
+        }
+    }
+
+    // Everything else, one op at a time in each key's arrival order.
+    for (&key_id, idxs) in &by_key {
+        if fresh.contains_key(&key_id) {
+            continue;
+        }
+        for &i in idxs {
+            let op = &ops[i];
+            if let Some(idem) = &op.idempotency_key
+                && let Some(prev) = claim_idempotency(&mut tx, op, idem, now).await?
+            {
+                results[i] = Some(Ok(prev));
+                replayed[i] = true;
+                continue;
+            }
+            let (result, c) = apply_one(&mut tx, sql, op, now, p).await?;
+            if let Some(idem) = &op.idempotency_key {
+                finish_idempotency(&mut tx, op, idem, &result).await?;
+            }
+            if let Some(c) = c {
+                fresh.insert(key_id, c);
+            }
+            results[i] = Some(result);
+        }
+    }
+
+    // History, in one statement.
+    let (mut k, mut amount, mut reason, mut remaining, mut meta) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (i, (op, r)) in ops.iter().zip(&results).enumerate() {
+        let Some(Ok(c)) = r else { continue };
+        if replayed[i] {
+            continue;
+        }
+        for h in history_rows(op, c) {
+            k.push(op.key_id);
+            amount.push(h.amount);
+            reason.push(h.reason.map(str::to_owned));
+            remaining.push(h.remaining);
+            meta.push(h.metadata);
+        }
+    }
+    if !k.is_empty() {
+        sqlx::query(
+            "INSERT INTO usage_events (key_id, ts, amount, reason, remaining, metadata) \
+             SELECT k, $2, a, r, rem, m FROM unnest($1::BIGINT[], $3::BIGINT[], $4::TEXT[], \
+             $5::BIGINT[], $6::TEXT[]) AS u(k, a, r, rem, m)",
+        )
+        .bind(&k)
+        .bind(now)
+        .bind(&amount)
+        .bind(&reason)
+        .bind(&remaining)
+        .bind(&meta)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(BatchOutcome {
+        results: results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(Refusal::NotFound)))
+            .collect(),
+        counters: fresh.into_values().collect(),
+    })
+}
+
+fn is_conflict(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01")))
+}
+
+#[async_trait(?Send)]
+impl ConsumeWriter for PgConsumeWriter {
+    async fn commit(
+        &mut self,
+        ops: &[ConsumeOp],
+        now_ms: i64,
+        periods: PeriodStarts,
+    ) -> StoreResult<BatchOutcome> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.conn().await?;
+            let Some(conn) = self.conn.as_mut() else {
+                return Err(StoreError::Unavailable("no connection".into()));
+            };
+            match commit_batch(conn, &self.sql, ops, now_ms, periods).await {
+                Ok(o) => return Ok(o),
+                // Nothing of a failed transaction stays; a conflict is simply tried again.
+                Err(e) if is_conflict(&e) && attempt < 3 => continue,
+                Err(e) => {
+                    let broken = match &e {
+                        sqlx::Error::Database(db) => {
+                            is_pg_unavailable(db.code().as_deref().unwrap_or(""))
+                        }
+                        _ => true,
+                    };
+                    if broken {
+                        // A fresh connection next time: this one may be dead or mid-transaction.
+                        if let Some(c) = self.conn.take() {
+                            let _ = tokio::time::timeout(
+                                std::time::Duration::from_millis(200),
+                                c.close(),
+                            )
+                            .await;
+                        }
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+
+    async fn probe(&mut self, now_ms: i64) -> StoreResult<()> {
+        let conn = self.conn().await?;
+        let r = sqlx::query(
+            "INSERT INTO health_probe (id, ts) VALUES (1, $1) \
+             ON CONFLICT (id) DO UPDATE SET ts = EXCLUDED.ts",
+        )
+        .bind(now_ms)
+        .execute(&mut *conn)
+        .await;
+        if r.is_err() {
+            self.conn = None;
+        }
+        r.map(|_| ()).map_err(Into::into)
+    }
+
+    async fn close(mut self: Box<Self>) {
+        if let Some(c) = self.conn.take() {
+            let _ = c.close().await;
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Row shapes both backends read keys and log rows into (the column types agree: integers,
+//! text, a blob or bytea for the hash, a boolean or 0/1 integer for flags).
+
+use serde_json::{Map, Value};
+
+use super::RequestLogRow;
+use crate::keys::{KeyHash, KeyLimits, KeyRecord, Owner, Refill, RefillInterval};
+
+pub const REQUEST_LOG_COLUMNS: &str = "ts, request_id, key_id, key_name, owner_user_id, \
+    owner_username, endpoint, model, upstream, prompt_tokens, completion_tokens, cost, status, \
+    error, latency_ms, ttft_ms, is_stream, estimated, client_ip";
+
+pub const KEY_COLUMNS: &str = "id, key_hash, hint, name, prefix, quota, used, expires_at, created_at, \
+    last_used, enabled, metadata, owner_user_id, owner_username, limits, refill_interval, \
+    refill_amount, refill_period";
+
+#[derive(sqlx::FromRow)]
+pub struct KeyRow {
+    id: i64,
+    key_hash: Vec<u8>,
+    hint: String,
+    name: Option<String>,
+    prefix: String,
+    quota: Option<i64>,
+    used: i64,
+    expires_at: Option<i64>,
+    created_at: i64,
+    last_used: Option<i64>,
+    enabled: bool,
+    metadata: String,
+    owner_user_id: Option<i64>,
+    owner_username: Option<String>,
+    limits: String,
+    refill_interval: Option<String>,
+    refill_amount: Option<i64>,
+    refill_period: Option<i64>,
+}
+
+impl From<KeyRow> for KeyRecord {
+    fn from(r: KeyRow) -> Self {
+        let mut hash: KeyHash = [0; 32];
+        if r.key_hash.len() == 32 {
+            hash.copy_from_slice(&r.key_hash);
+        }
+        let owner = if r.owner_user_id.is_some() || r.owner_username.is_some() {
+            Some(Owner {
+                user_id: r.owner_user_id,
+                username: r.owner_username,
+            })
+        } else {
+            None
+        };
+        let refill = match (
+            r.refill_interval.as_deref().and_then(RefillInterval::parse),
+            r.refill_amount,
+        ) {
+            (Some(interval), Some(amount)) => Some(Refill { interval, amount }),
+            _ => None,
+        };
+        KeyRecord {
+            id: r.id,
+            hash,
+            hint: r.hint,
+            name: r.name,
+            prefix: r.prefix,
+            quota: r.quota,
+            used: r.used,
+            expires_at: r.expires_at,
+            created_at: r.created_at,
+            last_used: r.last_used,
+            enabled: r.enabled,
+            metadata: serde_json::from_str::<Map<String, Value>>(&r.metadata).unwrap_or_default(),
+            owner,
+            limits: serde_json::from_str::<KeyLimits>(&r.limits).unwrap_or_default(),
+            refill,
+            refill_period: r.refill_period,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub struct RequestLogDbRow {
+    ts: i64,
+    request_id: String,
+    key_id: Option<i64>,
+    key_name: Option<String>,
+    owner_user_id: Option<i64>,
+    owner_username: Option<String>,
+    endpoint: String,
+    model: Option<String>,
+    upstream: Option<String>,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    cost: i64,
+    status: i64,
+    error: Option<String>,
+    latency_ms: i64,
+    ttft_ms: Option<i64>,
+    is_stream: bool,
+    estimated: bool,
+    client_ip: Option<String>,
+}
+
+impl From<RequestLogDbRow> for RequestLogRow {
+    fn from(r: RequestLogDbRow) -> Self {
+        RequestLogRow {
+            ts: r.ts,
+            request_id: r.request_id,
+            key_id: r.key_id,
+            key_name: r.key_name,
+            owner_user_id: r.owner_user_id,
+            owner_username: r.owner_username,
+            endpoint: r.endpoint,
+            model: r.model,
+            upstream: r.upstream,
+            prompt_tokens: r.prompt_tokens,
+            completion_tokens: r.completion_tokens,
+            cost: r.cost,
+            status: r.status,
+            error: r.error,
+            latency_ms: r.latency_ms,
+            ttft_ms: r.ttft_ms,
+            is_stream: r.is_stream,
+            estimated: r.estimated,
+            client_ip: r.client_ip,
+        }
+    }
+}
+
+pub fn json_text<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "{}".to_owned())
+}
