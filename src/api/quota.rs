@@ -22,7 +22,7 @@ use crate::timefmt::rfc3339_opt;
     responses((status = 200, description = "The key's state (`valid:false` with `reason` when not usable)", body = ValidateResponse),
         (status = 401, body = super::shapes::QuotaError), (status = 503, body = super::shapes::QuotaError)))]
 pub async fn validate(State(st): State<AppState>, caller: Caller) -> Json<ValidateResponse> {
-    let rec = caller.entry.snapshot();
+    let rec = st.ledger.current(&caller.entry).await;
     let now = st.ledger.now_ms();
     let c = effective_counters(&rec, now);
     let status = status_of(&rec, now);
@@ -161,7 +161,7 @@ pub async fn use_batch(
     responses((status = 200, body = QuotaResponse),
         (status = 401, body = super::shapes::QuotaError), (status = 503, body = super::shapes::QuotaError)))]
 pub async fn quota(State(st): State<AppState>, caller: Caller) -> Json<QuotaResponse> {
-    let rec = caller.entry.snapshot();
+    let rec = st.ledger.current(&caller.entry).await;
     let c = effective_counters(&rec, st.ledger.now_ms());
     Json(QuotaResponse {
         key: rec.hint,

@@ -312,6 +312,23 @@ impl Ledger {
             .map(|r| self.table.upsert(r)))
     }
 
+    /// The key as it stands now. Alone on its database memory is exact; when instances
+    /// share it, the others' consumes are read from the database first (an answer about a
+    /// key's balance must not lag behind another instance's charges).
+    pub async fn current(&self, entry: &KeyEntry) -> KeyRecord {
+        if self.shared {
+            let id = entry.lock().rec.id;
+            match self.store.key_by_id(id).await {
+                Ok(Some(rec)) => self.refresh(rec),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not re-read key; answering from memory")
+                }
+            }
+        }
+        entry.snapshot()
+    }
+
     /// The key's record with any due refill applied to the view.
     pub fn view(&self, entry: &KeyEntry) -> KeyRecord {
         let mut rec = entry.snapshot();

@@ -22,6 +22,7 @@ mod fuzz;
 mod gateway;
 mod helpers;
 mod idempotency;
+mod instances;
 mod layers;
 mod lifecycle;
 mod monitor;
