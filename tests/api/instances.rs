@@ -339,3 +339,391 @@ async fn daily_requests_and_rpm_hold_across_instances() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Counts of a load run: acknowledged consumes, and every other status seen.
+#[derive(Default, Debug)]
+struct Tally {
+    acked: i64,
+    unavailable: i64,
+    with_retry_after: i64,
+    other: Vec<u16>,
+}
+
+/// `width` workers consuming 1 from `key` on `bases` (round robin) until `stop` is set.
+fn load(
+    bases: Vec<String>,
+    key: String,
+    width: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<(usize, Tally)>> {
+    tokio::spawn(async move {
+        let client = http_client();
+        let mut workers = Vec::new();
+        for w in 0..width {
+            let (client, key, stop) = (client.clone(), key.clone(), stop.clone());
+            let base = bases[w % bases.len()].clone();
+            let which = w % bases.len();
+            workers.push(tokio::spawn(async move {
+                let mut t = Tally::default();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r = client
+                        .post(format!("{base}/api/v1/use"))
+                        .header("X-API-Key", &key)
+                        .json(&json!({"amount": 1}))
+                        .timeout(Duration::from_secs(10))
+                        .send()
+                        .await;
+                    match r {
+                        Ok(r) if r.status() == 200 => t.acked += 1,
+                        Ok(r) if r.status() == 503 => {
+                            t.unavailable += 1;
+                            if r.headers().contains_key("retry-after") {
+                                t.with_retry_after += 1;
+                            }
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Ok(r) => t.other.push(r.status().as_u16()),
+                        // The instance is gone (killed): this worker stops.
+                        Err(_) => break,
+                    }
+                }
+                (which, t)
+            }));
+        }
+        let mut out = Vec::new();
+        for w in workers {
+            out.push(w.await.unwrap());
+        }
+        out
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_of_one_instance_under_load_loses_and_duplicates_nothing() {
+    let Some(url) = fresh_pg().await else { return };
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let env = [("DATABASE_URL", url.as_str())];
+    let mut a = BinaryServer::start(da.path(), free_port(), &env).await;
+    let b = BinaryServer::start(db.path(), free_port(), &env).await;
+    let admin = http_client();
+    let v: Value = admin
+        .post(format!("{}/admin/keys", b.base))
+        .bearer_auth(ADMIN)
+        .json(&json!({"quota": 1_000_000}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (key, id) = (
+        v["key"].as_str().unwrap().to_owned(),
+        v["id"].as_i64().unwrap(),
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let width = 16;
+    let run = load(
+        vec![a.base.clone(), b.base.clone()],
+        key.clone(),
+        width,
+        stop.clone(),
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    a.child.start_kill().unwrap();
+    a.child.wait().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let tallies = run.await.unwrap();
+    let acked: i64 = tallies.iter().map(|(_, t)| t.acked).sum();
+    let acked_b: i64 = tallies
+        .iter()
+        .filter(|(w, _)| *w == 1)
+        .map(|(_, t)| t.acked)
+        .sum();
+    assert!(acked_b > 0 && acked > acked_b, "{tallies:?}");
+    for (_, t) in &tallies {
+        assert!(t.other.is_empty(), "{tallies:?}");
+    }
+    let (used, history) = used_in_db(&url, id).await;
+    // Every acknowledged consume is there; only those in flight on A when it died
+    // (at most one per A's worker) may have committed unacknowledged; nothing twice.
+    assert!(used >= acked, "lost: used {used} < acknowledged {acked}");
+    assert!(
+        used - acked <= (width / 2) as i64,
+        "used {used}, acknowledged {acked}"
+    );
+    assert_eq!(history, used, "history and counter agree (no duplicate)");
+    drop(b);
+}
+
+/// A PostgreSQL server of the test's own, to stop and start under load.
+struct PrivatePg {
+    dir: tempfile::TempDir,
+    ctl: std::path::PathBuf,
+    port: u16,
+}
+
+impl PrivatePg {
+    fn start() -> Option<Self> {
+        let bindir = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("bin"))
+            .filter(|p| p.join("initdb").exists())
+            .max()?;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        if is_root() {
+            std::process::Command::new("chown")
+                .args(["postgres", &dir.path().to_string_lossy()])
+                .status()
+                .unwrap();
+        }
+        let pg = Self {
+            ctl: bindir.join("pg_ctl"),
+            port: free_port(),
+            dir,
+        };
+        let ok = pg
+            .run(
+                &bindir.join("initdb"),
+                &[
+                    "-D",
+                    &data.to_string_lossy(),
+                    "-A",
+                    "trust",
+                    "-U",
+                    "postgres",
+                ],
+            )
+            .success();
+        assert!(ok, "initdb failed");
+        pg.up();
+        Some(pg)
+    }
+
+    fn run(&self, prog: &std::path::Path, args: &[&str]) -> std::process::ExitStatus {
+        let mut cmd = if is_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(prog);
+            c
+        } else {
+            std::process::Command::new(prog)
+        };
+        cmd.args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+    }
+
+    fn up(&self) {
+        let data = self.dir.path().join("data");
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("log");
+        let ok = self
+            .run(
+                &self.ctl,
+                &[
+                    "-D",
+                    &data.to_string_lossy(),
+                    "-l",
+                    &log.to_string_lossy(),
+                    "-w",
+                    "-o",
+                    &opts,
+                    "start",
+                ],
+            )
+            .success();
+        assert!(ok, "pg_ctl start failed");
+    }
+
+    fn down(&self) {
+        let data = self.dir.path().join("data");
+        self.run(
+            &self.ctl,
+            &["-D", &data.to_string_lossy(), "-m", "fast", "-w", "stop"],
+        );
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        self.run(
+            &self.ctl,
+            &["-D", &data.to_string_lossy(), "-m", "immediate", "stop"],
+        );
+    }
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_restarting_under_load_gives_503_then_recovers_without_loss() {
+    // Needs the PostgreSQL server binaries scripts/test.sh installs.
+    if fresh_pg().await.is_none() {
+        return;
+    }
+    let pg = PrivatePg::start().expect("PostgreSQL server binaries");
+    let url = pg.url();
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("DB_ACQUIRE_TIMEOUT_MS", "1000"),
+    ];
+    let server = BinaryServer::start(dir.path(), free_port(), &env).await;
+    let client = http_client();
+    let v: Value = client
+        .post(format!("{}/admin/keys", server.base))
+        .bearer_auth(ADMIN)
+        .json(&json!({"quota": 1_000_000}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (key, id) = (
+        v["key"].as_str().unwrap().to_owned(),
+        v["id"].as_i64().unwrap(),
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let run = load(vec![server.base.clone()], key.clone(), 8, stop.clone());
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    pg.down();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    pg.up();
+    // Service resumes by itself: consumes succeed again within 15 s.
+    let back = within(Duration::from_secs(15), async || {
+        let r = client
+            .post(format!("{}/api/v1/use", server.base))
+            .header("X-API-Key", &key)
+            .json(&json!({"amount": 1}))
+            .send()
+            .await
+            .unwrap();
+        r.status() == 200
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let tallies = run.await.unwrap();
+    assert!(back.is_some(), "no recovery: {}", server.stderr());
+    let mut t = Tally::default();
+    for (_, x) in tallies {
+        t.acked += x.acked;
+        t.unavailable += x.unavailable;
+        t.with_retry_after += x.with_retry_after;
+        t.other.extend(x.other);
+    }
+    assert!(t.unavailable > 0, "no 503 while PostgreSQL was down: {t:?}");
+    assert_eq!(
+        t.unavailable, t.with_retry_after,
+        "every 503 has Retry-After"
+    );
+    assert!(t.other.is_empty(), "{t:?}");
+    // The probe consume after recovery counts too.
+    let acked = t.acked + 1;
+    let (used, history) = used_in_db(&url, id).await;
+    assert!(used >= acked, "lost: used {used} < acknowledged {acked}");
+    // Only a commit whose answer was lost with the server may be in doubt.
+    assert!(used - acked <= 8, "used {used}, acknowledged {acked}");
+    assert_eq!(history, used);
+    let ready = client
+        .get(format!("{}/readyz", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn migrate_to_copies_a_sqlite_deployment_and_keys_still_work() {
+    let Some(url) = fresh_pg().await else { return };
+    let app = spawn_app().await;
+    let (key, id) = app
+        .create_key(json!({"quota": 500, "name": "迁移", "limits": {"rpm": 100}}))
+        .await;
+    let (key2, _) = app.create_key(json!({"quota": 10})).await;
+    for amount in [3, 4, 5] {
+        assert_eq!(app.use_amount(&key, amount).await.0, 200);
+    }
+    assert_eq!(app.mock_chat(&key).await.status(), 200);
+    let (s, _) = app
+        .admin_post("/admin/keys/disable", json!({"key": key2}))
+        .await;
+    assert_eq!(s, 200);
+    let before = app.quota(&key).await;
+    let dir = app.stop().await;
+    let db = dir.path().join("qp.db");
+
+    let out = tokio::process::Command::new(bin())
+        .args(["migrate", "--to", &url, "--db"])
+        .arg(&db)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("every count and sum matches"), "{stderr}");
+    for table in [
+        "keys",
+        "usage_events",
+        "request_log",
+        "audit",
+        "idempotency",
+    ] {
+        assert!(stdout.contains(table), "{stdout}");
+    }
+    assert!(
+        !stdout.contains(&key) && !stderr.contains(&key),
+        "no secret printed"
+    );
+
+    // A second copy into the now populated database is refused.
+    let again = tokio::process::Command::new(bin())
+        .args(["migrate", "--to", &url, "--db"])
+        .arg(&db)
+        .output()
+        .await
+        .unwrap();
+    assert!(!again.status.success());
+
+    let pg = spawn_app_with(|c| c.database_url = Some(url.clone())).await;
+    let after = pg.quota(&key).await;
+    assert_eq!(
+        after, before,
+        "same counters, and the key authenticates by its hash"
+    );
+    let (s, v) = pg.use_amount(&key2, 1).await;
+    assert_eq!((s, error_code(&v)), (403, "KEY_DISABLED"));
+    let (_, h) = pg.key_get(&key, "/api/v1/usage/history").await;
+    assert_eq!(h["total"], 4, "three consumes and the gateway call");
+    let (_, k) = pg.admin_get(&format!("/admin/keys/{id}")).await;
+    assert_eq!(
+        (k["name"].clone(), k["limits"]["rpm"].clone()),
+        (json!("迁移"), json!(100))
+    );
+    // New rows continue after the copied ids.
+    let (_, id3) = pg.create_key(json!({"quota": 1})).await;
+    assert!(id3 > id);
+    assert_eq!(pg.use_amount(&key, 1).await.0, 200);
+    pg.stop().await;
+}
