@@ -313,20 +313,32 @@ impl Ledger {
     }
 
     /// The key as it stands now. Alone on its database memory is exact; when instances
-    /// share it, the others' consumes are read from the database first (an answer about a
-    /// key's balance must not lag behind another instance's charges).
+    /// share it, the key's counters are read in line with this instance's own pending ops
+    /// (through the writer), so an answer about the balance includes the others' charges.
     pub async fn current(&self, entry: &KeyEntry) -> KeyRecord {
         if self.shared {
-            let id = entry.lock().rec.id;
-            match self.store.key_by_id(id).await {
-                Ok(Some(rec)) => self.refresh(rec),
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not re-read key; answering from memory")
-                }
+            if let Ok(rx) = self.peek(entry)
+                && !matches!(rx.await, Ok(Ok(_)))
+            {
+                tracing::warn!("could not re-read a key; answering from memory");
             }
         }
         entry.snapshot()
+    }
+
+    /// Asks the writer for the key's counters as the database holds them, after this
+    /// instance's own pending ops.
+    fn peek(&self, entry: &KeyEntry) -> Result<Reply, LedgerError> {
+        let mut st = entry.lock();
+        let op = ConsumeOp {
+            key_id: st.rec.id,
+            kind: OpKind::Peek,
+            items: Vec::new(),
+            idempotency_key: None,
+            credit: 0,
+            windows: Vec::new(),
+        };
+        self.enqueue(&mut st, op, 0)
     }
 
     /// The key's record with any due refill applied to the view.
@@ -607,7 +619,16 @@ impl Ledger {
 
     async fn reload(&self, key_id: i64) {
         match self.store.key_by_id(key_id).await {
-            Ok(Some(rec)) => self.refresh(rec),
+            Ok(Some(rec)) => {
+                self.refresh(rec);
+                // The row was read beside the writer: a commit may have landed in between.
+                // Its counters are put right in line with the writer's own (not awaited).
+                if self.shared
+                    && let Some(e) = self.table.by_id(key_id)
+                {
+                    let _ = self.peek(&e);
+                }
+            }
             Ok(None) => self.forget(key_id),
             Err(e) => tracing::warn!(error = %e, "could not reload key"),
         }

@@ -145,6 +145,9 @@ pub enum OpKind {
     /// share the database: refused like a consume, but no history is written; the call's
     /// settlement gives them back (`credit`) and charges the actual cost.
     Hold,
+    /// Changes nothing: reads the key's counters in line with the ops before it, so memory
+    /// learns what other instances charged without losing track of its own pending ops.
+    Peek,
 }
 
 /// One consume (a single `use`, a whole batch, or a gateway call's cost) to commit.
@@ -210,7 +213,7 @@ pub struct HistoryRow<'a> {
 /// The history rows a committed op writes: one per item with the remaining quota right after
 /// that item (a settlement: one row with what was charged; a hold: none; nothing for 0).
 pub fn history_rows<'a>(op: &'a ConsumeOp, c: &Committed) -> Vec<HistoryRow<'a>> {
-    if op.kind == OpKind::Hold {
+    if matches!(op.kind, OpKind::Hold | OpKind::Peek) {
         return Vec::new();
     }
     let mut rem_after = c.remaining;

@@ -320,6 +320,13 @@ async fn apply_one(
     p: PeriodStarts,
 ) -> Result<(ConsumeResult, Option<KeyCounters>), sqlx::Error> {
     let key_id = op.key_id;
+    if op.kind == OpKind::Peek {
+        let (_, _, c) = classify(conn, key_id, now, p).await?;
+        return Ok(match c {
+            Some(c) => (ok(&c, 0), Some(c)),
+            None => (Err(Refusal::NotFound), None),
+        });
+    }
     if let Some(full) = take_windows(conn, op).await? {
         return Ok((Err(Refusal::Window(full)), None));
     }
@@ -335,7 +342,7 @@ async fn apply_one(
             .await?;
     }
     let stmt = match op.kind {
-        OpKind::Consume | OpKind::Hold => &sql.consume,
+        OpKind::Consume | OpKind::Hold | OpKind::Peek => &sql.consume,
         OpKind::Settle => &sql.settle,
     };
     let mut charged = op.total();
@@ -343,11 +350,13 @@ async fn apply_one(
         return Ok((ok(&c, charged), Some(c)));
     }
     let (refusal, left, c) = classify(conn, key_id, now, p).await?;
-    if op.kind != OpKind::Settle {
+    if op.kind == OpKind::Hold {
         give_windows_back(conn, key_id, &op.windows).await?;
     }
     match (op.kind, left, refusal) {
-        (_, _, Refusal::NotFound) | (OpKind::Consume | OpKind::Hold, _, _) => Ok((Err(refusal), c)),
+        (_, _, Refusal::NotFound) | (OpKind::Consume | OpKind::Hold | OpKind::Peek, _, _) => {
+            Ok((Err(refusal), c))
+        }
         // A served call pays what is left, never more (disabled or not).
         (OpKind::Settle, Some(left), _) if left > 0 => {
             charged = left;
@@ -401,7 +410,7 @@ async fn commit_batch(
         .filter(|(_, idxs)| {
             idxs.iter().all(|&i| {
                 let op = &ops[i];
-                op.kind != OpKind::Settle
+                matches!(op.kind, OpKind::Consume | OpKind::Hold)
                     && op.credit == 0
                     && op.idempotency_key.is_none()
                     && op.windows.is_empty()

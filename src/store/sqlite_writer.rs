@@ -205,7 +205,7 @@ fn commit_sync(
         let total: i64 = idxs.iter().map(|&i| ops[i].total()).sum();
         let all_consume = idxs
             .iter()
-            .all(|&i| ops[i].kind != OpKind::Settle && ops[i].credit == 0);
+            .all(|&i| matches!(ops[i].kind, OpKind::Consume | OpKind::Hold) && ops[i].credit == 0);
         // Fast path: the key's whole group fits, one statement.
         if all_consume
             && let Some(c) = run_consume(&mut s.consume.on(db)?, key_id, total, now_ms, p)?
@@ -226,6 +226,19 @@ fn commit_sync(
         let mut last = None;
         for &i in idxs {
             let op = &ops[i];
+            if op.kind == OpKind::Peek {
+                let (_, _, c) = classify(&mut s.key.on(db)?, key_id, now_ms, p)?;
+                results[i] = Some(match c {
+                    Some(c) => Ok(Committed {
+                        remaining: c.quota.map(|q| q - c.used),
+                        quota: c.quota,
+                        charged: 0,
+                    }),
+                    None => Err(Refusal::NotFound),
+                });
+                last = c.or(last);
+                continue;
+            }
             if op.credit > 0 {
                 let mut c = s.credit.on(db)?;
                 c.reset();
@@ -238,7 +251,7 @@ fn commit_sync(
                 c.reset();
             }
             let stmt = match op.kind {
-                OpKind::Consume | OpKind::Hold => &mut s.consume,
+                OpKind::Consume | OpKind::Hold | OpKind::Peek => &mut s.consume,
                 OpKind::Settle => &mut s.settle,
             };
             let mut charged = op.total();
@@ -248,9 +261,8 @@ fn commit_sync(
                 let (r, left, c) = classify(&mut s.key.on(db)?, key_id, now_ms, p)?;
                 last = c.or(last);
                 match (op.kind, left, r) {
-                    (_, _, Refusal::NotFound) | (OpKind::Consume | OpKind::Hold, _, _) => {
-                        refusal = Some(r)
-                    }
+                    (_, _, Refusal::NotFound)
+                    | (OpKind::Consume | OpKind::Hold | OpKind::Peek, _, _) => refusal = Some(r),
                     // A served call pays what is left, never more (disabled or not).
                     (OpKind::Settle, Some(left), _) if left > 0 => {
                         charged = left;

@@ -46,6 +46,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
 /// Starts the app on a fresh port, over the database already in `dir` (if any).
 pub async fn spawn_in(dir: TempDir, tweak: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = test_config(dir.path());
+    shared_store(dir.path(), &mut config).await;
     tweak(&mut config);
     let clock = OffsetClock::new();
     let app = App::build(config, Arc::new(clock.clone())).await.unwrap();
@@ -67,6 +68,27 @@ pub async fn spawn_in(dir: TempDir, tweak: impl FnOnce(&mut Config)) -> TestApp 
         stop: Some(tx),
         join: Some(join),
     }
+}
+
+/// With `QP_TEST_STORE=postgres` (scripts/test.sh runs the quota, gateway and monitor
+/// suites so once more), the app keeps everything in a fresh PostgreSQL database; a restart
+/// in the same dir finds the same database.
+async fn shared_store(dir: &Path, config: &mut Config) {
+    if std::env::var("QP_TEST_STORE").as_deref() != Ok("postgres") {
+        return;
+    }
+    let marker = dir.join("pg_url");
+    let url = match std::fs::read_to_string(&marker) {
+        Ok(u) => u,
+        Err(_) => {
+            let u = crate::instances::fresh_pg()
+                .await
+                .expect("QP_TEST_STORE=postgres needs TEST_PG_URL");
+            std::fs::write(&marker, &u).unwrap();
+            u
+        }
+    };
+    config.database_url = Some(url);
 }
 
 impl TestApp {
