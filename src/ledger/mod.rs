@@ -316,12 +316,11 @@ impl Ledger {
     /// share it, the key's counters are read in line with this instance's own pending ops
     /// (through the writer), so an answer about the balance includes the others' charges.
     pub async fn current(&self, entry: &KeyEntry) -> KeyRecord {
-        if self.shared {
-            if let Ok(rx) = self.peek(entry)
-                && !matches!(rx.await, Ok(Ok(_)))
-            {
-                tracing::warn!("could not re-read a key; answering from memory");
-            }
+        if self.shared
+            && let Ok(rx) = self.peek(entry)
+            && !matches!(rx.await, Ok(Ok(_)))
+        {
+            tracing::warn!("could not re-read a key; answering from memory");
         }
         entry.snapshot()
     }
