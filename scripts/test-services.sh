@@ -31,11 +31,15 @@ start_postgres() {
   fi
   PG_CTL="$bindir/pg_ctl"
   local port; port="$(free_port)"
+  # Tests trade durability for speed; PG_DURABLE=1 (benchmarks) keeps PostgreSQL's defaults:
+  # fsync on, synchronous_commit on.
+  local durability="-c fsync=off"
+  if [ -n "${PG_DURABLE:-}" ]; then durability="-c fsync=on -c synchronous_commit=on"; fi
   mkdir -p "$services_dir/pg"
   chown postgres "$services_dir/pg"
   runuser -u postgres -- "$bindir/initdb" -D "$services_dir/pg" -A trust -U postgres >/dev/null
   runuser -u postgres -- "$PG_CTL" -D "$services_dir/pg" -l "$services_dir/pg/log" -w \
-    -o "-p $port -k $services_dir/pg -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
+    -o "-p $port -k $services_dir/pg -c listen_addresses=127.0.0.1 -c max_connections=200 $durability" start >/dev/null
   export TEST_PG_URL="postgres://postgres@127.0.0.1:$port/postgres"
   echo "PostgreSQL on 127.0.0.1:$port"
 }
