@@ -72,6 +72,9 @@ pub fn effective(c: &Config) -> Value {
     json!({
         "listen": c.listen.to_string(),
         "data_dir": c.data_dir.display().to_string(),
+        "database_url": c.database_url.as_deref().map(mask_dsn),
+        "db_pool_max": c.db_pool_max,
+        "db_acquire_timeout_ms": c.db_acquire_timeout_ms,
         "sqlite_path": c.sqlite_path.display().to_string(),
         "sqlite_synchronous": if c.sqlite_synchronous_full { "full" } else { "normal" },
         "sqlite_busy_timeout_ms": c.sqlite_busy_timeout_ms,

@@ -607,7 +607,14 @@ async fn postgres_restarting_under_load_gives_503_then_recovers_without_loss() {
     let run = load(vec![server.base.clone()], key.clone(), 8, stop.clone());
     tokio::time::sleep(Duration::from_millis(800)).await;
     pg.down();
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ready = client
+        .get(format!("{}/readyz", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503, "/readyz reflects the database");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     pg.up();
     // Service resumes by itself: consumes succeed again within 15 s.
     let back = within(Duration::from_secs(15), async || {

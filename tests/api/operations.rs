@@ -408,6 +408,10 @@ fn check_config_prints_the_effective_settings_with_secrets_masked() {
         .arg(&file)
         .env("ADMIN_TOKEN", ADMIN)
         .env("RETENTION_ALERTS_DAYS", "7")
+        .env(
+            "DATABASE_URL",
+            format!("postgres://qp:{DB_PASSWORD}@db.internal:5432/quota"),
+        )
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -426,6 +430,10 @@ fn check_config_prints_the_effective_settings_with_secrets_masked() {
             .starts_with("mysql://newapi:***@")
     );
     assert!(v["admin_token"].as_str().unwrap().contains("chars"));
+    assert_eq!(
+        v["database_url"], "postgres://qp:***@db.internal:5432/quota",
+        "the shared database, its password masked"
+    );
     for secret in [
         ADMIN,
         UPSTREAM_SECRET,
