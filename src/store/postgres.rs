@@ -46,7 +46,6 @@ impl Default for PgOptions {
 pub struct PgStore {
     pool: PgPool,
     connect: PgConnectOptions,
-    opts: PgOptions,
 }
 
 impl PgStore {
@@ -61,11 +60,7 @@ impl PgStore {
             .connect_with(connect.clone())
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self {
-            pool,
-            connect,
-            opts,
-        })
+        Ok(Self { pool, connect })
     }
 
     pub(crate) fn pool(&self) -> &PgPool {
@@ -341,9 +336,7 @@ impl Store for PgStore {
     }
 
     async fn consume_writer(&self) -> StoreResult<Box<dyn ConsumeWriter>> {
-        Ok(Box::new(
-            PgConsumeWriter::connect(&self.connect, self.opts).await?,
-        ))
+        Ok(Box::new(PgConsumeWriter::connect(&self.connect).await?))
     }
 
     async fn idempotent_result(

@@ -10,7 +10,6 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
 
-use super::postgres::PgOptions;
 use super::{
     BatchOutcome, Committed, ConsumeOp, ConsumeResult, ConsumeWriter, KeyCounters, OpKind, Refusal,
     StoreError, StoreResult, WindowCap, history_rows, is_pg_unavailable,
@@ -93,7 +92,7 @@ pub struct PgConsumeWriter {
 }
 
 impl PgConsumeWriter {
-    pub async fn connect(connect: &PgConnectOptions, _opts: PgOptions) -> StoreResult<Self> {
+    pub async fn connect(connect: &PgConnectOptions) -> StoreResult<Self> {
         let mut w = Self {
             connect: connect.clone(),
             conn: None,
