@@ -202,6 +202,34 @@ impl ConsumeOp {
     }
 }
 
+/// Why a key's row refused an op, and what it has left after any due refill (a settlement
+/// of a call already served charges that much, usable key or not).
+pub fn refusal_of(
+    c: &KeyCounters,
+    refill: Option<(crate::keys::RefillInterval, i64)>,
+    now_ms: i64,
+    p: PeriodStarts,
+) -> (Refusal, Option<i64>) {
+    let (quota, used) = match refill {
+        Some((interval, amount))
+            if c.refill_period
+                .is_none_or(|rp| p.for_interval(interval) > rp) =>
+        {
+            (Some(amount), 0)
+        }
+        _ => (c.quota, c.used),
+    };
+    let remaining = quota.map(|q| q.saturating_sub(used).max(0));
+    let refusal = if !c.enabled {
+        Refusal::Disabled
+    } else if c.expires_at.is_some_and(|e| e <= now_ms) {
+        Refusal::Expired
+    } else {
+        Refusal::Quota { remaining }
+    };
+    (refusal, remaining)
+}
+
 /// One usage-history row of a committed op.
 pub struct HistoryRow<'a> {
     pub amount: i64,

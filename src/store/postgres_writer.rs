@@ -12,7 +12,7 @@ use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
 
 use super::{
     BatchOutcome, Committed, ConsumeOp, ConsumeResult, ConsumeWriter, KeyCounters, OpKind, Refusal,
-    StoreError, StoreResult, WindowCap, history_rows, is_pg_unavailable,
+    StoreError, StoreResult, WindowCap, history_rows, is_pg_unavailable, refusal_of,
 };
 use crate::keys::RefillInterval;
 use crate::keys::refill::PeriodStarts;
@@ -170,23 +170,7 @@ async fn classify(
         .as_deref()
         .and_then(RefillInterval::parse)
         .zip(amount);
-    let (quota, used) = match refill {
-        Some((interval, amount))
-            if c.refill_period
-                .is_none_or(|rp| p.for_interval(interval) > rp) =>
-        {
-            (Some(amount), 0)
-        }
-        _ => (c.quota, c.used),
-    };
-    let remaining = quota.map(|q| q.saturating_sub(used).max(0));
-    let refusal = if !c.enabled {
-        Refusal::Disabled
-    } else if c.expires_at.is_some_and(|e| e <= now) {
-        Refusal::Expired
-    } else {
-        Refusal::Quota { remaining }
-    };
+    let (refusal, remaining) = refusal_of(&c, refill, now, p);
     Ok((refusal, remaining, Some(c)))
 }
 

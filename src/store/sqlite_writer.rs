@@ -11,7 +11,7 @@ use sqlx::{ConnectOptions, Connection};
 use super::sqlite_raw::{Db, Prepared, Step, Stmt};
 use super::{
     BatchOutcome, Committed, ConsumeOp, ConsumeResult, ConsumeWriter, KeyCounters, OpKind, Refusal,
-    StoreError, StoreResult, history_rows,
+    StoreError, StoreResult, history_rows, refusal_of,
 };
 use crate::keys::RefillInterval;
 use crate::keys::refill::PeriodStarts;
@@ -152,23 +152,7 @@ fn classify(
                 .as_deref()
                 .and_then(RefillInterval::parse)
                 .zip(st.column_opt_i64(7));
-            let (quota, used) = match refill {
-                Some((interval, amount))
-                    if c.refill_period
-                        .is_none_or(|rp| p.for_interval(interval) > rp) =>
-                {
-                    (Some(amount), 0)
-                }
-                _ => (c.quota, c.used),
-            };
-            let remaining = quota.map(|q| q.saturating_sub(used).max(0));
-            let refusal = if !c.enabled {
-                Refusal::Disabled
-            } else if c.expires_at.is_some_and(|e| e <= now_ms) {
-                Refusal::Expired
-            } else {
-                Refusal::Quota { remaining }
-            };
+            let (refusal, remaining) = refusal_of(&c, refill, now_ms, p);
             (refusal, remaining, Some(c))
         }
     };
