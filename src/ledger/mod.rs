@@ -329,14 +329,7 @@ impl Ledger {
     /// instance's own pending ops.
     fn peek(&self, entry: &KeyEntry) -> Result<Reply, LedgerError> {
         let mut st = entry.lock();
-        let op = ConsumeOp {
-            key_id: st.rec.id,
-            kind: OpKind::Peek,
-            items: Vec::new(),
-            idempotency_key: None,
-            credit: 0,
-            windows: Vec::new(),
-        };
+        let op = ConsumeOp::new(st.rec.id, OpKind::Peek);
         self.enqueue(&mut st, op, 0)
     }
 
@@ -397,12 +390,9 @@ impl Ledger {
             let mut st = entry.lock();
             admit(&mut st, now, total)?;
             let op = ConsumeOp {
-                key_id: st.rec.id,
-                kind: OpKind::Consume,
                 items,
                 idempotency_key,
-                credit: 0,
-                windows: Vec::new(),
+                ..ConsumeOp::new(st.rec.id, OpKind::Consume)
             };
             self.enqueue(&mut st, op, total)?
         };
@@ -444,16 +434,13 @@ impl Ledger {
                 return Ok(());
             }
             let op = ConsumeOp {
-                key_id: st.rec.id,
-                kind: OpKind::Hold,
                 items: vec![UsageItem {
                     amount,
                     reason: None,
                     metadata: None,
                 }],
-                idempotency_key: None,
-                credit: 0,
                 windows,
+                ..ConsumeOp::new(st.rec.id, OpKind::Hold)
             };
             self.enqueue(&mut st, op, amount)?
         };
@@ -476,12 +463,8 @@ impl Ledger {
             return;
         }
         let op = ConsumeOp {
-            key_id: st.rec.id,
-            kind: OpKind::Settle,
-            items: Vec::new(),
-            idempotency_key: None,
             credit: amount,
-            windows: Vec::new(),
+            ..ConsumeOp::new(st.rec.id, OpKind::Settle)
         };
         // Not awaited: the writer keeps a settlement until the store takes it.
         if self.enqueue(&mut st, op, -amount).is_err() {
@@ -500,12 +483,17 @@ impl Ledger {
     ) -> Result<SettleTicket, LedgerError> {
         let mut st = entry.lock();
         let now = self.now_ms();
-        if self.shared && (held > 0 || actual > 0) {
-            return self.settle_shared(&mut st, now, held, actual, item);
-        }
-        st.rec.used -= held;
-        st.held -= held;
-        if actual <= 0 {
+        // Alone, the hold lives in memory and is given back here; when instances share the
+        // database it was committed, and the settlement gives it back there (`credit`).
+        let credit = if self.shared {
+            held
+        } else {
+            st.rec.used -= held;
+            st.held -= held;
+            0
+        };
+        let actual = actual.max(0);
+        if actual == 0 && credit == 0 {
             let c = effective_counters(&st.rec, now);
             return Ok(SettleTicket {
                 rx: None,
@@ -514,47 +502,14 @@ impl Ledger {
             });
         }
         let op = ConsumeOp {
-            key_id: st.rec.id,
-            kind: OpKind::Settle,
             items: vec![UsageItem {
                 amount: actual,
                 ..item
             }],
-            idempotency_key: None,
-            credit: 0,
-            windows: Vec::new(),
+            credit,
+            ..ConsumeOp::new(st.rec.id, OpKind::Settle)
         };
-        let reply_rx = self.enqueue(&mut st, op, actual)?;
-        let c = effective_counters(&st.rec, now);
-        Ok(SettleTicket {
-            rx: Some(reply_rx),
-            remaining_now: c.remaining().map(|r| r.max(0)),
-            quota: c.quota,
-        })
-    }
-
-    /// A settlement when the hold was committed: one op gives the hold back and charges.
-    fn settle_shared(
-        &self,
-        st: &mut table::KeyState,
-        now: i64,
-        held: i64,
-        actual: i64,
-        item: UsageItem,
-    ) -> Result<SettleTicket, LedgerError> {
-        let actual = actual.max(0);
-        let op = ConsumeOp {
-            key_id: st.rec.id,
-            kind: OpKind::Settle,
-            items: vec![UsageItem {
-                amount: actual,
-                ..item
-            }],
-            idempotency_key: None,
-            credit: held,
-            windows: Vec::new(),
-        };
-        let reply_rx = self.enqueue(st, op, actual - held)?;
+        let reply_rx = self.enqueue(&mut st, op, actual - credit)?;
         let c = effective_counters(&st.rec, now);
         Ok(SettleTicket {
             rx: Some(reply_rx),

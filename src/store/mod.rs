@@ -192,6 +192,19 @@ impl WindowKind {
 }
 
 impl ConsumeOp {
+    /// An op of `kind` on the key with nothing in it yet (no items, no idempotency key, no
+    /// credit, no windows).
+    pub fn new(key_id: i64, kind: OpKind) -> Self {
+        Self {
+            key_id,
+            kind,
+            items: Vec::new(),
+            idempotency_key: None,
+            credit: 0,
+            windows: Vec::new(),
+        }
+    }
+
     pub fn total(&self) -> i64 {
         self.items.iter().map(|i| i.amount).sum()
     }
@@ -394,7 +407,7 @@ pub struct AlertRow {
 }
 
 /// One attempt to deliver one alert to one channel.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DeliveryRecord {
     pub alert_id: i64,
     pub channel: String,

@@ -6,13 +6,15 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{AssertSqlSafe, PgPool, Postgres, QueryBuilder, Row, Transaction};
 use tokio::sync::mpsc;
 
 use super::postgres_writer::PgConsumeWriter;
-use super::rows::{KEY_COLUMNS, KeyRow, REQUEST_LOG_COLUMNS, RequestLogDbRow, json_text};
+use super::rows::{
+    AlertDbRow, AuditDbRow, HistoryDbRow, KEY_COLUMNS, KeyRow, REQUEST_LOG_COLUMNS,
+    RequestLogDbRow, json_text,
+};
 use super::{
     AlertFilter, AlertRow, AuditEntry, AuditRecord, ConsumeWriter, DeliveryRecord, HistoryEntry,
     IdempotentResult, KeyEvent, KeyPatch, NewAlert, NewKey, PurgeCutoffs, RequestLogFilter,
@@ -375,7 +377,7 @@ impl Store for PgStore {
             .bind(key_id)
             .fetch_one(&self.pool)
             .await?;
-        let rows = sqlx::query(
+        let rows: Vec<HistoryDbRow> = sqlx::query_as(
             "SELECT ts, amount, reason, remaining, metadata FROM usage_events \
              WHERE key_id = $1 ORDER BY id DESC LIMIT $2 OFFSET $3",
         )
@@ -384,18 +386,7 @@ impl Store for PgStore {
         .bind(offset)
         .fetch_all(&self.pool)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let metadata: Option<String> = r.try_get(4)?;
-            out.push(HistoryEntry {
-                ts: r.try_get(0)?,
-                amount: r.try_get(1)?,
-                reason: r.try_get(2)?,
-                remaining: r.try_get(3)?,
-                metadata: metadata.and_then(|m| serde_json::from_str(&m).ok()),
-            });
-        }
-        Ok((out, total))
+        Ok((rows.into_iter().map(Into::into).collect(), total))
     }
 
     async fn period_used(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<(i64, i64)>> {
@@ -423,7 +414,7 @@ impl Store for PgStore {
         let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit")
             .fetch_one(&self.pool)
             .await?;
-        let rows = sqlx::query(
+        let rows: Vec<AuditDbRow> = sqlx::query_as(
             "SELECT id, ts, action, target, key_id, token_hint, client_ip, details FROM audit \
              ORDER BY id DESC LIMIT $1 OFFSET $2",
         )
@@ -431,23 +422,7 @@ impl Store for PgStore {
         .bind(offset)
         .fetch_all(&self.pool)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let details: Option<String> = r.try_get(7)?;
-            out.push(AuditEntry {
-                id: r.try_get(0)?,
-                record: AuditRecord {
-                    ts: r.try_get(1)?,
-                    action: r.try_get(2)?,
-                    target: r.try_get(3)?,
-                    key_id: r.try_get(4)?,
-                    token_hint: r.try_get(5)?,
-                    client_ip: r.try_get(6)?,
-                    details: details.and_then(|d| serde_json::from_str(&d).ok()),
-                },
-            });
-        }
-        Ok((out, total))
+        Ok((rows.into_iter().map(Into::into).collect(), total))
     }
 
     async fn key_changes_since(&self, after_id: i64) -> StoreResult<Vec<(i64, i64)>> {
@@ -648,7 +623,7 @@ impl Store for PgStore {
         .bind(to)
         .fetch_one(&self.pool)
         .await?;
-        let rows = sqlx::query(AssertSqlSafe(format!(
+        let rows: Vec<AlertDbRow> = sqlx::query_as(AssertSqlSafe(format!(
             "SELECT id, ts, rule, subject, title, message, details, link, channels, status \
              FROM alerts {WHERE} ORDER BY id DESC LIMIT $5 OFFSET $6"
         )))
@@ -660,53 +635,17 @@ impl Store for PgStore {
         .bind(offset)
         .fetch_all(&self.pool)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let details: String = r.try_get(6)?;
-            let channels: String = r.try_get(8)?;
-            out.push(AlertRow {
-                id: r.try_get(0)?,
-                alert: NewAlert {
-                    ts: r.try_get(1)?,
-                    rule: r.try_get(2)?,
-                    subject: r.try_get(3)?,
-                    title: r.try_get(4)?,
-                    message: r.try_get(5)?,
-                    details: serde_json::from_str(&details).unwrap_or(Value::Null),
-                    link: r.try_get(7)?,
-                    channels: channels
-                        .split(',')
-                        .filter(|c| !c.is_empty())
-                        .map(str::to_owned)
-                        .collect(),
-                    status: r.try_get(9)?,
-                },
-            });
-        }
-        Ok((out, total))
+        Ok((rows.into_iter().map(Into::into).collect(), total))
     }
 
     async fn deliveries(&self, alert_ids: &[i64]) -> StoreResult<Vec<DeliveryRecord>> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT alert_id, channel, attempt, ts, ok, http_status, error \
              FROM alert_deliveries WHERE alert_id = ANY($1) ORDER BY id",
         )
         .bind(alert_ids)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(DeliveryRecord {
-                    alert_id: r.try_get(0)?,
-                    channel: r.try_get(1)?,
-                    attempt: r.try_get(2)?,
-                    ts: r.try_get(3)?,
-                    ok: r.try_get(4)?,
-                    http_status: r.try_get(5)?,
-                    error: r.try_get(6)?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     async fn cooling(&self, rule: &str, now_ms: i64) -> StoreResult<Vec<String>> {

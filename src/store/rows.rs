@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::RequestLogRow;
+use super::{AlertRow, AuditEntry, AuditRecord, HistoryEntry, NewAlert, RequestLogRow};
 use crate::keys::{KeyHash, KeyLimits, KeyRecord, Owner, Refill, RefillInterval};
 
 pub const REQUEST_LOG_COLUMNS: &str = "ts, request_id, key_id, key_name, owner_user_id, \
@@ -129,4 +129,92 @@ impl From<RequestLogDbRow> for RequestLogRow {
 
 pub fn json_text<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "{}".to_owned())
+}
+
+#[derive(sqlx::FromRow)]
+pub struct HistoryDbRow {
+    ts: i64,
+    amount: i64,
+    reason: Option<String>,
+    remaining: Option<i64>,
+    metadata: Option<String>,
+}
+
+impl From<HistoryDbRow> for HistoryEntry {
+    fn from(r: HistoryDbRow) -> Self {
+        HistoryEntry {
+            ts: r.ts,
+            amount: r.amount,
+            reason: r.reason,
+            remaining: r.remaining,
+            metadata: r.metadata.and_then(|m| serde_json::from_str(&m).ok()),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub struct AuditDbRow {
+    id: i64,
+    ts: i64,
+    action: String,
+    target: Option<String>,
+    key_id: Option<i64>,
+    token_hint: Option<String>,
+    client_ip: Option<String>,
+    details: Option<String>,
+}
+
+impl From<AuditDbRow> for AuditEntry {
+    fn from(r: AuditDbRow) -> Self {
+        AuditEntry {
+            id: r.id,
+            record: AuditRecord {
+                ts: r.ts,
+                action: r.action,
+                target: r.target,
+                key_id: r.key_id,
+                token_hint: r.token_hint,
+                client_ip: r.client_ip,
+                details: r.details.and_then(|d| serde_json::from_str(&d).ok()),
+            },
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub struct AlertDbRow {
+    id: i64,
+    ts: i64,
+    rule: String,
+    subject: String,
+    title: String,
+    message: String,
+    details: String,
+    link: Option<String>,
+    channels: String,
+    status: String,
+}
+
+impl From<AlertDbRow> for AlertRow {
+    fn from(r: AlertDbRow) -> Self {
+        AlertRow {
+            id: r.id,
+            alert: NewAlert {
+                ts: r.ts,
+                rule: r.rule,
+                subject: r.subject,
+                title: r.title,
+                message: r.message,
+                details: serde_json::from_str(&r.details).unwrap_or(Value::Null),
+                link: r.link,
+                channels: r
+                    .channels
+                    .split(',')
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                status: r.status,
+            },
+        }
+    }
 }

@@ -340,6 +340,24 @@ async fn daily_requests_and_rpm_hold_across_instances() {
     b.stop().await;
 }
 
+/// Creates a key on a server started as a binary; returns (full key, id).
+async fn create_key_at(base: &str, quota: i64) -> (String, i64) {
+    let v: Value = http_client()
+        .post(format!("{base}/admin/keys"))
+        .bearer_auth(ADMIN)
+        .json(&json!({ "quota": quota }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        v["key"].as_str().unwrap().to_owned(),
+        v["id"].as_i64().unwrap(),
+    )
+}
+
 /// Counts of a load run: acknowledged consumes, and every other status seen.
 #[derive(Default, Debug)]
 struct Tally {
@@ -405,21 +423,7 @@ async fn sigkill_of_one_instance_under_load_loses_and_duplicates_nothing() {
     let env = [("DATABASE_URL", url.as_str())];
     let mut a = BinaryServer::start(da.path(), free_port(), &env).await;
     let b = BinaryServer::start(db.path(), free_port(), &env).await;
-    let admin = http_client();
-    let v: Value = admin
-        .post(format!("{}/admin/keys", b.base))
-        .bearer_auth(ADMIN)
-        .json(&json!({"quota": 1_000_000}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let (key, id) = (
-        v["key"].as_str().unwrap().to_owned(),
-        v["id"].as_i64().unwrap(),
-    );
+    let (key, id) = create_key_at(&b.base, 1_000_000).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let width = 16;
     let run = load(
@@ -589,20 +593,7 @@ async fn postgres_restarting_under_load_gives_503_then_recovers_without_loss() {
     ];
     let server = BinaryServer::start(dir.path(), free_port(), &env).await;
     let client = http_client();
-    let v: Value = client
-        .post(format!("{}/admin/keys", server.base))
-        .bearer_auth(ADMIN)
-        .json(&json!({"quota": 1_000_000}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let (key, id) = (
-        v["key"].as_str().unwrap().to_owned(),
-        v["id"].as_i64().unwrap(),
-    );
+    let (key, id) = create_key_at(&server.base, 1_000_000).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let run = load(vec![server.base.clone()], key.clone(), 8, stop.clone());
     tokio::time::sleep(Duration::from_millis(800)).await;
