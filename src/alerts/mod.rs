@@ -108,32 +108,35 @@ impl Alerts {
         if found.is_empty() {
             return;
         }
-        let store = &self.sources.store;
-        let cooling = match store.cooling(rule.as_str(), now).await {
+        let subjects: Vec<String> = found.iter().map(|f| f.subject.clone()).collect();
+        // The cooldown is claimed before anything is sent: a crash while sending loses a
+        // message rather than repeating one on every restart, and of several instances
+        // sharing the database exactly one announces each problem.
+        let claimed = match self
+            .sources
+            .store
+            .claim_cooldowns(
+                rule.as_str(),
+                &subjects,
+                now,
+                now + self.settings.cooldown_ms,
+            )
+            .await
+        {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(rule = rule.as_str(), error = %e, "alert cooldowns unreadable");
+                tracing::warn!(rule = rule.as_str(), error = %e, "alert cooldown not stored");
                 return;
             }
         };
         let mut fresh: Vec<Finding> = found
             .into_iter()
-            .filter(|f| !cooling.contains(&f.subject))
+            .filter(|f| claimed.contains(&f.subject))
             .collect();
         if fresh.is_empty() {
             return;
         }
         fresh.sort_by(|a, b| b.weight.total_cmp(&a.weight));
-        let subjects: Vec<String> = fresh.iter().map(|f| f.subject.clone()).collect();
-        // The cooldown is written before anything is sent: a crash while sending loses a
-        // message rather than repeating one on every restart.
-        if let Err(e) = store
-            .set_cooldown(rule.as_str(), &subjects, now + self.settings.cooldown_ms)
-            .await
-        {
-            tracing::warn!(rule = rule.as_str(), error = %e, "alert cooldown not stored");
-            return;
-        }
         let messages: Vec<Message> = if fresh.len() >= self.settings.summary_at {
             vec![self.summary(rule, &fresh, now)]
         } else {

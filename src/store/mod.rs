@@ -560,10 +560,16 @@ pub trait Store: Send + Sync + 'static {
         offset: i64,
     ) -> StoreResult<(Vec<AlertRow>, i64)>;
     async fn deliveries(&self, alert_ids: &[i64]) -> StoreResult<Vec<DeliveryRecord>>;
-    /// The subjects of `rule` whose cooldown runs past `now_ms`.
-    async fn cooling(&self, rule: &str, now_ms: i64) -> StoreResult<Vec<String>>;
-    async fn set_cooldown(&self, rule: &str, subjects: &[String], until_ms: i64)
-    -> StoreResult<()>;
+    /// Starts the cooldown (until `until_ms`) of each subject of `rule` that is not cooling
+    /// at `now_ms`, and returns those: the subjects this caller may announce. Atomic, so of
+    /// several instances evaluating the same problem at once exactly one announces it.
+    async fn claim_cooldowns(
+        &self,
+        rule: &str,
+        subjects: &[String],
+        now_ms: i64,
+        until_ms: i64,
+    ) -> StoreResult<Vec<String>>;
 
     /// Drops the rows older than their table's cutoff, in small batches; returns the rows
     /// removed.

@@ -648,33 +648,30 @@ impl Store for PgStore {
         .await?)
     }
 
-    async fn cooling(&self, rule: &str, now_ms: i64) -> StoreResult<Vec<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT subject FROM alert_cooldowns WHERE rule = $1 AND until_ms > $2",
-        )
-        .bind(rule)
-        .bind(now_ms)
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
-    async fn set_cooldown(
+    async fn claim_cooldowns(
         &self,
         rule: &str,
         subjects: &[String],
+        now_ms: i64,
         until_ms: i64,
-    ) -> StoreResult<()> {
-        sqlx::query(
+    ) -> StoreResult<Vec<String>> {
+        let mut unique = subjects.to_vec();
+        unique.sort();
+        unique.dedup();
+        // A concurrent claim of the same subject waits on the unique index, then sees the
+        // winner's cooldown and claims nothing.
+        Ok(sqlx::query_scalar(
             "INSERT INTO alert_cooldowns (rule, subject, until_ms) \
              SELECT $1, s, $3 FROM unnest($2::TEXT[]) AS s \
-             ON CONFLICT (rule, subject) DO UPDATE SET until_ms = EXCLUDED.until_ms",
+             ON CONFLICT (rule, subject) DO UPDATE SET until_ms = EXCLUDED.until_ms \
+             WHERE alert_cooldowns.until_ms <= $4 RETURNING subject",
         )
         .bind(rule)
-        .bind(subjects)
+        .bind(&unique)
         .bind(until_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     async fn purge(&self, cutoffs: &PurgeCutoffs) -> StoreResult<u64> {

@@ -611,36 +611,31 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    async fn cooling(&self, rule: &str, now_ms: i64) -> StoreResult<Vec<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT subject FROM alert_cooldowns WHERE rule = ? AND until_ms > ?",
-        )
-        .bind(rule)
-        .bind(now_ms)
-        .fetch_all(&self.read)
-        .await?)
-    }
-
-    async fn set_cooldown(
+    async fn claim_cooldowns(
         &self,
         rule: &str,
         subjects: &[String],
+        now_ms: i64,
         until_ms: i64,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Vec<String>> {
         let mut tx = self.write.begin().await?;
+        let mut claimed = Vec::new();
         for s in subjects {
-            sqlx::query(
-                "INSERT INTO alert_cooldowns (rule, subject, until_ms) VALUES (?, ?, ?) \
-                 ON CONFLICT (rule, subject) DO UPDATE SET until_ms = excluded.until_ms",
+            let won: Option<String> = sqlx::query_scalar(
+                "INSERT INTO alert_cooldowns (rule, subject, until_ms) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (rule, subject) DO UPDATE SET until_ms = excluded.until_ms \
+                 WHERE alert_cooldowns.until_ms <= ?4 RETURNING subject",
             )
             .bind(rule)
             .bind(s)
             .bind(until_ms)
-            .execute(&mut *tx)
+            .bind(now_ms)
+            .fetch_optional(&mut *tx)
             .await?;
+            claimed.extend(won);
         }
         tx.commit().await?;
-        Ok(())
+        Ok(claimed)
     }
 
     async fn purge(&self, cutoffs: &PurgeCutoffs) -> StoreResult<u64> {
@@ -760,22 +755,38 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn cooldowns_expire_and_are_replaced() {
+    async fn cooldowns_are_claimed_once_until_they_expire() {
         let (s, _d) = store().await;
-        s.set_cooldown("burst", &["token:1".into(), "token:2".into()], 100)
-            .await
-            .unwrap();
-        s.set_cooldown("burst", &["token:2".into()], 300)
-            .await
-            .unwrap();
-        s.set_cooldown("quota_low", &["key:1".into()], 300)
-            .await
-            .unwrap();
-        let mut c = s.cooling("burst", 50).await.unwrap();
-        c.sort();
-        assert_eq!(c, vec!["token:1", "token:2"]);
-        assert_eq!(s.cooling("burst", 150).await.unwrap(), vec!["token:2"]);
-        assert!(s.cooling("burst", 300).await.unwrap().is_empty());
+        let both: Vec<String> = vec!["token:1".into(), "token:2".into()];
+        assert_eq!(
+            s.claim_cooldowns("burst", &both, 0, 100).await.unwrap(),
+            both
+        );
+        // Still cooling at 50: nothing to announce, for either subject.
+        assert!(
+            s.claim_cooldowns("burst", &both, 50, 150)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // Another rule has its own cooldowns.
+        assert_eq!(
+            s.claim_cooldowns("quota_low", &both[..1], 50, 300)
+                .await
+                .unwrap(),
+            vec!["token:1"]
+        );
+        // At 100 both have ended: claimed again, until 300.
+        assert_eq!(
+            s.claim_cooldowns("burst", &both, 100, 300).await.unwrap(),
+            both
+        );
+        assert!(
+            s.claim_cooldowns("burst", &both, 299, 400)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -607,3 +607,38 @@ async fn monitor_only_mode_alerts_on_a_new_api_database() {
     let (_, v) = status_json(r).await;
     assert_eq!(v["total"], expected.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_seen_by_two_instances_on_one_database_is_announced_once() {
+    let Some(url) = crate::instances::fresh_pg().await else {
+        return;
+    };
+    let rx = Receiver::start().await;
+    let chans = vec![hook_channel(&rx)];
+    let tweak = |c: &mut Config| {
+        alerting(c, chans.clone(), &[(RuleKind::Burst, BURST)]);
+        c.database_url = Some(url.clone());
+    };
+    let a = spawn_app_with(tweak).await;
+    let b = spawn_app_with(tweak).await;
+    let (key, id) = a
+        .create_key(json!({"name": "shared-burst", "quota": 100}))
+        .await;
+    calls(&a, &key, 4).await;
+    calls(&b, &key, 4).await;
+    rx.wait_for(1, 20).await;
+    // Both instances keep evaluating every 200 ms over the shared log.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let got = rx.of("webhook");
+    assert_eq!(got.len(), 1, "one announcement across both: {got:?}");
+    assert_eq!(got[0].body["subject"], format!("token:{id}"));
+    assert_eq!(
+        got[0].body["details"]["request_count"], 8,
+        "both instances' calls"
+    );
+    for app in [&a, &b] {
+        assert_eq!(alerts_api(app, "").await["total"], 1, "one shared history");
+    }
+    a.stop().await;
+    b.stop().await;
+}

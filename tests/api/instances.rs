@@ -725,3 +725,34 @@ async fn migrate_to_copies_a_sqlite_deployment_and_keys_still_work() {
     assert_eq!(pg.use_amount(&key, 1).await.0, 200);
     pg.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_cooldown_claims_on_postgres_have_exactly_one_winner() {
+    use quota_proxy::store::Store;
+    use quota_proxy::store::postgres::{PgOptions, PgStore};
+    let Some(url) = fresh_pg().await else { return };
+    let store = std::sync::Arc::new(PgStore::open(&url, PgOptions::default()).await.unwrap());
+    let subjects: Vec<String> = (0..5).map(|i| format!("token:{i}")).collect();
+    for round in 0..5i64 {
+        let now = round * 1000;
+        let mut claims = Vec::new();
+        for _ in 0..16 {
+            let (s, subjects) = (store.clone(), subjects.clone());
+            claims.push(tokio::spawn(async move {
+                s.claim_cooldowns("burst", &subjects, now, now + 1000)
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut won: Vec<String> = Vec::new();
+        for c in claims {
+            won.extend(c.await.unwrap());
+        }
+        won.sort();
+        assert_eq!(
+            won, subjects,
+            "round {round}: each subject claimed exactly once"
+        );
+    }
+    store.close().await;
+}
