@@ -756,3 +756,69 @@ async fn concurrent_cooldown_claims_on_postgres_have_exactly_one_winner() {
     }
     store.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn max_concurrent_and_tpm_hold_per_instance_within_the_stated_bound() {
+    use std::sync::atomic::Ordering;
+    let Some(url) = fresh_pg().await else { return };
+    let up = crate::upstream_mock::MockUpstream::start().await;
+    let tweak = |c: &mut quota_proxy::config::Config| {
+        c.database_url = Some(url.clone());
+        c.gateway.upstreams = vec![crate::gateway::http_upstream("u", &up.url, "k")];
+    };
+    let a = spawn_app_with(tweak).await;
+    let b = spawn_app_with(tweak).await;
+    let chat = |app: &TestApp, key: &str, stream: bool| {
+        app.client
+            .post(app.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&json!({"model": "m", "stream": stream, "max_tokens": 10,
+                "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+
+    // maxConcurrent 1 with two instances: one open call on each, never a third (N × 1).
+    up.state.chunk_delay_ms.store(150, Ordering::SeqCst);
+    let (key, _) = a
+        .create_key(json!({"quota": 1000, "limits": {"maxConcurrent": 1}}))
+        .await;
+    let mut on_a = chat(&a, &key, true).await.unwrap();
+    on_a.chunk().await.unwrap();
+    assert_eq!(chat(&a, &key, false).await.unwrap().status(), 429);
+    let mut on_b = chat(&b, &key, true).await.unwrap();
+    assert_eq!(on_b.status(), 200, "the other instance has its own slot");
+    on_b.chunk().await.unwrap();
+    assert_eq!(chat(&b, &key, false).await.unwrap().status(), 429);
+    assert_eq!(chat(&a, &key, false).await.unwrap().status(), 429);
+    while on_a.chunk().await.unwrap().is_some() {}
+    while on_b.chunk().await.unwrap().is_some() {}
+    up.state.chunk_delay_ms.store(0, Ordering::SeqCst);
+
+    // tpm: each instance admits until its own minute is full; together at most N × tpm.
+    let tpm = 120u64;
+    let (key, _) = a
+        .create_key(json!({"quota": 100000, "limits": {"tpm": tpm}}))
+        .await;
+    // A call is admitted on its estimate (prompt estimate + max_tokens) and counted with its
+    // actual usage, so one instance may pass `tpm` by at most one call's excess.
+    let mut tokens = [0u64; 2];
+    let mut largest = 0u64;
+    for (i, app) in [&a, &b].into_iter().enumerate() {
+        for _ in 0..50 {
+            let r = chat(app, &key, false).await.unwrap();
+            if r.status() == 429 {
+                break;
+            }
+            assert_eq!(r.status(), 200);
+            let v: Value = r.json().await.unwrap();
+            let n = v["usage"]["total_tokens"].as_u64().unwrap();
+            tokens[i] += n;
+            largest = largest.max(n);
+        }
+        assert!(tokens[i] > 0, "instance {i} admitted nothing");
+        assert!(tokens[i] <= tpm + largest, "instance {i}: {tokens:?}");
+    }
+    assert!(tokens[0] + tokens[1] <= 2 * (tpm + largest), "{tokens:?}");
+    a.stop().await;
+    b.stop().await;
+}
