@@ -1077,3 +1077,57 @@ async fn a_memory_budget_keeps_the_newest_hours_and_every_answer_stays_equal() {
     assert!(v["reqs"].as_i64().unwrap() > 0);
     app.stop().await;
 }
+
+/// A database whose newest rows are months old (the test data is from March): the horizon
+/// counts back from its newest row, so a one-day rollup holds the data's last day. Ranges
+/// inside it are answered from memory, ranges reaching before it by SQL, every answer equal
+/// to the other engine and to the data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_horizon_counts_back_from_the_newest_row_of_an_old_database() {
+    let d = generate();
+    let dir = tempfile::tempdir().unwrap();
+    let dsn = load(Db::Sqlite, &d, dir.path()).await.unwrap();
+    let app = spawn_app_with(|c| {
+        c.monitor.source = SourceKind::NewApi;
+        c.monitor.dsn = Some(dsn.clone());
+        with_rollup(c);
+        c.monitor.rollup.days = 1;
+    })
+    .await;
+    let newest = d.consumed().map(|l| l.created_at).max().unwrap();
+    let from = (newest - 86_400).div_euclid(3600) * 3600;
+    let held = d.consumed().filter(|l| l.created_at >= from).count();
+    wait_rollup(&app, held).await;
+    let (_, h) = status_json(app.client.get(app.url("/api/health")).send().await.unwrap()).await;
+    let covered =
+        chrono::DateTime::parse_from_rfc3339(h["rollup"]["covered_from"].as_str().unwrap())
+            .unwrap()
+            .timestamp();
+    assert_eq!(
+        covered, from,
+        "one day back from the newest row, at an hour boundary"
+    );
+
+    // Inside: from memory, equal to SQL and to the data.
+    let end = (T0 + HOURS * 3600) * 1000;
+    let inside = format!("/api/stats/summary?start_ms={}&end_ms={end}", from * 1000);
+    let v = both_engines(&app, &inside).await;
+    let expected: Vec<_> = d.consumed().filter(|l| l.created_at >= from).collect();
+    assert_eq!(v["reqs"], expected.len());
+    assert_eq!(
+        v["tokens"],
+        expected.iter().map(|l| l.tokens()).sum::<i64>()
+    );
+    // Every endpoint the comparison covers, over the held day: from memory, as SQL answers.
+    let held_range = format!("start_ms={}&end_ms={end}", from * 1000);
+    for q in queries() {
+        both_engines(&app, &q.replace(&range(), &held_range)).await;
+    }
+
+    // Across the horizon: SQL, and the whole data.
+    let across = format!("/api/stats/summary?{}", range());
+    let (s, engine, v) = get_engine(&app, &across).await;
+    assert_eq!((s, engine.as_str()), (200, "sql"));
+    check_against_data(&across, &v, &d);
+    app.stop().await;
+}

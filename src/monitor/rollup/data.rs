@@ -307,6 +307,12 @@ impl Data {
         ts.div_euclid(self.unit)
     }
 
+    /// The newest row's time (source units), if any row is held.
+    pub fn newest(&self) -> Option<i64> {
+        let c = self.chunks.values().next_back()?;
+        (0..c.len()).map(|i| c.ts(i)).max()
+    }
+
     /// Whether the rollup answers for a range starting at `lo` (source units).
     pub fn covers(&self, lo: i64) -> bool {
         self.ready && lo >= self.covered_from

@@ -56,6 +56,7 @@ pub fn spawn(
             snapshot,
             saved_at: Instant::now(),
             prefetched: None,
+            newest: None,
         };
         feed.restore().await;
         loop {
@@ -110,6 +111,10 @@ struct Feed {
     /// The next page, already asked for: the rows after this id. While a page is parsed
     /// and stored, the source prepares the next one.
     prefetched: Option<(i64, Prefetch)>,
+    /// The newest row's time seen (source units): the horizon counts back from it (or from
+    /// now, if that is earlier), so a database that stopped receiving rows weeks ago still
+    /// has its last `days` held.
+    newest: Option<i64>,
 }
 
 type Prefetch = tokio::task::JoinHandle<Result<Vec<AnyRow>, MonitorError>>;
@@ -138,6 +143,7 @@ impl Feed {
             }
             Err(_) => return,
         };
+        self.newest = restored.data.newest();
         // Under a memory budget the snapshot starts where the budget left it; without one it
         // must reach back to the horizon (else `rollup_days` grew: load again).
         if self.rollup.settings.max_rows == 0 && restored.data.covered_from > self.horizon() {
@@ -198,11 +204,16 @@ impl Feed {
         }
     }
 
-    /// The start of the horizon in source units: `days` back, at an hour boundary.
+    /// The start of the horizon in source units: `days` back from the newest row (or from
+    /// now, when that is earlier), at an hour boundary.
     fn horizon(&self) -> i64 {
+        let unit = self.src.unit();
         let days = i64::from(self.rollup.settings.days);
-        let from_s = (now_s() - days * 86_400).div_euclid(3600) * 3600;
-        from_s.max(0) * self.src.unit()
+        let anchor_s = self
+            .newest
+            .map_or(now_s(), |n| n.div_euclid(unit).min(now_s()));
+        let from_s = (anchor_s - days * 86_400).div_euclid(3600) * 3600;
+        from_s.max(0) * unit
     }
 
     fn select(&self) -> String {
@@ -282,6 +293,14 @@ impl Feed {
     /// time: back-filled rows), or after the newest row when the horizon holds none.
     async fn start(&mut self) -> Result<(), MonitorError> {
         let (d, c) = (self.src.dialect, &self.src.cols);
+        // The time index answers this without a scan (New API's `created_at`, ours `ts`).
+        self.newest = self
+            .one_int(&format!(
+                "SELECT {} FROM {}",
+                d.int(&format!("MAX({})", c.ts)),
+                c.table
+            ))
+            .await?;
         let from = self.horizon();
         let first = self
             .one_int(&format!(
@@ -347,6 +366,8 @@ impl Feed {
         }
         let late = self.late_rows().await?;
         self.note_gaps(last, &rows);
+        let newest = rows.iter().chain(late.iter()).map(|(_, r)| r.ts).max();
+        self.newest = self.newest.max(newest);
 
         let horizon = self.horizon();
         let full = page.len() >= self.rollup.settings.page.max(1);

@@ -16,7 +16,8 @@ use data::Data;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RollupSettings {
-    /// How many days back the rollup holds; 0 turns it off.
+    /// How many days back from the newest row the rollup holds (93: the 90-day preset of a
+    /// database a few days behind); 0 turns it off.
     pub days: u32,
     pub poll: Duration,
     /// Rows read from the source a query (the tests make it small to exercise paging).
@@ -30,7 +31,7 @@ pub struct RollupSettings {
 impl Default for RollupSettings {
     fn default() -> Self {
         Self {
-            days: 31,
+            days: 93,
             poll: Duration::from_secs(1),
             page: 100_000,
             max_rows: 0,
