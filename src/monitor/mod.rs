@@ -187,7 +187,9 @@ impl MonitorSettings {
                         .trim()
                         .parse()
                         .map_err(|_| invalid("MONITOR_ROLLUP_MAX_ROWS", v.clone()))?,
-                    None => f.rollup_max_rows.unwrap_or(0),
+                    None => f
+                        .rollup_max_rows
+                        .unwrap_or(RollupSettings::default().max_rows),
                 },
                 poll: Duration::from_millis(poll_ms),
             },

@@ -34,7 +34,8 @@ impl Default for RollupSettings {
             days: 93,
             poll: Duration::from_secs(1),
             page: 100_000,
-            max_rows: 0,
+            // ~1 GB: 93 days of a busy relay must not take the machine's memory unasked.
+            max_rows: 20_000_000,
         }
     }
 }
