@@ -12,6 +12,9 @@
 //!   scripts/bench-monitor.sh                          # starts MariaDB, runs this
 //!   BENCH_ROWS=1000000 scripts/bench-monitor.sh       # a smaller table
 //!   BENCH_RESTART_ONLY=1 scripts/bench-monitor.sh     # first load and restart only
+//!   BENCH_RANGES=1 BENCH_DAYS=90 BENCH_ID_ORDER=random scripts/bench-monitor.sh
+//!       # every endpoint × 1 h, 24 h, 7 d, 30 d, 90 d: rollup p95 cold beside plain SQL;
+//!       # BENCH_STALE_DAYS=21 makes the newest rows three weeks old
 //!
 //! Only 127.0.0.1 is contacted.
 #![expect(
@@ -33,13 +36,23 @@ mod browser;
 const ADMIN: &str = "bench-admin-token";
 const DAY: i64 = 86_400;
 
-/// Midnight UTC 30 days ago: the data ends today, inside the rollup's default horizon.
+/// Days the data spans (`BENCH_DAYS`, 30) and how many days before today it ends
+/// (`BENCH_STALE_DAYS`, 0).
+fn span_days() -> i64 {
+    env_num("BENCH_DAYS", 30) as i64
+}
+
+fn stale_days() -> i64 {
+    env_num("BENCH_STALE_DAYS", 0) as i64
+}
+
+/// Midnight UTC `span + stale` days ago: the data ends `stale` days before today.
 fn t0() -> i64 {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    now.div_euclid(DAY) * DAY - 30 * DAY
+    now.div_euclid(DAY) * DAY - (span_days() + stale_days()) * DAY
 }
 
 struct Lcg(u64);
@@ -76,7 +89,7 @@ fn generate(path: &std::path::Path, rows: u64, t0: i64) {
     // Times first, then sorted: New API writes logs as requests finish, so ids follow time.
     let mut times: Vec<i64> = (0..rows)
         .map(|_| {
-            let day = rng.next(30) as i64;
+            let day = rng.next(span_days() as u64) as i64;
             let mut pick = rng.next(total_w);
             let mut hour = 0;
             for (h, wgt) in weights.iter().enumerate() {
@@ -90,6 +103,13 @@ fn generate(path: &std::path::Path, rows: u64, t0: i64) {
         })
         .collect();
     times.sort_unstable();
+    // BENCH_ID_ORDER=random: ids in no relation to time (back-filled or merged logs).
+    if std::env::var("BENCH_ID_ORDER").as_deref() == Ok("random") {
+        for i in (1..times.len()).rev() {
+            let j = rng.next(i as u64 + 1) as usize;
+            times.swap(i, j);
+        }
+    }
     for at in times {
         let token = 1 + rng.next(20_000);
         let user = 1 + token % 5_000;
@@ -432,6 +452,11 @@ async fn measure(label: &str, dsn: &str, mysql: bool, end: i64, runs: usize, sql
         restart(child, dsn, dir.path()).await;
         return;
     }
+    if std::env::var("BENCH_RANGES").is_ok() {
+        range_table(&client, &base, &pool, mysql, end, runs, sql_runs).await;
+        drop(child);
+        return;
+    }
     println!(
         "| query | rollup p50 ms | rollup p95 ms | SQL engine p50 ms | plain SQL p50 ms | target ms |"
     );
@@ -489,6 +514,154 @@ async fn measure(label: &str, dsn: &str, mysql: bool, end: i64, runs: usize, sql
     }
     dashboard_overview(&base, runs).await;
     restart(child, dsn, dir.path()).await;
+}
+
+/// One endpoint family of the range table: its paths (the slowest counts) and the plain SQL
+/// for the same answer (`{s}`/`{e}` the range in seconds, `{slot}` the series bucket).
+struct Family {
+    name: &'static str,
+    paths: Vec<String>,
+    sql: &'static str,
+}
+
+fn families() -> Vec<Family> {
+    let mut top = Vec::new();
+    for by in ["user", "token", "model", "channel"] {
+        for metric in ["tokens", "reqs", "quota_sum"] {
+            top.push(format!("/api/stats/top?by={by}&metric={metric}&limit=10"));
+        }
+    }
+    vec![
+        Family {
+            name: "series",
+            paths: vec!["/api/stats/series?x=1".into()],
+            sql: "SELECT (created_at DIV {slot}) * {slot} b, COUNT(*), SUM(prompt_tokens + completion_tokens), COUNT(DISTINCT user_id), COUNT(DISTINCT token_id), SUM(quota) FROM logs WHERE type = 2 AND created_at >= {s} AND created_at < {e} GROUP BY b",
+        },
+        Family {
+            name: "top (12: user, token, model, channel × tokens, reqs, quota)",
+            paths: top,
+            sql: "SELECT token_id, SUM(prompt_tokens + completion_tokens) t FROM logs WHERE type = 2 AND created_at >= {s} AND created_at < {e} GROUP BY token_id ORDER BY t DESC LIMIT 10",
+        },
+        Family {
+            name: "heatmap",
+            paths: vec!["/api/stats/heatmap?metric=reqs".into()],
+            sql: "SELECT (created_at DIV 3600) * 3600 h, COUNT(*) FROM logs WHERE type = 2 AND created_at >= {s} AND created_at < {e} GROUP BY h",
+        },
+        Family {
+            name: "summary",
+            paths: vec!["/api/stats/summary?x=1".into()],
+            sql: "SELECT COUNT(*), SUM(prompt_tokens + completion_tokens), SUM(quota), COUNT(DISTINCT user_id), COUNT(DISTINCT token_id), COUNT(DISTINCT model_name) FROM logs WHERE type = 2 AND created_at >= {s} AND created_at < {e}",
+        },
+        Family {
+            name: "burst",
+            paths: vec!["/api/stats/anomalies?rule=burst".into()],
+            sql: "SELECT token_id, created_at DIV 60 m, COUNT(*) FROM logs WHERE type = 2 AND created_at >= {s} AND created_at < {e} AND token_id <> 0 GROUP BY token_id, m HAVING COUNT(*) >= 10",
+        },
+        Family {
+            name: "multi_user_token",
+            paths: vec!["/api/stats/anomalies?rule=multi_user_token".into()],
+            sql: "SELECT token_id, COUNT(DISTINCT user_id), COUNT(DISTINCT ip) FROM logs WHERE type = 2 AND created_at >= {s} AND created_at < {e} AND token_id <> 0 GROUP BY token_id HAVING COUNT(DISTINCT user_id) >= 2 OR COUNT(DISTINCT ip) >= 5",
+        },
+        Family {
+            name: "ip_many_users",
+            paths: vec!["/api/stats/anomalies?rule=ip_many_users".into()],
+            sql: "SELECT ip, COUNT(DISTINCT user_id) FROM logs WHERE type = 2 AND created_at >= {s} AND created_at < {e} AND token_id <> 0 AND ip <> '' GROUP BY ip HAVING COUNT(DISTINCT user_id) >= 5",
+        },
+        Family {
+            name: "big_request",
+            paths: vec!["/api/stats/anomalies?rule=big_request".into()],
+            sql: "SELECT model_name, COUNT(*), SUM(prompt_tokens + completion_tokens), SUM((prompt_tokens + completion_tokens) * (prompt_tokens + completion_tokens)) FROM logs WHERE type = 2 AND created_at >= {s} AND created_at < {e} AND token_id <> 0 GROUP BY model_name",
+        },
+        Family {
+            name: "CSV (top tokens)",
+            paths: vec!["/api/export/csv?query_type=top&by=token&metric=tokens&limit=100".into()],
+            sql: "SELECT token_id, SUM(prompt_tokens + completion_tokens) t FROM logs WHERE type = 2 AND created_at >= {s} AND created_at < {e} GROUP BY token_id ORDER BY t DESC LIMIT 100",
+        },
+    ]
+}
+
+/// Every endpoint family over each range ending at the data's end: the rollup's cold p95
+/// (the slowest path of the family) beside the plain one-query SQL's time, and their ratio.
+async fn range_table(
+    client: &reqwest::Client,
+    base: &str,
+    pool: &AnyPool,
+    mysql: bool,
+    end: i64,
+    runs: usize,
+    sql_runs: usize,
+) {
+    let ranges: Vec<(&str, i64)> = [
+        ("1 h", 3600),
+        ("24 h", DAY),
+        ("7 d", 7 * DAY),
+        ("30 d", 30 * DAY),
+        ("90 d", 90 * DAY),
+    ]
+    .into_iter()
+    .filter(|(_, len)| *len <= span_days() * DAY)
+    .collect();
+    print!("| endpoint |");
+    for (name, _) in &ranges {
+        print!(" {name}: p95 / SQL ms (×) |");
+    }
+    println!();
+    println!("|---|{}", "---:|".repeat(ranges.len()));
+    for f in families() {
+        print!("| {} |", f.name);
+        for &(_, len) in &ranges {
+            let (s, e) = (end - len, end);
+            let range = format!("start_ms={}&end_ms={}", s * 1000, e * 1000);
+            let mut worst = 0.0f64;
+            for p in &f.paths {
+                let mut times = Vec::new();
+                for _ in 0..runs {
+                    let (ms, engine, _) =
+                        timed_get(client, &format!("{base}{p}&{range}&nocache=1")).await;
+                    // The CSV export answers through the same engines without the header.
+                    assert!(
+                        engine == "rollup" || (engine.is_empty() && p.contains("csv")),
+                        "{p} over {len} s: {engine}"
+                    );
+                    times.push(ms);
+                }
+                worst = worst.max(pct(times, 0.95));
+            }
+            let slot = if len < 6 * 3600 {
+                300
+            } else if len <= DAY {
+                900
+            } else if len <= 7 * DAY {
+                3600
+            } else {
+                14400
+            };
+            let mut sql = f
+                .sql
+                .replace("{s}", &s.to_string())
+                .replace("{e}", &e.to_string())
+                .replace("{slot}", &slot.to_string());
+            if !mysql {
+                sql = sql.replace(" DIV ", " / ");
+            }
+            let mut plain = Vec::new();
+            for _ in 0..sql_runs {
+                let t0 = Instant::now();
+                sqlx::raw_sql(AssertSqlSafe(format!("SELECT COUNT(*) FROM ({sql}) q")))
+                    .fetch_all(pool)
+                    .await
+                    .unwrap();
+                plain.push(t0.elapsed().as_secs_f64() * 1000.0);
+            }
+            let plain = pct(plain, 0.5);
+            print!(
+                " {worst:.1} / {plain:.0} ({:.0}×) |",
+                plain / worst.max(0.001)
+            );
+        }
+        println!();
+    }
+    println!();
 }
 
 /// The dashboard's Overview over the last 24 h in headless Chromium: milliseconds from
@@ -565,7 +738,7 @@ fn main() {
         "generated {rows} rows in {:.1}s",
         started.elapsed().as_secs_f64()
     );
-    let end = first_day + 30 * DAY;
+    let end = first_day + span_days() * DAY;
     rt.block_on(async {
         if let Ok(admin) = std::env::var("TEST_MYSQL_URL") {
             let t0 = Instant::now();
