@@ -61,7 +61,7 @@ pub async fn burst(
         .either(
             src,
             r,
-            move |d, lo, hi| d.key_times(lo, hi, limit),
+            move |d, lo, hi| d.key_times(lo, hi, limit, window_sec),
             sql::key_times(src, r, limit),
         )
         .await?;

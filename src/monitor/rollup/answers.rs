@@ -177,20 +177,41 @@ impl Data {
         t
     }
 
-    /// Keys (not 0) with at least `min` requests: their times and most frequent user.
-    pub fn key_times(&self, lo: i64, hi: i64, min: i64) -> KeyTimes {
+    /// Keys (not 0) that may have `min` requests within `window_sec`: their times and most
+    /// frequent user. A sliding window of that length overlaps at most two consecutive
+    /// aligned ones, so a first pass counts each key's requests per aligned window (in time
+    /// order, two counters a key) and only keys where two neighbours reach `min` have their
+    /// times collected; the caller's exact sliding count decides among those.
+    pub fn key_times(&self, lo: i64, hi: i64, min: i64, window_sec: i64) -> KeyTimes {
         let zero = self.zero_token();
-        let mut count = vec![0i64; self.tokens.len()];
+        let w = window_sec.max(1);
+        let n = self.tokens.len();
+        let (mut window, mut cur, mut prev) = (vec![i64::MIN; n], vec![0i64; n], vec![0i64; n]);
+        let mut candidate = vec![false; n];
         self.scan(lo, hi, |c, i| {
-            if Some(c.token[i]) != zero {
-                count[c.token[i] as usize] += 1;
+            let k = c.token[i];
+            if Some(k) == zero || candidate[k as usize] {
+                return;
             }
+            let k = k as usize;
+            let b = self.secs(c.ts(i)).div_euclid(w);
+            if b != window[k] {
+                prev[k] = if window[k] != i64::MIN && b == window[k] + 1 {
+                    cur[k]
+                } else {
+                    0
+                };
+                window[k] = b;
+                cur[k] = 0;
+            }
+            cur[k] += 1;
+            candidate[k] = prev[k] + cur[k] >= min;
         });
         let mut times: HashMap<u32, Vec<i64>> = HashMap::new();
         let mut pairs: HashMap<(u32, u32), i64> = HashMap::new();
         self.scan(lo, hi, |c, i| {
             let k = c.token[i];
-            if Some(k) != zero && count[k as usize] >= min {
+            if Some(k) != zero && candidate[k as usize] {
                 times.entry(k).or_default().push(self.secs(c.ts(i)));
                 *pairs.entry((k, c.user[i])).or_default() += 1;
             }
@@ -216,8 +237,8 @@ impl Data {
     pub fn shared_keys(&self, lo: i64, hi: i64, users_min: i64, ips_min: i64) -> Sharing<i64> {
         let zero = self.zero_token();
         let no_ip = self.ips.find(&String::new());
-        let mut user_pairs: Vec<u64> = Vec::new();
-        let mut ip_pairs: Vec<u64> = Vec::new();
+        let mut user_pairs = Pairs::new(self.tokens.len());
+        let mut ip_pairs = Pairs::new(self.tokens.len());
         let mut reqs = vec![0i64; self.tokens.len()];
         self.scan(lo, hi, |c, i| {
             let k = c.token[i];
@@ -225,13 +246,13 @@ impl Data {
                 return;
             }
             reqs[k as usize] += 1;
-            user_pairs.push(pair(k, c.user[i]));
+            user_pairs.push(k, c.user[i]);
             if Some(c.ip[i]) != no_ip {
-                ip_pairs.push(pair(k, c.ip[i]));
+                ip_pairs.push(k, c.ip[i]);
             }
         });
-        let users = distinct_pairs(user_pairs);
-        let ips = distinct_pairs(ip_pairs);
+        let users = user_pairs.distinct();
+        let ips = ip_pairs.distinct();
         let mut n_users = vec![0i64; self.tokens.len()];
         let mut n_ips = vec![0i64; self.tokens.len()];
         for p in &users {
@@ -270,16 +291,16 @@ impl Data {
     pub fn crowded_ips(&self, lo: i64, hi: i64, users_min: i64) -> Sharing<String> {
         let zero = self.zero_token();
         let no_ip = self.ips.find(&String::new());
-        let mut pairs: Vec<u64> = Vec::new();
+        let mut pairs = Pairs::new(self.ips.len());
         let mut reqs = vec![0i64; self.ips.len()];
         self.scan(lo, hi, |c, i| {
             if Some(c.token[i]) == zero || Some(c.ip[i]) == no_ip {
                 return;
             }
             reqs[c.ip[i] as usize] += 1;
-            pairs.push(pair(c.ip[i], c.user[i]));
+            pairs.push(c.ip[i], c.user[i]);
         });
-        let pairs = distinct_pairs(pairs);
+        let pairs = pairs.distinct();
         let mut n_users = vec![0i64; self.ips.len()];
         for p in &pairs {
             n_users[(p >> 32) as usize] += 1;
@@ -412,8 +433,91 @@ fn pair(a: u32, b: u32) -> u64 {
     (u64::from(a) << 32) | u64::from(b)
 }
 
-fn distinct_pairs(mut v: Vec<u64>) -> Vec<u64> {
-    v.sort_unstable();
-    v.dedup();
-    v
+/// Distinct `(left, right)` pairs of interned ids, as `left << 32 | right`. A pair equal to
+/// the previous one of the same left id is not stored again: a key is mostly used by one
+/// user from one address, so most rows repeat their key's last pair and the sort at the end
+/// sees a fraction of the rows.
+struct Pairs {
+    last: Vec<u32>,
+    pairs: Vec<u64>,
+}
+
+impl Pairs {
+    fn new(lefts: usize) -> Self {
+        Self {
+            last: vec![u32::MAX; lefts],
+            pairs: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, left: u32, right: u32) {
+        let seen = &mut self.last[left as usize];
+        if *seen != right {
+            *seen = right;
+            self.pairs.push(pair(left, right));
+        }
+    }
+
+    fn distinct(mut self) -> Vec<u64> {
+        self.pairs.sort_unstable();
+        self.pairs.dedup();
+        self.pairs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::data::{Data, Row};
+    use proptest::prelude::*;
+
+    /// The sliding-window peak, by brute force.
+    fn peak(ts: &[i64], w: i64) -> usize {
+        ts.iter()
+            .map(|&t| ts.iter().filter(|&&u| u >= t && u < t + w).count())
+            .max()
+            .unwrap_or(0)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Every key that reaches `min` requests within `window` seconds is among the
+        /// candidates, with all its times: pruning never hides a burst.
+        #[test]
+        fn pruned_key_times_keep_every_burst(
+            rows in prop::collection::vec((1i64..6, 0i64..7200), 1..300),
+            window in 1i64..600,
+            min in 1i64..12,
+        ) {
+            let mut d = Data::new(1);
+            d.advance_to(0);
+            for (id, (token, t)) in rows.iter().enumerate() {
+                d.push(&Row {
+                    id: id as i64 + 1,
+                    ts: 1_000_000 + t,
+                    user: 1,
+                    token: *token,
+                    model: "m".into(),
+                    channel: "1".into(),
+                    tokens: 1,
+                    quota: 1,
+                    ip: String::new(),
+                    username: String::new(),
+                    token_name: String::new(),
+                });
+            }
+            d.settle();
+            let got = d.key_times(0, i64::MAX, min, window);
+            for token in 1..6 {
+                let mut ts: Vec<i64> = rows
+                    .iter()
+                    .filter(|(k, _)| *k == token)
+                    .map(|(_, t)| 1_000_000 + t)
+                    .collect();
+                ts.sort_unstable();
+                if peak(&ts, window) as i64 >= min {
+                    prop_assert_eq!(got.per_key.get(&token), Some(&ts), "token {}", token);
+                }
+            }
+        }
+    }
 }
