@@ -13,7 +13,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use sqlx::Row;
-use sqlx::any::AnyRow;
 use tokio::sync::{mpsc, oneshot};
 
 use super::Rollup;
@@ -117,7 +116,7 @@ struct Feed {
     newest: Option<i64>,
 }
 
-type Prefetch = tokio::task::JoinHandle<Result<Vec<AnyRow>, MonitorError>>;
+type Prefetch = tokio::task::JoinHandle<Result<Vec<(bool, LogRow)>, MonitorError>>;
 
 fn now_s() -> i64 {
     chrono::Utc::now().timestamp()
@@ -240,39 +239,6 @@ impl Feed {
         )
     }
 
-    fn parse(&self, r: &AnyRow) -> Result<(bool, LogRow), MonitorError> {
-        let int = |i: usize| {
-            r.try_get::<Option<i64>, _>(i)
-                .map(|v| v.unwrap_or(0))
-                .map_err(MonitorError::from_sqlx)
-        };
-        let text = |i: usize| {
-            r.try_get::<Option<String>, _>(i)
-                .map(|v| v.unwrap_or_default())
-                .map_err(MonitorError::from_sqlx)
-        };
-        let channel = match self.src.kind {
-            SourceKind::NewApi => int(6)?.to_string(),
-            SourceKind::Native => text(6)?,
-        };
-        Ok((
-            int(1)? == 1,
-            LogRow {
-                id: int(0)?,
-                ts: int(2)?,
-                user: int(3)?,
-                token: int(4)?,
-                model: text(5)?,
-                channel,
-                tokens: int(7)?,
-                quota: int(8)?,
-                ip: text(9)?,
-                username: text(10)?,
-                token_name: text(11)?,
-            },
-        ))
-    }
-
     /// The page of rows after `last`, by id.
     fn page_sql(&self, last: i64) -> String {
         format!(
@@ -340,37 +306,34 @@ impl Feed {
         let page = match self.prefetched.take() {
             Some((after, next)) if after == last => match next.await {
                 Ok(rows) => rows?,
-                Err(_) => self.src.fetch(&self.page_sql(last)).await?,
+                Err(_) => self.src.fetch_log_rows(&self.page_sql(last)).await?,
             },
             stale => {
                 if let Some((_, next)) = stale {
                     next.abort();
                 }
-                self.src.fetch(&self.page_sql(last)).await?
+                self.src.fetch_log_rows(&self.page_sql(last)).await?
             }
         };
         // A full page: more are waiting; ask for the next one now.
         if page.len() >= self.rollup.settings.page.max(1)
-            && let Some(Ok(Some(next_after))) = page.last().map(|r| r.try_get::<Option<i64>, _>(0))
+            && let Some(next_after) = page.last().map(|(_, r)| r.id)
         {
             let src = self.src.clone();
             let sql = self.page_sql(next_after);
             self.prefetched = Some((
                 next_after,
-                tokio::spawn(async move { src.fetch(&sql).await }),
+                tokio::spawn(async move { src.fetch_log_rows(&sql).await }),
             ));
         }
-        let mut rows = Vec::with_capacity(page.len());
-        for r in &page {
-            rows.push(self.parse(r)?);
-        }
+        let full = page.len() >= self.rollup.settings.page.max(1);
+        let rows = page;
         let late = self.late_rows().await?;
         self.note_gaps(last, &rows);
         let newest = rows.iter().chain(late.iter()).map(|(_, r)| r.ts).max();
         self.newest = self.newest.max(newest);
 
         let horizon = self.horizon();
-        let full = page.len() >= self.rollup.settings.page.max(1);
         {
             let mut data = self.rollup.write_data();
             data.advance_to(horizon);
@@ -441,8 +404,7 @@ impl Feed {
         for chunk in ids.chunks(500) {
             let list: Vec<String> = chunk.iter().map(i64::to_string).collect();
             let sql = format!("{} WHERE id IN ({})", self.select(), list.join(","));
-            for r in self.src.fetch(&sql).await? {
-                let row = self.parse(&r)?;
+            for row in self.src.fetch_log_rows(&sql).await? {
                 self.gaps.remove(&row.1.id);
                 out.push(row);
             }
