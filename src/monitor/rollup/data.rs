@@ -25,16 +25,20 @@ pub struct Row {
     pub token_name: String,
 }
 
+/// Every row of a load looks up seven values here: foldhash (seeded per process) instead of
+/// SipHash, whose DoS resistance is not needed for the operator's own log.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 #[derive(Debug)]
 pub struct Interner<T> {
-    map: HashMap<T, u32>,
+    map: FastMap<T, u32>,
     vals: Vec<T>,
 }
 
 impl<T> Default for Interner<T> {
     fn default() -> Self {
         Self {
-            map: HashMap::new(),
+            map: FastMap::default(),
             vals: Vec::new(),
         }
     }
