@@ -27,6 +27,7 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use quota_proxy::monitor::params::{Range, auto_slot};
 use sqlx::{AnyPool, AssertSqlSafe};
 
 #[expect(dead_code, reason = "the bench uses part of the tests' browser driver")]
@@ -480,24 +481,11 @@ async fn measure(label: &str, dsn: &str, mysql: bool, end: i64, runs: usize, sql
             direct.push(ms);
         }
         let (s, e) = (end - days_of(c.name) * DAY, end);
-        let mut sql = c
+        let sql = c
             .sql
             .replace("{s}", &s.to_string())
             .replace("{e}", &e.to_string());
-        if !mysql {
-            sql = sql.replace(" DIV ", " / ");
-        }
-        let mut plain = Vec::new();
-        for _ in 0..sql_runs {
-            let t0 = Instant::now();
-            // Counted by the database: the same work, one integer back (the Any driver cannot
-            // decode MySQL's DECIMAL sums).
-            sqlx::raw_sql(AssertSqlSafe(format!("SELECT COUNT(*) FROM ({sql}) q")))
-                .fetch_all(&pool)
-                .await
-                .unwrap();
-            plain.push(t0.elapsed().as_secs_f64() * 1000.0);
-        }
+        let plain = plain_sql_ms(&pool, &sql, mysql, sql_runs).await;
         let target = if c.target_ms > 0.0 {
             format!("{:.0}", c.target_ms)
         } else {
@@ -509,11 +497,31 @@ async fn measure(label: &str, dsn: &str, mysql: bool, end: i64, runs: usize, sql
             pct(fast.clone(), 0.5),
             pct(fast, 0.95),
             pct(direct, 0.5),
-            pct(plain, 0.5),
+            plain,
         );
     }
     dashboard_overview(&base, runs).await;
     restart(child, dsn, dir.path()).await;
+}
+
+/// The median time of the plain SQL, counted by the database: the same work, one integer
+/// back (the Any driver cannot decode MySQL's DECIMAL sums).
+async fn plain_sql_ms(pool: &AnyPool, sql: &str, mysql: bool, runs: usize) -> f64 {
+    let sql = if mysql {
+        sql.to_owned()
+    } else {
+        sql.replace(" DIV ", " / ")
+    };
+    let mut times = Vec::new();
+    for _ in 0..runs.max(1) {
+        let t0 = Instant::now();
+        sqlx::raw_sql(AssertSqlSafe(format!("SELECT COUNT(*) FROM ({sql}) q")))
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        times.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    pct(times, 0.5)
 }
 
 /// One endpoint family of the range table: its paths (the slowest counts) and the plain SQL
@@ -627,33 +635,16 @@ async fn range_table(
                 }
                 worst = worst.max(pct(times, 0.95));
             }
-            let slot = if len < 6 * 3600 {
-                300
-            } else if len <= DAY {
-                900
-            } else if len <= 7 * DAY {
-                3600
-            } else {
-                14400
-            };
-            let mut sql = f
+            let slot = auto_slot(Range {
+                start_ms: s * 1000,
+                end_ms: e * 1000,
+            });
+            let sql = f
                 .sql
                 .replace("{s}", &s.to_string())
                 .replace("{e}", &e.to_string())
                 .replace("{slot}", &slot.to_string());
-            if !mysql {
-                sql = sql.replace(" DIV ", " / ");
-            }
-            let mut plain = Vec::new();
-            for _ in 0..sql_runs {
-                let t0 = Instant::now();
-                sqlx::raw_sql(AssertSqlSafe(format!("SELECT COUNT(*) FROM ({sql}) q")))
-                    .fetch_all(pool)
-                    .await
-                    .unwrap();
-                plain.push(t0.elapsed().as_secs_f64() * 1000.0);
-            }
-            let plain = pct(plain, 0.5);
+            let plain = plain_sql_ms(pool, &sql, mysql, sql_runs).await;
             print!(
                 " {worst:.1} / {plain:.0} ({:.0}×) |",
                 plain / worst.max(0.001)
