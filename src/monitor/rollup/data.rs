@@ -7,23 +7,9 @@ use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
-/// One billed row as the feed reads it, normalised (NULL → 0 or '').
-#[derive(Debug, Clone, Default)]
-pub struct Row {
-    pub id: i64,
-    /// In the source's own unit: seconds (`newapi`) or milliseconds (`native`).
-    pub ts: i64,
-    pub user: i64,
-    pub token: i64,
-    pub model: String,
-    /// Channel id as text (`newapi`) or upstream name (`native`).
-    pub channel: String,
-    pub tokens: i64,
-    pub quota: i64,
-    pub ip: String,
-    pub username: String,
-    pub token_name: String,
-}
+use super::archive::Archive;
+pub use super::chunk::{Chunk, Row};
+use super::chunk::{Coded, Limits};
 
 /// Every row of a load looks up seven values here: foldhash (seeded per process) instead of
 /// SipHash, whose DoS resistance is not needed for the operator's own log.
@@ -93,176 +79,6 @@ impl<T: Hash + Eq + Clone> Interner<T> {
     }
 }
 
-/// Marks a token or quota count kept in `Chunk::wide` instead.
-const WIDE: u32 = u32::MAX;
-
-/// The rows of one UTC hour, sorted by time (ties in arrival order).
-#[derive(Debug, Default)]
-pub struct Chunk {
-    /// The hour's start in source units; `ts` holds offsets from it (an hour of
-    /// milliseconds fits 32 bits).
-    pub(super) base: i64,
-    pub id: Vec<i64>,
-    pub(super) ts: Vec<u32>,
-    pub user: Vec<u32>,
-    pub token: Vec<u32>,
-    pub model: Vec<u32>,
-    pub channel: Vec<u32>,
-    pub ip: Vec<u32>,
-    pub uname: Vec<u32>,
-    pub tname: Vec<u32>,
-    pub(super) tokens: Vec<u32>,
-    pub(super) quota: Vec<u32>,
-    /// Token and quota counts outside `0..u32::MAX`, by row id (`WIDE` in the column).
-    pub(super) wide_tokens: HashMap<i64, i64>,
-    pub(super) wide_quota: HashMap<i64, i64>,
-    /// Rows were appended out of time order (initial load); `settle` sorts them.
-    pub(super) unsorted: bool,
-}
-
-/// `v` as a column value, or `WIDE` with `v` kept in `aside` under `id`.
-fn narrow(v: i64, id: i64, aside: &mut HashMap<i64, i64>) -> u32 {
-    match u32::try_from(v) {
-        Ok(n) if n != WIDE => n,
-        _ => {
-            aside.insert(id, v);
-            WIDE
-        }
-    }
-}
-
-/// The interned ids of one row.
-struct Coded {
-    user: u32,
-    token: u32,
-    model: u32,
-    channel: u32,
-    ip: u32,
-    uname: u32,
-    tname: u32,
-}
-
-impl Chunk {
-    fn new(base: i64) -> Self {
-        Self {
-            base,
-            ..Self::default()
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.ts.len()
-    }
-
-    /// Row `i`'s time, in source units.
-    pub fn ts(&self, i: usize) -> i64 {
-        self.base + i64::from(self.ts[i])
-    }
-
-    pub fn tokens(&self, i: usize) -> i64 {
-        match self.tokens[i] {
-            WIDE => self.wide_tokens.get(&self.id[i]).copied().unwrap_or(0),
-            n => i64::from(n),
-        }
-    }
-
-    pub fn quota(&self, i: usize) -> i64 {
-        match self.quota[i] {
-            WIDE => self.wide_quota.get(&self.id[i]).copied().unwrap_or(0),
-            n => i64::from(n),
-        }
-    }
-
-    /// The first row at or after time `t` (source units).
-    fn first_from(&self, t: i64) -> usize {
-        self.ts.partition_point(|&o| self.base + i64::from(o) < t)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ts.is_empty()
-    }
-
-    /// Applies `f` to every column alike.
-    fn each_column(&mut self, f: &mut dyn FnMut(&mut dyn Column)) {
-        f(&mut self.id);
-        f(&mut self.ts);
-        f(&mut self.user);
-        f(&mut self.token);
-        f(&mut self.model);
-        f(&mut self.channel);
-        f(&mut self.ip);
-        f(&mut self.uname);
-        f(&mut self.tname);
-        f(&mut self.tokens);
-        f(&mut self.quota);
-    }
-
-    /// Sorts the rows by time (stable: equal times keep arrival order) and gives back
-    /// spare capacity.
-    fn settle(&mut self) {
-        if self.unsorted {
-            let mut order: Vec<u32> = (0..self.len() as u32).collect();
-            order.sort_by_key(|&i| self.ts[i as usize]);
-            self.each_column(&mut |c| c.permute(&order));
-            self.unsorted = false;
-        }
-        self.each_column(&mut |c| c.shrink());
-    }
-
-    fn insert(&mut self, at: usize, r: &Row, c: Coded) {
-        // `r.ts` lies in this chunk's hour: the offset is below an hour of milliseconds.
-        let offset = u32::try_from(r.ts - self.base).unwrap_or(0);
-        let tokens = narrow(r.tokens, r.id, &mut self.wide_tokens);
-        let quota = narrow(r.quota, r.id, &mut self.wide_quota);
-        self.id.insert(at, r.id);
-        self.ts.insert(at, offset);
-        self.user.insert(at, c.user);
-        self.token.insert(at, c.token);
-        self.model.insert(at, c.model);
-        self.channel.insert(at, c.channel);
-        self.ip.insert(at, c.ip);
-        self.uname.insert(at, c.uname);
-        self.tname.insert(at, c.tname);
-        self.tokens.insert(at, tokens);
-        self.quota.insert(at, quota);
-    }
-
-    /// Keeps the rows whose id is at least `min_id`; returns how many went.
-    fn retain_from(&mut self, min_id: i64) -> usize {
-        let keep: Vec<bool> = self.id.iter().map(|&i| i >= min_id).collect();
-        let gone = keep.iter().filter(|k| !**k).count();
-        if gone > 0 {
-            self.each_column(&mut |c| c.keep(&keep));
-            self.wide_tokens.retain(|id, _| *id >= min_id);
-            self.wide_quota.retain(|id, _| *id >= min_id);
-        }
-        gone
-    }
-}
-
-/// What `Chunk::each_column` can do to any column.
-trait Column {
-    fn permute(&mut self, order: &[u32]);
-    fn keep(&mut self, keep: &[bool]);
-    fn shrink(&mut self);
-}
-
-impl<T: Copy> Column for Vec<T> {
-    fn permute(&mut self, order: &[u32]) {
-        let v: Vec<T> = order.iter().map(|&i| self[i as usize]).collect();
-        *self = v;
-    }
-
-    fn keep(&mut self, keep: &[bool]) {
-        let mut k = keep.iter();
-        self.retain(|_| k.next().copied().unwrap_or(true));
-    }
-
-    fn shrink(&mut self) {
-        self.shrink_to_fit();
-    }
-}
-
 #[derive(Debug)]
 pub struct Data {
     /// Source units per second: 1 (`newapi`, seconds) or 1000 (`native`, milliseconds).
@@ -282,6 +98,11 @@ pub struct Data {
     /// The smallest id the source still holds, as last seen.
     pub min_id: i64,
     pub ready: bool,
+    /// The oldest hours, on disk, when the memory budget does not hold them (all older than
+    /// every hour in `chunks`); `None` without a state directory: those hours go to SQL.
+    pub archive: Option<Archive>,
+    /// Rows for archived hours (late ids) waiting to be written at the end of the page.
+    pending: BTreeMap<i64, Chunk>,
 }
 
 impl Data {
@@ -299,7 +120,26 @@ impl Data {
             covered_from: i64::MAX,
             min_id: 0,
             ready: false,
+            archive: None,
+            pending: BTreeMap::new(),
         }
+    }
+
+    /// What an archived chunk's references must stay below.
+    pub fn limits(&self) -> Limits {
+        [
+            self.users.len(),
+            self.tokens.len(),
+            self.models.len(),
+            self.channels.len(),
+            self.ips.len(),
+            self.names.len(),
+        ]
+    }
+
+    /// Rows held on disk by the archive.
+    pub fn archived_rows(&self) -> usize {
+        self.archive.as_ref().map_or(0, Archive::rows)
     }
 
     pub fn hour_of(&self, ts: i64) -> i64 {
@@ -336,6 +176,19 @@ impl Data {
             tname: self.names.intern(r.token_name.as_str()),
         };
         let hour = self.hour_of(r.ts);
+        if self
+            .archive
+            .as_ref()
+            .and_then(Archive::newest_hour)
+            .is_some_and(|newest| hour <= newest)
+        {
+            let base = hour * 3600 * self.unit;
+            let p = self.pending.entry(hour).or_insert_with(|| Chunk::new(base));
+            p.unsorted = true;
+            let at = p.len();
+            p.insert(at, r, c);
+            return;
+        }
         if !self.chunks.contains_key(&hour) {
             // A new hour: the previous one is (nearly always) complete.
             if self.ready
@@ -371,7 +224,53 @@ impl Data {
         for c in self.chunks.values_mut() {
             c.settle();
         }
+        self.flush_pending();
+        let (unit, limits) = (self.unit, self.limits());
+        if let Some(a) = self.archive.as_mut()
+            && let Err(e) = a.settle(unit, &limits)
+        {
+            tracing::warn!(error = %e, "monitor rollup: archive not usable; older hours go to SQL");
+            self.drop_archive();
+        }
         self.ready = true;
+    }
+
+    /// The archive failed: its hours are let go (answered by SQL from now on).
+    fn drop_archive(&mut self) {
+        self.pending.clear();
+        if let Some(newest) = self.archive.as_ref().and_then(Archive::newest_hour) {
+            self.archive = None;
+            self.advance_to((newest + 1) * 3600 * self.unit);
+        }
+        self.archive = None;
+    }
+
+    /// Writes the rows that arrived for archived hours.
+    fn flush_pending(&mut self) {
+        let (unit, limits) = (self.unit, self.limits());
+        let pending = std::mem::take(&mut self.pending);
+        let Some(a) = self.archive.as_mut() else {
+            return;
+        };
+        for (h, mut c) in pending {
+            c.settle();
+            if let Err(e) = a.put(h, &c, unit, &limits) {
+                tracing::warn!(error = %e, "monitor rollup: archive not writable; older hours go to SQL");
+                self.drop_archive();
+                return;
+            }
+        }
+    }
+
+    /// An archived hour could not be read back: it and every older hour are let go.
+    pub fn drop_failed_hours(&mut self) {
+        if let Some(h) = self.archive.as_ref().and_then(Archive::take_failed) {
+            tracing::warn!(
+                hour = h,
+                "monitor rollup: archived hour unreadable; older hours go to SQL"
+            );
+            self.advance_to((h + 1) * 3600 * self.unit);
+        }
     }
 
     /// Moves the horizon forward to `from` (an hour boundary), forgetting older rows.
@@ -381,6 +280,10 @@ impl Data {
         }
         self.covered_from = from;
         let first_kept = self.hour_of(from);
+        if let Some(a) = self.archive.as_mut() {
+            a.remove_before(first_kept);
+        }
+        self.pending = self.pending.split_off(&first_kept);
         let old: Vec<i64> = self.chunks.range(..first_kept).map(|(h, _)| *h).collect();
         for h in old {
             if let Some(c) = self.chunks.remove(&h) {
@@ -389,17 +292,35 @@ impl Data {
         }
     }
 
-    /// Lets the oldest hours go until at most `max_rows` rows are held (the newest hour is
-    /// always kept whole). The horizon moves with them: ranges reaching before it go to SQL.
+    /// Moves the oldest hours out of memory until at most `max_rows` rows are held there
+    /// (the newest hour is always kept whole): into the archive when there is one, else
+    /// they are let go and the horizon moves with them (ranges reaching before it go to SQL).
+    /// Also writes the rows that arrived for archived hours.
     pub fn fit(&mut self, max_rows: usize) {
+        self.flush_pending();
         if max_rows == 0 {
             return;
         }
+        let (unit, limits) = (self.unit, self.limits());
         while self.rows > max_rows && self.chunks.len() > 1 {
-            let Some((&hour, _)) = self.chunks.iter().next() else {
+            let Some(mut oldest) = self.chunks.first_entry() else {
                 break;
             };
-            self.advance_to((hour + 1) * 3600 * self.unit);
+            let hour = *oldest.key();
+            if let Some(a) = self.archive.as_mut() {
+                oldest.get_mut().settle();
+                match a.put(hour, oldest.get(), unit, &limits) {
+                    Ok(()) => {
+                        self.rows -= oldest.remove().len();
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "monitor rollup: archive not writable; older hours go to SQL");
+                        self.drop_archive();
+                    }
+                }
+            }
+            self.advance_to((hour + 1) * 3600 * unit);
         }
     }
 
@@ -409,6 +330,9 @@ impl Data {
             return;
         }
         self.min_id = min_id;
+        if let Some(a) = self.archive.as_mut() {
+            a.forget_below(min_id);
+        }
         let mut empty = Vec::new();
         for (h, c) in self.chunks.iter_mut() {
             self.rows -= c.retain_from(min_id);
@@ -427,6 +351,23 @@ impl Data {
             return;
         }
         let (h_lo, h_hi) = (self.hour_of(lo), self.hour_of(hi - 1));
+        if let Some(a) = &self.archive {
+            let limits = self.limits();
+            for h in a.hours_in(h_lo, h_hi) {
+                // A failure is counted by the archive (the query is then answered by SQL);
+                // the other hours are still read, so every damaged one is noted at once.
+                let Ok(c) = a.get(h, self.unit, &limits) else {
+                    continue;
+                };
+                let (start, end) = (c.first_from(lo), c.first_from(hi));
+                for i in start..end {
+                    // Rows deleted at the source since the hour was archived.
+                    if c.id[i] >= self.min_id {
+                        f(&c, i);
+                    }
+                }
+            }
+        }
         for c in self.chunks.range(h_lo..=h_hi).map(|(_, c)| c) {
             let start = c.first_from(lo);
             let end = c.first_from(hi);
@@ -513,5 +454,91 @@ mod tests {
         d.push(&row(20, 1000, 1));
         d.push(&row(1, 4 * 3_600_000, 1));
         assert_eq!(d.rows, 4);
+    }
+
+    /// Every row as (id, ts), in scan order.
+    fn everything(d: &Data) -> Vec<(i64, i64)> {
+        let mut out = Vec::new();
+        d.scan(i64::MIN / 2, i64::MAX / 2, |c, i| {
+            out.push((c.id[i], c.ts(i)))
+        });
+        out
+    }
+
+    #[test]
+    fn an_archive_keeps_what_the_budget_does_not_hold_even_from_a_load_out_of_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut plain = Data::new(1);
+        let mut budgeted = Data::new(1);
+        plain.covered_from = 0;
+        budgeted.covered_from = 0;
+        budgeted.archive = Some(Archive::fresh(&dir.path().join("a")).unwrap());
+        // 40 hours of rows whose ids are not in time order, read in pages of 50.
+        let rows: Vec<Row> = (0..2000)
+            .map(|id| row(id, (id * 7919) % (40 * 3600), id % 13))
+            .collect();
+        for page in rows.chunks(50) {
+            for r in page {
+                plain.push(r);
+                budgeted.push(r);
+            }
+            budgeted.fit(300);
+            assert!(budgeted.rows <= 300 || budgeted.chunks.len() == 1);
+        }
+        plain.settle();
+        budgeted.settle();
+        assert_eq!(budgeted.rows + budgeted.archived_rows(), 2000);
+        assert!(budgeted.archived_rows() > 1000);
+        assert_eq!(budgeted.covered_from, 0, "nothing was let go");
+        assert_eq!(everything(&budgeted), everything(&plain));
+        assert_eq!(
+            scanned(&budgeted, 5000, 90_000),
+            scanned(&plain, 5000, 90_000)
+        );
+
+        // After the load: a late row for an archived hour is written as a new file.
+        let late = row(5000, 10, 1);
+        plain.push(&late);
+        budgeted.push(&late);
+        budgeted.fit(300);
+        assert_eq!(everything(&budgeted), everything(&plain));
+        assert_eq!(budgeted.rows + budgeted.archived_rows(), plain.rows);
+        // Deleted logs and the horizon reach the archive too.
+        plain.forget_below(100);
+        budgeted.forget_below(100);
+        assert_eq!(everything(&budgeted), everything(&plain));
+        plain.advance_to(20 * 3600);
+        budgeted.advance_to(20 * 3600);
+        assert_eq!(everything(&budgeted), everything(&plain));
+        assert!(budgeted.archived_rows() > 0);
+    }
+
+    #[test]
+    fn an_unreadable_archived_hour_is_counted_and_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let adir = dir.path().join("a");
+        let mut d = Data::new(1);
+        d.covered_from = 0;
+        d.archive = Some(Archive::fresh(&adir).unwrap());
+        for id in 0..100 {
+            d.push(&row(id, id * 360, 1));
+        }
+        d.fit(20);
+        d.settle();
+        let archived = d.archived_rows();
+        assert!(archived >= 80, "{archived}");
+        for e in std::fs::read_dir(&adir).unwrap() {
+            std::fs::write(e.unwrap().path(), b"damaged").unwrap();
+        }
+        let faults = d.archive.as_ref().unwrap().faults();
+        let _ = everything(&d);
+        assert!(d.archive.as_ref().unwrap().faults() > faults);
+        d.drop_failed_hours();
+        assert!(
+            d.covered_from > 0,
+            "the damaged hours are no longer claimed"
+        );
+        assert_eq!(d.archived_rows(), 0);
+        assert_eq!(everything(&d).len(), d.rows);
     }
 }

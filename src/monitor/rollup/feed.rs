@@ -131,8 +131,11 @@ impl Feed {
         };
         let unit = self.src.unit();
         let started = Instant::now();
-        let loaded =
-            tokio::task::spawn_blocking(move || snapshot::load(&at.path, &at.source, unit)).await;
+        let loaded = tokio::task::spawn_blocking(move || {
+            let dir = snapshot::archive_dir(&at.path);
+            snapshot::load(&at.path, &at.source, unit, Some(&dir))
+        })
+        .await;
         let restored = match loaded {
             Ok(Ok(Some(r))) => r,
             Ok(Ok(None)) => return,
@@ -185,6 +188,12 @@ impl Feed {
             let saved =
                 snapshot::save(&at.path, &at.source, &d, last_id, &gaps).map(|size| (size, d.rows));
             drop(d);
+            if saved.is_ok() {
+                // The files this snapshot no longer names can go.
+                if let Some(a) = rollup.write_data().archive.as_mut() {
+                    a.purge();
+                }
+            }
             // The encoded records were transient.
             crate::memory::release_free_memory();
             saved
@@ -284,7 +293,28 @@ impl Feed {
                 .unwrap_or(0),
         };
         self.rollup.last_id.store(last, Ordering::Release);
-        self.rollup.write_data().advance_to(from);
+        // Under a memory budget the oldest hours go to disk, beside the snapshot.
+        let archive = match &self.snapshot {
+            Some(at) if self.rollup.settings.max_rows > 0 => {
+                let dir = snapshot::archive_dir(&at.path);
+                let made =
+                    tokio::task::spawn_blocking(move || super::archive::Archive::fresh(&dir)).await;
+                match made {
+                    Ok(Ok(a)) => Some(a),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "monitor rollup: no archive; hours beyond the memory budget go to SQL");
+                        None
+                    }
+                    Err(_) => None,
+                }
+            }
+            _ => None,
+        };
+        {
+            let mut data = self.rollup.write_data();
+            data.advance_to(from);
+            data.archive = archive;
+        }
         self.started = true;
         Ok(())
     }
@@ -336,6 +366,7 @@ impl Feed {
         let horizon = self.horizon();
         {
             let mut data = self.rollup.write_data();
+            data.drop_failed_hours();
             data.advance_to(horizon);
             if let Some(m) = min_id {
                 data.forget_below(m);

@@ -4,6 +4,8 @@
 //! for ranges inside its horizon; everything else goes to SQL. Design: docs/design.md.
 
 pub mod answers;
+pub mod archive;
+pub mod chunk;
 pub mod data;
 pub mod feed;
 pub mod snapshot;
@@ -62,6 +64,8 @@ pub struct RollupStatus {
     pub polled_at: Option<String>,
     /// Rows restored from the snapshot at start (0: read from the source).
     pub restored_rows: usize,
+    /// Rows of the oldest hours kept on disk because the memory budget does not hold them.
+    pub archived_rows: usize,
 }
 
 impl Rollup {
@@ -113,7 +117,14 @@ impl Rollup {
         let me = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             let d = me.read_data();
-            d.covers(lo).then(|| f(&d))
+            if !d.covers(lo) {
+                return None;
+            }
+            // An archived hour that cannot be read makes the answer incomplete: SQL answers.
+            let faults = || d.archive.as_ref().map_or(0, |a| a.faults());
+            let before = faults();
+            let out = f(&d);
+            (faults() == before).then_some(out)
         })
         .await
         .ok()
@@ -131,6 +142,7 @@ impl Rollup {
             covered_from: (d.covered_from != i64::MAX).then(|| iso_s(d.secs(d.covered_from))),
             polled_at: (polled > 0).then(|| iso_s(polled / 1000)),
             restored_rows: self.restored.load(Ordering::Relaxed),
+            archived_rows: d.archived_rows(),
         }
     }
 }

@@ -5,7 +5,6 @@
 //! the previous snapshot whole. Anything unexpected (another format, another source, a
 //! truncated file) is refused and the rollup loads from the source as on a first start.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -14,11 +13,13 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::data::{Chunk, Data, Interner};
+use super::archive::{Archive, Stored};
+use super::chunk::ChunkRecord;
+use super::data::{Data, Interner};
 
 const MAGIC: &[u8; 8] = b"QPROLL01";
 /// Bumped whenever the layout of `Header` or `ChunkRecord` changes.
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 /// No single record is larger (a busy hour of 20 M rows would be ~1.6 GB).
 const MAX_RECORD: u64 = 4 << 30;
 
@@ -39,28 +40,10 @@ struct Header {
     channels: Vec<String>,
     ips: Vec<String>,
     names: Vec<String>,
+    /// The hours held on disk by the archive, and its next file number.
+    archived: Vec<(i64, Stored)>,
+    next_generation: u64,
     chunks: u64,
-}
-
-/// One hourly chunk: borrowed from the rollup when written (no copy of the columns),
-/// owned when read.
-#[derive(Debug, Serialize, Deserialize)]
-struct ChunkRecord<'a> {
-    hour: i64,
-    base: i64,
-    id: Cow<'a, [i64]>,
-    ts: Cow<'a, [u32]>,
-    user: Cow<'a, [u32]>,
-    token: Cow<'a, [u32]>,
-    model: Cow<'a, [u32]>,
-    channel: Cow<'a, [u32]>,
-    ip: Cow<'a, [u32]>,
-    uname: Cow<'a, [u32]>,
-    tname: Cow<'a, [u32]>,
-    tokens: Cow<'a, [u32]>,
-    quota: Cow<'a, [u32]>,
-    wide_tokens: Vec<(i64, i64)>,
-    wide_quota: Vec<(i64, i64)>,
 }
 
 /// What a snapshot restores besides the rows.
@@ -77,6 +60,11 @@ pub fn path_for(dir: &Path, source: &str) -> PathBuf {
     dir.join(format!("monitor-rollup-{}.bin", source_digest(source)))
 }
 
+/// The archive's directory beside the snapshot at `path`.
+pub fn archive_dir(path: &Path) -> PathBuf {
+    path.with_extension("archive")
+}
+
 fn source_digest(source: &str) -> String {
     hex::encode(&Sha256::digest(source.as_bytes())[..8])
 }
@@ -89,6 +77,8 @@ pub enum SnapshotError {
     Encoding(#[from] postcard::Error),
     #[error("{0}")]
     Refused(&'static str),
+    #[error("archive: {0}")]
+    Archive(#[from] super::archive::ArchiveError),
 }
 
 fn write_record(w: &mut impl Write, v: &impl Serialize) -> Result<(), SnapshotError> {
@@ -121,6 +111,15 @@ pub fn save(
     last_id: i64,
     gaps: &[i64],
 ) -> Result<u64, SnapshotError> {
+    // The files the snapshot names must outlive a crash as surely as the snapshot itself.
+    if let Some(a) = &data.archive {
+        a.sync()?;
+    }
+    let (archived, next_generation) = data
+        .archive
+        .as_ref()
+        .map(Archive::listing)
+        .unwrap_or_default();
     let tmp = path.with_extension("tmp");
     let file = File::create(&tmp)?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
@@ -139,30 +138,13 @@ pub fn save(
         channels: data.channels.values().to_vec(),
         ips: data.ips.values().to_vec(),
         names: data.names.values().to_vec(),
+        archived,
+        next_generation,
         chunks: data.chunks.len() as u64,
     };
     write_record(&mut w, &header)?;
     for (hour, c) in &data.chunks {
-        write_record(
-            &mut w,
-            &ChunkRecord {
-                hour: *hour,
-                base: c.base,
-                id: Cow::Borrowed(&c.id),
-                ts: Cow::Borrowed(&c.ts),
-                user: Cow::Borrowed(&c.user),
-                token: Cow::Borrowed(&c.token),
-                model: Cow::Borrowed(&c.model),
-                channel: Cow::Borrowed(&c.channel),
-                ip: Cow::Borrowed(&c.ip),
-                uname: Cow::Borrowed(&c.uname),
-                tname: Cow::Borrowed(&c.tname),
-                tokens: Cow::Borrowed(&c.tokens),
-                quota: Cow::Borrowed(&c.quota),
-                wide_tokens: c.wide_tokens.iter().map(|(k, v)| (*k, *v)).collect(),
-                wide_quota: c.wide_quota.iter().map(|(k, v)| (*k, *v)).collect(),
-            },
-        )?;
+        write_record(&mut w, &c.record(*hour))?;
     }
     let file = w.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
@@ -174,7 +156,13 @@ pub fn save(
 
 /// Reads the snapshot at `path` if it is of this format and this source; `Ok(None)` when
 /// there is none.
-pub fn load(path: &Path, source: &str, unit: i64) -> Result<Option<Restored>, SnapshotError> {
+/// Its archive, if it names one, must be in `archive_dir` as it was.
+pub fn load(
+    path: &Path,
+    source: &str,
+    unit: i64,
+    archive_dir: Option<&Path>,
+) -> Result<Option<Restored>, SnapshotError> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -203,71 +191,24 @@ pub fn load(path: &Path, source: &str, unit: i64) -> Result<Option<Restored>, Sn
     data.names = Interner::from_values(h.names);
     data.covered_from = h.covered_from;
     data.min_id = h.min_id;
-    let limits = [
-        data.users.len(),
-        data.tokens.len(),
-        data.models.len(),
-        data.channels.len(),
-        data.ips.len(),
-        data.names.len(),
-    ];
+    let limits = data.limits();
     let mut chunks = BTreeMap::new();
     let mut rows = 0usize;
     for _ in 0..h.chunks {
         let c: ChunkRecord<'static> = read_record(&mut r, &mut buf)?;
-        let n = c.ts.len();
-        let same_len = [
-            c.id.len(),
-            c.user.len(),
-            c.token.len(),
-            c.model.len(),
-            c.channel.len(),
-            c.ip.len(),
-            c.uname.len(),
-            c.tname.len(),
-            c.tokens.len(),
-            c.quota.len(),
-        ]
-        .iter()
-        .all(|&l| l == n);
-        // Every interned reference must point inside its table.
-        let refs_ok = [
-            (&c.user, limits[0]),
-            (&c.token, limits[1]),
-            (&c.model, limits[2]),
-            (&c.channel, limits[3]),
-            (&c.ip, limits[4]),
-            (&c.uname, limits[5]),
-            (&c.tname, limits[5]),
-        ]
-        .iter()
-        .all(|(col, max)| col.iter().all(|&v| (v as usize) < *max));
-        let hour_ok = c.base == c.hour * 3600 * unit;
-        if !same_len || !refs_ok || !hour_ok {
-            return Err(SnapshotError::Refused("inconsistent chunk"));
+        let (hour, c) = c
+            .into_chunk(unit, &limits)
+            .map_err(SnapshotError::Refused)?;
+        rows += c.len();
+        chunks.insert(hour, c);
+    }
+    if !h.archived.is_empty() || archive_dir.is_some() {
+        let dir = archive_dir.ok_or(SnapshotError::Refused("archive without a directory"))?;
+        if h.archived.is_empty() {
+            data.archive = Some(Archive::fresh(dir)?);
+        } else {
+            data.archive = Some(Archive::restore(dir, h.archived, h.next_generation)?);
         }
-        rows += n;
-        chunks.insert(
-            c.hour,
-            Chunk {
-                base: c.base,
-                id: c.id.into_owned(),
-                ts: c.ts.into_owned(),
-                user: c.user.into_owned(),
-                token: c.token.into_owned(),
-                model: c.model.into_owned(),
-                channel: c.channel.into_owned(),
-                ip: c.ip.into_owned(),
-                uname: c.uname.into_owned(),
-                tname: c.tname.into_owned(),
-                tokens: c.tokens.into_owned(),
-                quota: c.quota.into_owned(),
-                wide_tokens: c.wide_tokens.into_iter().collect(),
-                wide_quota: c.wide_quota.into_iter().collect(),
-                // Saved chunks are settled: sorted by time.
-                unsorted: false,
-            },
-        );
     }
     data.chunks = chunks;
     data.rows = rows;
@@ -331,7 +272,9 @@ mod tests {
         d.settle();
         let path = path_for(dir.path(), "newapi sqlite:/x.db");
         save(&path, "newapi sqlite:/x.db", &d, 500, &[42]).unwrap();
-        let r = load(&path, "newapi sqlite:/x.db", 1).unwrap().unwrap();
+        let r = load(&path, "newapi sqlite:/x.db", 1, None)
+            .unwrap()
+            .unwrap();
         assert_eq!(r.last_id, 500);
         assert_eq!(r.gaps, vec![42]);
         assert_eq!(r.data.rows, 500);
@@ -357,19 +300,61 @@ mod tests {
         let path = dir.path().join("s.bin");
         save(&path, "a", &d, 1, &[]).unwrap();
         assert!(matches!(
-            load(&path, "b", 1000),
+            load(&path, "b", 1000, None),
             Err(SnapshotError::Refused(_))
         ));
-        assert!(load(&path, "a", 1).is_err(), "another unit");
+        assert!(load(&path, "a", 1, None).is_err(), "another unit");
         assert!(
-            load(&dir.path().join("none.bin"), "a", 1000)
+            load(&dir.path().join("none.bin"), "a", 1000, None)
                 .unwrap()
                 .is_none()
         );
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
-        assert!(load(&path, "a", 1000).is_err(), "truncated");
+        assert!(load(&path, "a", 1000, None).is_err(), "truncated");
         std::fs::write(&path, b"garbage!garbage!").unwrap();
-        assert!(load(&path, "a", 1000).is_err());
+        assert!(load(&path, "a", 1000, None).is_err());
+    }
+
+    #[test]
+    fn a_snapshot_names_its_archive_and_later_files_are_not_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = path_for(dir.path(), "src");
+        let adir = archive_dir(&path);
+        let mut d = Data::new(1);
+        d.covered_from = 0;
+        d.archive = Some(Archive::fresh(&adir).unwrap());
+        for id in 1..=500 {
+            d.push(&row(id, id * 97));
+        }
+        d.fit(100);
+        d.settle();
+        let before = ids(&d);
+        assert!(d.archived_rows() >= 400);
+        save(&path, "src", &d, 500, &[]).unwrap();
+        // After the snapshot: a late row rewrites an archived hour under a new file.
+        d.push(&row(501, 50));
+        d.fit(100);
+        assert_eq!(ids(&d).len(), 501);
+        let r = load(&path, "src", 1, Some(&adir)).unwrap().unwrap();
+        assert_eq!(
+            ids(&r.data),
+            before,
+            "the state the snapshot named, not the later one"
+        );
+        assert_eq!(r.data.rows + r.data.archived_rows(), 500);
+        // A named file gone: the snapshot is refused (the rollup loads from the source).
+        let named = std::fs::read_dir(&adir)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        std::fs::remove_file(named).unwrap();
+        assert!(load(&path, "src", 1, Some(&adir)).is_err());
+        assert!(
+            load(&path, "src", 1, None).is_err(),
+            "an archive needs its directory"
+        );
     }
 }

@@ -1,0 +1,332 @@
+//! One hour of the rollup's rows, column by column: interned references, times as offsets
+//! within the hour, token and quota counts in 32 bits (the rare wider value kept aside by
+//! row id). Also its encoding on disk, shared by the snapshot and the archive.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One billed row as the feed reads it, normalised (NULL → 0 or '').
+#[derive(Debug, Clone, Default)]
+pub struct Row {
+    pub id: i64,
+    /// In the source's own unit: seconds (`newapi`) or milliseconds (`native`).
+    pub ts: i64,
+    pub user: i64,
+    pub token: i64,
+    pub model: String,
+    /// Channel id as text (`newapi`) or upstream name (`native`).
+    pub channel: String,
+    pub tokens: i64,
+    pub quota: i64,
+    pub ip: String,
+    pub username: String,
+    pub token_name: String,
+}
+
+/// Marks a token or quota count kept in `Chunk::wide` instead.
+const WIDE: u32 = u32::MAX;
+
+/// The rows of one UTC hour, sorted by time (ties in arrival order).
+#[derive(Debug, Default, Clone)]
+pub struct Chunk {
+    /// The hour's start in source units; `ts` holds offsets from it (an hour of
+    /// milliseconds fits 32 bits).
+    pub(super) base: i64,
+    pub id: Vec<i64>,
+    pub(super) ts: Vec<u32>,
+    pub user: Vec<u32>,
+    pub token: Vec<u32>,
+    pub model: Vec<u32>,
+    pub channel: Vec<u32>,
+    pub ip: Vec<u32>,
+    pub uname: Vec<u32>,
+    pub tname: Vec<u32>,
+    pub(super) tokens: Vec<u32>,
+    pub(super) quota: Vec<u32>,
+    /// Token and quota counts outside `0..u32::MAX`, by row id (`WIDE` in the column).
+    pub(super) wide_tokens: HashMap<i64, i64>,
+    pub(super) wide_quota: HashMap<i64, i64>,
+    /// Rows were appended out of time order (initial load); `settle` sorts them.
+    pub(super) unsorted: bool,
+}
+
+/// `v` as a column value, or `WIDE` with `v` kept in `aside` under `id`.
+fn narrow(v: i64, id: i64, aside: &mut HashMap<i64, i64>) -> u32 {
+    match u32::try_from(v) {
+        Ok(n) if n != WIDE => n,
+        _ => {
+            aside.insert(id, v);
+            WIDE
+        }
+    }
+}
+
+/// The interned ids of one row.
+pub(super) struct Coded {
+    pub(super) user: u32,
+    pub(super) token: u32,
+    pub(super) model: u32,
+    pub(super) channel: u32,
+    pub(super) ip: u32,
+    pub(super) uname: u32,
+    pub(super) tname: u32,
+}
+
+impl Chunk {
+    pub(super) fn new(base: i64) -> Self {
+        Self {
+            base,
+            ..Self::default()
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ts.len()
+    }
+
+    /// Row `i`'s time, in source units.
+    pub fn ts(&self, i: usize) -> i64 {
+        self.base + i64::from(self.ts[i])
+    }
+
+    pub fn tokens(&self, i: usize) -> i64 {
+        match self.tokens[i] {
+            WIDE => self.wide_tokens.get(&self.id[i]).copied().unwrap_or(0),
+            n => i64::from(n),
+        }
+    }
+
+    pub fn quota(&self, i: usize) -> i64 {
+        match self.quota[i] {
+            WIDE => self.wide_quota.get(&self.id[i]).copied().unwrap_or(0),
+            n => i64::from(n),
+        }
+    }
+
+    /// The first row at or after time `t` (source units).
+    pub(super) fn first_from(&self, t: i64) -> usize {
+        self.ts.partition_point(|&o| self.base + i64::from(o) < t)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ts.is_empty()
+    }
+
+    /// Applies `f` to every column alike.
+    fn each_column(&mut self, f: &mut dyn FnMut(&mut dyn Column)) {
+        f(&mut self.id);
+        f(&mut self.ts);
+        f(&mut self.user);
+        f(&mut self.token);
+        f(&mut self.model);
+        f(&mut self.channel);
+        f(&mut self.ip);
+        f(&mut self.uname);
+        f(&mut self.tname);
+        f(&mut self.tokens);
+        f(&mut self.quota);
+    }
+
+    /// Sorts the rows by time (stable: equal times keep arrival order) and gives back
+    /// spare capacity.
+    pub(super) fn settle(&mut self) {
+        if self.unsorted {
+            let mut order: Vec<u32> = (0..self.len() as u32).collect();
+            order.sort_by_key(|&i| self.ts[i as usize]);
+            self.each_column(&mut |c| c.permute(&order));
+            self.unsorted = false;
+        }
+        self.each_column(&mut |c| c.shrink());
+    }
+
+    pub(super) fn insert(&mut self, at: usize, r: &Row, c: Coded) {
+        // `r.ts` lies in this chunk's hour: the offset is below an hour of milliseconds.
+        let offset = u32::try_from(r.ts - self.base).unwrap_or(0);
+        let tokens = narrow(r.tokens, r.id, &mut self.wide_tokens);
+        let quota = narrow(r.quota, r.id, &mut self.wide_quota);
+        self.id.insert(at, r.id);
+        self.ts.insert(at, offset);
+        self.user.insert(at, c.user);
+        self.token.insert(at, c.token);
+        self.model.insert(at, c.model);
+        self.channel.insert(at, c.channel);
+        self.ip.insert(at, c.ip);
+        self.uname.insert(at, c.uname);
+        self.tname.insert(at, c.tname);
+        self.tokens.insert(at, tokens);
+        self.quota.insert(at, quota);
+    }
+
+    /// Keeps the rows whose id is at least `min_id`; returns how many went.
+    pub(super) fn retain_from(&mut self, min_id: i64) -> usize {
+        let keep: Vec<bool> = self.id.iter().map(|&i| i >= min_id).collect();
+        let gone = keep.iter().filter(|k| !**k).count();
+        if gone > 0 {
+            self.each_column(&mut |c| c.keep(&keep));
+            self.wide_tokens.retain(|id, _| *id >= min_id);
+            self.wide_quota.retain(|id, _| *id >= min_id);
+        }
+        gone
+    }
+}
+
+/// What `Chunk::each_column` can do to any column.
+trait Column {
+    fn permute(&mut self, order: &[u32]);
+    fn keep(&mut self, keep: &[bool]);
+    fn shrink(&mut self);
+}
+
+impl<T: Copy> Column for Vec<T> {
+    fn permute(&mut self, order: &[u32]) {
+        let v: Vec<T> = order.iter().map(|&i| self[i as usize]).collect();
+        *self = v;
+    }
+
+    fn keep(&mut self, keep: &[bool]) {
+        let mut k = keep.iter();
+        self.retain(|_| k.next().copied().unwrap_or(true));
+    }
+
+    fn shrink(&mut self) {
+        self.shrink_to_fit();
+    }
+}
+
+/// Row counts per interned table (users, tokens, models, channels, IPs, names): what a
+/// decoded chunk's references must stay below.
+pub(super) type Limits = [usize; 6];
+
+/// One hourly chunk on disk: borrowed from the rollup when written (no copy of the
+/// columns), owned when read.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct ChunkRecord<'a> {
+    hour: i64,
+    base: i64,
+    id: Cow<'a, [i64]>,
+    ts: Cow<'a, [u32]>,
+    user: Cow<'a, [u32]>,
+    token: Cow<'a, [u32]>,
+    model: Cow<'a, [u32]>,
+    channel: Cow<'a, [u32]>,
+    ip: Cow<'a, [u32]>,
+    uname: Cow<'a, [u32]>,
+    tname: Cow<'a, [u32]>,
+    tokens: Cow<'a, [u32]>,
+    quota: Cow<'a, [u32]>,
+    wide_tokens: Vec<(i64, i64)>,
+    wide_quota: Vec<(i64, i64)>,
+}
+
+impl Chunk {
+    pub(super) fn record(&self, hour: i64) -> ChunkRecord<'_> {
+        ChunkRecord {
+            hour,
+            base: self.base,
+            id: Cow::Borrowed(&self.id),
+            ts: Cow::Borrowed(&self.ts),
+            user: Cow::Borrowed(&self.user),
+            token: Cow::Borrowed(&self.token),
+            model: Cow::Borrowed(&self.model),
+            channel: Cow::Borrowed(&self.channel),
+            ip: Cow::Borrowed(&self.ip),
+            uname: Cow::Borrowed(&self.uname),
+            tname: Cow::Borrowed(&self.tname),
+            tokens: Cow::Borrowed(&self.tokens),
+            quota: Cow::Borrowed(&self.quota),
+            wide_tokens: self.wide_tokens.iter().map(|(k, v)| (*k, *v)).collect(),
+            wide_quota: self.wide_quota.iter().map(|(k, v)| (*k, *v)).collect(),
+        }
+    }
+
+    /// Appends `other`'s rows (same hour) after this chunk's; `settle` sorts them.
+    pub(super) fn append(&mut self, other: Chunk) {
+        if other.is_empty() {
+            return;
+        }
+        self.unsorted |= !self.is_empty() || other.unsorted;
+        self.id.extend(other.id);
+        self.ts.extend(other.ts);
+        self.user.extend(other.user);
+        self.token.extend(other.token);
+        self.model.extend(other.model);
+        self.channel.extend(other.channel);
+        self.ip.extend(other.ip);
+        self.uname.extend(other.uname);
+        self.tname.extend(other.tname);
+        self.tokens.extend(other.tokens);
+        self.quota.extend(other.quota);
+        self.wide_tokens.extend(other.wide_tokens);
+        self.wide_quota.extend(other.wide_quota);
+    }
+
+    /// The largest row id held (0 when empty).
+    pub(super) fn max_id(&self) -> i64 {
+        self.id.iter().copied().max().unwrap_or(0)
+    }
+}
+
+impl ChunkRecord<'static> {
+    /// The chunk and its hour, once every column has the same length, every interned
+    /// reference points inside its table and the base is the hour's start.
+    pub(super) fn into_chunk(
+        self,
+        unit: i64,
+        limits: &Limits,
+    ) -> Result<(i64, Chunk), &'static str> {
+        let c = self;
+        let n = c.ts.len();
+        let same_len = [
+            c.id.len(),
+            c.user.len(),
+            c.token.len(),
+            c.model.len(),
+            c.channel.len(),
+            c.ip.len(),
+            c.uname.len(),
+            c.tname.len(),
+            c.tokens.len(),
+            c.quota.len(),
+        ]
+        .iter()
+        .all(|&l| l == n);
+        let refs_ok = [
+            (&c.user, limits[0]),
+            (&c.token, limits[1]),
+            (&c.model, limits[2]),
+            (&c.channel, limits[3]),
+            (&c.ip, limits[4]),
+            (&c.uname, limits[5]),
+            (&c.tname, limits[5]),
+        ]
+        .iter()
+        .all(|(col, max)| col.iter().all(|&v| (v as usize) < *max));
+        let hour_ok = c.base == c.hour * 3600 * unit;
+        if !same_len || !refs_ok || !hour_ok {
+            return Err("inconsistent chunk");
+        }
+        Ok((
+            c.hour,
+            Chunk {
+                base: c.base,
+                id: c.id.into_owned(),
+                ts: c.ts.into_owned(),
+                user: c.user.into_owned(),
+                token: c.token.into_owned(),
+                model: c.model.into_owned(),
+                channel: c.channel.into_owned(),
+                ip: c.ip.into_owned(),
+                uname: c.uname.into_owned(),
+                tname: c.tname.into_owned(),
+                tokens: c.tokens.into_owned(),
+                quota: c.quota.into_owned(),
+                wide_tokens: c.wide_tokens.into_iter().collect(),
+                wide_quota: c.wide_quota.into_iter().collect(),
+                // Written chunks are settled: sorted by time.
+                unsorted: false,
+            },
+        ))
+    }
+}
