@@ -392,6 +392,10 @@ async fn start_monitor(dsn: &str, dir: &std::path::Path) -> (KillOnDrop, String,
             && let Ok(v) = r.json::<serde_json::Value>().await
             && v["rollup"]["state"] == "ready"
         {
+            let archived = v["rollup"]["archived_rows"].as_u64().unwrap_or(0);
+            if archived > 0 {
+                println!("({archived} more rows on disk: MONITOR_ROLLUP_MAX_ROWS)");
+            }
             break v["rollup"]["rows"].as_u64().unwrap_or(0);
         }
         assert!(
@@ -421,7 +425,7 @@ async fn restart(mut child: KillOnDrop, dsn: &str, dir: &std::path::Path) {
                 .to_string_lossy()
                 .starts_with("monitor-rollup-")
         })
-        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .map(|e| bytes_under(&e.path()))
         .sum();
     let (again, _, rows, ready_s) = start_monitor(dsn, dir).await;
     println!(
@@ -431,6 +435,21 @@ async fn restart(mut child: KillOnDrop, dsn: &str, dir: &std::path::Path) {
         rss_mb(again.0.id()),
         rss_mb(again.0.id()) * 1e6 / rows.max(1) as f64,
     );
+}
+
+/// A file's length, or everything under a directory (the rollup's archive).
+fn bytes_under(p: &std::path::Path) -> u64 {
+    if p.is_dir() {
+        std::fs::read_dir(p)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| bytes_under(&e.path()))
+                    .sum()
+            })
+            .unwrap_or(0)
+    } else {
+        p.metadata().map(|m| m.len()).unwrap_or(0)
+    }
 }
 
 async fn measure(label: &str, dsn: &str, mysql: bool, end: i64, runs: usize, sql_runs: usize) {

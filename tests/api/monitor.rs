@@ -860,11 +860,16 @@ async fn count_billed(url: &str) -> usize {
 
 /// The rollup follows the source: new rows, a row whose id commits after a higher one
 /// (the feed must go back for it), and New API's cleanup deleting the oldest logs. After
-/// each step every endpoint still agrees with direct SQL.
+/// each step every endpoint still agrees with direct SQL, with and without a memory budget
+/// (then the deleted rows are in the archive's hours on disk).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollup_follows_new_rows_late_ids_and_deleted_logs() {
     let d = generate();
-    for db in [Db::Sqlite, Db::Mysql, Db::Postgres] {
+    // Without a budget, and with one that keeps two thirds of the hours on disk.
+    for (db, budget) in [Db::Sqlite, Db::Mysql, Db::Postgres]
+        .into_iter()
+        .flat_map(|db| [(db, 0), (db, d.consumed().count() / 3)])
+    {
         let dir = tempfile::tempdir().unwrap();
         let Some((dsn, writer)) = load_rw(db, &d, dir.path()).await else {
             continue;
@@ -874,10 +879,11 @@ async fn rollup_follows_new_rows_late_ids_and_deleted_logs() {
             c.monitor.source = SourceKind::NewApi;
             c.monitor.dsn = Some(dsn.clone());
             with_rollup(c);
+            c.monitor.rollup.max_rows = budget;
         })
         .await;
         let mut billed = d.consumed().count();
-        wait_rollup(&app, billed).await;
+        wait_held(&app, billed).await;
         let max_id = d.logs.len() as i64;
         let now = chrono::Utc::now().timestamp();
         let recent = format!(
@@ -897,17 +903,17 @@ async fn rollup_follows_new_rows_late_ids_and_deleted_logs() {
         )
         .await;
         billed += 1;
-        wait_rollup(&app, billed).await;
+        wait_held(&app, billed).await;
         let v = both_engines(&app, &format!("/api/stats/summary?{recent}")).await;
-        assert_eq!(v["reqs"], 1, "{db:?}");
+        assert_eq!(v["reqs"], 1, "{db:?} {budget}");
 
         // Id max+10 becomes visible before max+5: the feed reads past the gap, then back.
         exec(&writer, &[log_row(max_id + 10, now, SHARED_KEY, 2)], mysql).await;
         billed += 1;
-        wait_rollup(&app, billed).await;
+        wait_held(&app, billed).await;
         exec(&writer, &[log_row(max_id + 5, now, SHARED_KEY, 2)], mysql).await;
         billed += 1;
-        wait_rollup(&app, billed).await;
+        wait_held(&app, billed).await;
         let v = both_engines(&app, &format!("/api/stats/summary?{recent}")).await;
         assert_eq!(v["reqs"], 3, "{db:?}");
         both_engines(
@@ -925,7 +931,7 @@ async fn rollup_follows_new_rows_late_ids_and_deleted_logs() {
         .await;
         let left = count_billed(&writer).await;
         assert!(left < billed, "{db:?}: the delete removed billed rows");
-        wait_rollup(&app, left).await;
+        wait_held(&app, left).await;
         for q in queries() {
             both_engines(&app, &q).await;
         }
@@ -1036,6 +1042,55 @@ async fn a_memory_budget_keeps_the_older_hours_on_disk_and_every_answer_stays_eq
             budgeted(&d, db, &dsn, &writer).await;
         }
     }
+}
+
+/// The same on the gateway's own request log (times in milliseconds), its rows written
+/// after the rollup is ready: the budget moves hours to disk as they come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_budget_on_the_native_log_keeps_every_answer_equal() {
+    let d = generate();
+    let billed = d.consumed().count();
+    let budget = billed / 4;
+    let app = spawn_app_with(|c| {
+        with_rollup(c);
+        c.monitor.rollup.max_rows = budget;
+        c.gateway.upstreams = ["ch-a", "ch-b", "ch-c"]
+            .iter()
+            .map(|n| quota_proxy::gateway::settings::UpstreamSettings {
+                name: (*n).to_owned(),
+                ..mock_upstream()
+            })
+            .collect();
+    })
+    .await;
+    load_native(&app, &d).await;
+    let rollup = wait_held(&app, billed).await;
+    assert!(
+        rollup["rows"].as_u64().unwrap() as usize <= budget,
+        "{rollup}"
+    );
+    assert!(
+        rollup["archived_rows"].as_u64().unwrap() as usize >= billed - budget,
+        "{rollup}"
+    );
+    for q in queries() {
+        let v = both_engines(&app, &q).await;
+        check_against_data(&q, &v, &d);
+    }
+    for (lo, hi) in split_ranges(T0 + 30 * 3600) {
+        let q = format!(
+            "/api/stats/summary?start_ms={}&end_ms={}",
+            lo * 1000,
+            hi * 1000
+        );
+        let v = both_engines(&app, &q).await;
+        let want = d
+            .consumed()
+            .filter(|l| l.created_at >= lo && l.created_at < hi)
+            .count();
+        assert_eq!(v["reqs"], want, "native {q}");
+    }
+    app.stop().await;
 }
 
 async fn health_rollup(app: &TestApp) -> Value {

@@ -29,6 +29,7 @@ pub struct Stored {
     /// Records in the file (1 once settled).
     pub records: u32,
     pub rows: u64,
+    pub min_id: i64,
     pub max_id: i64,
 }
 
@@ -159,7 +160,7 @@ impl Archive {
             return Ok(());
         }
         let rows = chunk.len() as u64;
-        let max_id = chunk.max_id();
+        let (min_id, max_id) = (chunk.min_id(), chunk.max_id());
         match self.hours.get(&hour).copied() {
             None => {
                 let s = self.write_new(hour, chunk)?;
@@ -174,6 +175,7 @@ impl Archive {
                 s.len += bytes.len() as u64;
                 s.records += 1;
                 s.rows += rows;
+                s.min_id = s.min_id.min(min_id);
                 s.max_id = s.max_id.max(max_id);
                 self.hours.insert(hour, s);
             }
@@ -182,7 +184,7 @@ impl Archive {
                 whole.append(chunk.clone());
                 whole.settle();
                 let s = self.write_new(hour, &whole)?;
-                self.doomed.push(self.path(hour, old.generation));
+                self.retire(hour, old.generation);
                 self.hours.insert(hour, s);
             }
         }
@@ -205,6 +207,7 @@ impl Archive {
             len: bytes.len() as u64,
             records: 1,
             rows: chunk.len() as u64,
+            min_id: chunk.min_id(),
             max_id: chunk.max_id(),
         })
     }
@@ -273,9 +276,16 @@ impl Archive {
         self.remove(&old);
     }
 
-    /// Lets go the hours whose rows all have ids below `min_id` (deleted at the source);
-    /// the rest are filtered when read.
-    pub fn forget_below(&mut self, min_id: i64) {
+    /// Forgets the rows with ids below `min_id` (deleted at the source): hours holding only
+    /// such rows go, hours holding some are rewritten without them. New API deletes by time,
+    /// so with ids in time order that is one hour; in any order, each hour at most once per
+    /// cleanup.
+    pub fn forget_below(
+        &mut self,
+        min_id: i64,
+        unit: i64,
+        limits: &Limits,
+    ) -> Result<(), ArchiveError> {
         let gone: Vec<i64> = self
             .hours
             .iter()
@@ -283,18 +293,43 @@ impl Archive {
             .map(|(h, _)| *h)
             .collect();
         self.remove(&gone);
+        let partial: Vec<(i64, Stored)> = self
+            .hours
+            .iter()
+            .filter(|(_, s)| s.min_id < min_id)
+            .map(|(h, s)| (*h, *s))
+            .collect();
+        for (h, old) in partial {
+            let mut c = self.get(h, unit, limits)?;
+            c.retain_from(min_id);
+            if c.is_empty() {
+                self.remove(&[h]);
+                continue;
+            }
+            let s = self.write_new(h, &c)?;
+            self.retire(h, old.generation);
+            self.rows = self.rows - old.rows as usize + c.len();
+            self.hours.insert(h, s);
+        }
+        Ok(())
+    }
+
+    /// An hour's replaced file: deleted now during the first load, else after the next
+    /// snapshot (the last one may name it).
+    fn retire(&mut self, hour: i64, generation: u64) {
+        let p = self.path(hour, generation);
+        if self.appending {
+            let _ = std::fs::remove_file(p);
+        } else {
+            self.doomed.push(p);
+        }
     }
 
     fn remove(&mut self, hours: &[i64]) {
         for h in hours {
             if let Some(s) = self.hours.remove(h) {
                 self.rows -= s.rows as usize;
-                let p = self.path(*h, s.generation);
-                if self.appending {
-                    let _ = std::fs::remove_file(p);
-                } else {
-                    self.doomed.push(p);
-                }
+                self.retire(*h, s.generation);
             }
         }
     }

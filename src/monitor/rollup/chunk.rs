@@ -262,6 +262,11 @@ impl Chunk {
         self.wide_quota.extend(other.wide_quota);
     }
 
+    /// The smallest row id held (0 when empty).
+    pub(super) fn min_id(&self) -> i64 {
+        self.id.iter().copied().min().unwrap_or(0)
+    }
+
     /// The largest row id held (0 when empty).
     pub(super) fn max_id(&self) -> i64 {
         self.id.iter().copied().max().unwrap_or(0)

@@ -190,9 +190,11 @@ impl Data {
             return;
         }
         if !self.chunks.contains_key(&hour) {
-            // A new hour: the previous one is (nearly always) complete.
-            if self.ready
-                && let Some((_, prev)) = self.chunks.range_mut(..hour).next_back()
+            // A new hour: the previous one is (nearly always) complete. During a load in
+            // time order too: its spare capacity goes back now, while the allocator can
+            // still reuse it for the next hour, instead of all at the end.
+            if let Some((_, prev)) = self.chunks.range_mut(..hour).next_back()
+                && (self.ready || !prev.unsorted)
             {
                 prev.settle();
             }
@@ -223,6 +225,9 @@ impl Data {
     pub fn settle(&mut self) {
         for c in self.chunks.values_mut() {
             c.settle();
+            // Copied into allocations of exactly its size, one chunk at a time, as a
+            // restart would: the load left the columns among the holes of its pages.
+            *c = c.clone();
         }
         self.flush_pending();
         let (unit, limits) = (self.unit, self.limits());
@@ -330,8 +335,12 @@ impl Data {
             return;
         }
         self.min_id = min_id;
-        if let Some(a) = self.archive.as_mut() {
-            a.forget_below(min_id);
+        let (unit, limits) = (self.unit, self.limits());
+        if let Some(a) = self.archive.as_mut()
+            && let Err(e) = a.forget_below(min_id, unit, &limits)
+        {
+            tracing::warn!(error = %e, "monitor rollup: archive not writable; older hours go to SQL");
+            self.drop_archive();
         }
         let mut empty = Vec::new();
         for (h, c) in self.chunks.iter_mut() {
@@ -507,6 +516,7 @@ mod tests {
         plain.forget_below(100);
         budgeted.forget_below(100);
         assert_eq!(everything(&budgeted), everything(&plain));
+        assert_eq!(budgeted.rows + budgeted.archived_rows(), plain.rows);
         plain.advance_to(20 * 3600);
         budgeted.advance_to(20 * 3600);
         assert_eq!(everything(&budgeted), everything(&plain));

@@ -297,8 +297,18 @@ impl Feed {
         let archive = match &self.snapshot {
             Some(at) if self.rollup.settings.max_rows > 0 => {
                 let dir = snapshot::archive_dir(&at.path);
-                let made =
-                    tokio::task::spawn_blocking(move || super::archive::Archive::fresh(&dir)).await;
+                // A snapshot left from before names files this load replaces: it goes
+                // first, so a crash during the load cannot pair it with the new files.
+                let old = at.path.clone();
+                let made = tokio::task::spawn_blocking(move || {
+                    match std::fs::remove_file(&old) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    super::archive::Archive::fresh(&dir)
+                })
+                .await;
                 match made {
                     Ok(Ok(a)) => Some(a),
                     Ok(Err(e)) => {
