@@ -1077,20 +1077,27 @@ async fn a_memory_budget_on_the_native_log_keeps_every_answer_equal() {
         let v = both_engines(&app, &q).await;
         check_against_data(&q, &v, &d);
     }
-    for (lo, hi) in split_ranges(T0 + 30 * 3600) {
-        let q = format!(
-            "/api/stats/summary?start_ms={}&end_ms={}",
-            lo * 1000,
-            hi * 1000
-        );
-        let v = both_engines(&app, &q).await;
-        let want = d
-            .consumed()
-            .filter(|l| l.created_at >= lo && l.created_at < hi)
-            .count();
-        assert_eq!(v["reqs"], want, "native {q}");
+    for r in split_ranges(T0 + 30 * 3600) {
+        summary_counts(&app, &d, r, &[], "native").await;
     }
     app.stop().await;
+}
+
+/// The summary over `[lo, hi)` from both engines, its request count checked against the
+/// data plus the `extra` rows' times written by the test.
+async fn summary_counts(app: &TestApp, d: &Data, (lo, hi): (i64, i64), extra: &[i64], label: &str) {
+    let q = format!(
+        "/api/stats/summary?start_ms={}&end_ms={}",
+        lo * 1000,
+        hi * 1000
+    );
+    let v = both_engines(app, &q).await;
+    let want = d
+        .consumed()
+        .filter(|l| l.created_at >= lo && l.created_at < hi)
+        .count()
+        + extra.iter().filter(|t| **t >= lo && **t < hi).count();
+    assert_eq!(v["reqs"], want, "{label}: {q}");
 }
 
 async fn health_rollup(app: &TestApp) -> Value {
@@ -1155,17 +1162,7 @@ async fn budgeted(d: &Data, db: Db, dsn: &str, writer: &str) {
     let memory_from = T0 + HOURS * 3600 - (held as i64 * HOURS * 3600) / billed as i64;
     let memory_from = memory_from - memory_from.rem_euclid(3600);
     for (lo, hi) in split_ranges(memory_from) {
-        let q = format!(
-            "/api/stats/summary?start_ms={}&end_ms={}",
-            lo * 1000,
-            hi * 1000
-        );
-        let v = both_engines(&app, &q).await;
-        let want = d
-            .consumed()
-            .filter(|l| l.created_at >= lo && l.created_at < hi)
-            .count();
-        assert_eq!(v["reqs"], want, "{db:?} {q}");
+        summary_counts(&app, d, (lo, hi), &[], &format!("{db:?}")).await;
         let q = format!(
             "/api/stats/top?start_ms={}&end_ms={}&by=user&metric=reqs&limit=5",
             lo * 1000,
@@ -1204,22 +1201,9 @@ async fn budgeted(d: &Data, db: Db, dsn: &str, writer: &str) {
         rollup["archived_rows"].as_u64().unwrap() >= archived as u64,
         "{rollup}"
     );
-    for (lo, hi) in split_ranges(memory_from) {
-        let q = format!(
-            "/api/stats/summary?start_ms={}&end_ms={}",
-            lo * 1000,
-            hi * 1000
-        );
-        let v = both_engines(&app, &q).await;
-        let want = d
-            .consumed()
-            .filter(|l| l.created_at >= lo && l.created_at < hi)
-            .count()
-            + [T0 + 60, T0 + HOURS * 3600 - 60]
-                .iter()
-                .filter(|t| **t >= lo && **t < hi)
-                .count();
-        assert_eq!(v["reqs"], want, "{db:?} after the restart: {q}");
+    for r in split_ranges(memory_from) {
+        let label = format!("{db:?} after the restart");
+        summary_counts(&app, d, r, &[T0 + 60, T0 + HOURS * 3600 - 60], &label).await;
     }
     for q in queries() {
         both_engines(&app, &q).await;

@@ -361,20 +361,33 @@ impl Data {
         }
         let (h_lo, h_hi) = (self.hour_of(lo), self.hour_of(hi - 1));
         if let Some(a) = &self.archive {
-            let limits = self.limits();
-            for h in a.hours_in(h_lo, h_hi) {
-                // A failure is counted by the archive (the query is then answered by SQL);
-                // the other hours are still read, so every damaged one is noted at once.
-                let Ok(c) = a.get(h, self.unit, &limits) else {
-                    continue;
-                };
-                let (start, end) = (c.first_from(lo), c.first_from(hi));
-                for i in start..end {
-                    // Rows deleted at the source since the hour was archived.
-                    if c.id[i] >= self.min_id {
-                        f(&c, i);
+            let hours: Vec<i64> = a.hours_in(h_lo, h_hi).collect();
+            if !hours.is_empty() {
+                let (unit, limits) = (self.unit, self.limits());
+                // One thread reads and decodes the next hours while this one visits the
+                // current: two cores, and at most three hours in memory.
+                std::thread::scope(|s| {
+                    let (tx, rx) = std::sync::mpsc::sync_channel::<Option<Chunk>>(2);
+                    s.spawn(move || {
+                        for h in hours {
+                            // A failure is counted by the archive (the query is then
+                            // answered by SQL); the other hours are still read, so every
+                            // damaged one is noted at once.
+                            if tx.send(a.get(h, unit, &limits).ok()).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    for c in rx.into_iter().flatten() {
+                        let (start, end) = (c.first_from(lo), c.first_from(hi));
+                        for i in start..end {
+                            // Rows deleted at the source since the hour was archived.
+                            if c.id[i] >= self.min_id {
+                                f(&c, i);
+                            }
+                        }
                     }
-                }
+                });
             }
         }
         for c in self.chunks.range(h_lo..=h_hi).map(|(_, c)| c) {
