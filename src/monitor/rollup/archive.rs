@@ -1,5 +1,5 @@
 //! The hours the memory budget does not hold, kept on disk instead of being let go: one file
-//! per hour (the chunk's columns, encoded as in the snapshot), read back one hour at a time
+//! per hour (the chunk's columns, fixed-width, so reading one back is a copy), read back one hour at a time
 //! when a range reaches into them. Every answer stays exact and comes from the monitor's own
 //! files; the source is never asked for them again, and memory holds one hour at a time.
 //!
@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use super::chunk::{Chunk, ChunkRecord, Limits};
+use super::chunk::{Chunk, Limits};
 
 /// One archived hour's file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,8 +37,6 @@ pub struct Stored {
 pub enum ArchiveError {
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
-    #[error("encoding: {0}")]
-    Encoding(#[from] postcard::Error),
     #[error("{0}")]
     Refused(&'static str),
 }
@@ -167,7 +165,7 @@ impl Archive {
                 self.hours.insert(hour, s);
             }
             Some(mut s) if self.appending => {
-                let bytes = encode(hour, chunk)?;
+                let bytes = encode(hour, chunk);
                 let mut f = OpenOptions::new()
                     .append(true)
                     .open(self.path(hour, s.generation))?;
@@ -197,7 +195,7 @@ impl Archive {
     fn write_new(&mut self, hour: i64, chunk: &Chunk) -> Result<Stored, ArchiveError> {
         let generation = self.next_generation;
         self.next_generation += 1;
-        let bytes = encode(hour, chunk)?;
+        let bytes = encode(hour, chunk);
         let path = self.path(hour, generation);
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, &bytes)?;
@@ -243,8 +241,7 @@ impl Archive {
                 return Err(ArchiveError::Refused("truncated"));
             }
             let (record, tail) = tail.split_at(len as usize);
-            let r: ChunkRecord<'static> = postcard::from_bytes(record)?;
-            let (h, c) = r.into_chunk(unit, limits).map_err(ArchiveError::Refused)?;
+            let (h, c) = Chunk::from_raw(record, unit, limits).map_err(ArchiveError::Refused)?;
             if h != hour {
                 return Err(ArchiveError::Refused("another hour"));
             }
@@ -371,10 +368,10 @@ impl Archive {
 }
 
 /// One length-prefixed record.
-fn encode(hour: i64, chunk: &Chunk) -> Result<Vec<u8>, ArchiveError> {
-    let body = postcard::to_stdvec(&chunk.record(hour))?;
+fn encode(hour: i64, chunk: &Chunk) -> Vec<u8> {
+    let body = chunk.to_raw(hour);
     let mut out = Vec::with_capacity(body.len() + 8);
     out.extend_from_slice(&(body.len() as u64).to_le_bytes());
     out.extend_from_slice(&body);
-    Ok(out)
+    out
 }

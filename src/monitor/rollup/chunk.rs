@@ -281,7 +281,33 @@ impl ChunkRecord<'static> {
         unit: i64,
         limits: &Limits,
     ) -> Result<(i64, Chunk), &'static str> {
-        let c = self;
+        let c = Chunk {
+            base: self.base,
+            id: self.id.into_owned(),
+            ts: self.ts.into_owned(),
+            user: self.user.into_owned(),
+            token: self.token.into_owned(),
+            model: self.model.into_owned(),
+            channel: self.channel.into_owned(),
+            ip: self.ip.into_owned(),
+            uname: self.uname.into_owned(),
+            tname: self.tname.into_owned(),
+            tokens: self.tokens.into_owned(),
+            quota: self.quota.into_owned(),
+            wide_tokens: self.wide_tokens.into_iter().collect(),
+            wide_quota: self.wide_quota.into_iter().collect(),
+            // Written chunks are settled: sorted by time.
+            unsorted: false,
+        };
+        c.checked(self.hour, unit, limits).map(|c| (self.hour, c))
+    }
+}
+
+impl Chunk {
+    /// The chunk, once every column has the same length, every interned reference points
+    /// inside its table and the base is the hour's start.
+    fn checked(self, hour: i64, unit: i64, limits: &Limits) -> Result<Chunk, &'static str> {
+        let c = &self;
         let n = c.ts.len();
         let same_len = [
             c.id.len(),
@@ -308,30 +334,186 @@ impl ChunkRecord<'static> {
         ]
         .iter()
         .all(|(col, max)| col.iter().all(|&v| (v as usize) < *max));
-        let hour_ok = c.base == c.hour * 3600 * unit;
+        let hour_ok = c.base == hour * 3600 * unit;
         if !same_len || !refs_ok || !hour_ok {
             return Err("inconsistent chunk");
         }
-        Ok((
-            c.hour,
-            Chunk {
-                base: c.base,
-                id: c.id.into_owned(),
-                ts: c.ts.into_owned(),
-                user: c.user.into_owned(),
-                token: c.token.into_owned(),
-                model: c.model.into_owned(),
-                channel: c.channel.into_owned(),
-                ip: c.ip.into_owned(),
-                uname: c.uname.into_owned(),
-                tname: c.tname.into_owned(),
-                tokens: c.tokens.into_owned(),
-                quota: c.quota.into_owned(),
-                wide_tokens: c.wide_tokens.into_iter().collect(),
-                wide_quota: c.wide_quota.into_iter().collect(),
-                // Written chunks are settled: sorted by time.
-                unsorted: false,
-            },
-        ))
+        Ok(self)
+    }
+
+    /// The chunk as fixed-width little-endian columns (the archive's records): decoding is
+    /// a copy per column, several times faster than the snapshot's variable-length integers,
+    /// at ~48 bytes a row instead of ~22. Queries reaching into archived hours decode them
+    /// each time; the snapshot is read once at start.
+    pub(super) fn to_raw(&self, hour: i64) -> Vec<u8> {
+        let n = self.len();
+        let wide = self.wide_tokens.len() + self.wide_quota.len();
+        let mut out = Vec::with_capacity(RAW_HEAD + n * RAW_ROW + wide * 16);
+        for v in [
+            hour,
+            self.base,
+            n as i64,
+            self.wide_tokens.len() as i64,
+            self.wide_quota.len() as i64,
+        ] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in &self.id {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        for col in self.u32_columns() {
+            for v in col {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        for (k, v) in self.wide_tokens.iter().chain(self.wide_quota.iter()) {
+            out.extend_from_slice(&k.to_le_bytes());
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out
+    }
+
+    fn u32_columns(&self) -> [&Vec<u32>; 10] {
+        [
+            &self.ts,
+            &self.user,
+            &self.token,
+            &self.model,
+            &self.channel,
+            &self.ip,
+            &self.uname,
+            &self.tname,
+            &self.tokens,
+            &self.quota,
+        ]
+    }
+
+    /// Reads what `to_raw` wrote, checked as a snapshot's chunk is.
+    pub(super) fn from_raw(
+        bytes: &[u8],
+        unit: i64,
+        limits: &Limits,
+    ) -> Result<(i64, Chunk), &'static str> {
+        const BAD: &str = "inconsistent chunk";
+        let head: Vec<i64> = bytes
+            .get(..RAW_HEAD)
+            .ok_or(BAD)?
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap_or_default()))
+            .collect();
+        let [hour, base, n, wt, wq] = head[..] else {
+            return Err(BAD);
+        };
+        let (n, wt, wq) = (
+            usize::try_from(n).map_err(|_| BAD)?,
+            usize::try_from(wt).map_err(|_| BAD)?,
+            usize::try_from(wq).map_err(|_| BAD)?,
+        );
+        let want = n
+            .checked_mul(RAW_ROW)
+            .and_then(|r| r.checked_add(RAW_HEAD))
+            .and_then(|r| r.checked_add(wt.checked_add(wq)?.checked_mul(16)?))
+            .ok_or(BAD)?;
+        if bytes.len() != want {
+            return Err(BAD);
+        }
+        let mut at = RAW_HEAD;
+        let mut take = |len: usize| {
+            let part = &bytes[at..at + len];
+            at += len;
+            part
+        };
+        let i64s = |b: &[u8]| -> Vec<i64> {
+            b.chunks_exact(8)
+                .map(|x| i64::from_le_bytes(x.try_into().unwrap_or_default()))
+                .collect()
+        };
+        let u32s = |b: &[u8]| -> Vec<u32> {
+            b.chunks_exact(4)
+                .map(|x| u32::from_le_bytes(x.try_into().unwrap_or_default()))
+                .collect()
+        };
+        let id = i64s(take(n * 8));
+        let mut cols: Vec<Vec<u32>> = (0..10).map(|_| u32s(take(n * 4))).collect();
+        let pairs = |v: Vec<i64>| -> HashMap<i64, i64> {
+            v.chunks_exact(2).map(|p| (p[0], p[1])).collect()
+        };
+        let wide_tokens = pairs(i64s(take(wt * 16)));
+        let wide_quota = pairs(i64s(take(wq * 16)));
+        let mut next = || cols.remove(0);
+        let c = Chunk {
+            base,
+            id,
+            ts: next(),
+            user: next(),
+            token: next(),
+            model: next(),
+            channel: next(),
+            ip: next(),
+            uname: next(),
+            tname: next(),
+            tokens: next(),
+            quota: next(),
+            wide_tokens,
+            wide_quota,
+            unsorted: false,
+        };
+        c.checked(hour, unit, limits).map(|c| (hour, c))
+    }
+}
+
+/// `to_raw`'s header (hour, base, rows, wide token and quota counts) and bytes a row.
+const RAW_HEAD: usize = 40;
+const RAW_ROW: usize = 8 + 10 * 4;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_raw_layout_round_trips_and_refuses_a_damaged_record() {
+        let mut c = Chunk::new(7200);
+        for i in 0..5u32 {
+            let r = Row {
+                id: 10 + i64::from(i),
+                ts: 7200 + i64::from(i) * 60,
+                tokens: if i == 2 { 1 << 40 } else { i64::from(i) },
+                quota: if i == 3 { -5 } else { 100 },
+                ..Row::default()
+            };
+            let coded = Coded {
+                user: i % 2,
+                token: 0,
+                model: 1,
+                channel: 0,
+                ip: 0,
+                uname: 0,
+                tname: 1,
+            };
+            c.insert(c.len(), &r, coded);
+        }
+        let limits = [2, 1, 2, 1, 1, 2];
+        let raw = c.to_raw(2);
+        let (hour, back) = Chunk::from_raw(&raw, 1, &limits).unwrap();
+        assert_eq!(hour, 2);
+        assert_eq!(back.id, c.id);
+        assert_eq!(back.user, c.user);
+        assert_eq!(
+            (0..5).map(|i| back.tokens(i)).collect::<Vec<_>>(),
+            vec![0, 1, 1 << 40, 3, 4]
+        );
+        assert_eq!(back.quota(3), -5);
+        assert!(
+            Chunk::from_raw(&raw[..raw.len() - 1], 1, &limits).is_err(),
+            "truncated"
+        );
+        assert!(
+            Chunk::from_raw(&raw, 1000, &limits).is_err(),
+            "another unit"
+        );
+        assert!(
+            Chunk::from_raw(&raw, 1, &[1, 1, 1, 1, 1, 1]).is_err(),
+            "references out of bounds"
+        );
     }
 }
