@@ -3,8 +3,27 @@ use std::io::IsTerminal;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    let cli = quota_proxy::cli::Cli::parse();
+    // Before any thread allocates: the standalone monitor holds millions of rows and serves
+    // light traffic, so one malloc arena keeps its memory compact (see `memory`).
+    if matches!(cli.command, quota_proxy::cli::Command::Monitor { .. }) {
+        quota_proxy::memory::single_arena();
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: quota_proxy::cli::Cli) -> std::process::ExitCode {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // `LOG_FORMAT=json`: one JSON object a line, for log shippers. Otherwise text, with
     // colours only when a person is watching (a redirected log stays plain).
@@ -22,7 +41,6 @@ async fn main() -> std::process::ExitCode {
     } else {
         builder.with_ansi(std::io::stderr().is_terminal()).init();
     }
-    let cli = quota_proxy::cli::Cli::parse();
     match quota_proxy::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -247,8 +247,11 @@ async fn load_rw(db: Db, d: &Data, dir: &std::path::Path) -> Option<(String, Str
 }
 
 /// The gateway's own request log holding the same calls.
+/// Writes the data into the app's own request log: its SQLite file, or its PostgreSQL
+/// database when the suite runs with `QP_TEST_STORE=postgres`.
 async fn load_native(app: &TestApp, d: &Data) {
-    let url = format!("sqlite://{}", app.dir.path().join("qp.db").display());
+    let url = std::fs::read_to_string(app.dir.path().join("pg_url"))
+        .unwrap_or_else(|_| format!("sqlite://{}", app.dir.path().join("qp.db").display()));
     let mut sqls = Vec::new();
     for chunk in d.logs.chunks(200) {
         let rows: Vec<String> = chunk
@@ -258,7 +261,7 @@ async fn load_native(app: &TestApp, d: &Data) {
                 let key = if l.token == 0 { "NULL".to_owned() } else { l.token.to_string() };
                 let status = if l.kind == 2 { 200 } else { 500 };
                 format!(
-                    "({}, 'r{}', {key}, {}, {}, {}, 'chat.completions', {}, {}, {}, {}, {}, {status}, 10, 0, {})",
+                    "({}, 'r{}', {key}, {}, {}, {}, 'chat.completions', {}, {}, {}, {}, {}, {status}, 10, FALSE, {})",
                     l.created_at * 1000, i, esc(&l.token_name), l.user_id, esc(&l.username), esc(&l.model),
                     esc(&d.channels[&l.channel]), l.prompt, l.completion, l.quota, esc(&l.ip)
                 )

@@ -382,7 +382,7 @@ impl Data {
                         let (start, end) = (c.first_from(lo), c.first_from(hi));
                         for i in start..end {
                             // Rows deleted at the source since the hour was archived.
-                            if c.id[i] >= self.min_id {
+                            if c.id(i) >= self.min_id {
                                 f(&c, i);
                             }
                         }
@@ -416,7 +416,7 @@ mod tests {
 
     fn scanned(d: &Data, lo: i64, hi: i64) -> Vec<i64> {
         let mut ids = Vec::new();
-        d.scan(lo, hi, |c, i| ids.push(c.id[i]));
+        d.scan(lo, hi, |c, i| ids.push(c.id(i)));
         ids
     }
 
@@ -482,7 +482,7 @@ mod tests {
     fn everything(d: &Data) -> Vec<(i64, i64)> {
         let mut out = Vec::new();
         d.scan(i64::MIN / 2, i64::MAX / 2, |c, i| {
-            out.push((c.id[i], c.ts(i)))
+            out.push((c.id(i), c.ts(i)))
         });
         out
     }

@@ -251,7 +251,7 @@ mod tests {
         let mut out = Vec::new();
         d.scan(i64::MIN / 2, i64::MAX / 2, |c, i| {
             out.push((
-                c.id[i],
+                c.id(i),
                 c.ts(i),
                 c.tokens(i),
                 c.quota(i),
