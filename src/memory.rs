@@ -22,8 +22,8 @@ pub fn release_free_memory() {
 
 /// One malloc arena for the whole process (glibc's default is up to eight per core). Each
 /// thread that allocates under contention gets an arena of its own, and every arena keeps its
-/// own free holes: after the monitor's first load of 10 M rows they held ~6 % more than the
-/// rows (523 MB instead of 492; one arena per core, 527). For the standalone monitor — one
+/// own free holes: after the monitor's first load of 10 M rows the process held ~6 % more
+/// (523 MiB instead of 492; one arena per core: 527). For the standalone monitor — one
 /// feed, light HTTP, queries that scan rather than allocate — one arena costs nothing
 /// measurable; the gateway (`serve`) keeps glibc's default. A no-op off glibc.
 pub fn single_arena() {
