@@ -26,6 +26,7 @@ pub const REQUEST_LOG_QUEUE: &str = "qp_request_log_queue_depth";
 pub const REQUEST_LOG_DROPPED: &str = "qp_request_log_dropped_total";
 pub const REQUEST_LOG_WRITTEN: &str = "qp_request_log_rows_total";
 pub const ROLLUP_ROWS: &str = "qp_monitor_rollup_rows";
+pub const ROLLUP_ARCHIVED: &str = "qp_monitor_rollup_archived_rows";
 pub const ROLLUP_LAG: &str = "qp_monitor_rollup_lag_seconds";
 pub const ROLLUP_LOAD: &str = "qp_monitor_rollup_load_seconds";
 pub const ALERTS_SENT: &str = "qp_alerts_sent_total";
@@ -87,6 +88,10 @@ const HELP: &[(&str, &str)] = &[
     ),
     (REQUEST_LOG_WRITTEN, "Request-log rows written"),
     (ROLLUP_ROWS, "Rows held by the monitor's in-memory rollup"),
+    (
+        ROLLUP_ARCHIVED,
+        "Rows of the rollup's oldest hours kept on disk under the memory budget",
+    ),
     (
         ROLLUP_LAG,
         "Seconds between now and the newest row the rollup holds",

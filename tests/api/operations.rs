@@ -139,6 +139,7 @@ async fn metrics_move_with_traffic_and_carry_no_secret() {
         "qp_ledger_queue_depth",
         "qp_request_log_queue_depth",
         "qp_monitor_rollup_rows",
+        "qp_monitor_rollup_archived_rows",
     ] {
         assert!(after.iter().any(|s| s.metric == name), "{name} missing");
     }

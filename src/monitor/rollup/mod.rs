@@ -71,7 +71,12 @@ pub struct RollupStatus {
 impl Rollup {
     /// Sets the rollup's gauges (rows held, seconds since the last poll of the source).
     pub fn publish_gauges(&self) {
-        metrics::gauge!(crate::telemetry::ROLLUP_ROWS).set(self.read_data().rows as f64);
+        let (rows, archived) = {
+            let d = self.read_data();
+            (d.rows, d.archived_rows())
+        };
+        metrics::gauge!(crate::telemetry::ROLLUP_ROWS).set(rows as f64);
+        metrics::gauge!(crate::telemetry::ROLLUP_ARCHIVED).set(archived as f64);
         let polled = self.polled_at.load(Ordering::Relaxed);
         if polled > 0 {
             let lag = (chrono::Utc::now().timestamp_millis() - polled).max(0) as f64 / 1000.0;
