@@ -31,6 +31,10 @@ pub struct Stored {
     pub rows: u64,
     pub min_id: i64,
     pub max_id: i64,
+    /// The hour's tokens and distinct users (with `rows`, what the heatmap needs); exact
+    /// when the file holds one record.
+    pub tokens: i64,
+    pub users: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +144,14 @@ impl Archive {
         self.hours.keys().next_back().copied()
     }
 
+    /// The archived hours in `lo..=hi` whose totals are exact (one record), with them.
+    pub fn totals_in(&self, lo: i64, hi: i64) -> impl Iterator<Item = (i64, &Stored)> + '_ {
+        self.hours
+            .range(lo..=hi)
+            .filter(|(_, s)| s.records == 1)
+            .map(|(h, s)| (*h, s))
+    }
+
     /// The archived hours in `lo..=hi`.
     pub fn hours_in(&self, lo: i64, hi: i64) -> impl Iterator<Item = i64> + '_ {
         self.hours.range(lo..=hi).map(|(h, _)| *h)
@@ -207,6 +219,13 @@ impl Archive {
             rows: chunk.len() as u64,
             min_id: chunk.min_id(),
             max_id: chunk.max_id(),
+            tokens: (0..chunk.len()).map(|i| chunk.tokens(i)).sum(),
+            users: {
+                let mut u = chunk.user.clone();
+                u.sort_unstable();
+                u.dedup();
+                u.len() as i64
+            },
         })
     }
 

@@ -356,13 +356,24 @@ impl Data {
     }
 
     /// Calls `f(chunk, i)` for each held row with `lo <= ts < hi`, in time order.
-    pub fn scan(&self, lo: i64, hi: i64, mut f: impl FnMut(&Chunk, usize)) {
+    pub fn scan(&self, lo: i64, hi: i64, f: impl FnMut(&Chunk, usize)) {
+        self.scan_except(lo, hi, |_| false, f);
+    }
+
+    /// `scan`, without reading the archived hours `skip` names (answered from their totals).
+    pub fn scan_except(
+        &self,
+        lo: i64,
+        hi: i64,
+        skip: impl Fn(i64) -> bool,
+        mut f: impl FnMut(&Chunk, usize),
+    ) {
         if lo >= hi {
             return;
         }
         let (h_lo, h_hi) = (self.hour_of(lo), self.hour_of(hi - 1));
         if let Some(a) = &self.archive {
-            let hours: Vec<i64> = a.hours_in(h_lo, h_hi).collect();
+            let hours: Vec<i64> = a.hours_in(h_lo, h_hi).filter(|h| !skip(*h)).collect();
             if !hours.is_empty() {
                 let (unit, limits) = (self.unit, self.limits());
                 // One thread reads and decodes the next hours while this one visits the
@@ -488,6 +499,8 @@ mod tests {
         out
     }
 
+    use crate::monitor::params::HeatMetric;
+
     #[test]
     fn an_archive_keeps_what_the_budget_does_not_hold_even_from_a_load_out_of_order() {
         let dir = tempfile::tempdir().unwrap();
@@ -518,6 +531,23 @@ mod tests {
             scanned(&budgeted, 5000, 90_000),
             scanned(&plain, 5000, 90_000)
         );
+        // The heatmap's hours: archived hours wholly inside a range come from their totals.
+        let metrics = [HeatMetric::Reqs, HeatMetric::Tokens, HeatMetric::Users];
+        for (lo, hi) in [
+            (0, 40 * 3600),
+            (1800, 20 * 3600 + 5),
+            (3600, 7200),
+            (100, 200),
+            (-5, 1 << 40),
+        ] {
+            for m in metrics {
+                assert_eq!(
+                    budgeted.hours(lo, hi, m),
+                    plain.hours(lo, hi, m),
+                    "{lo}..{hi} {m:?}"
+                );
+            }
+        }
 
         // After the load: a late row for an archived hour is written as a new file.
         let late = row(5000, 10, 1);
@@ -531,6 +561,9 @@ mod tests {
         budgeted.forget_below(100);
         assert_eq!(everything(&budgeted), everything(&plain));
         assert_eq!(budgeted.rows + budgeted.archived_rows(), plain.rows);
+        for m in metrics {
+            assert_eq!(budgeted.hours(0, 1 << 40, m), plain.hours(0, 1 << 40, m));
+        }
         plain.advance_to(20 * 3600);
         budgeted.advance_to(20 * 3600);
         assert_eq!(everything(&budgeted), everything(&plain));

@@ -131,9 +131,12 @@ impl Feed {
         };
         let unit = self.src.unit();
         let started = Instant::now();
+        // Without a budget there is no archive: a snapshot naming one is refused (the
+        // rollup loads from the source, all of it in memory).
+        let budget = self.rollup.settings.max_rows > 0;
         let loaded = tokio::task::spawn_blocking(move || {
             let dir = snapshot::archive_dir(&at.path);
-            snapshot::load(&at.path, &at.source, unit, Some(&dir))
+            snapshot::load(&at.path, &at.source, unit, budget.then_some(dir.as_path()))
         })
         .await;
         let restored = match loaded {
@@ -318,7 +321,13 @@ impl Feed {
                     Err(_) => None,
                 }
             }
-            _ => None,
+            Some(at) => {
+                // An archive left by an earlier run under a budget is of no use now.
+                let dir = snapshot::archive_dir(&at.path);
+                let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+                None
+            }
+            None => None,
         };
         {
             let mut data = self.rollup.write_data();

@@ -19,7 +19,7 @@ use super::data::{Data, Interner};
 
 const MAGIC: &[u8; 8] = b"QPROLL01";
 /// Bumped whenever the layout of `Header` or `ChunkRecord` changes.
-const FORMAT: u32 = 3;
+const FORMAT: u32 = 4;
 /// No single record is larger (a busy hour of 20 M rows would be ~1.6 GB).
 const MAX_RECORD: u64 = 4 << 30;
 
