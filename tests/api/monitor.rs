@@ -247,6 +247,17 @@ async fn load_rw(db: Db, d: &Data, dir: &std::path::Path) -> Option<(String, Str
 }
 
 /// The gateway's own request log holding the same calls.
+/// The three upstreams the native rows name as their channels.
+fn native_upstreams(c: &mut Config) {
+    c.gateway.upstreams = ["ch-a", "ch-b", "ch-c"]
+        .iter()
+        .map(|n| quota_proxy::gateway::settings::UpstreamSettings {
+            name: (*n).to_owned(),
+            ..mock_upstream()
+        })
+        .collect();
+}
+
 /// Writes the data into the app's own request log: its SQLite file, or its PostgreSQL
 /// database when the suite runs with `QP_TEST_STORE=postgres`.
 async fn load_native(app: &TestApp, d: &Data) {
@@ -534,13 +545,7 @@ async fn monitor_agrees_on_every_backend_and_with_the_data() {
     }
     let native = spawn_app_with(|c| {
         with_rollup(c);
-        c.gateway.upstreams = ["ch-a", "ch-b", "ch-c"]
-            .iter()
-            .map(|n| quota_proxy::gateway::settings::UpstreamSettings {
-                name: (*n).to_owned(),
-                ..mock_upstream()
-            })
-            .collect();
+        native_upstreams(c);
     })
     .await;
     load_native(&native, &d).await;
@@ -1057,13 +1062,7 @@ async fn a_memory_budget_on_the_native_log_keeps_every_answer_equal() {
     let app = spawn_app_with(|c| {
         with_rollup(c);
         c.monitor.rollup.max_rows = budget;
-        c.gateway.upstreams = ["ch-a", "ch-b", "ch-c"]
-            .iter()
-            .map(|n| quota_proxy::gateway::settings::UpstreamSettings {
-                name: (*n).to_owned(),
-                ..mock_upstream()
-            })
-            .collect();
+        native_upstreams(c);
     })
     .await;
     load_native(&app, &d).await;
