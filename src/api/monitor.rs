@@ -87,13 +87,17 @@ async fn answer(
     if let Err(e) = authorize(st, headers) {
         return e.into_response();
     }
+    let parsed = match MonitorQuery::parse(q) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
     let key = cache_key(uri.path(), q);
-    // A query that does not parse is answered (with its error) by `compute`.
-    let bypass = MonitorQuery::parse(q).is_ok_and(|m| m.nocache());
-    if !bypass && let Some((hit, engine)) = st.monitor.cached(&key).await {
+    if !parsed.nocache()
+        && let Some((hit, engine)) = st.monitor.cached(&key).await
+    {
         return json_response(hit, "HIT", engine);
     }
-    match compute(&st.monitor, ep, q).await {
+    match compute(&st.monitor, ep, &parsed).await {
         Ok((v, engine)) => {
             let bytes = Bytes::from(serde_json::to_vec(&v).unwrap_or_default());
             st.monitor.remember(key, (bytes.clone(), engine)).await;
@@ -220,17 +224,18 @@ pub async fn export_csv(
     if let Err(e) = authorize(&st, &h) {
         return e.into_response();
     }
-    let query_type = match MonitorQuery::parse(&q) {
-        Ok(m) => m.query_type,
+    let parsed = match MonitorQuery::parse(&q) {
+        Ok(m) => m,
         Err(e) => return e.into_response(),
     };
+    let query_type = parsed.query_type.clone();
     let ep = match query_type.as_deref() {
         Some("series") => Endpoint::Series,
         Some("top") => Endpoint::Top,
         Some("anomalies") => Endpoint::Anomalies,
         _ => return MonitorError::invalid("query_type").into_response(),
     };
-    match compute(&st.monitor, ep, &q).await {
+    match compute(&st.monitor, ep, &parsed).await {
         Ok((v, _)) => {
             let rows: Vec<Value> = v
                 .get("data")

@@ -26,9 +26,8 @@ pub enum Endpoint {
 pub async fn compute(
     m: &Monitor,
     ep: Endpoint,
-    q: &HashMap<String, String>,
+    q: &MonitorQuery,
 ) -> Result<(Value, &'static str), MonitorError> {
-    let q = MonitorQuery::parse(q)?;
     // `engine=sql` bypasses the rollup (to compare the two, or to see rows the rollup does
     // not hold yet).
     let eng = match q.engine.as_deref() {
@@ -36,7 +35,7 @@ pub async fn compute(
         Some("sql") => Engine::new(None),
         Some(_) => return Err(MonitorError::invalid("engine")),
     };
-    let v = answer_with(m, &eng, ep, &q).await?;
+    let v = answer_with(m, &eng, ep, q).await?;
     Ok((v, eng.label()))
 }
 
@@ -152,7 +151,7 @@ pub async fn anomalies_answer(
     m: &Monitor,
     params: &HashMap<String, String>,
 ) -> Result<Value, MonitorError> {
-    compute(m, Endpoint::Anomalies, params)
+    compute(m, Endpoint::Anomalies, &MonitorQuery::parse(params)?)
         .await
         .map(|(v, _)| v)
 }
