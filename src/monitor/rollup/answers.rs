@@ -143,17 +143,10 @@ impl Data {
             && lo < hi
         {
             let span = 3600 * self.unit;
-            let (first, last) = (lo.div_euclid(span) + 1, hi.div_euclid(span) - 1);
-            let first = if lo.rem_euclid(span) == 0 {
-                first - 1
-            } else {
-                first
-            };
-            for (h, s) in (first <= last)
-                .then(|| a.totals_in(first, last))
-                .into_iter()
-                .flatten()
-            {
+            // The hours starting at or after `lo` and ending at or before `hi`.
+            let first = lo.div_euclid(span) + i64::from(lo.rem_euclid(span) != 0);
+            let last = hi.div_euclid(span) - 1;
+            for (h, s) in a.totals_in(first, last) {
                 let v = match metric {
                     HeatMetric::Reqs => s.rows as i64,
                     HeatMetric::Tokens => s.tokens,

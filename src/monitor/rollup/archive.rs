@@ -144,10 +144,11 @@ impl Archive {
         self.hours.keys().next_back().copied()
     }
 
-    /// The archived hours in `lo..=hi` whose totals are exact (one record), with them.
+    /// The archived hours in `lo..=hi` (none when `lo > hi`) whose totals are exact (one
+    /// record), with them.
     pub fn totals_in(&self, lo: i64, hi: i64) -> impl Iterator<Item = (i64, &Stored)> + '_ {
         self.hours
-            .range(lo..=hi)
+            .range(lo..hi.saturating_add(1).max(lo))
             .filter(|(_, s)| s.records == 1)
             .map(|(h, s)| (*h, s))
     }

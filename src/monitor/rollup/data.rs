@@ -226,9 +226,6 @@ impl Data {
     pub fn settle(&mut self) {
         for c in self.chunks.values_mut() {
             c.settle();
-            // Copied into allocations of exactly its size, one chunk at a time, as a
-            // restart would: the load left the columns among the holes of its pages.
-            *c = c.clone();
         }
         self.flush_pending();
         let (unit, limits) = (self.unit, self.limits());
@@ -241,14 +238,21 @@ impl Data {
         self.ready = true;
     }
 
+    /// After a first load from the source: each chunk copied into allocations of exactly
+    /// its size, one at a time, as a restore would make them — the load left the columns
+    /// among the holes of its pages. (A restored rollup is already laid out so.)
+    pub fn compact(&mut self) {
+        for c in self.chunks.values_mut() {
+            *c = c.clone();
+        }
+    }
+
     /// The archive failed: its hours are let go (answered by SQL from now on).
     fn drop_archive(&mut self) {
         self.pending.clear();
-        if let Some(newest) = self.archive.as_ref().and_then(Archive::newest_hour) {
-            self.archive = None;
+        if let Some(newest) = self.archive.take().and_then(|a| a.newest_hour()) {
             self.advance_to((newest + 1) * 3600 * self.unit);
         }
-        self.archive = None;
     }
 
     /// Writes the rows that arrived for archived hours.

@@ -398,6 +398,9 @@ impl Feed {
             data.fit(self.rollup.settings.max_rows);
             if !full && !data.ready {
                 data.settle();
+                if self.rollup.restored.load(Ordering::Relaxed) == 0 {
+                    data.compact();
+                }
             }
         }
         if let Some((_, r)) = rows.last() {
