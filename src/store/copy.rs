@@ -198,7 +198,7 @@ impl CopyReport {
 
 /// Copies everything from `from` into `to`, which must hold no keys, history, logs or audit.
 pub async fn sqlite_to_postgres(from: &SqliteStore, to: &PgStore) -> StoreResult<CopyReport> {
-    let (src, dst) = (from.read_pool(), to.pool());
+    let (src, dst) = (from.read_pool(), to.write_pool());
     for t in TABLES {
         let n: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT COUNT(*) FROM {}", t.name)))
             .fetch_one(dst)

@@ -728,7 +728,7 @@ async fn migrate_to_copies_a_sqlite_deployment_and_keys_still_work() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_cooldown_claims_on_postgres_have_exactly_one_winner() {
-    use quota_proxy::store::Store;
+    use quota_proxy::store::AlertStore;
     use quota_proxy::store::postgres::{PgOptions, PgStore};
     let Some(url) = fresh_pg().await else { return };
     let store = std::sync::Arc::new(PgStore::open(&url, PgOptions::default()).await.unwrap());

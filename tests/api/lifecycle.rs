@@ -135,7 +135,9 @@ async fn expiry_refuses_with_key_expired() {
 #[tokio::test]
 async fn purge_removes_old_rows_in_batches_and_keeps_recent_ones() {
     use quota_proxy::store::sqlite::{SqliteOptions, SqliteStore};
-    use quota_proxy::store::{NewAlert, RequestLogFilter, RequestLogRow, Store};
+    use quota_proxy::store::{
+        AlertStore, NewAlert, RequestLogFilter, RequestLogRow, RequestLogStore, Upkeep,
+    };
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(
         &dir.path().join("p.db"),

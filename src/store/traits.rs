@@ -1,0 +1,163 @@
+//! What the rest of the program may ask of a store, one trait per aggregate: keys (with the
+//! audit rows their edits write), the ledger's reads and its writer, the request log, alerts,
+//! and upkeep. `Store` is all of them; both backends implement them once, in `store/sql/`.
+
+use async_trait::async_trait;
+
+use super::error::StoreResult;
+use super::ops::BatchOutcome;
+use super::ops::ConsumeOp;
+use super::types::{
+    AlertFilter, AlertRow, AuditEntry, AuditRecord, DeliveryRecord, HistoryEntry, IdempotentResult,
+    KeyEvent, KeyPatch, NewAlert, NewKey, PurgeCutoffs, RequestLogFilter, RequestLogRow,
+    UpstreamStats,
+};
+use crate::keys::refill::PeriodStarts;
+use crate::keys::{KeyHash, KeyRecord};
+
+/// Commits groups of consumes. Used by the ledger's single writer only, on its own thread.
+#[async_trait(?Send)]
+pub trait ConsumeWriter {
+    /// Commits `ops` in one transaction. Each is applied only if the key exists, is
+    /// enabled, unexpired and can afford it (after any due refill); the others are refused.
+    async fn commit(
+        &mut self,
+        ops: &[ConsumeOp],
+        now_ms: i64,
+        periods: PeriodStarts,
+    ) -> StoreResult<BatchOutcome>;
+
+    /// Writes one small row in its own transaction: whether the database takes writes.
+    async fn probe(&mut self, now_ms: i64) -> StoreResult<()>;
+
+    async fn close(self: Box<Self>);
+}
+
+/// Keys, and the audit rows that every key edit writes in the same transaction.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    async fn load_keys(&self) -> StoreResult<Vec<KeyRecord>>;
+    async fn key_by_hash(&self, hash: &KeyHash) -> StoreResult<Option<KeyRecord>>;
+    async fn key_by_id(&self, id: i64) -> StoreResult<Option<KeyRecord>>;
+
+    /// Inserts all keys and one audit row per key, in one transaction.
+    async fn insert_keys(
+        &self,
+        keys: &[NewKey],
+        audit: &AuditRecord,
+    ) -> StoreResult<Vec<KeyRecord>>;
+    /// Applies the patch and the audit row in one transaction; `None` when no such key.
+    async fn update_key(
+        &self,
+        id: i64,
+        patch: &KeyPatch,
+        audit: &AuditRecord,
+    ) -> StoreResult<Option<KeyRecord>>;
+    async fn delete_key(&self, id: i64, audit: &AuditRecord) -> StoreResult<bool>;
+}
+
+/// The audit log on its own (admin actions that touch no key, and the change feed).
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    async fn insert_audit(&self, audit: &AuditRecord) -> StoreResult<()>;
+    /// Newest first.
+    async fn audit(&self, limit: i64, offset: i64) -> StoreResult<(Vec<AuditEntry>, i64)>;
+    /// Audit rows after `after_id` that touched a key: `(audit id, key id)`, ascending.
+    async fn key_changes_since(&self, after_id: i64) -> StoreResult<Vec<(i64, i64)>>;
+    async fn last_audit_id(&self) -> StoreResult<i64>;
+}
+
+/// What the ledger reads, and its writer.
+#[async_trait]
+pub trait LedgerStore: Send + Sync {
+    /// The ledger writer's own committer (one per writer; it may hold a connection).
+    async fn consume_writer(&self) -> StoreResult<Box<dyn ConsumeWriter>>;
+
+    async fn idempotent_result(
+        &self,
+        key_id: i64,
+        idem_key: &str,
+    ) -> StoreResult<Option<IdempotentResult>>;
+
+    /// Newest first.
+    async fn history(
+        &self,
+        key_id: i64,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(Vec<HistoryEntry>, i64)>;
+    /// Sum of consumed amounts per key with `from_ms <= ts < to_ms`.
+    async fn period_used(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<(i64, i64)>>;
+}
+
+/// One row per gateway call (and per upstream attempt).
+#[async_trait]
+pub trait RequestLogStore: Send + Sync {
+    async fn insert_request_logs(&self, rows: &[RequestLogRow]) -> StoreResult<()>;
+    /// Newest first, narrowed by `filter`.
+    async fn request_logs(
+        &self,
+        filter: &RequestLogFilter,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(Vec<RequestLogRow>, i64)>;
+    /// Calls per upstream in `[from_ms, to_ms)` (rows that reached an upstream).
+    async fn upstream_stats(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<UpstreamStats>>;
+    /// Gateway calls per key since `since_ms` (to restore daily counters after a restart).
+    async fn request_counts_since(&self, since_ms: i64) -> StoreResult<Vec<(i64, i64)>>;
+}
+
+/// Alerts, their deliveries and cooldowns.
+#[async_trait]
+pub trait AlertStore: Send + Sync {
+    async fn insert_alert(&self, a: &NewAlert) -> StoreResult<i64>;
+    async fn set_alert_status(&self, id: i64, status: &str) -> StoreResult<()>;
+    async fn insert_delivery(&self, d: &DeliveryRecord) -> StoreResult<()>;
+    /// Newest first.
+    async fn alerts(
+        &self,
+        filter: &AlertFilter,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(Vec<AlertRow>, i64)>;
+    async fn deliveries(&self, alert_ids: &[i64]) -> StoreResult<Vec<DeliveryRecord>>;
+    /// Starts the cooldown (until `until_ms`) of each subject of `rule` that is not cooling
+    /// at `now_ms`, and returns those: the subjects this caller may announce. Atomic, so of
+    /// several instances evaluating the same problem at once exactly one announces it.
+    async fn claim_cooldowns(
+        &self,
+        rule: &str,
+        subjects: &[String],
+        now_ms: i64,
+        until_ms: i64,
+    ) -> StoreResult<Vec<String>>;
+}
+
+/// The database as a whole: liveness, sharing, change announcements, retention.
+#[async_trait]
+pub trait Upkeep: Send + Sync {
+    /// Whether other instances may write the same database. Then memory is never trusted
+    /// on its own: gateway holds are committed too, and request counters are shared.
+    fn shared(&self) -> bool;
+
+    /// Key changes as they commit, when the store can announce them (otherwise the audit
+    /// log is polled).
+    fn key_events(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<KeyEvent>>;
+
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Drops the rows older than their table's cutoff, in small batches; returns the rows
+    /// removed.
+    async fn purge(&self, cutoffs: &PurgeCutoffs) -> StoreResult<u64>;
+}
+
+/// Every aggregate: what the application holds as `Arc<dyn Store>`.
+pub trait Store:
+    KeyStore + AuditStore + LedgerStore + RequestLogStore + AlertStore + Upkeep + 'static
+{
+}
+
+impl<T> Store for T where
+    T: KeyStore + AuditStore + LedgerStore + RequestLogStore + AlertStore + Upkeep + 'static
+{
+}

@@ -1,0 +1,192 @@
+//! The records the store reads and writes (keys, audit, logs, alerts) and the filters over them.
+
+use serde_json::{Map, Value};
+
+use crate::keys::{KeyHash, KeyLimits, Owner, Refill};
+
+/// A key to insert; the id is assigned by the store.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub hash: KeyHash,
+    pub hint: String,
+    pub name: Option<String>,
+    pub prefix: String,
+    pub quota: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub created_at: i64,
+    pub metadata: Map<String, Value>,
+    pub owner: Option<Owner>,
+    pub limits: KeyLimits,
+    pub refill: Option<Refill>,
+    pub refill_period: Option<i64>,
+}
+
+/// Fields an admin may change; `None` leaves a field alone, `Some(None)` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct KeyPatch {
+    pub name: Option<Option<String>>,
+    pub quota: Option<Option<i64>>,
+    pub used: Option<i64>,
+    pub expires_at: Option<Option<i64>>,
+    pub enabled: Option<bool>,
+    pub metadata: Option<Map<String, Value>>,
+    pub owner: Option<Option<Owner>>,
+    pub limits: Option<KeyLimits>,
+    pub refill: Option<Option<Refill>>,
+    pub refill_period: Option<Option<i64>>,
+    pub new_secret: Option<(KeyHash, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
+    pub ts: i64,
+    pub action: String,
+    pub target: Option<String>,
+    pub key_id: Option<i64>,
+    pub token_hint: Option<String>,
+    pub client_ip: Option<String>,
+    pub details: Option<Value>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub record: AuditRecord,
+}
+
+#[derive(Debug, Clone)]
+pub struct UsageItem {
+    pub amount: i64,
+    pub reason: Option<String>,
+    pub metadata: Option<Map<String, Value>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdempotentResult {
+    pub amount_used: i64,
+    pub remaining: Option<i64>,
+    pub total_quota: Option<i64>,
+    pub count: i64,
+}
+
+/// One gateway call, as logged.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestLogRow {
+    pub ts: i64,
+    pub request_id: String,
+    pub key_id: Option<i64>,
+    pub key_name: Option<String>,
+    pub owner_user_id: Option<i64>,
+    pub owner_username: Option<String>,
+    pub endpoint: String,
+    pub model: Option<String>,
+    pub upstream: Option<String>,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost: i64,
+    pub status: i64,
+    pub error: Option<String>,
+    pub latency_ms: i64,
+    pub ttft_ms: Option<i64>,
+    pub is_stream: bool,
+    pub estimated: bool,
+    pub client_ip: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HistoryEntry {
+    pub ts: i64,
+    pub amount: i64,
+    pub reason: Option<String>,
+    pub remaining: Option<i64>,
+    pub metadata: Option<Value>,
+}
+
+/// An alert as raised, before its deliveries.
+#[derive(Debug, Clone)]
+pub struct NewAlert {
+    pub ts: i64,
+    pub rule: String,
+    pub subject: String,
+    pub title: String,
+    pub message: String,
+    pub details: Value,
+    pub link: Option<String>,
+    pub channels: Vec<String>,
+    pub status: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct AlertRow {
+    pub id: i64,
+    pub alert: NewAlert,
+}
+
+/// One attempt to deliver one alert to one channel.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeliveryRecord {
+    pub alert_id: i64,
+    pub channel: String,
+    pub attempt: i64,
+    pub ts: i64,
+    pub ok: bool,
+    pub http_status: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// Epoch-ms cutoffs per table: rows older are purged; `None` keeps the table whole.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgeCutoffs {
+    pub request_log: Option<i64>,
+    pub usage_events: Option<i64>,
+    pub audit: Option<i64>,
+    pub alerts: Option<i64>,
+    pub idempotency: Option<i64>,
+    /// Alert cooldowns that ended before this.
+    pub cooldowns: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AlertFilter {
+    pub rule: Option<String>,
+    pub status: Option<String>,
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+}
+
+/// What `/admin/requests` narrows the request log to.
+#[derive(Debug, Clone, Default)]
+pub struct RequestLogFilter {
+    pub key_id: Option<i64>,
+    pub model: Option<String>,
+    pub status: Option<StatusFilter>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFilter {
+    /// Below 400.
+    Ok,
+    /// 400 and above.
+    Error,
+    Exact(i64),
+}
+
+/// One upstream's calls over a range.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UpstreamStats {
+    pub upstream: String,
+    pub requests: i64,
+    pub errors: i64,
+    pub avg_latency_ms: f64,
+    pub p95_latency_ms: i64,
+    pub avg_ttft_ms: Option<f64>,
+}
+
+/// What another process changed, announced by a store shared between instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyEvent {
+    /// This key was created, edited or deleted: reload it.
+    Changed(i64),
+    /// Announcements may have been missed (the connection was lost): reload every key.
+    Resync,
+}
