@@ -306,26 +306,24 @@ async fn monitor_only(mut config: Config) -> Result<(), CliError> {
     .map_err(|e| CliError::Usage(format!("alerts: {}", e.without_url())))?;
     alerts.start();
     let metrics_monitor = monitor.clone();
-    let router = app::harden(
-        crate::api::monitor::router(crate::api::monitor::MonitorState {
-            monitor,
-            auth: auth.clone(),
-        })
-        .merge(crate::api::alerts::router(
-            crate::api::alerts::AlertsState {
+    let router = app::router(
+        app::Surfaces {
+            core: None,
+            monitor: crate::api::monitor::MonitorState {
+                monitor,
+                auth: auth.clone(),
+            },
+            alerts: crate::api::alerts::AlertsState {
                 alerts: alerts.clone(),
                 auth,
             },
-        ))
-        .merge(crate::web::router(web))
-        .merge(app::operations_routes(
-            crate::api::metrics::MetricsState::new(
+            web,
+            metrics: crate::api::metrics::MetricsState::new(
                 config.metrics_token.as_deref(),
                 Some(metrics_monitor.clone()),
             ),
-        )),
-        config.max_body_bytes,
-        app::request_context(&config),
+        },
+        &config,
     );
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     println!(

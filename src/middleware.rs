@@ -1,6 +1,8 @@
-//! What every request goes through, once, whatever its route: a request id, the client's
-//! address (the socket peer, or what a trusted proxy says), a time limit, and one log line.
-//! Handlers read the first two from [`Origin`] instead of working them out again.
+//! What every request goes through, once, whatever its route (`context`): a request id, the
+//! client's address (the socket peer, or what a trusted proxy says), one log line and the
+//! request metrics. Handlers read the first two from [`Origin`] instead of working them out
+//! again. Around each group of routes (`guard`, layered by `app.rs`): its body limit, its time
+//! limit, and the framework's refusals written in the group's error family.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -9,24 +11,17 @@ use std::time::{Duration, Instant};
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use ipnet::IpNet;
 
 use crate::auth::Origin;
-use crate::error::ApiError;
+use crate::error::{Family, Problem};
 use crate::gateway::client_ip;
 
 #[derive(Debug, Clone)]
 pub struct Context {
     /// Only these peers may name the client in `X-Forwarded-For` / `X-Real-IP`.
     pub trusted_proxies: Vec<IpNet>,
-    /// The longest a handler may take to start its answer (a stream may run longer).
-    pub timeout: Duration,
-    /// The longest a client may pause while sending a request body.
-    pub body_idle_timeout: Duration,
-    /// Request body limits: `/v1/*` (the gateway's) and everything else.
-    pub gateway_body_limit: usize,
-    pub body_limit: usize,
 }
 
 pub async fn context(State(cx): State<Arc<Context>>, mut req: Request, next: Next) -> Response {
@@ -49,65 +44,8 @@ pub async fn context(State(cx): State<Arc<Context>>, mut req: Request, next: Nex
             .to_owned()
     };
     let method = req.method().clone();
-    let fam = family(req.uri().path());
-    // The time limit guards the routes whose work has no bound of its own (monitor queries
-    // on a foreign database, admin listings). The hot paths are bounded already (upstream
-    // timeouts, SQLite's busy timeout) and a timer per request costs them ~15 %.
-    let timed = fam == Family::Monitor || req.uri().path().starts_with("/admin/");
-    // A declared length far over the limit is refused before a byte of the body is read (a
-    // client that lies about it cannot hold the connection). Near the limit the body is read
-    // up to it as usual, so that clients which write their whole body before reading the
-    // answer still see the 413 instead of a broken pipe.
-    let declared = req
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    let limit = if fam == Family::OpenAi {
-        cx.gateway_body_limit
-    } else {
-        cx.body_limit
-    };
-    if declared.is_some_and(|n| n > (limit.saturating_add(crate::config::body_slack(limit))) as u64)
-    {
-        let mut resp = too_large(fam, limit);
-        if let Ok(v) = HeaderValue::from_str(&request_id) {
-            resp.headers_mut().insert("x-request-id", v);
-        }
-        observe(route(), &method, resp.status().as_u16(), Instant::now());
-        return resp;
-    }
     let started = Instant::now();
-    // A body that stops arriving fails its read (a 4xx for the handler) instead of holding
-    // the connection until the request's time limit. (Most requests have none: no timer.)
-    let has_body = declared.is_some_and(|n| n > 0)
-        || req
-            .headers()
-            .contains_key(axum::http::header::TRANSFER_ENCODING);
-    let req = if has_body {
-        req.map(|b| {
-            axum::body::Body::new(tower_http::timeout::TimeoutBody::new(
-                cx.body_idle_timeout,
-                b,
-            ))
-        })
-    } else {
-        req
-    };
-    let mut resp = if timed {
-        match tokio::time::timeout(cx.timeout, next.run(req)).await {
-            Ok(r) => r,
-            Err(_) => {
-                tracing::warn!(%request_id, route = route(), "request timed out");
-                ApiError::unavailable().into_response()
-            }
-        }
-    } else {
-        next.run(req).await
-    };
-    if let Some(shaped) = shaped_error(fam, &resp) {
-        resp = shaped;
-    }
+    let mut resp = next.run(req).await;
     if !resp.headers().contains_key("x-request-id")
         && let Ok(v) = HeaderValue::from_str(&request_id)
     {
@@ -123,6 +61,68 @@ pub async fn context(State(cx): State<Arc<Context>>, mut req: Request, next: Nex
     );
     observe(route(), &method, resp.status().as_u16(), started);
     resp
+}
+
+/// What a group of routes (one error family, one body limit) is held to.
+#[derive(Debug, Clone, Copy)]
+pub struct Guard {
+    pub family: Family,
+    pub body_limit: usize,
+    /// The longest a handler may take to start its answer (a stream may run longer). Only
+    /// for routes whose work has no bound of its own (monitor queries on a foreign database,
+    /// admin listings): the hot paths are bounded already (upstream timeouts, SQLite's busy
+    /// timeout) and a timer per request costs them ~15 %.
+    pub timeout: Option<Duration>,
+    /// The longest a client may pause while sending a request body.
+    pub body_idle_timeout: Duration,
+}
+
+pub async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
+    // A declared length far over the limit is refused before a byte of the body is read (a
+    // client that lies about it cannot hold the connection). Near the limit the body is read
+    // up to it as usual, so that clients which write their whole body before reading the
+    // answer still see the 413 instead of a broken pipe.
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let slack = crate::config::body_slack(g.body_limit);
+    if declared.is_some_and(|n| n > (g.body_limit.saturating_add(slack)) as u64) {
+        return g.family.render(Problem::TooLarge(Some(g.body_limit)));
+    }
+    // A body that stops arriving fails its read (a 4xx for the handler) instead of holding
+    // the connection until the request's time limit. (Most requests have none: no timer.)
+    let has_body = declared.is_some_and(|n| n > 0)
+        || req
+            .headers()
+            .contains_key(axum::http::header::TRANSFER_ENCODING);
+    let req = if has_body {
+        req.map(|b| {
+            axum::body::Body::new(tower_http::timeout::TimeoutBody::new(
+                g.body_idle_timeout,
+                b,
+            ))
+        })
+    } else {
+        req
+    };
+    let resp = match g.timeout {
+        Some(limit) => match tokio::time::timeout(limit, next.run(req)).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!("request timed out");
+                g.family.render(Problem::Unavailable)
+            }
+        },
+        None => next.run(req).await,
+    };
+    shaped_error(g.family, resp)
+}
+
+/// The answer to a path no route matched, in the family its prefix suggests.
+pub async fn unmatched(uri: axum::http::Uri) -> Response {
+    Family::of_unmatched(uri.path()).render(Problem::NotFound)
 }
 
 /// Counts the request and its time to the response head. Labels stay bounded: the route
@@ -150,47 +150,13 @@ fn observe(route: String, method: &axum::http::Method, status: u16, started: Ins
         .record(started.elapsed().as_secs_f64());
 }
 
-fn too_large(fam: Family, limit: usize) -> Response {
-    match fam {
-        Family::OpenAi => crate::gateway::oai_error::OaiError::new(
-            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request_error",
-            "payload_too_large",
-            format!("请求体过大，上限 {limit} 字节"),
-        )
-        .into_response(),
-        _ => ApiError::payload_too_large(limit).into_response(),
-    }
-}
-
-/// Which API family a path belongs to, for the shape of its errors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Family {
-    /// `/v1/*`: OpenAI's `{"error":{"message","type","param","code"}}`.
-    OpenAi,
-    /// `/api/*` but `/api/v1/*`: the monitor seed's `{"error","code","timestamp"}`.
-    Monitor,
-    /// Everything else: `{"error":{"code","message","details"}}`.
-    Quota,
-}
-
-fn family(path: &str) -> Family {
-    if path.starts_with("/v1/") || path == "/v1" {
-        Family::OpenAi
-    } else if path.starts_with("/api/") && !path.starts_with("/api/v1/") {
-        Family::Monitor
-    } else {
-        Family::Quota
-    }
-}
-
 /// An error answer that is not JSON (the framework's own rejections: an unmatched method, a
 /// path segment that is not UTF-8, a wrong content type…) rewritten in its family's shape,
 /// with the same status.
-fn shaped_error(fam: Family, resp: &Response) -> Option<Response> {
+fn shaped_error(family: Family, resp: Response) -> Response {
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) {
-        return None;
+        return resp;
     }
     let json = resp
         .headers()
@@ -198,65 +164,14 @@ fn shaped_error(fam: Family, resp: &Response) -> Option<Response> {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|c| c.starts_with("application/json"));
     if json {
-        return None;
+        return resp;
     }
-    // (quota-API code, OpenAI code, message)
-    let (code, oai_code, message) = match status.as_u16() {
-        404 => ("NOT_FOUND", "not_found", "接口不存在"),
-        405 => (
-            "METHOD_NOT_ALLOWED",
-            "method_not_allowed",
-            "不支持的请求方法",
-        ),
-        408 => ("UNAVAILABLE", "timeout", "请求超时"),
-        413 => ("PAYLOAD_TOO_LARGE", "payload_too_large", "请求体过大"),
-        415 => (
-            "INVALID_REQUEST",
-            "unsupported_media_type",
-            "不支持的内容类型，请使用 application/json",
-        ),
-        s if s >= 500 => ("INTERNAL_ERROR", "internal_error", "服务内部错误"),
-        _ => ("INVALID_REQUEST", "invalid_request", "请求无效"),
-    };
-    let mut out = match fam {
-        Family::OpenAi => {
-            let kind = if status.is_server_error() {
-                "api_error"
-            } else {
-                "invalid_request_error"
-            };
-            crate::gateway::oai_error::OaiError::new(status, kind, oai_code, message)
-                .into_response()
-        }
-        Family::Monitor => (
-            status,
-            axum::Json(serde_json::json!({
-                "error": message,
-                "code": status.as_u16(),
-                "timestamp": crate::timefmt::rfc3339(chrono::Utc::now().timestamp_millis()),
-            })),
-        )
-            .into_response(),
-        Family::Quota => ApiError::new(status, code, message).into_response(),
-    };
+    let mut out = family.render(Problem::of_status(status));
     // Keep what the framework said about the method, the retry…
     for name in ["allow", "retry-after"] {
         if let Some(v) = resp.headers().get(name) {
             out.headers_mut().insert(name, v.clone());
         }
     }
-    Some(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn families_by_path() {
-        assert_eq!(family("/v1/chat/completions"), Family::OpenAi);
-        assert_eq!(family("/api/stats/top"), Family::Monitor);
-        assert_eq!(family("/api/v1/use"), Family::Quota);
-        assert_eq!(family("/admin/keys"), Family::Quota);
-    }
+    out
 }

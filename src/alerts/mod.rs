@@ -4,8 +4,10 @@
 //! request path: a slow channel delays only its own deliveries.
 
 pub mod channels;
+pub mod findings;
 pub mod rules;
 pub mod settings;
+mod text;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +18,8 @@ use tokio::task::JoinHandle;
 use crate::clock::SharedClock;
 use crate::store::{DeliveryRecord, NewAlert};
 use channels::{Attempt, Message};
-use rules::{Finding, Sources};
+use findings::Finding;
+use rules::Sources;
 use settings::{AlertSettings, ChannelSettings, RuleKind};
 
 pub struct Alerts {

@@ -5,13 +5,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
+use super::findings::{self, Finding};
 use super::settings::{Lang, RuleKind, RuleSettings};
+use super::text::{named, say};
 use crate::gateway::Gateway;
 use crate::keys::effective_counters;
 use crate::keys::policy::is_expired;
 use crate::monitor::Monitor;
+use crate::monitor::params::MonitorQuery;
 use crate::store::Store;
 use crate::timefmt::rfc3339;
 
@@ -24,51 +27,12 @@ pub struct Sources {
     pub gateway: Option<Arc<Gateway>>,
 }
 
-/// One flagged subject.
-#[derive(Debug, Clone)]
-pub struct Finding {
-    /// `token:31`, `ip:1.2.3.4`, `key:5`, `upstream:deepseek`.
-    pub subject: String,
-    pub title: String,
-    pub lines: Vec<String>,
-    pub details: Value,
-    /// A dashboard address (the part after the base URL).
-    pub link: String,
-    /// How bad: orders the samples of a summary.
-    pub weight: f64,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum RuleError {
     #[error("monitor: {0}")]
     Monitor(#[from] crate::monitor::MonitorError),
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
-}
-
-fn s(v: &Value, k: &str) -> String {
-    match v.get(k) {
-        Some(Value::String(x)) => x.clone(),
-        Some(Value::Null) | None => String::new(),
-        Some(x) => x.to_string(),
-    }
-}
-
-fn i(v: &Value, k: &str) -> i64 {
-    v.get(k).and_then(Value::as_i64).unwrap_or(0)
-}
-
-fn f(v: &Value, k: &str) -> f64 {
-    v.get(k).and_then(Value::as_f64).unwrap_or(0.0)
-}
-
-/// `name (#id)`, or `#id` when the name is empty.
-fn named(name: &str, id: i64) -> String {
-    if name.is_empty() {
-        format!("#{id}")
-    } else {
-        format!("{name} (#{id})")
-    }
 }
 
 fn range_q(from: i64, to: i64) -> String {
@@ -94,24 +58,6 @@ pub async fn evaluate(
     }
 }
 
-/// `zh` or `en` with each `{}` filled by the next argument, in order.
-fn say(lang: Lang, zh: &str, en: &str, args: &[&dyn std::fmt::Display]) -> String {
-    let template = if lang == Lang::Zh { zh } else { en };
-    let mut out = String::with_capacity(template.len() + 16);
-    let mut args = args.iter();
-    let mut parts = template.split("{}");
-    if let Some(first) = parts.next() {
-        out.push_str(first);
-    }
-    for part in parts {
-        if let Some(a) = args.next() {
-            out.push_str(&a.to_string());
-        }
-        out.push_str(part);
-    }
-    out
-}
-
 async fn monitor_rule(
     rule: RuleKind,
     rs: &RuleSettings,
@@ -120,132 +66,19 @@ async fn monitor_rule(
     lang: Lang,
 ) -> Result<Vec<Finding>, RuleError> {
     let from = now_ms - rs.lookback_ms;
-    let mut q: HashMap<String, String> = rs.params.clone().into_iter().collect();
-    q.insert("rule".into(), rule.as_str().into());
-    q.insert("start_ms".into(), from.to_string());
-    q.insert("end_ms".into(), now_ms.to_string());
-    q.insert("limit".into(), "10000".into());
-    let v = crate::monitor::answer::anomalies_answer(&src.monitor, &q).await?;
-    let rows = v["data"].as_array().cloned().unwrap_or_default();
-    let rq = range_q(from, now_ms);
-    let mut out: Vec<Finding> = Vec::new();
+    let params: HashMap<String, String> = rs.params.clone().into_iter().collect();
+    let mut q = MonitorQuery::parse(&params)?;
+    q.rule = Some(rule.as_str().into());
+    q.start_ms = Some(from);
+    q.end_ms = Some(now_ms);
+    q.limit = Some(10_000);
+    let answer = src.monitor.anomalies(&q).await?;
+    let range = range_q(from, now_ms);
     // big_request flags requests; one finding per key (its largest).
+    let mut out: Vec<Finding> = Vec::new();
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    for r in rows {
-        let key = named(&s(&r, "token_name"), i(&r, "token_id"));
-        let user = named(&s(&r, "username"), i(&r, "user_id"));
-        let token_subject = format!("token:{}", i(&r, "token_id"));
-        let token_link = format!("#/subject?token_id={}&{rq}", i(&r, "token_id"));
-        let (subject, title, lines, link, weight) = match rule {
-            RuleKind::Burst => (
-                token_subject,
-                say(lang, "突发请求：密钥 {}", "Burst: key {}", &[&key]),
-                vec![
-                    say(lang, "用户：{}", "User: {}", &[&user]),
-                    say(
-                        lang,
-                        "{} 秒内 {} 次请求（阈值 {}）",
-                        "within {} s: {} requests (threshold {})",
-                        &[
-                            &i(&r, "window_sec"),
-                            &i(&r, "request_count"),
-                            &i(&r, "threshold"),
-                        ],
-                    ),
-                    say(
-                        lang,
-                        "时间：{} 至 {}",
-                        "From {} to {}",
-                        &[&s(&r, "first_request"), &s(&r, "last_request")],
-                    ),
-                ],
-                token_link,
-                i(&r, "request_count") as f64,
-            ),
-            RuleKind::MultiUserToken => (
-                token_subject,
-                say(lang, "密钥共享：{}", "Shared key: {}", &[&key]),
-                vec![
-                    say(
-                        lang,
-                        "{} 个用户、{} 个 IP 在使用（用户阈值 {}）",
-                        "Used by {} users from {} IPs (users threshold {})",
-                        &[
-                            &i(&r, "user_count"),
-                            &i(&r, "ip_count"),
-                            &i(&r, "threshold"),
-                        ],
-                    ),
-                    say(lang, "用户：{}", "Users: {}", &[&s(&r, "users")]),
-                    say(
-                        lang,
-                        "总请求：{}",
-                        "Requests: {}",
-                        &[&i(&r, "total_requests")],
-                    ),
-                ],
-                token_link,
-                i(&r, "user_count") as f64,
-            ),
-            RuleKind::IpManyUsers => {
-                let ip = s(&r, "ip");
-                let ip_q: String = form_urlencoded::byte_serialize(ip.as_bytes()).collect();
-                (
-                    format!("ip:{ip}"),
-                    say(lang, "同 IP 多账户：{}", "Crowded IP: {}", &[&ip]),
-                    vec![
-                        say(
-                            lang,
-                            "{} 个用户（阈值 {}）：{}",
-                            "{} users (threshold {}): {}",
-                            &[&i(&r, "user_count"), &i(&r, "threshold"), &s(&r, "users")],
-                        ),
-                        say(
-                            lang,
-                            "总请求：{}",
-                            "Requests: {}",
-                            &[&i(&r, "total_requests")],
-                        ),
-                    ],
-                    format!("#/subject?ip={ip_q}&{rq}"),
-                    i(&r, "user_count") as f64,
-                )
-            }
-            _ => (
-                token_subject,
-                say(
-                    lang,
-                    "超大请求：密钥 {}",
-                    "Outsized request: key {}",
-                    &[&key],
-                ),
-                vec![
-                    say(lang, "用户：{}", "User: {}", &[&user]),
-                    say(
-                        lang,
-                        "{}：{} tokens（均值 {}，阈值 {}）",
-                        "{}: {} tokens (mean {}, threshold {})",
-                        &[
-                            &s(&r, "model_name"),
-                            &i(&r, "token_count"),
-                            &(f(&r, "mean_tokens").round() as i64),
-                            &(f(&r, "threshold").round() as i64),
-                        ],
-                    ),
-                    say(lang, "时间：{}", "At {}", &[&s(&r, "created_at")]),
-                ],
-                token_link,
-                i(&r, "token_count") as f64,
-            ),
-        };
-        let finding = Finding {
-            subject,
-            title,
-            lines,
-            details: r,
-            link,
-            weight,
-        };
+    for row in &answer.data {
+        let finding = findings::of_row(row, lang, &range);
         match seen.get(&finding.subject) {
             Some(&at) if out[at].weight >= finding.weight => {}
             Some(&at) => out[at] = finding,

@@ -3,11 +3,12 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::extract::{JsonBody, Operator, QueryMap};
 use super::input::{self, Params};
 use super::quota::history_page;
-use super::shapes::QuotaError;
 use super::shapes::{
     AuditPage, AuditView, CreateKeysRequest, CreateKeysResponse, DeletedKey, EnabledResponse,
     HistoryPage, IssuedKey, IssuedMany, IssuedOne, KeyList, KeyListQuery, KeyQuery, KeyRef,
@@ -15,6 +16,8 @@ use super::shapes::{
     ResetResponse, UpstreamView, UpstreamsResponse, UsageDetail, UsageQuery, UsageResponse,
     UsageSummary, WindowQuery,
 };
+use crate::error::QuotaRefusals;
+use crate::error::refusals::*;
 use crate::error::{ApiError, ApiResult};
 use crate::gateway::settings::UpstreamKind;
 use crate::keyadmin::CreateSpec;
@@ -59,10 +62,7 @@ fn key_param(key: Option<String>) -> ApiResult<String> {
 #[utoipa::path(post, path = "/admin/keys", tag = "admin",
     security(("adminToken" = [])),
     request_body(content = Option<CreateKeysRequest>, content_type = "application/json"),
-    responses((status = 200, description = "The new key (shown this once), or `keys` when `count` > 1", body = CreateKeysResponse),
-        (status = 400, body = QuotaError), (status = 401, body = QuotaError),
-        (status = 403, body = QuotaError), (status = 413, body = QuotaError),
-        (status = 503, body = QuotaError)))]
+    responses((status = 200, description = "The new key (shown this once), or `keys` when `count` > 1", body = CreateKeysResponse), QuotaRefusals<{ BAD | AUTH | FORBIDDEN | TOO_LARGE | UNAVAILABLE }>))]
 pub async fn create_keys(
     State(st): State<AppState>,
     op: Operator,
@@ -106,9 +106,7 @@ pub async fn create_keys(
 #[utoipa::path(get, path = "/admin/keys", tag = "admin",
     security(("adminToken" = []), ("viewerToken" = [])),
     params(KeyListQuery, PageQuery),
-    responses((status = 200, body = KeyList),
-        (status = 400, body = QuotaError), (status = 401, body = QuotaError),
-        (status = 503, body = QuotaError)))]
+    responses((status = 200, body = KeyList), QuotaRefusals<{ BAD | AUTH | UNAVAILABLE }>))]
 pub async fn list_keys(
     State(st): State<AppState>,
     _op: Operator,
@@ -164,9 +162,7 @@ pub async fn list_keys(
 #[utoipa::path(get, path = "/admin/keys/{id}", tag = "admin",
     security(("adminToken" = []), ("viewerToken" = [])),
     params(("id" = String, Path, description = "The key's id or the full key")),
-    responses((status = 200, body = KeyView),
-        (status = 401, body = QuotaError), (status = 404, body = QuotaError),
-        (status = 503, body = QuotaError)))]
+    responses((status = 200, body = KeyView), QuotaRefusals<{ AUTH | NOT_FOUND | UNAVAILABLE }>))]
 pub async fn get_key(
     State(st): State<AppState>,
     _op: Operator,
@@ -180,10 +176,7 @@ pub async fn get_key(
     security(("adminToken" = [])),
     params(("id" = String, Path, description = "The key's id or the full key")),
     request_body(content = Option<PatchKeyRequest>, content_type = "application/json"),
-    responses((status = 200, body = KeyView),
-        (status = 400, body = QuotaError), (status = 401, body = QuotaError),
-        (status = 403, body = QuotaError), (status = 404, body = QuotaError),
-        (status = 413, body = QuotaError), (status = 503, body = QuotaError)))]
+    responses((status = 200, body = KeyView), QuotaRefusals<{ BAD | AUTH | FORBIDDEN | NOT_FOUND | TOO_LARGE | UNAVAILABLE }>))]
 pub async fn patch_key(
     State(st): State<AppState>,
     op: Operator,
@@ -235,9 +228,7 @@ pub async fn patch_key(
 #[utoipa::path(delete, path = "/admin/keys/{id}", tag = "admin",
     security(("adminToken" = [])),
     params(("id" = String, Path, description = "The key's id or the full key")),
-    responses((status = 200, body = DeletedKey),
-        (status = 401, body = QuotaError), (status = 403, body = QuotaError),
-        (status = 404, body = QuotaError), (status = 503, body = QuotaError)))]
+    responses((status = 200, body = DeletedKey), QuotaRefusals<{ AUTH | FORBIDDEN | NOT_FOUND | UNAVAILABLE }>))]
 pub async fn delete_key(
     State(st): State<AppState>,
     op: Operator,
@@ -258,9 +249,7 @@ pub async fn delete_key(
 #[utoipa::path(post, path = "/admin/keys/{id}/rotate", tag = "admin",
     security(("adminToken" = [])),
     params(("id" = String, Path, description = "The key's id or the full key")),
-    responses((status = 200, description = "The new full key (shown this once); same id, quota and history", body = IssuedOne),
-        (status = 401, body = QuotaError), (status = 403, body = QuotaError),
-        (status = 404, body = QuotaError), (status = 503, body = QuotaError)))]
+    responses((status = 200, description = "The new full key (shown this once); same id, quota and history", body = IssuedOne), QuotaRefusals<{ AUTH | FORBIDDEN | NOT_FOUND | UNAVAILABLE }>))]
 pub async fn rotate_key(
     State(st): State<AppState>,
     op: Operator,
@@ -282,10 +271,7 @@ pub async fn rotate_key(
 #[utoipa::path(post, path = "/admin/keys/reset", tag = "admin",
     security(("adminToken" = [])),
     request_body(content = Option<ResetRequest>, content_type = "application/json"),
-    responses((status = 200, body = ResetResponse),
-        (status = 400, body = QuotaError), (status = 401, body = QuotaError),
-        (status = 403, body = QuotaError), (status = 404, body = QuotaError),
-        (status = 413, body = QuotaError), (status = 503, body = QuotaError)))]
+    responses((status = 200, body = ResetResponse), QuotaRefusals<{ BAD | AUTH | FORBIDDEN | NOT_FOUND | TOO_LARGE | UNAVAILABLE }>))]
 pub async fn reset_key(
     State(st): State<AppState>,
     op: Operator,
@@ -341,10 +327,7 @@ async fn set_enabled(
 #[utoipa::path(post, path = "/admin/keys/disable", tag = "admin",
     security(("adminToken" = [])),
     request_body(content = Option<KeyRef>, content_type = "application/json"),
-    responses((status = 200, body = EnabledResponse),
-        (status = 400, body = QuotaError), (status = 401, body = QuotaError),
-        (status = 403, body = QuotaError), (status = 404, body = QuotaError),
-        (status = 413, body = QuotaError), (status = 503, body = QuotaError)))]
+    responses((status = 200, body = EnabledResponse), QuotaRefusals<{ BAD | AUTH | FORBIDDEN | NOT_FOUND | TOO_LARGE | UNAVAILABLE }>))]
 pub async fn disable_key(
     State(st): State<AppState>,
     op: Operator,
@@ -356,10 +339,7 @@ pub async fn disable_key(
 #[utoipa::path(post, path = "/admin/keys/enable", tag = "admin",
     security(("adminToken" = [])),
     request_body(content = Option<KeyRef>, content_type = "application/json"),
-    responses((status = 200, body = EnabledResponse),
-        (status = 400, body = QuotaError), (status = 401, body = QuotaError),
-        (status = 403, body = QuotaError), (status = 404, body = QuotaError),
-        (status = 413, body = QuotaError), (status = 503, body = QuotaError)))]
+    responses((status = 200, body = EnabledResponse), QuotaRefusals<{ BAD | AUTH | FORBIDDEN | NOT_FOUND | TOO_LARGE | UNAVAILABLE }>))]
 pub async fn enable_key(
     State(st): State<AppState>,
     op: Operator,
@@ -395,9 +375,7 @@ fn date_range(params: &Params) -> ApiResult<(i64, i64)> {
 #[utoipa::path(get, path = "/admin/usage", tag = "admin",
     security(("adminToken" = []), ("viewerToken" = [])),
     params(UsageQuery, PageQuery),
-    responses((status = 200, body = UsageResponse),
-        (status = 400, body = QuotaError), (status = 401, body = QuotaError),
-        (status = 503, body = QuotaError)))]
+    responses((status = 200, body = UsageResponse), QuotaRefusals<{ BAD | AUTH | UNAVAILABLE }>))]
 pub async fn usage(
     State(st): State<AppState>,
     _op: Operator,
@@ -457,9 +435,7 @@ pub async fn usage(
 #[utoipa::path(get, path = "/admin/usage/history", tag = "admin",
     security(("adminToken" = []), ("viewerToken" = [])),
     params(KeyQuery, PageQuery),
-    responses((status = 200, body = HistoryPage),
-        (status = 400, body = QuotaError), (status = 401, body = QuotaError),
-        (status = 404, body = QuotaError), (status = 503, body = QuotaError)))]
+    responses((status = 200, body = HistoryPage), QuotaRefusals<{ BAD | AUTH | NOT_FOUND | UNAVAILABLE }>))]
 pub async fn usage_history(
     State(st): State<AppState>,
     _op: Operator,
@@ -479,9 +455,7 @@ pub async fn usage_history(
 #[utoipa::path(get, path = "/admin/audit", tag = "admin",
     security(("adminToken" = []), ("viewerToken" = [])),
     params(PageQuery),
-    responses((status = 200, description = "Every admin write, newest first", body = AuditPage),
-        (status = 400, body = QuotaError), (status = 401, body = QuotaError),
-        (status = 503, body = QuotaError)))]
+    responses((status = 200, description = "Every admin write, newest first", body = AuditPage), QuotaRefusals<{ BAD | AUTH | UNAVAILABLE }>))]
 pub async fn audit(
     State(st): State<AppState>,
     _op: Operator,
@@ -503,9 +477,7 @@ pub async fn audit(
 #[utoipa::path(get, path = "/admin/requests", tag = "admin",
     security(("adminToken" = []), ("viewerToken" = [])),
     params(RequestsQuery, PageQuery),
-    responses((status = 200, body = RequestsPage),
-        (status = 400, body = QuotaError), (status = 401, body = QuotaError),
-        (status = 404, body = QuotaError), (status = 503, body = QuotaError)))]
+    responses((status = 200, body = RequestsPage), QuotaRefusals<{ BAD | AUTH | NOT_FOUND | UNAVAILABLE }>))]
 pub async fn requests(
     State(st): State<AppState>,
     _op: Operator,
@@ -544,9 +516,7 @@ pub async fn requests(
 #[utoipa::path(get, path = "/admin/upstreams", tag = "admin",
     security(("adminToken" = []), ("viewerToken" = [])),
     params(WindowQuery),
-    responses((status = 200, body = UpstreamsResponse),
-        (status = 400, body = QuotaError), (status = 401, body = QuotaError),
-        (status = 503, body = QuotaError)))]
+    responses((status = 200, body = UpstreamsResponse), QuotaRefusals<{ BAD | AUTH | UNAVAILABLE }>))]
 pub async fn upstreams(
     State(st): State<AppState>,
     _op: Operator,
@@ -602,4 +572,20 @@ pub async fn upstreams(
         start_ms: start,
         end_ms: end,
     }))
+}
+
+/// Key administration, usage, audit and the request log.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_keys, list_keys))
+        .routes(routes!(reset_key))
+        .routes(routes!(disable_key))
+        .routes(routes!(enable_key))
+        .routes(routes!(get_key, patch_key, delete_key))
+        .routes(routes!(rotate_key))
+        .routes(routes!(usage))
+        .routes(routes!(usage_history))
+        .routes(routes!(audit))
+        .routes(routes!(requests))
+        .routes(routes!(upstreams))
 }

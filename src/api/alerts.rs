@@ -3,12 +3,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -19,9 +20,10 @@ use crate::alerts::rules::applicable;
 use crate::alerts::settings::{Lang, RuleKind};
 use crate::api::extract::QueryMap;
 use crate::api::input::{self, Params};
-use crate::api::shapes::QuotaError;
 use crate::api::shapes::{PageQuery, lenient};
 use crate::auth::{AuthError, Authenticator, Principal, Role};
+use crate::error::QuotaRefusals;
+use crate::error::refusals::*;
 use crate::error::{ApiError, ApiResult};
 use crate::store::{AlertFilter, AlertRow, DeliveryRecord};
 use crate::timefmt::rfc3339;
@@ -32,12 +34,11 @@ pub struct AlertsState {
     pub auth: Arc<Authenticator>,
 }
 
-pub fn router<S: Clone + Send + Sync + 'static>(st: AlertsState) -> Router<S> {
-    Router::new()
-        .route("/admin/alerts", get(list))
-        .route("/admin/alerts/channels", get(channels))
-        .route("/admin/alerts/test", post(test))
-        .with_state(st)
+pub fn router() -> OpenApiRouter<AlertsState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(channels))
+        .routes(routes!(test))
 }
 
 fn who(st: &AlertsState, headers: &HeaderMap, method: &Method) -> ApiResult<Principal> {
@@ -134,9 +135,7 @@ pub struct AlertsPage {
 #[utoipa::path(get, path = "/admin/alerts", tag = "alerts",
     security(("adminToken" = []), ("viewerToken" = [])),
     params(AlertsQuery, PageQuery),
-    responses((status = 200, description = "Alerts, newest first, with every delivery attempt", body = AlertsPage),
-        (status = 400, body = QuotaError), (status = 401, body = QuotaError),
-        (status = 503, body = QuotaError)))]
+    responses((status = 200, description = "Alerts, newest first, with every delivery attempt", body = AlertsPage), QuotaRefusals<{ BAD | AUTH | UNAVAILABLE }>))]
 pub async fn list(
     State(st): State<AlertsState>,
     headers: HeaderMap,
@@ -224,8 +223,7 @@ pub struct ChannelsResponse {
 
 #[utoipa::path(get, path = "/admin/alerts/channels", tag = "alerts",
     security(("adminToken" = []), ("viewerToken" = [])),
-    responses((status = 200, description = "Channels (addresses masked) and rules", body = ChannelsResponse),
-        (status = 401, body = QuotaError)))]
+    responses((status = 200, description = "Channels (addresses masked) and rules", body = ChannelsResponse), QuotaRefusals<{ AUTH }>))]
 pub async fn channels(
     State(st): State<AlertsState>,
     headers: HeaderMap,
@@ -289,9 +287,7 @@ pub struct TestResponse {
 #[utoipa::path(post, path = "/admin/alerts/test", tag = "alerts",
     security(("adminToken" = [])),
     request_body(content = Option<TestRequest>, content_type = "application/json"),
-    responses((status = 200, description = "One signed test message sent; the platform's answer", body = TestResponse),
-        (status = 400, body = QuotaError), (status = 401, body = QuotaError),
-        (status = 403, body = QuotaError), (status = 413, body = QuotaError)))]
+    responses((status = 200, description = "One signed test message sent; the platform's answer", body = TestResponse), QuotaRefusals<{ BAD | AUTH | FORBIDDEN | TOO_LARGE }>))]
 pub async fn test(
     State(st): State<AlertsState>,
     headers: HeaderMap,

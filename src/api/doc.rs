@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::shapes::{MonitorError, OpenAiError, QuotaError};
+use crate::error::{MonitorErrorBody, OpenAiError, QuotaError};
 
 struct Security;
 
@@ -57,53 +57,13 @@ impl Modify for Security {
     }
 }
 
+/// The document's frame: its title, security schemes, tags and the error bodies every
+/// family shares. The paths are added by the routers that serve them (`app::router`).
 #[derive(OpenApi)]
 #[openapi(
     info(title = "quota-proxy", description = "OpenAI-compatible gateway with per-key quotas, metering, monitoring and alerts"),
     modifiers(&Security),
-    paths(
-        super::quota::validate,
-        super::quota::use_quota,
-        super::quota::use_batch,
-        super::quota::quota,
-        super::quota::history,
-        super::admin::create_keys,
-        super::admin::list_keys,
-        super::admin::get_key,
-        super::admin::patch_key,
-        super::admin::delete_key,
-        super::admin::rotate_key,
-        super::admin::reset_key,
-        super::admin::disable_key,
-        super::admin::enable_key,
-        super::admin::usage,
-        super::admin::usage_history,
-        super::admin::audit,
-        super::admin::requests,
-        super::admin::upstreams,
-        super::alerts::list,
-        super::alerts::channels,
-        super::alerts::test,
-        super::monitor::health,
-        super::monitor::series,
-        super::monitor::top,
-        super::monitor::anomalies_h,
-        super::monitor::heatmap,
-        super::monitor::summary,
-        super::monitor::subject_h,
-        super::monitor::export_csv,
-        super::gateway::models,
-        super::gateway::chat_completions,
-        super::gateway::completions,
-        super::gateway::embeddings,
-        super::health::healthz,
-        super::health::readyz,
-        super::metrics::metrics,
-        crate::web::login,
-        crate::web::logout,
-        crate::web::session,
-    ),
-    components(schemas(QuotaError, MonitorError, OpenAiError)),
+    components(schemas(QuotaError, MonitorErrorBody, OpenAiError)),
     tags(
         (name = "quota", description = "The caller's quota API (`X-API-Key`)"),
         (name = "admin", description = "Key administration (`ADMIN_TOKEN`; `VIEWER_TOKEN` reads)"),
@@ -114,19 +74,18 @@ impl Modify for Security {
         (name = "dashboard", description = "Dashboard sign-in (session cookie)"),
     )
 )]
-pub struct ApiDoc;
+struct Frame;
 
-/// The document as served.
-pub fn document() -> utoipa::openapi::OpenApi {
-    let mut doc = ApiDoc::openapi();
+pub fn base() -> utoipa::openapi::OpenApi {
+    let mut doc = Frame::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     doc
 }
 
 /// The document as JSON, every response described (the status's reason phrase where the
 /// annotation gave none, as OpenAPI requires a description).
-pub fn document_json() -> serde_json::Value {
-    let mut v = serde_json::to_value(document()).unwrap_or_default();
+pub fn to_json(document: utoipa::openapi::OpenApi) -> Vec<u8> {
+    let mut v = serde_json::to_value(document).unwrap_or_default();
     if let Some(paths) = v.get_mut("paths").and_then(|p| p.as_object_mut()) {
         for op in paths.values_mut().filter_map(|p| p.as_object_mut()) {
             for o in op.values_mut() {
@@ -149,17 +108,5 @@ pub fn document_json() -> serde_json::Value {
             }
         }
     }
-    v
-}
-
-/// `GET /api/openapi.json`: built once, served as bytes.
-pub async fn openapi_json() -> axum::response::Response {
-    use axum::response::IntoResponse;
-    static JSON: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    let body = JSON.get_or_init(|| serde_json::to_vec(&document_json()).unwrap_or_default());
-    (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        body.clone(),
-    )
-        .into_response()
+    serde_json::to_vec(&v).unwrap_or_default()
 }

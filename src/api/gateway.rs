@@ -7,12 +7,15 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::api::shapes::OpenAiError;
 use crate::auth::Origin;
+use crate::error::OaiError;
+use crate::error::OpenAiRefusals;
+use crate::error::refusals::*;
 use crate::gateway::Endpoint;
-use crate::gateway::call::{Meta, Outcome};
-use crate::gateway::oai_error::OaiError;
+use crate::gateway::call::{CallError, Meta, Outcome};
 use crate::ledger::LedgerError;
 use crate::state::AppState;
 
@@ -40,7 +43,7 @@ async fn proxied(st: AppState, endpoint: Endpoint, req: Request) -> Response {
 /// server-sent events; each with the request id, the quota left and the rate-limit headers.
 fn respond(outcome: Outcome) -> Response {
     let (mut resp, meta) = match outcome {
-        Outcome::Refused { error, meta } => (error.into_response(), meta),
+        Outcome::Refused { error, meta } => (OaiError::from(&error).into_response(), meta),
         Outcome::Answered { status, body, meta } => {
             let mut r = Response::new(Body::from(body));
             *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -135,12 +138,7 @@ async fn read_body(body: axum::body::Body, limit: usize) -> Result<bytes::Bytes,
     request_body(content = ChatRequest, content_type = "application/json"),
     responses((status = 200, description = "The upstream's answer; with `stream: true`, server-sent events as they arrive", content(
             (Object = "application/json"),
-            (SseEvent = "text/event-stream"))),
-        (status = 400, body = OpenAiError), (status = 401, body = OpenAiError),
-        (status = 403, body = OpenAiError), (status = 404, body = OpenAiError),
-        (status = 413, body = OpenAiError), (status = 429, body = OpenAiError),
-        (status = 502, body = OpenAiError), (status = 503, body = OpenAiError),
-        (status = 504, body = OpenAiError)))]
+            (SseEvent = "text/event-stream"))), OpenAiRefusals<{ BAD | AUTH | FORBIDDEN | NOT_FOUND | TOO_LARGE | LIMITED | BAD_GATEWAY | UNAVAILABLE | GATEWAY_TIMEOUT }>))]
 pub async fn chat_completions(State(st): State<AppState>, req: Request) -> Response {
     proxied(st, Endpoint::Chat, req).await
 }
@@ -150,12 +148,7 @@ pub async fn chat_completions(State(st): State<AppState>, req: Request) -> Respo
     request_body(content = CompletionRequest, content_type = "application/json"),
     responses((status = 200, description = "The upstream's answer; with `stream: true`, server-sent events as they arrive", content(
             (Object = "application/json"),
-            (SseEvent = "text/event-stream"))),
-        (status = 400, body = OpenAiError), (status = 401, body = OpenAiError),
-        (status = 403, body = OpenAiError), (status = 404, body = OpenAiError),
-        (status = 413, body = OpenAiError), (status = 429, body = OpenAiError),
-        (status = 502, body = OpenAiError), (status = 503, body = OpenAiError),
-        (status = 504, body = OpenAiError)))]
+            (SseEvent = "text/event-stream"))), OpenAiRefusals<{ BAD | AUTH | FORBIDDEN | NOT_FOUND | TOO_LARGE | LIMITED | BAD_GATEWAY | UNAVAILABLE | GATEWAY_TIMEOUT }>))]
 pub async fn completions(State(st): State<AppState>, req: Request) -> Response {
     proxied(st, Endpoint::Completions, req).await
 }
@@ -165,12 +158,7 @@ pub async fn completions(State(st): State<AppState>, req: Request) -> Response {
     request_body(content = EmbeddingRequest, content_type = "application/json"),
     responses((status = 200, description = "The upstream's answer", content(
             (Object = "application/json"),
-            (SseEvent = "text/event-stream"))),
-        (status = 400, body = OpenAiError), (status = 401, body = OpenAiError),
-        (status = 403, body = OpenAiError), (status = 404, body = OpenAiError),
-        (status = 413, body = OpenAiError), (status = 429, body = OpenAiError),
-        (status = 502, body = OpenAiError), (status = 503, body = OpenAiError),
-        (status = 504, body = OpenAiError)))]
+            (SseEvent = "text/event-stream"))), OpenAiRefusals<{ BAD | AUTH | FORBIDDEN | NOT_FOUND | TOO_LARGE | LIMITED | BAD_GATEWAY | UNAVAILABLE | GATEWAY_TIMEOUT }>))]
 pub async fn embeddings(State(st): State<AppState>, req: Request) -> Response {
     proxied(st, Endpoint::Embeddings, req).await
 }
@@ -178,17 +166,18 @@ pub async fn embeddings(State(st): State<AppState>, req: Request) -> Response {
 /// Models the configured upstreams serve (and this key may use). Costs nothing.
 #[utoipa::path(get, path = "/v1/models", tag = "gateway",
     security(("apiKey" = []), ("bearerKey" = [])),
-    responses((status = 200, body = ModelList),
-        (status = 401, body = OpenAiError), (status = 503, body = OpenAiError)))]
+    responses((status = 200, body = ModelList), OpenAiRefusals<{ AUTH | UNAVAILABLE }>))]
 pub async fn models(State(st): State<AppState>, headers: HeaderMap) -> Response {
     let presented = crate::auth::caller_key(&headers).map(str::to_owned);
     let Some(presented) = presented else {
-        return OaiError::invalid_key().into_response();
+        return OaiError::from(&CallError::UnknownKey).into_response();
     };
     let entry = match st.ledger.authenticate(&presented).await {
         Ok(e) => e,
-        Err(LedgerError::Unavailable) => return OaiError::unavailable().into_response(),
-        Err(_) => return OaiError::invalid_key().into_response(),
+        Err(LedgerError::Unavailable) => {
+            return OaiError::from(&CallError::Unavailable).into_response();
+        }
+        Err(_) => return OaiError::from(&CallError::UnknownKey).into_response(),
     };
     let allowed = entry.snapshot().limits.models;
     let mut seen = std::collections::BTreeSet::new();
@@ -266,4 +255,13 @@ pub struct SseEvent {
     pub data: String,
     pub event: Option<String>,
     pub id: Option<String>,
+}
+
+/// The OpenAI-compatible gateway.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(models))
+        .routes(routes!(chat_completions))
+        .routes(routes!(completions))
+        .routes(routes!(embeddings))
 }

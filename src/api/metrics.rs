@@ -1,6 +1,8 @@
 //! `GET /metrics`: the Prometheus text exposition, optionally behind `METRICS_TOKEN`.
 
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -50,4 +52,9 @@ pub async fn metrics(State(st): State<MetricsState>, headers: HeaderMap) -> Resp
         body,
     )
         .into_response()
+}
+
+/// The Prometheus metrics.
+pub fn router() -> OpenApiRouter<MetricsState> {
+    OpenApiRouter::new().routes(routes!(metrics))
 }

@@ -2,18 +2,19 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use bytes::Bytes;
 use serde_json::Value;
 
 use crate::api::extract::QueryMap;
-use crate::api::shapes::MonitorError as MonitorErrorShape;
 use crate::auth::Authenticator;
+use crate::error::MonitorRefusals;
+use crate::error::refusals::*;
 use crate::monitor::answer::{Endpoint, compute};
 use crate::monitor::params::MonitorQuery;
 use crate::monitor::rows::{
@@ -41,17 +42,16 @@ pub fn json_response(bytes: Bytes, cache: &'static str, engine: &'static str) ->
         .into_response()
 }
 
-pub fn router<S: Clone + Send + Sync + 'static>(st: MonitorState) -> Router<S> {
-    Router::new()
-        .route("/api/health", get(health))
-        .route("/api/stats/series", get(series))
-        .route("/api/stats/top", get(top))
-        .route("/api/stats/anomalies", get(anomalies_h))
-        .route("/api/stats/heatmap", get(heatmap))
-        .route("/api/stats/summary", get(summary))
-        .route("/api/stats/subject", get(subject_h))
-        .route("/api/export/csv", get(export_csv))
-        .with_state(st)
+pub fn router() -> OpenApiRouter<MonitorState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(series))
+        .routes(routes!(top))
+        .routes(routes!(anomalies_h))
+        .routes(routes!(heatmap))
+        .routes(routes!(summary))
+        .routes(routes!(subject_h))
+        .routes(routes!(export_csv))
 }
 
 fn authorize(st: &MonitorState, headers: &HeaderMap) -> Result<(), MonitorError> {
@@ -111,7 +111,7 @@ async fn answer(
     security(("adminToken" = []), ("viewerToken" = [])),
     params(MonitorQuery),
     responses((status = 200, description = "Buckets over [start, end), zero-filled, ascending", body = SeriesAnswer, headers(("X-Cache" = String, description = "HIT or MISS"), ("X-Monitor-Engine" = String, description = "rollup or sql"))),
-        (status = 400, body = MonitorErrorShape), (status = 401, body = MonitorErrorShape), (status = 503, body = MonitorErrorShape)))]
+        MonitorRefusals<{ BAD | AUTH | UNAVAILABLE }>))]
 pub async fn series(
     State(st): State<MonitorState>,
     h: HeaderMap,
@@ -124,8 +124,7 @@ pub async fn series(
 #[utoipa::path(get, path = "/api/stats/top", tag = "monitor",
     security(("adminToken" = []), ("viewerToken" = [])),
     params(MonitorQuery),
-    responses((status = 200, description = "Ranking, by metric descending", body = TopAnswer, headers(("X-Cache" = String, description = "HIT or MISS"), ("X-Monitor-Engine" = String, description = "rollup or sql"))),
-        (status = 400, body = MonitorErrorShape), (status = 401, body = MonitorErrorShape), (status = 503, body = MonitorErrorShape)))]
+    responses((status = 200, description = "Ranking, by metric descending", body = TopAnswer, headers(("X-Cache" = String, description = "HIT or MISS"), ("X-Monitor-Engine" = String, description = "rollup or sql"))), MonitorRefusals<{ BAD | AUTH | UNAVAILABLE }>))]
 pub async fn top(
     State(st): State<MonitorState>,
     h: HeaderMap,
@@ -138,8 +137,7 @@ pub async fn top(
 #[utoipa::path(get, path = "/api/stats/anomalies", tag = "monitor",
     security(("adminToken" = []), ("viewerToken" = [])),
     params(MonitorQuery),
-    responses((status = 200, description = "Flagged subjects of one rule", body = AnomaliesAnswer, headers(("X-Cache" = String, description = "HIT or MISS"), ("X-Monitor-Engine" = String, description = "rollup or sql"))),
-        (status = 400, body = MonitorErrorShape), (status = 401, body = MonitorErrorShape), (status = 503, body = MonitorErrorShape)))]
+    responses((status = 200, description = "Flagged subjects of one rule", body = AnomaliesAnswer, headers(("X-Cache" = String, description = "HIT or MISS"), ("X-Monitor-Engine" = String, description = "rollup or sql"))), MonitorRefusals<{ BAD | AUTH | UNAVAILABLE }>))]
 pub async fn anomalies_h(
     State(st): State<MonitorState>,
     h: HeaderMap,
@@ -152,8 +150,7 @@ pub async fn anomalies_h(
 #[utoipa::path(get, path = "/api/stats/heatmap", tag = "monitor",
     security(("adminToken" = []), ("viewerToken" = [])),
     params(MonitorQuery),
-    responses((status = 200, description = "7 × 24 cells summed across weeks", body = HeatmapAnswer, headers(("X-Cache" = String, description = "HIT or MISS"), ("X-Monitor-Engine" = String, description = "rollup or sql"))),
-        (status = 400, body = MonitorErrorShape), (status = 401, body = MonitorErrorShape), (status = 503, body = MonitorErrorShape)))]
+    responses((status = 200, description = "7 × 24 cells summed across weeks", body = HeatmapAnswer, headers(("X-Cache" = String, description = "HIT or MISS"), ("X-Monitor-Engine" = String, description = "rollup or sql"))), MonitorRefusals<{ BAD | AUTH | UNAVAILABLE }>))]
 pub async fn heatmap(
     State(st): State<MonitorState>,
     h: HeaderMap,
@@ -166,8 +163,7 @@ pub async fn heatmap(
 #[utoipa::path(get, path = "/api/stats/summary", tag = "monitor",
     security(("adminToken" = []), ("viewerToken" = [])),
     params(MonitorQuery),
-    responses((status = 200, description = "KPIs of the range", body = SummaryAnswer, headers(("X-Cache" = String, description = "HIT or MISS"), ("X-Monitor-Engine" = String, description = "rollup or sql"))),
-        (status = 400, body = MonitorErrorShape), (status = 401, body = MonitorErrorShape), (status = 503, body = MonitorErrorShape)))]
+    responses((status = 200, description = "KPIs of the range", body = SummaryAnswer, headers(("X-Cache" = String, description = "HIT or MISS"), ("X-Monitor-Engine" = String, description = "rollup or sql"))), MonitorRefusals<{ BAD | AUTH | UNAVAILABLE }>))]
 pub async fn summary(
     State(st): State<MonitorState>,
     h: HeaderMap,
@@ -180,8 +176,7 @@ pub async fn summary(
 #[utoipa::path(get, path = "/api/stats/subject", tag = "monitor",
     security(("adminToken" = []), ("viewerToken" = [])),
     params(MonitorQuery),
-    responses((status = 200, description = "One key, user or IP: its series and latest requests", body = SubjectAnswer, headers(("X-Cache" = String, description = "HIT or MISS"), ("X-Monitor-Engine" = String, description = "rollup or sql"))),
-        (status = 400, body = MonitorErrorShape), (status = 401, body = MonitorErrorShape), (status = 503, body = MonitorErrorShape)))]
+    responses((status = 200, description = "One key, user or IP: its series and latest requests", body = SubjectAnswer, headers(("X-Cache" = String, description = "HIT or MISS"), ("X-Monitor-Engine" = String, description = "rollup or sql"))), MonitorRefusals<{ BAD | AUTH | UNAVAILABLE }>))]
 pub async fn subject_h(
     State(st): State<MonitorState>,
     h: HeaderMap,
@@ -214,8 +209,7 @@ pub async fn health(State(st): State<MonitorState>) -> Response {
 #[utoipa::path(get, path = "/api/export/csv", tag = "monitor",
     security(("adminToken" = []), ("viewerToken" = [])),
     params(MonitorQuery),
-    responses((status = 200, description = "The query's rows as CSV (UTF-8 with BOM, header = JSON field names)", content_type = "text/csv", body = String),
-        (status = 400, body = MonitorErrorShape), (status = 401, body = MonitorErrorShape), (status = 503, body = MonitorErrorShape)))]
+    responses((status = 200, description = "The query's rows as CSV (UTF-8 with BOM, header = JSON field names)", content_type = "text/csv", body = String), MonitorRefusals<{ BAD | AUTH | UNAVAILABLE }>))]
 pub async fn export_csv(
     State(st): State<MonitorState>,
     h: HeaderMap,

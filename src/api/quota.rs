@@ -3,6 +3,8 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::extract::{Caller, JsonBody, QueryMap};
 use super::input::{
@@ -11,6 +13,8 @@ use super::input::{
 use super::shapes::{
     HistoryItem, HistoryPage, QuotaResponse, UseItem, UseRequest, UseResponse, ValidateResponse,
 };
+use crate::error::QuotaRefusals;
+use crate::error::refusals::*;
 use crate::error::{ApiError, ApiResult};
 use crate::keys::{KeyStatus, effective_counters, status_of};
 use crate::state::AppState;
@@ -19,8 +23,7 @@ use crate::timefmt::rfc3339_opt;
 
 #[utoipa::path(get, path = "/api/v1/validate", tag = "quota",
     security(("apiKey" = [])),
-    responses((status = 200, description = "The key's state (`valid:false` with `reason` when not usable)", body = ValidateResponse),
-        (status = 401, body = super::shapes::QuotaError), (status = 503, body = super::shapes::QuotaError)))]
+    responses((status = 200, description = "The key's state (`valid:false` with `reason` when not usable)", body = ValidateResponse), QuotaRefusals<{ AUTH | UNAVAILABLE }>))]
 pub async fn validate(State(st): State<AppState>, caller: Caller) -> Json<ValidateResponse> {
     let rec = st.ledger.current(&caller.entry).await;
     let now = st.ledger.now_ms();
@@ -98,10 +101,7 @@ async fn consume(
     security(("apiKey" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "A retried consume with the same key returns the first result without charging again")),
     request_body(content = Option<UseRequest>, content_type = "application/json"),
-    responses((status = 200, body = UseResponse),
-        (status = 400, body = super::shapes::QuotaError), (status = 401, body = super::shapes::QuotaError),
-        (status = 403, body = super::shapes::QuotaError), (status = 413, body = super::shapes::QuotaError),
-        (status = 429, body = super::shapes::QuotaError), (status = 503, body = super::shapes::QuotaError)))]
+    responses((status = 200, body = UseResponse), QuotaRefusals<{ BAD | AUTH | FORBIDDEN | TOO_LARGE | LIMITED | UNAVAILABLE }>))]
 pub async fn use_quota(
     State(st): State<AppState>,
     caller: Caller,
@@ -130,10 +130,7 @@ pub async fn use_quota(
     security(("apiKey" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "A retried batch with the same key returns the first result without charging again")),
     request_body(content = Vec<UseItem>, description = "1…1000 items, all-or-nothing"),
-    responses((status = 200, body = UseResponse),
-        (status = 400, body = super::shapes::QuotaError), (status = 401, body = super::shapes::QuotaError),
-        (status = 403, body = super::shapes::QuotaError), (status = 413, body = super::shapes::QuotaError),
-        (status = 429, body = super::shapes::QuotaError), (status = 503, body = super::shapes::QuotaError)))]
+    responses((status = 200, body = UseResponse), QuotaRefusals<{ BAD | AUTH | FORBIDDEN | TOO_LARGE | LIMITED | UNAVAILABLE }>))]
 pub async fn use_batch(
     State(st): State<AppState>,
     caller: Caller,
@@ -158,8 +155,7 @@ pub async fn use_batch(
 
 #[utoipa::path(get, path = "/api/v1/quota", tag = "quota",
     security(("apiKey" = [])),
-    responses((status = 200, body = QuotaResponse),
-        (status = 401, body = super::shapes::QuotaError), (status = 503, body = super::shapes::QuotaError)))]
+    responses((status = 200, body = QuotaResponse), QuotaRefusals<{ AUTH | UNAVAILABLE }>))]
 pub async fn quota(State(st): State<AppState>, caller: Caller) -> Json<QuotaResponse> {
     let rec = st.ledger.current(&caller.entry).await;
     let c = effective_counters(&rec, st.ledger.now_ms());
@@ -190,9 +186,7 @@ pub async fn history_page(st: &AppState, key_id: i64, params: &Params) -> ApiRes
 #[utoipa::path(get, path = "/api/v1/usage/history", tag = "quota",
     security(("apiKey" = [])),
     params(super::shapes::PageQuery),
-    responses((status = 200, body = HistoryPage),
-        (status = 400, body = super::shapes::QuotaError), (status = 401, body = super::shapes::QuotaError),
-        (status = 503, body = super::shapes::QuotaError)))]
+    responses((status = 200, body = HistoryPage), QuotaRefusals<{ BAD | AUTH | UNAVAILABLE }>))]
 pub async fn history(
     State(st): State<AppState>,
     caller: Caller,
@@ -202,4 +196,14 @@ pub async fn history(
     let params = Params::new(q, body)?;
     let key_id = caller.entry.lock().rec.id;
     history_page(&st, key_id, &params).await.map(Json)
+}
+
+/// The caller's quota API, each route registered with its documentation.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(validate))
+        .routes(routes!(use_quota))
+        .routes(routes!(use_batch))
+        .routes(routes!(quota))
+        .routes(routes!(history))
 }

@@ -4,12 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::http::StatusCode;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::limits::{self, RequestBudget, Slot};
-use super::oai_error::OaiError;
 use crate::ledger::KeyEntry;
 use crate::store::RequestLogRow;
 
@@ -81,58 +79,83 @@ pub enum CallError {
 }
 
 impl CallError {
-    /// The error in OpenAI's shape, with the messages the spec gives.
-    pub fn to_oai(&self) -> OaiError {
+    /// The HTTP status the refusal is answered with, in every protocol.
+    pub fn status(&self) -> u16 {
         match self {
-            Self::NoKey | Self::UnknownKey => OaiError::invalid_key(),
-            Self::Unavailable => OaiError::unavailable(),
-            Self::BodyTooLarge { limit } => OaiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_request_error",
-                "payload_too_large",
-                format!("请求体过大，上限 {limit} 字节"),
-            ),
-            Self::BodyUnreadable => OaiError::bad_request("请求体读取失败", "body"),
-            Self::NotAnObject => OaiError::bad_request("请求体必须是 JSON 对象", "body"),
-            Self::NoModel => OaiError::bad_request("缺少 model 字段", "model"),
-            Self::KeyDisabled => OaiError::forbidden("key_disabled", "API密钥已被禁用"),
-            Self::KeyExpired => OaiError::forbidden("key_expired", "API密钥已过期"),
-            Self::ModelNotAllowed(m) => {
-                OaiError::forbidden("model_not_allowed", format!("该密钥不允许使用模型 {m}"))
-                    .param("model")
-            }
-            Self::IpNotAllowed => OaiError::forbidden("ip_not_allowed", "该 IP 不允许使用此密钥"),
-            Self::ModelNotFound(m) => OaiError::new(
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                "model_not_found",
-                format!("模型 {m} 不存在 (the model `{m}` does not exist)"),
-            )
-            .param("model"),
-            Self::MaxTokensTooLarge { max } => OaiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "invalid_value",
-                format!("max_tokens 不能大于 {max}"),
-            )
-            .param("max_tokens"),
-            Self::RateLimited(r) => OaiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
-                "rate_limit_exceeded",
-                r.message(),
-            )
-            .retry_after(r.retry_after_s()),
+            Self::NoKey | Self::UnknownKey => 401,
+            Self::BodyUnreadable | Self::NotAnObject | Self::NoModel => 400,
+            Self::MaxTokensTooLarge { .. } => 400,
+            Self::KeyDisabled | Self::KeyExpired => 403,
+            Self::ModelNotAllowed(_) | Self::IpNotAllowed => 403,
+            Self::ModelNotFound(_) => 404,
+            Self::BodyTooLarge { .. } => 413,
+            Self::RateLimited(_) | Self::QuotaExceeded { .. } => 429,
+            Self::NoUpstreamAnswered(_) => 502,
+            Self::Unavailable => 503,
+        }
+    }
+
+    /// A stable machine-readable reason (OpenAI's `code`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NoKey | Self::UnknownKey => "invalid_api_key",
+            Self::Unavailable => "unavailable",
+            Self::BodyTooLarge { .. } => "payload_too_large",
+            Self::BodyUnreadable | Self::NotAnObject | Self::NoModel => "invalid_request",
+            Self::KeyDisabled => "key_disabled",
+            Self::KeyExpired => "key_expired",
+            Self::ModelNotAllowed(_) => "model_not_allowed",
+            Self::IpNotAllowed => "ip_not_allowed",
+            Self::ModelNotFound(_) => "model_not_found",
+            Self::MaxTokensTooLarge { .. } => "invalid_value",
+            Self::RateLimited(_) => "rate_limit_exceeded",
+            Self::QuotaExceeded { .. } => "insufficient_quota",
+            Self::NoUpstreamAnswered(_) => "upstream_error",
+        }
+    }
+
+    /// The message the spec gives, for the caller and the request log.
+    pub fn message(&self) -> String {
+        match self {
+            Self::NoKey | Self::UnknownKey => "API密钥无效或缺失 (invalid API key)".into(),
+            Self::Unavailable => "服务暂不可用".into(),
+            Self::BodyTooLarge { limit } => format!("请求体过大，上限 {limit} 字节"),
+            Self::BodyUnreadable => "请求体读取失败".into(),
+            Self::NotAnObject => "请求体必须是 JSON 对象".into(),
+            Self::NoModel => "缺少 model 字段".into(),
+            Self::KeyDisabled => "API密钥已被禁用".into(),
+            Self::KeyExpired => "API密钥已过期".into(),
+            Self::ModelNotAllowed(m) => format!("该密钥不允许使用模型 {m}"),
+            Self::IpNotAllowed => "该 IP 不允许使用此密钥".into(),
+            Self::ModelNotFound(m) => format!("模型 {m} 不存在 (the model `{m}` does not exist)"),
+            Self::MaxTokensTooLarge { max } => format!("max_tokens 不能大于 {max}"),
+            Self::RateLimited(r) => r.message().into(),
             Self::QuotaExceeded {
                 remaining,
                 requested,
-            } => OaiError::quota_exceeded(*remaining, *requested),
-            Self::NoUpstreamAnswered(last) => OaiError::new(
-                StatusCode::BAD_GATEWAY,
-                "api_error",
-                "upstream_error",
-                format!("上游服务不可用 ({last})"),
-            ),
+            } => {
+                format!("配额不足，剩余配额：{remaining}，请求配额：{requested} (quota exhausted)")
+            }
+            Self::NoUpstreamAnswered(last) => format!("上游服务不可用 ({last})"),
+        }
+    }
+
+    /// The request field at fault, if one is.
+    pub fn param(&self) -> Option<&'static str> {
+        match self {
+            Self::BodyUnreadable | Self::NotAnObject => Some("body"),
+            Self::NoModel | Self::ModelNotAllowed(_) | Self::ModelNotFound(_) => Some("model"),
+            Self::MaxTokensTooLarge { .. } => Some("max_tokens"),
+            _ => None,
+        }
+    }
+
+    /// Seconds a client should wait before trying again.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::Unavailable => Some(1),
+            Self::RateLimited(r) => Some(r.retry_after_s()),
+            _ => None,
         }
     }
 }
@@ -149,7 +172,7 @@ pub struct Meta {
 #[derive(Debug)]
 pub enum Outcome {
     /// Not served: nothing was charged.
-    Refused { error: OaiError, meta: Meta },
+    Refused { error: CallError, meta: Meta },
     /// The upstream's whole answer (a refusal of its own passes on with its status).
     Answered {
         status: u16,

@@ -6,7 +6,6 @@ pub mod client_ip;
 pub mod limits;
 pub mod mock;
 pub mod mock_server;
-pub mod oai_error;
 mod proxy;
 pub mod redact;
 pub mod reqlog;

@@ -59,14 +59,13 @@ impl Gateway {
             self.ledger.release(e, call.held);
             call.held = 0;
         }
-        let error = err.to_oai();
-        call.row.status = i64::from(error.status.as_u16());
-        call.row.error = Some(error.message.clone());
+        call.row.status = i64::from(err.status());
+        call.row.error = Some(err.message());
         call.row.latency_ms = call.elapsed_ms();
         Self::observe_overhead(&call);
         let meta = call.meta();
         self.logger.log(call.row);
-        Outcome::Refused { error, meta }
+        Outcome::Refused { error: err, meta }
     }
 
     /// `origin`: the request id and client address the server worked out for this request.

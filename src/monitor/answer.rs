@@ -1,8 +1,6 @@
 //! Every monitor answer as JSON, from the rollup when it covers the range or from SQL:
 //! what the `/api/*` handlers serve and what the alert rules read.
 
-use std::collections::HashMap;
-
 use serde::Serialize;
 use serde_json::Value;
 
@@ -28,15 +26,69 @@ pub async fn compute(
     ep: Endpoint,
     q: &MonitorQuery,
 ) -> Result<(Value, &'static str), MonitorError> {
-    // `engine=sql` bypasses the rollup (to compare the two, or to see rows the rollup does
-    // not hold yet).
-    let eng = match q.engine.as_deref() {
-        None | Some("auto") => Engine::new(m.rollup.clone()),
-        Some("sql") => Engine::new(None),
-        Some(_) => return Err(MonitorError::invalid("engine")),
-    };
+    let eng = engine(m, q)?;
     let v = answer_with(m, &eng, ep, q).await?;
     Ok((v, eng.label()))
+}
+
+/// The rollup when it covers the range, else SQL; `engine=sql` bypasses the rollup (to
+/// compare the two, or to see rows the rollup does not hold yet).
+fn engine(m: &Monitor, q: &MonitorQuery) -> Result<Engine, MonitorError> {
+    match q.engine.as_deref() {
+        None | Some("auto") => Ok(Engine::new(m.rollup.clone())),
+        Some("sql") => Ok(Engine::new(None)),
+        Some(_) => Err(MonitorError::invalid("engine")),
+    }
+}
+
+/// The subjects one rule flags over `q`'s range, as `/api/stats/anomalies` answers them:
+/// what the alert rules read, typed.
+pub async fn anomalies(m: &Monitor, q: &MonitorQuery) -> Result<AnomaliesAnswer, MonitorError> {
+    let eng = engine(m, q)?;
+    anomalies_with(m, &eng, q, chrono::Utc::now().timestamp_millis()).await
+}
+
+async fn anomalies_with(
+    m: &Monitor,
+    eng: &Engine,
+    q: &MonitorQuery,
+    now: i64,
+) -> Result<AnomaliesAnswer, MonitorError> {
+    let src = &m.source;
+    let rule = Rule::parse(q.rule.as_deref())?;
+    let r = q.range(now)?;
+    let limit = int_in("limit", q.limit, 1, 10_000, 100)? as usize;
+    let allow = &m.settings.allow;
+    let found = match rule {
+        Rule::Burst => {
+            let w = int_in("window_sec", q.window_sec, 1, 86_400, 60)?;
+            let l = int_in("limit_per_token", q.limit_per_token, 1, 1_000_000, 120)?;
+            anomalies::burst(src, eng, r, w, l, allow, limit).await?
+        }
+        Rule::MultiUserToken => {
+            let u = int_in("users_threshold", q.users_threshold, 1, 1_000_000, 2)?;
+            let i = int_in("ips_threshold", q.ips_threshold, 1, 1_000_000, 5)?;
+            anomalies::multi_user_token(src, eng, r, u, i, allow, limit).await?
+        }
+        Rule::IpManyUsers => {
+            let u = int_in("users_threshold", q.users_threshold, 1, 1_000_000, 5)?;
+            anomalies::ip_many_users(src, eng, r, u, allow, limit).await?
+        }
+        Rule::BigRequest => {
+            let sigma = float_in("sigma", q.sigma, 0.0, 100.0, 3.0)?;
+            let global = match q.scope.as_deref().unwrap_or("model") {
+                "model" => false,
+                "global" => true,
+                _ => return Err(MonitorError::invalid("scope")),
+            };
+            anomalies::big_request(src, eng, r, sigma, global, allow, limit).await?
+        }
+    };
+    Ok(AnomaliesAnswer {
+        data: found.rows,
+        rule: rule.as_str(),
+        total_count: found.total,
+    })
 }
 
 async fn answer_with(
@@ -71,42 +123,7 @@ async fn answer_with(
                 limit,
             })
         }
-        Endpoint::Anomalies => {
-            let rule = Rule::parse(q.rule.as_deref())?;
-            let r = q.range(now)?;
-            let limit = int_in("limit", q.limit, 1, 10_000, 100)? as usize;
-            let allow = &m.settings.allow;
-            let found = match rule {
-                Rule::Burst => {
-                    let w = int_in("window_sec", q.window_sec, 1, 86_400, 60)?;
-                    let l = int_in("limit_per_token", q.limit_per_token, 1, 1_000_000, 120)?;
-                    anomalies::burst(src, eng, r, w, l, allow, limit).await?
-                }
-                Rule::MultiUserToken => {
-                    let u = int_in("users_threshold", q.users_threshold, 1, 1_000_000, 2)?;
-                    let i = int_in("ips_threshold", q.ips_threshold, 1, 1_000_000, 5)?;
-                    anomalies::multi_user_token(src, eng, r, u, i, allow, limit).await?
-                }
-                Rule::IpManyUsers => {
-                    let u = int_in("users_threshold", q.users_threshold, 1, 1_000_000, 5)?;
-                    anomalies::ip_many_users(src, eng, r, u, allow, limit).await?
-                }
-                Rule::BigRequest => {
-                    let sigma = float_in("sigma", q.sigma, 0.0, 100.0, 3.0)?;
-                    let global = match q.scope.as_deref().unwrap_or("model") {
-                        "model" => false,
-                        "global" => true,
-                        _ => return Err(MonitorError::invalid("scope")),
-                    };
-                    anomalies::big_request(src, eng, r, sigma, global, allow, limit).await?
-                }
-            };
-            to_value(AnomaliesAnswer {
-                data: found.rows,
-                rule: rule.as_str(),
-                total_count: found.total,
-            })
-        }
+        Endpoint::Anomalies => to_value(anomalies_with(m, eng, q, now).await?),
         Endpoint::Heatmap => {
             let r = q.range(now)?;
             let metric = match q.metric.as_deref().unwrap_or("reqs") {
@@ -144,14 +161,4 @@ async fn answer_with(
 /// numbers and strings always serialize; a non-finite float becomes `null`.)
 fn to_value(answer: impl Serialize) -> Result<Value, MonitorError> {
     Ok(serde_json::to_value(answer).unwrap_or_default())
-}
-
-/// `/api/stats/anomalies` for `params`, as that endpoint answers it (for the alert rules).
-pub async fn anomalies_answer(
-    m: &Monitor,
-    params: &HashMap<String, String>,
-) -> Result<Value, MonitorError> {
-    compute(m, Endpoint::Anomalies, &MonitorQuery::parse(params)?)
-        .await
-        .map(|(v, _)| v)
 }

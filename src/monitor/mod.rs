@@ -16,11 +16,8 @@ pub mod subject;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
-use serde_json::json;
 
 use anomalies::AllowList;
 use rollup::{Rollup, RollupSettings};
@@ -50,25 +47,6 @@ impl MonitorError {
 
     pub fn from_sqlx(e: sqlx::Error) -> Self {
         MonitorError::Unavailable(e.to_string())
-    }
-}
-
-impl IntoResponse for MonitorError {
-    fn into_response(self) -> Response {
-        let (status, msg) = match &self {
-            MonitorError::Bad(m) => (StatusCode::BAD_REQUEST, m.clone()),
-            MonitorError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m.clone()),
-            MonitorError::Unavailable(e) | MonitorError::Config(e) => {
-                tracing::warn!(error = %e, "monitor source error");
-                (StatusCode::SERVICE_UNAVAILABLE, "服务不可用".to_owned())
-            }
-        };
-        let body = json!({
-            "error": msg,
-            "code": status.as_u16(),
-            "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        });
-        (status, axum::Json(body)).into_response()
     }
 }
 
@@ -223,6 +201,15 @@ impl Drop for Monitor {
 }
 
 impl Monitor {
+    /// The subjects one rule flags over `q`'s range, exactly as `/api/stats/anomalies`
+    /// answers them (allow-lists included), typed: what the alert rules read.
+    pub async fn anomalies(
+        &self,
+        q: &params::MonitorQuery,
+    ) -> Result<rows::AnomaliesAnswer, MonitorError> {
+        answer::anomalies(self, q).await
+    }
+
     /// A cached answer (bytes and engine) for `key`.
     pub async fn cached(&self, key: &str) -> Option<(Bytes, &'static str)> {
         self.cache.get(key).await

@@ -5,11 +5,13 @@
 pub mod assets;
 
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -17,6 +19,8 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use crate::api::extract::QueryMap;
 use crate::auth::{Authenticator, SESSION_COOKIE, cookie, token_hint};
 use crate::error::ApiError;
+use crate::error::QuotaRefusals;
+use crate::error::refusals::*;
 use assets::Assets;
 
 /// What the page needs to know about the process serving it.
@@ -36,16 +40,16 @@ pub struct WebState {
     pub info: Arc<DashboardInfo>,
 }
 
-pub fn router<S: Clone + Send + Sync + 'static>(st: WebState) -> Router<S> {
-    Router::new()
+/// The dashboard: its page and files (not API operations, so undocumented) and its sign-in.
+pub fn router() -> OpenApiRouter<WebState> {
+    OpenApiRouter::new()
         .route("/", get(index))
         .route("/index.html", get(index))
         .route("/assets/{name}", get(asset))
         .route("/docs", get(docs))
-        .route("/auth/login", post(login))
-        .route("/auth/logout", post(logout))
-        .route("/auth/session", get(session))
-        .with_state(st)
+        .routes(routes!(login))
+        .routes(routes!(logout))
+        .routes(routes!(session))
 }
 
 /// Headers for every response: no framing, no sniffing, no inline or foreign script, no
@@ -133,10 +137,7 @@ fn session_cookie(value: &str, max_age: u64, headers: &HeaderMap) -> HeaderValue
 /// `{token}` → a session cookie and `{role}`; a wrong token → 401.
 #[utoipa::path(post, path = "/auth/login", tag = "dashboard",
     request_body(content = Login, content_type = "application/json"),
-    responses((status = 200, description = "Signed in; the `qp_session` cookie is set", body = LoginAnswer),
-        (status = 400, body = crate::api::shapes::QuotaError),
-        (status = 401, body = crate::api::shapes::QuotaError),
-        (status = 413, body = crate::api::shapes::QuotaError)))]
+    responses((status = 200, description = "Signed in; the `qp_session` cookie is set", body = LoginAnswer), QuotaRefusals<{ BAD | AUTH | TOO_LARGE }>))]
 pub async fn login(
     State(st): State<WebState>,
     headers: HeaderMap,

@@ -1,36 +1,70 @@
-//! Errors in the quota/admin API's documented shape:
-//! `{"error":{"code","message","details"}}`. Messages never carry internals or secrets.
+//! The quota and admin APIs' errors, `{"error":{"code","message","details"}}`: `QuotaError`
+//! is both the body sent and the schema documented. Messages never carry internals or
+//! secrets.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
+use super::problem::{Problem, with_retry_after};
 use crate::ledger::LedgerError;
 use crate::store::StoreError;
 
+/// Errors of the quota and admin APIs.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct QuotaError {
+    pub error: QuotaErrorBody,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct QuotaErrorBody {
+    /// `INVALID_REQUEST`, `UNAUTHORIZED`, `FORBIDDEN`, `KEY_DISABLED`, `KEY_EXPIRED`,
+    /// `KEY_NOT_FOUND`, `NOT_FOUND`, `METHOD_NOT_ALLOWED`, `PAYLOAD_TOO_LARGE`,
+    /// `QUOTA_EXCEEDED`, `RATE_LIMITED`, `INTERNAL_ERROR`, `UNAVAILABLE`.
+    #[schema(value_type = String)]
+    pub code: &'static str,
+    pub message: String,
+    /// `{field}` for `INVALID_REQUEST`; `{key, remaining, requested}` for `QUOTA_EXCEEDED`.
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<Value>,
+}
+
+/// A refusal of the quota or admin API: its status, its `Retry-After`, and its body.
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
-    /// Boxed: keeps `Result<_, ApiError>` small on the happy path.
-    pub details: Option<Box<Value>>,
     pub retry_after: Option<u64>,
+    /// Boxed: keeps `Result<_, ApiError>` small on the happy path.
+    pub body: Box<QuotaError>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
-            code,
-            message: message.into(),
-            details: None,
             retry_after: None,
+            body: Box::new(QuotaError {
+                error: QuotaErrorBody {
+                    code,
+                    message: message.into(),
+                    details: None,
+                },
+            }),
         }
     }
 
+    pub fn code(&self) -> &'static str {
+        self.body.error.code
+    }
+
+    pub fn message(&self) -> &str {
+        &self.body.error.message
+    }
+
     pub fn with_details(mut self, details: Value) -> Self {
-        self.details = Some(Box::new(details));
+        self.body.error.details = Some(details);
         self
     }
 
@@ -169,21 +203,23 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<Problem> for ApiError {
+    fn from(p: Problem) -> Self {
+        if let Problem::TooLarge(Some(limit)) = p {
+            return Self::payload_too_large(limit);
+        }
+        let mut e = Self::new(p.status(), p.quota_code(), p.message());
+        e.retry_after = p.retry_after();
+        e
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({
-            "error": {
-                "code": self.code,
-                "message": self.message,
-                "details": self.details,
-            }
-        });
-        let mut resp = (self.status, axum::Json(body)).into_response();
-        if let Some(secs) = self.retry_after {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        resp
+        with_retry_after(
+            (self.status, axum::Json(self.body)).into_response(),
+            self.retry_after,
+        )
     }
 }
 

@@ -1,29 +1,25 @@
 //! Application assembly: state, router, background tasks, graceful shutdown.
 
+mod routes;
+
+pub use routes::{Surfaces, router};
+
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::alerts::Alerts;
 use crate::alerts::rules::Sources;
 use crate::api::alerts::AlertsState;
-use crate::api::gateway as gw;
 use crate::api::monitor::MonitorState;
-use crate::api::{admin, health, quota};
 use crate::auth::{Authenticator, TokenDigests};
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::error::ApiError;
 use crate::gateway::{Gateway, GatewayHandle};
 use crate::keyadmin::KeyAdmin;
 use crate::ledger::{Ledger, LedgerHandle};
@@ -170,14 +166,15 @@ impl App {
             auth,
         }));
         Ok(Self {
-            router: harden(
-                api_routes(state.clone())
-                    .merge(crate::api::monitor::router(monitor_state))
-                    .merge(crate::api::alerts::router(alerts_state))
-                    .merge(crate::web::router(web_state))
-                    .merge(operations_routes(metrics_state)),
-                state.config.max_body_bytes,
-                request_context(&state.config),
+            router: router(
+                Surfaces {
+                    core: Some(state.clone()),
+                    monitor: monitor_state,
+                    alerts: alerts_state,
+                    web: web_state,
+                    metrics: metrics_state,
+                },
+                &state.config,
             ),
             state,
             ledger_handle,
@@ -247,95 +244,6 @@ pub fn purge_cutoffs(retention: &crate::config::Retention, now_ms: i64) -> Purge
         idempotency: Some(now_ms - i64::from(retention.idempotency_hours) * 3_600_000),
         cooldowns: Some(now_ms),
     }
-}
-
-// Bare statuses: the middleware answers them in the shape of the path's API family.
-async fn not_found() -> StatusCode {
-    StatusCode::NOT_FOUND
-}
-
-async fn method_not_allowed() -> StatusCode {
-    StatusCode::METHOD_NOT_ALLOWED
-}
-
-fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    ApiError::internal().into_response()
-}
-
-/// Fallbacks, the body limit, panic catching and the security headers, around every route
-/// (the API's, the monitor's and the dashboard's alike).
-pub fn harden(routes: Router, body_limit: usize, cx: crate::middleware::Context) -> Router {
-    crate::web::secure_headers(
-        routes
-            .fallback(not_found)
-            .method_not_allowed_fallback(method_not_allowed)
-            .layer(DefaultBodyLimit::max(body_limit))
-            .layer(axum::middleware::from_fn_with_state(
-                Arc::new(cx),
-                crate::middleware::context,
-            ))
-            .layer(CatchPanicLayer::custom(panic_response)),
-    )
-}
-
-/// The per-request context of `config`: trusted proxies and the handler time limit.
-pub fn request_context(config: &Config) -> crate::middleware::Context {
-    crate::middleware::Context {
-        trusted_proxies: config.gateway.trusted_proxies.clone(),
-        timeout: Duration::from_millis(config.request_timeout_ms),
-        body_idle_timeout: config.connections.body_idle_timeout,
-        gateway_body_limit: config.gateway.max_body_bytes,
-        body_limit: config.max_body_bytes,
-    }
-}
-
-/// What operators and integrators read about the server itself: the OpenAPI document and
-/// the Prometheus metrics.
-pub fn operations_routes(metrics: crate::api::metrics::MetricsState) -> Router {
-    // The recorder is installed before the first request is counted.
-    crate::telemetry::handle();
-    Router::new()
-        .route("/api/openapi.json", get(crate::api::doc::openapi_json))
-        .route(
-            "/metrics",
-            get(crate::api::metrics::metrics).with_state(metrics),
-        )
-}
-
-/// The quota, admin and gateway routes.
-pub fn api_routes(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/api/v1/validate", get(quota::validate))
-        .route("/api/v1/use", post(quota::use_quota))
-        .route("/api/v1/use/batch", post(quota::use_batch))
-        .route("/api/v1/quota", get(quota::quota))
-        .route("/api/v1/usage/history", get(quota::history))
-        .route(
-            "/admin/keys",
-            post(admin::create_keys).get(admin::list_keys),
-        )
-        .route("/admin/keys/reset", post(admin::reset_key))
-        .route("/admin/keys/disable", post(admin::disable_key))
-        .route("/admin/keys/enable", post(admin::enable_key))
-        .route(
-            "/admin/keys/{id}",
-            get(admin::get_key)
-                .patch(admin::patch_key)
-                .delete(admin::delete_key),
-        )
-        .route("/admin/keys/{id}/rotate", post(admin::rotate_key))
-        .route("/admin/usage", get(admin::usage))
-        .route("/admin/usage/history", get(admin::usage_history))
-        .route("/admin/audit", get(admin::audit))
-        .route("/admin/requests", get(admin::requests))
-        .route("/admin/upstreams", get(admin::upstreams))
-        .route("/v1/models", get(gw::models))
-        .route("/v1/chat/completions", post(gw::chat_completions))
-        .route("/v1/completions", post(gw::completions))
-        .route("/v1/embeddings", post(gw::embeddings))
-        .with_state(state)
 }
 
 /// The admin token: from config, else from `<data_dir>/admin_token`, else generated, saved
