@@ -12,6 +12,7 @@ pub mod config;
 pub mod config_error;
 pub mod config_view;
 pub mod error;
+pub mod extract;
 pub mod gateway;
 pub mod keyadmin;
 pub mod keys;

@@ -150,10 +150,13 @@ fn observe(route: String, method: &axum::http::Method, status: u16, started: Ins
         .record(started.elapsed().as_secs_f64());
 }
 
-/// An error answer that is not JSON (the framework's own rejections: an unmatched method, a
-/// path segment that is not UTF-8, a wrong content type…) rewritten in its family's shape,
-/// with the same status.
+/// An extractor's `Problem`, or an error answer that is not JSON (the framework's own
+/// rejections: an unmatched method, a path segment that is not UTF-8, a wrong content type…),
+/// rewritten in the family's shape, with the same status.
 fn shaped_error(family: Family, resp: Response) -> Response {
+    if let Some(&problem) = resp.extensions().get::<Problem>() {
+        return with_headers_of(&resp, family.render(problem));
+    }
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;
@@ -166,10 +169,13 @@ fn shaped_error(family: Family, resp: Response) -> Response {
     if json {
         return resp;
     }
-    let mut out = family.render(Problem::of_status(status));
-    // Keep what the framework said about the method, the retry…
+    with_headers_of(&resp, family.render(Problem::of_status(status)))
+}
+
+/// `out`, keeping what `original` said about the method and the retry.
+fn with_headers_of(original: &Response, mut out: Response) -> Response {
     for name in ["allow", "retry-after"] {
-        if let Some(v) = resp.headers().get(name) {
+        if let Some(v) = original.headers().get(name) {
             out.headers_mut().insert(name, v.clone());
         }
     }

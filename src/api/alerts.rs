@@ -8,7 +8,6 @@ use utoipa_axum::routes;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -18,13 +17,13 @@ use crate::alerts::Alerts;
 use crate::alerts::channels::mask_url;
 use crate::alerts::rules::applicable;
 use crate::alerts::settings::{Lang, RuleKind};
-use crate::api::extract::QueryMap;
 use crate::api::input::{self, Params};
 use crate::api::shapes::{PageQuery, lenient};
-use crate::auth::{AuthError, Authenticator, Principal, Role};
+use crate::auth::Authenticator;
 use crate::error::QuotaRefusals;
 use crate::error::refusals::*;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{HasAuth, Operator, QueryMap};
 use crate::store::{AlertFilter, AlertRow, DeliveryRecord};
 use crate::timefmt::rfc3339;
 
@@ -41,11 +40,10 @@ pub fn router() -> OpenApiRouter<AlertsState> {
         .routes(routes!(test))
 }
 
-fn who(st: &AlertsState, headers: &HeaderMap, method: &Method) -> ApiResult<Principal> {
-    st.auth.authenticate(headers, method).map_err(|e| match e {
-        AuthError::Unauthorized => ApiError::unauthorized_admin(),
-        AuthError::MissingCsrf => ApiError::forbidden("缺少 X-QP-CSRF 请求头"),
-    })
+impl HasAuth for AlertsState {
+    fn authenticator(&self) -> &Authenticator {
+        &self.auth
+    }
 }
 
 /// `GET /admin/alerts` filters.
@@ -138,10 +136,9 @@ pub struct AlertsPage {
     responses((status = 200, description = "Alerts, newest first, with every delivery attempt", body = AlertsPage), QuotaRefusals<{ BAD | AUTH | UNAVAILABLE }>))]
 pub async fn list(
     State(st): State<AlertsState>,
-    headers: HeaderMap,
+    _op: Operator,
     QueryMap(q): QueryMap,
 ) -> ApiResult<Json<AlertsPage>> {
-    who(&st, &headers, &Method::GET)?;
     let params = Params::new(q, None)?;
     let (limit, offset) = params.page(50)?;
     let query: AlertsQuery = params.get()?;
@@ -226,9 +223,8 @@ pub struct ChannelsResponse {
     responses((status = 200, description = "Channels (addresses masked) and rules", body = ChannelsResponse), QuotaRefusals<{ AUTH }>))]
 pub async fn channels(
     State(st): State<AlertsState>,
-    headers: HeaderMap,
+    _op: Operator,
 ) -> ApiResult<Json<ChannelsResponse>> {
-    who(&st, &headers, &Method::GET)?;
     let s = &st.alerts.settings;
     let channels = s
         .channels
@@ -290,20 +286,17 @@ pub struct TestResponse {
     responses((status = 200, description = "One signed test message sent; the platform's answer", body = TestResponse), QuotaRefusals<{ BAD | AUTH | FORBIDDEN | TOO_LARGE }>))]
 pub async fn test(
     State(st): State<AlertsState>,
-    headers: HeaderMap,
+    op: Operator,
     body: axum::body::Bytes,
 ) -> Response {
-    match send_test(&st, &headers, &body).await {
+    match send_test(&st, &op, &body).await {
         Ok(r) => Json(r).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-async fn send_test(st: &AlertsState, headers: &HeaderMap, body: &[u8]) -> ApiResult<TestResponse> {
-    let p = who(st, headers, &Method::POST)?;
-    if p.role != Role::Admin {
-        return Err(ApiError::forbidden("只读令牌不能执行写操作"));
-    }
+async fn send_test(st: &AlertsState, op: &Operator, body: &[u8]) -> ApiResult<TestResponse> {
+    op.require_write()?;
     let body = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {

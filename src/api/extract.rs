@@ -1,7 +1,7 @@
-//! Request extractors: the JSON body (size-limited, parsed by us so errors name fields),
-//! the calling key, the admin or viewer token, and the client IP.
+//! Request extractors of the quota and admin APIs: the JSON body (size-limited, parsed by us
+//! so errors name fields) and the calling key. The operator and the query map are shared by
+//! every group of routes (`crate::extract`).
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -10,7 +10,6 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde_json::Value;
 
-use crate::auth::{AuthError, Origin};
 use crate::error::ApiError;
 use crate::ledger::{KeyEntry, LedgerError};
 use crate::state::AppState;
@@ -62,66 +61,10 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 pub use crate::auth::{Role, TokenDigests, token_hint};
+pub use crate::extract::{HasAuth, Operator, QueryMap};
 
-/// An admin or viewer: a token from `Authorization: Bearer` or `X-Admin-Token`, or a
-/// dashboard session (see [`crate::auth`]).
-#[derive(Debug, Clone)]
-pub struct Operator {
-    pub role: Role,
-    pub token_hint: String,
-    pub client_ip: Option<IpAddr>,
-}
-
-impl Operator {
-    pub fn require_write(&self) -> Result<(), ApiError> {
-        match self.role {
-            Role::Admin => Ok(()),
-            Role::Viewer => Err(ApiError::forbidden("只读令牌不能执行写操作")),
-        }
-    }
-
-    pub fn actor(&self) -> crate::keyadmin::Actor {
-        crate::keyadmin::Actor {
-            token_hint: Some(self.token_hint.clone()),
-            client_ip: self.client_ip.map(|ip| ip.to_string()),
-        }
-    }
-}
-
-impl FromRequestParts<AppState> for Operator {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let p = state
-            .auth
-            .authenticate(&parts.headers, &parts.method)
-            .map_err(|e| match e {
-                AuthError::Unauthorized => ApiError::unauthorized_admin(),
-                AuthError::MissingCsrf => ApiError::forbidden("缺少 X-QP-CSRF 请求头"),
-            })?;
-        // Resolved once per request by the middleware (trusted proxies honoured).
-        let client_ip = parts.extensions.get::<Origin>().and_then(|o| o.ip);
-        Ok(Operator {
-            role: p.role,
-            token_hint: p.hint,
-            client_ip,
-        })
-    }
-}
-
-/// The query string as a map (repeated names: the last wins). Never rejects: values are
-/// validated field by field by the handler.
-pub struct QueryMap(pub std::collections::HashMap<String, String>);
-
-impl<S: Send + Sync> FromRequestParts<S> for QueryMap {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let q = parts.uri.query().unwrap_or("");
-        Ok(QueryMap(
-            form_urlencoded::parse(q.as_bytes())
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect(),
-        ))
+impl HasAuth for AppState {
+    fn authenticator(&self) -> &crate::auth::Authenticator {
+        &self.auth
     }
 }

@@ -6,15 +6,15 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::api::extract::QueryMap;
 use crate::auth::Authenticator;
 use crate::error::MonitorRefusals;
 use crate::error::refusals::*;
+use crate::extract::{HasAuth, Operator, QueryMap};
 use crate::monitor::answer::{Endpoint, compute};
 use crate::monitor::params::MonitorQuery;
 use crate::monitor::rows::{
@@ -54,12 +54,10 @@ pub fn router() -> OpenApiRouter<MonitorState> {
         .routes(routes!(export_csv))
 }
 
-fn authorize(st: &MonitorState, headers: &HeaderMap) -> Result<(), MonitorError> {
-    // Every monitor route is a GET: no anti-forgery header is needed.
-    st.auth
-        .authenticate(headers, &Method::GET)
-        .map(|_| ())
-        .map_err(|_| MonitorError::Unauthorized("未授权：需要管理员或只读令牌".into()))
+impl HasAuth for MonitorState {
+    fn authenticator(&self) -> &Authenticator {
+        &self.auth
+    }
 }
 
 /// The cache key: path and parameters in a fixed order, `nocache` left out.
@@ -79,14 +77,10 @@ fn cache_key(path: &str, q: &HashMap<String, String>) -> String {
 
 async fn answer(
     st: &MonitorState,
-    headers: &HeaderMap,
     uri: &Uri,
     q: &HashMap<String, String>,
     ep: Endpoint,
 ) -> Response {
-    if let Err(e) = authorize(st, headers) {
-        return e.into_response();
-    }
     let parsed = match MonitorQuery::parse(q) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
@@ -114,11 +108,11 @@ async fn answer(
         MonitorRefusals<{ BAD | AUTH | UNAVAILABLE }>))]
 pub async fn series(
     State(st): State<MonitorState>,
-    h: HeaderMap,
+    _op: Operator,
     uri: Uri,
     QueryMap(q): QueryMap,
 ) -> Response {
-    answer(&st, &h, &uri, &q, Endpoint::Series).await
+    answer(&st, &uri, &q, Endpoint::Series).await
 }
 
 #[utoipa::path(get, path = "/api/stats/top", tag = "monitor",
@@ -127,11 +121,11 @@ pub async fn series(
     responses((status = 200, description = "Ranking, by metric descending", body = TopAnswer, headers(("X-Cache" = String, description = "HIT or MISS"), ("X-Monitor-Engine" = String, description = "rollup or sql"))), MonitorRefusals<{ BAD | AUTH | UNAVAILABLE }>))]
 pub async fn top(
     State(st): State<MonitorState>,
-    h: HeaderMap,
+    _op: Operator,
     uri: Uri,
     QueryMap(q): QueryMap,
 ) -> Response {
-    answer(&st, &h, &uri, &q, Endpoint::Top).await
+    answer(&st, &uri, &q, Endpoint::Top).await
 }
 
 #[utoipa::path(get, path = "/api/stats/anomalies", tag = "monitor",
@@ -140,11 +134,11 @@ pub async fn top(
     responses((status = 200, description = "Flagged subjects of one rule", body = AnomaliesAnswer, headers(("X-Cache" = String, description = "HIT or MISS"), ("X-Monitor-Engine" = String, description = "rollup or sql"))), MonitorRefusals<{ BAD | AUTH | UNAVAILABLE }>))]
 pub async fn anomalies_h(
     State(st): State<MonitorState>,
-    h: HeaderMap,
+    _op: Operator,
     uri: Uri,
     QueryMap(q): QueryMap,
 ) -> Response {
-    answer(&st, &h, &uri, &q, Endpoint::Anomalies).await
+    answer(&st, &uri, &q, Endpoint::Anomalies).await
 }
 
 #[utoipa::path(get, path = "/api/stats/heatmap", tag = "monitor",
@@ -153,11 +147,11 @@ pub async fn anomalies_h(
     responses((status = 200, description = "7 × 24 cells summed across weeks", body = HeatmapAnswer, headers(("X-Cache" = String, description = "HIT or MISS"), ("X-Monitor-Engine" = String, description = "rollup or sql"))), MonitorRefusals<{ BAD | AUTH | UNAVAILABLE }>))]
 pub async fn heatmap(
     State(st): State<MonitorState>,
-    h: HeaderMap,
+    _op: Operator,
     uri: Uri,
     QueryMap(q): QueryMap,
 ) -> Response {
-    answer(&st, &h, &uri, &q, Endpoint::Heatmap).await
+    answer(&st, &uri, &q, Endpoint::Heatmap).await
 }
 
 #[utoipa::path(get, path = "/api/stats/summary", tag = "monitor",
@@ -166,11 +160,11 @@ pub async fn heatmap(
     responses((status = 200, description = "KPIs of the range", body = SummaryAnswer, headers(("X-Cache" = String, description = "HIT or MISS"), ("X-Monitor-Engine" = String, description = "rollup or sql"))), MonitorRefusals<{ BAD | AUTH | UNAVAILABLE }>))]
 pub async fn summary(
     State(st): State<MonitorState>,
-    h: HeaderMap,
+    _op: Operator,
     uri: Uri,
     QueryMap(q): QueryMap,
 ) -> Response {
-    answer(&st, &h, &uri, &q, Endpoint::Summary).await
+    answer(&st, &uri, &q, Endpoint::Summary).await
 }
 
 #[utoipa::path(get, path = "/api/stats/subject", tag = "monitor",
@@ -179,11 +173,11 @@ pub async fn summary(
     responses((status = 200, description = "One key, user or IP: its series and latest requests", body = SubjectAnswer, headers(("X-Cache" = String, description = "HIT or MISS"), ("X-Monitor-Engine" = String, description = "rollup or sql"))), MonitorRefusals<{ BAD | AUTH | UNAVAILABLE }>))]
 pub async fn subject_h(
     State(st): State<MonitorState>,
-    h: HeaderMap,
+    _op: Operator,
     uri: Uri,
     QueryMap(q): QueryMap,
 ) -> Response {
-    answer(&st, &h, &uri, &q, Endpoint::Subject).await
+    answer(&st, &uri, &q, Endpoint::Subject).await
 }
 
 /// Open: 200 `{ok:true,…}` when the source answers, 503 `{ok:false,…}` when it does not.
@@ -212,12 +206,9 @@ pub async fn health(State(st): State<MonitorState>) -> Response {
     responses((status = 200, description = "The query's rows as CSV (UTF-8 with BOM, header = JSON field names)", content_type = "text/csv", body = String), MonitorRefusals<{ BAD | AUTH | UNAVAILABLE }>))]
 pub async fn export_csv(
     State(st): State<MonitorState>,
-    h: HeaderMap,
+    _op: Operator,
     QueryMap(q): QueryMap,
 ) -> Response {
-    if let Err(e) = authorize(&st, &h) {
-        return e.into_response();
-    }
     let parsed = match MonitorQuery::parse(&q) {
         Ok(m) => m,
         Err(e) => return e.into_response(),

@@ -35,7 +35,11 @@ impl MonitorErrorBody {
 
 impl From<Problem> for MonitorErrorBody {
     fn from(p: Problem) -> Self {
-        let mut b = Self::new(p.status(), p.message());
+        let message = match p {
+            Problem::Unauthorized => "未授权：需要管理员或只读令牌".to_owned(),
+            _ => p.message(),
+        };
+        let mut b = Self::new(p.status(), message);
         b.retry_after = p.retry_after();
         b
     }

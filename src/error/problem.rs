@@ -10,6 +10,12 @@ use axum::response::Response;
 pub enum Problem {
     NotFound,
     MethodNotAllowed,
+    /// No operator credentials, or wrong ones.
+    Unauthorized,
+    /// A viewer token (or session) asked to write.
+    ReadOnly,
+    /// A write made with the dashboard's session cookie but without `X-QP-CSRF`.
+    MissingCsrf,
     Timeout,
     /// A body over the route's limit (known when the server refused it itself).
     TooLarge(Option<usize>),
@@ -39,6 +45,8 @@ impl Problem {
         match self {
             Problem::NotFound => StatusCode::NOT_FOUND,
             Problem::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Problem::Unauthorized => StatusCode::UNAUTHORIZED,
+            Problem::ReadOnly | Problem::MissingCsrf => StatusCode::FORBIDDEN,
             Problem::Timeout => StatusCode::REQUEST_TIMEOUT,
             Problem::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Problem::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -53,6 +61,8 @@ impl Problem {
         match self {
             Problem::NotFound => "NOT_FOUND",
             Problem::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Problem::Unauthorized => "UNAUTHORIZED",
+            Problem::ReadOnly | Problem::MissingCsrf => "FORBIDDEN",
             Problem::Timeout | Problem::Unavailable => "UNAVAILABLE",
             Problem::TooLarge(_) => "PAYLOAD_TOO_LARGE",
             Problem::UnsupportedMediaType | Problem::Invalid(_) => "INVALID_REQUEST",
@@ -65,6 +75,8 @@ impl Problem {
         match self {
             Problem::NotFound => "not_found",
             Problem::MethodNotAllowed => "method_not_allowed",
+            Problem::Unauthorized => "unauthorized",
+            Problem::ReadOnly | Problem::MissingCsrf => "forbidden",
             Problem::Timeout => "timeout",
             Problem::TooLarge(_) => "payload_too_large",
             Problem::UnsupportedMediaType => "unsupported_media_type",
@@ -78,6 +90,9 @@ impl Problem {
         match self {
             Problem::NotFound => "接口不存在".into(),
             Problem::MethodNotAllowed => "不支持的请求方法".into(),
+            Problem::Unauthorized => "管理员令牌无效或缺失".into(),
+            Problem::ReadOnly => "只读令牌不能执行写操作".into(),
+            Problem::MissingCsrf => "缺少 X-QP-CSRF 请求头".into(),
             Problem::Timeout => "请求超时".into(),
             Problem::TooLarge(Some(limit)) => format!("请求体过大，上限 {limit} 字节"),
             Problem::TooLarge(None) => "请求体过大".into(),

@@ -224,3 +224,13 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// An extractor's refusal: written in the quota family here, and again in the family of
+/// the route by its guard, which finds the problem in the answer's extensions.
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let mut resp = ApiError::from(self).into_response();
+        resp.extensions_mut().insert(self);
+        resp
+    }
+}

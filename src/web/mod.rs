@@ -16,11 +16,11 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::api::extract::QueryMap;
 use crate::auth::{Authenticator, SESSION_COOKIE, cookie, token_hint};
 use crate::error::ApiError;
 use crate::error::QuotaRefusals;
 use crate::error::refusals::*;
+use crate::extract::QueryMap;
 use assets::Assets;
 
 /// What the page needs to know about the process serving it.

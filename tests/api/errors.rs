@@ -390,5 +390,22 @@ async fn errors_have_the_shape_of_their_api_family() {
         let v: serde_json::Value = r.json().await.unwrap();
         assert!(check(&v), "{m} {path}: {v}");
     }
+    // One operator extractor refuses everywhere; each route writes the refusal in its own
+    // family.
+    for (path, check, message) in [
+        (
+            "/api/stats/summary",
+            monitor as Check,
+            "未授权：需要管理员或只读令牌",
+        ),
+        ("/admin/alerts", quota as Check, "管理员令牌无效或缺失"),
+        ("/admin/keys", quota as Check, "管理员令牌无效或缺失"),
+    ] {
+        let r = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{path}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert!(check(&v), "{path}: {v}");
+        assert!(v.to_string().contains(message), "{path}: {v}");
+    }
     app.stop().await;
 }

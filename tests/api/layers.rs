@@ -19,7 +19,7 @@ const LAYERS: &[&[&str]] = &[
     ],
     &["store", "auth"],
     &["ledger", "keyadmin", "gateway", "monitor", "alerts"],
-    &["config", "config_view", "state", "error"],
+    &["config", "config_view", "state", "error", "extract"],
     &["api", "web"],
     &["app", "middleware", "listener"],
     &["cli"],
