@@ -247,7 +247,7 @@ async fn serve(mut config: Config, clock: SharedClock) -> Result<(), CliError> {
     let app = App::build(config, clock).await?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "quota-proxy listening");
-    if app.state.config.gateway.mock_fallback {
+    if app.config.gateway.mock_fallback {
         let w = crate::api::health::MOCK_WARNING;
         tracing::warn!("{w}");
         // Not `println!`: a closed stdout must not stop the server.
@@ -268,80 +268,16 @@ async fn monitor_only(mut config: Config) -> Result<(), CliError> {
         ));
     }
     let token = admin_token(&config)?;
-    config.admin_token = Some(token.clone());
-    let auth = Arc::new(crate::auth::Authenticator::new(
-        crate::auth::TokenDigests::new(&token, config.viewer_token.as_deref()),
-    ));
-    let monitor = crate::monitor::Monitor::start(
-        config.monitor.clone(),
-        &config.sqlite_path.to_string_lossy(),
-        Vec::new(),
-        Some(&config.data_dir),
-    )
-    .await
-    .map_err(|e| CliError::Usage(e.to_string()))?;
-    let web = crate::web::WebState {
-        auth: auth.clone(),
-        info: Arc::new(crate::web::DashboardInfo {
-            mode: "monitor",
-            source: monitor.source.kind.as_str(),
-            tz: monitor.settings.tz.name().to_owned(),
-        }),
-    };
-    // Alert history and cooldowns live in this instance's own SQLite file, never in the
-    // New API database (which stays read-only).
-    let store = app::open_store(&config)
+    config.admin_token = Some(token);
+    let app = App::monitor_only(config, Arc::new(crate::clock::SystemClock))
         .await
-        .map_err(|e| CliError::Usage(format!("store: {e}")))?;
-    let alerts = crate::alerts::Alerts::new(
-        config.alerts.clone(),
-        crate::alerts::rules::Sources {
-            monitor: monitor.clone(),
-            store,
-            gateway: None,
-        },
-        Arc::new(crate::clock::SystemClock),
-        config.listen,
-    )
-    .map_err(|e| CliError::Usage(format!("alerts: {}", e.without_url())))?;
-    alerts.start();
-    let metrics_monitor = monitor.clone();
-    let router = app::router(
-        app::Surfaces {
-            core: None,
-            monitor: crate::api::monitor::MonitorState {
-                monitor,
-                auth: auth.clone(),
-            },
-            alerts: crate::api::alerts::AlertsState {
-                alerts: alerts.clone(),
-                auth,
-            },
-            web,
-            metrics: crate::api::metrics::MetricsState::new(
-                config.metrics_token.as_deref(),
-                Some(metrics_monitor.clone()),
-            ),
-        },
-        &config,
-    );
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind(app.config.listen).await?;
     println!(
         "quota-proxy monitor listening on http://{}",
         listener.local_addr()?
     );
-    crate::listener::serve(
-        listener,
-        router,
-        config.connections.clone(),
-        app::shutdown_signal(),
-    )
-    .await?;
-    alerts.stop();
-    // The rollup's snapshot: the next start reads only rows added since.
-    metrics_monitor
-        .persist(std::time::Duration::from_secs(30))
-        .await;
+    app.serve(listener, app::shutdown_signal()).await?;
     Ok(())
 }
 
@@ -426,34 +362,7 @@ async fn keys(config: &Config, clock: SharedClock, cmd: KeysCommand) -> Result<(
             name,
             output,
         } => {
-            let prefix = prefix.unwrap_or_else(|| config.key_prefix.clone());
-            if !is_valid_prefix(&prefix) {
-                return Err(CliError::Usage("--prefix: 1-16 letters or digits".into()));
-            }
-            if !(1..=1000).contains(&count) {
-                return Err(CliError::Usage("--count: 1 to 1000".into()));
-            }
-            if quota.is_some_and(|q| q < 0) {
-                return Err(CliError::Usage("--quota: not negative".into()));
-            }
-            let expires_at =
-                match expires {
-                    None => None,
-                    Some(s) => Some(parse_instant(&s, true).ok_or_else(|| {
-                        CliError::Usage("--expires: YYYY-MM-DD or RFC 3339".into())
-                    })?),
-                };
-            let spec = CreateSpec {
-                prefix,
-                quota,
-                expires_at,
-                name,
-                count,
-                metadata: Default::default(),
-                owner: None,
-                limits: Default::default(),
-                refill: None,
-            };
+            let spec = create_spec(config, prefix, quota, expires, count, name)?;
             let issued = admin.create(&spec, &actor).await?;
             let rows: Vec<IssuedKey> = issued.iter().map(|k| IssuedKey::new(k, now)).collect();
             match output {
@@ -465,22 +374,7 @@ async fn keys(config: &Config, clock: SharedClock, cmd: KeysCommand) -> Result<(
                 None => print_json(&rows),
             }
         }
-        KeysCommand::List { status } => {
-            let status = match status.as_deref() {
-                None => None,
-                Some(s) => Some(KeyStatus::parse(s).ok_or_else(|| {
-                    CliError::Usage("--status: active|disabled|expired|exhausted".into())
-                })?),
-            };
-            let mut all = admin.all().await?;
-            all.sort_by_key(|k| k.id);
-            let rows: Vec<KeyView> = all
-                .iter()
-                .filter(|k| status.is_none_or(|s| status_of(k, now) == s))
-                .map(|k| KeyView::new(k, now))
-                .collect();
-            print_json(&rows);
-        }
+        KeysCommand::List { status } => list_keys(&admin, status.as_deref(), now).await?,
         KeysCommand::Show { key } => {
             let rec = must_find(&admin, &key).await?;
             print_json(&KeyView::new(&rec, now));
@@ -533,6 +427,64 @@ async fn keys(config: &Config, clock: SharedClock, cmd: KeysCommand) -> Result<(
             });
         }
     }
+    Ok(())
+}
+
+/// What `keys create` was asked for, checked.
+fn create_spec(
+    config: &Config,
+    prefix: Option<String>,
+    quota: Option<i64>,
+    expires: Option<String>,
+    count: u32,
+    name: Option<String>,
+) -> Result<CreateSpec, CliError> {
+    let prefix = prefix.unwrap_or_else(|| config.key_prefix.clone());
+    if !is_valid_prefix(&prefix) {
+        return Err(CliError::Usage("--prefix: 1-16 letters or digits".into()));
+    }
+    if !(1..=1000).contains(&count) {
+        return Err(CliError::Usage("--count: 1 to 1000".into()));
+    }
+    if quota.is_some_and(|q| q < 0) {
+        return Err(CliError::Usage("--quota: not negative".into()));
+    }
+    let expires_at = match expires {
+        None => None,
+        Some(s) => Some(
+            parse_instant(&s, true)
+                .ok_or_else(|| CliError::Usage("--expires: YYYY-MM-DD or RFC 3339".into()))?,
+        ),
+    };
+    Ok(CreateSpec {
+        prefix,
+        quota,
+        expires_at,
+        name,
+        count,
+        metadata: Default::default(),
+        owner: None,
+        limits: Default::default(),
+        refill: None,
+    })
+}
+
+/// `keys list`: every key (of one status), by id.
+async fn list_keys(admin: &KeyAdmin, status: Option<&str>, now: i64) -> Result<(), CliError> {
+    let status = match status {
+        None => None,
+        Some(s) => Some(KeyStatus::parse(s).ok_or_else(|| {
+            CliError::Usage("--status: active|disabled|expired|exhausted".into())
+        })?),
+    };
+    let mut all = admin.all().await?;
+    all.sort_by_key(|k| k.id);
+    let rows: Vec<KeyView> = all
+        .iter()
+        .filter(|k| status.is_none_or(|s| status_of(k, now) == s))
+        .map(|k| KeyView::new(k, now))
+        .collect();
+    print_json(&rows);
     Ok(())
 }
 

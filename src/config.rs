@@ -230,102 +230,30 @@ impl Config {
             None => FileConfig::default(),
         };
         let d = Config::default();
-
-        let host = over
-            .host
-            .clone()
-            .or_else(|| non_empty(env("HOST")))
-            .or(file.host)
-            .unwrap_or_else(|| d.listen.ip().to_string());
-        let port = match over.port {
-            Some(p) => p,
-            None => parse_env::<u16>(env, "PORT")?
-                .or(file.port)
-                .unwrap_or(d.listen.port()),
-        };
-        let ip: IpAddr = host
-            .parse()
-            .map_err(|_| invalid("host", format!("not an IP address: {host}")))?;
-
-        let data_dir = over
-            .data_dir
-            .clone()
-            .or_else(|| non_empty(env("DATA_DIR")).map(PathBuf::from))
-            .or(file.data_dir)
-            .unwrap_or(d.data_dir);
-        let sqlite_path = over
-            .sqlite_path
-            .clone()
-            .or_else(|| non_empty(env("SQLITE_PATH")).map(PathBuf::from))
-            .or(file.sqlite_path)
-            .unwrap_or_else(|| data_dir.join("quota-proxy.db"));
-        let sync = non_empty(env("SQLITE_SYNCHRONOUS"))
-            .or(file.sqlite_synchronous)
-            .unwrap_or_else(|| "full".to_owned());
-        let sqlite_synchronous_full = match sync.to_ascii_lowercase().as_str() {
-            "full" => true,
-            "normal" => false,
-            other => {
-                return Err(invalid(
-                    "sqlite_synchronous",
-                    format!("{other} (full|normal)"),
-                ));
-            }
-        };
+        let listen = listen_addr(over, env, &file, &d)?;
+        let (data_dir, sqlite_path, sqlite_synchronous_full) = sqlite_files(over, env, &file, &d)?;
         let key_prefix = non_empty(env("KEY_PREFIX"))
-            .or(file.key_prefix)
-            .unwrap_or(d.key_prefix);
+            .or(file.key_prefix.clone())
+            .unwrap_or_else(|| d.key_prefix.clone());
         if !crate::keys::is_valid_prefix(&key_prefix) {
             return Err(invalid("key_prefix", "1-16 letters or digits"));
         }
         let max_body_bytes = parse_env::<usize>(env, "MAX_BODY_BYTES")?
             .or(file.max_body_bytes)
             .unwrap_or(d.max_body_bytes);
-        let request_timeout_ms = parse_env::<u64>(env, "REQUEST_TIMEOUT_MS")?
-            .or(file.request_timeout_ms)
-            .unwrap_or(d.request_timeout_ms);
-        let dc = ConnLimits::default();
-        let connections = ConnLimits {
-            max_connections: parse_env::<usize>(env, "MAX_CONNECTIONS")?
-                .or(file.max_connections)
-                .unwrap_or(dc.max_connections)
-                .max(1),
-            header_read_timeout: std::time::Duration::from_millis(
-                parse_env::<u64>(env, "HEADER_READ_TIMEOUT_MS")?
-                    .or(file.header_read_timeout_ms)
-                    .unwrap_or(dc.header_read_timeout.as_millis() as u64)
-                    .max(100),
-            ),
-            body_idle_timeout: std::time::Duration::from_millis(
-                parse_env::<u64>(env, "BODY_IDLE_TIMEOUT_MS")?
-                    .or(file.body_idle_timeout_ms)
-                    .unwrap_or(dc.body_idle_timeout.as_millis() as u64)
-                    .max(100),
-            ),
-        };
-        let database_url = non_empty(env("DATABASE_URL")).or(non_empty(file.database_url));
-        if let Some(url) = &database_url
-            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
-        {
-            return Err(invalid(
-                "database_url",
-                "postgres://… (leave unset for SQLite at sqlite_path)",
-            ));
-        }
-        let db_pool_max = parse_env::<u32>(env, "DB_POOL_MAX")?
-            .or(file.db_pool_max)
-            .unwrap_or(d.db_pool_max);
-        if db_pool_max < 2 {
-            return Err(invalid("db_pool_max", "at least 2"));
-        }
-        if request_timeout_ms < 1000 {
-            return Err(invalid("request_timeout_ms", "at least 1000"));
-        }
         if max_body_bytes < 1024 {
             return Err(invalid("max_body_bytes", "at least 1024"));
         }
+        let request_timeout_ms = parse_env::<u64>(env, "REQUEST_TIMEOUT_MS")?
+            .or(file.request_timeout_ms)
+            .unwrap_or(d.request_timeout_ms);
+        if request_timeout_ms < 1000 {
+            return Err(invalid("request_timeout_ms", "at least 1000"));
+        }
+        let connections = connection_limits(env, &file)?;
+        let (database_url, db_pool_max) = database(env, &file, &d)?;
         Ok(Config {
-            listen: SocketAddr::new(ip, port),
+            listen,
             data_dir,
             sqlite_path,
             sqlite_synchronous_full,
@@ -352,6 +280,116 @@ impl Config {
             alerts: crate::alerts::settings::AlertSettings::build(file.alerts, env)?,
         })
     }
+}
+
+/// `host` and `port`: flags, then the environment, then the file.
+fn listen_addr(
+    over: &Overrides,
+    env: &dyn Fn(&str) -> Option<String>,
+    file: &FileConfig,
+    d: &Config,
+) -> Result<SocketAddr, ConfigError> {
+    let host = over
+        .host
+        .clone()
+        .or_else(|| non_empty(env("HOST")))
+        .or(file.host.clone())
+        .unwrap_or_else(|| d.listen.ip().to_string());
+    let port = match over.port {
+        Some(p) => p,
+        None => parse_env::<u16>(env, "PORT")?
+            .or(file.port)
+            .unwrap_or(d.listen.port()),
+    };
+    let ip: IpAddr = host
+        .parse()
+        .map_err(|_| invalid("host", format!("not an IP address: {host}")))?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// The data directory, the SQLite file in it, and whether commits survive power loss.
+fn sqlite_files(
+    over: &Overrides,
+    env: &dyn Fn(&str) -> Option<String>,
+    file: &FileConfig,
+    d: &Config,
+) -> Result<(PathBuf, PathBuf, bool), ConfigError> {
+    let data_dir = over
+        .data_dir
+        .clone()
+        .or_else(|| non_empty(env("DATA_DIR")).map(PathBuf::from))
+        .or(file.data_dir.clone())
+        .unwrap_or_else(|| d.data_dir.clone());
+    let sqlite_path = over
+        .sqlite_path
+        .clone()
+        .or_else(|| non_empty(env("SQLITE_PATH")).map(PathBuf::from))
+        .or(file.sqlite_path.clone())
+        .unwrap_or_else(|| data_dir.join("quota-proxy.db"));
+    let sync = non_empty(env("SQLITE_SYNCHRONOUS"))
+        .or(file.sqlite_synchronous.clone())
+        .unwrap_or_else(|| "full".to_owned());
+    let full = match sync.to_ascii_lowercase().as_str() {
+        "full" => true,
+        "normal" => false,
+        other => {
+            return Err(invalid(
+                "sqlite_synchronous",
+                format!("{other} (full|normal)"),
+            ));
+        }
+    };
+    Ok((data_dir, sqlite_path, full))
+}
+
+/// How many connections, and how long a client may be slow.
+fn connection_limits(
+    env: &dyn Fn(&str) -> Option<String>,
+    file: &FileConfig,
+) -> Result<ConnLimits, ConfigError> {
+    let dc = ConnLimits::default();
+    Ok(ConnLimits {
+        max_connections: parse_env::<usize>(env, "MAX_CONNECTIONS")?
+            .or(file.max_connections)
+            .unwrap_or(dc.max_connections)
+            .max(1),
+        header_read_timeout: std::time::Duration::from_millis(
+            parse_env::<u64>(env, "HEADER_READ_TIMEOUT_MS")?
+                .or(file.header_read_timeout_ms)
+                .unwrap_or(dc.header_read_timeout.as_millis() as u64)
+                .max(100),
+        ),
+        body_idle_timeout: std::time::Duration::from_millis(
+            parse_env::<u64>(env, "BODY_IDLE_TIMEOUT_MS")?
+                .or(file.body_idle_timeout_ms)
+                .unwrap_or(dc.body_idle_timeout.as_millis() as u64)
+                .max(100),
+        ),
+    })
+}
+
+/// The PostgreSQL URL (none: SQLite) and its pool size.
+fn database(
+    env: &dyn Fn(&str) -> Option<String>,
+    file: &FileConfig,
+    d: &Config,
+) -> Result<(Option<String>, u32), ConfigError> {
+    let database_url = non_empty(env("DATABASE_URL")).or(non_empty(file.database_url.clone()));
+    if let Some(url) = &database_url
+        && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+    {
+        return Err(invalid(
+            "database_url",
+            "postgres://… (leave unset for SQLite at sqlite_path)",
+        ));
+    }
+    let db_pool_max = parse_env::<u32>(env, "DB_POOL_MAX")?
+        .or(file.db_pool_max)
+        .unwrap_or(d.db_pool_max);
+    if db_pool_max < 2 {
+        return Err(invalid("db_pool_max", "at least 2"));
+    }
+    Ok((database_url, db_pool_max))
 }
 
 fn retention(

@@ -66,9 +66,6 @@ pub fn effective(c: &Config) -> Value {
             })
         })
         .collect();
-    let b = &g.billing;
-    let m = &c.monitor;
-    let a = &c.alerts;
     json!({
         "listen": c.listen.to_string(),
         "data_dir": c.data_dir.display().to_string(),
@@ -96,62 +93,78 @@ pub fn effective(c: &Config) -> Value {
             "idempotency_hours": c.retention.idempotency_hours,
             "every_secs": c.retention.every.as_secs(),
         },
-        "gateway": {
-            "mock_fallback": g.mock_fallback,
-            "max_attempts": g.max_attempts,
-            "eject_after_failures": g.eject_after_failures,
-            "eject_cooldown_ms": g.eject_cooldown_ms,
-            "trusted_proxies": g.trusted_proxies.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
-            "client_ip": format!("{:?}", g.client_ip).to_lowercase(),
-            "max_body_bytes": g.max_body_bytes,
-            "max_response_bytes": g.max_response_bytes,
-            "log_flush_ms": g.log_flush_ms,
-        },
-        "billing": {
-            "mode": format!("{:?}", b.mode).to_lowercase(),
-            "request_cost": b.request_cost,
-            "default_max_tokens": b.default_max_tokens,
-            "default_price": {"prompt": b.default_price.prompt, "completion": b.default_price.completion},
-            "prices": b.prices.iter().map(|(k, p)| (k.clone(), json!({"prompt": p.prompt, "completion": p.completion}))).collect::<serde_json::Map<_, _>>(),
-        },
+        "gateway": gateway_view(g),
+        "billing": billing_view(&g.billing),
         "upstreams": upstreams,
-        "monitor": {
-            "source": m.source.as_str(),
-            "dsn": m.dsn.as_deref().map(mask_dsn),
-            "cache_ttl_sec": m.cache_ttl_sec,
-            "tz": m.tz.name(),
-            "rollup_days": m.rollup.days,
-            "rollup_poll_ms": m.rollup.poll.as_millis() as u64,
-            "rollup_max_rows": m.rollup.max_rows,
-            "allow": {
-                "keys": m.allow.keys,
-                "users": m.allow.users,
-                "ips": m.allow.ips.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
-            },
+        "monitor": monitor_view(&c.monitor),
+        "alerts": alerts_view(&c.alerts),
+    })
+}
+
+fn gateway_view(g: &crate::gateway::settings::GatewaySettings) -> Value {
+    json!({
+        "mock_fallback": g.mock_fallback,
+        "max_attempts": g.max_attempts,
+        "eject_after_failures": g.eject_after_failures,
+        "eject_cooldown_ms": g.eject_cooldown_ms,
+        "trusted_proxies": g.trusted_proxies.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        "client_ip": format!("{:?}", g.client_ip).to_lowercase(),
+        "max_body_bytes": g.max_body_bytes,
+        "max_response_bytes": g.max_response_bytes,
+        "log_flush_ms": g.log_flush_ms,
+    })
+}
+
+fn billing_view(b: &crate::gateway::settings::Billing) -> Value {
+    json!({
+        "mode": format!("{:?}", b.mode).to_lowercase(),
+        "request_cost": b.request_cost,
+        "default_max_tokens": b.default_max_tokens,
+        "default_price": {"prompt": b.default_price.prompt, "completion": b.default_price.completion},
+        "prices": b.prices.iter().map(|(k, p)| (k.clone(), json!({"prompt": p.prompt, "completion": p.completion}))).collect::<serde_json::Map<_, _>>(),
+    })
+}
+
+fn monitor_view(m: &crate::monitor::MonitorSettings) -> Value {
+    json!({
+        "source": m.source.as_str(),
+        "dsn": m.dsn.as_deref().map(mask_dsn),
+        "cache_ttl_sec": m.cache_ttl_sec,
+        "tz": m.tz.name(),
+        "rollup_days": m.rollup.days,
+        "rollup_poll_ms": m.rollup.poll.as_millis() as u64,
+        "rollup_max_rows": m.rollup.max_rows,
+        "allow": {
+            "keys": m.allow.keys,
+            "users": m.allow.users,
+            "ips": m.allow.ips.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
         },
-        "alerts": {
-            "enabled": a.enabled,
-            "language": format!("{:?}", a.lang).to_lowercase(),
-            "public_url": a.public_url,
-            "cooldown_ms": a.cooldown_ms,
-            "summary_at": a.summary_at,
-            "max_attempts": a.max_attempts,
-            "retry_base_ms": a.retry_base_ms,
-            "timeout_ms": a.timeout_ms,
-            "channels": a.channels.iter().map(|ch| json!({
-                "name": ch.name,
-                "kind": ch.kind.as_str(),
-                "url": crate::alerts::channels::mask_url(&ch.url),
-                "secret": secret(ch.secret.as_deref()),
-                "rules": ch.rules.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-            "rules": a.rules.iter().map(|(r, s)| (r.as_str().to_owned(), json!({
-                "enabled": s.enabled,
-                "every_ms": s.every_ms,
-                "lookback_ms": s.lookback_ms,
-                "params": s.params,
-            }))).collect::<serde_json::Map<_, _>>(),
-        },
+    })
+}
+
+fn alerts_view(a: &crate::alerts::settings::AlertSettings) -> Value {
+    json!({
+        "enabled": a.enabled,
+        "language": format!("{:?}", a.lang).to_lowercase(),
+        "public_url": a.public_url,
+        "cooldown_ms": a.cooldown_ms,
+        "summary_at": a.summary_at,
+        "max_attempts": a.max_attempts,
+        "retry_base_ms": a.retry_base_ms,
+        "timeout_ms": a.timeout_ms,
+        "channels": a.channels.iter().map(|ch| json!({
+            "name": ch.name,
+            "kind": ch.kind.as_str(),
+            "url": crate::alerts::channels::mask_url(&ch.url),
+            "secret": secret(ch.secret.as_deref()),
+            "rules": ch.rules.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "rules": a.rules.iter().map(|(r, s)| (r.as_str().to_owned(), json!({
+            "enabled": s.enabled,
+            "every_ms": s.every_ms,
+            "lookback_ms": s.lookback_ms,
+            "params": s.params,
+        }))).collect::<serde_json::Map<_, _>>(),
     })
 }
 

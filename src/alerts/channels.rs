@@ -80,70 +80,19 @@ fn view_label(lang: Lang) -> &'static str {
 pub fn build(c: &ChannelSettings, m: &Message, lang: Lang, now_ms: i64) -> Outgoing {
     let title = defang(&m.title);
     let lines: Vec<String> = m.lines.iter().map(|l| defang(l)).collect();
+    let link = m.link.as_deref();
     let mut url = c.url.clone();
     let mut headers = Vec::new();
     let body = match c.kind {
         ChannelKind::DingTalk => {
             if let Some(secret) = &c.secret {
-                let sign = b64(&hmac_sha256(
-                    secret.as_bytes(),
-                    format!("{now_ms}\n{secret}").as_bytes(),
-                ));
-                let sign: String = form_urlencoded::byte_serialize(sign.as_bytes()).collect();
-                let sep = if url.contains('?') { '&' } else { '?' };
-                url = format!("{url}{sep}timestamp={now_ms}&sign={sign}");
+                url = dingtalk_signed(&url, secret, now_ms);
             }
-            let mut text = format!("### {title}\n\n");
-            for l in &lines {
-                text.push_str(&format!("- {l}\n"));
-            }
-            if let Some(link) = &m.link {
-                text.push_str(&format!("\n[{}]({link})\n", view_label(lang)));
-            }
-            json!({"msgtype": "markdown", "markdown": {"title": title, "text": text}})
+            dingtalk(&title, &lines, link, lang)
         }
-        ChannelKind::Feishu => {
-            let mut content: Vec<Value> = lines
-                .iter()
-                .map(|l| json!([{"tag": "text", "text": l}]))
-                .collect();
-            if let Some(link) = &m.link {
-                content.push(json!([{"tag": "a", "text": view_label(lang), "href": link}]));
-            }
-            let mut body = json!({
-                "msg_type": "post",
-                "content": {"post": {"zh_cn": {"title": title, "content": content}}},
-            });
-            if let Some(secret) = &c.secret {
-                let ts = now_ms.div_euclid(1000);
-                let sign = b64(&hmac_sha256(format!("{ts}\n{secret}").as_bytes(), b""));
-                body["timestamp"] = json!(ts.to_string());
-                body["sign"] = json!(sign);
-            }
-            body
-        }
-        ChannelKind::WeChatWork => {
-            let mut text = format!("**{title}**\n");
-            for l in &lines {
-                text.push_str(&format!("> {l}\n"));
-            }
-            if let Some(link) = &m.link {
-                text.push_str(&format!("[{}]({link})", view_label(lang)));
-            }
-            json!({"msgtype": "markdown", "markdown": {"content": text}})
-        }
-        ChannelKind::Slack => {
-            let esc: Vec<String> = m.lines.iter().map(|l| slack_escape(l)).collect();
-            let mut blocks = vec![
-                json!({"type": "header", "text": {"type": "plain_text", "text": m.title}}),
-                json!({"type": "section", "text": {"type": "mrkdwn", "text": esc.join("\n")}}),
-            ];
-            if let Some(link) = &m.link {
-                blocks.push(json!({"type": "section", "text": {"type": "mrkdwn",
-                    "text": format!("<{link}|{}>", view_label(lang))}}));
-            }
-            json!({"text": format!("{}\n{}", m.title, m.lines.join("\n")), "blocks": blocks})
-        }
+        ChannelKind::Feishu => feishu(&title, &lines, link, lang, c.secret.as_deref(), now_ms),
+        ChannelKind::WeChatWork => wecom(&title, &lines, link, lang),
+        ChannelKind::Slack => slack(m, lang),
         ChannelKind::Webhook => json!({
             "event": "alert",
             "rule": m.rule,
@@ -168,6 +117,80 @@ pub fn build(c: &ChannelSettings, m: &Message, lang: Lang, now_ms: i64) -> Outgo
         ));
     }
     Outgoing { url, body, headers }
+}
+
+/// DingTalk's signed address: `timestamp` and `sign` (HMAC of the time and the secret).
+fn dingtalk_signed(url: &str, secret: &str, now_ms: i64) -> String {
+    let sign = b64(&hmac_sha256(
+        secret.as_bytes(),
+        format!("{now_ms}\n{secret}").as_bytes(),
+    ));
+    let sign: String = form_urlencoded::byte_serialize(sign.as_bytes()).collect();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}timestamp={now_ms}&sign={sign}")
+}
+
+fn dingtalk(title: &str, lines: &[String], link: Option<&str>, lang: Lang) -> Value {
+    let mut text = format!("### {title}\n\n");
+    for l in lines {
+        text.push_str(&format!("- {l}\n"));
+    }
+    if let Some(link) = link {
+        text.push_str(&format!("\n[{}]({link})\n", view_label(lang)));
+    }
+    json!({"msgtype": "markdown", "markdown": {"title": title, "text": text}})
+}
+
+fn feishu(
+    title: &str,
+    lines: &[String],
+    link: Option<&str>,
+    lang: Lang,
+    secret: Option<&str>,
+    now_ms: i64,
+) -> Value {
+    let mut content: Vec<Value> = lines
+        .iter()
+        .map(|l| json!([{"tag": "text", "text": l}]))
+        .collect();
+    if let Some(link) = link {
+        content.push(json!([{"tag": "a", "text": view_label(lang), "href": link}]));
+    }
+    let mut body = json!({
+        "msg_type": "post",
+        "content": {"post": {"zh_cn": {"title": title, "content": content}}},
+    });
+    if let Some(secret) = secret {
+        let ts = now_ms.div_euclid(1000);
+        let sign = b64(&hmac_sha256(format!("{ts}\n{secret}").as_bytes(), b""));
+        body["timestamp"] = json!(ts.to_string());
+        body["sign"] = json!(sign);
+    }
+    body
+}
+
+fn wecom(title: &str, lines: &[String], link: Option<&str>, lang: Lang) -> Value {
+    let mut text = format!("**{title}**\n");
+    for l in lines {
+        text.push_str(&format!("> {l}\n"));
+    }
+    if let Some(link) = link {
+        text.push_str(&format!("[{}]({link})", view_label(lang)));
+    }
+    json!({"msgtype": "markdown", "markdown": {"content": text}})
+}
+
+fn slack(m: &Message, lang: Lang) -> Value {
+    let esc: Vec<String> = m.lines.iter().map(|l| slack_escape(l)).collect();
+    let mut blocks = vec![
+        json!({"type": "header", "text": {"type": "plain_text", "text": m.title}}),
+        json!({"type": "section", "text": {"type": "mrkdwn", "text": esc.join("\n")}}),
+    ];
+    if let Some(link) = &m.link {
+        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn",
+            "text": format!("<{link}|{}>", view_label(lang))}}));
+    }
+    json!({"text": format!("{}\n{}", m.title, m.lines.join("\n")), "blocks": blocks})
 }
 
 /// The platform's verdict on an answer: `Ok(())` when delivered, else why not.

@@ -72,7 +72,7 @@ async fn monitor_rule(
     q.start_ms = Some(from);
     q.end_ms = Some(now_ms);
     q.limit = Some(10_000);
-    let answer = src.monitor.anomalies(&q).await?;
+    let answer = crate::monitor::answer::anomalies(&src.monitor, &q).await?;
     let range = range_q(from, now_ms);
     // big_request flags requests; one finding per key (its largest).
     let mut out: Vec<Finding> = Vec::new();

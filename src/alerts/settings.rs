@@ -275,6 +275,43 @@ const ENV_CHANNELS: [(&str, &str, ChannelKind); 5] = [
     ),
 ];
 
+/// One `[[alerts.channels]]` entry, its URL and secret from the file or the named variable.
+fn channel_from_file(
+    c: ChannelFile,
+    env_ne: &dyn Fn(&str) -> Option<String>,
+) -> Result<ChannelSettings, ConfigError> {
+    let kind = ChannelKind::parse(&c.kind).ok_or_else(|| {
+        invalid(
+            "alerts.channels.kind",
+            format!(
+                "{:?}: dingtalk, feishu, wechat_work, slack or webhook",
+                c.kind
+            ),
+        )
+    })?;
+    let url = c
+        .url
+        .or_else(|| c.url_env.as_deref().and_then(env_ne))
+        .ok_or_else(|| invalid("alerts.channels.url", "missing (url or url_env)"))?;
+    let secret = c
+        .secret
+        .or_else(|| c.secret_env.as_deref().and_then(env_ne));
+    let mut rules = Vec::new();
+    for r in c.rules.unwrap_or_default() {
+        rules.push(
+            RuleKind::parse(&r)
+                .ok_or_else(|| invalid("alerts.channels.rules", format!("{r:?}")))?,
+        );
+    }
+    Ok(ChannelSettings {
+        name: c.name.unwrap_or_else(|| kind.as_str().to_owned()),
+        kind,
+        url,
+        secret,
+        rules,
+    })
+}
+
 impl AlertSettings {
     pub fn build(
         file: Option<AlertsFile>,
@@ -325,54 +362,9 @@ impl AlertSettings {
             s.timeout_ms = n.max(100);
         }
         for c in f.channels.unwrap_or_default() {
-            let kind = ChannelKind::parse(&c.kind).ok_or_else(|| {
-                invalid(
-                    "alerts.channels.kind",
-                    format!(
-                        "{:?}: dingtalk, feishu, wechat_work, slack or webhook",
-                        c.kind
-                    ),
-                )
-            })?;
-            let url = c
-                .url
-                .or_else(|| c.url_env.as_deref().and_then(env_ne))
-                .ok_or_else(|| invalid("alerts.channels.url", "missing (url or url_env)"))?;
-            let secret = c
-                .secret
-                .or_else(|| c.secret_env.as_deref().and_then(env_ne));
-            let mut rules = Vec::new();
-            for r in c.rules.unwrap_or_default() {
-                rules.push(
-                    RuleKind::parse(&r)
-                        .ok_or_else(|| invalid("alerts.channels.rules", format!("{r:?}")))?,
-                );
-            }
-            let name = c.name.unwrap_or_else(|| kind.as_str().to_owned());
-            s.push_channel(ChannelSettings {
-                name,
-                kind,
-                url,
-                secret,
-                rules,
-            })?;
+            s.push_channel(channel_from_file(c, &env_ne)?)?;
         }
-        for (url_var, secret_var, kind) in ENV_CHANNELS {
-            if let Some(url) = env_ne(url_var) {
-                let secret = if secret_var.is_empty() {
-                    None
-                } else {
-                    env_ne(secret_var)
-                };
-                s.push_channel(ChannelSettings {
-                    name: kind.as_str().to_owned(),
-                    kind,
-                    url,
-                    secret,
-                    rules: Vec::new(),
-                })?;
-            }
-        }
+        s.channels_from_env(&env_ne)?;
         for (name, r) in f.rules.unwrap_or_default() {
             let kind = RuleKind::parse(&name)
                 .ok_or_else(|| invalid("alerts.rules", format!("unknown rule {name:?}")))?;
@@ -383,6 +375,30 @@ impl AlertSettings {
             apply_rule(rs, r)?;
         }
         Ok(s)
+    }
+
+    /// The seed's one-variable channels (`ALERT_DINGTALK_URL`, …).
+    fn channels_from_env(
+        &mut self,
+        env_ne: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        for (url_var, secret_var, kind) in ENV_CHANNELS {
+            if let Some(url) = env_ne(url_var) {
+                let secret = if secret_var.is_empty() {
+                    None
+                } else {
+                    env_ne(secret_var)
+                };
+                self.push_channel(ChannelSettings {
+                    name: kind.as_str().to_owned(),
+                    kind,
+                    url,
+                    secret,
+                    rules: Vec::new(),
+                })?;
+            }
+        }
+        Ok(())
     }
 
     fn push_channel(&mut self, c: ChannelSettings) -> Result<(), ConfigError> {

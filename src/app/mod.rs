@@ -78,23 +78,109 @@ fn native_dsn(config: &Config) -> String {
 }
 
 /// A built application: its router and the background work that must be stopped in order.
+/// `serve` builds everything; `monitor` mode (`App::monitor_only`) the same minus the quota
+/// API, the admin API and the gateway.
 pub struct App {
-    pub state: AppState,
+    pub config: Arc<Config>,
     pub router: Router,
-    ledger_handle: LedgerHandle,
-    gateway_handle: GatewayHandle,
+    core: Option<Core>,
     alerts: Arc<Alerts>,
     monitor: Arc<Monitor>,
     background: Vec<JoinHandle<()>>,
 }
 
-impl App {
-    /// `config.admin_token` must be set (see [`resolve_admin_token`]).
-    pub async fn build(config: Config, clock: SharedClock) -> Result<Self, StartError> {
+/// What only `serve` has: the ledger, the gateway and their writers.
+struct Core {
+    state: AppState,
+    ledger_handle: LedgerHandle,
+    gateway_handle: GatewayHandle,
+}
+
+/// What both modes share: the operator tokens, the monitor, the alerts, the dashboard.
+struct Shared {
+    auth: Arc<Authenticator>,
+    monitor: Arc<Monitor>,
+    alerts: Arc<Alerts>,
+}
+
+impl Shared {
+    /// `native_dsn`: where the native source reads the request log; `upstreams`: the
+    /// gateway's upstream names (the monitor's channels); `gateway`: for the key and
+    /// upstream alert rules.
+    async fn start(
+        config: &Config,
+        clock: SharedClock,
+        store: Arc<dyn Store>,
+        native_dsn: &str,
+        upstreams: Vec<String>,
+        gateway: Option<Arc<Gateway>>,
+    ) -> Result<Self, StartError> {
         let admin_token = config
             .admin_token
             .clone()
             .ok_or_else(|| StartError::Config("admin token not set".into()))?;
+        let auth = Arc::new(Authenticator::new(TokenDigests::new(
+            &admin_token,
+            config.viewer_token.as_deref(),
+        )));
+        let monitor = Monitor::start(
+            config.monitor.clone(),
+            native_dsn,
+            upstreams,
+            Some(&config.data_dir),
+        )
+        .await?;
+        let alerts = Alerts::new(
+            config.alerts.clone(),
+            Sources {
+                monitor: monitor.clone(),
+                store,
+                gateway,
+            },
+            clock,
+            config.listen,
+        )
+        .map_err(|e| StartError::Config(format!("alerts: {}", e.without_url())))?;
+        alerts.start();
+        Ok(Self {
+            auth,
+            monitor,
+            alerts,
+        })
+    }
+
+    /// What answers HTTP, given the quota and gateway state when there is one.
+    fn surfaces(&self, config: &Config, core: Option<AppState>, mode: &'static str) -> Surfaces {
+        Surfaces {
+            core,
+            monitor: MonitorState {
+                monitor: self.monitor.clone(),
+                auth: self.auth.clone(),
+            },
+            alerts: AlertsState {
+                alerts: self.alerts.clone(),
+                auth: self.auth.clone(),
+            },
+            web: WebState {
+                auth: self.auth.clone(),
+                info: Arc::new(DashboardInfo {
+                    mode,
+                    source: self.monitor.source.kind.as_str(),
+                    tz: self.monitor.settings.tz.name().to_owned(),
+                }),
+            },
+            metrics: crate::api::metrics::MetricsState::new(
+                config.metrics_token.as_deref(),
+                Some(self.monitor.clone()),
+            ),
+        }
+    }
+}
+
+impl App {
+    /// Everything: the quota API, the gateway, the monitor, alerts and the dashboard.
+    /// `config.admin_token` must be set (see [`resolve_admin_token`]).
+    pub async fn build(config: Config, clock: SharedClock) -> Result<Self, StartError> {
         let store = open_store(&config).await?;
         let (ledger, ledger_handle) = Ledger::start(store.clone(), clock.clone()).await?;
         let keys = KeyAdmin::new(store.clone(), Some(ledger.clone()), clock.clone());
@@ -105,54 +191,16 @@ impl App {
             store.clone(),
         )
         .await?;
-        let auth = Arc::new(Authenticator::new(TokenDigests::new(
-            &admin_token,
-            config.viewer_token.as_deref(),
-        )));
-        let monitor = Monitor::start(
-            config.monitor.clone(),
+        let upstreams = config.gateway.upstreams.iter().map(|u| u.name.clone());
+        let shared = Shared::start(
+            &config,
+            clock.clone(),
+            store.clone(),
             &native_dsn(&config),
-            config
-                .gateway
-                .upstreams
-                .iter()
-                .map(|u| u.name.clone())
-                .collect(),
-            Some(&config.data_dir),
+            upstreams.collect(),
+            Some(gateway.clone()),
         )
         .await?;
-        let web_state = WebState {
-            auth: auth.clone(),
-            info: Arc::new(DashboardInfo {
-                mode: "serve",
-                source: monitor.source.kind.as_str(),
-                tz: monitor.settings.tz.name().to_owned(),
-            }),
-        };
-        let alerts = Alerts::new(
-            config.alerts.clone(),
-            Sources {
-                monitor: monitor.clone(),
-                store: store.clone(),
-                gateway: Some(gateway.clone()),
-            },
-            clock.clone(),
-            config.listen,
-        )
-        .map_err(|e| StartError::Config(format!("alerts: {}", e.without_url())))?;
-        alerts.start();
-        let alerts_state = AlertsState {
-            alerts: alerts.clone(),
-            auth: auth.clone(),
-        };
-        let metrics_state = crate::api::metrics::MetricsState::new(
-            config.metrics_token.as_deref(),
-            Some(monitor.clone()),
-        );
-        let monitor_state = MonitorState {
-            monitor: monitor.clone(),
-            auth: auth.clone(),
-        };
         let background = vec![
             ledger.spawn_change_follower(Duration::from_secs(1)),
             spawn_retention(store.clone(), clock, config.retention.clone()),
@@ -163,25 +211,47 @@ impl App {
             ledger,
             gateway,
             keys,
-            auth,
+            auth: shared.auth.clone(),
         }));
+        let config = Arc::new(state.config.clone());
+        let surfaces = shared.surfaces(&config, Some(state.clone()), "serve");
         Ok(Self {
-            router: router(
-                Surfaces {
-                    core: Some(state.clone()),
-                    monitor: monitor_state,
-                    alerts: alerts_state,
-                    web: web_state,
-                    metrics: metrics_state,
-                },
-                &state.config,
-            ),
-            state,
-            ledger_handle,
-            gateway_handle,
-            alerts,
-            monitor,
+            router: router(surfaces, &config),
+            config,
+            core: Some(Core {
+                state,
+                ledger_handle,
+                gateway_handle,
+            }),
+            alerts: shared.alerts,
+            monitor: shared.monitor,
             background,
+        })
+    }
+
+    /// The monitor alone (no gateway, no ledger), for pointing at an existing relay's
+    /// database. Alert history and cooldowns live in this instance's own database, never in
+    /// the monitored one (which stays read-only).
+    pub async fn monitor_only(config: Config, clock: SharedClock) -> Result<Self, StartError> {
+        let store = open_store(&config).await?;
+        let shared = Shared::start(
+            &config,
+            clock,
+            store,
+            &config.sqlite_path.to_string_lossy(),
+            Vec::new(),
+            None,
+        )
+        .await?;
+        let config = Arc::new(config);
+        let surfaces = shared.surfaces(&config, None, "monitor");
+        Ok(Self {
+            router: router(surfaces, &config),
+            config,
+            core: None,
+            alerts: shared.alerts,
+            monitor: shared.monitor,
+            background: Vec::new(),
         })
     }
 
@@ -192,7 +262,7 @@ impl App {
         listener: TcpListener,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let limits = self.state.config.connections.clone();
+        let limits = self.config.connections.clone();
         let result = crate::listener::serve(listener, self.router.clone(), limits, signal).await;
         self.shutdown().await;
         result
@@ -205,11 +275,13 @@ impl App {
         self.alerts.stop();
         // The rollup's snapshot: the next start reads only rows added since.
         self.monitor.persist(Duration::from_secs(30)).await;
-        // Open streams settle first, then their log rows and the ledger are flushed.
-        self.state.gateway.drain().await;
-        self.gateway_handle.flushed().await;
-        self.ledger_handle.shutdown().await;
-        tracing::info!("ledger flushed; shutdown complete");
+        if let Some(core) = self.core {
+            // Open streams settle first, then their log rows and the ledger are flushed.
+            core.state.gateway.drain().await;
+            core.gateway_handle.flushed().await;
+            core.ledger_handle.shutdown().await;
+            tracing::info!("ledger flushed; shutdown complete");
+        }
     }
 }
 

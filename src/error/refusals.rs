@@ -61,8 +61,8 @@ impl<B: ToSchema, const S: u16> IntoResponses for Refusals<B, S> {
 }
 
 /// Refusals in the quota and admin APIs' shape.
-pub type QuotaRefusals<const S: u16> = Refusals<super::QuotaError, S>;
+pub type QuotaRefusals<const S: u16> = Refusals<super::quota::QuotaError, S>;
 /// Refusals in OpenAI's shape.
-pub type OpenAiRefusals<const S: u16> = Refusals<super::OpenAiError, S>;
+pub type OpenAiRefusals<const S: u16> = Refusals<super::openai::OpenAiError, S>;
 /// Refusals in the monitor seed's shape.
-pub type MonitorRefusals<const S: u16> = Refusals<super::MonitorErrorBody, S>;
+pub type MonitorRefusals<const S: u16> = Refusals<super::monitor::MonitorErrorBody, S>;

@@ -3,6 +3,7 @@
 
 pub mod call;
 pub mod client_ip;
+pub mod endpoint;
 pub mod limits;
 pub mod mock;
 pub mod mock_server;
@@ -28,32 +29,7 @@ use reqlog::{LoggerHandle, RequestLogger};
 use settings::GatewaySettings;
 use upstream::Upstream;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    Chat,
-    Completions,
-    Embeddings,
-}
-
-impl Endpoint {
-    /// Path below an upstream's base URL.
-    pub fn path(self) -> &'static str {
-        match self {
-            Endpoint::Chat => "chat/completions",
-            Endpoint::Completions => "completions",
-            Endpoint::Embeddings => "embeddings",
-        }
-    }
-
-    /// Name in logs and usage history.
-    pub fn name(self) -> &'static str {
-        match self {
-            Endpoint::Chat => "chat.completions",
-            Endpoint::Completions => "completions",
-            Endpoint::Embeddings => "embeddings",
-        }
-    }
-}
+pub use endpoint::Endpoint;
 
 pub struct Gateway {
     pub settings: GatewaySettings,

@@ -14,12 +14,13 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::call::{Call, CallError, Outcome};
+use super::endpoint::Endpoint;
 use super::limits::{self, Limits};
 use super::settings::BillingMode;
 use super::stages::{self, Request, StreamMeter};
 use super::upstream::Upstream;
 use super::upstream_call::{self, AttemptError, ByteStream, Reply};
-use super::{Endpoint, Gateway, client_ip};
+use super::{Gateway, client_ip};
 use crate::auth::Origin;
 use crate::keys::KeyRecord;
 use crate::ledger::{KeyEntry, LedgerError, SettleTicket};

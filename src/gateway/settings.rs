@@ -215,76 +215,8 @@ impl GatewaySettings {
         let d = Self::default();
         let g = gateway.unwrap_or_default();
         let b = billing.unwrap_or_default();
-        let non_empty = |k: &str| env(k).filter(|v| !v.trim().is_empty());
-
-        let mut ups = Vec::new();
-        for u in upstreams.unwrap_or_default() {
-            ups.push(upstream_from_file(u, env)?);
-        }
-        // A half-given DeepSeek setting is a mistake, not a request for the mock.
-        if env("DEEPSEEK_API_KEY").is_some_and(|k| k.trim().is_empty()) {
-            return Err(invalid("DEEPSEEK_API_KEY", "is set but empty"));
-        }
-        if ups.is_empty()
-            && non_empty("DEEPSEEK_BASE_URL").is_some()
-            && non_empty("DEEPSEEK_API_KEY").is_none()
-        {
-            return Err(invalid(
-                "DEEPSEEK_BASE_URL",
-                "is set but DEEPSEEK_API_KEY is not: set both, or configure [[upstreams]]",
-            ));
-        }
-        if ups.is_empty()
-            && let Some(key) = non_empty("DEEPSEEK_API_KEY")
-        {
-            ups.push(UpstreamSettings {
-                name: "deepseek".to_owned(),
-                kind: UpstreamKind::Openai,
-                base_url: non_empty("DEEPSEEK_BASE_URL")
-                    .unwrap_or_else(|| "https://api.deepseek.com".to_owned())
-                    .trim_end_matches('/')
-                    .to_owned(),
-                api_key: Some(key),
-                ..mock_upstream()
-            });
-        }
-        let mock_fallback = ups.is_empty();
-        if mock_fallback {
-            ups.push(mock_upstream());
-        }
-        let mut names = std::collections::HashSet::new();
-        for u in &ups {
-            if !names.insert(u.name.clone()) {
-                return Err(invalid("upstreams", format!("duplicate name {}", u.name)));
-            }
-        }
-
-        let mode = match b.mode.as_deref().unwrap_or("requests") {
-            "requests" => BillingMode::Requests,
-            "tokens" => BillingMode::Tokens,
-            other => {
-                return Err(invalid(
-                    "billing.mode",
-                    format!("{other} (requests|tokens)"),
-                ));
-            }
-        };
-        let request_cost = b.request_cost.unwrap_or(d.billing.request_cost);
-        if request_cost < 0 {
-            return Err(invalid("billing.request_cost", "not negative"));
-        }
-        for (m, p) in &b.prices {
-            if p.prompt < 0.0
-                || p.completion < 0.0
-                || !p.prompt.is_finite()
-                || !p.completion.is_finite()
-            {
-                return Err(invalid(
-                    "billing.prices",
-                    format!("{m}: prices must be ≥ 0"),
-                ));
-            }
-        }
+        let (ups, mock_fallback) = upstreams_of(upstreams, env)?;
+        let (mode, request_cost) = billing_mode(&b, &d)?;
         let client_ip = match g.client_ip.as_deref().unwrap_or("keep") {
             "keep" => ClientIpPolicy::Keep,
             "hash" => ClientIpPolicy::Hash,
@@ -330,6 +262,88 @@ impl GatewaySettings {
             },
         })
     }
+}
+
+/// The file's `[[upstreams]]`, else the seed's `DEEPSEEK_API_KEY` (+ `DEEPSEEK_BASE_URL`) as
+/// one upstream serving every model, else the built-in mock (then `true`); names unique.
+fn upstreams_of(
+    upstreams: Option<Vec<UpstreamFile>>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Vec<UpstreamSettings>, bool), ConfigError> {
+    let non_empty = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+    let mut ups = Vec::new();
+    for u in upstreams.unwrap_or_default() {
+        ups.push(upstream_from_file(u, env)?);
+    }
+    // A half-given DeepSeek setting is a mistake, not a request for the mock.
+    if env("DEEPSEEK_API_KEY").is_some_and(|k| k.trim().is_empty()) {
+        return Err(invalid("DEEPSEEK_API_KEY", "is set but empty"));
+    }
+    if ups.is_empty()
+        && non_empty("DEEPSEEK_BASE_URL").is_some()
+        && non_empty("DEEPSEEK_API_KEY").is_none()
+    {
+        return Err(invalid(
+            "DEEPSEEK_BASE_URL",
+            "is set but DEEPSEEK_API_KEY is not: set both, or configure [[upstreams]]",
+        ));
+    }
+    if ups.is_empty()
+        && let Some(key) = non_empty("DEEPSEEK_API_KEY")
+    {
+        ups.push(UpstreamSettings {
+            name: "deepseek".to_owned(),
+            kind: UpstreamKind::Openai,
+            base_url: non_empty("DEEPSEEK_BASE_URL")
+                .unwrap_or_else(|| "https://api.deepseek.com".to_owned())
+                .trim_end_matches('/')
+                .to_owned(),
+            api_key: Some(key),
+            ..mock_upstream()
+        });
+    }
+    let mock_fallback = ups.is_empty();
+    if mock_fallback {
+        ups.push(mock_upstream());
+    }
+    let mut names = std::collections::HashSet::new();
+    for u in &ups {
+        if !names.insert(u.name.clone()) {
+            return Err(invalid("upstreams", format!("duplicate name {}", u.name)));
+        }
+    }
+    Ok((ups, mock_fallback))
+}
+
+/// `[billing] mode` and the per-request cost, checked with the prices.
+fn billing_mode(b: &BillingFile, d: &GatewaySettings) -> Result<(BillingMode, i64), ConfigError> {
+    let mode = match b.mode.as_deref().unwrap_or("requests") {
+        "requests" => BillingMode::Requests,
+        "tokens" => BillingMode::Tokens,
+        other => {
+            return Err(invalid(
+                "billing.mode",
+                format!("{other} (requests|tokens)"),
+            ));
+        }
+    };
+    let request_cost = b.request_cost.unwrap_or(d.billing.request_cost);
+    if request_cost < 0 {
+        return Err(invalid("billing.request_cost", "not negative"));
+    }
+    for (m, p) in &b.prices {
+        if p.prompt < 0.0
+            || p.completion < 0.0
+            || !p.prompt.is_finite()
+            || !p.completion.is_finite()
+        {
+            return Err(invalid(
+                "billing.prices",
+                format!("{m}: prices must be ≥ 0"),
+            ));
+        }
+    }
+    Ok((mode, request_cost))
 }
 
 /// An IP address or CIDR block.

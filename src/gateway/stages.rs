@@ -8,8 +8,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use super::Endpoint;
 use super::call::CallError;
+use super::endpoint::Endpoint;
 use super::settings::{glob_match, parse_net};
 use super::sse::SseSplitter;
 use super::tokens::{estimate_prompt, estimate_text};

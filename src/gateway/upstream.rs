@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 
-use super::Endpoint;
+use super::endpoint::Endpoint;
 use super::settings::{UpstreamSettings, glob_match};
 
 #[derive(Debug)]

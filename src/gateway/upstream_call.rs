@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use serde_json::Value;
 
-use super::Endpoint;
+use super::endpoint::Endpoint;
 use super::mock;
 use super::settings::UpstreamKind;
 use super::upstream::Upstream;

@@ -3,8 +3,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::MonitorError;
 use super::aggregates::{NameOf, Shared, Sharing};
+use super::error::MonitorError;
 use super::params::Range;
 use super::queries::{Engine, names};
 use super::rows::{AnomalyRow, BigRequestRow, BurstRow, CrowdedIpRow, SharedKeyRow};

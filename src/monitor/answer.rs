@@ -4,10 +4,11 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use super::error::MonitorError;
 use super::params::{Dim, Metric, MonitorQuery, Rule, float_in, int_in, slot};
 use super::queries::{self, Engine, HeatMetric};
 use super::rows::{AnomaliesAnswer, HeatmapAnswer, SeriesAnswer, TopAnswer};
-use super::{Monitor, MonitorError, anomalies, subject};
+use super::{Monitor, anomalies, subject};
 
 /// The monitor's queries.
 #[derive(Debug, Clone, Copy)]

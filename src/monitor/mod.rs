@@ -5,6 +5,7 @@ pub mod aggregates;
 pub mod anomalies;
 pub mod answer;
 pub mod csv_export;
+mod error;
 pub mod params;
 pub mod queries;
 pub mod rollup;
@@ -23,32 +24,7 @@ use anomalies::AllowList;
 use rollup::{Rollup, RollupSettings};
 use source::{Source, SourceKind};
 
-#[derive(Debug, thiserror::Error)]
-pub enum MonitorError {
-    #[error("{0}")]
-    Bad(String),
-    #[error("{0}")]
-    Unauthorized(String),
-    #[error("source unavailable: {0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    Config(String),
-}
-
-impl MonitorError {
-    pub fn bad(msg: &str) -> Self {
-        MonitorError::Bad(msg.to_owned())
-    }
-
-    /// `参数无效: <name>`.
-    pub fn invalid(name: &str) -> Self {
-        MonitorError::Bad(format!("参数无效: {name}"))
-    }
-
-    pub fn from_sqlx(e: sqlx::Error) -> Self {
-        MonitorError::Unavailable(e.to_string())
-    }
-}
+pub use error::MonitorError;
 
 /// `[monitor]` in the config file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -201,15 +177,6 @@ impl Drop for Monitor {
 }
 
 impl Monitor {
-    /// The subjects one rule flags over `q`'s range, exactly as `/api/stats/anomalies`
-    /// answers them (allow-lists included), typed: what the alert rules read.
-    pub async fn anomalies(
-        &self,
-        q: &params::MonitorQuery,
-    ) -> Result<rows::AnomaliesAnswer, MonitorError> {
-        answer::anomalies(self, q).await
-    }
-
     /// A cached answer (bytes and engine) for `key`.
     pub async fn cached(&self, key: &str) -> Option<(Bytes, &'static str)> {
         self.cache.get(key).await

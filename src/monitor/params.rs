@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::MonitorError;
+use super::error::MonitorError;
 use crate::lenient;
 
 pub const SLOTS: [i64; 7] = [60, 300, 900, 1800, 3600, 14400, 86400];

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::{Datelike, TimeZone, Timelike};
 
-use super::MonitorError;
 use super::aggregates::{Group, NameOf};
+use super::error::MonitorError;
 pub use super::params::HeatMetric;
 use super::params::{Dim, Metric, Range, bucket_bounds};
 use super::rollup::Rollup;

@@ -9,8 +9,8 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 
-use super::MonitorError;
 use super::aggregates::NameOf;
+use super::error::MonitorError;
 use super::params::Range;
 use super::rollup::data::Row as LogRow;
 

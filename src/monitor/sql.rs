@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sqlx::Row;
 
-use super::MonitorError;
 use super::aggregates::{BigRow, Buckets, Group, KeyTimes, Moments, Shared, Sharing, Totals};
+use super::error::MonitorError;
 use super::params::{Dim, HeatMetric, Metric, Range};
 use super::rows::NativeHealth;
 use super::source::{Source, SourceKind, int_at as get_i64, int_at as i, text_at as s};

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use super::MonitorError;
+use super::error::MonitorError;
 use super::params::{MonitorQuery, Range, bucket_bounds};
 use super::rows::{SubjectAnswer, SubjectRef, SubjectRequest, SubjectSeriesRow};
 use super::source::{Source, SourceKind, int_at as int, text_at as text};

@@ -363,6 +363,14 @@ fn ok(c: &KeyCounters, charged: i64) -> ConsumeResult {
     })
 }
 
+/// What a batch decided so far: each op's result, the ops answered from another instance's
+/// idempotency record (nothing of theirs is written), each touched key's fresh counters.
+struct Decided {
+    results: Vec<Option<ConsumeResult>>,
+    replayed: Vec<bool>,
+    fresh: HashMap<i64, KeyCounters>,
+}
+
 async fn commit_batch(
     conn: &mut PgConnection,
     sql: &Sql,
@@ -371,11 +379,11 @@ async fn commit_batch(
     p: PeriodStarts,
 ) -> Result<BatchOutcome, sqlx::Error> {
     let mut tx = conn.begin().await?;
-    let mut results: Vec<Option<ConsumeResult>> = vec![None; ops.len()];
-    // Answered from another instance's idempotency record: nothing of theirs is written.
-    let mut replayed = vec![false; ops.len()];
-    let mut fresh: HashMap<i64, KeyCounters> = HashMap::new();
-
+    let mut d = Decided {
+        results: vec![None; ops.len()],
+        replayed: vec![false; ops.len()],
+        fresh: HashMap::new(),
+    };
     let mut by_key: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
     for (i, op) in ops.iter().enumerate() {
         by_key.entry(op.key_id).or_default().push(i);
@@ -386,8 +394,38 @@ async fn commit_batch(
         .bind(&ids)
         .execute(&mut *tx)
         .await?;
+    plain_groups(&mut tx, sql, ops, &by_key, now, p, &mut d).await?;
+    // Everything else, one op at a time in each key's arrival order.
+    for (&key_id, idxs) in &by_key {
+        if d.fresh.contains_key(&key_id) {
+            continue;
+        }
+        for &i in idxs {
+            one_op(&mut tx, sql, &ops[i], i, now, p, &mut d).await?;
+        }
+    }
+    insert_history(&mut tx, ops, &d, now).await?;
+    tx.commit().await?;
+    Ok(BatchOutcome {
+        results: d
+            .results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(Refusal::NotFound)))
+            .collect(),
+        counters: d.fresh.into_values().collect(),
+    })
+}
 
-    // Fast path: keys whose ops are all plain consumes or holds, in one statement.
+/// Fast path: keys whose ops are all plain consumes or holds, all in one statement.
+async fn plain_groups(
+    tx: &mut PgConnection,
+    sql: &Sql,
+    ops: &[ConsumeOp],
+    by_key: &BTreeMap<i64, Vec<usize>>,
+    now: i64,
+    p: PeriodStarts,
+    d: &mut Decided,
+) -> Result<(), sqlx::Error> {
     let fast: Vec<(i64, i64)> = by_key
         .iter()
         .filter(|(_, idxs)| {
@@ -401,64 +439,76 @@ async fn commit_batch(
         })
         .map(|(&id, idxs)| (id, idxs.iter().map(|&i| ops[i].total()).sum()))
         .collect();
-    if !fast.is_empty() {
-        let (fids, amts): (Vec<i64>, Vec<i64>) = fast.into_iter().unzip();
-        let rows = sqlx::query(AssertSqlSafe(sql.group.as_str()))
-            .bind(p.daily)
-            .bind(p.weekly)
-            .bind(p.monthly)
-            .bind(now)
-            .bind(&fids)
-            .bind(&amts)
-            .fetch_all(&mut *tx)
-            .await?;
-        for r in rows {
-            let key_id: i64 = r.try_get(0)?;
-            let c = counters(key_id, &r, 1)?;
-            let mut used_after = c.used;
-            for &i in by_key[&key_id].iter().rev() {
-                results[i] = Some(Ok(Committed {
-                    remaining: c.quota.map(|q| q - used_after),
-                    quota: c.quota,
-                    charged: ops[i].total(),
-                }));
-                used_after -= ops[i].total();
-            }
-            fresh.insert(key_id, c);
-        }
+    if fast.is_empty() {
+        return Ok(());
     }
-
-    // Everything else, one op at a time in each key's arrival order.
-    for (&key_id, idxs) in &by_key {
-        if fresh.contains_key(&key_id) {
-            continue;
+    let (fids, amts): (Vec<i64>, Vec<i64>) = fast.into_iter().unzip();
+    let rows = sqlx::query(AssertSqlSafe(sql.group.as_str()))
+        .bind(p.daily)
+        .bind(p.weekly)
+        .bind(p.monthly)
+        .bind(now)
+        .bind(&fids)
+        .bind(&amts)
+        .fetch_all(&mut *tx)
+        .await?;
+    for r in rows {
+        let key_id: i64 = r.try_get(0)?;
+        let c = counters(key_id, &r, 1)?;
+        let mut used_after = c.used;
+        for &i in by_key[&key_id].iter().rev() {
+            d.results[i] = Some(Ok(Committed {
+                remaining: c.quota.map(|q| q - used_after),
+                quota: c.quota,
+                charged: ops[i].total(),
+            }));
+            used_after -= ops[i].total();
         }
-        for &i in idxs {
-            let op = &ops[i];
-            if let Some(idem) = &op.idempotency_key
-                && let Some(prev) = claim_idempotency(&mut tx, op, idem, now).await?
-            {
-                results[i] = Some(Ok(prev));
-                replayed[i] = true;
-                continue;
-            }
-            let (result, c) = apply_one(&mut tx, sql, op, now, p).await?;
-            if let Some(idem) = &op.idempotency_key {
-                finish_idempotency(&mut tx, op, idem, &result).await?;
-            }
-            if let Some(c) = c {
-                fresh.insert(key_id, c);
-            }
-            results[i] = Some(result);
-        }
+        d.fresh.insert(key_id, c);
     }
+    Ok(())
+}
 
-    // History, in one statement.
+/// One op on its own: replayed from its idempotency record, or applied (and recorded).
+async fn one_op(
+    tx: &mut PgConnection,
+    sql: &Sql,
+    op: &ConsumeOp,
+    i: usize,
+    now: i64,
+    p: PeriodStarts,
+    d: &mut Decided,
+) -> Result<(), sqlx::Error> {
+    if let Some(idem) = &op.idempotency_key
+        && let Some(prev) = claim_idempotency(&mut *tx, op, idem, now).await?
+    {
+        d.results[i] = Some(Ok(prev));
+        d.replayed[i] = true;
+        return Ok(());
+    }
+    let (result, c) = apply_one(&mut *tx, sql, op, now, p).await?;
+    if let Some(idem) = &op.idempotency_key {
+        finish_idempotency(&mut *tx, op, idem, &result).await?;
+    }
+    if let Some(c) = c {
+        d.fresh.insert(op.key_id, c);
+    }
+    d.results[i] = Some(result);
+    Ok(())
+}
+
+/// The usage-history rows of every op this batch committed, in one statement.
+async fn insert_history(
+    tx: &mut PgConnection,
+    ops: &[ConsumeOp],
+    d: &Decided,
+    now: i64,
+) -> Result<(), sqlx::Error> {
     let (mut k, mut amount, mut reason, mut remaining, mut meta) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (i, (op, r)) in ops.iter().zip(&results).enumerate() {
+    for (i, (op, r)) in ops.iter().zip(&d.results).enumerate() {
         let Some(Ok(c)) = r else { continue };
-        if replayed[i] {
+        if d.replayed[i] {
             continue;
         }
         for h in history_rows(op, c) {
@@ -469,29 +519,23 @@ async fn commit_batch(
             meta.push(h.metadata);
         }
     }
-    if !k.is_empty() {
-        sqlx::query(
-            "INSERT INTO usage_events (key_id, ts, amount, reason, remaining, metadata) \
-             SELECT k, $2, a, r, rem, m FROM unnest($1::BIGINT[], $3::BIGINT[], $4::TEXT[], \
-             $5::BIGINT[], $6::TEXT[]) AS u(k, a, r, rem, m)",
-        )
-        .bind(&k)
-        .bind(now)
-        .bind(&amount)
-        .bind(&reason)
-        .bind(&remaining)
-        .bind(&meta)
-        .execute(&mut *tx)
-        .await?;
+    if k.is_empty() {
+        return Ok(());
     }
-    tx.commit().await?;
-    Ok(BatchOutcome {
-        results: results
-            .into_iter()
-            .map(|r| r.unwrap_or(Err(Refusal::NotFound)))
-            .collect(),
-        counters: fresh.into_values().collect(),
-    })
+    sqlx::query(
+        "INSERT INTO usage_events (key_id, ts, amount, reason, remaining, metadata) \
+         SELECT k, $2, a, r, rem, m FROM unnest($1::BIGINT[], $3::BIGINT[], $4::TEXT[], \
+         $5::BIGINT[], $6::TEXT[]) AS u(k, a, r, rem, m)",
+    )
+    .bind(&k)
+    .bind(now)
+    .bind(&amount)
+    .bind(&reason)
+    .bind(&remaining)
+    .bind(&meta)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 fn is_conflict(e: &sqlx::Error) -> bool {

@@ -160,6 +160,14 @@ fn classify(
     Ok(out)
 }
 
+/// One batch's transaction: the database, its statements, and the batch's clock.
+struct Batch<'a, 'd> {
+    db: &'a Db<'d>,
+    s: &'a mut Statements,
+    now_ms: i64,
+    p: PeriodStarts,
+}
+
 fn commit_sync(
     db: &Db<'_>,
     s: &mut Statements,
@@ -168,10 +176,38 @@ fn commit_sync(
     p: PeriodStarts,
 ) -> StoreResult<BatchOutcome> {
     db.exec("BEGIN IMMEDIATE")?;
+    let mut b = Batch { db, s, now_ms, p };
     let mut results: Vec<Option<ConsumeResult>> = vec![None; ops.len()];
     let mut fresh = Vec::new();
+    let (order, by_key) = group_by_key(ops);
+    for key_id in order {
+        let idxs = &by_key[&key_id];
+        if let Some(c) = b.whole_group(ops, idxs, key_id, &mut results)? {
+            fresh.push(c);
+            continue;
+        }
+        // Slow path: one by one, refusing only those that do not fit.
+        let mut last = None;
+        for &i in idxs {
+            let (result, seen) = b.one(&ops[i], key_id)?;
+            results[i] = Some(result);
+            last = seen.or(last);
+        }
+        fresh.extend(last);
+    }
+    b.records(ops, &results)?;
+    db.exec("COMMIT")?;
+    Ok(BatchOutcome {
+        results: results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(Refusal::NotFound)))
+            .collect(),
+        counters: fresh,
+    })
+}
 
-    // Group by key, keeping each key's ops in arrival order.
+/// The keys in order of first appearance, and each key's ops in arrival order.
+fn group_by_key(ops: &[ConsumeOp]) -> (Vec<i64>, HashMap<i64, Vec<usize>>) {
     let mut order: Vec<i64> = Vec::new();
     let mut by_key: HashMap<i64, Vec<usize>> = HashMap::new();
     for (i, op) in ops.iter().enumerate() {
@@ -183,132 +219,156 @@ fn commit_sync(
             })
             .push(i);
     }
+    (order, by_key)
+}
 
-    for key_id in order {
-        let idxs = &by_key[&key_id];
-        let total: i64 = idxs.iter().map(|&i| ops[i].total()).sum();
+impl Batch<'_, '_> {
+    /// Fast path: a key's plain consumes and holds committed by one statement for their
+    /// sum, when it fits. `None` when the group is not all plain or does not fit.
+    fn whole_group(
+        &mut self,
+        ops: &[ConsumeOp],
+        idxs: &[usize],
+        key_id: i64,
+        results: &mut [Option<ConsumeResult>],
+    ) -> StoreResult<Option<KeyCounters>> {
         let all_consume = idxs
             .iter()
             .all(|&i| matches!(ops[i].kind, OpKind::Consume | OpKind::Hold) && ops[i].credit == 0);
-        // Fast path: the key's whole group fits, one statement.
-        if all_consume
-            && let Some(c) = run_consume(&mut s.consume.on(db)?, key_id, total, now_ms, p)?
-        {
-            let mut used_after = c.used;
-            for &i in idxs.iter().rev() {
-                results[i] = Some(Ok(Committed {
-                    remaining: c.quota.map(|q| q - used_after),
-                    quota: c.quota,
-                    charged: ops[i].total(),
-                }));
-                used_after -= ops[i].total();
-            }
-            fresh.push(c);
-            continue;
+        if !all_consume {
+            return Ok(None);
         }
-        // Slow path: one by one, refusing only those that do not fit.
-        let mut last = None;
-        for &i in idxs {
-            let op = &ops[i];
-            if op.kind == OpKind::Peek {
-                let (_, _, c) = classify(&mut s.key.on(db)?, key_id, now_ms, p)?;
-                results[i] = Some(match c {
-                    Some(c) => Ok(Committed {
-                        remaining: c.quota.map(|q| q - c.used),
-                        quota: c.quota,
-                        charged: 0,
-                    }),
-                    None => Err(Refusal::NotFound),
-                });
-                last = c.or(last);
-                continue;
-            }
-            if op.credit > 0 {
-                let mut c = s.credit.on(db)?;
-                c.reset();
-                c.bind_i64(1, p.daily)?;
-                c.bind_i64(2, p.weekly)?;
-                c.bind_i64(3, p.monthly)?;
-                c.bind_i64(5, op.credit)?;
-                c.bind_i64(6, key_id)?;
-                c.step()?;
-                c.reset();
-            }
-            let stmt = match op.kind {
-                OpKind::Consume | OpKind::Hold | OpKind::Peek => &mut s.consume,
-                OpKind::Settle => &mut s.settle,
-            };
-            let mut charged = op.total();
-            let mut row = run_consume(&mut stmt.on(db)?, key_id, charged, now_ms, p)?;
-            let mut refusal = None;
-            if row.is_none() {
-                let (r, left, c) = classify(&mut s.key.on(db)?, key_id, now_ms, p)?;
-                last = c.or(last);
-                match (op.kind, left, r) {
-                    (_, _, Refusal::NotFound)
-                    | (OpKind::Consume | OpKind::Hold | OpKind::Peek, _, _) => refusal = Some(r),
-                    // A served call pays what is left, never more (disabled or not).
-                    (OpKind::Settle, Some(left), _) if left > 0 => {
-                        charged = left;
-                        row = run_consume(&mut s.settle.on(db)?, key_id, charged, now_ms, p)?;
-                    }
-                    (OpKind::Settle, _, _) => {
-                        charged = 0;
-                        row = c;
-                    }
-                }
-            }
-            match (row, refusal) {
-                (Some(c), None) => {
-                    results[i] = Some(Ok(Committed {
-                        remaining: c.quota.map(|q| q - c.used),
-                        quota: c.quota,
-                        charged,
-                    }));
-                    last = Some(c);
-                }
-                (_, r) => results[i] = Some(Err(r.unwrap_or(Refusal::NotFound))),
-            }
+        let total: i64 = idxs.iter().map(|&i| ops[i].total()).sum();
+        let Some(c) = run_consume(
+            &mut self.s.consume.on(self.db)?,
+            key_id,
+            total,
+            self.now_ms,
+            self.p,
+        )?
+        else {
+            return Ok(None);
+        };
+        let mut used_after = c.used;
+        for &i in idxs.iter().rev() {
+            results[i] = Some(Ok(Committed {
+                remaining: c.quota.map(|q| q - used_after),
+                quota: c.quota,
+                charged: ops[i].total(),
+            }));
+            used_after -= ops[i].total();
         }
-        fresh.extend(last);
+        Ok(Some(c))
     }
 
-    for (op, r) in ops.iter().zip(&results) {
-        let Some(Ok(c)) = r else { continue };
-        for h in history_rows(op, c) {
-            let mut e = s.event.on(db)?;
-            e.reset();
-            e.bind_i64(1, op.key_id)?;
-            e.bind_i64(2, now_ms)?;
-            e.bind_i64(3, h.amount)?;
-            e.bind_opt_text(4, h.reason)?;
-            e.bind_opt_i64(5, h.remaining)?;
-            e.bind_opt_text(6, h.metadata.as_deref())?;
-            e.step()?;
-            e.reset();
+    /// One op on its own, and the key's counters as it left them (when read).
+    fn one(
+        &mut self,
+        op: &ConsumeOp,
+        key_id: i64,
+    ) -> StoreResult<(ConsumeResult, Option<KeyCounters>)> {
+        let (now_ms, p) = (self.now_ms, self.p);
+        if op.kind == OpKind::Peek {
+            let (_, _, c) = classify(&mut self.s.key.on(self.db)?, key_id, now_ms, p)?;
+            let result = match c {
+                Some(c) => Ok(Committed {
+                    remaining: c.quota.map(|q| q - c.used),
+                    quota: c.quota,
+                    charged: 0,
+                }),
+                None => Err(Refusal::NotFound),
+            };
+            return Ok((result, c));
         }
-        if let Some(k) = &op.idempotency_key {
-            let mut q = s.idem.on(db)?;
-            q.reset();
-            q.bind_i64(1, op.key_id)?;
-            q.bind_opt_text(2, Some(k))?;
-            q.bind_i64(3, now_ms)?;
-            q.bind_i64(4, op.total())?;
-            q.bind_opt_i64(5, c.remaining)?;
-            q.bind_opt_i64(6, c.quota)?;
-            q.bind_i64(7, op.items.len() as i64)?;
-            q.step()?;
-            q.reset();
+        if op.credit > 0 {
+            self.give_back(key_id, op.credit)?;
         }
+        let stmt = match op.kind {
+            OpKind::Consume | OpKind::Hold | OpKind::Peek => &mut self.s.consume,
+            OpKind::Settle => &mut self.s.settle,
+        };
+        let mut charged = op.total();
+        let mut row = run_consume(&mut stmt.on(self.db)?, key_id, charged, now_ms, p)?;
+        let mut refusal = None;
+        let mut seen = None;
+        if row.is_none() {
+            let (r, left, c) = classify(&mut self.s.key.on(self.db)?, key_id, now_ms, p)?;
+            seen = c;
+            match (op.kind, left, r) {
+                (_, _, Refusal::NotFound)
+                | (OpKind::Consume | OpKind::Hold | OpKind::Peek, _, _) => refusal = Some(r),
+                // A served call pays what is left, never more (disabled or not).
+                (OpKind::Settle, Some(left), _) if left > 0 => {
+                    charged = left;
+                    let mut settle = self.s.settle.on(self.db)?;
+                    row = run_consume(&mut settle, key_id, charged, now_ms, p)?;
+                }
+                (OpKind::Settle, _, _) => {
+                    charged = 0;
+                    row = c;
+                }
+            }
+        }
+        Ok(match (row, refusal) {
+            (Some(c), None) => (
+                Ok(Committed {
+                    remaining: c.quota.map(|q| q - c.used),
+                    quota: c.quota,
+                    charged,
+                }),
+                Some(c),
+            ),
+            (_, r) => (Err(r.unwrap_or(Refusal::NotFound)), seen),
+        })
     }
-    db.exec("COMMIT")?;
-    Ok(BatchOutcome {
-        results: results
-            .into_iter()
-            .map(|r| r.unwrap_or(Err(Refusal::NotFound)))
-            .collect(),
-        counters: fresh,
-    })
+
+    /// A settled call's hold given back before its cost is charged.
+    fn give_back(&mut self, key_id: i64, credit: i64) -> StoreResult<()> {
+        let mut c = self.s.credit.on(self.db)?;
+        c.reset();
+        c.bind_i64(1, self.p.daily)?;
+        c.bind_i64(2, self.p.weekly)?;
+        c.bind_i64(3, self.p.monthly)?;
+        c.bind_i64(5, credit)?;
+        c.bind_i64(6, key_id)?;
+        c.step()?;
+        c.reset();
+        Ok(())
+    }
+
+    /// The usage-history rows and idempotency records of the committed ops.
+    fn records(&mut self, ops: &[ConsumeOp], results: &[Option<ConsumeResult>]) -> StoreResult<()> {
+        let now_ms = self.now_ms;
+        for (op, r) in ops.iter().zip(results) {
+            let Some(Ok(c)) = r else { continue };
+            for h in history_rows(op, c) {
+                let mut e = self.s.event.on(self.db)?;
+                e.reset();
+                e.bind_i64(1, op.key_id)?;
+                e.bind_i64(2, now_ms)?;
+                e.bind_i64(3, h.amount)?;
+                e.bind_opt_text(4, h.reason)?;
+                e.bind_opt_i64(5, h.remaining)?;
+                e.bind_opt_text(6, h.metadata.as_deref())?;
+                e.step()?;
+                e.reset();
+            }
+            if let Some(k) = &op.idempotency_key {
+                let mut q = self.s.idem.on(self.db)?;
+                q.reset();
+                q.bind_i64(1, op.key_id)?;
+                q.bind_opt_text(2, Some(k))?;
+                q.bind_i64(3, now_ms)?;
+                q.bind_i64(4, op.total())?;
+                q.bind_opt_i64(5, c.remaining)?;
+                q.bind_opt_i64(6, c.quota)?;
+                q.bind_i64(7, op.items.len() as i64)?;
+                q.step()?;
+                q.reset();
+            }
+        }
+        Ok(())
+    }
 }
 
 impl SqliteConsumeWriter {

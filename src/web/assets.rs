@@ -14,43 +14,73 @@ struct Source {
     name: &'static str,
     mime: &'static str,
     bytes: &'static [u8],
+    /// An ES module of the dashboard: named in the page's import map.
+    module: bool,
+}
+
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// A dashboard module from `web/js/`.
+macro_rules! module {
+    ($name:literal) => {
+        Source {
+            name: $name,
+            mime: JS,
+            bytes: include_bytes!(concat!("../../web/js/", $name)),
+            module: true,
+        }
+    };
 }
 
 const SOURCES: &[Source] = &[
-    Source {
-        name: "app.js",
-        mime: "text/javascript; charset=utf-8",
-        bytes: include_bytes!("../../web/app.js"),
-    },
+    module!("main.js"),
+    module!("state.js"),
+    module!("i18n.js"),
+    module!("dom.js"),
+    module!("format.js"),
+    module!("api.js"),
+    module!("router.js"),
+    module!("charts.js"),
+    module!("widgets.js"),
+    module!("shell.js"),
+    module!("page-overview.js"),
+    module!("page-rankings.js"),
+    module!("page-heatmap.js"),
+    module!("page-anomalies.js"),
+    module!("page-subject.js"),
+    module!("page-keys.js"),
+    module!("page-requests.js"),
+    module!("page-key.js"),
+    module!("page-alerts.js"),
     Source {
         name: "app.css",
         mime: "text/css; charset=utf-8",
         bytes: include_bytes!("../../web/app.css"),
-    },
-    Source {
-        name: "i18n.js",
-        mime: "text/javascript; charset=utf-8",
-        bytes: include_bytes!("../../web/i18n.js"),
+        module: false,
     },
     Source {
         name: "echarts.js",
         mime: "text/javascript; charset=utf-8",
         bytes: include_bytes!("../../web/vendor/echarts/echarts.common.min.js"),
+        module: false,
     },
     Source {
         name: "swagger-ui.js",
         mime: "text/javascript; charset=utf-8",
         bytes: include_bytes!("../../web/vendor/swagger-ui/swagger-ui-bundle.js"),
+        module: false,
     },
     Source {
         name: "swagger-ui.css",
         mime: "text/css; charset=utf-8",
         bytes: include_bytes!("../../web/vendor/swagger-ui/swagger-ui.css"),
+        module: false,
     },
     Source {
         name: "docs.js",
         mime: "text/javascript; charset=utf-8",
         bytes: include_bytes!("../../web/docs.js"),
+        module: false,
     },
 ];
 
@@ -147,6 +177,8 @@ pub struct Assets {
     files: Vec<Asset>,
     index: Asset,
     docs: Asset,
+    /// `'sha256-…'` of the page's inline import map, for its Content-Security-Policy.
+    import_map_hash: String,
 }
 
 impl Assets {
@@ -166,9 +198,43 @@ impl Assets {
             }
             Asset::new(name, "text/html; charset=utf-8", html.into_bytes())
         };
-        let index = page("index.html", INDEX);
+        // Each module is imported by its plain name (`./dom.js`); the map sends the browser
+        // to the hashed URL, so a module changes its URL when it changes, and none is stale.
+        let imports: serde_json::Map<String, serde_json::Value> = SOURCES
+            .iter()
+            .zip(&files)
+            .filter(|(s, _)| s.module)
+            .map(|(_, f)| {
+                let plain = format!("/assets/{}", f.name);
+                let hashed = format!("/assets/{}?v={}", f.name, f.hash);
+                (plain, hashed.into())
+            })
+            .collect();
+        let map = serde_json::json!({ "imports": imports }).to_string();
+        let import_map_hash = format!(
+            "'sha256-{}'",
+            base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                Sha256::digest(map.as_bytes())
+            )
+        );
+        let index_html = INDEX.replace(
+            "{{importmap}}",
+            &format!("<script type=\"importmap\">{map}</script>"),
+        );
+        let index = page("index.html", &index_html);
         let docs = page("docs.html", DOCS);
-        Self { files, index, docs }
+        Self {
+            files,
+            index,
+            docs,
+            import_map_hash,
+        }
+    }
+
+    /// The CSP source that allows the page's import map (and nothing else inline).
+    pub fn import_map_hash(&self) -> &str {
+        &self.import_map_hash
     }
 
     /// Built on first use (compressing ECharts takes a few tens of milliseconds).
@@ -197,7 +263,9 @@ impl Assets {
             + self
                 .files
                 .iter()
-                .filter(|f| INDEX.contains(&format!("{{{{{}}}}}", f.name)))
+                .zip(SOURCES)
+                .filter(|(f, s)| s.module || INDEX.contains(&format!("{{{{{}}}}}", f.name)))
+                .map(|(f, _)| f)
                 .map(Asset::compressed_len)
                 .sum::<usize>()
     }

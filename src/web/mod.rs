@@ -55,10 +55,6 @@ pub fn router() -> OpenApiRouter<WebState> {
 /// Headers for every response: no framing, no sniffing, no inline or foreign script, no
 /// referrer leaving the site.
 pub fn secure_headers<S: Clone + Send + Sync + 'static>(r: Router<S>) -> Router<S> {
-    const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
-                       img-src 'self' data: blob:; connect-src 'self'; font-src 'self'; \
-                       object-src 'none'; base-uri 'none'; form-action 'self'; \
-                       frame-ancestors 'none'";
     let set = |name: &'static str, v: &'static str| {
         SetResponseHeaderLayer::if_not_present(
             HeaderName::from_static(name),
@@ -71,8 +67,24 @@ pub fn secure_headers<S: Clone + Send + Sync + 'static>(r: Router<S>) -> Router<
         .layer(set("referrer-policy", "no-referrer"))
 }
 
+/// Scripts from the origin only; the dashboard page adds the hash of its import map.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+                   img-src 'self' data: blob:; connect-src 'self'; font-src 'self'; \
+                   object-src 'none'; base-uri 'none'; form-action 'self'; \
+                   frame-ancestors 'none'";
+
 async fn index(headers: HeaderMap) -> Response {
-    Assets::get().index(&headers)
+    let assets = Assets::get();
+    let mut resp = assets.index(&headers);
+    let csp = CSP.replace(
+        "script-src 'self';",
+        &format!("script-src 'self' {};", assets.import_map_hash()),
+    );
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        resp.headers_mut()
+            .insert(HeaderName::from_static("content-security-policy"), v);
+    }
+    resp
 }
 
 async fn docs(headers: HeaderMap) -> Response {

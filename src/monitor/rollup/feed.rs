@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::Rollup;
 use super::data::Row as LogRow;
 use super::snapshot;
-use crate::monitor::MonitorError;
+use crate::monitor::error::MonitorError;
 use crate::monitor::source::{Source, SourceKind};
 
 const GAP_TTL: Duration = Duration::from_secs(120);
@@ -338,6 +338,34 @@ impl Feed {
         Ok(())
     }
 
+    /// The page after `last`: the one fetched ahead when it follows `last`, else fetched
+    /// now; when it is full, the one after it is asked for at once.
+    async fn next_page(&mut self, last: i64) -> Result<Vec<(bool, LogRow)>, MonitorError> {
+        let page = match self.prefetched.take() {
+            Some((after, next)) if after == last => match next.await {
+                Ok(rows) => rows?,
+                Err(_) => self.src.fetch_log_rows(&self.page_sql(last)).await?,
+            },
+            stale => {
+                if let Some((_, next)) = stale {
+                    next.abort();
+                }
+                self.src.fetch_log_rows(&self.page_sql(last)).await?
+            }
+        };
+        if page.len() >= self.rollup.settings.page.max(1)
+            && let Some(next_after) = page.last().map(|(_, r)| r.id)
+        {
+            let src = self.src.clone();
+            let sql = self.page_sql(next_after);
+            self.prefetched = Some((
+                next_after,
+                tokio::spawn(async move { src.fetch_log_rows(&sql).await }),
+            ));
+        }
+        Ok(page)
+    }
+
     /// One page; `true` when more are waiting.
     async fn step(&mut self) -> Result<bool, MonitorError> {
         if !self.started {
@@ -352,29 +380,7 @@ impl Feed {
             ))
             .await?;
         let last = self.rollup.last_id.load(Ordering::Acquire);
-        let page = match self.prefetched.take() {
-            Some((after, next)) if after == last => match next.await {
-                Ok(rows) => rows?,
-                Err(_) => self.src.fetch_log_rows(&self.page_sql(last)).await?,
-            },
-            stale => {
-                if let Some((_, next)) = stale {
-                    next.abort();
-                }
-                self.src.fetch_log_rows(&self.page_sql(last)).await?
-            }
-        };
-        // A full page: more are waiting; ask for the next one now.
-        if page.len() >= self.rollup.settings.page.max(1)
-            && let Some(next_after) = page.last().map(|(_, r)| r.id)
-        {
-            let src = self.src.clone();
-            let sql = self.page_sql(next_after);
-            self.prefetched = Some((
-                next_after,
-                tokio::spawn(async move { src.fetch_log_rows(&sql).await }),
-            ));
-        }
+        let page = self.next_page(last).await?;
         let full = page.len() >= self.rollup.settings.page.max(1);
         let rows = page;
         let late = self.late_rows().await?;

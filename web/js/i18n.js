@@ -1,7 +1,7 @@
-// Labels of the dashboard in Chinese and English. Keys are stable; app.js looks them up
-// with t('key'). Values are plain text (never HTML).
-'use strict';
-window.QP_I18N = {
+// Labels of the dashboard in Chinese and English. Keys are stable; the modules look them
+// up with t('key') (state.js). Values are plain text (never HTML).
+
+export const I18N = {
   zh: {
     brand: 'quota-proxy 控制台',
     login_title: '登录控制台',

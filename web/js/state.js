@@ -1,0 +1,38 @@
+// What every view shares: the session, the language and time zone, the charts and timer
+// of the view on screen, and the hooks through which low modules ask main.js to act.
+
+import { I18N } from './i18n.js';
+
+export const st = {
+  session: null, // {role, mode, source, tz}
+  lang: localStorage.getItem('qp.lang') ||
+    ((navigator.language || '').toLowerCase().startsWith('zh') ? 'zh' : 'en'),
+  tz: localStorage.getItem('qp.tz') || '',
+  charts: [],
+  timer: null,
+  gen: 0, // bumps on every render: late answers of an old view are dropped
+};
+
+export function t(k) {
+  const d = I18N[st.lang] || I18N.zh;
+  return k in d ? d[k] : k;
+}
+
+export function tz() {
+  return st.tz || (st.session && st.session.tz) || 'UTC';
+}
+
+export function isAdmin() {
+  return st.session && st.session.role === 'admin';
+}
+
+export function hasKeys() {
+  return st.session && st.session.mode === 'serve';
+}
+
+// Set by main.js: what lower modules ask for without importing main (no import cycle).
+export const hooks = {
+  render: () => {},
+  start: async () => {},
+  signedOut: (_message) => {},
+};
