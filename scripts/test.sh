@@ -29,9 +29,9 @@ cargo --version
 
 log "test clients"
 if ! command -v python3 >/dev/null; then apt_install python3 python3-pip; fi
-if ! python3 -c 'import requests, openai, openapi_spec_validator, schemathesis' 2>/dev/null; then
-  # The seed's client and the SDK; the OpenAPI validator and the contract fuzzer.
-  python3 -m pip install --quiet requests openai openapi-spec-validator schemathesis
+if ! python3 -c 'import requests, openai, anthropic, openapi_spec_validator, schemathesis' 2>/dev/null; then
+  # The seed's client and the SDKs; the OpenAPI validator and the contract fuzzer.
+  python3 -m pip install --quiet requests openai anthropic openapi-spec-validator schemathesis
 fi
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then apt_install nodejs npm; fi
 if [ ! -d tests/clients/node_modules/axios ] || [ ! -d tests/clients/node_modules/openai ]; then

@@ -61,6 +61,7 @@ pub fn effective(c: &Config) -> Value {
                 "timeout_ms": u.timeout_ms,
                 "connect_timeout_ms": u.connect_timeout_ms,
                 "model_map": u.model_map,
+                "protocols": u.protocols.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
                 // Extra headers often carry credentials: names only.
                 "headers": u.headers.keys().collect::<Vec<_>>(),
             })

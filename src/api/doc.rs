@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::error::{MonitorErrorBody, OpenAiError, QuotaError};
+use crate::error::{AnthropicError, MonitorErrorBody, OpenAiError, QuotaError};
 
 struct Security;
 
@@ -63,13 +63,14 @@ impl Modify for Security {
 #[openapi(
     info(title = "quota-proxy", description = "OpenAI-compatible gateway with per-key quotas, metering, monitoring and alerts"),
     modifiers(&Security),
-    components(schemas(QuotaError, MonitorErrorBody, OpenAiError)),
+    components(schemas(QuotaError, MonitorErrorBody, OpenAiError, AnthropicError)),
     tags(
         (name = "quota", description = "The caller's quota API (`X-API-Key`)"),
         (name = "admin", description = "Key administration (`ADMIN_TOKEN`; `VIEWER_TOKEN` reads)"),
         (name = "alerts", description = "Alert history, channels and a test message"),
         (name = "monitor", description = "Usage monitoring and risk control (seed: NewAPI 监控系统)"),
         (name = "gateway", description = "OpenAI-compatible gateway"),
+        (name = "messages", description = "Anthropic Messages (Claude Code and the Anthropic SDKs)"),
         (name = "health", description = "Liveness and readiness"),
         (name = "dashboard", description = "Dashboard sign-in (session cookie)"),
     )

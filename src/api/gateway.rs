@@ -11,15 +11,15 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::Origin;
-use crate::error::OaiError;
 use crate::error::OpenAiRefusals;
 use crate::error::refusals::*;
+use crate::error::{AnthError, OaiError};
 use crate::gateway::Endpoint;
 use crate::gateway::call::{CallError, Meta, Outcome};
 use crate::ledger::LedgerError;
 use crate::state::AppState;
 
-async fn proxied(st: AppState, endpoint: Endpoint, req: Request) -> Response {
+pub(super) async fn proxied(st: AppState, endpoint: Endpoint, req: Request) -> Response {
     // Set for every request by the server's middleware.
     let origin = req
         .extensions()
@@ -36,14 +36,22 @@ async fn proxied(st: AppState, endpoint: Endpoint, req: Request) -> Response {
         .gateway
         .handle(endpoint, &parts.headers, origin, bytes)
         .await;
-    respond(outcome)
+    respond(outcome, endpoint)
+}
+
+/// A refusal in the caller's protocol.
+fn refusal(endpoint: Endpoint, error: &CallError) -> Response {
+    match endpoint {
+        Endpoint::Messages => AnthError::from(error).into_response(),
+        _ => OaiError::from(error).into_response(),
+    }
 }
 
 /// The gateway's outcome as an HTTP answer: OpenAI's error shape, the upstream's JSON, or
 /// server-sent events; each with the request id, the quota left and the rate-limit headers.
-fn respond(outcome: Outcome) -> Response {
+fn respond(outcome: Outcome, endpoint: Endpoint) -> Response {
     let (mut resp, meta) = match outcome {
-        Outcome::Refused { error, meta } => (OaiError::from(&error).into_response(), meta),
+        Outcome::Refused { error, meta } => (refusal(endpoint, &error), meta),
         Outcome::Answered { status, body, meta } => {
             let mut r = Response::new(Body::from(body));
             *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -166,7 +174,8 @@ pub async fn embeddings(State(st): State<AppState>, req: Request) -> Response {
 /// Models the configured upstreams serve (and this key may use). Costs nothing.
 #[utoipa::path(get, path = "/v1/models", tag = "gateway",
     security(("apiKey" = []), ("bearerKey" = [])),
-    responses((status = 200, body = ModelList), OpenAiRefusals<{ AUTH | UNAVAILABLE }>))]
+    params(("anthropic-version" = Option<String>, Header, description = "When present (the Anthropic SDK sends it), the list is in Anthropic's shape")),
+    responses((status = 200, description = "OpenAI's model list, or Anthropic's when `anthropic-version` is sent", body = ModelsAnswer), OpenAiRefusals<{ AUTH | UNAVAILABLE }>))]
 pub async fn models(State(st): State<AppState>, headers: HeaderMap) -> Response {
     let presented = crate::auth::caller_key(&headers).map(str::to_owned);
     let Some(presented) = presented else {
@@ -180,6 +189,7 @@ pub async fn models(State(st): State<AppState>, headers: HeaderMap) -> Response 
         Err(_) => return OaiError::from(&CallError::UnknownKey).into_response(),
     };
     let allowed = entry.snapshot().limits.models;
+    let anthropic = headers.contains_key("anthropic-version");
     let mut seen = std::collections::BTreeSet::new();
     let mut data = Vec::new();
     for up in &st.gateway.upstreams {
@@ -198,11 +208,61 @@ pub async fn models(State(st): State<AppState>, headers: HeaderMap) -> Response 
             }
         }
     }
+    if anthropic {
+        return axum::Json(AnthropicModelList::of(&data)).into_response();
+    }
     axum::Json(ModelList {
         object: "list",
         data,
     })
     .into_response()
+}
+
+/// What `/v1/models` answers: OpenAI's list, or Anthropic's for the Anthropic SDK.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum ModelsAnswer {
+    OpenAi(ModelList),
+    Anthropic(AnthropicModelList),
+}
+
+/// `/v1/models` as the Anthropic SDK reads it (asked with `anthropic-version`).
+#[derive(Serialize, ToSchema)]
+pub struct AnthropicModelList {
+    pub data: Vec<AnthropicModel>,
+    pub has_more: bool,
+    pub first_id: Option<String>,
+    pub last_id: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AnthropicModel {
+    /// Always `model`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub id: String,
+    pub display_name: String,
+    /// RFC 3339 (the configuration has no dates: the Unix epoch).
+    pub created_at: &'static str,
+}
+
+impl AnthropicModelList {
+    fn of(models: &[Model]) -> Self {
+        Self {
+            data: models
+                .iter()
+                .map(|m| AnthropicModel {
+                    kind: "model",
+                    id: m.id.clone(),
+                    display_name: m.id.clone(),
+                    created_at: "1970-01-01T00:00:00Z",
+                })
+                .collect(),
+            has_more: false,
+            first_id: models.first().map(|m| m.id.clone()),
+            last_id: models.last().map(|m| m.id.clone()),
+        }
+    }
 }
 
 /// An OpenAI chat request; every other field is forwarded to the upstream as sent.

@@ -8,6 +8,7 @@ pub mod extract;
 pub mod gateway;
 pub mod health;
 pub mod input;
+pub mod messages;
 pub mod metrics;
 pub mod monitor;
 pub mod quota;

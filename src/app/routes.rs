@@ -15,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::api::alerts::AlertsState;
 use crate::api::metrics::MetricsState;
 use crate::api::monitor::MonitorState;
-use crate::api::{admin, alerts, doc, gateway, health, metrics, monitor, quota};
+use crate::api::{admin, alerts, doc, gateway, health, messages, metrics, monitor, quota};
 use crate::config::Config;
 use crate::error::{ApiError, Family};
 use crate::middleware::{Context, Guard, context, guard, unmatched};
@@ -57,6 +57,11 @@ pub fn router(surfaces: Surfaces, config: &Config) -> Router {
             .merge(
                 guarded
                     .apply(gateway::router(), Family::OpenAi, false)
+                    .with_state(core.clone()),
+            )
+            .merge(
+                guarded
+                    .apply(messages::router(), Family::Anthropic, false)
                     .with_state(core),
             );
     }
@@ -124,7 +129,7 @@ impl Guards {
     {
         let g = Guard {
             family,
-            body_limit: if family == Family::OpenAi {
+            body_limit: if matches!(family, Family::OpenAi | Family::Anthropic) {
                 self.gateway_body_limit
             } else {
                 self.body_limit

@@ -4,6 +4,7 @@
 
 use axum::response::{IntoResponse, Response};
 
+use super::anthropic::AnthError;
 use super::monitor::MonitorErrorBody;
 use super::openai::OaiError;
 use super::problem::Problem;
@@ -18,12 +19,16 @@ pub enum Family {
     OpenAi,
     /// The monitor seed's `{"error","code","timestamp"}`.
     Monitor,
+    /// Anthropic Messages: `{"type":"error","error":{"type","message"}}`.
+    Anthropic,
 }
 
 impl Family {
     /// The family of a path no route matched.
     pub fn of_unmatched(path: &str) -> Self {
-        if path.starts_with("/v1/") || path == "/v1" {
+        if path.starts_with("/v1/messages") {
+            Family::Anthropic
+        } else if path.starts_with("/v1/") || path == "/v1" {
             Family::OpenAi
         } else if path.starts_with("/api/") && !path.starts_with("/api/v1/") {
             Family::Monitor
@@ -37,6 +42,7 @@ impl Family {
             Family::Quota => ApiError::from(p).into_response(),
             Family::OpenAi => OaiError::from(p).into_response(),
             Family::Monitor => MonitorErrorBody::from(p).into_response(),
+            Family::Anthropic => AnthError::from(p).into_response(),
         }
     }
 }

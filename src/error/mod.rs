@@ -4,6 +4,7 @@
 //! route (`Family`). A new caller protocol adds a family here: its body type, `From<Problem>`
 //! and `From<&CallError>`.
 
+mod anthropic;
 mod family;
 mod monitor;
 mod openai;
@@ -11,9 +12,10 @@ mod problem;
 mod quota;
 pub mod refusals;
 
+pub use anthropic::{AnthError, AnthropicError, AnthropicErrorBody};
 pub use family::Family;
 pub use monitor::MonitorErrorBody;
 pub use openai::{OaiError, OpenAiError, OpenAiErrorBody};
 pub use problem::{Problem, with_retry_after};
 pub use quota::{ApiError, ApiResult, QuotaError, QuotaErrorBody};
-pub use refusals::{MonitorRefusals, OpenAiRefusals, QuotaRefusals, Refusals};
+pub use refusals::{AnthropicRefusals, MonitorRefusals, OpenAiRefusals, QuotaRefusals, Refusals};

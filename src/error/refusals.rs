@@ -66,3 +66,5 @@ pub type QuotaRefusals<const S: u16> = Refusals<super::quota::QuotaError, S>;
 pub type OpenAiRefusals<const S: u16> = Refusals<super::openai::OpenAiError, S>;
 /// Refusals in the monitor seed's shape.
 pub type MonitorRefusals<const S: u16> = Refusals<super::monitor::MonitorErrorBody, S>;
+/// Refusals in Anthropic's shape.
+pub type AnthropicRefusals<const S: u16> = Refusals<super::anthropic::AnthropicError, S>;

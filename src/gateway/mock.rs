@@ -56,8 +56,71 @@ fn usage(prompt: i64, completion: i64) -> Value {
     json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
 }
 
+/// The tool call the mock makes when tools are offered and the conversation does not end
+/// with a tool's result: the first function tool, with a string for each required string
+/// argument — so an agent's tool round trip can be tried offline.
+fn tool_call(body: &Value) -> Option<Value> {
+    let last_role = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|m| m.last())
+        .and_then(|m| m.get("role"))
+        .and_then(Value::as_str);
+    if last_role == Some("tool") {
+        return None;
+    }
+    let f = body
+        .get("tools")?
+        .as_array()?
+        .iter()
+        .find_map(|t| t.get("function"))?;
+    let mut args = serde_json::Map::new();
+    let params = f.get("parameters").cloned().unwrap_or(Value::Null);
+    for r in params
+        .get("required")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        let kind = params.pointer(&format!("/properties/{r}/type"));
+        let v = match kind.and_then(Value::as_str) {
+            Some("integer") | Some("number") => json!(1),
+            Some("boolean") => json!(true),
+            Some("array") => json!([]),
+            Some("object") => json!({}),
+            _ => json!("mock"),
+        };
+        args.insert(r.to_owned(), v);
+    }
+    Some(json!({"id": "call_mock_1", "type": "function",
+                "function": {"name": f.get("name").cloned().unwrap_or(json!("tool")),
+                             "arguments": Value::Object(args).to_string()}}))
+}
+
+/// What the last tool said, when the conversation ends with a tool's result.
+fn tool_result_text(body: &Value) -> Option<String> {
+    let last = body.get("messages")?.as_array()?.last()?;
+    (last.get("role").and_then(Value::as_str) == Some("tool")).then(|| {
+        let said = last.get("content").and_then(Value::as_str).unwrap_or("");
+        format!(
+            "Mock saw the tool result: {}",
+            said.chars().take(64).collect::<String>()
+        )
+    })
+}
+
 pub fn chat_completion(body: &Value, id: &str, created: i64) -> Value {
-    let text = reply_text(body);
+    if let Some(call) = tool_call(body) {
+        let (p, c) = (estimate_prompt(body), estimate_text(&call.to_string()));
+        return json!({
+            "id": id, "object": "chat.completion", "created": created, "model": model_of(body),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": [call]},
+                         "finish_reason": "tool_calls", "logprobs": null}],
+            "usage": usage(p, c),
+        });
+    }
+    let text = tool_result_text(body).unwrap_or_else(|| reply_text(body));
     let (p, c) = (estimate_prompt(body), estimate_text(&text));
     json!({
         "id": id, "object": "chat.completion", "created": created, "model": model_of(body),
@@ -65,6 +128,26 @@ pub fn chat_completion(body: &Value, id: &str, created: i64) -> Value {
                      "finish_reason": "stop", "logprobs": null}],
         "usage": usage(p, c),
     })
+}
+
+/// A Messages answer in the mock's own words: the chat answer it would give, in Messages'
+/// shape.
+pub fn messages_full(body: &Value, id: &str, created: i64) -> Value {
+    let chat = super::anthropic::request_to_chat(body);
+    super::anthropic::response_from_chat(&chat_completion(&chat, id, created), &model_of(body))
+}
+
+/// The same answer as Messages stream events (each a whole `event:`/`data:` block).
+pub fn messages_events(body: &Value, id: &str, created: i64) -> Vec<String> {
+    let mut chat = super::anthropic::request_to_chat(body);
+    chat["stream_options"] = json!({"include_usage": true});
+    let mut t = super::anthropic::StreamTranslator::new(&model_of(body));
+    let mut events: Vec<String> = stream_chunks(&chat, id, created, true)
+        .iter()
+        .map(|c| t.push(c))
+        .collect();
+    events.push(t.finish());
+    events
 }
 
 pub fn text_completion(body: &Value, id: &str, created: i64) -> Value {
@@ -115,6 +198,12 @@ pub fn embeddings(body: &Value) -> Value {
            "usage": {"prompt_tokens": p, "total_tokens": p}})
 }
 
+fn include_usage(body: &Value) -> bool {
+    body.pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
 /// The SSE `data:` payloads of a streamed chat (or legacy completion), `[DONE]` excluded.
 /// The usage chunk comes last, only when `stream_options.include_usage` is true.
 pub fn stream_chunks(body: &Value, id: &str, created: i64, chat: bool) -> Vec<Value> {
@@ -141,17 +230,35 @@ pub fn stream_chunks(body: &Value, id: &str, created: i64, chat: bool) -> Vec<Va
             json!({"role": "assistant", "content": ""}),
             Value::Null,
         ));
+        if let Some(call) = tool_call(body) {
+            let mut first = call.clone();
+            first["index"] = json!(0);
+            first["function"]["arguments"] = json!("");
+            out.push(piece(json!({"tool_calls": [first]}), Value::Null));
+            let args = call["function"]["arguments"].clone();
+            out.push(piece(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": args}}]}),
+                Value::Null,
+            ));
+            out.push(piece(json!({}), json!("tool_calls")));
+            if include_usage(body) {
+                out.push(json!({"id": id, "object": object, "created": created, "model": model,
+                                "choices": [], "usage": usage(estimate_prompt(body), estimate_text(&call.to_string()))}));
+            }
+            return out;
+        }
     }
+    let text = if chat {
+        tool_result_text(body).unwrap_or(text)
+    } else {
+        text
+    };
     let words: Vec<&str> = text.split_inclusive(' ').collect();
     for w in words {
         out.push(piece(json!({"content": w}), Value::Null));
     }
     out.push(piece(json!({}), json!("stop")));
-    let include_usage = body
-        .pointer("/stream_options/include_usage")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    if include_usage {
+    if include_usage(body) {
         out.push(json!({"id": id, "object": object, "created": created, "model": model,
                         "choices": [], "usage": usage(estimate_prompt(body), estimate_text(&text))}));
     }

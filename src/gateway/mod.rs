@@ -1,6 +1,7 @@
 //! The OpenAI-compatible gateway (`/v1/*`): authentication, per-key policy and limits,
 //! billing through the ledger, routing with failover, streaming, request logs.
 
+pub mod anthropic;
 pub mod call;
 pub mod client_ip;
 pub mod endpoint;
@@ -9,6 +10,7 @@ pub mod mock;
 pub mod mock_server;
 mod proxy;
 pub mod redact;
+mod relay;
 pub mod reqlog;
 pub mod settings;
 pub mod sse;

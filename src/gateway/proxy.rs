@@ -13,13 +13,15 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use super::anthropic;
 use super::call::{Call, CallError, Outcome};
-use super::endpoint::Endpoint;
+use super::endpoint::{Endpoint, Protocol};
 use super::limits::{self, Limits};
+use super::relay::{NativeMessages, Relay, Translated};
 use super::settings::BillingMode;
 use super::stages::{self, Request, StreamMeter};
 use super::upstream::Upstream;
-use super::upstream_call::{self, AttemptError, ByteStream, Reply};
+use super::upstream_call::{self, AttemptError, ByteStream, Outgoing, Reply};
 use super::{Gateway, client_ip};
 use crate::auth::Origin;
 use crate::keys::KeyRecord;
@@ -85,9 +87,14 @@ impl Gateway {
             client_ip: client_ip::for_log(ip, self.settings.client_ip),
             ..Default::default()
         });
+        let passed = protocol_headers(endpoint, headers);
         match self.admit(&mut call, endpoint, headers, ip, body).await {
             Ok((entry, req, upstreams)) => {
-                self.forward(call, entry, endpoint, req, upstreams).await
+                let how = How {
+                    endpoint,
+                    headers: &passed,
+                };
+                self.forward(call, entry, how, req, upstreams).await
             }
             Err(e) => self.refuse(call, e),
         }
@@ -127,7 +134,7 @@ impl Gateway {
         call.row.is_stream = req.stream;
         let now = self.ledger.now_ms();
         stages::policy(&rec, &req.model, ip, now)?;
-        let upstreams = stages::route(&self.upstreams, &req.model, now)?;
+        let upstreams = stages::route(&self.upstreams, endpoint, &req.model, now)?;
 
         // Limits, then the hold on quota.
         let limits = Limits {
@@ -185,23 +192,46 @@ impl Gateway {
         self: &Arc<Self>,
         mut call: Call,
         entry: Arc<KeyEntry>,
-        endpoint: Endpoint,
+        how: How<'_>,
         mut req: Request,
         upstreams: Vec<Arc<Upstream>>,
     ) -> Outcome {
         let mut last_error = String::from("no upstream answered");
         let attempts = self.settings.max_attempts as usize;
         for up in upstreams.iter().take(attempts) {
-            // Same body for every attempt, but for the model name this upstream knows.
-            req.body["model"] = Value::String(up.upstream_model(&req.model).to_owned());
+            // Same body for every attempt, but for the model name this upstream knows; a
+            // protocol the upstream does not speak goes to it translated to chat.
+            let model = Value::String(up.upstream_model(&req.model).to_owned());
+            let translated = how.endpoint == Endpoint::Messages && !up.speaks(Protocol::Messages);
+            let mut chat_body = translated.then(|| anthropic::request_to_chat(&req.body));
+            let (wire, body) = match chat_body.as_mut() {
+                Some(b) => {
+                    b["model"] = model;
+                    (Endpoint::Chat, &*b)
+                }
+                None => {
+                    req.body["model"] = model;
+                    (how.endpoint, &req.body)
+                }
+            };
             call.row.upstream = Some(up.s.name.clone());
-            match self.attempt(&mut call, up, endpoint, &req).await {
+            let out = Outgoing {
+                endpoint: wire,
+                body,
+                stream: req.stream,
+                headers: if translated { &[] } else { how.headers },
+            };
+            let shape = Shape {
+                endpoint: how.endpoint,
+                translated,
+            };
+            match self.attempt(&mut call, up, out, &req.model).await {
                 Attempt::Failed(why) => last_error = why,
                 Attempt::Answered(Reply::Full { status, body }) => {
-                    return self.answer_full(call, entry, endpoint, &req, status, body);
+                    return self.answer_full(call, entry, shape, &req, status, body);
                 }
                 Attempt::Answered(Reply::Stream { stream }) => {
-                    return self.answer_stream(call, entry, req, stream);
+                    return self.answer_stream(call, entry, shape, req, stream);
                 }
             }
         }
@@ -214,17 +244,15 @@ impl Gateway {
         &self,
         call: &mut Call,
         up: &Upstream,
-        endpoint: Endpoint,
-        req: &Request,
+        out: Outgoing<'_>,
+        model: &str,
     ) -> Attempt {
         let started = Instant::now();
         call.attempt_started = Some(started);
         let reply = upstream_call::call(
             &self.http,
             up,
-            endpoint,
-            &req.body,
-            req.stream,
+            out,
             &call.row.request_id,
             self.settings.max_response_bytes,
         )
@@ -265,7 +293,7 @@ impl Gateway {
                         metrics::counter!(telemetry::UPSTREAM_ERRORS, "upstream" => up.s.name.clone(), "kind" => "status_4xx")
                             .increment(1);
                     }
-                    metrics::histogram!(telemetry::UPSTREAM_DURATION, "upstream" => up.s.name.clone(), "model" => telemetry::model_label(&req.model))
+                    metrics::histogram!(telemetry::UPSTREAM_DURATION, "upstream" => up.s.name.clone(), "model" => telemetry::model_label(model))
                         .record(started.elapsed().as_secs_f64());
                 }
                 Attempt::Answered(reply)
@@ -278,7 +306,7 @@ impl Gateway {
         self: &Arc<Self>,
         mut call: Call,
         entry: Arc<KeyEntry>,
-        endpoint: Endpoint,
+        shape: Shape,
         req: &Request,
         status: u16,
         bytes: Bytes,
@@ -289,13 +317,23 @@ impl Gateway {
         call.row.ttft_ms = Some(call.row.latency_ms);
         let mut ticket = None;
         let bytes = if (200..300).contains(&status) {
-            let (prompt, completion, estimated) =
-                stages::metered_full(&bytes, req.prompt_est, endpoint);
+            let (prompt, completion, estimated) = match (shape.endpoint, shape.translated) {
+                (Endpoint::Messages, false) => stages::metered_messages(&bytes, req.prompt_est),
+                (Endpoint::Messages, true) => {
+                    stages::metered_full(&bytes, req.prompt_est, Endpoint::Chat)
+                }
+                (e, _) => stages::metered_full(&bytes, req.prompt_est, e),
+            };
             call.row.prompt_tokens = prompt;
             call.row.completion_tokens = completion;
             call.row.estimated = estimated;
             ticket = self.begin_settle(&mut call, &entry, &req.model, prompt, completion);
-            bytes
+            if shape.translated {
+                let chat: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                Bytes::from(anthropic::response_from_chat(&chat, &req.model).to_string())
+            } else {
+                bytes
+            }
         } else {
             // An upstream refusal (400, 401, 404…) is passed on and costs nothing; its texts
             // lose anything that looks like a credential (upstreams echo the key we sent).
@@ -307,7 +345,12 @@ impl Gateway {
                 .iter()
                 .filter_map(|u| u.s.api_key.as_deref())
                 .collect();
-            Bytes::from(super::redact::error_body(status, &bytes, &keys))
+            let redacted = super::redact::error_body(status, &bytes, &keys);
+            if shape.endpoint == Endpoint::Messages {
+                Bytes::from(messages_error(status, &redacted).to_string())
+            } else {
+                Bytes::from(redacted)
+            }
         };
         Self::observe_overhead(&call);
         let meta = call.meta();
@@ -394,6 +437,7 @@ impl Gateway {
         self: &Arc<Self>,
         call: Call,
         entry: Arc<KeyEntry>,
+        shape: Shape,
         req: Request,
         upstream: ByteStream,
     ) -> Outcome {
@@ -401,8 +445,13 @@ impl Gateway {
         Self::observe_overhead(&call);
         let meta = call.meta();
         let gw = self.clone();
+        let relay = match (shape.endpoint, shape.translated) {
+            (Endpoint::Messages, false) => Relay::Messages(NativeMessages::default()),
+            (Endpoint::Messages, true) => Relay::Translated(Box::new(Translated::new(&req.model))),
+            _ => Relay::Chat(StreamMeter::new(req.caller_wants_usage)),
+        };
         self.tracker.spawn(async move {
-            gw.pump(call, entry, req, upstream, tx).await;
+            gw.pump(call, entry, req, relay, upstream, tx).await;
         });
         Outcome::Streaming { events: rx, meta }
     }
@@ -414,14 +463,14 @@ impl Gateway {
         mut call: Call,
         entry: Arc<KeyEntry>,
         req: Request,
+        mut meter: Relay,
         mut upstream: ByteStream,
         tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
     ) {
-        let mut meter = StreamMeter::new(req.caller_wants_usage);
         let mut error: Option<String> = None;
         let model_label = telemetry::model_label(&req.model);
         let up_label = call.row.upstream.clone().unwrap_or_default();
-        while !meter.done {
+        while !meter.done() {
             let next = tokio::select! {
                 _ = tx.closed() => {
                     error = Some("client disconnected".into());
@@ -488,4 +537,53 @@ impl Gateway {
         call.slot = None;
         self.finish_settle(call.row, ticket).await;
     }
+}
+
+/// How a call is made: its caller endpoint, and the caller's protocol headers passed on to an
+/// upstream that speaks the protocol natively.
+struct How<'a> {
+    endpoint: Endpoint,
+    headers: &'a [(&'static str, String)],
+}
+
+/// What an answer must become for the caller: its endpoint, and whether the upstream was
+/// reached translated to chat.
+#[derive(Clone, Copy)]
+struct Shape {
+    endpoint: Endpoint,
+    translated: bool,
+}
+
+/// The caller's headers a native upstream of its protocol needs (Messages: the API version
+/// and beta features it asked for; a default version when it sent none).
+fn protocol_headers(endpoint: Endpoint, headers: &HeaderMap) -> Vec<(&'static str, String)> {
+    if endpoint.protocol() != Protocol::Messages {
+        return Vec::new();
+    }
+    let get = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let mut out = vec![(
+        "anthropic-version",
+        get("anthropic-version").unwrap_or_else(|| "2023-06-01".to_owned()),
+    )];
+    if let Some(beta) = get("anthropic-beta") {
+        out.push(("anthropic-beta", beta));
+    }
+    out
+}
+
+/// An upstream's refusal (already redacted) in Messages' error shape, whichever shape the
+/// upstream used.
+fn messages_error(status: u16, redacted: &[u8]) -> Value {
+    let v: Value = serde_json::from_slice(redacted).unwrap_or(Value::Null);
+    let message = v
+        .pointer("/error/message")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("upstream answered HTTP {status}"));
+    anthropic::error_body(status, &message)
 }

@@ -1,6 +1,7 @@
 //! Gateway settings: upstreams, routing and retry behaviour, billing. Read from the config
 //! file (`[gateway]`, `[billing]`, `[[upstreams]]`) and the seed's env shortcut.
 
+use super::endpoint::Protocol;
 use std::collections::BTreeMap;
 
 use ipnet::IpNet;
@@ -33,6 +34,9 @@ pub struct UpstreamFile {
     /// Model names or globs (`deepseek-*`, `*`) this upstream serves.
     #[serde(default)]
     pub models: Vec<String>,
+    /// The caller protocols it speaks natively (`chat`, `messages`); default `["chat"]`.
+    #[serde(default)]
+    pub protocols: Option<Vec<String>>,
     #[serde(default)]
     pub weight: Option<u32>,
     #[serde(default)]
@@ -107,6 +111,8 @@ pub struct UpstreamSettings {
     pub connect_timeout_ms: u64,
     pub model_map: BTreeMap<String, String>,
     pub headers: BTreeMap<String, String>,
+    /// The caller protocols it speaks natively; any other reaches it translated to chat.
+    pub protocols: Vec<Protocol>,
 }
 
 #[derive(Debug, Clone)]
@@ -192,6 +198,8 @@ pub fn mock_upstream() -> UpstreamSettings {
         connect_timeout_ms: 5_000,
         model_map: BTreeMap::new(),
         headers: BTreeMap::new(),
+        // The mock answers every protocol in its own words.
+        protocols: vec![Protocol::Chat, Protocol::Messages],
     }
 }
 
@@ -386,6 +394,25 @@ fn upstream_from_file(
             url.trim_end_matches('/').to_owned()
         }
     };
+    let protocols = match (u.kind, u.protocols) {
+        (UpstreamKind::Mock, None) => mock_upstream().protocols,
+        (_, None) => vec![Protocol::Chat],
+        (_, Some(list)) => {
+            let mut out = Vec::new();
+            for p in &list {
+                out.push(Protocol::parse(p).ok_or_else(|| {
+                    invalid(
+                        "upstreams.protocols",
+                        format!("{}: {p:?} (chat, messages)", u.name),
+                    )
+                })?);
+            }
+            if out.is_empty() {
+                return Err(invalid("upstreams.protocols", format!("{}: empty", u.name)));
+            }
+            out
+        }
+    };
     Ok(UpstreamSettings {
         name: u.name,
         kind: u.kind,
@@ -402,6 +429,7 @@ fn upstream_from_file(
         connect_timeout_ms: u.connect_timeout_ms.unwrap_or(5_000),
         model_map: u.model_map,
         headers: u.headers,
+        protocols,
     })
 }
 

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use super::call::CallError;
-use super::endpoint::Endpoint;
+use super::endpoint::{Endpoint, Protocol};
 use super::settings::{glob_match, parse_net};
 use super::sse::SseSplitter;
 use super::tokens::{estimate_prompt, estimate_text};
@@ -75,7 +75,9 @@ pub fn read(
         .and_then(|o| o.get("include_usage"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    if stream {
+    // Chat streams are asked for their usage chunk; a Messages stream carries its usage in
+    // its own events (and a translated one asks for it when translated).
+    if stream && endpoint != Endpoint::Messages {
         let opts = map.entry("stream_options").or_insert_with(|| json!({}));
         if let Value::Object(o) = opts {
             o.insert("include_usage".into(), Value::Bool(true));
@@ -124,13 +126,19 @@ pub fn policy(
     Ok(())
 }
 
-/// Stage "route": the upstreams to try, in order.
+/// Stage "route": the upstreams to try, in order. A Messages call may go to any upstream (one
+/// that does not speak Messages gets it translated to chat); the OpenAI endpoints go to
+/// upstreams that speak chat.
 pub fn route(
     upstreams: &[Arc<Upstream>],
+    endpoint: Endpoint,
     model: &str,
     now_ms: i64,
 ) -> Result<Vec<Arc<Upstream>>, CallError> {
-    let c = candidates(upstreams, model, now_ms);
+    let mut c = candidates(upstreams, model, now_ms);
+    if endpoint.protocol() == Protocol::Chat {
+        c.retain(|u| u.speaks(Protocol::Chat));
+    }
     if c.is_empty() {
         Err(CallError::ModelNotFound(model.to_owned()))
     } else {
@@ -163,6 +171,24 @@ pub fn metered_full(bytes: &[u8], prompt_est: i64, endpoint: Endpoint) -> (i64, 
         c
     };
     (p, c, estimated)
+}
+
+/// What a whole native Messages answer used: `(prompt, completion, estimated)`.
+pub fn metered_messages(bytes: &[u8], prompt_est: i64) -> (i64, i64, bool) {
+    let v: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+    match super::anthropic::metered(&v) {
+        Some((p, c)) => (p, c, false),
+        None => {
+            let text: String = v
+                .get("content")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|b| b.get("text").and_then(Value::as_str))
+                .collect();
+            (prompt_est, estimate_text(&text), true)
+        }
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -405,13 +431,13 @@ mod tests {
             ..mock_upstream()
         }));
         assert_eq!(
-            route(std::slice::from_ref(&only), "mock-1", 0)
+            route(std::slice::from_ref(&only), Endpoint::Chat, "mock-1", 0)
                 .unwrap()
                 .len(),
             1
         );
         assert_eq!(
-            route(&[only], "gpt-4o", 0).map(|v| v.len()),
+            route(&[only], Endpoint::Chat, "gpt-4o", 0).map(|v| v.len()),
             Err(CallError::ModelNotFound("gpt-4o".into()))
         );
     }

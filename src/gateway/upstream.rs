@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 
-use super::endpoint::Endpoint;
+use super::endpoint::{Endpoint, Protocol};
 use super::settings::{UpstreamSettings, glob_match};
 
 #[derive(Debug)]
@@ -12,18 +12,14 @@ pub struct Upstream {
     pub s: UpstreamSettings,
     failures: AtomicU32,
     ejected_until: AtomicI64,
-    /// Endpoint URLs, parsed once: chat, completions, embeddings.
-    urls: [Option<reqwest::Url>; 3],
+    /// Endpoint URLs, parsed once, by `Endpoint::index`.
+    urls: [Option<reqwest::Url>; 4],
 }
 
 impl Upstream {
     pub fn new(s: UpstreamSettings) -> Self {
         let url = |e: Endpoint| reqwest::Url::parse(&format!("{}/{}", s.base_url, e.path())).ok();
-        let urls = [
-            url(Endpoint::Chat),
-            url(Endpoint::Completions),
-            url(Endpoint::Embeddings),
-        ];
+        let urls = Endpoint::ALL.map(url);
         Self {
             s,
             failures: AtomicU32::new(0),
@@ -33,12 +29,12 @@ impl Upstream {
     }
 
     pub fn url(&self, e: Endpoint) -> Option<&reqwest::Url> {
-        let i = match e {
-            Endpoint::Chat => 0,
-            Endpoint::Completions => 1,
-            Endpoint::Embeddings => 2,
-        };
-        self.urls[i].as_ref()
+        self.urls[e.index()].as_ref()
+    }
+
+    /// Whether this upstream speaks `p` natively (else it is reached translated to chat).
+    pub fn speaks(&self, p: Protocol) -> bool {
+        self.s.protocols.contains(&p)
     }
 
     pub fn serves(&self, model: &str) -> bool {

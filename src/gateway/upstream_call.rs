@@ -41,26 +41,46 @@ impl std::fmt::Display for AttemptError {
     }
 }
 
+/// What one attempt sends: the endpoint on the wire, the body, and the caller's protocol
+/// headers passed on to a native upstream (`anthropic-version`, `anthropic-beta`).
+pub struct Outgoing<'a> {
+    pub endpoint: Endpoint,
+    pub body: &'a Value,
+    pub stream: bool,
+    pub headers: &'a [(&'static str, String)],
+}
+
 pub async fn call(
     http: &reqwest::Client,
     up: &Upstream,
-    endpoint: Endpoint,
-    body: &Value,
-    stream: bool,
+    out: Outgoing<'_>,
     request_id: &str,
     max_response_bytes: usize,
 ) -> Result<Reply, AttemptError> {
     match up.s.kind {
-        UpstreamKind::Mock => Ok(mock_reply(endpoint, body, stream, request_id)),
-        UpstreamKind::Openai => {
-            http_call(http, up, endpoint, body, stream, max_response_bytes).await
-        }
+        UpstreamKind::Mock => Ok(mock_reply(out.endpoint, out.body, out.stream, request_id)),
+        UpstreamKind::Openai => http_call(http, up, &out, max_response_bytes).await,
     }
 }
 
 fn mock_reply(endpoint: Endpoint, body: &Value, stream: bool, request_id: &str) -> Reply {
     let created = chrono::Utc::now().timestamp();
     let id = format!("mock-{request_id}");
+    if endpoint == Endpoint::Messages {
+        if !stream {
+            let v = mock::messages_full(body, &id, created);
+            return Reply::Full {
+                status: 200,
+                body: Bytes::from(v.to_string()),
+            };
+        }
+        let events = mock::messages_events(body, &id, created);
+        return Reply::Stream {
+            stream: Box::pin(futures_util::stream::iter(
+                events.into_iter().map(|e| Ok(Bytes::from(e))),
+            )),
+        };
+    }
     if stream && endpoint != Endpoint::Embeddings {
         let chunks = mock::stream_chunks(body, &id, created, endpoint == Endpoint::Chat);
         let mut events: Vec<Result<Bytes, String>> = chunks
@@ -75,7 +95,7 @@ fn mock_reply(endpoint: Endpoint, body: &Value, stream: bool, request_id: &str) 
     let v = match endpoint {
         Endpoint::Chat => mock::chat_completion(body, &id, created),
         Endpoint::Completions => mock::text_completion(body, &id, created),
-        Endpoint::Embeddings => mock::embeddings(body),
+        Endpoint::Embeddings | Endpoint::Messages => mock::embeddings(body),
     };
     Reply::Full {
         status: 200,
@@ -86,11 +106,10 @@ fn mock_reply(endpoint: Endpoint, body: &Value, stream: bool, request_id: &str) 
 async fn http_call(
     http: &reqwest::Client,
     up: &Upstream,
-    endpoint: Endpoint,
-    body: &Value,
-    stream: bool,
+    out: &Outgoing<'_>,
     max_response_bytes: usize,
 ) -> Result<Reply, AttemptError> {
+    let (endpoint, body, stream) = (out.endpoint, out.body, out.stream);
     let Some(url) = up.url(endpoint) else {
         return Err(AttemptError::Connect("invalid base_url".into()));
     };
@@ -106,7 +125,15 @@ async fn http_call(
             },
         );
     if let Some(key) = &up.s.api_key {
-        req = req.bearer_auth(key);
+        // Anthropic-style upstreams take the key as `x-api-key`; DeepSeek's takes either.
+        req = if endpoint == Endpoint::Messages {
+            req.header("x-api-key", key)
+        } else {
+            req.bearer_auth(key)
+        };
+    }
+    for (k, v) in out.headers {
+        req = req.header(*k, v);
     }
     for (k, v) in &up.s.headers {
         req = req.header(k, v);

@@ -25,6 +25,7 @@ mod idempotency;
 mod instances;
 mod layers;
 mod lifecycle;
+mod messages;
 mod monitor;
 mod monitor_data;
 mod operations;

@@ -13,7 +13,7 @@ fn clients_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
 }
 
-fn python_has(module: &str) -> bool {
+pub(crate) fn python_has(module: &str) -> bool {
     tool_available(
         &format!("python3 with {module}"),
         Command::new("python3").args(["-c", &format!("import {module}")]),
@@ -31,7 +31,12 @@ fn node_has(package: &str) -> bool {
 }
 
 /// Runs `program script args…` in tests/clients and checks it succeeded and said `ok_line`.
-async fn run_client(program: &'static str, script: &'static str, args: Vec<String>, ok_line: &str) {
+pub(crate) async fn run_client(
+    program: &'static str,
+    script: &'static str,
+    args: Vec<String>,
+    ok_line: &str,
+) {
     let out = tokio::task::spawn_blocking(move || {
         let dir = clients_dir();
         Command::new(program)

@@ -1,0 +1,695 @@
+//! The Anthropic Messages protocol at the gateway's edges: a Messages request translated
+//! into a chat completion for an upstream that speaks only chat, the chat answer (whole or
+//! streamed) translated back, and the usage of a native Messages answer read for metering.
+//! Pure functions and one stream state machine; no I/O.
+
+use serde_json::{Map, Value, json};
+
+/// A Messages request as a chat-completions request. What chat has no place for is dropped
+/// (`cache_control`, `thinking` settings, `metadata`, earlier thinking blocks); `role:
+/// "system"` messages in the middle of the conversation (Claude Code sends them) stay where
+/// they are, as chat system messages.
+pub fn request_to_chat(body: &Value) -> Value {
+    let mut messages: Vec<Value> = Vec::new();
+    if let Some(system) = body.get("system") {
+        let text = text_of(system);
+        if !text.is_empty() {
+            messages.push(json!({"role": "system", "content": text}));
+        }
+    }
+    for m in body
+        .get("messages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let role = m.get("role").and_then(Value::as_str).unwrap_or("user");
+        let content = m.get("content").cloned().unwrap_or(Value::Null);
+        match role {
+            "assistant" => messages.push(assistant_to_chat(&content)),
+            "system" => messages.push(json!({"role": "system", "content": text_of(&content)})),
+            _ => messages.extend(user_to_chat(&content)),
+        }
+    }
+    let mut out = Map::new();
+    out.insert(
+        "model".into(),
+        body.get("model").cloned().unwrap_or(Value::Null),
+    );
+    out.insert("messages".into(), Value::Array(messages));
+    for (from, to) in [
+        ("max_tokens", "max_tokens"),
+        ("temperature", "temperature"),
+        ("top_p", "top_p"),
+        ("stop_sequences", "stop"),
+    ] {
+        if let Some(v) = body.get(from) {
+            out.insert(to.into(), v.clone());
+        }
+    }
+    if let Some(tools) = body.get("tools").and_then(Value::as_array) {
+        let fns: Vec<Value> = tools
+            .iter()
+            // Hosted tools (web search, code execution…) have no chat equivalent.
+            .filter(|t| t.get("input_schema").is_some())
+            .map(|t| {
+                json!({"type": "function", "function": {
+                    "name": t.get("name").cloned().unwrap_or(Value::Null),
+                    "description": t.get("description").cloned().unwrap_or(json!("")),
+                    "parameters": t.get("input_schema").cloned().unwrap_or(json!({"type": "object"})),
+                }})
+            })
+            .collect();
+        if !fns.is_empty() {
+            out.insert("tools".into(), Value::Array(fns));
+        }
+    }
+    if let Some(choice) = body.get("tool_choice").and_then(tool_choice_to_chat) {
+        out.insert("tool_choice".into(), choice);
+    }
+    if body.get("stream").and_then(Value::as_bool) == Some(true) {
+        out.insert("stream".into(), Value::Bool(true));
+        out.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    Value::Object(out)
+}
+
+fn tool_choice_to_chat(c: &Value) -> Option<Value> {
+    match c.get("type").and_then(Value::as_str)? {
+        "auto" => Some(json!("auto")),
+        "any" => Some(json!("required")),
+        "none" => Some(json!("none")),
+        "tool" => Some(json!({"type": "function", "function": {"name": c.get("name")?}})),
+        _ => None,
+    }
+}
+
+/// The text of a string or of an array of blocks (their `text`, joined).
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(blocks) => blocks
+            .iter()
+            .filter_map(|b| b.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+/// A user turn: its tool results become `tool` messages (first, as chat wants them right
+/// after the assistant's calls), its text and images one user message.
+fn user_to_chat(content: &Value) -> Vec<Value> {
+    let Value::Array(blocks) = content else {
+        return vec![json!({"role": "user", "content": text_of(content)})];
+    };
+    let mut out = Vec::new();
+    let mut parts = Vec::new();
+    for b in blocks {
+        match b.get("type").and_then(Value::as_str) {
+            Some("tool_result") => out.push(json!({
+                "role": "tool",
+                "tool_call_id": b.get("tool_use_id").cloned().unwrap_or(Value::Null),
+                "content": b.get("content").map(text_of).unwrap_or_default(),
+            })),
+            Some("text") => parts
+                .push(json!({"type": "text", "text": b.get("text").cloned().unwrap_or(json!(""))})),
+            Some("image") => {
+                if let Some(url) = image_url(b) {
+                    parts.push(json!({"type": "image_url", "image_url": {"url": url}}));
+                }
+            }
+            _ => {}
+        }
+    }
+    if !parts.is_empty() {
+        let only_text = parts.iter().all(|p| p["type"] == "text");
+        let content = if only_text {
+            json!(
+                parts
+                    .iter()
+                    .filter_map(|p| p["text"].as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        } else {
+            Value::Array(parts)
+        };
+        out.push(json!({"role": "user", "content": content}));
+    }
+    out
+}
+
+fn image_url(b: &Value) -> Option<String> {
+    let src = b.get("source")?;
+    match src.get("type").and_then(Value::as_str)? {
+        "base64" => Some(format!(
+            "data:{};base64,{}",
+            src.get("media_type")?.as_str()?,
+            src.get("data")?.as_str()?
+        )),
+        "url" => Some(src.get("url")?.as_str()?.to_owned()),
+        _ => None,
+    }
+}
+
+/// An assistant turn: its text, and its tool uses as tool calls.
+fn assistant_to_chat(content: &Value) -> Value {
+    let Value::Array(blocks) = content else {
+        return json!({"role": "assistant", "content": text_of(content)});
+    };
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for b in blocks {
+        match b.get("type").and_then(Value::as_str) {
+            Some("text") => text.push_str(b.get("text").and_then(Value::as_str).unwrap_or("")),
+            Some("tool_use") => calls.push(json!({
+                "id": b.get("id").cloned().unwrap_or(Value::Null),
+                "type": "function",
+                "function": {
+                    "name": b.get("name").cloned().unwrap_or(Value::Null),
+                    "arguments": b.get("input").map(Value::to_string).unwrap_or_else(|| "{}".into()),
+                },
+            })),
+            _ => {}
+        }
+    }
+    let mut m = json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { json!(text) }});
+    if !calls.is_empty() {
+        m["tool_calls"] = Value::Array(calls);
+    }
+    m
+}
+
+/// Chat's `finish_reason` as a Messages `stop_reason`.
+pub fn stop_reason(finish: Option<&str>) -> &'static str {
+    match finish {
+        Some("length") => "max_tokens",
+        Some("tool_calls") | Some("function_call") => "tool_use",
+        _ => "end_turn",
+    }
+}
+
+/// Chat usage as Messages usage: Anthropic's `input_tokens` leaves out cache reads.
+pub fn usage_from_chat(u: &Value) -> Value {
+    let prompt = u.get("prompt_tokens").and_then(Value::as_i64).unwrap_or(0);
+    let cached = u
+        .pointer("/prompt_tokens_details/cached_tokens")
+        .or_else(|| u.get("prompt_cache_hit_tokens"))
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    json!({
+        "input_tokens": (prompt - cached).max(0),
+        "output_tokens": u.get("completion_tokens").and_then(Value::as_i64).unwrap_or(0),
+        "cache_read_input_tokens": cached,
+        "cache_creation_input_tokens": 0,
+    })
+}
+
+/// A whole chat completion as a Messages answer.
+pub fn response_from_chat(chat: &Value, model: &str) -> Value {
+    let msg = chat
+        .pointer("/choices/0/message")
+        .cloned()
+        .unwrap_or(json!({}));
+    let mut content = Vec::new();
+    if let Some(r) = msg.get("reasoning_content").and_then(Value::as_str)
+        && !r.is_empty()
+    {
+        content.push(json!({"type": "thinking", "thinking": r, "signature": ""}));
+    }
+    if let Some(t) = msg.get("content").and_then(Value::as_str)
+        && !t.is_empty()
+    {
+        content.push(json!({"type": "text", "text": t}));
+    }
+    for c in msg
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        content.push(json!({
+            "type": "tool_use",
+            "id": c.get("id").cloned().unwrap_or(Value::Null),
+            "name": c.pointer("/function/name").cloned().unwrap_or(Value::Null),
+            "input": parse_arguments(c.pointer("/function/arguments")),
+        }));
+    }
+    let finish = chat
+        .pointer("/choices/0/finish_reason")
+        .and_then(Value::as_str);
+    json!({
+        "id": message_id(chat.get("id").and_then(Value::as_str)),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop_reason(finish),
+        "stop_sequence": null,
+        "usage": usage_from_chat(chat.get("usage").unwrap_or(&Value::Null)),
+    })
+}
+
+fn parse_arguments(a: Option<&Value>) -> Value {
+    match a {
+        Some(Value::String(s)) => serde_json::from_str(s).unwrap_or_else(|_| json!({})),
+        Some(v @ Value::Object(_)) => v.clone(),
+        _ => json!({}),
+    }
+}
+
+fn message_id(chat_id: Option<&str>) -> String {
+    format!("msg_{}", chat_id.unwrap_or("gateway"))
+}
+
+/// What a Messages answer (native) used: `(prompt, completion)` with cache reads and writes
+/// counted as prompt; `None` without usage.
+pub fn metered(body: &Value) -> Option<(i64, i64)> {
+    let u = body.get("usage")?;
+    let n = |k: &str| u.get(k).and_then(Value::as_i64).unwrap_or(0);
+    Some((
+        n("input_tokens") + n("cache_read_input_tokens") + n("cache_creation_input_tokens"),
+        n("output_tokens"),
+    ))
+}
+
+/// One SSE event in Messages' grammar.
+fn event(kind: &str, data: &Value) -> String {
+    format!("event: {kind}\ndata: {data}\n\n")
+}
+
+/// The open content block of a translated stream.
+#[derive(Debug, Clone, PartialEq)]
+enum Block {
+    Thinking,
+    Text,
+    /// A tool use: the chat tool call's index it comes from.
+    Tool(u64),
+}
+
+/// Chat stream chunks in, Messages events out: `message_start`, then for each content block
+/// `content_block_start`, its deltas (`thinking_delta`, `text_delta`, `input_json_delta`) and
+/// `content_block_stop`, then `message_delta` (stop reason, usage) and `message_stop`.
+#[derive(Debug)]
+pub struct StreamTranslator {
+    model: String,
+    started: bool,
+    open: Option<Block>,
+    index: i64,
+    finish: Option<String>,
+    usage: Option<Value>,
+    pub finished: bool,
+}
+
+impl StreamTranslator {
+    pub fn new(model: &str) -> Self {
+        Self {
+            model: model.to_owned(),
+            started: false,
+            open: None,
+            index: -1,
+            finish: None,
+            usage: None,
+            finished: false,
+        }
+    }
+
+    /// The events for one chat chunk (its `data:` JSON).
+    pub fn push(&mut self, chunk: &Value) -> String {
+        let mut out = String::new();
+        if !self.started {
+            self.started = true;
+            let id = message_id(chunk.get("id").and_then(Value::as_str));
+            out.push_str(&event(
+                "message_start",
+                &json!({"type": "message_start", "message": {
+                    "id": id, "type": "message", "role": "assistant", "model": self.model,
+                    "content": [], "stop_reason": null, "stop_sequence": null,
+                    "usage": {"input_tokens": 0, "output_tokens": 0}}}),
+            ));
+        }
+        if let Some(u) = chunk.get("usage").filter(|u| u.is_object()) {
+            self.usage = Some(usage_from_chat(u));
+        }
+        let Some(choice) = chunk.pointer("/choices/0") else {
+            return out;
+        };
+        let delta = choice.get("delta").cloned().unwrap_or(json!({}));
+        if let Some(r) = delta.get("reasoning_content").and_then(Value::as_str)
+            && !r.is_empty()
+        {
+            self.open_block(
+                Block::Thinking,
+                &mut out,
+                || json!({"type": "thinking", "thinking": "", "signature": ""}),
+            );
+            self.delta(&mut out, json!({"type": "thinking_delta", "thinking": r}));
+        }
+        if let Some(t) = delta.get("content").and_then(Value::as_str)
+            && !t.is_empty()
+        {
+            self.open_block(
+                Block::Text,
+                &mut out,
+                || json!({"type": "text", "text": ""}),
+            );
+            self.delta(&mut out, json!({"type": "text_delta", "text": t}));
+        }
+        for call in delta
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let i = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let id = call.get("id").cloned().unwrap_or(Value::Null);
+            let name = call
+                .pointer("/function/name")
+                .cloned()
+                .unwrap_or(Value::Null);
+            self.open_block(
+                Block::Tool(i),
+                &mut out,
+                || json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
+            );
+            if let Some(a) = call.pointer("/function/arguments").and_then(Value::as_str)
+                && !a.is_empty()
+            {
+                self.delta(
+                    &mut out,
+                    json!({"type": "input_json_delta", "partial_json": a}),
+                );
+            }
+        }
+        if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
+            self.finish = Some(f.to_owned());
+        }
+        out
+    }
+
+    /// The closing events, once the chat stream ended (`[DONE]` or the end of the body).
+    pub fn finish(&mut self) -> String {
+        if self.finished {
+            return String::new();
+        }
+        self.finished = true;
+        let mut out = String::new();
+        if !self.started {
+            out.push_str(&self.push(&json!({})));
+        }
+        self.close_block(&mut out);
+        let usage = self
+            .usage
+            .clone()
+            .unwrap_or_else(|| json!({"input_tokens": 0, "output_tokens": 0}));
+        out.push_str(&event(
+            "message_delta",
+            &json!({"type": "message_delta",
+                "delta": {"stop_reason": stop_reason(self.finish.as_deref()), "stop_sequence": null},
+                "usage": usage}),
+        ));
+        out.push_str(&event("message_stop", &json!({"type": "message_stop"})));
+        out
+    }
+
+    fn open_block(&mut self, b: Block, out: &mut String, start: impl FnOnce() -> Value) {
+        if self.open.as_ref() == Some(&b) {
+            return;
+        }
+        self.close_block(out);
+        self.index += 1;
+        out.push_str(&event(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": self.index, "content_block": start()}),
+        ));
+        self.open = Some(b);
+    }
+
+    fn close_block(&mut self, out: &mut String) {
+        if self.open.take().is_some() {
+            out.push_str(&event(
+                "content_block_stop",
+                &json!({"type": "content_block_stop", "index": self.index}),
+            ));
+        }
+    }
+
+    fn delta(&self, out: &mut String, delta: Value) {
+        out.push_str(&event(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": self.index, "delta": delta}),
+        ));
+    }
+}
+
+/// Usage read from native Messages stream events: input (with cache) from `message_start`,
+/// output (and, in newer answers, input) from `message_delta`.
+#[derive(Debug, Default)]
+pub struct NativeUsage {
+    pub prompt: Option<i64>,
+    pub completion: Option<i64>,
+    pub text: String,
+}
+
+impl NativeUsage {
+    pub fn observe(&mut self, data: &Value) {
+        match data.get("type").and_then(Value::as_str) {
+            Some("message_start") => {
+                if let Some((p, c)) = data.get("message").and_then(metered) {
+                    self.prompt = Some(p);
+                    self.completion = Some(c);
+                }
+            }
+            Some("message_delta") => {
+                if let Some(u) = data.get("usage") {
+                    if let Some(o) = u.get("output_tokens").and_then(Value::as_i64) {
+                        self.completion = Some(o);
+                    }
+                    if u.get("input_tokens").is_some()
+                        && let Some((p, _)) = metered(data)
+                    {
+                        self.prompt = Some(p);
+                    }
+                }
+            }
+            Some("content_block_delta") => {
+                for k in ["/delta/text", "/delta/thinking", "/delta/partial_json"] {
+                    if let Some(t) = data.pointer(k).and_then(Value::as_str) {
+                        self.text.push_str(t);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// An error in Messages' shape, `{"type":"error","error":{"type","message"}}`.
+pub fn error_body(status: u16, message: &str) -> Value {
+    json!({"type": "error", "error": {"type": error_type(status), "message": message}})
+}
+
+/// Anthropic's error `type` for a status.
+pub fn error_type(status: u16) -> &'static str {
+    match status {
+        400 | 413 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        _ => "api_error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claude_code_like() -> Value {
+        json!({
+            "model": "claude-opus-4-8", "max_tokens": 64000, "stream": true,
+            "system": [{"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}],
+            "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "metadata": {"user_id": "u"},
+            "tools": [
+                {"name": "Bash", "description": "Run a command", "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}}},
+                {"type": "web_search_20250305", "name": "web_search"}
+            ],
+            "tool_choice": {"type": "auto"},
+            "stop_sequences": ["END"],
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "list files", "cache_control": {"type": "ephemeral"}}]},
+                {"role": "assistant", "content": [
+                    {"type": "thinking", "thinking": "hmm", "signature": "s"},
+                    {"type": "text", "text": "Running ls."},
+                    {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {"command": "ls"}}
+                ]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "a.txt"}]}]},
+                {"role": "system", "content": "Reminder: be brief."},
+                {"role": "user", "content": "thanks"}
+            ]
+        })
+    }
+
+    #[test]
+    fn a_claude_code_request_becomes_a_chat_request() {
+        let chat = request_to_chat(&claude_code_like());
+        let m = chat["messages"].as_array().unwrap();
+        assert_eq!(
+            m[0],
+            json!({"role": "system", "content": "You are Claude Code."})
+        );
+        assert_eq!(m[1], json!({"role": "user", "content": "list files"}));
+        assert_eq!(m[2]["role"], "assistant");
+        assert_eq!(m[2]["content"], "Running ls.");
+        assert_eq!(m[2]["tool_calls"][0]["id"], "toolu_1");
+        assert_eq!(m[2]["tool_calls"][0]["function"]["name"], "Bash");
+        let args: Value = serde_json::from_str(
+            m[2]["tool_calls"][0]["function"]["arguments"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(args, json!({"command": "ls"}));
+        assert_eq!(
+            m[3],
+            json!({"role": "tool", "tool_call_id": "toolu_1", "content": "a.txt"})
+        );
+        assert_eq!(
+            m[4],
+            json!({"role": "system", "content": "Reminder: be brief."})
+        );
+        assert_eq!(m[5], json!({"role": "user", "content": "thanks"}));
+        assert_eq!(
+            chat["tools"].as_array().unwrap().len(),
+            1,
+            "hosted tools are dropped"
+        );
+        assert_eq!(chat["tools"][0]["function"]["parameters"]["type"], "object");
+        assert_eq!(chat["tool_choice"], "auto");
+        assert_eq!(chat["stop"], json!(["END"]));
+        assert_eq!(chat["max_tokens"], 64000);
+        assert_eq!(chat["stream_options"]["include_usage"], true);
+        let text = chat.to_string();
+        assert!(!text.contains("cache_control") && !text.contains("thinking"));
+    }
+
+    #[test]
+    fn a_chat_answer_with_tool_calls_becomes_a_message() {
+        let chat = json!({"id": "c1", "choices": [{"index": 0, "finish_reason": "tool_calls",
+            "message": {"role": "assistant", "content": "Let me look.", "reasoning_content": "think",
+                "tool_calls": [
+                    {"id": "call_a", "type": "function", "function": {"name": "Read", "arguments": "{\"path\":\"a\"}"}},
+                    {"id": "call_b", "type": "function", "function": {"name": "Read", "arguments": "{\"path\":\"b\"}"}}
+                ]}}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 20, "prompt_tokens_details": {"cached_tokens": 60}}});
+        let m = response_from_chat(&chat, "claude-x");
+        assert_eq!(m["type"], "message");
+        assert_eq!(m["model"], "claude-x");
+        assert_eq!(m["stop_reason"], "tool_use");
+        let c = m["content"].as_array().unwrap();
+        assert_eq!(c[0]["type"], "thinking");
+        assert_eq!(c[1], json!({"type": "text", "text": "Let me look."}));
+        assert_eq!(c[2]["input"], json!({"path": "a"}));
+        assert_eq!(c[3]["id"], "call_b");
+        assert_eq!(m["usage"]["input_tokens"], 40);
+        assert_eq!(m["usage"]["cache_read_input_tokens"], 60);
+        assert_eq!(
+            metered(&m),
+            Some((100, 20)),
+            "cache reads are prompt tokens"
+        );
+    }
+
+    fn events(s: &str) -> Vec<Value> {
+        s.split("\n\n")
+            .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_chat_stream_becomes_messages_events_in_order() {
+        let mut t = StreamTranslator::new("claude-x");
+        let mut out = String::new();
+        for c in [
+            json!({"id": "c", "choices": [{"index": 0, "delta": {"role": "assistant", "reasoning_content": "th"}}]}),
+            json!({"id": "c", "choices": [{"index": 0, "delta": {"content": "Hel"}}]}),
+            json!({"id": "c", "choices": [{"index": 0, "delta": {"content": "lo"}}]}),
+            json!({"id": "c", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "Bash", "arguments": ""}}]}}]}),
+            json!({"id": "c", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"command\":"}}]}}]}),
+            json!({"id": "c", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "\"ls\"}"}}]}}]}),
+            json!({"id": "c", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 1, "id": "call_2", "type": "function", "function": {"name": "Read", "arguments": "{}"}}]}}]}),
+            json!({"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
+            json!({"id": "c", "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 7}}),
+        ] {
+            out.push_str(&t.push(&c));
+        }
+        out.push_str(&t.finish());
+        assert_eq!(t.finish(), "", "closing twice adds nothing");
+        let ev = events(&out);
+        let kinds: Vec<&str> = ev.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "message_start",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop"
+            ]
+        );
+        assert_eq!(ev[1]["content_block"]["type"], "thinking");
+        assert_eq!(ev[5]["delta"], json!({"type": "text_delta", "text": "Hel"}));
+        assert_eq!(ev[8]["content_block"]["name"], "Bash");
+        assert_eq!(ev[8]["index"], 2);
+        let json: String = [&ev[9], &ev[10]]
+            .iter()
+            .map(|e| e["delta"]["partial_json"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            serde_json::from_str::<Value>(&json).unwrap(),
+            json!({"command": "ls"})
+        );
+        assert_eq!(ev[12]["content_block"]["id"], "call_2");
+        assert_eq!(ev[15]["delta"]["stop_reason"], "tool_use");
+        assert_eq!(ev[15]["usage"]["output_tokens"], 7);
+        assert!(out.contains("event: message_stop\n"));
+    }
+
+    #[test]
+    fn native_stream_usage_is_read_from_start_and_delta() {
+        let mut u = NativeUsage::default();
+        u.observe(&json!({"type": "message_start", "message": {"usage": {"input_tokens": 10, "cache_read_input_tokens": 5, "output_tokens": 1}}}));
+        u.observe(&json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}}));
+        u.observe(&json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9}}));
+        assert_eq!((u.prompt, u.completion), (Some(15), Some(9)));
+        assert_eq!(u.text, "hi");
+    }
+
+    #[test]
+    fn error_types_follow_anthropic() {
+        assert_eq!(
+            error_body(401, "x")["error"]["type"],
+            "authentication_error"
+        );
+        assert_eq!(error_type(429), "rate_limit_error");
+        assert_eq!(error_type(503), "overloaded_error");
+        assert_eq!(error_type(404), "not_found_error");
+        assert_eq!(error_type(502), "api_error");
+    }
+}
