@@ -34,7 +34,8 @@ if ! python3 -c 'import requests, openai, anthropic, openapi_spec_validator, sch
   python3 -m pip install --quiet requests openai anthropic openapi-spec-validator schemathesis
 fi
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then apt_install nodejs npm; fi
-if [ ! -d tests/clients/node_modules/axios ] || [ ! -d tests/clients/node_modules/openai ]; then
+if [ ! -d tests/clients/node_modules/axios ] || [ ! -d tests/clients/node_modules/openai ] \
+  || [ ! -d tests/clients/node_modules/@anthropic-ai/sdk ]; then
   (cd tests/clients && npm ci --no-audit --no-fund --silent)
 fi
 

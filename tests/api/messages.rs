@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::gateway::http_upstream;
 use crate::helpers::*;
-use crate::seed_clients::{python_has, run_client};
+use crate::seed_clients::{node_has, python_has, run_client};
 use crate::upstream_mock::MockUpstream;
 
 async fn sdk_run(app: &TestApp, model: &str) {
@@ -72,6 +72,37 @@ async fn the_anthropic_sdk_works_against_the_built_in_mock() {
         assert_eq!(r["cost"], 1, "requests mode: a point a call");
         assert_eq!(r["upstream"], "mock");
     }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_anthropic_sdk_works_natively_and_translated() {
+    if !node_has("@anthropic-ai/sdk") {
+        return;
+    }
+    let up = MockUpstream::start().await;
+    let mut chat_only = http_upstream("chatonly", &up.url, "sk-upstream-chat");
+    chat_only.protocols = vec![Protocol::Chat];
+    chat_only.models = vec!["deepseek-*".into()];
+    // claude-* goes to the built-in mock (native Messages), deepseek-* to the chat upstream.
+    let mut mock = quota_proxy::gateway::settings::mock_upstream();
+    mock.models = vec!["claude-*".into()];
+    let app = spawn_app_with(|c| c.gateway.upstreams = vec![chat_only, mock]).await;
+    for model in ["claude-sonnet-4-5", "deepseek-chat"] {
+        let (key, _) = app.create_key(json!({"quota": 1000})).await;
+        let (spent, _) = app.create_key(json!({"quota": 0})).await;
+        run_client(
+            "node",
+            "anthropic_sdk.js",
+            vec![app.base.clone(), key, spent, model.to_owned()],
+            "node anthropic sdk OK",
+        )
+        .await;
+    }
+    assert!(
+        up.hits() >= 3,
+        "the deepseek-* calls reached the chat upstream"
+    );
     app.stop().await;
 }
 

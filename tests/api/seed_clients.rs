@@ -20,7 +20,7 @@ pub(crate) fn python_has(module: &str) -> bool {
     )
 }
 
-fn node_has(package: &str) -> bool {
+pub(crate) fn node_has(package: &str) -> bool {
     tool_available("node", Command::new("node").arg("--version"))
         && tool_available(
             &format!("the npm package {package}"),
