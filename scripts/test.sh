@@ -38,6 +38,10 @@ if [ ! -d tests/clients/node_modules/axios ] || [ ! -d tests/clients/node_module
   || [ ! -d tests/clients/node_modules/@anthropic-ai/sdk ]; then
   (cd tests/clients && npm ci --no-audit --no-fund --silent)
 fi
+# The coding agents the protocol tests run offline (Claude Code, Codex CLI), pinned.
+if [ ! -x tests/agents/node_modules/.bin/claude ] || [ ! -x tests/agents/node_modules/.bin/codex ]; then
+  (cd tests/agents && npm ci --no-audit --no-fund --silent)
+fi
 
 log "browser (Chromium, ChromeDriver, CJK fonts)"
 apt_install chromium chromium-driver fonts-noto-cjk

@@ -12,4 +12,5 @@ pub mod messages;
 pub mod metrics;
 pub mod monitor;
 pub mod quota;
+pub mod responses;
 pub mod shapes;

@@ -15,7 +15,9 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::api::alerts::AlertsState;
 use crate::api::metrics::MetricsState;
 use crate::api::monitor::MonitorState;
-use crate::api::{admin, alerts, doc, gateway, health, messages, metrics, monitor, quota};
+use crate::api::{
+    admin, alerts, doc, gateway, health, messages, metrics, monitor, quota, responses,
+};
 use crate::config::Config;
 use crate::error::{ApiError, Family};
 use crate::middleware::{Context, Guard, context, guard, unmatched};
@@ -56,7 +58,11 @@ pub fn router(surfaces: Surfaces, config: &Config) -> Router {
             )
             .merge(
                 guarded
-                    .apply(gateway::router(), Family::OpenAi, false)
+                    .apply(
+                        gateway::router().merge(responses::router()),
+                        Family::OpenAi,
+                        false,
+                    )
                     .with_state(core.clone()),
             )
             .merge(

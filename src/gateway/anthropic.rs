@@ -274,6 +274,16 @@ pub fn metered(body: &Value) -> Option<(i64, i64)> {
     ))
 }
 
+/// The text a native answer generated (for estimating when it reports no usage).
+pub fn content_text(body: &Value) -> String {
+    body.get("content")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|b| b.get("text").and_then(Value::as_str))
+        .collect()
+}
+
 /// One SSE event in Messages' grammar.
 fn event(kind: &str, data: &Value) -> String {
     format!("event: {kind}\ndata: {data}\n\n")
@@ -450,11 +460,14 @@ pub struct NativeUsage {
     pub prompt: Option<i64>,
     pub completion: Option<i64>,
     pub text: String,
+    /// `message_stop` was seen.
+    pub done: bool,
 }
 
 impl NativeUsage {
     pub fn observe(&mut self, data: &Value) {
         match data.get("type").and_then(Value::as_str) {
+            Some("message_stop") => self.done = true,
             Some("message_start") => {
                 if let Some((p, c)) = data.get("message").and_then(metered) {
                     self.prompt = Some(p);

@@ -7,9 +7,11 @@ pub enum Endpoint {
     Embeddings,
     /// Anthropic Messages (`/v1/messages`).
     Messages,
+    /// OpenAI Responses (`/v1/responses`).
+    Responses,
 }
 
-/// A protocol an upstream may speak natively (`protocols = ["chat", "messages"]`); any other
+/// A protocol an upstream may speak natively (`protocols = ["chat", "messages", "responses"]`); any other
 /// reaches it translated to chat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
@@ -17,6 +19,8 @@ pub enum Protocol {
     Chat,
     /// Anthropic Messages.
     Messages,
+    /// OpenAI Responses.
+    Responses,
 }
 
 impl Protocol {
@@ -24,6 +28,7 @@ impl Protocol {
         match s {
             "chat" => Some(Protocol::Chat),
             "messages" => Some(Protocol::Messages),
+            "responses" => Some(Protocol::Responses),
             _ => None,
         }
     }
@@ -32,16 +37,18 @@ impl Protocol {
         match self {
             Protocol::Chat => "chat",
             Protocol::Messages => "messages",
+            Protocol::Responses => "responses",
         }
     }
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 4] = [
+    pub const ALL: [Endpoint; 5] = [
         Endpoint::Chat,
         Endpoint::Completions,
         Endpoint::Embeddings,
         Endpoint::Messages,
+        Endpoint::Responses,
     ];
 
     /// Path below an upstream's base URL (Anthropic-style base URLs, such as DeepSeek's
@@ -52,6 +59,7 @@ impl Endpoint {
             Endpoint::Completions => "completions",
             Endpoint::Embeddings => "embeddings",
             Endpoint::Messages => "v1/messages",
+            Endpoint::Responses => "responses",
         }
     }
 
@@ -62,12 +70,14 @@ impl Endpoint {
             Endpoint::Completions => "completions",
             Endpoint::Embeddings => "embeddings",
             Endpoint::Messages => "messages",
+            Endpoint::Responses => "responses",
         }
     }
 
     pub fn protocol(self) -> Protocol {
         match self {
             Endpoint::Messages => Protocol::Messages,
+            Endpoint::Responses => Protocol::Responses,
             _ => Protocol::Chat,
         }
     }
@@ -78,6 +88,7 @@ impl Endpoint {
             Endpoint::Completions => 1,
             Endpoint::Embeddings => 2,
             Endpoint::Messages => 3,
+            Endpoint::Responses => 4,
         }
     }
 

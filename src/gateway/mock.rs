@@ -150,6 +150,30 @@ pub fn messages_events(body: &Value, id: &str, created: i64) -> Vec<String> {
     events
 }
 
+/// A response (OpenAI Responses) in the mock's own words: the chat answer it would give, in
+/// Responses' shape.
+pub fn responses_full(body: &Value, id: &str, created: i64) -> Value {
+    let chat = super::responses::request_to_chat(body);
+    super::responses::response_from_chat(
+        &chat_completion(&chat, id, created),
+        &model_of(body),
+        body,
+    )
+}
+
+/// The same answer as Responses stream events (each a whole `event:`/`data:` block).
+pub fn responses_events(body: &Value, id: &str, created: i64) -> Vec<String> {
+    let mut chat = super::responses::request_to_chat(body);
+    chat["stream_options"] = json!({"include_usage": true});
+    let mut t = super::responses::StreamTranslator::new(&model_of(body), body);
+    let mut events: Vec<String> = stream_chunks(&chat, id, created, true)
+        .iter()
+        .map(|c| t.push(c))
+        .collect();
+    events.push(t.finish());
+    events
+}
+
 pub fn text_completion(body: &Value, id: &str, created: i64) -> Value {
     let text = reply_text(body);
     let (p, c) = (estimate_prompt(body), estimate_text(&text));

@@ -1,6 +1,7 @@
 //! The OpenAI-compatible gateway (`/v1/*`): authentication, per-key policy and limits,
 //! billing through the ledger, routing with failover, streaming, request logs.
 
+mod adapter;
 pub mod anthropic;
 pub mod call;
 pub mod client_ip;
@@ -12,6 +13,7 @@ mod proxy;
 pub mod redact;
 mod relay;
 pub mod reqlog;
+pub mod responses;
 pub mod settings;
 pub mod sse;
 mod stages;

@@ -13,13 +13,12 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::anthropic;
+use super::adapter;
 use super::call::{Call, CallError, Outcome};
 use super::endpoint::{Endpoint, Protocol};
 use super::limits::{self, Limits};
-use super::relay::{NativeMessages, Relay, Translated};
 use super::settings::BillingMode;
-use super::stages::{self, Request, StreamMeter};
+use super::stages::{self, Request};
 use super::upstream::Upstream;
 use super::upstream_call::{self, AttemptError, ByteStream, Outgoing, Reply};
 use super::{Gateway, client_ip};
@@ -202,8 +201,8 @@ impl Gateway {
             // Same body for every attempt, but for the model name this upstream knows; a
             // protocol the upstream does not speak goes to it translated to chat.
             let model = Value::String(up.upstream_model(&req.model).to_owned());
-            let translated = how.endpoint == Endpoint::Messages && !up.speaks(Protocol::Messages);
-            let mut chat_body = translated.then(|| anthropic::request_to_chat(&req.body));
+            let translated = adapter::translated(how.endpoint, |p| up.speaks(p));
+            let mut chat_body = translated.then(|| adapter::to_chat(how.endpoint, &req.body));
             let (wire, body) = match chat_body.as_mut() {
                 Some(b) => {
                     b["model"] = model;
@@ -317,20 +316,15 @@ impl Gateway {
         call.row.ttft_ms = Some(call.row.latency_ms);
         let mut ticket = None;
         let bytes = if (200..300).contains(&status) {
-            let (prompt, completion, estimated) = match (shape.endpoint, shape.translated) {
-                (Endpoint::Messages, false) => stages::metered_messages(&bytes, req.prompt_est),
-                (Endpoint::Messages, true) => {
-                    stages::metered_full(&bytes, req.prompt_est, Endpoint::Chat)
-                }
-                (e, _) => stages::metered_full(&bytes, req.prompt_est, e),
-            };
+            let (prompt, completion, estimated) =
+                adapter::metered_full(shape.endpoint, shape.translated, &bytes, req.prompt_est);
             call.row.prompt_tokens = prompt;
             call.row.completion_tokens = completion;
             call.row.estimated = estimated;
             ticket = self.begin_settle(&mut call, &entry, &req.model, prompt, completion);
             if shape.translated {
                 let chat: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                Bytes::from(anthropic::response_from_chat(&chat, &req.model).to_string())
+                Bytes::from(adapter::from_chat(shape.endpoint, &chat, req).to_string())
             } else {
                 bytes
             }
@@ -346,11 +340,7 @@ impl Gateway {
                 .filter_map(|u| u.s.api_key.as_deref())
                 .collect();
             let redacted = super::redact::error_body(status, &bytes, &keys);
-            if shape.endpoint == Endpoint::Messages {
-                Bytes::from(messages_error(status, &redacted).to_string())
-            } else {
-                Bytes::from(redacted)
-            }
+            adapter::refusal(shape.endpoint, status, redacted)
         };
         Self::observe_overhead(&call);
         let meta = call.meta();
@@ -445,11 +435,7 @@ impl Gateway {
         Self::observe_overhead(&call);
         let meta = call.meta();
         let gw = self.clone();
-        let relay = match (shape.endpoint, shape.translated) {
-            (Endpoint::Messages, false) => Relay::Messages(NativeMessages::default()),
-            (Endpoint::Messages, true) => Relay::Translated(Box::new(Translated::new(&req.model))),
-            _ => Relay::Chat(StreamMeter::new(req.caller_wants_usage)),
-        };
+        let relay = adapter::relay(shape.endpoint, shape.translated, &req);
         self.tracker.spawn(async move {
             gw.pump(call, entry, req, relay, upstream, tx).await;
         });
@@ -463,7 +449,7 @@ impl Gateway {
         mut call: Call,
         entry: Arc<KeyEntry>,
         req: Request,
-        mut meter: Relay,
+        mut meter: super::relay::Relay,
         mut upstream: ByteStream,
         tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
     ) {
@@ -574,16 +560,4 @@ fn protocol_headers(endpoint: Endpoint, headers: &HeaderMap) -> Vec<(&'static st
         out.push(("anthropic-beta", beta));
     }
     out
-}
-
-/// An upstream's refusal (already redacted) in Messages' error shape, whichever shape the
-/// upstream used.
-fn messages_error(status: u16, redacted: &[u8]) -> Value {
-    let v: Value = serde_json::from_slice(redacted).unwrap_or(Value::Null);
-    let message = v
-        .pointer("/error/message")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("upstream answered HTTP {status}"));
-    anthropic::error_body(status, &message)
 }

@@ -1,18 +1,37 @@
 //! What a streamed answer's bytes become on their way to the caller, and what they used: a
-//! chat stream passed on (its unasked usage chunk hidden), a native Messages stream passed
-//! on, or a chat stream translated into Messages events. One interface for the pump.
+//! chat stream passed on (its unasked usage chunk hidden), a native stream of another
+//! protocol passed on event by event while its usage is read, or a chat stream translated
+//! into the caller's protocol. One interface for the pump; a protocol plugs in with a
+//! [`NativeWatch`] and an [`EventTranslate`].
 
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::anthropic::{NativeUsage, StreamTranslator};
 use super::sse::SseSplitter;
 use super::stages::{EventTooLong, StreamMeter};
 use super::tokens::estimate_text;
+use super::{anthropic, responses};
+
+/// Reads a native stream's events for its usage and its end.
+pub trait NativeWatch: Send {
+    fn observe(&mut self, data: &Value);
+    /// Whether the upstream said its answer is complete.
+    fn done(&self) -> bool;
+    /// `(prompt, completion, estimated)`, from the usage seen or estimated from the text.
+    fn metered(&self, prompt_est: i64) -> (i64, i64, bool);
+}
+
+/// Turns chat stream chunks into the caller's protocol's events.
+pub trait EventTranslate: Send {
+    /// The events for one chat chunk (its `data:` JSON).
+    fn push(&mut self, chunk: &Value) -> String;
+    /// The closing events; empty once sent.
+    fn finish(&mut self) -> String;
+}
 
 pub enum Relay {
     Chat(StreamMeter),
-    Messages(NativeMessages),
+    Native(Native),
     Translated(Box<Translated>),
 }
 
@@ -21,7 +40,7 @@ impl Relay {
     pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<u8>, EventTooLong> {
         match self {
             Relay::Chat(m) => m.push(chunk),
-            Relay::Messages(m) => m.push(chunk),
+            Relay::Native(m) => m.push(chunk),
             Relay::Translated(t) => t.push(chunk),
         }
     }
@@ -30,7 +49,7 @@ impl Relay {
     pub fn done(&self) -> bool {
         match self {
             Relay::Chat(m) => m.done,
-            Relay::Messages(m) => m.done,
+            Relay::Native(m) => m.watch.done(),
             Relay::Translated(t) => t.done,
         }
     }
@@ -39,7 +58,7 @@ impl Relay {
     pub fn rest(&mut self) -> Option<Bytes> {
         match self {
             Relay::Chat(m) => m.rest(),
-            Relay::Messages(m) => m.splitter.rest(),
+            Relay::Native(m) => m.splitter.rest(),
             Relay::Translated(t) => Some(Bytes::from(t.translator.finish())),
         }
     }
@@ -48,32 +67,32 @@ impl Relay {
     pub fn metered(&self, prompt_est: i64) -> (i64, i64, bool) {
         match self {
             Relay::Chat(m) => m.metered(prompt_est),
-            Relay::Messages(m) => match (m.usage.prompt, m.usage.completion) {
-                (Some(p), Some(c)) => (p, c, false),
-                (p, _) => (p.unwrap_or(prompt_est), estimate_text(&m.usage.text), true),
-            },
+            Relay::Native(m) => m.watch.metered(prompt_est),
             Relay::Translated(t) => t.meter.metered(prompt_est),
         }
     }
 }
 
-/// A native Messages stream: passed on event by event, its usage read as it passes.
-#[derive(Default)]
-pub struct NativeMessages {
+/// A native stream of another protocol: passed on event by event, its usage read as it
+/// passes.
+pub struct Native {
     splitter: SseSplitter,
-    usage: NativeUsage,
-    done: bool,
+    watch: Box<dyn NativeWatch>,
 }
 
-impl NativeMessages {
+impl Native {
+    pub fn new(watch: Box<dyn NativeWatch>) -> Self {
+        Self {
+            splitter: SseSplitter::default(),
+            watch,
+        }
+    }
+
     fn push(&mut self, chunk: &[u8]) -> Result<Vec<u8>, EventTooLong> {
         let mut out = Vec::with_capacity(chunk.len() + 16);
         for ev in self.splitter.push(chunk).map_err(|_| EventTooLong)? {
             if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
-                if v.get("type").and_then(Value::as_str) == Some("message_stop") {
-                    self.done = true;
-                }
-                self.usage.observe(&v);
+                self.watch.observe(&v);
             }
             out.extend_from_slice(&ev.raw);
             out.extend_from_slice(b"\n\n");
@@ -82,21 +101,21 @@ impl NativeMessages {
     }
 }
 
-/// A chat stream translated into Messages events.
+/// A chat stream translated into the caller's protocol.
 pub struct Translated {
     splitter: SseSplitter,
     /// Reads usage and text of the chat chunks (what the call is charged).
     meter: StreamMeter,
-    translator: StreamTranslator,
+    translator: Box<dyn EventTranslate>,
     done: bool,
 }
 
 impl Translated {
-    pub fn new(model: &str) -> Self {
+    pub fn new(translator: Box<dyn EventTranslate>) -> Self {
         Self {
             splitter: SseSplitter::default(),
             meter: StreamMeter::new(true),
-            translator: StreamTranslator::new(model),
+            translator,
             done: false,
         }
     }
@@ -119,13 +138,62 @@ impl Translated {
     }
 }
 
+impl NativeWatch for anthropic::NativeUsage {
+    fn observe(&mut self, data: &Value) {
+        anthropic::NativeUsage::observe(self, data);
+    }
+    fn done(&self) -> bool {
+        self.done
+    }
+    fn metered(&self, prompt_est: i64) -> (i64, i64, bool) {
+        match (self.prompt, self.completion) {
+            (Some(p), Some(c)) => (p, c, false),
+            (p, _) => (p.unwrap_or(prompt_est), estimate_text(&self.text), true),
+        }
+    }
+}
+
+impl EventTranslate for anthropic::StreamTranslator {
+    fn push(&mut self, chunk: &Value) -> String {
+        anthropic::StreamTranslator::push(self, chunk)
+    }
+    fn finish(&mut self) -> String {
+        anthropic::StreamTranslator::finish(self)
+    }
+}
+
+impl NativeWatch for responses::NativeUsage {
+    fn observe(&mut self, data: &Value) {
+        responses::NativeUsage::observe(self, data);
+    }
+    fn done(&self) -> bool {
+        self.done
+    }
+    fn metered(&self, prompt_est: i64) -> (i64, i64, bool) {
+        match self.usage {
+            Some((p, c)) => (p, c, false),
+            None => (prompt_est, estimate_text(&self.text), true),
+        }
+    }
+}
+
+impl EventTranslate for responses::StreamTranslator {
+    fn push(&mut self, chunk: &Value) -> String {
+        responses::StreamTranslator::push(self, chunk)
+    }
+    fn finish(&mut self) -> String {
+        responses::StreamTranslator::finish(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_translated_stream_is_charged_what_the_chat_stream_said() {
-        let mut r = Relay::Translated(Box::new(Translated::new("claude-x")));
+        let t = anthropic::StreamTranslator::new("claude-x");
+        let mut r = Relay::Translated(Box::new(Translated::new(Box::new(t))));
         let mut out = Vec::new();
         for c in [
             "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n",
@@ -146,11 +214,26 @@ mod tests {
 
     #[test]
     fn a_native_stream_passes_unchanged_and_is_metered() {
-        let mut r = Relay::Messages(NativeMessages::default());
+        let mut r = Relay::Native(Native::new(Box::<anthropic::NativeUsage>::default()));
         let body = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":7,\"output_tokens\":1}}}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":4}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         let out = r.push(body.as_bytes()).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), body);
         assert!(r.done());
         assert_eq!(r.metered(99), (7, 4, false));
+    }
+
+    #[test]
+    fn a_native_responses_stream_ends_at_its_terminal_event() {
+        let mut r = Relay::Native(Native::new(Box::<responses::NativeUsage>::default()));
+        let body = "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"abcd efgh\"}\n\n";
+        r.push(body.as_bytes()).unwrap();
+        assert!(!r.done());
+        // Cut before the end: estimated from the text seen.
+        let (p, c, est) = r.metered(11);
+        assert!(est && p == 11 && c > 0);
+        let end = "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":8,\"output_tokens\":3}}}\n\n";
+        r.push(end.as_bytes()).unwrap();
+        assert!(r.done());
+        assert_eq!(r.metered(11), (8, 3, false));
     }
 }

@@ -199,7 +199,7 @@ pub fn mock_upstream() -> UpstreamSettings {
         model_map: BTreeMap::new(),
         headers: BTreeMap::new(),
         // The mock answers every protocol in its own words.
-        protocols: vec![Protocol::Chat, Protocol::Messages],
+        protocols: vec![Protocol::Chat, Protocol::Messages, Protocol::Responses],
     }
 }
 
@@ -403,7 +403,7 @@ fn upstream_from_file(
                 out.push(Protocol::parse(p).ok_or_else(|| {
                     invalid(
                         "upstreams.protocols",
-                        format!("{}: {p:?} (chat, messages)", u.name),
+                        format!("{}: {p:?} (chat, messages, responses)", u.name),
                     )
                 })?);
             }

@@ -61,6 +61,7 @@ pub fn read(
     let max_tokens = map
         .get("max_tokens")
         .or_else(|| map.get("max_completion_tokens"))
+        .or_else(|| map.get("max_output_tokens"))
         .and_then(Value::as_i64)
         .filter(|&n| n > 0);
     if max_tokens.is_some_and(|n| n > MAX_TOKENS) {
@@ -75,9 +76,9 @@ pub fn read(
         .and_then(|o| o.get("include_usage"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    // Chat streams are asked for their usage chunk; a Messages stream carries its usage in
-    // its own events (and a translated one asks for it when translated).
-    if stream && endpoint != Endpoint::Messages {
+    // Chat streams are asked for their usage chunk; other protocols carry their usage in
+    // their own events (and a translated call asks for it when translated).
+    if stream && endpoint.protocol() == Protocol::Chat {
         let opts = map.entry("stream_options").or_insert_with(|| json!({}));
         if let Value::Object(o) = opts {
             o.insert("include_usage".into(), Value::Bool(true));
@@ -126,9 +127,8 @@ pub fn policy(
     Ok(())
 }
 
-/// Stage "route": the upstreams to try, in order. A Messages call may go to any upstream (one
-/// that does not speak Messages gets it translated to chat); the OpenAI endpoints go to
-/// upstreams that speak chat.
+/// Stage "route": the upstreams to try, in order: those that speak the call's protocol, or
+/// chat (they get it translated).
 pub fn route(
     upstreams: &[Arc<Upstream>],
     endpoint: Endpoint,
@@ -136,9 +136,7 @@ pub fn route(
     now_ms: i64,
 ) -> Result<Vec<Arc<Upstream>>, CallError> {
     let mut c = candidates(upstreams, model, now_ms);
-    if endpoint.protocol() == Protocol::Chat {
-        c.retain(|u| u.speaks(Protocol::Chat));
-    }
+    c.retain(|u| u.speaks(endpoint.protocol()) || u.speaks(Protocol::Chat));
     if c.is_empty() {
         Err(CallError::ModelNotFound(model.to_owned()))
     } else {
@@ -171,24 +169,6 @@ pub fn metered_full(bytes: &[u8], prompt_est: i64, endpoint: Endpoint) -> (i64, 
         c
     };
     (p, c, estimated)
-}
-
-/// What a whole native Messages answer used: `(prompt, completion, estimated)`.
-pub fn metered_messages(bytes: &[u8], prompt_est: i64) -> (i64, i64, bool) {
-    let v: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
-    match super::anthropic::metered(&v) {
-        Some((p, c)) => (p, c, false),
-        None => {
-            let text: String = v
-                .get("content")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|b| b.get("text").and_then(Value::as_str))
-                .collect();
-            (prompt_est, estimate_text(&text), true)
-        }
-    }
 }
 
 #[derive(serde::Deserialize)]

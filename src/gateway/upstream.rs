@@ -13,7 +13,7 @@ pub struct Upstream {
     failures: AtomicU32,
     ejected_until: AtomicI64,
     /// Endpoint URLs, parsed once, by `Endpoint::index`.
-    urls: [Option<reqwest::Url>; 4],
+    urls: [Option<reqwest::Url>; Endpoint::ALL.len()],
 }
 
 impl Upstream {

@@ -66,40 +66,29 @@ pub async fn call(
 fn mock_reply(endpoint: Endpoint, body: &Value, stream: bool, request_id: &str) -> Reply {
     let created = chrono::Utc::now().timestamp();
     let id = format!("mock-{request_id}");
-    if endpoint == Endpoint::Messages {
-        if !stream {
-            let v = mock::messages_full(body, &id, created);
-            return Reply::Full {
-                status: 200,
-                body: Bytes::from(v.to_string()),
-            };
-        }
-        let events = mock::messages_events(body, &id, created);
-        return Reply::Stream {
-            stream: Box::pin(futures_util::stream::iter(
-                events.into_iter().map(|e| Ok(Bytes::from(e))),
-            )),
-        };
-    }
-    if stream && endpoint != Endpoint::Embeddings {
-        let chunks = mock::stream_chunks(body, &id, created, endpoint == Endpoint::Chat);
-        let mut events: Vec<Result<Bytes, String>> = chunks
-            .iter()
-            .map(|c| Ok(Bytes::from(format!("data: {c}\n\n"))))
-            .collect();
-        events.push(Ok(Bytes::from_static(b"data: [DONE]\n\n")));
-        return Reply::Stream {
-            stream: Box::pin(futures_util::stream::iter(events)),
-        };
-    }
-    let v = match endpoint {
-        Endpoint::Chat => mock::chat_completion(body, &id, created),
-        Endpoint::Completions => mock::text_completion(body, &id, created),
-        Endpoint::Embeddings | Endpoint::Messages => mock::embeddings(body),
-    };
-    Reply::Full {
+    let whole = |v: Value| Reply::Full {
         status: 200,
         body: Bytes::from(v.to_string()),
+    };
+    let events = |events: Vec<String>| Reply::Stream {
+        stream: Box::pin(futures_util::stream::iter(
+            events.into_iter().map(|e| Ok(Bytes::from(e))),
+        )),
+    };
+    match (endpoint, stream) {
+        (Endpoint::Messages, false) => whole(mock::messages_full(body, &id, created)),
+        (Endpoint::Messages, true) => events(mock::messages_events(body, &id, created)),
+        (Endpoint::Responses, false) => whole(mock::responses_full(body, &id, created)),
+        (Endpoint::Responses, true) => events(mock::responses_events(body, &id, created)),
+        (Endpoint::Embeddings, _) => whole(mock::embeddings(body)),
+        (Endpoint::Chat, false) => whole(mock::chat_completion(body, &id, created)),
+        (Endpoint::Completions, false) => whole(mock::text_completion(body, &id, created)),
+        (Endpoint::Chat | Endpoint::Completions, true) => {
+            let chunks = mock::stream_chunks(body, &id, created, endpoint == Endpoint::Chat);
+            let mut all: Vec<String> = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
+            all.push("data: [DONE]\n\n".to_owned());
+            events(all)
+        }
     }
 }
 

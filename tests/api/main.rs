@@ -7,6 +7,7 @@
 )]
 
 mod admin_api;
+mod agents;
 mod alert_receiver;
 mod alerts;
 mod browser;
@@ -30,6 +31,7 @@ mod monitor;
 mod monitor_data;
 mod operations;
 mod quota_api;
+mod responses;
 mod security;
 mod seed_clients;
 mod upstream_mock;

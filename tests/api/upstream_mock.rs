@@ -51,6 +51,8 @@ impl MockUpstream {
             .route("/v1/embeddings", post(embeddings))
             // Native Anthropic Messages: its base URL is this server's root.
             .route("/v1/messages", post(messages))
+            // Native OpenAI Responses, beside chat under the same base URL.
+            .route("/v1/responses", post(responses))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -230,4 +232,25 @@ async fn messages(State(st): State<Arc<MockState>>, headers: HeaderMap, body: By
             .into_response();
     }
     axum::Json(mock::messages_full(&body, "msg-upstream", 0)).into_response()
+}
+
+async fn responses(State(st): State<Arc<MockState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if let Some(r) = record(&st, "/v1/responses", headers, &body) {
+        return r;
+    }
+    if body.get("stream").and_then(Value::as_bool) == Some(true) {
+        let events = mock::responses_events(&body, "upstream", 0);
+        let stream = futures_util::stream::iter(
+            events
+                .into_iter()
+                .map(|e| Ok::<_, Infallible>(Bytes::from(e))),
+        );
+        return (
+            [("content-type", "text/event-stream")],
+            Body::from_stream(stream),
+        )
+            .into_response();
+    }
+    axum::Json(mock::responses_full(&body, "upstream", 0)).into_response()
 }

@@ -1,0 +1,105 @@
+//! The caller protocols at the gateway's edges, one function per edge: a call of a protocol
+//! the chosen upstream does not speak goes to it as chat and its answer comes back in the
+//! caller's protocol; a native answer is metered in its own protocol's usage fields. The
+//! stages between (key, limits, hold, routing, failover, settlement, log) never ask which
+//! protocol a call speaks. Adding a protocol: a module like `anthropic.rs` or `responses.rs`
+//! (request to chat, answer from chat, a stream translator, a native usage watcher) and one
+//! arm in each function here.
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::endpoint::{Endpoint, Protocol};
+use super::relay::{Native, Relay, Translated};
+use super::stages::{self, Request, StreamMeter};
+use super::tokens::estimate_text;
+use super::{anthropic, responses};
+
+/// Whether a call of `endpoint` reaches an upstream speaking `speaks` as chat.
+pub fn translated(endpoint: Endpoint, speaks: impl Fn(Protocol) -> bool) -> bool {
+    let p = endpoint.protocol();
+    p != Protocol::Chat && !speaks(p)
+}
+
+/// The caller's request as a chat request (only asked for a translated call).
+pub fn to_chat(endpoint: Endpoint, body: &Value) -> Value {
+    match endpoint.protocol() {
+        Protocol::Messages => anthropic::request_to_chat(body),
+        Protocol::Responses => responses::request_to_chat(body),
+        Protocol::Chat => body.clone(),
+    }
+}
+
+/// A whole chat answer in the caller's protocol.
+pub fn from_chat(endpoint: Endpoint, chat: &Value, req: &Request) -> Value {
+    match endpoint.protocol() {
+        Protocol::Messages => anthropic::response_from_chat(chat, &req.model),
+        Protocol::Responses => responses::response_from_chat(chat, &req.model, &req.body),
+        Protocol::Chat => chat.clone(),
+    }
+}
+
+/// What a whole answer used, `(prompt, completion, estimated)`, read in the protocol it was
+/// answered in.
+pub fn metered_full(
+    endpoint: Endpoint,
+    translated: bool,
+    bytes: &[u8],
+    prompt_est: i64,
+) -> (i64, i64, bool) {
+    if translated {
+        return stages::metered_full(bytes, prompt_est, Endpoint::Chat);
+    }
+    let native = |usage: Option<(i64, i64)>, text: &dyn Fn(&Value) -> String, v: &Value| match usage
+    {
+        Some((p, c)) => (p, c, false),
+        None => (prompt_est, estimate_text(&text(v)), true),
+    };
+    match endpoint.protocol() {
+        Protocol::Chat => stages::metered_full(bytes, prompt_est, endpoint),
+        Protocol::Messages => {
+            let v: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+            native(anthropic::metered(&v), &anthropic::content_text, &v)
+        }
+        Protocol::Responses => {
+            let v: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+            native(responses::metered(&v), &responses::output_text, &v)
+        }
+    }
+}
+
+/// What a streamed answer's bytes become on their way to the caller.
+pub fn relay(endpoint: Endpoint, translated: bool, req: &Request) -> Relay {
+    match (endpoint.protocol(), translated) {
+        (Protocol::Chat, _) => Relay::Chat(StreamMeter::new(req.caller_wants_usage)),
+        (Protocol::Messages, false) => {
+            Relay::Native(Native::new(Box::<anthropic::NativeUsage>::default()))
+        }
+        (Protocol::Responses, false) => {
+            Relay::Native(Native::new(Box::<responses::NativeUsage>::default()))
+        }
+        (Protocol::Messages, true) => Relay::Translated(Box::new(Translated::new(Box::new(
+            anthropic::StreamTranslator::new(&req.model),
+        )))),
+        (Protocol::Responses, true) => Relay::Translated(Box::new(Translated::new(Box::new(
+            responses::StreamTranslator::new(&req.model, &req.body),
+        )))),
+    }
+}
+
+/// An upstream's refusal (already redacted) in the caller's protocol's error shape,
+/// whichever shape the upstream used. Responses' errors are OpenAI's, as chat's.
+pub fn refusal(endpoint: Endpoint, status: u16, redacted: Vec<u8>) -> Bytes {
+    match endpoint.protocol() {
+        Protocol::Messages => {
+            let v: Value = serde_json::from_slice(&redacted).unwrap_or(Value::Null);
+            let message = v
+                .pointer("/error/message")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("upstream answered HTTP {status}"));
+            Bytes::from(anthropic::error_body(status, &message).to_string())
+        }
+        Protocol::Chat | Protocol::Responses => Bytes::from(redacted),
+    }
+}

@@ -1,0 +1,945 @@
+//! The OpenAI Responses protocol at the gateway's edges (what Codex CLI and newer OpenAI SDK
+//! code speak): a Responses request translated into a chat completion for an upstream that
+//! speaks only chat, the chat answer (whole or streamed) translated back into a response and
+//! its semantic events, and the usage of a native answer read for metering. Pure functions
+//! and one stream state machine; no I/O.
+
+use serde_json::{Map, Value, json};
+
+/// A Responses request as a chat-completions request. `instructions` and `developer` /
+/// `system` items become system messages where they stand; `function_call` items join the
+/// assistant turn they belong to (parallel calls in one message, as chat wants);
+/// `function_call_output` items become `tool` messages. What chat has no place for is
+/// dropped: hosted tools (web search…), reasoning items and settings, `store`, `include`,
+/// `prompt_cache_key`, `metadata`.
+pub fn request_to_chat(body: &Value) -> Value {
+    let mut messages: Vec<Value> = Vec::new();
+    if let Some(i) = body.get("instructions").and_then(Value::as_str)
+        && !i.is_empty()
+    {
+        messages.push(json!({"role": "system", "content": i}));
+    }
+    match body.get("input") {
+        Some(Value::String(s)) => messages.push(json!({"role": "user", "content": s})),
+        Some(Value::Array(items)) => {
+            for item in items {
+                push_item(&mut messages, item);
+            }
+        }
+        _ => {}
+    }
+    let mut out = Map::new();
+    out.insert(
+        "model".into(),
+        body.get("model").cloned().unwrap_or(Value::Null),
+    );
+    out.insert("messages".into(), Value::Array(messages));
+    for (from, to) in [
+        ("max_output_tokens", "max_tokens"),
+        ("temperature", "temperature"),
+        ("top_p", "top_p"),
+        ("parallel_tool_calls", "parallel_tool_calls"),
+    ] {
+        if let Some(v) = body.get(from).filter(|v| !v.is_null()) {
+            out.insert(to.into(), v.clone());
+        }
+    }
+    let tools = tools_to_chat(body.get("tools"));
+    if !tools.is_empty() {
+        out.insert("tools".into(), Value::Array(tools));
+        if let Some(choice) = body.get("tool_choice").and_then(tool_choice_to_chat) {
+            out.insert("tool_choice".into(), choice);
+        }
+    } else {
+        // Without tools a chat upstream refuses `parallel_tool_calls`.
+        out.remove("parallel_tool_calls");
+    }
+    if let Some(format) = body.pointer("/text/format").and_then(format_to_chat) {
+        out.insert("response_format".into(), format);
+    }
+    if body.get("stream").and_then(Value::as_bool) == Some(true) {
+        out.insert("stream".into(), Value::Bool(true));
+        out.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    Value::Object(out)
+}
+
+/// One `input` item onto the chat conversation.
+fn push_item(messages: &mut Vec<Value>, item: &Value) {
+    let kind = item
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("message");
+    match kind {
+        "message" => {
+            let role = item.get("role").and_then(Value::as_str).unwrap_or("user");
+            let content = item.get("content").unwrap_or(&Value::Null);
+            match role {
+                "assistant" => {
+                    messages.push(json!({"role": "assistant", "content": text_of(content)}))
+                }
+                "system" | "developer" => {
+                    messages.push(json!({"role": "system", "content": text_of(content)}));
+                }
+                _ => messages.push(json!({"role": "user", "content": user_content(content)})),
+            }
+        }
+        "function_call" => {
+            let call = json!({
+                "id": item.get("call_id").cloned().unwrap_or(Value::Null),
+                "type": "function",
+                "function": {
+                    "name": item.get("name").cloned().unwrap_or(Value::Null),
+                    "arguments": item.get("arguments").and_then(Value::as_str).unwrap_or("{}"),
+                },
+            });
+            // Calls made in one turn share one assistant message.
+            match messages.last_mut() {
+                Some(last) if last["role"] == "assistant" => {
+                    if !last["tool_calls"].is_array() {
+                        last["tool_calls"] = json!([]);
+                    }
+                    if let Some(calls) = last["tool_calls"].as_array_mut() {
+                        calls.push(call);
+                    }
+                }
+                _ => messages
+                    .push(json!({"role": "assistant", "content": null, "tool_calls": [call]})),
+            }
+        }
+        "function_call_output" => messages.push(json!({
+            "role": "tool",
+            "tool_call_id": item.get("call_id").cloned().unwrap_or(Value::Null),
+            "content": match item.get("output") {
+                Some(Value::String(s)) => s.clone(),
+                Some(v) => text_of(v),
+                None => String::new(),
+            },
+        })),
+        // Reasoning items, hosted tool calls and the like have no chat equivalent.
+        _ => {}
+    }
+}
+
+/// A user message's content: its text, or parts when it carries images.
+fn user_content(content: &Value) -> Value {
+    let Value::Array(parts) = content else {
+        return Value::String(text_of(content));
+    };
+    let has_image = parts.iter().any(|p| p["type"] == "input_image");
+    if !has_image {
+        return Value::String(text_of(content));
+    }
+    let chat: Vec<Value> = parts
+        .iter()
+        .filter_map(|p| match p.get("type").and_then(Value::as_str) {
+            Some("input_text") | Some("text") => {
+                Some(json!({"type": "text", "text": p.get("text").cloned().unwrap_or(json!(""))}))
+            }
+            Some("input_image") => p
+                .get("image_url")
+                .and_then(Value::as_str)
+                .map(|url| json!({"type": "image_url", "image_url": {"url": url}})),
+            _ => None,
+        })
+        .collect();
+    Value::Array(chat)
+}
+
+/// The text of a string or of an array of content parts (their `text`, joined).
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+/// Function tools as chat tools; a `namespace` tool's functions are listed as themselves.
+/// Hosted tools (`web_search`, `file_search`…) have no chat equivalent and are dropped.
+fn tools_to_chat(tools: Option<&Value>) -> Vec<Value> {
+    let mut out = Vec::new();
+    for t in tools.and_then(Value::as_array).into_iter().flatten() {
+        match t.get("type").and_then(Value::as_str) {
+            Some("function") => out.push(json!({"type": "function", "function": {
+                "name": t.get("name").cloned().unwrap_or(Value::Null),
+                "description": t.get("description").cloned().unwrap_or(json!("")),
+                "parameters": t.get("parameters").cloned().unwrap_or(json!({"type": "object"})),
+            }})),
+            Some("namespace") => out.extend(tools_to_chat(t.get("tools"))),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn tool_choice_to_chat(c: &Value) -> Option<Value> {
+    match c {
+        Value::String(s) if ["auto", "none", "required"].contains(&s.as_str()) => Some(c.clone()),
+        Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("function") => {
+            Some(json!({"type": "function", "function": {"name": o.get("name")?}}))
+        }
+        _ => None,
+    }
+}
+
+/// `text.format` as chat's `response_format`.
+fn format_to_chat(f: &Value) -> Option<Value> {
+    match f.get("type").and_then(Value::as_str)? {
+        "json_object" => Some(json!({"type": "json_object"})),
+        "json_schema" => Some(json!({"type": "json_schema", "json_schema": {
+            "name": f.get("name").cloned().unwrap_or(json!("output")),
+            "schema": f.get("schema").cloned().unwrap_or(json!({})),
+            "strict": f.get("strict").cloned().unwrap_or(Value::Bool(false)),
+        }})),
+        _ => None,
+    }
+}
+
+/// Chat usage as Responses usage: `input_tokens` counts cache hits too (they are detailed).
+pub fn usage_from_chat(u: &Value) -> Value {
+    let n = |p: &str| u.pointer(p).and_then(Value::as_i64);
+    let prompt = n("/prompt_tokens").unwrap_or(0);
+    let output = n("/completion_tokens").unwrap_or(0);
+    json!({
+        "input_tokens": prompt,
+        "input_tokens_details": {"cached_tokens": n("/prompt_tokens_details/cached_tokens")
+            .or_else(|| n("/prompt_cache_hit_tokens")).unwrap_or(0)},
+        "output_tokens": output,
+        "output_tokens_details": {"reasoning_tokens":
+            n("/completion_tokens_details/reasoning_tokens").unwrap_or(0)},
+        "total_tokens": prompt + output,
+    })
+}
+
+/// What a native Responses answer used: `(prompt, completion)`, reasoning counted as output
+/// (it is part of `output_tokens`); `None` without usage.
+pub fn metered(response: &Value) -> Option<(i64, i64)> {
+    let u = response.get("usage").filter(|u| u.is_object())?;
+    let n = |k: &str| u.get(k).and_then(Value::as_i64).unwrap_or(0);
+    Some((n("input_tokens"), n("output_tokens")))
+}
+
+/// The text a native answer generated (for estimating when it reports no usage).
+pub fn output_text(response: &Value) -> String {
+    let mut out = String::new();
+    for item in response
+        .get("output")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(a) = item.get("arguments").and_then(Value::as_str) {
+            out.push_str(a);
+        }
+        for part in item
+            .get("content")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(t) = part.get("text").and_then(Value::as_str) {
+                out.push_str(t);
+            }
+        }
+    }
+    out
+}
+
+/// The fields of a response that repeat what was asked (the SDKs read them back).
+fn echo(request: &Value) -> Map<String, Value> {
+    let mut m = Map::new();
+    for (k, default) in [
+        ("instructions", Value::Null),
+        ("max_output_tokens", Value::Null),
+        ("metadata", json!({})),
+        ("parallel_tool_calls", Value::Bool(true)),
+        ("previous_response_id", Value::Null),
+        ("reasoning", Value::Null),
+        ("temperature", Value::Null),
+        ("text", json!({"format": {"type": "text"}})),
+        ("tool_choice", json!("auto")),
+        ("tools", json!([])),
+        ("top_p", Value::Null),
+    ] {
+        m.insert(
+            k.into(),
+            request
+                .get(k)
+                .cloned()
+                .filter(|v| !v.is_null())
+                .unwrap_or(default),
+        );
+    }
+    m.insert("truncation".into(), json!("disabled"));
+    m.insert("store".into(), Value::Bool(false));
+    m
+}
+
+/// A response object: `status` and `output` as given, usage when known.
+fn response(
+    id: &str,
+    created: i64,
+    model: &str,
+    request: &Value,
+    status: &str,
+    output: Vec<Value>,
+    usage: Option<Value>,
+) -> Value {
+    let mut m = echo(request);
+    m.insert("id".into(), json!(id));
+    m.insert("object".into(), json!("response"));
+    m.insert("created_at".into(), json!(created));
+    m.insert("model".into(), json!(model));
+    m.insert("status".into(), json!(status));
+    m.insert("error".into(), Value::Null);
+    m.insert(
+        "incomplete_details".into(),
+        if status == "incomplete" {
+            json!({"reason": "max_output_tokens"})
+        } else {
+            Value::Null
+        },
+    );
+    m.insert("output".into(), Value::Array(output));
+    m.insert("usage".into(), usage.unwrap_or(Value::Null));
+    Value::Object(m)
+}
+
+/// Chat's `finish_reason` as a response `status`.
+fn status_of(finish: Option<&str>) -> &'static str {
+    match finish {
+        Some("length") => "incomplete",
+        _ => "completed",
+    }
+}
+
+fn response_id(chat_id: Option<&str>) -> String {
+    format!("resp_{}", chat_id.unwrap_or("gateway"))
+}
+
+fn reasoning_item(id: &str, text: &str) -> Value {
+    json!({"type": "reasoning", "id": id, "summary": [],
+        "content": [{"type": "reasoning_text", "text": text}]})
+}
+
+fn message_item(id: &str, status: &str, text: Option<&str>) -> Value {
+    let content = match text {
+        Some(t) => json!([{"type": "output_text", "text": t, "annotations": []}]),
+        None => json!([]),
+    };
+    json!({"type": "message", "id": id, "status": status, "role": "assistant", "content": content})
+}
+
+fn call_item(call_id: &str, name: &str, arguments: &str, status: &str) -> Value {
+    json!({"type": "function_call", "id": format!("fc_{call_id}"), "call_id": call_id,
+        "name": name, "arguments": arguments, "status": status})
+}
+
+/// A whole chat completion as a response to `request`.
+pub fn response_from_chat(chat: &Value, model: &str, request: &Value) -> Value {
+    let msg = chat.pointer("/choices/0/message").unwrap_or(&Value::Null);
+    let base = chat.get("id").and_then(Value::as_str).unwrap_or("gateway");
+    let mut output = Vec::new();
+    if let Some(r) = msg.get("reasoning_content").and_then(Value::as_str)
+        && !r.is_empty()
+    {
+        output.push(reasoning_item(&format!("rs_{base}"), r));
+    }
+    if let Some(t) = msg.get("content").and_then(Value::as_str)
+        && !t.is_empty()
+    {
+        output.push(message_item(&format!("msg_{base}"), "completed", Some(t)));
+    }
+    for c in msg
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let s = |p: &str| c.pointer(p).and_then(Value::as_str).unwrap_or("");
+        output.push(call_item(
+            s("/id"),
+            s("/function/name"),
+            s("/function/arguments"),
+            "completed",
+        ));
+    }
+    let finish = chat
+        .pointer("/choices/0/finish_reason")
+        .and_then(Value::as_str);
+    response(
+        &response_id(chat.get("id").and_then(Value::as_str)),
+        chat.get("created").and_then(Value::as_i64).unwrap_or(0),
+        model,
+        request,
+        status_of(finish),
+        output,
+        chat.get("usage").map(usage_from_chat),
+    )
+}
+
+/// An output item being streamed.
+#[derive(Debug)]
+enum Open {
+    Reasoning {
+        id: String,
+        text: String,
+    },
+    Message {
+        id: String,
+        text: String,
+    },
+    /// A function call: the chat tool call's index it comes from.
+    Call {
+        index: u64,
+        call_id: String,
+        name: String,
+        arguments: String,
+    },
+}
+
+/// Chat stream chunks in, Responses events out: `response.created`, `response.in_progress`,
+/// then for each output item `response.output_item.added`, its deltas
+/// (`response.reasoning_text.delta`, `response.output_text.delta`,
+/// `response.function_call_arguments.delta`) and closing events, then `response.completed`
+/// (or `response.incomplete`) with the whole response and its usage.
+#[derive(Debug)]
+pub struct StreamTranslator {
+    model: String,
+    request: Value,
+    id: String,
+    created: i64,
+    seq: u64,
+    started: bool,
+    open: Option<Open>,
+    output: Vec<Value>,
+    finish: Option<String>,
+    usage: Option<Value>,
+    pub finished: bool,
+}
+
+impl StreamTranslator {
+    /// `request`: the caller's request, whose settings the response repeats (its `input` is
+    /// not kept).
+    pub fn new(model: &str, request: &Value) -> Self {
+        let mut request = request.clone();
+        if let Value::Object(m) = &mut request {
+            m.remove("input");
+        }
+        Self {
+            model: model.to_owned(),
+            request,
+            id: String::new(),
+            created: 0,
+            seq: 0,
+            started: false,
+            open: None,
+            output: Vec::new(),
+            finish: None,
+            usage: None,
+            finished: false,
+        }
+    }
+
+    fn event(&mut self, kind: &str, mut data: Value, out: &mut String) {
+        data["type"] = json!(kind);
+        data["sequence_number"] = json!(self.seq);
+        self.seq += 1;
+        out.push_str("event: ");
+        out.push_str(kind);
+        out.push_str("\ndata: ");
+        out.push_str(&data.to_string());
+        out.push_str("\n\n");
+    }
+
+    fn snapshot(&self, status: &str, usage: Option<Value>) -> Value {
+        response(
+            &self.id,
+            self.created,
+            &self.model,
+            &self.request,
+            status,
+            self.output.clone(),
+            usage,
+        )
+    }
+
+    /// The events for one chat chunk (its `data:` JSON).
+    pub fn push(&mut self, chunk: &Value) -> String {
+        let mut out = String::new();
+        if !self.started {
+            self.started = true;
+            self.id = response_id(chunk.get("id").and_then(Value::as_str));
+            self.created = chunk.get("created").and_then(Value::as_i64).unwrap_or(0);
+            let r = self.snapshot("in_progress", None);
+            self.event("response.created", json!({"response": r}), &mut out);
+            let r = self.snapshot("in_progress", None);
+            self.event("response.in_progress", json!({"response": r}), &mut out);
+        }
+        if let Some(u) = chunk.get("usage").filter(|u| u.is_object()) {
+            self.usage = Some(usage_from_chat(u));
+        }
+        let Some(choice) = chunk.pointer("/choices/0") else {
+            return out;
+        };
+        let delta = choice.get("delta").unwrap_or(&Value::Null);
+        if let Some(r) = delta.get("reasoning_content").and_then(Value::as_str)
+            && !r.is_empty()
+        {
+            self.reasoning(r, &mut out);
+        }
+        if let Some(t) = delta.get("content").and_then(Value::as_str)
+            && !t.is_empty()
+        {
+            self.text(t, &mut out);
+        }
+        for call in delta
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            self.call(call, &mut out);
+        }
+        if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
+            self.finish = Some(f.to_owned());
+        }
+        out
+    }
+
+    fn reasoning(&mut self, delta: &str, out: &mut String) {
+        if !matches!(self.open, Some(Open::Reasoning { .. })) {
+            self.close(out);
+            let id = format!("rs_{}_{}", self.id, self.output.len());
+            self.event(
+                "response.output_item.added",
+                json!({"output_index": self.output.len(), "item":
+                    {"type": "reasoning", "id": id, "summary": [], "content": []}}),
+                out,
+            );
+            self.event(
+                "response.content_part.added",
+                json!({"item_id": id, "output_index": self.output.len(), "content_index": 0,
+                    "part": {"type": "reasoning_text", "text": ""}}),
+                out,
+            );
+            self.open = Some(Open::Reasoning {
+                id,
+                text: String::new(),
+            });
+        }
+        let index = self.output.len();
+        if let Some(Open::Reasoning { id, text }) = &mut self.open {
+            text.push_str(delta);
+            let id = id.clone();
+            self.event(
+                "response.reasoning_text.delta",
+                json!({"item_id": id, "output_index": index, "content_index": 0, "delta": delta}),
+                out,
+            );
+        }
+    }
+
+    fn text(&mut self, delta: &str, out: &mut String) {
+        if !matches!(self.open, Some(Open::Message { .. })) {
+            self.close(out);
+            let id = format!("msg_{}_{}", self.id, self.output.len());
+            self.event(
+                "response.output_item.added",
+                json!({"output_index": self.output.len(),
+                    "item": message_item(&id, "in_progress", None)}),
+                out,
+            );
+            self.event(
+                "response.content_part.added",
+                json!({"item_id": id, "output_index": self.output.len(), "content_index": 0,
+                    "part": {"type": "output_text", "text": "", "annotations": []}}),
+                out,
+            );
+            self.open = Some(Open::Message {
+                id,
+                text: String::new(),
+            });
+        }
+        let index = self.output.len();
+        if let Some(Open::Message { id, text }) = &mut self.open {
+            text.push_str(delta);
+            let id = id.clone();
+            self.event(
+                "response.output_text.delta",
+                json!({"item_id": id, "output_index": index, "content_index": 0,
+                    "delta": delta, "logprobs": []}),
+                out,
+            );
+        }
+    }
+
+    fn call(&mut self, call: &Value, out: &mut String) {
+        let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+        let same = matches!(&self.open, Some(Open::Call { index: i, .. }) if *i == index);
+        if !same {
+            self.close(out);
+            let s = |p: &str| call.pointer(p).and_then(Value::as_str).unwrap_or("");
+            let (call_id, name) = (s("/id").to_owned(), s("/function/name").to_owned());
+            self.event(
+                "response.output_item.added",
+                json!({"output_index": self.output.len(),
+                    "item": call_item(&call_id, &name, "", "in_progress")}),
+                out,
+            );
+            self.open = Some(Open::Call {
+                index,
+                call_id,
+                name,
+                arguments: String::new(),
+            });
+        }
+        let Some(delta) = call
+            .pointer("/function/arguments")
+            .and_then(Value::as_str)
+            .filter(|a| !a.is_empty())
+        else {
+            return;
+        };
+        let output_index = self.output.len();
+        if let Some(Open::Call {
+            call_id, arguments, ..
+        }) = &mut self.open
+        {
+            arguments.push_str(delta);
+            let item_id = format!("fc_{call_id}");
+            self.event(
+                "response.function_call_arguments.delta",
+                json!({"item_id": item_id, "output_index": output_index, "delta": delta}),
+                out,
+            );
+        }
+    }
+
+    /// Closes the open item: its `done` events, and it joins the response's output.
+    fn close(&mut self, out: &mut String) {
+        let index = self.output.len();
+        let item = match self.open.take() {
+            None => return,
+            Some(Open::Reasoning { id, text }) => {
+                let part = json!({"type": "reasoning_text", "text": text});
+                self.event(
+                    "response.reasoning_text.done",
+                    json!({"item_id": id, "output_index": index, "content_index": 0, "text": text}),
+                    out,
+                );
+                self.event(
+                    "response.content_part.done",
+                    json!({"item_id": id, "output_index": index, "content_index": 0, "part": part}),
+                    out,
+                );
+                reasoning_item(&id, &text)
+            }
+            Some(Open::Message { id, text }) => {
+                let part = json!({"type": "output_text", "text": text, "annotations": []});
+                self.event(
+                    "response.output_text.done",
+                    json!({"item_id": id, "output_index": index, "content_index": 0,
+                        "text": text, "logprobs": []}),
+                    out,
+                );
+                self.event(
+                    "response.content_part.done",
+                    json!({"item_id": id, "output_index": index, "content_index": 0, "part": part}),
+                    out,
+                );
+                message_item(&id, "completed", Some(&text))
+            }
+            Some(Open::Call {
+                call_id,
+                name,
+                arguments,
+                ..
+            }) => {
+                self.event(
+                    "response.function_call_arguments.done",
+                    json!({"item_id": format!("fc_{call_id}"), "output_index": index,
+                        "name": name, "arguments": arguments}),
+                    out,
+                );
+                call_item(&call_id, &name, &arguments, "completed")
+            }
+        };
+        self.event(
+            "response.output_item.done",
+            json!({"output_index": index, "item": item}),
+            out,
+        );
+        self.output.push(item);
+    }
+
+    /// The closing events, once the chat stream ended (`[DONE]` or the end of the body).
+    pub fn finish(&mut self) -> String {
+        if self.finished {
+            return String::new();
+        }
+        self.finished = true;
+        let mut out = String::new();
+        if !self.started {
+            out.push_str(&self.push(&json!({})));
+        }
+        self.close(&mut out);
+        let status = status_of(self.finish.as_deref());
+        let r = self.snapshot(status, self.usage.clone());
+        let kind = if status == "incomplete" {
+            "response.incomplete"
+        } else {
+            "response.completed"
+        };
+        self.event(kind, json!({"response": r}), &mut out);
+        out
+    }
+}
+
+/// Usage read from a native Responses stream: the terminal event (`response.completed`,
+/// `response.incomplete` or `response.failed`) carries the whole response with its usage.
+#[derive(Debug, Default)]
+pub struct NativeUsage {
+    pub usage: Option<(i64, i64)>,
+    pub text: String,
+    pub done: bool,
+}
+
+impl NativeUsage {
+    pub fn observe(&mut self, data: &Value) {
+        let kind = data.get("type").and_then(Value::as_str).unwrap_or("");
+        match kind {
+            "response.completed" | "response.incomplete" | "response.failed" => {
+                self.done = true;
+                if let Some(u) = data.get("response").and_then(metered) {
+                    self.usage = Some(u);
+                }
+            }
+            "response.output_text.delta"
+            | "response.function_call_arguments.delta"
+            | "response.reasoning_text.delta"
+            | "response.reasoning_summary_text.delta" => {
+                if let Some(t) = data.get("delta").and_then(Value::as_str) {
+                    self.text.push_str(t);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What Codex CLI sends, in brief: developer instructions, a user turn, an earlier
+    /// function call and its output, function tools beside hosted ones.
+    fn codex_like() -> Value {
+        json!({
+            "model": "gpt-5-codex",
+            "instructions": "You are Codex.",
+            "input": [
+                {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "sandbox: workspace-write"}]},
+                {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "list files"}]},
+                {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "xyz"},
+                {"type": "function_call", "call_id": "call_a", "name": "exec_command", "arguments": "{\"cmd\":\"ls\"}"},
+                {"type": "function_call", "call_id": "call_b", "name": "exec_command", "arguments": "{\"cmd\":\"pwd\"}"},
+                {"type": "function_call_output", "call_id": "call_a", "output": "a.txt"},
+                {"type": "function_call_output", "call_id": "call_b", "output": "/w"}
+            ],
+            "tools": [
+                {"type": "function", "name": "exec_command", "description": "run", "parameters": {"type": "object"}, "strict": false},
+                {"type": "web_search"},
+                {"type": "namespace", "name": "mcp", "tools": [{"type": "function", "name": "mcp__x", "parameters": {"type": "object"}}]}
+            ],
+            "tool_choice": "auto",
+            "parallel_tool_calls": true,
+            "reasoning": {"effort": "medium"},
+            "store": false,
+            "include": ["reasoning.encrypted_content"],
+            "prompt_cache_key": "abc",
+            "stream": true,
+            "max_output_tokens": 900
+        })
+    }
+
+    #[test]
+    fn a_codex_request_becomes_a_chat_request() {
+        let chat = request_to_chat(&codex_like());
+        let m = chat["messages"].as_array().unwrap();
+        assert_eq!(m[0], json!({"role": "system", "content": "You are Codex."}));
+        assert_eq!(
+            m[1],
+            json!({"role": "system", "content": "sandbox: workspace-write"})
+        );
+        assert_eq!(m[2], json!({"role": "user", "content": "list files"}));
+        // Both calls in one assistant turn, then one tool message each.
+        assert_eq!(m[3]["role"], "assistant");
+        assert_eq!(m[3]["tool_calls"].as_array().unwrap().len(), 2);
+        assert_eq!(m[3]["tool_calls"][1]["id"], "call_b");
+        assert_eq!(
+            m[3]["tool_calls"][0]["function"]["arguments"],
+            "{\"cmd\":\"ls\"}"
+        );
+        assert_eq!(
+            m[4],
+            json!({"role": "tool", "tool_call_id": "call_a", "content": "a.txt"})
+        );
+        assert_eq!(m[5]["tool_call_id"], "call_b");
+        assert_eq!(m.len(), 6);
+        let tools = chat["tools"].as_array().unwrap();
+        assert_eq!(
+            tools.len(),
+            2,
+            "web_search dropped, the namespace flattened"
+        );
+        assert_eq!(tools[1]["function"]["name"], "mcp__x");
+        assert_eq!(chat["tool_choice"], "auto");
+        assert_eq!(chat["max_tokens"], 900);
+        assert_eq!(chat["stream_options"]["include_usage"], true);
+        for dropped in ["reasoning", "store", "include", "prompt_cache_key", "input"] {
+            assert!(chat.get(dropped).is_none(), "{dropped}");
+        }
+    }
+
+    #[test]
+    fn a_plain_string_input_is_one_user_turn() {
+        let chat = request_to_chat(
+            &json!({"model": "m", "input": "hi", "parallel_tool_calls": true,
+            "text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "object"}}}}),
+        );
+        assert_eq!(chat["messages"], json!([{"role": "user", "content": "hi"}]));
+        assert!(chat.get("parallel_tool_calls").is_none());
+        assert_eq!(chat["response_format"]["json_schema"]["name"], "x");
+    }
+
+    #[test]
+    fn a_chat_answer_becomes_a_response() {
+        let chat = json!({"id": "c1", "created": 5, "choices": [{"message": {
+            "role": "assistant", "content": "ok", "reasoning_content": "think",
+            "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}]},
+            "finish_reason": "tool_calls"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 4,
+                "prompt_tokens_details": {"cached_tokens": 6},
+                "completion_tokens_details": {"reasoning_tokens": 2}}});
+        let r = response_from_chat(&chat, "m", &json!({"tools": [{"type": "function"}]}));
+        assert_eq!(r["id"], "resp_c1");
+        assert_eq!(r["object"], "response");
+        assert_eq!(r["status"], "completed");
+        let out = r["output"].as_array().unwrap();
+        assert_eq!(out[0]["type"], "reasoning");
+        assert_eq!(out[1]["content"][0]["text"], "ok");
+        assert_eq!(out[2]["call_id"], "call_1");
+        assert_eq!(out[2]["arguments"], "{\"a\":1}");
+        assert_eq!(r["usage"]["input_tokens"], 10);
+        assert_eq!(r["usage"]["input_tokens_details"]["cached_tokens"], 6);
+        assert_eq!(r["usage"]["output_tokens_details"]["reasoning_tokens"], 2);
+        assert_eq!(r["usage"]["total_tokens"], 14);
+        assert_eq!(r["tools"].as_array().unwrap().len(), 1);
+        assert_eq!(metered(&r), Some((10, 4)));
+        let cut = json!({"choices": [{"message": {"content": "x"}, "finish_reason": "length"}]});
+        let r = response_from_chat(&cut, "m", &json!({}));
+        assert_eq!(r["status"], "incomplete");
+        assert_eq!(r["incomplete_details"]["reason"], "max_output_tokens");
+        assert_eq!(metered(&r), None);
+        assert_eq!(output_text(&r), "x");
+    }
+
+    fn events(s: &str) -> Vec<Value> {
+        s.split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                let (head, data) = e.split_once("\ndata: ").unwrap();
+                let v: Value = serde_json::from_str(data).unwrap();
+                assert_eq!(head.strip_prefix("event: "), v["type"].as_str());
+                v
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_chat_stream_becomes_response_events_in_order() {
+        let mut t = StreamTranslator::new("m", &json!({"input": "big", "tools": []}));
+        let mut out = String::new();
+        for c in [
+            json!({"id": "c", "created": 9, "choices": [{"delta": {"reasoning_content": "hm"}}]}),
+            json!({"id": "c", "choices": [{"delta": {"content": "He"}}]}),
+            json!({"id": "c", "choices": [{"delta": {"content": "llo"}}]}),
+            json!({"id": "c", "choices": [{"delta": {"tool_calls": [{"index": 0, "id": "call_x", "function": {"name": "f", "arguments": ""}}]}}]}),
+            json!({"id": "c", "choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\""}}]}}]}),
+            json!({"id": "c", "choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": ":1}"}}]}}]}),
+            json!({"id": "c", "choices": [{"delta": {"tool_calls": [{"index": 1, "id": "call_y", "function": {"name": "g", "arguments": "{}"}}]}}]}),
+            json!({"id": "c", "choices": [{"delta": {}, "finish_reason": "tool_calls"}]}),
+            json!({"id": "c", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 7}}),
+        ] {
+            out.push_str(&t.push(&c));
+        }
+        out.push_str(&t.finish());
+        assert_eq!(t.finish(), "", "closing events are sent once");
+        let ev = events(&out);
+        let kinds: Vec<&str> = ev.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            kinds[..3],
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added"
+            ]
+        );
+        assert!(kinds.contains(&"response.reasoning_text.delta"));
+        assert_eq!(
+            kinds
+                .iter()
+                .filter(|k| **k == "response.output_text.delta")
+                .count(),
+            2
+        );
+        assert_eq!(
+            kinds
+                .iter()
+                .filter(|k| **k == "response.function_call_arguments.delta")
+                .count(),
+            3
+        );
+        assert_eq!(
+            kinds
+                .iter()
+                .filter(|k| **k == "response.output_item.done")
+                .count(),
+            4
+        );
+        assert_eq!(*kinds.last().unwrap(), "response.completed");
+        for (i, e) in ev.iter().enumerate() {
+            assert_eq!(e["sequence_number"], i as u64);
+        }
+        let done = ev.last().unwrap();
+        let output = done["response"]["output"].as_array().unwrap();
+        assert_eq!(output[1]["content"][0]["text"], "Hello");
+        assert_eq!(output[2]["arguments"], "{\"a\":1}");
+        assert_eq!(output[3]["name"], "g");
+        assert_eq!(done["response"]["usage"]["output_tokens"], 7);
+        assert!(done["response"].get("input").is_none());
+        // What a native stream watcher reads off the same events.
+        let mut u = NativeUsage::default();
+        ev.iter().for_each(|e| u.observe(e));
+        assert!(u.done);
+        assert_eq!(u.usage, Some((3, 7)));
+        assert!(u.text.contains("Hello"));
+    }
+
+    #[test]
+    fn a_cut_stream_ends_incomplete() {
+        let mut t = StreamTranslator::new("m", &json!({}));
+        let mut out = t.push(&json!({"id": "c", "choices": [{"delta": {"content": "x"}, "finish_reason": "length"}]}));
+        out.push_str(&t.finish());
+        let ev = events(&out);
+        let last = ev.last().unwrap();
+        assert_eq!(last["type"], "response.incomplete");
+        assert_eq!(last["response"]["status"], "incomplete");
+    }
+}
