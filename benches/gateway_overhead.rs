@@ -1,7 +1,11 @@
 //! Gateway overhead, the way gateways publish it: latency through the gateway minus latency
 //! direct to the same local mock upstream, at a constant arrival rate (open loop, so a slow
 //! answer cannot hold back the next request), non-streaming and streaming, with quota
-//! and request logging on. Plus closed-loop throughput, gateway vs direct.
+//! and request logging on. Plus closed-loop throughput, gateway vs direct. Then the caller
+//! protocols side by side in the same run: chat, Anthropic Messages (native and translated to
+//! chat) and OpenAI Responses (native and translated), each against the upstream answering
+//! the same protocol directly (`BENCH_PROTOCOL_RATE`, default 1000/s; `BENCH_PROTOCOLS=0`
+//! skips it).
 //!
 //!   cargo bench --bench gateway_overhead
 //!   BENCH_SECS=5 BENCH_RATES=500,2000 cargo bench --bench gateway_overhead
@@ -44,16 +48,42 @@ struct Target {
     name: &'static str,
     url: String,
     key: Option<String>,
+    /// The request's shape and the model it names (which picks the upstream).
+    proto: Proto,
+    model: &'static str,
 }
 
-fn body(stream: bool) -> Bytes {
-    let b = serde_json::json!({
-        "model": "mock-chat",
-        "stream": stream,
-        "max_tokens": 16,
-        "messages": [{"role": "user", "content": "benchmark request"}],
-    });
-    Bytes::from(b.to_string())
+#[derive(Clone, Copy)]
+enum Proto {
+    Chat,
+    Messages,
+    Responses,
+}
+
+impl Target {
+    fn new(name: &'static str, url: String, key: Option<String>) -> Self {
+        Self {
+            name,
+            url,
+            key,
+            proto: Proto::Chat,
+            model: "mock-chat",
+        }
+    }
+
+    fn body(&self, stream: bool) -> Bytes {
+        let text = "benchmark request";
+        let b = match self.proto {
+            Proto::Chat | Proto::Messages => serde_json::json!({
+                "model": self.model, "stream": stream, "max_tokens": 16,
+                "messages": [{"role": "user", "content": text}],
+            }),
+            Proto::Responses => serde_json::json!({
+                "model": self.model, "stream": stream, "max_output_tokens": 16, "input": text,
+            }),
+        };
+        Bytes::from(b.to_string())
+    }
 }
 
 /// One request; returns the time to the whole answer, or None on failure.
@@ -90,7 +120,7 @@ async fn open_loop(
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap(),
     ));
     let errors = Arc::new(AtomicU64::new(0));
-    let payload = body(stream);
+    let payload = t.body(stream);
     let total = rate * secs;
     let interval = Duration::from_nanos(1_000_000_000 / rate.max(1));
     let start = tokio::time::Instant::now();
@@ -130,7 +160,7 @@ async fn open_loop(
 async fn closed_loop(client: &HttpClient, t: Arc<Target>, conns: usize, secs: u64) -> f64 {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
-    let payload = body(false);
+    let payload = t.body(false);
     let mut tasks = Vec::new();
     for _ in 0..conns {
         let (c, t, s, d, p) = (
@@ -183,6 +213,155 @@ async fn wait_port(port: u16) {
     panic!("port {port} never opened");
 }
 
+/// The caller protocols, same run: each route through the gateway against its upstream
+/// answered directly in the protocol the upstream speaks for it.
+async fn protocols(client: &HttpClient, up: u16, gw: u16, key: &str, secs: u64) {
+    let rate = env_num("BENCH_PROTOCOL_RATE", 1000);
+    let conns = env_num("BENCH_CONNS", 64) as usize;
+    let t = |name, path: &str, port, proto, model, key: Option<&str>| {
+        Arc::new(Target {
+            name,
+            url: format!("http://127.0.0.1:{port}{path}"),
+            key: key.map(str::to_owned),
+            proto,
+            model,
+        })
+    };
+    // (route, gateway target, the same work done directly)
+    let rows = [
+        (
+            "chat",
+            t(
+                "gateway",
+                "/v1/chat/completions",
+                gw,
+                Proto::Chat,
+                "mock-chat",
+                Some(key),
+            ),
+            t(
+                "direct",
+                "/v1/chat/completions",
+                up,
+                Proto::Chat,
+                "mock-chat",
+                None,
+            ),
+        ),
+        (
+            "messages native",
+            t(
+                "gateway",
+                "/v1/messages",
+                gw,
+                Proto::Messages,
+                "native-messages",
+                Some(key),
+            ),
+            t(
+                "direct",
+                "/v1/messages",
+                up,
+                Proto::Messages,
+                "native-messages",
+                None,
+            ),
+        ),
+        (
+            "messages → chat",
+            t(
+                "gateway",
+                "/v1/messages",
+                gw,
+                Proto::Messages,
+                "mock-chat",
+                Some(key),
+            ),
+            t(
+                "direct",
+                "/v1/chat/completions",
+                up,
+                Proto::Chat,
+                "mock-chat",
+                None,
+            ),
+        ),
+        (
+            "responses native",
+            t(
+                "gateway",
+                "/v1/responses",
+                gw,
+                Proto::Responses,
+                "native-responses",
+                Some(key),
+            ),
+            t(
+                "direct",
+                "/v1/responses",
+                up,
+                Proto::Responses,
+                "native-responses",
+                None,
+            ),
+        ),
+        (
+            "responses → chat",
+            t(
+                "gateway",
+                "/v1/responses",
+                gw,
+                Proto::Responses,
+                "mock-chat",
+                Some(key),
+            ),
+            t(
+                "direct",
+                "/v1/chat/completions",
+                up,
+                Proto::Chat,
+                "mock-chat",
+                None,
+            ),
+        ),
+    ];
+    for (_, g, d) in &rows {
+        open_loop(client, g.clone(), false, 200, 1).await;
+        open_loop(client, d.clone(), false, 200, 1).await;
+    }
+    println!(
+        "\nCaller protocols, open loop at {rate}/s, {secs}s per cell; closed loop {conns} in flight (non-stream)"
+    );
+    println!(
+        "| route | mode | direct p50 | gateway p50 | p50 overhead | p99 overhead | errors | closed loop req/s (direct → gateway) |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    for (route, g, d) in &rows {
+        for stream in [false, true] {
+            let ds = open_loop(client, d.clone(), stream, rate, secs).await;
+            let gs = open_loop(client, g.clone(), stream, rate, secs).await;
+            let q = |s: &Stats, p| ms(s.hist.value_at_quantile(p));
+            let tput = if stream {
+                String::new()
+            } else {
+                let dt = closed_loop(client, d.clone(), conns, secs.min(5)).await;
+                let gt = closed_loop(client, g.clone(), conns, secs.min(5)).await;
+                format!("{dt:.0} → {gt:.0} ({:.0} %)", 100.0 * gt / dt)
+            };
+            println!(
+                "| {route} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {}/{} | {tput} |",
+                if stream { "stream" } else { "non-stream" },
+                q(&ds, 0.5),
+                q(&gs, 0.5),
+                q(&gs, 0.5) - q(&ds, 0.5),
+                q(&gs, 0.99) - q(&ds, 0.99),
+                ds.errors + gs.errors,
+                ds.sent + gs.sent,
+            );
+        }
+    }
+}
+
 fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
@@ -204,7 +383,11 @@ fn main() {
     let config = dir.path().join("quota-proxy.toml");
     std::fs::write(
         &config,
-        format!("[[upstreams]]\nname = \"local-mock\"\nbase_url = \"http://127.0.0.1:{up_port}/v1\"\napi_key = \"sk-bench\"\n"),
+        format!(
+            "[[upstreams]]\nname = \"local-mock\"\nbase_url = \"http://127.0.0.1:{up_port}/v1\"\napi_key = \"sk-bench\"\nprotocols = [\"chat\"]\n\n\
+             [[upstreams]]\nname = \"native-messages\"\nbase_url = \"http://127.0.0.1:{up_port}\"\napi_key = \"sk-bench\"\nprotocols = [\"messages\"]\nmodels = [\"native-messages\"]\npriority = 10\n\n\
+             [[upstreams]]\nname = \"native-responses\"\nbase_url = \"http://127.0.0.1:{up_port}/v1\"\napi_key = \"sk-bench\"\nprotocols = [\"responses\"]\nmodels = [\"native-responses\"]\npriority = 10\n"
+        ),
     )
     .unwrap();
     let mut upstream = spawn(&["mock-upstream", "--port", &up_port.to_string()], &[]);
@@ -232,8 +415,8 @@ fn main() {
         let resp = client.request(req).await.unwrap();
         let v: serde_json::Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
         let key = v["key"].as_str().unwrap().to_owned();
-        let direct = Arc::new(Target { name: "direct", url: format!("http://127.0.0.1:{up_port}/v1/chat/completions"), key: None });
-        let through = Arc::new(Target { name: "gateway", url: format!("http://127.0.0.1:{gw_port}/v1/chat/completions"), key: Some(key) });
+        let direct = Arc::new(Target::new("direct", format!("http://127.0.0.1:{up_port}/v1/chat/completions"), None));
+        let through = Arc::new(Target::new("gateway", format!("http://127.0.0.1:{gw_port}/v1/chat/completions"), Some(key.clone())));
 
         // Warm both paths (connections, caches).
         open_loop(&client, direct.clone(), false, 200, 1).await;
@@ -274,6 +457,9 @@ fn main() {
         let d = closed_loop(&client, direct.clone(), conns, tput_secs).await;
         let g = closed_loop(&client, through.clone(), conns, tput_secs).await;
         println!("\nClosed loop, {conns} in flight, non-stream: direct {d:.0} req/s, gateway {g:.0} req/s ({:.0} % of direct)", 100.0 * g / d);
+        if env_num("BENCH_PROTOCOLS", 1) == 1 {
+            protocols(&client, up_port, gw_port, &key, secs).await;
+        }
     });
     let _ = gateway.kill();
     let _ = upstream.kill();

@@ -1,5 +1,6 @@
 //! `quota-proxy mock-upstream`: the built-in mock provider over HTTP, as an OpenAI-compatible
-//! upstream on loopback (benchmarks, demos, trying a config without a real provider).
+//! upstream on loopback (benchmarks, demos, trying a config without a real provider); it
+//! speaks Anthropic Messages and OpenAI Responses natively too.
 
 use std::time::Duration;
 
@@ -24,6 +25,11 @@ fn stream(pace: Pace, body: &Value, chat: bool) -> Response {
         .map(|c| Bytes::from(format!("data: {c}\n\n")))
         .collect();
     events.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    paced(pace, events)
+}
+
+/// `events` as a stream, `pace` apart after the first.
+fn paced(pace: Pace, events: Vec<Bytes>) -> Response {
     let s = futures_util::stream::unfold(
         (events.into_iter(), true),
         move |(mut it, first)| async move {
@@ -60,6 +66,26 @@ async fn completions(State(p): State<Pace>, axum::Json(body): axum::Json<Value>)
     axum::Json(mock::text_completion(&body, "mock-up", created)).into_response()
 }
 
+/// Anthropic Messages, natively (this server's root is an Anthropic-style base URL).
+async fn messages(State(p): State<Pace>, axum::Json(body): axum::Json<Value>) -> Response {
+    let created = chrono::Utc::now().timestamp();
+    if wants_stream(&body) {
+        let events = mock::messages_events(&body, "mock-up", created);
+        return paced(p, events.into_iter().map(Bytes::from).collect());
+    }
+    axum::Json(mock::messages_full(&body, "mock-up", created)).into_response()
+}
+
+/// OpenAI Responses, natively.
+async fn responses(State(p): State<Pace>, axum::Json(body): axum::Json<Value>) -> Response {
+    let created = chrono::Utc::now().timestamp();
+    if wants_stream(&body) {
+        let events = mock::responses_events(&body, "mock-up", created);
+        return paced(p, events.into_iter().map(Bytes::from).collect());
+    }
+    axum::Json(mock::responses_full(&body, "mock-up", created)).into_response()
+}
+
 async fn embeddings(axum::Json(body): axum::Json<Value>) -> Response {
     axum::Json(mock::embeddings(&body)).into_response()
 }
@@ -69,5 +95,7 @@ pub fn router(chunk_delay: Duration) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .route("/v1/embeddings", post(embeddings))
+        .route("/v1/messages", post(messages))
+        .route("/v1/responses", post(responses))
         .with_state(Pace { chunk_delay })
 }

@@ -154,17 +154,15 @@ async fn gateway_to_script(write_path: String) -> (TestApp, Arc<Script>) {
     (app, script)
 }
 
-/// Runs an agent to its end (at most two minutes) in `cwd`; its output on failure.
-async fn run_agent(mut cmd: Command) -> String {
-    let out = tokio::task::spawn_blocking(move || {
-        let child = cmd
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("start the agent");
-        child
-    })
-    .await
-    .unwrap();
+/// Runs an agent to its end (three minutes at most); its output, or a failure that shows
+/// what it said.
+async fn run_agent(cmd: Command) -> String {
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(180), cmd.output())
+        .await
+        .expect("the agent finished within three minutes")
+        .expect("start the agent");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "agent failed:\n{stdout}\n{stderr}");
