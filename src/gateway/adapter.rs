@@ -40,31 +40,25 @@ pub fn from_chat(endpoint: Endpoint, chat: &Value, req: &Request) -> Value {
 }
 
 /// What a whole answer used, `(prompt, completion, estimated)`, read in the protocol it was
-/// answered in.
+/// answered in: only `usage` is parsed; the text is estimated when there is none.
 pub fn metered_full(
     endpoint: Endpoint,
     translated: bool,
     bytes: &[u8],
     prompt_est: i64,
 ) -> (i64, i64, bool) {
-    if translated {
-        return stages::metered_full(bytes, prompt_est, Endpoint::Chat);
-    }
-    let native = |usage: Option<(i64, i64)>, text: &dyn Fn(&Value) -> String, v: &Value| match usage
-    {
+    let native = |usage: Option<(i64, i64)>, text: fn(&Value) -> String| match usage {
         Some((p, c)) => (p, c, false),
-        None => (prompt_est, estimate_text(&text(v)), true),
+        None => {
+            let v: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+            (prompt_est, estimate_text(&text(&v)), true)
+        }
     };
-    match endpoint.protocol() {
-        Protocol::Chat => stages::metered_full(bytes, prompt_est, endpoint),
-        Protocol::Messages => {
-            let v: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
-            native(anthropic::metered(&v), &anthropic::content_text, &v)
-        }
-        Protocol::Responses => {
-            let v: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
-            native(responses::metered(&v), &responses::output_text, &v)
-        }
+    match (endpoint.protocol(), translated) {
+        (Protocol::Chat, _) => stages::metered_full(bytes, prompt_est, endpoint),
+        (_, true) => stages::metered_full(bytes, prompt_est, Endpoint::Chat),
+        (Protocol::Messages, false) => native(anthropic::metered(bytes), anthropic::content_text),
+        (Protocol::Responses, false) => native(responses::metered(bytes), responses::output_text),
     }
 }
 

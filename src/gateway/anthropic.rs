@@ -3,6 +3,9 @@
 //! streamed) translated back, and the usage of a native Messages answer read for metering.
 //! Pure functions and one stream state machine; no I/O.
 
+use std::borrow::Cow;
+
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 /// A Messages request as a chat-completions request. What chat has no place for is dropped
@@ -263,15 +266,39 @@ fn message_id(chat_id: Option<&str>) -> String {
     format!("msg_{}", chat_id.unwrap_or("gateway"))
 }
 
-/// What a Messages answer (native) used: `(prompt, completion)` with cache reads and writes
-/// counted as prompt; `None` without usage.
-pub fn metered(body: &Value) -> Option<(i64, i64)> {
-    let u = body.get("usage")?;
-    let n = |k: &str| u.get(k).and_then(Value::as_i64).unwrap_or(0);
-    Some((
-        n("input_tokens") + n("cache_read_input_tokens") + n("cache_creation_input_tokens"),
-        n("output_tokens"),
-    ))
+/// Messages usage, in answers and events: cache reads and writes count as prompt.
+#[derive(Debug, Default, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    input_tokens: Option<i64>,
+    #[serde(default)]
+    output_tokens: Option<i64>,
+    #[serde(default)]
+    cache_read_input_tokens: Option<i64>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<i64>,
+}
+
+impl Usage {
+    fn prompt(&self) -> i64 {
+        self.input_tokens.unwrap_or(0)
+            + self.cache_read_input_tokens.unwrap_or(0)
+            + self.cache_creation_input_tokens.unwrap_or(0)
+    }
+}
+
+/// An object of which only `usage` is read.
+#[derive(Deserialize)]
+struct UsageOnly {
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+/// What a whole native Messages answer used: `(prompt, completion)`; `None` without usage.
+/// Only `usage` is parsed (no tree is built).
+pub fn metered(body: &[u8]) -> Option<(i64, i64)> {
+    let u = serde_json::from_slice::<UsageOnly>(body).ok()?.usage?;
+    Some((u.prompt(), u.output_tokens.unwrap_or(0)))
 }
 
 /// The text a native answer generated (for estimating when it reports no usage).
@@ -464,33 +491,61 @@ pub struct NativeUsage {
     pub done: bool,
 }
 
+/// The parts of a Messages event metering reads, borrowed from its text.
+#[derive(Deserialize)]
+struct Event<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default)]
+    message: Option<UsageOnly>,
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(default, borrow)]
+    delta: Option<Delta<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Delta<'a> {
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    thinking: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    partial_json: Option<Cow<'a, str>>,
+}
+
 impl NativeUsage {
-    pub fn observe(&mut self, data: &Value) {
-        match data.get("type").and_then(Value::as_str) {
-            Some("message_stop") => self.done = true,
-            Some("message_start") => {
-                if let Some((p, c)) = data.get("message").and_then(metered) {
-                    self.prompt = Some(p);
-                    self.completion = Some(c);
+    /// One event's `data`.
+    pub fn observe(&mut self, data: &str) {
+        let Ok(e) = serde_json::from_str::<Event>(data) else {
+            return;
+        };
+        match e.kind.as_ref() {
+            "message_stop" => self.done = true,
+            "message_start" => {
+                if let Some(u) = e.message.and_then(|m| m.usage) {
+                    self.prompt = Some(u.prompt());
+                    self.completion = Some(u.output_tokens.unwrap_or(0));
                 }
             }
-            Some("message_delta") => {
-                if let Some(u) = data.get("usage") {
-                    if let Some(o) = u.get("output_tokens").and_then(Value::as_i64) {
+            "message_delta" => {
+                if let Some(u) = e.usage {
+                    if let Some(o) = u.output_tokens {
                         self.completion = Some(o);
                     }
-                    if u.get("input_tokens").is_some()
-                        && let Some((p, _)) = metered(data)
-                    {
-                        self.prompt = Some(p);
+                    if u.input_tokens.is_some() {
+                        self.prompt = Some(u.prompt());
                     }
                 }
             }
-            Some("content_block_delta") => {
-                for k in ["/delta/text", "/delta/thinking", "/delta/partial_json"] {
-                    if let Some(t) = data.pointer(k).and_then(Value::as_str) {
-                        self.text.push_str(t);
-                    }
+            "content_block_delta" => {
+                for t in e
+                    .delta
+                    .iter()
+                    .flat_map(|d| [&d.text, &d.thinking, &d.partial_json])
+                    .flatten()
+                {
+                    self.text.push_str(t);
                 }
             }
             _ => {}
@@ -610,7 +665,7 @@ mod tests {
         assert_eq!(m["usage"]["input_tokens"], 40);
         assert_eq!(m["usage"]["cache_read_input_tokens"], 60);
         assert_eq!(
-            metered(&m),
+            metered(m.to_string().as_bytes()),
             Some((100, 20)),
             "cache reads are prompt tokens"
         );
@@ -687,9 +742,9 @@ mod tests {
     #[test]
     fn native_stream_usage_is_read_from_start_and_delta() {
         let mut u = NativeUsage::default();
-        u.observe(&json!({"type": "message_start", "message": {"usage": {"input_tokens": 10, "cache_read_input_tokens": 5, "output_tokens": 1}}}));
-        u.observe(&json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}}));
-        u.observe(&json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9}}));
+        u.observe(&json!({"type": "message_start", "message": {"usage": {"input_tokens": 10, "cache_read_input_tokens": 5, "output_tokens": 1}}}).to_string());
+        u.observe(&json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}}).to_string());
+        u.observe(&json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9}}).to_string());
         assert_eq!((u.prompt, u.completion), (Some(15), Some(9)));
         assert_eq!(u.text, "hi");
     }

@@ -14,7 +14,8 @@ use super::{anthropic, responses};
 
 /// Reads a native stream's events for its usage and its end.
 pub trait NativeWatch: Send {
-    fn observe(&mut self, data: &Value);
+    /// One event's `data`.
+    fn observe(&mut self, data: &str);
     /// Whether the upstream said its answer is complete.
     fn done(&self) -> bool;
     /// `(prompt, completion, estimated)`, from the usage seen or estimated from the text.
@@ -91,9 +92,7 @@ impl Native {
     fn push(&mut self, chunk: &[u8]) -> Result<Vec<u8>, EventTooLong> {
         let mut out = Vec::with_capacity(chunk.len() + 16);
         for ev in self.splitter.push(chunk).map_err(|_| EventTooLong)? {
-            if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
-                self.watch.observe(&v);
-            }
+            self.watch.observe(&ev.data);
             out.extend_from_slice(&ev.raw);
             out.extend_from_slice(b"\n\n");
         }
@@ -139,7 +138,7 @@ impl Translated {
 }
 
 impl NativeWatch for anthropic::NativeUsage {
-    fn observe(&mut self, data: &Value) {
+    fn observe(&mut self, data: &str) {
         anthropic::NativeUsage::observe(self, data);
     }
     fn done(&self) -> bool {
@@ -163,7 +162,7 @@ impl EventTranslate for anthropic::StreamTranslator {
 }
 
 impl NativeWatch for responses::NativeUsage {
-    fn observe(&mut self, data: &Value) {
+    fn observe(&mut self, data: &str) {
         responses::NativeUsage::observe(self, data);
     }
     fn done(&self) -> bool {

@@ -4,6 +4,9 @@
 //! its semantic events, and the usage of a native answer read for metering. Pure functions
 //! and one stream state machine; no I/O.
 
+use std::borrow::Cow;
+
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 /// A Responses request as a chat-completions request. `instructions` and `developer` /
@@ -216,12 +219,27 @@ pub fn usage_from_chat(u: &Value) -> Value {
     })
 }
 
-/// What a native Responses answer used: `(prompt, completion)`, reasoning counted as output
-/// (it is part of `output_tokens`); `None` without usage.
-pub fn metered(response: &Value) -> Option<(i64, i64)> {
-    let u = response.get("usage").filter(|u| u.is_object())?;
-    let n = |k: &str| u.get(k).and_then(Value::as_i64).unwrap_or(0);
-    Some((n("input_tokens"), n("output_tokens")))
+/// Responses usage: `input_tokens` counts cache hits, `output_tokens` reasoning.
+#[derive(Debug, Deserialize)]
+struct Usage {
+    #[serde(default)]
+    input_tokens: i64,
+    #[serde(default)]
+    output_tokens: i64,
+}
+
+/// A response of which only `usage` is read.
+#[derive(Deserialize)]
+struct UsageOnly {
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+/// What a whole native response used: `(prompt, completion)`; `None` without usage. Only
+/// `usage` is parsed (no tree is built).
+pub fn metered(body: &[u8]) -> Option<(i64, i64)> {
+    let u = serde_json::from_slice::<UsageOnly>(body).ok()?.usage?;
+    Some((u.input_tokens, u.output_tokens))
 }
 
 /// The text a native answer generated (for estimating when it reports no usage).
@@ -710,25 +728,44 @@ pub struct NativeUsage {
     pub done: bool,
 }
 
+/// The parts of a Responses event metering reads, borrowed from its text.
+#[derive(Deserialize)]
+struct Event<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    delta: Option<Cow<'a, str>>,
+    #[serde(default)]
+    response: Option<UsageOnly>,
+}
+
 impl NativeUsage {
-    pub fn observe(&mut self, data: &Value) {
-        let kind = data.get("type").and_then(Value::as_str).unwrap_or("");
-        match kind {
-            "response.completed" | "response.incomplete" | "response.failed" => {
-                self.done = true;
-                if let Some(u) = data.get("response").and_then(metered) {
-                    self.usage = Some(u);
-                }
+    /// One event's `data`.
+    pub fn observe(&mut self, data: &str) {
+        let Ok(e) = serde_json::from_str::<Event>(data) else {
+            // An event of a kind whose `delta` is not text: only its end matters.
+            if let Ok(v) = serde_json::from_str::<Value>(data) {
+                self.ended(v["type"].as_str().unwrap_or(""), None);
             }
-            "response.output_text.delta"
-            | "response.function_call_arguments.delta"
-            | "response.reasoning_text.delta"
-            | "response.reasoning_summary_text.delta" => {
-                if let Some(t) = data.get("delta").and_then(Value::as_str) {
-                    self.text.push_str(t);
-                }
+            return;
+        };
+        if e.kind.ends_with(".delta")
+            && let Some(t) = &e.delta
+        {
+            self.text.push_str(t);
+        }
+        self.ended(&e.kind, e.response.and_then(|r| r.usage));
+    }
+
+    fn ended(&mut self, kind: &str, usage: Option<Usage>) {
+        if matches!(
+            kind,
+            "response.completed" | "response.incomplete" | "response.failed"
+        ) {
+            self.done = true;
+            if let Some(u) = usage {
+                self.usage = Some((u.input_tokens, u.output_tokens));
             }
-            _ => {}
         }
     }
 }
@@ -841,12 +878,12 @@ mod tests {
         assert_eq!(r["usage"]["output_tokens_details"]["reasoning_tokens"], 2);
         assert_eq!(r["usage"]["total_tokens"], 14);
         assert_eq!(r["tools"].as_array().unwrap().len(), 1);
-        assert_eq!(metered(&r), Some((10, 4)));
+        assert_eq!(metered(r.to_string().as_bytes()), Some((10, 4)));
         let cut = json!({"choices": [{"message": {"content": "x"}, "finish_reason": "length"}]});
         let r = response_from_chat(&cut, "m", &json!({}));
         assert_eq!(r["status"], "incomplete");
         assert_eq!(r["incomplete_details"]["reason"], "max_output_tokens");
-        assert_eq!(metered(&r), None);
+        assert_eq!(metered(r.to_string().as_bytes()), None);
         assert_eq!(output_text(&r), "x");
     }
 
@@ -926,7 +963,7 @@ mod tests {
         assert!(done["response"].get("input").is_none());
         // What a native stream watcher reads off the same events.
         let mut u = NativeUsage::default();
-        ev.iter().for_each(|e| u.observe(e));
+        ev.iter().for_each(|e| u.observe(&e.to_string()));
         assert!(u.done);
         assert_eq!(u.usage, Some((3, 7)));
         assert!(u.text.contains("Hello"));
