@@ -18,6 +18,8 @@ const LAYERS: &[&[&str]] = &[
         "telemetry",
         "memory",
         "lenient",
+        "glob",
+        "billing",
     ],
     &["store", "auth"],
     &["ledger", "keyadmin", "gateway", "monitor", "alerts"],
