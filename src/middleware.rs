@@ -22,6 +22,8 @@ use crate::gateway::client_ip;
 pub struct Context {
     /// Only these peers may name the client in `X-Forwarded-For` / `X-Real-IP`.
     pub trusted_proxies: Vec<IpNet>,
+    /// What the API's amounts are in (points, or the currency of money mode).
+    pub unit: crate::billing::Currency,
 }
 
 pub async fn context(State(cx): State<Arc<Context>>, mut req: Request, next: Next) -> Response {
@@ -45,7 +47,7 @@ pub async fn context(State(cx): State<Arc<Context>>, mut req: Request, next: Nex
     };
     let method = req.method().clone();
     let started = Instant::now();
-    let mut resp = next.run(req).await;
+    let mut resp = crate::billing::unit::with_unit(cx.unit, next.run(req)).await;
     if !resp.headers().contains_key("x-request-id")
         && let Ok(v) = HeaderValue::from_str(&request_id)
     {

@@ -12,6 +12,7 @@ pub const HTTP_REQUESTS: &str = "qp_http_requests_total";
 pub const HTTP_DURATION: &str = "qp_http_request_duration_seconds";
 pub const GATEWAY_REQUESTS: &str = "qp_gateway_requests_total";
 pub const GATEWAY_OVERHEAD: &str = "qp_gateway_overhead_seconds";
+pub const GATEWAY_OVERRUNS: &str = "qp_gateway_overruns_total";
 pub const UPSTREAM_DURATION: &str = "qp_upstream_duration_seconds";
 pub const UPSTREAM_TTFT: &str = "qp_upstream_ttft_seconds";
 pub const UPSTREAM_ERRORS: &str = "qp_upstream_errors_total";
@@ -54,6 +55,10 @@ const HELP: &[(&str, &str)] = &[
         "Time a gateway call spent in quota-proxy itself: total minus the wait on upstreams",
     ),
     (
+        GATEWAY_OVERRUNS,
+        "Served calls that cost more than their hold (an upstream answered past max_tokens); charged what was served, within what the key had left",
+    ),
+    (
         UPSTREAM_DURATION,
         "Upstream call duration, to the last byte, by upstream and model",
     ),
@@ -71,9 +76,12 @@ const HELP: &[(&str, &str)] = &[
     ),
     (
         TOKENS,
-        "Tokens metered by model and kind (prompt, completion)",
+        "Tokens metered by model and kind (prompt, completion, cached, cache_write, reasoning)",
     ),
-    (COST, "Quota points charged for gateway calls, by model"),
+    (
+        COST,
+        "Charged for gateway calls, by model, in the ledger's unit (points; micros of the currency in money mode)",
+    ),
     (LEDGER_BATCH, "Consumes per ledger commit (group commit)"),
     (LEDGER_COMMIT, "Ledger commit duration"),
     (LEDGER_QUEUE, "Consumes waiting for the ledger writer"),

@@ -10,11 +10,11 @@ use super::extract::{JsonBody, Operator, QueryMap};
 use super::input::{self, Params};
 use super::quota::history_page;
 use super::shapes::{
-    AuditPage, AuditView, CreateKeysRequest, CreateKeysResponse, DeletedKey, EnabledResponse,
-    HistoryPage, IssuedKey, IssuedMany, IssuedOne, KeyList, KeyListQuery, KeyQuery, KeyRef,
-    KeyView, PageQuery, PatchKeyRequest, RequestView, RequestsPage, RequestsQuery, ResetRequest,
-    ResetResponse, UpstreamView, UpstreamsResponse, UsageDetail, UsageQuery, UsageResponse,
-    UsageSummary, WindowQuery,
+    Amount, AuditPage, AuditView, CreateKeysRequest, CreateKeysResponse, DeletedKey,
+    EnabledResponse, HistoryPage, IssuedKey, IssuedMany, IssuedOne, KeyList, KeyListQuery,
+    KeyQuery, KeyRef, KeyView, PageQuery, PatchKeyRequest, RequestView, RequestsPage,
+    RequestsQuery, ResetRequest, ResetResponse, UpstreamView, UpstreamsResponse, UsageDetail,
+    UsageQuery, UsageResponse, UsageSummary, WindowQuery,
 };
 use crate::error::QuotaRefusals;
 use crate::error::refusals::*;
@@ -79,7 +79,7 @@ pub async fn create_keys(
     check_refill(req.refill.as_ref())?;
     let spec = CreateSpec {
         prefix,
-        quota: input::in_range("quota", req.quota, 0, MAX_QUOTA)?,
+        quota: input::amount_in_range("quota", req.quota, 0, MAX_QUOTA)?,
         expires_at: expires_at(req.expires_at.as_deref())?,
         name: req.name,
         count: input::in_range("count", req.count, 1, 1000)?.unwrap_or(1) as u32,
@@ -197,7 +197,7 @@ pub async fn patch_key(
     let patch = KeyPatch {
         quota: req
             .quota
-            .map(|q| input::in_range("quota", q, 0, MAX_QUOTA))
+            .map(|q| input::amount_in_range("quota", q, 0, MAX_QUOTA))
             .transpose()?,
         expires_at: req
             .expires_at
@@ -282,7 +282,7 @@ pub async fn reset_key(
     let key = key_param(req.key)?;
     let new_quota = req
         .new_quota
-        .map(|q| input::in_range("newQuota", q, 0, MAX_QUOTA))
+        .map(|q| input::amount_in_range("newQuota", q, 0, MAX_QUOTA))
         .transpose()?;
     let rec = find(&st, &key).await?;
     let rec = st
@@ -295,9 +295,9 @@ pub async fn reset_key(
         success: true,
         key: rec.hint,
         id: rec.id,
-        quota: c.quota,
-        used: c.used,
-        remaining: c.remaining(),
+        quota: c.quota.map(Amount),
+        used: Amount(c.used),
+        remaining: c.remaining().map(Amount),
     }))
 }
 
@@ -419,9 +419,9 @@ pub async fn usage(
     Ok(Json(UsageResponse {
         summary: UsageSummary {
             total_keys: keys.len(),
-            total_quota,
-            total_used,
-            total_remaining,
+            total_quota: Amount(total_quota),
+            total_used: Amount(total_used),
+            total_remaining: Amount(total_remaining),
             active_keys: active,
             expired_keys: expired,
         },

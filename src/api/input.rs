@@ -55,6 +55,42 @@ pub fn in_range(field: &str, v: Option<i64>, min: i64, max: i64) -> ApiResult<Op
     }
 }
 
+/// An amount within `min..=max` points; in money mode the bounds are currency units (an
+/// amount is then micros, up to `max` units).
+pub fn amount_in_range(
+    field: &str,
+    v: Option<super::amount::Amount>,
+    min: i64,
+    max: i64,
+) -> ApiResult<Option<i64>> {
+    use crate::billing::{Currency, money::MICROS};
+    let Some(v) = v else { return Ok(None) };
+    match super::amount::unit() {
+        Currency::Points => in_range(field, Some(v.0), min, max),
+        c => {
+            // The smallest positive amount is one micro: a minimum of 1 point means > 0.
+            let lo = if min > 0 {
+                1
+            } else {
+                min.saturating_mul(MICROS)
+            };
+            // Never past a quarter of the integer range, where the ledger's sums stay exact.
+            let hi = max.saturating_mul(MICROS).min(i64::MAX / 4);
+            if (lo..=hi).contains(&v.0) {
+                Ok(Some(v.0))
+            } else {
+                Err(ApiError::invalid(
+                    field,
+                    format!(
+                        "必须是 {min} 到 {max} {} 之间的金额（最多 6 位小数）",
+                        c.code()
+                    ),
+                ))
+            }
+        }
+    }
+}
+
 pub fn max_chars(field: &str, v: Option<&str>, max: usize) -> ApiResult<()> {
     match v {
         Some(s) if s.chars().count() > max => {

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod alerts;
+pub mod amount;
 pub mod doc;
 pub mod extract;
 pub mod gateway;
@@ -11,6 +12,7 @@ pub mod input;
 pub mod messages;
 pub mod metrics;
 pub mod monitor;
+pub mod prices;
 pub mod quota;
 pub mod responses;
 pub mod shapes;

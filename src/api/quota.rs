@@ -11,7 +11,8 @@ use super::input::{
     self, MAX_AMOUNT, MAX_BATCH_ITEMS, MAX_IDEMPOTENCY_KEY_CHARS, MAX_REASON_CHARS, Params,
 };
 use super::shapes::{
-    HistoryItem, HistoryPage, QuotaResponse, UseItem, UseRequest, UseResponse, ValidateResponse,
+    Amount, HistoryItem, HistoryPage, QuotaResponse, UseItem, UseRequest, UseResponse,
+    ValidateResponse,
 };
 use crate::error::QuotaRefusals;
 use crate::error::refusals::*;
@@ -32,8 +33,8 @@ pub async fn validate(State(st): State<AppState>, caller: Caller) -> Json<Valida
     Json(ValidateResponse {
         valid: status == KeyStatus::Active,
         key: rec.hint,
-        quota: c.quota,
-        remaining: c.remaining(),
+        quota: c.quota.map(Amount),
+        remaining: c.remaining().map(Amount),
         expires_at: rfc3339_opt(rec.expires_at),
         reason: (status != KeyStatus::Active).then_some(status),
     })
@@ -47,7 +48,7 @@ fn item(it: UseItem, path: &str) -> ApiResult<UsageItem> {
     )?;
     input::metadata_size(&input::join(path, "metadata"), it.metadata.as_ref())?;
     Ok(UsageItem {
-        amount: input::in_range(&input::join(path, "amount"), it.amount, 1, MAX_AMOUNT)?
+        amount: input::amount_in_range(&input::join(path, "amount"), it.amount, 1, MAX_AMOUNT)?
             .unwrap_or(1),
         reason: it.reason,
         metadata: it.metadata,
@@ -90,9 +91,9 @@ async fn consume(
     Ok(Json(UseResponse {
         success: true,
         key: caller.hint.clone(),
-        amount_used: out.amount_used,
-        remaining: out.remaining,
-        total_quota: out.total_quota,
+        amount_used: Amount(out.amount_used),
+        remaining: out.remaining.map(Amount),
+        total_quota: out.total_quota.map(Amount),
         count: batch.then_some(out.count),
     }))
 }
@@ -161,9 +162,9 @@ pub async fn quota(State(st): State<AppState>, caller: Caller) -> Json<QuotaResp
     let c = effective_counters(&rec, st.ledger.now_ms());
     Json(QuotaResponse {
         key: rec.hint,
-        quota: c.quota,
-        remaining: c.remaining(),
-        used: c.used,
+        quota: c.quota.map(Amount),
+        remaining: c.remaining().map(Amount),
+        used: Amount(c.used),
         expires_at: rfc3339_opt(rec.expires_at),
         last_used: rfc3339_opt(rec.last_used),
     })

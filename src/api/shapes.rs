@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
+pub use super::amount::Amount;
+
 use crate::keys::{KeyLimits, KeyRecord, KeyStatus, Owner, Refill, effective_counters, status_of};
 use crate::store::{AuditEntry, HistoryEntry, RequestLogRow};
 use crate::timefmt::{rfc3339, rfc3339_opt};
@@ -25,9 +27,9 @@ pub use crate::lenient;
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UseRequest {
-    /// Points to consume, 1…1 000 000 000 (default 1).
-    #[schema(minimum = 1, maximum = 1_000_000_000)]
-    pub amount: Option<i64>,
+    /// What to consume (default 1): points, 1…1 000 000 000; in money mode a decimal of
+    /// the currency.
+    pub amount: Option<Amount>,
     /// At most 200 characters.
     #[schema(max_length = 200)]
     pub reason: Option<String>,
@@ -43,8 +45,7 @@ pub struct UseRequest {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UseItem {
-    #[schema(minimum = 1, maximum = 1_000_000_000)]
-    pub amount: Option<i64>,
+    pub amount: Option<Amount>,
     #[schema(max_length = 200)]
     pub reason: Option<String>,
     #[schema(value_type = Option<Object>)]
@@ -58,8 +59,8 @@ pub struct ValidateResponse {
     pub valid: bool,
     /// The key's display hint.
     pub key: String,
-    pub quota: Option<i64>,
-    pub remaining: Option<i64>,
+    pub quota: Option<Amount>,
+    pub remaining: Option<Amount>,
     pub expires_at: Option<String>,
     /// Why the key is not valid: `disabled`, `expired` or `exhausted`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -72,9 +73,9 @@ pub struct ValidateResponse {
 pub struct UseResponse {
     pub success: bool,
     pub key: String,
-    pub amount_used: i64,
-    pub remaining: Option<i64>,
-    pub total_quota: Option<i64>,
+    pub amount_used: Amount,
+    pub remaining: Option<Amount>,
+    pub total_quota: Option<Amount>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub count: Option<i64>,
 }
@@ -84,9 +85,9 @@ pub struct UseResponse {
 #[serde(rename_all = "camelCase")]
 pub struct QuotaResponse {
     pub key: String,
-    pub quota: Option<i64>,
-    pub remaining: Option<i64>,
-    pub used: i64,
+    pub quota: Option<Amount>,
+    pub remaining: Option<Amount>,
+    pub used: Amount,
     pub expires_at: Option<String>,
     pub last_used: Option<String>,
 }
@@ -94,9 +95,9 @@ pub struct QuotaResponse {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HistoryItem {
     pub timestamp: String,
-    pub amount: i64,
+    pub amount: Amount,
     pub reason: Option<String>,
-    pub remaining: Option<i64>,
+    pub remaining: Option<Amount>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
 }
@@ -105,9 +106,9 @@ impl From<&HistoryEntry> for HistoryItem {
     fn from(h: &HistoryEntry) -> Self {
         Self {
             timestamp: rfc3339(h.ts),
-            amount: h.amount,
+            amount: Amount(h.amount),
             reason: h.reason.clone(),
-            remaining: h.remaining,
+            remaining: h.remaining.map(Amount),
             metadata: h.metadata.clone(),
         }
     }
@@ -148,9 +149,8 @@ pub struct CreateKeysRequest {
     /// 1–16 letters or digits (default from the config).
     #[schema(pattern = "^[A-Za-z0-9]{1,16}$")]
     pub prefix: Option<String>,
-    /// Points; absent or null = unlimited.
-    #[schema(minimum = 0)]
-    pub quota: Option<i64>,
+    /// Points (money mode: a decimal of the currency); absent or null = unlimited.
+    pub quota: Option<Amount>,
     /// RFC 3339 time or YYYY-MM-DD date.
     pub expires_at: Option<String>,
     #[schema(max_length = 200)]
@@ -173,8 +173,8 @@ pub struct PatchKeyRequest {
     #[schema(value_type = Option<String>, max_length = 200)]
     pub name: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<i64>, minimum = 0)]
-    pub quota: Option<Option<i64>>,
+    #[schema(value_type = Option<Amount>)]
+    pub quota: Option<Option<Amount>>,
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub expires_at: Option<Option<String>>,
@@ -221,8 +221,8 @@ pub struct ResetRequest {
     pub key: Option<String>,
     /// The new quota (`null` = unlimited; absent keeps the quota).
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<i64>, minimum = 0)]
-    pub new_quota: Option<Option<i64>>,
+    #[schema(value_type = Option<Amount>)]
+    pub new_quota: Option<Option<Amount>>,
 }
 
 /// `POST /admin/keys/disable` and `/admin/keys/enable`.
@@ -242,8 +242,8 @@ pub struct IssuedKey {
     pub key: String,
     pub id: i64,
     pub name: Option<String>,
-    pub quota: Option<i64>,
-    pub remaining: Option<i64>,
+    pub quota: Option<Amount>,
+    pub remaining: Option<Amount>,
     pub expires_at: Option<String>,
     pub created_at: String,
 }
@@ -255,8 +255,8 @@ impl IssuedKey {
             key: k.full.clone(),
             id: k.record.id,
             name: k.record.name.clone(),
-            quota: c.quota,
-            remaining: c.remaining(),
+            quota: c.quota.map(Amount),
+            remaining: c.remaining().map(Amount),
             expires_at: rfc3339_opt(k.record.expires_at),
             created_at: rfc3339(k.record.created_at),
         }
@@ -294,9 +294,9 @@ pub struct KeyView {
     pub key: String,
     pub name: Option<String>,
     pub prefix: String,
-    pub quota: Option<i64>,
-    pub used: i64,
-    pub remaining: Option<i64>,
+    pub quota: Option<Amount>,
+    pub used: Amount,
+    pub remaining: Option<Amount>,
     pub expires_at: Option<String>,
     pub created_at: String,
     pub last_used: Option<String>,
@@ -317,9 +317,9 @@ impl KeyView {
             key: rec.hint.clone(),
             name: rec.name.clone(),
             prefix: rec.prefix.clone(),
-            quota: c.quota,
-            used: c.used,
-            remaining: c.remaining(),
+            quota: c.quota.map(Amount),
+            used: Amount(c.used),
+            remaining: c.remaining().map(Amount),
             expires_at: rfc3339_opt(rec.expires_at),
             created_at: rfc3339(rec.created_at),
             last_used: rfc3339_opt(rec.last_used),
@@ -363,9 +363,9 @@ pub struct ResetResponse {
     pub success: bool,
     pub key: String,
     pub id: i64,
-    pub quota: Option<i64>,
-    pub used: i64,
-    pub remaining: Option<i64>,
+    pub quota: Option<Amount>,
+    pub used: Amount,
+    pub remaining: Option<Amount>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -389,9 +389,9 @@ pub struct UsageQuery {
 #[serde(rename_all = "camelCase")]
 pub struct UsageSummary {
     pub total_keys: usize,
-    pub total_quota: i64,
-    pub total_used: i64,
-    pub total_remaining: i64,
+    pub total_quota: Amount,
+    pub total_used: Amount,
+    pub total_remaining: Amount,
     pub active_keys: usize,
     pub expired_keys: usize,
 }
@@ -402,11 +402,11 @@ pub struct UsageDetail {
     pub key: String,
     pub id: i64,
     pub name: Option<String>,
-    pub quota: Option<i64>,
-    pub used: i64,
-    pub remaining: Option<i64>,
+    pub quota: Option<Amount>,
+    pub used: Amount,
+    pub remaining: Option<Amount>,
     /// Consumed inside the date range.
-    pub period_used: i64,
+    pub period_used: Amount,
     pub last_used: Option<String>,
     pub created_at: String,
     pub expires_at: Option<String>,
@@ -420,10 +420,10 @@ impl UsageDetail {
             key: k.hint.clone(),
             id: k.id,
             name: k.name.clone(),
-            quota: c.quota,
-            used: c.used,
-            remaining: c.remaining(),
-            period_used,
+            quota: c.quota.map(Amount),
+            used: Amount(c.used),
+            remaining: c.remaining().map(Amount),
+            period_used: Amount(period_used),
             last_used: rfc3339_opt(k.last_used),
             created_at: rfc3339(k.created_at),
             expires_at: rfc3339_opt(k.expires_at),
@@ -511,7 +511,14 @@ pub struct RequestView {
     pub upstream: Option<String>,
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
-    pub cost: i64,
+    /// Prompt tokens the upstream served from its cache (within `promptTokens`).
+    pub cached_tokens: i64,
+    /// Prompt tokens written to the upstream's cache (within `promptTokens`).
+    pub cache_write_tokens: i64,
+    /// Completion tokens spent reasoning (within `completionTokens`).
+    pub reasoning_tokens: i64,
+    /// What the call was charged, in the ledger's unit (money mode: micros of the currency).
+    pub cost: Amount,
     pub status: i64,
     pub error: Option<String>,
     pub latency_ms: i64,
@@ -535,7 +542,10 @@ impl From<&RequestLogRow> for RequestView {
             upstream: r.upstream.clone(),
             prompt_tokens: r.prompt_tokens,
             completion_tokens: r.completion_tokens,
-            cost: r.cost,
+            cached_tokens: r.cached_tokens,
+            cache_write_tokens: r.cache_write_tokens,
+            reasoning_tokens: r.reasoning_tokens,
+            cost: Amount(r.cost),
             status: r.status,
             error: r.error.clone(),
             latency_ms: r.latency_ms,

@@ -16,7 +16,7 @@ use crate::api::alerts::AlertsState;
 use crate::api::metrics::MetricsState;
 use crate::api::monitor::MonitorState;
 use crate::api::{
-    admin, alerts, doc, gateway, health, messages, metrics, monitor, quota, responses,
+    admin, alerts, doc, gateway, health, messages, metrics, monitor, prices, quota, responses,
 };
 use crate::config::Config;
 use crate::error::{ApiError, Family};
@@ -53,7 +53,7 @@ pub fn router(surfaces: Surfaces, config: &Config) -> Router {
             )
             .merge(
                 guarded
-                    .apply(admin::router(), Family::Quota, true)
+                    .apply(admin::router().merge(prices::router()), Family::Quota, true)
                     .with_state(core.clone()),
             )
             .merge(
@@ -156,6 +156,7 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 fn harden(routes: Router, config: &Config) -> Router {
     let cx = Context {
         trusted_proxies: config.gateway.trusted_proxies.clone(),
+        unit: config.gateway.billing.currency,
     };
     web::secure_headers(
         routes

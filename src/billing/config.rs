@@ -8,8 +8,11 @@ use std::collections::BTreeMap;
 use chrono::{NaiveDate, Weekday};
 use serde::Deserialize;
 
-use super::money::{self, BadAmount};
-use super::prices::{Adjust, Entry, PriceSet, PriceTable, Window};
+use super::money::{self, BadAmount, Currency};
+use super::policy::{Billing, BillingMode, Price};
+use super::prices::{
+    Adjust, Entry, PriceSet, PriceTable, Window, deepseek_defaults, deepseek_peak,
+};
 
 /// A price as configured: a number or a decimal string.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -235,6 +238,169 @@ pub fn table(
         windows: windows.iter().map(window).collect::<Result<_, _>>()?,
     })
 }
+
+/// One `[billing.prices."<model>"]`: tokens mode's points per 1 000 (`prompt`,
+/// `completion`) or money mode's prices per 1 M tokens.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PriceFile {
+    pub prompt: Option<f64>,
+    pub completion: Option<f64>,
+    pub input: Option<Decimal>,
+    pub cached_input: Option<Decimal>,
+    pub cache_write: Option<Decimal>,
+    pub output: Option<Decimal>,
+    pub per_request: Option<Decimal>,
+}
+
+impl PriceFile {
+    fn money(&self) -> MoneyPrices {
+        MoneyPrices {
+            input: self.input.clone(),
+            cached_input: self.cached_input.clone(),
+            cache_write: self.cache_write.clone(),
+            output: self.output.clone(),
+            per_request: self.per_request.clone(),
+        }
+    }
+}
+
+/// `[billing]` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BillingFile {
+    pub mode: Option<String>,
+    /// Money mode: `CNY` or `USD`.
+    pub currency: Option<String>,
+    /// Money mode: whether DeepSeek's shipped prices and peak hours apply (default true).
+    pub defaults: Option<bool>,
+    pub request_cost: Option<i64>,
+    pub default_max_tokens: Option<i64>,
+    pub default_price: Option<Price>,
+    #[serde(default)]
+    pub prices: BTreeMap<String, PriceFile>,
+    #[serde(default)]
+    pub windows: Vec<WindowFile>,
+}
+
+fn mode_and_currency(f: &BillingFile) -> Result<(BillingMode, Currency), Invalid> {
+    let mode = match f.mode.as_deref().unwrap_or("requests") {
+        "requests" => BillingMode::Requests,
+        "tokens" => BillingMode::Tokens,
+        "money" => BillingMode::Money,
+        other => {
+            return Err(invalid(
+                "billing.mode",
+                format!("{other} (requests|tokens|money)"),
+            ));
+        }
+    };
+    let currency = match (mode, f.currency.as_deref()) {
+        (BillingMode::Money, None) => {
+            return Err(invalid("billing.currency", "money mode needs CNY or USD"));
+        }
+        (BillingMode::Money, Some(c)) => match Currency::parse(c) {
+            Some(c) if c != Currency::Points => c,
+            _ => return Err(invalid("billing.currency", format!("{c} (CNY|USD)"))),
+        },
+        (_, Some(c)) => {
+            return Err(invalid(
+                "billing.currency",
+                format!("{c}: a currency is for mode = \"money\""),
+            ));
+        }
+        (_, None) => Currency::Points,
+    };
+    Ok((mode, currency))
+}
+
+/// Tokens mode's points per 1 000 tokens, checked.
+fn token_prices(prices: &BTreeMap<String, PriceFile>) -> Result<BTreeMap<String, Price>, Invalid> {
+    let mut out = BTreeMap::new();
+    for (m, p) in prices {
+        let (Some(prompt), Some(completion)) = (p.prompt, p.completion) else {
+            return Err(invalid(
+                "billing.prices",
+                format!("{m}: tokens mode needs prompt and completion (points per 1 000 tokens)"),
+            ));
+        };
+        if !(prompt >= 0.0 && completion >= 0.0 && prompt.is_finite() && completion.is_finite()) {
+            return Err(invalid(
+                "billing.prices",
+                format!("{m}: prices must be ≥ 0"),
+            ));
+        }
+        out.insert(m.clone(), Price { prompt, completion });
+    }
+    Ok(out)
+}
+
+/// Money mode's table: the configured prices and windows, over DeepSeek's shipped prices and
+/// peak hours unless `defaults = false`.
+fn money_table(f: &BillingFile, currency: Currency) -> Result<PriceTable, Invalid> {
+    let mut money = BTreeMap::new();
+    for (m, p) in &f.prices {
+        if p.prompt.is_some() || p.completion.is_some() {
+            return Err(invalid(
+                "billing.prices",
+                format!(
+                    "{m}: prompt/completion are tokens-mode prices; money mode takes input, cached_input, cache_write, output, per_request"
+                ),
+            ));
+        }
+        money.insert(m.clone(), p.money());
+    }
+    let shipped = f.defaults.unwrap_or(true);
+    let defaults = if shipped {
+        deepseek_defaults(currency)
+    } else {
+        Vec::new()
+    };
+    let mut t = table(defaults, &money, &f.windows)?;
+    // The operator's windows first (the first that contains a call's time applies).
+    if shipped && let Some(peak) = deepseek_peak(currency) {
+        t.windows.push(peak);
+    }
+    Ok(t)
+}
+
+/// `[billing]` read and checked (`None`: the defaults, the seed's points per request).
+pub fn billing(f: Option<BillingFile>) -> Result<Billing, Invalid> {
+    let f = f.unwrap_or_default();
+    let (mode, currency) = mode_and_currency(&f)?;
+    let d = Billing::default();
+    let request_cost = f.request_cost.unwrap_or(d.request_cost);
+    if request_cost < 0 {
+        return Err(invalid("billing.request_cost", "not negative"));
+    }
+    let (prices, table) = if mode == BillingMode::Money {
+        (BTreeMap::new(), money_table(&f, currency)?)
+    } else {
+        if !f.windows.is_empty() {
+            return Err(invalid(
+                "billing.windows",
+                "time windows are for mode = \"money\"",
+            ));
+        }
+        (token_prices(&f.prices)?, PriceTable::default())
+    };
+    Ok(Billing {
+        mode,
+        currency,
+        request_cost,
+        default_max_tokens: f
+            .default_max_tokens
+            .unwrap_or(d.default_max_tokens)
+            .clamp(1, MAX_TOKENS),
+        default_price: f.default_price.unwrap_or(d.default_price),
+        prices,
+        table,
+    })
+}
+
+/// The largest `max_tokens` a caller may ask for: no model answers more, and larger numbers
+/// would only overflow the sums that follow.
+pub const MAX_TOKENS: i64 = 10_000_000;
 
 #[cfg(test)]
 mod tests {

@@ -4,9 +4,12 @@
 
 pub mod config;
 pub mod money;
+pub mod policy;
 pub mod prices;
+pub mod unit;
 pub mod usage;
 
 pub use money::Currency;
+pub use policy::{Ask, Billing, BillingMode, NoPrice, Price};
 pub use prices::{PriceSet, PriceTable, Quote};
 pub use usage::Usage;

@@ -195,33 +195,69 @@ impl PriceTable {
     }
 }
 
-/// DeepSeek's list prices as shipped, per 1 M tokens: read 2026-12-02 from the copy of
-/// DeepSeek's "Models & Pricing" page (api-docs.deepseek.com/quick_start/pricing) available to
-/// us, the list in force since 2025-09-05 16:00 UTC, one price for `deepseek-chat` and
-/// `deepseek-reasoner` and no night discount. Configured `[billing.prices]` entries override
-/// them; time windows (peak / off-peak) are the operator's to declare.
+/// DeepSeek's list prices as shipped, per 1 M tokens, off-peak (the base), read 2026-12-03
+/// from copies of DeepSeek's "Models & Pricing" page (api-docs.deepseek.com/quick_start/pricing)
+/// and its July 2026 peak-pricing notice: `deepseek-v4-flash` and `deepseek-v4-pro` (cache hit,
+/// cache miss, output; reasoning is billed as output), `deepseek-chat` / `deepseek-reasoner`
+/// as the aliases of V4 Flash they became. [`deepseek_peak`] doubles them in the peak hours.
+/// Configured `[billing.prices]` entries override them; `[billing] defaults = false` drops
+/// them.
 pub fn deepseek_defaults(currency: super::money::Currency) -> Vec<Entry> {
     use super::money::Currency;
-    // (cache hit, cache miss, output) in micros.
-    let (hit, miss, out) = match currency {
-        Currency::Cny => (500_000, 4_000_000, 12_000_000),
-        Currency::Usd => (70_000, 560_000, 1_680_000),
+    // (cache hit, cache miss, output) in micros per 1 M tokens.
+    let (flash, pro) = match currency {
+        Currency::Cny => (
+            (20_000, 1_000_000, 2_000_000),
+            (25_000, 3_000_000, 6_000_000),
+        ),
+        Currency::Usd => ((2_800, 140_000, 280_000), (3_625, 435_000, 870_000)),
         Currency::Points => return Vec::new(),
     };
-    ["deepseek-chat", "deepseek-reasoner"]
+    [
+        ("deepseek-v4-flash", flash),
+        ("deepseek-v4-pro", pro),
+        ("deepseek-chat", flash),
+        ("deepseek-reasoner", flash),
+    ]
+    .into_iter()
+    .map(|(m, (hit, miss, out))| Entry {
+        pattern: m.to_owned(),
+        upstream: None,
+        prices: PriceSet {
+            input: miss,
+            cached_input: hit,
+            // DeepSeek bills no cache writes.
+            cache_write: miss,
+            output: out,
+            per_request: 0,
+        },
+    })
+    .collect()
+}
+
+/// DeepSeek's peak hours (since its V4 launch, July 2026): 09:00–12:00 and 14:00–18:00
+/// Beijing time on weekdays, every class at twice the base price — for DeepSeek's models
+/// only (other models keep their price in these hours).
+pub fn deepseek_peak(currency: super::money::Currency) -> Option<Window> {
+    let entries: Vec<Entry> = deepseek_defaults(currency)
         .into_iter()
-        .map(|m| Entry {
-            pattern: m.to_owned(),
-            upstream: None,
-            prices: PriceSet {
-                input: miss,
-                cached_input: hit,
-                cache_write: 0,
-                output: out,
-                per_request: 0,
-            },
+        .map(|e| Entry {
+            prices: e.prices.scaled(2_000_000),
+            ..e
         })
-        .collect()
+        .collect();
+    if entries.is_empty() {
+        return None;
+    }
+    use Weekday::*;
+    Some(Window {
+        name: "deepseek-peak".to_owned(),
+        tz: chrono_tz::Asia::Shanghai,
+        days: vec![Mon, Tue, Wed, Thu, Fri],
+        hours: vec![(9 * 60, 12 * 60), (14 * 60, 18 * 60)],
+        holidays: Vec::new(),
+        adjust: Adjust::Prices(entries),
+    })
 }
 
 #[cfg(test)]

@@ -13,7 +13,9 @@ use super::endpoint::{Endpoint, Protocol};
 use super::relay::{Native, Relay, Translated};
 use super::stages::{self, Request, StreamMeter};
 use super::tokens::estimate_text;
+use super::usage::Metered;
 use super::{anthropic, responses};
+use crate::billing::Usage;
 
 /// Whether a call of `endpoint` reaches an upstream speaking `speaks` as chat.
 pub fn translated(endpoint: Endpoint, speaks: impl Fn(Protocol) -> bool) -> bool {
@@ -39,19 +41,19 @@ pub fn from_chat(endpoint: Endpoint, chat: &Value, req: &Request) -> Value {
     }
 }
 
-/// What a whole answer used, `(prompt, completion, estimated)`, read in the protocol it was
-/// answered in: only `usage` is parsed; the text is estimated when there is none.
+/// What a whole answer used, read in the protocol it was answered in: only `usage` is
+/// parsed; the text is estimated when there is none.
 pub fn metered_full(
     endpoint: Endpoint,
     translated: bool,
     bytes: &[u8],
     prompt_est: i64,
-) -> (i64, i64, bool) {
-    let native = |usage: Option<(i64, i64)>, text: fn(&Value) -> String| match usage {
-        Some((p, c)) => (p, c, false),
+) -> Metered {
+    let native = |usage: Option<Usage>, text: fn(&Value) -> String| match usage {
+        Some(u) => Metered::reported(u),
         None => {
             let v: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
-            (prompt_est, estimate_text(&text(&v)), true)
+            Metered::estimated(prompt_est, estimate_text(&text(&v)))
         }
     };
     match (endpoint.protocol(), translated) {

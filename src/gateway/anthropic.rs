@@ -8,6 +8,9 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::usage::WireUsage;
+use crate::billing::Usage;
+
 /// A Messages request as a chat-completions request. What chat has no place for is dropped
 /// (`cache_control`, `thinking` settings, `metadata`, earlier thinking blocks); `role:
 /// "system"` messages in the middle of the conversation (Claude Code sends them) stay where
@@ -266,39 +269,20 @@ fn message_id(chat_id: Option<&str>) -> String {
     format!("msg_{}", chat_id.unwrap_or("gateway"))
 }
 
-/// Messages usage, in answers and events: cache reads and writes count as prompt.
-#[derive(Debug, Default, Deserialize)]
-pub struct Usage {
-    #[serde(default)]
-    input_tokens: Option<i64>,
-    #[serde(default)]
-    output_tokens: Option<i64>,
-    #[serde(default)]
-    cache_read_input_tokens: Option<i64>,
-    #[serde(default)]
-    cache_creation_input_tokens: Option<i64>,
-}
-
-impl Usage {
-    fn prompt(&self) -> i64 {
-        self.input_tokens.unwrap_or(0)
-            + self.cache_read_input_tokens.unwrap_or(0)
-            + self.cache_creation_input_tokens.unwrap_or(0)
-    }
-}
-
 /// An object of which only `usage` is read.
 #[derive(Deserialize)]
 struct UsageOnly {
     #[serde(default)]
-    usage: Option<Usage>,
+    usage: Option<WireUsage>,
 }
 
-/// What a whole native Messages answer used: `(prompt, completion)`; `None` without usage.
-/// Only `usage` is parsed (no tree is built).
-pub fn metered(body: &[u8]) -> Option<(i64, i64)> {
-    let u = serde_json::from_slice::<UsageOnly>(body).ok()?.usage?;
-    Some((u.prompt(), u.output_tokens.unwrap_or(0)))
+/// What a whole native Messages answer used; `None` without usage. Only `usage` is parsed
+/// (no tree is built).
+pub fn metered(body: &[u8]) -> Option<Usage> {
+    serde_json::from_slice::<UsageOnly>(body)
+        .ok()?
+        .usage?
+        .usage()
 }
 
 /// The text a native answer generated (for estimating when it reports no usage).
@@ -484,8 +468,8 @@ impl StreamTranslator {
 /// output (and, in newer answers, input) from `message_delta`.
 #[derive(Debug, Default)]
 pub struct NativeUsage {
-    pub prompt: Option<i64>,
-    pub completion: Option<i64>,
+    /// Every usage part seen, merged (the later event's fields win).
+    pub usage: Option<WireUsage>,
     pub text: String,
     /// `message_stop` was seen.
     pub done: bool,
@@ -499,7 +483,7 @@ struct Event<'a> {
     #[serde(default)]
     message: Option<UsageOnly>,
     #[serde(default)]
-    usage: Option<Usage>,
+    usage: Option<WireUsage>,
     #[serde(default, borrow)]
     delta: Option<Delta<'a>>,
 }
@@ -522,20 +506,13 @@ impl NativeUsage {
         };
         match e.kind.as_ref() {
             "message_stop" => self.done = true,
-            "message_start" => {
-                if let Some(u) = e.message.and_then(|m| m.usage) {
-                    self.prompt = Some(u.prompt());
-                    self.completion = Some(u.output_tokens.unwrap_or(0));
-                }
-            }
-            "message_delta" => {
-                if let Some(u) = e.usage {
-                    if let Some(o) = u.output_tokens {
-                        self.completion = Some(o);
-                    }
-                    if u.input_tokens.is_some() {
-                        self.prompt = Some(u.prompt());
-                    }
+            "message_start" | "message_delta" => {
+                let part = match e.kind.as_ref() {
+                    "message_start" => e.message.and_then(|m| m.usage),
+                    _ => e.usage,
+                };
+                if let Some(u) = part {
+                    self.usage.get_or_insert_default().merge(&u);
                 }
             }
             "content_block_delta" => {
@@ -666,8 +643,14 @@ mod tests {
         assert_eq!(m["usage"]["cache_read_input_tokens"], 60);
         assert_eq!(
             metered(m.to_string().as_bytes()),
-            Some((100, 20)),
-            "cache reads are prompt tokens"
+            Some(Usage {
+                input: 40,
+                cached: 60,
+                cache_write: 0,
+                output: 20,
+                reasoning: 0
+            }),
+            "cache reads are prompt tokens, of their own class"
         );
     }
 
@@ -745,7 +728,8 @@ mod tests {
         u.observe(&json!({"type": "message_start", "message": {"usage": {"input_tokens": 10, "cache_read_input_tokens": 5, "output_tokens": 1}}}).to_string());
         u.observe(&json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}}).to_string());
         u.observe(&json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9}}).to_string());
-        assert_eq!((u.prompt, u.completion), (Some(15), Some(9)));
+        let got = u.usage.and_then(|w| w.usage()).unwrap();
+        assert_eq!((got.prompt(), got.cached, got.output), (15, 5, 9));
         assert_eq!(u.text, "hi");
     }
 

@@ -63,7 +63,9 @@ pub enum CallError {
     NoKey,
     UnknownKey,
     Unavailable,
-    BodyTooLarge { limit: usize },
+    BodyTooLarge {
+        limit: usize,
+    },
     BodyUnreadable,
     NotAnObject,
     NoModel,
@@ -72,9 +74,18 @@ pub enum CallError {
     ModelNotAllowed(String),
     IpNotAllowed,
     ModelNotFound(String),
-    MaxTokensTooLarge { max: i64 },
+    /// A token limit or `n` that is not a whole number in its range.
+    BadCount {
+        field: &'static str,
+        max: i64,
+    },
+    /// Money mode has no price for the model on any upstream serving it.
+    NotPriced(String),
     RateLimited(limits::Refusal),
-    QuotaExceeded { remaining: i64, requested: i64 },
+    QuotaExceeded {
+        remaining: i64,
+        requested: i64,
+    },
     NoUpstreamAnswered(String),
 }
 
@@ -84,7 +95,8 @@ impl CallError {
         match self {
             Self::NoKey | Self::UnknownKey => 401,
             Self::BodyUnreadable | Self::NotAnObject | Self::NoModel => 400,
-            Self::MaxTokensTooLarge { .. } => 400,
+            Self::BadCount { .. } => 400,
+            Self::NotPriced(_) => 403,
             Self::KeyDisabled | Self::KeyExpired => 403,
             Self::ModelNotAllowed(_) | Self::IpNotAllowed => 403,
             Self::ModelNotFound(_) => 404,
@@ -107,7 +119,8 @@ impl CallError {
             Self::ModelNotAllowed(_) => "model_not_allowed",
             Self::IpNotAllowed => "ip_not_allowed",
             Self::ModelNotFound(_) => "model_not_found",
-            Self::MaxTokensTooLarge { .. } => "invalid_value",
+            Self::BadCount { .. } => "invalid_value",
+            Self::NotPriced(_) => "model_not_priced",
             Self::RateLimited(_) => "rate_limit_exceeded",
             Self::QuotaExceeded { .. } => "insufficient_quota",
             Self::NoUpstreamAnswered(_) => "upstream_error",
@@ -128,7 +141,14 @@ impl CallError {
             Self::ModelNotAllowed(m) => format!("该密钥不允许使用模型 {m}"),
             Self::IpNotAllowed => "该 IP 不允许使用此密钥".into(),
             Self::ModelNotFound(m) => format!("模型 {m} 不存在 (the model `{m}` does not exist)"),
-            Self::MaxTokensTooLarge { max } => format!("max_tokens 不能大于 {max}"),
+            Self::BadCount { field, max } => {
+                format!(
+                    "{field} 必须是 1 到 {max} 之间的整数 ({field} must be an integer from 1 to {max})"
+                )
+            }
+            Self::NotPriced(m) => {
+                format!("模型 {m} 未定价，无法计费 (the model `{m}` has no price)")
+            }
             Self::RateLimited(r) => r.message().into(),
             Self::QuotaExceeded {
                 remaining,
@@ -145,7 +165,8 @@ impl CallError {
         match self {
             Self::BodyUnreadable | Self::NotAnObject => Some("body"),
             Self::NoModel | Self::ModelNotAllowed(_) | Self::ModelNotFound(_) => Some("model"),
-            Self::MaxTokensTooLarge { .. } => Some("max_tokens"),
+            Self::BadCount { field, .. } => Some(field),
+            Self::NotPriced(_) => Some("model"),
             _ => None,
         }
     }

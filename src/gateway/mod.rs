@@ -20,6 +20,7 @@ mod stages;
 pub mod tokens;
 pub mod upstream;
 mod upstream_call;
+pub mod usage;
 
 use std::sync::Arc;
 use std::time::Duration;

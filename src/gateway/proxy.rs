@@ -17,12 +17,13 @@ use super::adapter;
 use super::call::{Call, CallError, Outcome};
 use super::endpoint::{Endpoint, Protocol};
 use super::limits::{self, Limits};
-use super::settings::BillingMode;
 use super::stages::{self, Request};
 use super::upstream::Upstream;
 use super::upstream_call::{self, AttemptError, ByteStream, Outgoing, Reply};
+use super::usage::Metered;
 use super::{Gateway, client_ip};
 use crate::auth::Origin;
+use crate::billing::Ask;
 use crate::keys::KeyRecord;
 use crate::ledger::{KeyEntry, LedgerError, SettleTicket};
 use crate::store::{RequestLogRow, UsageItem};
@@ -38,14 +39,6 @@ enum Attempt {
 }
 
 impl Gateway {
-    fn cost(&self, model: &str, prompt: i64, completion: i64) -> i64 {
-        let b = &self.settings.billing;
-        match b.mode {
-            BillingMode::Requests => b.request_cost,
-            BillingMode::Tokens => b.token_cost(model, prompt, completion),
-        }
-    }
-
     /// Every answer leaves through here: what the gateway itself cost this call.
     fn observe_overhead(call: &Call) {
         let overhead = call.started.elapsed().saturating_sub(call.upstream_wait);
@@ -133,7 +126,14 @@ impl Gateway {
         call.row.is_stream = req.stream;
         let now = self.ledger.now_ms();
         stages::policy(&rec, &req.model, ip, now)?;
-        let upstreams = stages::route(&self.upstreams, endpoint, &req.model, now)?;
+        let mut upstreams = stages::route(&self.upstreams, endpoint, &req.model, now)?;
+        // Money mode serves a call only where it has a price for it: never free.
+        let billing = &self.settings.billing;
+        let start = call.row.ts;
+        upstreams.retain(|u| billing.prices(&req.model, &u.s.name, start));
+        if upstreams.is_empty() {
+            return Err(CallError::NotPriced(req.model.clone()));
+        }
 
         // Limits, then the hold on quota.
         let limits = Limits {
@@ -142,8 +142,11 @@ impl Gateway {
             daily: rec.limits.daily_requests.or(self.daily_default),
             max_concurrent: rec.limits.max_concurrent,
         };
-        let est_tokens =
-            u64::try_from(req.prompt_est.saturating_add(req.completion_budget)).unwrap_or(0);
+        let est_tokens = u64::try_from(
+            req.prompt_est
+                .saturating_add(req.completion_budget.saturating_mul(req.choices)),
+        )
+        .unwrap_or(0);
         let (slot, budget) = self
             .limiter
             .admit(rec.id, limits, now, est_tokens)
@@ -154,35 +157,67 @@ impl Gateway {
         if !self.ledger.writable() {
             return Err(CallError::Unavailable);
         }
-        let hold = self.cost(&req.model, req.prompt_est, req.completion_budget);
+        self.hold(call, &entry, &req, &upstreams, limits, now)
+            .await?;
+        call.entry = Some(entry.clone());
+        let view = self.ledger.view(&entry);
+        call.quota_remaining = view.quota.map(|q| q - view.used);
+        Ok((entry, req, upstreams))
+    }
+
+    /// Stage "hold": reserves the worst the call can cost on the key (and, with instances
+    /// sharing the store, counts it in the shared windows).
+    async fn hold(
+        &self,
+        call: &mut Call,
+        entry: &Arc<KeyEntry>,
+        req: &Request,
+        upstreams: &[Arc<Upstream>],
+        limits: Limits,
+        now: i64,
+    ) -> Result<(), CallError> {
+        let ask = Ask {
+            prompt_est: req.prompt_est,
+            completion_budget: req.completion_budget,
+            choices: req.choices,
+        };
+        let hold = self
+            .settings
+            .billing
+            .hold(
+                &req.model,
+                upstreams.iter().map(|u| u.s.name.as_str()),
+                ask,
+                call.row.ts,
+            )
+            .map_err(|_| CallError::NotPriced(req.model.clone()))?;
         let windows = if self.ledger.shared() {
             limits::shared_windows(limits, now)
         } else {
             Vec::new()
         };
-        match self.ledger.reserve(&entry, hold, windows).await {
-            Ok(()) => call.held = hold,
+        match self.ledger.reserve(entry, hold, windows).await {
+            Ok(()) => {
+                call.held = hold;
+                Ok(())
+            }
             Err(LedgerError::Limited(w)) => {
-                return Err(CallError::RateLimited(limits::Refusal::shared(w, now)));
+                Err(CallError::RateLimited(limits::Refusal::shared(w, now)))
             }
             Err(LedgerError::QuotaExceeded {
                 remaining,
                 requested,
             }) => {
                 call.quota_remaining = Some(remaining);
-                return Err(CallError::QuotaExceeded {
+                Err(CallError::QuotaExceeded {
                     remaining,
                     requested,
-                });
+                })
             }
-            Err(LedgerError::Disabled) => return Err(CallError::KeyDisabled),
-            Err(LedgerError::Expired) => return Err(CallError::KeyExpired),
-            Err(_) => return Err(CallError::Unavailable),
+            Err(LedgerError::Disabled) => Err(CallError::KeyDisabled),
+            Err(LedgerError::Expired) => Err(CallError::KeyExpired),
+            Err(_) => Err(CallError::Unavailable),
         }
-        call.entry = Some(entry.clone());
-        let view = self.ledger.view(&entry);
-        call.quota_remaining = view.quota.map(|q| q - view.used);
-        Ok((entry, req, upstreams))
     }
 
     /// Stage "upstream with failover": tries upstreams in order until one answers; nothing
@@ -316,12 +351,9 @@ impl Gateway {
         call.row.ttft_ms = Some(call.row.latency_ms);
         let mut ticket = None;
         let bytes = if (200..300).contains(&status) {
-            let (prompt, completion, estimated) =
+            let metered =
                 adapter::metered_full(shape.endpoint, shape.translated, &bytes, req.prompt_est);
-            call.row.prompt_tokens = prompt;
-            call.row.completion_tokens = completion;
-            call.row.estimated = estimated;
-            ticket = self.begin_settle(&mut call, &entry, &req.model, prompt, completion);
+            ticket = self.begin_settle(&mut call, &entry, &req.model, metered);
             if shape.translated {
                 let chat: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
                 Bytes::from(adapter::from_chat(shape.endpoint, &chat, req).to_string())
@@ -363,21 +395,45 @@ impl Gateway {
         call: &mut Call,
         entry: &KeyEntry,
         model: &str,
-        prompt: i64,
-        completion: i64,
+        metered: Metered,
     ) -> Option<SettleTicket> {
-        let cost = self.cost(model, prompt, completion);
+        let u = metered.usage;
+        let (prompt, completion) = (u.prompt(), u.output);
+        let row = &mut call.row;
+        row.prompt_tokens = prompt;
+        row.completion_tokens = completion;
+        row.cached_tokens = u.cached;
+        row.cache_write_tokens = u.cache_write;
+        row.reasoning_tokens = u.reasoning;
+        row.estimated = metered.estimated;
+        let upstream = row.upstream.as_deref().unwrap_or_default();
+        // Priced at the call's start; routing kept only upstreams with a price, so the hold
+        // is charged only if the table changed under the call (never free).
+        let cost = self
+            .settings
+            .billing
+            .cost(model, upstream, &u, row.ts)
+            .unwrap_or(call.held);
+        if cost > call.held {
+            // More than the worst case held (an upstream that ignored max_tokens): charged
+            // what was served, clamped by the ledger to what the key has left.
+            metrics::counter!(telemetry::GATEWAY_OVERRUNS).increment(1);
+            tracing::warn!(request_id = %row.request_id, held = call.held, cost, "call cost more than its hold");
+        }
         let item = UsageItem {
             amount: cost,
-            reason: Some(call.row.endpoint.clone()),
+            reason: Some(row.endpoint.clone()),
             metadata: Some(
                 json!({
                     "model": model,
-                    "upstream": call.row.upstream,
+                    "upstream": row.upstream,
                     "prompt_tokens": prompt,
                     "completion_tokens": completion,
-                    "estimated": call.row.estimated,
-                    "request_id": call.row.request_id,
+                    "cached_tokens": u.cached,
+                    "cache_write_tokens": u.cache_write,
+                    "reasoning_tokens": u.reasoning,
+                    "estimated": row.estimated,
+                    "request_id": row.request_id,
                 })
                 .as_object()
                 .cloned()
@@ -511,13 +567,10 @@ impl Gateway {
             metrics::histogram!(telemetry::UPSTREAM_DURATION, "upstream" => up_label, "model" => model_label)
                 .record(a.elapsed().as_secs_f64());
         }
-        let (prompt, completion, estimated) = meter.metered(req.prompt_est);
+        let metered = meter.metered(req.prompt_est);
         call.row.status = 200;
         call.row.error = error;
-        call.row.prompt_tokens = prompt;
-        call.row.completion_tokens = completion;
-        call.row.estimated = estimated;
-        let ticket = self.begin_settle(&mut call, &entry, &req.model, prompt, completion);
+        let ticket = self.begin_settle(&mut call, &entry, &req.model, metered);
         call.row.latency_ms = call.elapsed_ms();
         // The concurrency slot is held to the stream's end.
         call.slot = None;

@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::sse::SseSplitter;
 use super::stages::{EventTooLong, StreamMeter};
 use super::tokens::estimate_text;
+use super::usage::Metered;
 use super::{anthropic, responses};
 
 /// Reads a native stream's events for its usage and its end.
@@ -18,8 +19,8 @@ pub trait NativeWatch: Send {
     fn observe(&mut self, data: &str);
     /// Whether the upstream said its answer is complete.
     fn done(&self) -> bool;
-    /// `(prompt, completion, estimated)`, from the usage seen or estimated from the text.
-    fn metered(&self, prompt_est: i64) -> (i64, i64, bool);
+    /// What the stream used: the usage seen, or estimated from the text.
+    fn metered(&self, prompt_est: i64) -> Metered;
 }
 
 /// Turns chat stream chunks into the caller's protocol's events.
@@ -64,8 +65,8 @@ impl Relay {
         }
     }
 
-    /// `(prompt, completion, estimated)` at the end of the stream.
-    pub fn metered(&self, prompt_est: i64) -> (i64, i64, bool) {
+    /// What the stream used, at its end.
+    pub fn metered(&self, prompt_est: i64) -> Metered {
         match self {
             Relay::Chat(m) => m.metered(prompt_est),
             Relay::Native(m) => m.watch.metered(prompt_est),
@@ -144,11 +145,22 @@ impl NativeWatch for anthropic::NativeUsage {
     fn done(&self) -> bool {
         self.done
     }
-    fn metered(&self, prompt_est: i64) -> (i64, i64, bool) {
-        match (self.prompt, self.completion) {
-            (Some(p), Some(c)) => (p, c, false),
-            (p, _) => (p.unwrap_or(prompt_est), estimate_text(&self.text), true),
+    fn metered(&self, prompt_est: i64) -> Metered {
+        // Without the output count (a stream cut short) the output is estimated from the
+        // text seen, the prompt kept as reported.
+        match self.usage {
+            Some(w) if w.has_output() => w.usage().map(Metered::reported),
+            Some(w) => w.usage().map(|u| Metered {
+                usage: crate::billing::Usage {
+                    output: estimate_text(&self.text),
+                    reasoning: 0,
+                    ..u
+                },
+                estimated: true,
+            }),
+            None => None,
         }
+        .unwrap_or_else(|| Metered::estimated(prompt_est, estimate_text(&self.text)))
     }
 }
 
@@ -168,10 +180,10 @@ impl NativeWatch for responses::NativeUsage {
     fn done(&self) -> bool {
         self.done
     }
-    fn metered(&self, prompt_est: i64) -> (i64, i64, bool) {
+    fn metered(&self, prompt_est: i64) -> Metered {
         match self.usage {
-            Some((p, c)) => (p, c, false),
-            None => (prompt_est, estimate_text(&self.text), true),
+            Some(u) => Metered::reported(u),
+            None => Metered::estimated(prompt_est, estimate_text(&self.text)),
         }
     }
 }
@@ -188,6 +200,7 @@ impl EventTranslate for responses::StreamTranslator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::billing::Usage;
 
     #[test]
     fn a_translated_stream_is_charged_what_the_chat_stream_said() {
@@ -206,7 +219,7 @@ mod tests {
         assert!(text.starts_with("event: message_start\n"), "{text}");
         assert!(text.contains("\"text_delta\""), "{text}");
         assert!(text.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"));
-        assert_eq!(r.metered(99), (5, 2, false));
+        assert_eq!(r.metered(99), Metered::reported(Usage::plain(5, 2)));
         // After [DONE] the closing events are not sent twice.
         assert_eq!(r.rest().as_deref(), Some(&b""[..]));
     }
@@ -218,7 +231,7 @@ mod tests {
         let out = r.push(body.as_bytes()).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), body);
         assert!(r.done());
-        assert_eq!(r.metered(99), (7, 4, false));
+        assert_eq!(r.metered(99), Metered::reported(Usage::plain(7, 4)));
     }
 
     #[test]
@@ -228,11 +241,11 @@ mod tests {
         r.push(body.as_bytes()).unwrap();
         assert!(!r.done());
         // Cut before the end: estimated from the text seen.
-        let (p, c, est) = r.metered(11);
-        assert!(est && p == 11 && c > 0);
+        let m = r.metered(11);
+        assert!(m.estimated && m.usage.prompt() == 11 && m.usage.output > 0);
         let end = "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":8,\"output_tokens\":3}}}\n\n";
         r.push(end.as_bytes()).unwrap();
         assert!(r.done());
-        assert_eq!(r.metered(11), (8, 3, false));
+        assert_eq!(r.metered(11), Metered::reported(Usage::plain(8, 3)));
     }
 }

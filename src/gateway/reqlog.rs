@@ -119,6 +119,17 @@ fn observe(row: &RequestLogRow) {
             .increment(n(row.prompt_tokens));
         metrics::counter!(telemetry::TOKENS, "model" => model.clone(), "kind" => "completion")
             .increment(n(row.completion_tokens));
+        // The cache and reasoning classes only when there are some (most calls have none).
+        for (kind, v) in [
+            ("cached", row.cached_tokens),
+            ("cache_write", row.cache_write_tokens),
+            ("reasoning", row.reasoning_tokens),
+        ] {
+            if v > 0 {
+                metrics::counter!(telemetry::TOKENS, "model" => model.clone(), "kind" => kind)
+                    .increment(n(v));
+            }
+        }
         metrics::counter!(telemetry::COST, "model" => model).increment(n(row.cost));
     }
 }

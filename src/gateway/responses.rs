@@ -9,6 +9,9 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::usage::WireUsage;
+use crate::billing::Usage;
+
 /// A Responses request as a chat-completions request. `instructions` and `developer` /
 /// `system` items become system messages where they stand; `function_call` items join the
 /// assistant turn they belong to (parallel calls in one message, as chat wants);
@@ -219,27 +222,20 @@ pub fn usage_from_chat(u: &Value) -> Value {
     })
 }
 
-/// Responses usage: `input_tokens` counts cache hits, `output_tokens` reasoning.
-#[derive(Debug, Deserialize)]
-struct Usage {
-    #[serde(default)]
-    input_tokens: i64,
-    #[serde(default)]
-    output_tokens: i64,
-}
-
 /// A response of which only `usage` is read.
 #[derive(Deserialize)]
 struct UsageOnly {
     #[serde(default)]
-    usage: Option<Usage>,
+    usage: Option<WireUsage>,
 }
 
-/// What a whole native response used: `(prompt, completion)`; `None` without usage. Only
-/// `usage` is parsed (no tree is built).
-pub fn metered(body: &[u8]) -> Option<(i64, i64)> {
-    let u = serde_json::from_slice::<UsageOnly>(body).ok()?.usage?;
-    Some((u.input_tokens, u.output_tokens))
+/// What a whole native response used; `None` without usage. Only `usage` is parsed (no
+/// tree is built).
+pub fn metered(body: &[u8]) -> Option<Usage> {
+    serde_json::from_slice::<UsageOnly>(body)
+        .ok()?
+        .usage?
+        .usage()
 }
 
 /// The text a native answer generated (for estimating when it reports no usage).
@@ -723,7 +719,7 @@ impl StreamTranslator {
 /// `response.incomplete` or `response.failed`) carries the whole response with its usage.
 #[derive(Debug, Default)]
 pub struct NativeUsage {
-    pub usage: Option<(i64, i64)>,
+    pub usage: Option<Usage>,
     pub text: String,
     pub done: bool,
 }
@@ -757,14 +753,14 @@ impl NativeUsage {
         self.ended(&e.kind, e.response.and_then(|r| r.usage));
     }
 
-    fn ended(&mut self, kind: &str, usage: Option<Usage>) {
+    fn ended(&mut self, kind: &str, usage: Option<WireUsage>) {
         if matches!(
             kind,
             "response.completed" | "response.incomplete" | "response.failed"
         ) {
             self.done = true;
-            if let Some(u) = usage {
-                self.usage = Some((u.input_tokens, u.output_tokens));
+            if let Some(u) = usage.and_then(|u| u.usage()) {
+                self.usage = Some(u);
             }
         }
     }
@@ -878,7 +874,16 @@ mod tests {
         assert_eq!(r["usage"]["output_tokens_details"]["reasoning_tokens"], 2);
         assert_eq!(r["usage"]["total_tokens"], 14);
         assert_eq!(r["tools"].as_array().unwrap().len(), 1);
-        assert_eq!(metered(r.to_string().as_bytes()), Some((10, 4)));
+        assert_eq!(
+            metered(r.to_string().as_bytes()),
+            Some(Usage {
+                input: 4,
+                cached: 6,
+                cache_write: 0,
+                output: 4,
+                reasoning: 2
+            })
+        );
         let cut = json!({"choices": [{"message": {"content": "x"}, "finish_reason": "length"}]});
         let r = response_from_chat(&cut, "m", &json!({}));
         assert_eq!(r["status"], "incomplete");
@@ -965,7 +970,7 @@ mod tests {
         let mut u = NativeUsage::default();
         ev.iter().for_each(|e| u.observe(&e.to_string()));
         assert!(u.done);
-        assert_eq!(u.usage, Some((3, 7)));
+        assert_eq!(u.usage, Some(Usage::plain(3, 7)));
         assert!(u.text.contains("Hello"));
     }
 

@@ -66,31 +66,8 @@ pub struct GatewayFile {
     pub log_flush_ms: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Price {
-    /// Points per 1 000 prompt tokens.
-    pub prompt: f64,
-    /// Points per 1 000 completion tokens.
-    pub completion: f64,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BillingFile {
-    pub mode: Option<String>,
-    pub request_cost: Option<i64>,
-    pub default_max_tokens: Option<i64>,
-    pub default_price: Option<Price>,
-    #[serde(default)]
-    pub prices: BTreeMap<String, Price>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BillingMode {
-    Requests,
-    Tokens,
-}
+pub use crate::billing::config::BillingFile;
+pub use crate::billing::{Billing, BillingMode, Price};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientIpPolicy {
@@ -114,32 +91,6 @@ pub struct UpstreamSettings {
     pub headers: BTreeMap<String, String>,
     /// The caller protocols it speaks natively; any other reaches it translated to chat.
     pub protocols: Vec<Protocol>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Billing {
-    pub mode: BillingMode,
-    pub request_cost: i64,
-    pub default_max_tokens: i64,
-    pub default_price: Price,
-    pub prices: BTreeMap<String, Price>,
-}
-
-impl Billing {
-    pub fn price(&self, model: &str) -> Price {
-        self.prices
-            .get(model)
-            .copied()
-            .unwrap_or(self.default_price)
-    }
-
-    /// Points for the given token counts, rounded up; a served call costs at least 1.
-    pub fn token_cost(&self, model: &str, prompt: i64, completion: i64) -> i64 {
-        let p = self.price(model);
-        let raw =
-            (prompt.max(0) as f64 * p.prompt + completion.max(0) as f64 * p.completion) / 1000.0;
-        (raw.ceil() as i64).max(1)
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -172,16 +123,7 @@ impl Default for GatewaySettings {
             max_response_bytes: 32 * 1024 * 1024,
             log_flush_ms: 200,
             mock_fallback: true,
-            billing: Billing {
-                mode: BillingMode::Requests,
-                request_cost: 1,
-                default_max_tokens: 1024,
-                default_price: Price {
-                    prompt: 1.0,
-                    completion: 1.0,
-                },
-                prices: BTreeMap::new(),
-            },
+            billing: Billing::default(),
         }
     }
 }
@@ -223,9 +165,9 @@ impl GatewaySettings {
     ) -> Result<Self, ConfigError> {
         let d = Self::default();
         let g = gateway.unwrap_or_default();
-        let b = billing.unwrap_or_default();
         let (ups, mock_fallback) = upstreams_of(upstreams, env)?;
-        let (mode, request_cost) = billing_mode(&b, &d)?;
+        let billing =
+            crate::billing::config::billing(billing).map_err(|e| invalid(e.setting, e.why))?;
         let client_ip = match g.client_ip.as_deref().unwrap_or("keep") {
             "keep" => ClientIpPolicy::Keep,
             "hash" => ClientIpPolicy::Hash,
@@ -259,16 +201,7 @@ impl GatewaySettings {
                 .max(1024),
             log_flush_ms: g.log_flush_ms.unwrap_or(d.log_flush_ms).clamp(10, 60_000),
             mock_fallback,
-            billing: Billing {
-                mode,
-                request_cost,
-                default_max_tokens: b
-                    .default_max_tokens
-                    .unwrap_or(d.billing.default_max_tokens)
-                    .max(1),
-                default_price: b.default_price.unwrap_or(d.billing.default_price),
-                prices: b.prices,
-            },
+            billing,
         })
     }
 }
@@ -322,37 +255,6 @@ fn upstreams_of(
         }
     }
     Ok((ups, mock_fallback))
-}
-
-/// `[billing] mode` and the per-request cost, checked with the prices.
-fn billing_mode(b: &BillingFile, d: &GatewaySettings) -> Result<(BillingMode, i64), ConfigError> {
-    let mode = match b.mode.as_deref().unwrap_or("requests") {
-        "requests" => BillingMode::Requests,
-        "tokens" => BillingMode::Tokens,
-        other => {
-            return Err(invalid(
-                "billing.mode",
-                format!("{other} (requests|tokens)"),
-            ));
-        }
-    };
-    let request_cost = b.request_cost.unwrap_or(d.billing.request_cost);
-    if request_cost < 0 {
-        return Err(invalid("billing.request_cost", "not negative"));
-    }
-    for (m, p) in &b.prices {
-        if p.prompt < 0.0
-            || p.completion < 0.0
-            || !p.prompt.is_finite()
-            || !p.completion.is_finite()
-        {
-            return Err(invalid(
-                "billing.prices",
-                format!("{m}: prices must be ≥ 0"),
-            ));
-        }
-    }
-    Ok((mode, request_cost))
 }
 
 /// An IP address or CIDR block.
@@ -480,12 +382,5 @@ mod tests {
         let empty_key = |k: &str| (k == "DEEPSEEK_API_KEY").then(|| " ".to_owned());
         let e = GatewaySettings::build(None, None, None, &empty_key).unwrap_err();
         assert!(e.to_string().contains("DEEPSEEK_API_KEY"), "{e}");
-    }
-
-    #[test]
-    fn token_cost_rounds_up_and_is_at_least_one() {
-        let s = GatewaySettings::default();
-        assert_eq!(s.billing.token_cost("m", 10, 10), 1);
-        assert_eq!(s.billing.token_cost("m", 1500, 600), 3);
     }
 }

@@ -14,11 +14,14 @@ use super::settings::{glob_match, parse_net};
 use super::sse::SseSplitter;
 use super::tokens::{estimate_prompt, estimate_text};
 use super::upstream::{Upstream, candidates};
+use super::usage::{Metered, WireUsage};
+use crate::billing::Usage;
 use crate::keys::{KeyRecord, policy::is_expired};
 
-/// The largest `max_tokens` a caller may ask for: no model answers more, and larger numbers
-/// would only overflow the sums that follow.
-pub const MAX_TOKENS: i64 = 10_000_000;
+pub use crate::billing::config::MAX_TOKENS;
+
+/// The most choices (`n`, `best_of`) one call may ask for (OpenAI's own limit).
+pub const MAX_CHOICES: i64 = 128;
 
 /// What is asked, read once.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,9 +33,28 @@ pub struct Request {
     /// Whether the caller itself asked for the usage chunk (if not, it is hidden).
     pub caller_wants_usage: bool,
     pub prompt_est: i64,
-    /// Tokens the answer may take: `max_tokens`, else the configured default (0 for
-    /// embeddings).
+    /// Tokens one choice may take: the largest of the token limits given, else the
+    /// configured default (0 for embeddings).
     pub completion_budget: i64,
+    /// Choices generated (`n`, or `best_of` for completions, whichever is more).
+    pub choices: i64,
+}
+
+/// A whole number in `1..=max`, or absent (`null` counts as absent). Anything else — a
+/// float such as `50000000.0`, a string, a boolean — is refused: it would escape the hold.
+fn count(
+    map: &Map<String, Value>,
+    field: &'static str,
+    max: i64,
+) -> Result<Option<i64>, CallError> {
+    match map.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_i64()
+            .filter(|n| (1..=max).contains(n))
+            .map(Some)
+            .ok_or(CallError::BadCount { field, max }),
+    }
 }
 
 /// Stage "read": the body as a request to forward.
@@ -58,15 +80,13 @@ pub fn read(
         .ok_or(CallError::NoModel)?;
     let stream = endpoint != Endpoint::Embeddings
         && map.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let max_tokens = map
-        .get("max_tokens")
-        .or_else(|| map.get("max_completion_tokens"))
-        .or_else(|| map.get("max_output_tokens"))
-        .and_then(Value::as_i64)
-        .filter(|&n| n > 0);
-    if max_tokens.is_some_and(|n| n > MAX_TOKENS) {
-        return Err(CallError::MaxTokensTooLarge { max: MAX_TOKENS });
+    let mut max_tokens = None;
+    for field in ["max_tokens", "max_completion_tokens", "max_output_tokens"] {
+        max_tokens = max_tokens.max(count(&map, field, MAX_TOKENS)?);
     }
+    let choices = count(&map, "n", MAX_CHOICES)?
+        .max(count(&map, "best_of", MAX_CHOICES)?)
+        .unwrap_or(1);
     let completion_budget = match endpoint {
         Endpoint::Embeddings => 0,
         _ => max_tokens.unwrap_or(default_max_tokens),
@@ -93,6 +113,7 @@ pub fn read(
         caller_wants_usage,
         prompt_est,
         completion_budget,
+        choices,
     })
 }
 
@@ -144,39 +165,30 @@ pub fn route(
     }
 }
 
-/// What a whole answer used: `(prompt, completion, estimated)`. Only `usage` is parsed
-/// (no tree is built) unless it is missing and the text must be estimated.
-pub fn metered_full(bytes: &[u8], prompt_est: i64, endpoint: Endpoint) -> (i64, i64, bool) {
+/// What a whole answer used. Only `usage` is parsed (no tree is built) unless it is missing
+/// and the text must be estimated.
+pub fn metered_full(bytes: &[u8], prompt_est: i64, endpoint: Endpoint) -> Metered {
     #[derive(serde::Deserialize)]
     struct UsageOnly {
         #[serde(default)]
-        usage: Option<Usage>,
+        usage: Option<WireUsage>,
     }
-    let usage = serde_json::from_slice::<UsageOnly>(bytes)
+    let reported = serde_json::from_slice::<UsageOnly>(bytes)
         .ok()
         .and_then(|u| u.usage)
-        .map(|u| (u.prompt_tokens, u.completion_tokens));
-    let (p, c, estimated) = match usage {
-        Some((p, c)) => (p, c, false),
+        .and_then(|u| u.usage());
+    let mut m = match reported {
+        Some(u) => Metered::reported(u),
         None => {
             let parsed: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
-            (prompt_est, estimate_text(&answer_text(&parsed)), true)
+            Metered::estimated(prompt_est, estimate_text(&answer_text(&parsed)))
         }
     };
-    let c = if endpoint == Endpoint::Embeddings {
-        0
-    } else {
-        c
-    };
-    (p, c, estimated)
-}
-
-#[derive(serde::Deserialize)]
-struct Usage {
-    #[serde(default)]
-    prompt_tokens: i64,
-    #[serde(default)]
-    completion_tokens: i64,
+    if endpoint == Endpoint::Embeddings {
+        m.usage.output = 0;
+        m.usage.reasoning = 0;
+    }
+    m
 }
 
 /// Text generated in a (non-streamed) answer, for estimating when usage is missing.
@@ -200,7 +212,7 @@ struct StreamChunk<'a> {
     #[serde(default, borrow)]
     choices: Option<Vec<ChunkChoice<'a>>>,
     #[serde(default)]
-    usage: Option<Usage>,
+    usage: Option<WireUsage>,
 }
 
 #[derive(serde::Deserialize)]
@@ -224,7 +236,7 @@ struct Delta<'a> {
 pub struct StreamMeter {
     splitter: SseSplitter,
     caller_wants_usage: bool,
-    pub usage: Option<(i64, i64)>,
+    pub usage: Option<Usage>,
     pub text: String,
     pub done: bool,
 }
@@ -249,8 +261,9 @@ impl StreamMeter {
             if ev.data == "[DONE]" {
                 self.done = true;
             } else if let Ok(c) = serde_json::from_str::<StreamChunk>(&ev.data) {
-                if let Some(u) = &c.usage {
-                    self.usage = Some((u.prompt_tokens, u.completion_tokens));
+                // Chat sends its usage whole, in one chunk.
+                if let Some(u) = c.usage.as_ref().and_then(WireUsage::usage) {
+                    self.usage = Some(u);
                 }
                 for choice in c.choices.iter().flatten() {
                     if let Some(t) = choice.delta.as_ref().and_then(|d| d.content.as_deref()) {
@@ -277,11 +290,11 @@ impl StreamMeter {
         self.splitter.rest()
     }
 
-    /// `(prompt, completion, estimated)` at the end of the stream.
-    pub fn metered(&self, prompt_est: i64) -> (i64, i64, bool) {
+    /// What the stream used, at its end.
+    pub fn metered(&self, prompt_est: i64) -> Metered {
         match self.usage {
-            Some((p, c)) => (p, c, false),
-            None => (prompt_est, estimate_text(&self.text), true),
+            Some(u) => Metered::reported(u),
+            None => Metered::estimated(prompt_est, estimate_text(&self.text)),
         }
     }
 }
@@ -310,10 +323,49 @@ mod tests {
         assert_eq!(r("[1]"), Err(CallError::NotAnObject));
         assert_eq!(r("{nope"), Err(CallError::NotAnObject));
         assert_eq!(r(r#"{"messages":[]}"#), Err(CallError::NoModel));
+        let too_many = CallError::BadCount {
+            field: "max_tokens",
+            max: MAX_TOKENS,
+        };
         assert_eq!(
             r(r#"{"model":"m","max_tokens":10000001}"#),
-            Err(CallError::MaxTokensTooLarge { max: MAX_TOKENS })
+            Err(too_many.clone())
         );
+        // Numbers that are not whole, and strings, would escape the hold.
+        assert_eq!(
+            r(r#"{"model":"m","max_tokens":50000000.0}"#),
+            Err(too_many.clone())
+        );
+        assert_eq!(
+            r(r#"{"model":"m","max_tokens":"500"}"#),
+            Err(too_many.clone())
+        );
+        assert_eq!(r(r#"{"model":"m","max_tokens":0}"#), Err(too_many));
+        assert_eq!(
+            r(r#"{"model":"m","max_output_tokens":1.5}"#),
+            Err(CallError::BadCount {
+                field: "max_output_tokens",
+                max: MAX_TOKENS
+            })
+        );
+        for n in ["10.0", "\"10\"", "0", "129", "true"] {
+            assert_eq!(
+                r(&format!(r#"{{"model":"m","n":{n}}}"#)),
+                Err(CallError::BadCount {
+                    field: "n",
+                    max: MAX_CHOICES
+                }),
+                "n = {n}"
+            );
+        }
+        // null is absent; the largest limit given counts; n and best_of multiply the budget.
+        let q =
+            r(r#"{"model":"m","max_tokens":null,"max_completion_tokens":7,"max_tokens":3,"n":4}"#)
+                .unwrap();
+        assert_eq!((q.completion_budget, q.choices), (7, 4));
+        let q = r(r#"{"model":"m","max_tokens":5,"max_completion_tokens":9,"best_of":6,"n":2}"#)
+            .unwrap();
+        assert_eq!((q.completion_budget, q.choices), (9, 6));
     }
 
     #[test]
@@ -425,12 +477,18 @@ mod tests {
     #[test]
     fn whole_answers_are_metered_from_usage_or_estimated() {
         let with = br#"{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":7,"completion_tokens":3}}"#;
-        assert_eq!(metered_full(with, 99, Endpoint::Chat), (7, 3, false));
+        assert_eq!(
+            metered_full(with, 99, Endpoint::Chat),
+            Metered::reported(Usage::plain(7, 3))
+        );
         let without = br#"{"choices":[{"message":{"content":"some words here"}}]}"#;
-        let (p, c, est) = metered_full(without, 11, Endpoint::Chat);
-        assert_eq!((p, est), (11, true));
-        assert!(c > 0);
-        assert_eq!(metered_full(with, 99, Endpoint::Embeddings), (7, 0, false));
+        let m = metered_full(without, 11, Endpoint::Chat);
+        assert_eq!((m.usage.prompt(), m.estimated), (11, true));
+        assert!(m.usage.output > 0);
+        assert_eq!(
+            metered_full(with, 99, Endpoint::Embeddings),
+            Metered::reported(Usage::plain(7, 0))
+        );
     }
 
     #[test]
@@ -449,7 +507,7 @@ mod tests {
         let out = String::from_utf8(out).unwrap();
         assert!(hidden.done);
         assert_eq!(hidden.text, "Hello");
-        assert_eq!(hidden.metered(1), (5, 2, false));
+        assert_eq!(hidden.metered(1), Metered::reported(Usage::plain(5, 2)));
         assert!(!out.contains("usage") && out.contains("[DONE]"));
         let mut shown = StreamMeter::new(true);
         let out = String::from_utf8(shown.push(events.as_bytes()).unwrap()).unwrap();
@@ -458,7 +516,7 @@ mod tests {
         let mut est = StreamMeter::new(false);
         est.push(b"data: {\"choices\":[{\"delta\":{\"content\":\"a b c d\"}}]}\n\n")
             .unwrap();
-        let (p, c, e) = est.metered(4);
-        assert!(e && p == 4 && c > 0);
+        let m = est.metered(4);
+        assert!(m.estimated && m.usage.prompt() == 4 && m.usage.output > 0);
     }
 }

@@ -124,8 +124,16 @@ const TABLES: &[Table] = &[
             ("is_stream", Bool),
             ("estimated", Bool),
             ("client_ip", Text),
+            ("cached_tokens", Int),
+            ("cache_write_tokens", Int),
+            ("reasoning_tokens", Int),
         ],
-        sums: &["cost", "prompt_tokens", "completion_tokens"],
+        sums: &[
+            "cost",
+            "prompt_tokens",
+            "completion_tokens",
+            "cached_tokens",
+        ],
     },
     Table {
         name: "alerts",

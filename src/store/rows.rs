@@ -8,7 +8,8 @@ use crate::keys::{KeyHash, KeyLimits, KeyRecord, Owner, Refill, RefillInterval};
 
 pub const REQUEST_LOG_COLUMNS: &str = "ts, request_id, key_id, key_name, owner_user_id, \
     owner_username, endpoint, model, upstream, prompt_tokens, completion_tokens, cost, status, \
-    error, latency_ms, ttft_ms, is_stream, estimated, client_ip";
+    error, latency_ms, ttft_ms, is_stream, estimated, client_ip, cached_tokens, cache_write_tokens, \
+    reasoning_tokens";
 
 pub const KEY_COLUMNS: &str = "id, key_hash, hint, name, prefix, quota, used, expires_at, created_at, \
     last_used, enabled, metadata, owner_user_id, owner_username, limits, refill_interval, \
@@ -99,6 +100,9 @@ pub struct RequestLogDbRow {
     is_stream: bool,
     estimated: bool,
     client_ip: Option<String>,
+    cached_tokens: i64,
+    cache_write_tokens: i64,
+    reasoning_tokens: i64,
 }
 
 impl From<RequestLogDbRow> for RequestLogRow {
@@ -123,6 +127,9 @@ impl From<RequestLogDbRow> for RequestLogRow {
             is_stream: r.is_stream,
             estimated: r.estimated,
             client_ip: r.client_ip,
+            cached_tokens: r.cached_tokens,
+            cache_write_tokens: r.cache_write_tokens,
+            reasoning_tokens: r.reasoning_tokens,
         }
     }
 }

@@ -83,6 +83,12 @@ pub struct RequestLogRow {
     pub upstream: Option<String>,
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
+    /// Prompt tokens served from the upstream's cache (within `prompt_tokens`).
+    pub cached_tokens: i64,
+    /// Prompt tokens written to the upstream's cache (within `prompt_tokens`).
+    pub cache_write_tokens: i64,
+    /// Completion tokens spent reasoning (within `completion_tokens`).
+    pub reasoning_tokens: i64,
     pub cost: i64,
     pub status: i64,
     pub error: Option<String>,

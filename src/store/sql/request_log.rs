@@ -10,7 +10,7 @@ use crate::store::traits::RequestLogStore;
 use crate::store::types::{RequestLogFilter, RequestLogRow, StatusFilter, UpstreamStats};
 
 /// Binds of one request-log row (the columns of `REQUEST_LOG_COLUMNS`).
-const REQUEST_LOG_BINDS: usize = 19;
+const REQUEST_LOG_BINDS: usize = 22;
 
 /// Narrowing by key, model and status, the same text for the count and the page. A typed
 /// `CAST` lets PostgreSQL infer the type of a parameter that may be NULL.
@@ -74,7 +74,10 @@ where
                     .push_bind(r.ttft_ms)
                     .push_bind(r.is_stream)
                     .push_bind(r.estimated)
-                    .push_bind(r.client_ip.clone());
+                    .push_bind(r.client_ip.clone())
+                    .push_bind(r.cached_tokens)
+                    .push_bind(r.cache_write_tokens)
+                    .push_bind(r.reasoning_tokens);
             });
             qb.build().execute(&mut *tx).await?;
         }
