@@ -492,7 +492,12 @@ impl Ledger {
             st.held -= held;
             0
         };
-        let actual = actual.max(0);
+        // Never below zero remaining: a call that cost more than its hold (an upstream past
+        // max_tokens) is charged what is left, as the store's settlement clamps it too.
+        let room = effective_counters(&st.rec, now)
+            .remaining()
+            .map(|r| r.max(0).saturating_add(credit));
+        let actual = actual.max(0).min(room.unwrap_or(i64::MAX));
         if actual == 0 && credit == 0 {
             let c = effective_counters(&st.rec, now);
             return Ok(SettleTicket {

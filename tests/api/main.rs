@@ -10,6 +10,7 @@ mod admin_api;
 mod agents;
 mod alert_receiver;
 mod alerts;
+mod billing;
 mod browser;
 mod cli;
 mod concurrency;

@@ -35,6 +35,33 @@ pub struct MockState {
     pub streams_completed: AtomicUsize,
     /// Pads non-streamed chat answers to at least this many bytes.
     pub pad_answer: AtomicUsize,
+    /// Usage to report instead of the mock's, in the protocol's own shape (chat's, Anthropic's
+    /// or Responses'), whole and streamed.
+    pub usage: Mutex<Option<Value>>,
+}
+
+impl MockState {
+    fn usage(&self) -> Option<Value> {
+        self.usage.lock().unwrap().clone()
+    }
+}
+
+/// An SSE event with its JSON `data` changed by `f`.
+fn patch_event(ev: String, f: impl Fn(&mut Value)) -> String {
+    let mut out = String::new();
+    for line in ev.split_inclusive('\n') {
+        match line
+            .strip_prefix("data: ")
+            .map(|d| serde_json::from_str::<Value>(d.trim_end()))
+        {
+            Some(Ok(mut v)) => {
+                f(&mut v);
+                out.push_str(&format!("data: {v}\n"));
+            }
+            _ => out.push_str(line),
+        }
+    }
+    out
 }
 
 pub struct MockUpstream {
@@ -129,6 +156,11 @@ fn sse(st: Arc<MockState>, body: &Value, chat: bool) -> Response {
     if st.omit_usage.load(Ordering::SeqCst) {
         chunks.retain(|c| c.get("usage").is_none());
     }
+    if let Some(u) = st.usage() {
+        for c in chunks.iter_mut().filter(|c| c.get("usage").is_some()) {
+            c["usage"] = u.clone();
+        }
+    }
     let mut events: Vec<String> = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
     events.push("data: [DONE]\n\n".to_owned());
     let delay = Duration::from_millis(st.chunk_delay_ms.load(Ordering::SeqCst));
@@ -181,6 +213,9 @@ async fn chat(
     if st.omit_usage.load(Ordering::SeqCst) {
         v.as_object_mut().unwrap().remove("usage");
     }
+    if let Some(u) = st.usage() {
+        v["usage"] = u;
+    }
     let pad = st.pad_answer.load(Ordering::SeqCst);
     if pad > 0 {
         v["padding"] = Value::String("x".repeat(pad));
@@ -219,7 +254,22 @@ async fn messages(State(st): State<Arc<MockState>>, headers: HeaderMap, body: By
         return r;
     }
     if body.get("stream").and_then(Value::as_bool) == Some(true) {
-        let events = mock::messages_events(&body, "msg-upstream", 0);
+        let mut events = mock::messages_events(&body, "msg-upstream", 0);
+        if let Some(u) = st.usage() {
+            // Input and cache classes in message_start, the output count in message_delta.
+            events = events
+                .into_iter()
+                .map(|e| {
+                    patch_event(e, |v| match v["type"].as_str() {
+                        Some("message_start") => v["message"]["usage"] = u.clone(),
+                        Some("message_delta") => {
+                            v["usage"] = json!({"output_tokens": u["output_tokens"]})
+                        }
+                        _ => {}
+                    })
+                })
+                .collect();
+        }
         let stream = futures_util::stream::iter(
             events
                 .into_iter()
@@ -231,7 +281,11 @@ async fn messages(State(st): State<Arc<MockState>>, headers: HeaderMap, body: By
         )
             .into_response();
     }
-    axum::Json(mock::messages_full(&body, "msg-upstream", 0)).into_response()
+    let mut v = mock::messages_full(&body, "msg-upstream", 0);
+    if let Some(u) = st.usage() {
+        v["usage"] = u;
+    }
+    axum::Json(v).into_response()
 }
 
 async fn responses(State(st): State<Arc<MockState>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -240,7 +294,19 @@ async fn responses(State(st): State<Arc<MockState>>, headers: HeaderMap, body: B
         return r;
     }
     if body.get("stream").and_then(Value::as_bool) == Some(true) {
-        let events = mock::responses_events(&body, "upstream", 0);
+        let mut events = mock::responses_events(&body, "upstream", 0);
+        if let Some(u) = st.usage() {
+            events = events
+                .into_iter()
+                .map(|e| {
+                    patch_event(e, |v| {
+                        if v["type"] == "response.completed" {
+                            v["response"]["usage"] = u.clone();
+                        }
+                    })
+                })
+                .collect();
+        }
         let stream = futures_util::stream::iter(
             events
                 .into_iter()
@@ -252,5 +318,9 @@ async fn responses(State(st): State<Arc<MockState>>, headers: HeaderMap, body: B
         )
             .into_response();
     }
-    axum::Json(mock::responses_full(&body, "upstream", 0)).into_response()
+    let mut v = mock::responses_full(&body, "upstream", 0);
+    if let Some(u) = st.usage() {
+        v["usage"] = u;
+    }
+    axum::Json(v).into_response()
 }
