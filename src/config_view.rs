@@ -118,7 +118,10 @@ fn gateway_view(g: &crate::gateway::settings::GatewaySettings) -> Value {
 
 fn billing_view(b: &crate::gateway::settings::Billing) -> Value {
     json!({
-        "mode": format!("{:?}", b.mode).to_lowercase(),
+        "mode": b.mode.name(),
+        "currency": b.currency.code(),
+        "money_prices": b.table.entries.len(),
+        "money_windows": b.table.windows.iter().map(|w| w.name.clone()).collect::<Vec<_>>(),
         "request_cost": b.request_cost,
         "default_max_tokens": b.default_max_tokens,
         "default_price": {"prompt": b.default_price.prompt, "completion": b.default_price.completion},

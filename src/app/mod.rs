@@ -167,6 +167,7 @@ impl Shared {
                     mode,
                     source: self.monitor.source.kind.as_str(),
                     tz: self.monitor.settings.tz.name().to_owned(),
+                    currency: config.gateway.billing.currency.code(),
                 }),
             },
             metrics: crate::api::metrics::MetricsState::new(

@@ -52,6 +52,7 @@ const SOURCES: &[Source] = &[
     module!("page-requests.js"),
     module!("page-key.js"),
     module!("page-alerts.js"),
+    module!("page-prices.js"),
     Source {
         name: "app.css",
         mime: "text/css; charset=utf-8",

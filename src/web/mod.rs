@@ -32,6 +32,8 @@ pub struct DashboardInfo {
     pub source: &'static str,
     /// The monitor's default time zone (IANA).
     pub tz: String,
+    /// What amounts are in: `points`, `CNY` or `USD` (money mode).
+    pub currency: &'static str,
 }
 
 #[derive(Clone)]
@@ -131,6 +133,9 @@ pub struct SessionAnswer {
     pub tz: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<&'static str>,
+    /// `points`, `CNY` or `USD`: what quotas, costs and balances are in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub currency: Option<&'static str>,
 }
 
 fn session_cookie(value: &str, max_age: u64, headers: &HeaderMap) -> HeaderValue {
@@ -210,6 +215,7 @@ pub async fn session(State(st): State<WebState>, headers: HeaderMap) -> Response
             source: Some(st.info.source),
             tz: Some(st.info.tz.clone()),
             version: Some(env!("CARGO_PKG_VERSION")),
+            currency: Some(st.info.currency),
         })
         .into_response(),
         Err(_) => Json(SessionAnswer {
@@ -219,6 +225,7 @@ pub async fn session(State(st): State<WebState>, headers: HeaderMap) -> Response
             source: None,
             tz: None,
             version: None,
+            currency: None,
         })
         .into_response(),
     }

@@ -400,3 +400,55 @@ async fn concurrent_calls_never_overdraw_a_money_key() {
     assert!(micros(&q["remaining"]) >= 0);
     Arc::into_inner(app).unwrap().stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_money_classes_and_the_price_table() {
+    let Some(b) = crate::browser::Browser::start().await else {
+        return;
+    };
+    let up = MockUpstream::start().await;
+    let app = money_app(&up).await;
+    let (key, _) = app
+        .create_key(json!({"quota": "10.00", "name": "trial"}))
+        .await;
+    *up.state.usage.lock().unwrap() = Some(json!({"prompt_tokens": 1001, "completion_tokens": 333,
+        "prompt_cache_hit_tokens": 700, "prompt_cache_miss_tokens": 301,
+        "completion_tokens_details": {"reasoning_tokens": 100}}));
+    let body = json!({"model": "m-chat", "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(call(&app, &key, "/v1/chat/completions", body).await.0, 200);
+    let cost = newest(&app, 1).await["cost"].as_str().unwrap().to_owned();
+
+    b.goto(&app.url("/")).await;
+    b.ready().await;
+    b.login(ADMIN).await;
+    b.goto(&app.url("/#/prices")).await;
+    b.ready().await;
+    let table = b.text("#prices-table").await;
+    assert!(
+        table.contains("m-*") && table.contains("2.00") && table.contains("0.50"),
+        "{table}"
+    );
+    assert!(b.text("#price-windows").await.contains("peak"));
+    assert_eq!(b.text("[data-nav=prices]").await, "价格");
+    b.screenshot("prices-zh").await;
+
+    b.goto(&app.url("/#/requests")).await;
+    b.ready().await;
+    let rows = b.text("#requests-table").await;
+    assert!(
+        rows.contains(&format!("¥{cost}")),
+        "cost with its symbol: {rows}"
+    );
+    assert!(
+        rows.contains("缓存命中 700") && rows.contains("推理 100"),
+        "{rows}"
+    );
+    b.screenshot("requests-money-zh").await;
+
+    b.goto(&app.url("/#/keys")).await;
+    b.ready().await;
+    let keys = b.text("#keys-table").await;
+    assert!(keys.contains("¥10.00"), "{keys}");
+    b.close().await;
+    app.stop().await;
+}

@@ -12,6 +12,14 @@ export function num(v) {
   return new Intl.NumberFormat(locale(), { maximumFractionDigits: 2 }).format(v);
 }
 
+// An amount of the ledger: points as a number, or (money mode) a decimal string of the
+// deployment's currency, shown with its symbol.
+export function money(v) {
+  if (typeof v !== 'string') return num(v);
+  const sym = { CNY: '¥', USD: '$' }[(st.session && st.session.currency) || ''] || '';
+  return v.startsWith('-') ? '-' + sym + v.slice(1) : sym + v;
+}
+
 export function usd(v) {
   const digits = Math.abs(v) >= 1 || v === 0 ? 2 : 6;
   return new Intl.NumberFormat(locale(), { style: 'currency', currency: 'USD', maximumFractionDigits: digits }).format(v);

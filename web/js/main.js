@@ -17,6 +17,7 @@ import * as keys from './page-keys.js';
 import * as requests from './page-requests.js';
 import * as key from './page-key.js';
 import * as alerts from './page-alerts.js';
+import * as prices from './page-prices.js';
 
 const PAGES = {
   overview: overview.page,
@@ -28,6 +29,7 @@ const PAGES = {
   requests: requests.page,
   key: key.page,
   alerts: alerts.page,
+  prices: prices.page,
 };
 
 // ---------- render loop ----------
@@ -39,7 +41,7 @@ async function render() {
   const gen = ++st.gen;
   document.documentElement.lang = st.lang === 'zh' ? 'zh-CN' : 'en';
   let { page, params } = route();
-  if (!PAGES[page] || ((page === 'keys' || page === 'requests' || page === 'key') && !hasKeys())) page = 'overview';
+  if (!PAGES[page] || ((page === 'keys' || page === 'requests' || page === 'key' || page === 'prices') && !hasKeys())) page = 'overview';
   const main = shell(page);
   document.title = t('nav_' + page) === 'nav_' + page ? t('brand') : t('nav_' + page) + ' · ' + t('brand');
   const loading = h('p', { class: 'loading' }, t('loading'));

@@ -2,7 +2,7 @@
 
 import { api, qs } from './api.js';
 import { append, card, csvButton, h, table } from './dom.js';
-import { num, when } from './format.js';
+import { num, when, money } from './format.js';
 import { keyActions } from './page-keys.js';
 import { REQUEST_CSV, requestColumns } from './page-requests.js';
 import { href } from './router.js';
@@ -31,8 +31,8 @@ export async function page(main, p, gen) {
   if (gen !== st.gen) return;
   const rows = [
     [t('name'), k.name || '—'], [t('col_key'), h('code', {}, k.key)], [t('status'), t('st_' + k.status)],
-    [t('quota'), k.quota === null ? t('unlimited') : num(k.quota)], [t('used'), num(k.used)],
-    [t('remaining'), k.remaining === null ? t('unlimited') : num(k.remaining)],
+    [t('quota'), k.quota === null ? t('unlimited') : money(k.quota)], [t('used'), money(k.used)],
+    [t('remaining'), k.remaining === null ? t('unlimited') : money(k.remaining)],
     [t('expires_at'), when(k.expiresAt)], [t('created_at'), when(k.createdAt)], [t('last_used'), when(k.lastUsed)],
     [t('owner_name'), k.owner ? [k.owner.username || '', k.owner.userId !== undefined ? ' (' + k.owner.userId + ')' : ''].join('') : '—'],
     [t('limits'), limitsText(k.limits || {})],
@@ -44,9 +44,9 @@ export async function page(main, p, gen) {
   ]);
   append(hist, [h('div', { class: 'card-tools' }, csvButton('key-' + id + '-history', ['timestamp', 'amount', 'reason', 'remaining'], hi.history)), table([
     { key: 'timestamp', label: t('col_time'), render: (r) => when(r.timestamp) },
-    { key: 'amount', label: t('amount'), num: true },
+    { key: 'amount', label: t('amount'), num: true, render: (r) => money(r.amount) },
     { key: 'reason', label: t('reason') },
-    { key: 'remaining', label: t('remaining'), num: true },
+    { key: 'remaining', label: t('remaining'), num: true, render: (r) => money(r.remaining) },
   ], hi.history)]);
   append(reqs, [
     h('div', { class: 'card-tools' }, csvButton('key-' + id + '-requests', REQUEST_CSV, rq.requests)),

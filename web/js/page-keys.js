@@ -2,7 +2,7 @@
 
 import { api, qs } from './api.js';
 import { append, card, csvButton, h, modal, pager, showError, showSecret, table } from './dom.js';
-import { num, when } from './format.js';
+import { money, when } from './format.js';
 import { href, setParams } from './router.js';
 import { hooks, isAdmin, st, t } from './state.js';
 
@@ -23,7 +23,7 @@ export async function keyAction(action, k) {
     if (action === 'disable' || action === 'enable') {
       await api('/admin/keys/' + action, { method: 'POST', body: { key: String(k.id) } });
     } else if (action === 'reset') {
-      const input = h('input', { id: 'new-quota', inputmode: 'numeric', value: k.quota === null ? '' : k.quota });
+      const input = h('input', { id: 'new-quota', inputmode: 'decimal', value: k.quota === null ? '' : k.quota });
       const v = await modal(t('reset') + ' ' + k.key, h('label', {}, t('new_quota'), input),
         [{ id: 'cancel', label: t('cancel'), value: null }, { id: 'confirm', label: t('confirm'), primary: true, value: () => input.value }]);
       if (v === null) return;
@@ -67,7 +67,7 @@ export async function createKey() {
     ['', 'daily', 'weekly', 'monthly'].map((v) => h('option', { value: v }, v ? t(v) : t('none'))));
   const body = h('div', { class: 'form-grid' },
     field('name', 'name'), field('prefix', 'prefix', { placeholder: 'qp' }),
-    field('quota', 'quota', { inputmode: 'numeric', placeholder: t('unlimited') }),
+    field('quota', 'quota', { inputmode: 'decimal', placeholder: t('unlimited') }),
     field('expiresAt', 'expires_at', { type: 'date' }), field('count', 'count', { inputmode: 'numeric', value: '1' }),
     field('ownerId', 'owner_id', { inputmode: 'numeric' }), field('ownerName', 'owner_name'),
     field('dailyRequests', 'daily_requests', { inputmode: 'numeric' }), field('rpm', 'rpm', { inputmode: 'numeric' }),
@@ -133,9 +133,9 @@ export async function page(main, p, gen) {
     { key: 'name', label: t('name'), render: (k) => h('a', { href: href('key', { id: k.id }), class: 'keylink' }, k.name || '—') },
     { key: 'key', label: t('col_key'), render: (k) => h('code', {}, k.key) },
     { key: 'status', label: t('status'), render: (k) => h('span', { class: 'pill ' + k.status }, t('st_' + k.status)) },
-    { key: 'quota', label: t('quota'), num: true, render: (k) => k.quota === null ? t('unlimited') : num(k.quota) },
-    { key: 'used', label: t('used'), num: true },
-    { key: 'remaining', label: t('remaining'), num: true, render: (k) => k.remaining === null ? t('unlimited') : num(k.remaining) },
+    { key: 'quota', label: t('quota'), num: true, render: (k) => k.quota === null ? t('unlimited') : money(k.quota) },
+    { key: 'used', label: t('used'), num: true, render: (k) => money(k.used) },
+    { key: 'remaining', label: t('remaining'), num: true, render: (k) => k.remaining === null ? t('unlimited') : money(k.remaining) },
     { key: 'expiresAt', label: t('expires_at'), render: (k) => when(k.expiresAt) },
     { key: 'lastUsed', label: t('last_used'), render: (k) => when(k.lastUsed) },
   ];

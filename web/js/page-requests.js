@@ -2,7 +2,7 @@
 
 import { api, qs } from './api.js';
 import { append, card, csvButton, h, pager, table } from './dom.js';
-import { num, when } from './format.js';
+import { money, num, when } from './format.js';
 import { href, setParams } from './router.js';
 import { st, t } from './state.js';
 
@@ -15,15 +15,29 @@ export function requestColumns() {
     { key: 'model', label: t('col_model') },
     { key: 'upstream', label: t('col_upstream') },
     { key: 'status', label: t('col_status'), num: true },
-    { key: 'promptTokens', label: t('col_tokens'), num: true, render: (r) => num(r.promptTokens) + ' + ' + num(r.completionTokens) },
-    { key: 'cost', label: t('col_cost'), num: true },
+    { key: 'promptTokens', label: t('col_tokens'), num: true, render: tokens },
+    { key: 'cost', label: t('col_cost'), num: true, render: (r) => money(r.cost) },
     { key: 'latencyMs', label: t('col_latency'), num: true },
     { key: 'clientIp', label: t('col_ip') },
     { key: 'error', label: t('col_error') },
   ];
 }
 
-export const REQUEST_CSV = ['timestamp', 'requestId', 'keyId', 'keyName', 'ownerUserId', 'ownerUsername', 'endpoint', 'model', 'upstream', 'promptTokens', 'completionTokens', 'cost', 'status', 'error', 'latencyMs', 'ttftMs', 'isStream', 'clientIp'];
+// Prompt + completion, with the billing classes inside them when there are any (cache hits,
+// cache writes, reasoning), the title spelling out every class.
+function tokens(r) {
+  const inner = [];
+  if (r.cachedTokens) inner.push(t('tok_cached') + ' ' + num(r.cachedTokens));
+  if (r.cacheWriteTokens) inner.push(t('tok_cache_write') + ' ' + num(r.cacheWriteTokens));
+  if (r.reasoningTokens) inner.push(t('tok_reasoning') + ' ' + num(r.reasoningTokens));
+  const text = num(r.promptTokens) + ' + ' + num(r.completionTokens) + (r.estimated ? ' ≈' : '');
+  return h('span', { title: [t('tok_prompt') + ' ' + r.promptTokens, t('tok_cached') + ' ' + (r.cachedTokens || 0),
+    t('tok_cache_write') + ' ' + (r.cacheWriteTokens || 0), t('tok_completion') + ' ' + r.completionTokens,
+    t('tok_reasoning') + ' ' + (r.reasoningTokens || 0)].join('\n') },
+  text, inner.length ? h('small', { class: 'classes' }, ' (' + inner.join(', ') + ')') : null);
+}
+
+export const REQUEST_CSV = ['timestamp', 'requestId', 'keyId', 'keyName', 'ownerUserId', 'ownerUsername', 'endpoint', 'model', 'upstream', 'promptTokens', 'cachedTokens', 'cacheWriteTokens', 'completionTokens', 'reasoningTokens', 'estimated', 'cost', 'status', 'error', 'latencyMs', 'ttftMs', 'isStream', 'clientIp'];
 
 export async function page(main, p, gen) {
   const limit = 100;
