@@ -143,7 +143,9 @@ fn view(b: &Billing, now_ms: i64) -> PricesResponse {
         request_cost: b.request_cost,
         prices: entries(&b.table.entries, &shipped),
         windows,
-        defaults_source: (b.mode == BillingMode::Money && !shipped.is_empty()).then_some(
+        defaults_source: (b.mode == BillingMode::Money
+            && b.table.entries.iter().any(|e| shipped.contains(e)))
+        .then_some(
             "DeepSeek Models & Pricing (api-docs.deepseek.com/quick_start/pricing) and its July 2026 peak-hours notice, read 2026-12-03",
         ),
     }

@@ -244,6 +244,11 @@ async fn peak_hours_cost_double_and_an_unpriced_model_is_refused() {
     assert_eq!(prices["prices"][0]["cachedInput"], "0.50");
     assert_eq!(prices["prices"][0]["source"], "config");
     assert_eq!(prices["windows"][0]["name"], "peak");
+    assert_eq!(
+        prices["defaultsSource"],
+        Value::Null,
+        "defaults = false: {prices}"
+    );
     assert_eq!(prices["windows"][0]["active"], true, "{prices}");
 
     // A model the table does not price is refused before any upstream: never free.
