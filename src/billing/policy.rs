@@ -172,13 +172,6 @@ mod tests {
         Billing {
             mode: BillingMode::Money,
             currency: Currency::Cny,
-            request_cost: 1,
-            default_max_tokens: 1024,
-            default_price: Price {
-                prompt: 1.0,
-                completion: 1.0,
-            },
-            prices: BTreeMap::new(),
             table: PriceTable {
                 entries: deepseek_defaults(Currency::Cny),
                 windows: vec![Window {
@@ -190,6 +183,7 @@ mod tests {
                     adjust: Adjust::Factor(2_000_000),
                 }],
             },
+            ..Billing::default()
         }
     }
 

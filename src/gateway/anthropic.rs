@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::usage::WireUsage;
+use super::usage::{UsageOnly, WireUsage};
 use crate::billing::Usage;
 
 /// A Messages request as a chat-completions request. What chat has no place for is dropped
@@ -269,20 +269,9 @@ fn message_id(chat_id: Option<&str>) -> String {
     format!("msg_{}", chat_id.unwrap_or("gateway"))
 }
 
-/// An object of which only `usage` is read.
-#[derive(Deserialize)]
-struct UsageOnly {
-    #[serde(default)]
-    usage: Option<WireUsage>,
-}
-
-/// What a whole native Messages answer used; `None` without usage. Only `usage` is parsed
-/// (no tree is built).
+/// What a whole native Messages answer used; `None` without usage.
 pub fn metered(body: &[u8]) -> Option<Usage> {
-    serde_json::from_slice::<UsageOnly>(body)
-        .ok()?
-        .usage?
-        .usage()
+    super::usage::of_answer(body)
 }
 
 /// The text a native answer generated (for estimating when it reports no usage).

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::usage::WireUsage;
+use super::usage::{UsageOnly, WireUsage};
 use crate::billing::Usage;
 
 /// A Responses request as a chat-completions request. `instructions` and `developer` /
@@ -222,20 +222,9 @@ pub fn usage_from_chat(u: &Value) -> Value {
     })
 }
 
-/// A response of which only `usage` is read.
-#[derive(Deserialize)]
-struct UsageOnly {
-    #[serde(default)]
-    usage: Option<WireUsage>,
-}
-
-/// What a whole native response used; `None` without usage. Only `usage` is parsed (no
-/// tree is built).
+/// What a whole native response used; `None` without usage.
 pub fn metered(body: &[u8]) -> Option<Usage> {
-    serde_json::from_slice::<UsageOnly>(body)
-        .ok()?
-        .usage?
-        .usage()
+    super::usage::of_answer(body)
 }
 
 /// The text a native answer generated (for estimating when it reports no usage).

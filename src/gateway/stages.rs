@@ -168,16 +168,7 @@ pub fn route(
 /// What a whole answer used. Only `usage` is parsed (no tree is built) unless it is missing
 /// and the text must be estimated.
 pub fn metered_full(bytes: &[u8], prompt_est: i64, endpoint: Endpoint) -> Metered {
-    #[derive(serde::Deserialize)]
-    struct UsageOnly {
-        #[serde(default)]
-        usage: Option<WireUsage>,
-    }
-    let reported = serde_json::from_slice::<UsageOnly>(bytes)
-        .ok()
-        .and_then(|u| u.usage)
-        .and_then(|u| u.usage());
-    let mut m = match reported {
+    let mut m = match super::usage::of_answer(bytes) {
         Some(u) => Metered::reported(u),
         None => {
             let parsed: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);

@@ -151,6 +151,22 @@ impl WireUsage {
     }
 }
 
+/// An answer (or an event's embedded message / response) of which only `usage` is read.
+#[derive(Deserialize)]
+pub struct UsageOnly {
+    #[serde(default)]
+    pub usage: Option<WireUsage>,
+}
+
+/// The usage of a whole answer, in whichever protocol's shape; `None` without one. Only
+/// `usage` is parsed (no tree is built).
+pub fn of_answer(body: &[u8]) -> Option<Usage> {
+    serde_json::from_slice::<UsageOnly>(body)
+        .ok()?
+        .usage?
+        .usage()
+}
+
 /// What a call used, and whether it was estimated (the upstream reported no usage).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Metered {

@@ -95,6 +95,26 @@ async fn call(app: &TestApp, key: &str, path: &str, body: Value) -> (u16, String
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
+/// Sends the bodies at once on `key`; how many were served (the others must be 429).
+async fn concurrently(app: &Arc<TestApp>, key: &str, bodies: Vec<Value>) -> i64 {
+    let tasks: Vec<_> = bodies
+        .into_iter()
+        .map(|body| {
+            let (app, key) = (app.clone(), key.to_owned());
+            tokio::spawn(async move { call(&app, &key, "/v1/chat/completions", body).await.0 })
+        })
+        .collect();
+    let mut served = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            200 => served += 1,
+            429 => {}
+            s => panic!("unexpected {s}"),
+        }
+    }
+    served
+}
+
 /// The newest request-log row once there are `n`.
 async fn newest(app: &TestApp, n: usize) -> Value {
     for _ in 0..200 {
@@ -316,22 +336,8 @@ async fn token_limits_and_n_cannot_beat_the_hold() {
     // counts the prompt as the gateway estimates it (5), so each call costs its hold.
     *up.state.usage.lock().unwrap() = Some(json!({"prompt_tokens": 5, "completion_tokens": 200}));
     let app = Arc::new(app);
-    let mut tasks = Vec::new();
-    for _ in 0..32 {
-        let (app, key, msg) = (app.clone(), key.clone(), msg.clone());
-        tasks.push(tokio::spawn(async move {
-            let body = json!({"model": "m-chat", "n": 10, "max_tokens": 20, "messages": msg});
-            call(&app, &key, "/v1/chat/completions", body).await.0
-        }));
-    }
-    let mut served = 0;
-    for t in tasks {
-        match t.await.unwrap() {
-            200 => served += 1,
-            429 => {}
-            s => panic!("unexpected {s}"),
-        }
-    }
+    let body = json!({"model": "m-chat", "n": 10, "max_tokens": 20, "messages": msg});
+    let served = concurrently(&app, &key, vec![body; 32]).await;
     let q = app.quota(&key).await;
     let used = q["used"].as_i64().unwrap();
     assert!(used <= 2000, "used {used} of 2000");
@@ -379,23 +385,13 @@ async fn concurrent_calls_never_overdraw_a_money_key() {
     // Each call: 5 prompt + 1 000 output tokens = ¥0.00801 (its hold); the key holds ¥0.05.
     *up.state.usage.lock().unwrap() = Some(json!({"prompt_tokens": 5, "completion_tokens": 1000}));
     let (key, _) = app.create_key(json!({"quota": "0.05"})).await;
-    let mut tasks = Vec::new();
-    for i in 0..24 {
-        let (app, key) = (app.clone(), key.clone());
-        tasks.push(tokio::spawn(async move {
-            let body = json!({"model": "m-chat", "max_tokens": 1000, "stream": i % 2 == 0,
-                "messages": [{"role": "user", "content": "go"}]});
-            call(&app, &key, "/v1/chat/completions", body).await.0
-        }));
-    }
-    let mut served = 0;
-    for t in tasks {
-        match t.await.unwrap() {
-            200 => served += 1,
-            429 => {}
-            s => panic!("unexpected {s}"),
-        }
-    }
+    let bodies = (0..24)
+        .map(|i| {
+            json!({"model": "m-chat", "max_tokens": 1000, "stream": i % 2 == 0,
+                "messages": [{"role": "user", "content": "go"}]})
+        })
+        .collect();
+    let served = concurrently(&app, &key, bodies).await;
     let cost = expected([5, 0, 0, 1000], 1);
     let q = app.quota(&key).await;
     let used = micros(&q["used"]);
