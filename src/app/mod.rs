@@ -127,6 +127,7 @@ impl Shared {
             config.monitor.clone(),
             native_dsn,
             upstreams,
+            config.gateway.billing.currency,
             Some(&config.data_dir),
         )
         .await?;

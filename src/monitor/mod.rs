@@ -202,6 +202,7 @@ impl Monitor {
         settings: MonitorSettings,
         native_dsn: &str,
         upstreams: Vec<String>,
+        ledger_currency: crate::billing::Currency,
         state_dir: Option<&std::path::Path>,
     ) -> Result<Arc<Self>, MonitorError> {
         let dsn = match settings.source {
@@ -211,7 +212,7 @@ impl Monitor {
                 .clone()
                 .ok_or_else(|| MonitorError::Config("monitor DSN missing".into()))?,
         };
-        let source = Source::connect(settings.source, &dsn, upstreams).await?;
+        let source = Source::connect(settings.source, &dsn, upstreams, ledger_currency).await?;
         let cache = moka::future::Cache::builder()
             .max_capacity(2_000)
             .time_to_live(Duration::from_secs(settings.cache_ttl_sec.max(1)))

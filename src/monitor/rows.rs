@@ -18,7 +18,9 @@ pub struct SeriesRow {
     /// Distinct keys.
     pub tokens_cnt: i64,
     pub quota_sum: i64,
-    pub quota_usd: f64,
+    /// The quota in US dollars, when it is dollars (New API; the native log billing in USD).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota_usd: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -56,7 +58,9 @@ pub struct TopRow {
     pub tokens: i64,
     pub reqs: i64,
     pub quota_sum: i64,
-    pub quota_usd: f64,
+    /// The quota in US dollars, when it is dollars (New API; the native log billing in USD).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota_usd: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -166,7 +170,9 @@ pub struct SummaryAnswer {
     pub reqs: i64,
     pub tokens: i64,
     pub quota_sum: i64,
-    pub quota_usd: f64,
+    /// The quota in US dollars, when it is dollars (New API; the native log billing in USD).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota_usd: Option<f64>,
     pub users: i64,
     pub keys: i64,
     pub models: i64,
@@ -189,7 +195,9 @@ pub struct SubjectSeriesRow {
     pub reqs: i64,
     pub tokens: i64,
     pub quota_sum: i64,
-    pub quota_usd: f64,
+    /// The quota in US dollars, when it is dollars (New API; the native log billing in USD).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota_usd: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -205,7 +213,9 @@ pub struct SubjectRequest {
     pub channel_id: Option<i64>,
     pub tokens: i64,
     pub quota_sum: i64,
-    pub quota_usd: f64,
+    /// The quota in US dollars, when it is dollars (New API; the native log billing in USD).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota_usd: Option<f64>,
     pub ip: String,
 }
 

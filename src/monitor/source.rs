@@ -187,7 +187,11 @@ pub struct Source {
     native: Option<Native>,
     /// Which of `users`, `tokens`, `channels`, `options` exist (newapi).
     tables: std::collections::HashSet<String>,
-    pub quota_per_unit: f64,
+    /// Quota per US dollar: New API's `QuotaPerUnit` (500 000 unless its `options` say
+    /// otherwise); the native log in money mode in USD counts micros (1 000 000); `None` when
+    /// quota is not dollars (points, or CNY: the dashboard shows the native cost in its own
+    /// currency).
+    pub quota_per_usd: Option<f64>,
     /// Native: upstream names in config order, for numeric channel ids.
     pub upstreams: Vec<String>,
 }
@@ -248,6 +252,7 @@ impl Source {
         kind: SourceKind,
         dsn: &str,
         upstreams: Vec<String>,
+        ledger_currency: crate::billing::Currency,
     ) -> Result<Self, MonitorError> {
         sqlx::any::install_default_drivers();
         let url = normalise_dsn(dsn);
@@ -270,7 +275,13 @@ impl Source {
             pool,
             native,
             tables: Default::default(),
-            quota_per_unit: 500_000.0,
+            quota_per_usd: match (kind, ledger_currency) {
+                (SourceKind::NewApi, _) => Some(500_000.0),
+                (SourceKind::Native, crate::billing::Currency::Usd) => {
+                    Some(crate::billing::money::MICROS as f64)
+                }
+                (SourceKind::Native, _) => None,
+            },
             upstreams,
         };
         if let Err(e) = src.discover().await {
@@ -315,7 +326,7 @@ impl Source {
                 && let Ok(q) = v.trim().parse::<f64>()
                 && q > 0.0
             {
-                self.quota_per_unit = q;
+                self.quota_per_usd = Some(q);
             }
         }
         Ok(())
@@ -392,9 +403,9 @@ impl Source {
         )
     }
 
-    pub fn usd(&self, quota: i64) -> f64 {
-        let v = quota as f64 / self.quota_per_unit;
-        (v * 1_000_000.0).round() / 1_000_000.0
+    pub fn usd(&self, quota: i64) -> Option<f64> {
+        let v = quota as f64 / self.quota_per_usd?;
+        Some((v * 1_000_000.0).round() / 1_000_000.0)
     }
 
     /// Names from New API's `users` / `tokens` tables, when they are reachable.

@@ -72,7 +72,12 @@ fn upstreams(up: &MockUpstream) -> Vec<UpstreamSettings> {
 }
 
 async fn money_app(up: &MockUpstream) -> TestApp {
-    let file: BillingFile = toml::from_str(MONEY).unwrap();
+    money_app_in(up, "CNY").await
+}
+
+async fn money_app_in(up: &MockUpstream, currency: &str) -> TestApp {
+    let file: BillingFile =
+        toml::from_str(&MONEY.replace("\"CNY\"", &format!("{currency:?}"))).unwrap();
     let ups = upstreams(up);
     let app = spawn_app_with(move |c| {
         c.gateway.upstreams = ups;
@@ -230,6 +235,48 @@ async fn every_usage_shape_is_charged_to_the_sub_unit() {
     let q = app.quota(&key).await;
     assert_eq!(micros(&q["used"]), total, "{q}");
     assert_eq!(micros(&q["remaining"]), 10_000_000 - total, "{q}");
+    // Over the native log the monitor's quota_sum is this cost, in micros; no dollar figure
+    // for a CNY deployment.
+    let sum = summary(&app, 8).await;
+    assert_eq!(sum["quota_sum"], total, "{sum}");
+    assert!(sum.get("quota_usd").is_none(), "{sum}");
+    app.stop().await;
+}
+
+/// The monitor's summary over the test window once it counts `n` calls.
+async fn summary(app: &TestApp, n: i64) -> Value {
+    let q = format!(
+        "/api/stats/summary?nocache=1&start_ms={}&end_ms={}",
+        OFF_PEAK_MS - 3_600_000,
+        OFF_PEAK_MS + 3_600_000
+    );
+    let mut sum = Value::Null;
+    for _ in 0..200 {
+        sum = app.admin_get(&q).await.1;
+        if sum["reqs"] == n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sum["reqs"], n, "{sum}");
+    sum
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_usd_deployment_reports_its_cost_in_dollars_to_the_monitor() {
+    let up = MockUpstream::start().await;
+    let app = money_app_in(&up, "USD").await;
+    let (s, v) = app.admin_post("/admin/keys", json!({"quota": "5"})).await;
+    assert_eq!((s, &v["quota"]), (200, &json!("5.00")), "{v}");
+    let key = v["key"].as_str().unwrap().to_owned();
+    *up.state.usage.lock().unwrap() =
+        Some(json!({"prompt_tokens": 1234, "completion_tokens": 567}));
+    let body = json!({"model": "m-chat", "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(call(&app, &key, "/v1/chat/completions", body).await.0, 200);
+    let cost = expected([1234, 0, 0, 567], 1);
+    let sum = summary(&app, 1).await;
+    assert_eq!(sum["quota_sum"], cost, "{sum}");
+    assert_eq!(sum["quota_usd"], json!(cost as f64 / 1e6), "{sum}");
     app.stop().await;
 }
 

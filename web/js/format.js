@@ -20,6 +20,18 @@ export function money(v) {
   return v.startsWith('-') ? '-' + sym + v.slice(1) : sym + v;
 }
 
+// The monitor's quota_sum: over our own log in money mode it is micros of the currency, shown
+// as money (exact: integer arithmetic on the micros); otherwise a plain number.
+export function quota(v) {
+  const cur = st.session && st.session.currency;
+  if (typeof v !== 'number' || !st.session || st.session.source !== 'native' || !(cur === 'CNY' || cur === 'USD')) return num(v);
+  const neg = v < 0;
+  const m = Math.abs(Math.trunc(v));
+  const frac = String(m % 1e6).padStart(6, '0').replace(/0+$/, '').padEnd(2, '0');
+  const whole = new Intl.NumberFormat(locale()).format(Math.floor(m / 1e6));
+  return (neg ? '-' : '') + (cur === 'CNY' ? '¥' : '$') + whole + '.' + frac;
+}
+
 export function usd(v) {
   const digits = Math.abs(v) >= 1 || v === 0 ? 2 : 6;
   return new Intl.NumberFormat(locale(), { style: 'currency', currency: 'USD', maximumFractionDigits: digits }).format(v);

@@ -3,7 +3,7 @@
 import { api, qs } from './api.js';
 import { chart, lineOption } from './charts.js';
 import { append, card, csvButton, h, table } from './dom.js';
-import { num, pct, usd } from './format.js';
+import { num, pct, usd, quota } from './format.js';
 import { rangeParams } from './router.js';
 import { hasKeys, st, t } from './state.js';
 import { csvLink, rangeBar } from './widgets.js';
@@ -29,7 +29,7 @@ export async function page(main, p, gen) {
   const items = [
     ['reqs', 'kpi_reqs', num(sum.reqs)],
     ['tokens', 'kpi_tokens', num(sum.tokens)],
-    ['quota_sum', 'kpi_quota', num(sum.quota_sum), sum.quota_usd !== undefined ? usd(sum.quota_usd) : null],
+    ['quota_sum', 'kpi_quota', quota(sum.quota_sum), sum.quota_usd !== undefined && st.session.source !== 'native' ? usd(sum.quota_usd) : null],
     ['users', 'kpi_users', num(sum.users)],
     ['keys', 'kpi_keys', num(sum.keys)],
     ['models', 'kpi_models', num(sum.models)],

@@ -3,7 +3,7 @@
 import { api, qs } from './api.js';
 import { chart } from './charts.js';
 import { append, card, h, table } from './dom.js';
-import { num } from './format.js';
+import { num, quota } from './format.js';
 import { rangeParams, setParams } from './router.js';
 import { st, t } from './state.js';
 import { DIMS, csvLink, rangeBar, subjectLink } from './widgets.js';
@@ -51,6 +51,6 @@ export async function page(main, p, gen) {
   if (by === 'token') cols.push({ key: 'token_id', label: t('col_id'), num: true }, { key: 'token_name', label: t('col_key'), render: (r) => subjectLink('token_id', r.token_id, r.token_name || r.token_id) });
   if (by === 'model') cols.push({ key: 'model_name', label: t('col_model') });
   if (by === 'channel') cols.push({ key: 'channel_id', label: t('col_id'), num: true }, { key: 'channel_name', label: t('col_channel') });
-  cols.push({ key: 'tokens', label: t('col_tokens'), num: true }, { key: 'reqs', label: t('col_reqs'), num: true }, { key: 'quota_sum', label: t('col_quota'), num: true });
+  cols.push({ key: 'tokens', label: t('col_tokens'), num: true }, { key: 'reqs', label: t('col_reqs'), num: true }, { key: 'quota_sum', label: t('col_quota'), num: true, render: (r) => quota(r.quota_sum) });
   append(tbl, [table(cols, rows, { sortable: true, cls: 'ranking' })]);
 }

@@ -3,7 +3,7 @@
 import { api, qs } from './api.js';
 import { chart, lineOption } from './charts.js';
 import { append, card, csvButton, h, table } from './dom.js';
-import { num, when } from './format.js';
+import { num, when, quota } from './format.js';
 import { go, href, keepRange, rangeParams } from './router.js';
 import { hasKeys, st, t } from './state.js';
 import { rangeBar, subjectLink } from './widgets.js';
@@ -32,7 +32,7 @@ export async function page(main, p, gen) {
     { key: 'username', label: t('col_user'), render: (r) => subjectLink('user_id', r.user_id, r.username || r.user_id) },
     { key: 'model_name', label: t('col_model') },
     { key: 'tokens', label: t('col_tokens'), num: true },
-    { key: 'quota_sum', label: t('col_quota'), num: true },
+    { key: 'quota_sum', label: t('col_quota'), num: true, render: (r) => quota(r.quota_sum) },
     { key: 'ip', label: t('col_ip'), render: (r) => subjectLink('ip', r.ip) },
   ];
   append(tbl, [
