@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::endpoint::{Endpoint, Protocol};
 use super::relay::{Native, Relay, Translated};
 use super::stages::{self, Request, StreamMeter};
-use super::tokens::estimate_text;
+use super::tokens::Estimator;
 use super::usage::Metered;
 use super::{anthropic, responses};
 use crate::billing::Usage;
@@ -47,18 +47,18 @@ pub fn metered_full(
     endpoint: Endpoint,
     translated: bool,
     bytes: &[u8],
-    prompt_est: i64,
+    est: &Estimator,
 ) -> Metered {
     let native = |usage: Option<Usage>, text: fn(&Value) -> String| match usage {
         Some(u) => Metered::reported(u),
         None => {
             let v: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
-            Metered::estimated(prompt_est, estimate_text(&text(&v)))
+            Metered::estimated(est.prompt(), est.text(&text(&v)))
         }
     };
     match (endpoint.protocol(), translated) {
-        (Protocol::Chat, _) => stages::metered_full(bytes, prompt_est, endpoint),
-        (_, true) => stages::metered_full(bytes, prompt_est, Endpoint::Chat),
+        (Protocol::Chat, _) => stages::metered_full(bytes, est, endpoint),
+        (_, true) => stages::metered_full(bytes, est, Endpoint::Chat),
         (Protocol::Messages, false) => native(anthropic::metered(bytes), anthropic::content_text),
         (Protocol::Responses, false) => native(responses::metered(bytes), responses::output_text),
     }

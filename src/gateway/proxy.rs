@@ -352,7 +352,7 @@ impl Gateway {
         let mut ticket = None;
         let bytes = if (200..300).contains(&status) {
             let metered =
-                adapter::metered_full(shape.endpoint, shape.translated, &bytes, req.prompt_est);
+                adapter::metered_full(shape.endpoint, shape.translated, &bytes, &req.estimator());
             ticket = self.begin_settle(&mut call, &entry, &req.model, metered);
             if shape.translated {
                 let chat: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -567,7 +567,7 @@ impl Gateway {
             metrics::histogram!(telemetry::UPSTREAM_DURATION, "upstream" => up_label, "model" => model_label)
                 .record(a.elapsed().as_secs_f64());
         }
-        let metered = meter.metered(req.prompt_est);
+        let metered = meter.metered(&req.estimator());
         call.row.status = 200;
         call.row.error = error;
         let ticket = self.begin_settle(&mut call, &entry, &req.model, metered);

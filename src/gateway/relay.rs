@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::sse::SseSplitter;
 use super::stages::{EventTooLong, StreamMeter};
-use super::tokens::estimate_text;
+use super::tokens::Estimator;
 use super::usage::Metered;
 use super::{anthropic, responses};
 
@@ -20,7 +20,7 @@ pub trait NativeWatch: Send {
     /// Whether the upstream said its answer is complete.
     fn done(&self) -> bool;
     /// What the stream used: the usage seen, or estimated from the text.
-    fn metered(&self, prompt_est: i64) -> Metered;
+    fn metered(&self, est: &Estimator) -> Metered;
 }
 
 /// Turns chat stream chunks into the caller's protocol's events.
@@ -66,11 +66,11 @@ impl Relay {
     }
 
     /// What the stream used, at its end.
-    pub fn metered(&self, prompt_est: i64) -> Metered {
+    pub fn metered(&self, est: &Estimator) -> Metered {
         match self {
-            Relay::Chat(m) => m.metered(prompt_est),
-            Relay::Native(m) => m.watch.metered(prompt_est),
-            Relay::Translated(t) => t.meter.metered(prompt_est),
+            Relay::Chat(m) => m.metered(est),
+            Relay::Native(m) => m.watch.metered(est),
+            Relay::Translated(t) => t.meter.metered(est),
         }
     }
 }
@@ -145,14 +145,14 @@ impl NativeWatch for anthropic::NativeUsage {
     fn done(&self) -> bool {
         self.done
     }
-    fn metered(&self, prompt_est: i64) -> Metered {
+    fn metered(&self, est: &Estimator) -> Metered {
         // Without the output count (a stream cut short) the output is estimated from the
         // text seen, the prompt kept as reported.
         match self.usage {
             Some(w) if w.has_output() => w.usage().map(Metered::reported),
             Some(w) => w.usage().map(|u| Metered {
                 usage: crate::billing::Usage {
-                    output: estimate_text(&self.text),
+                    output: est.text(&self.text),
                     reasoning: 0,
                     ..u
                 },
@@ -160,7 +160,7 @@ impl NativeWatch for anthropic::NativeUsage {
             }),
             None => None,
         }
-        .unwrap_or_else(|| Metered::estimated(prompt_est, estimate_text(&self.text)))
+        .unwrap_or_else(|| Metered::estimated(est.prompt(), est.text(&self.text)))
     }
 }
 
@@ -180,10 +180,10 @@ impl NativeWatch for responses::NativeUsage {
     fn done(&self) -> bool {
         self.done
     }
-    fn metered(&self, prompt_est: i64) -> Metered {
+    fn metered(&self, est: &Estimator) -> Metered {
         match self.usage {
             Some(u) => Metered::reported(u),
-            None => Metered::estimated(prompt_est, estimate_text(&self.text)),
+            None => Metered::estimated(est.prompt(), est.text(&self.text)),
         }
     }
 }
@@ -219,7 +219,10 @@ mod tests {
         assert!(text.starts_with("event: message_start\n"), "{text}");
         assert!(text.contains("\"text_delta\""), "{text}");
         assert!(text.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"));
-        assert_eq!(r.metered(99), Metered::reported(Usage::plain(5, 2)));
+        assert_eq!(
+            r.metered(&Estimator::plain(99)),
+            Metered::reported(Usage::plain(5, 2))
+        );
         // After [DONE] the closing events are not sent twice.
         assert_eq!(r.rest().as_deref(), Some(&b""[..]));
     }
@@ -231,7 +234,10 @@ mod tests {
         let out = r.push(body.as_bytes()).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), body);
         assert!(r.done());
-        assert_eq!(r.metered(99), Metered::reported(Usage::plain(7, 4)));
+        assert_eq!(
+            r.metered(&Estimator::plain(99)),
+            Metered::reported(Usage::plain(7, 4))
+        );
     }
 
     #[test]
@@ -241,11 +247,14 @@ mod tests {
         r.push(body.as_bytes()).unwrap();
         assert!(!r.done());
         // Cut before the end: estimated from the text seen.
-        let m = r.metered(11);
+        let m = r.metered(&Estimator::plain(11));
         assert!(m.estimated && m.usage.prompt() == 11 && m.usage.output > 0);
         let end = "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":8,\"output_tokens\":3}}}\n\n";
         r.push(end.as_bytes()).unwrap();
         assert!(r.done());
-        assert_eq!(r.metered(11), Metered::reported(Usage::plain(8, 3)));
+        assert_eq!(
+            r.metered(&Estimator::plain(11)),
+            Metered::reported(Usage::plain(8, 3))
+        );
     }
 }

@@ -12,7 +12,7 @@ use super::call::CallError;
 use super::endpoint::{Endpoint, Protocol};
 use super::settings::{glob_match, parse_net};
 use super::sse::SseSplitter;
-use super::tokens::{estimate_prompt, estimate_text};
+use super::tokens::{Estimator, estimate_prompt};
 use super::upstream::{Upstream, candidates};
 use super::usage::{Metered, WireUsage};
 use crate::billing::Usage;
@@ -38,6 +38,13 @@ pub struct Request {
     pub completion_budget: i64,
     /// Choices generated (`n`, or `best_of` for completions, whichever is more).
     pub choices: i64,
+}
+
+impl Request {
+    /// Token estimates for this call (only used when the upstream reports no usage).
+    pub fn estimator(&self) -> Estimator<'_> {
+        Estimator::new(&self.model, &self.body, self.prompt_est)
+    }
 }
 
 /// A whole number in `1..=max`, or absent (`null` counts as absent). Anything else — a
@@ -167,12 +174,12 @@ pub fn route(
 
 /// What a whole answer used. Only `usage` is parsed (no tree is built) unless it is missing
 /// and the text must be estimated.
-pub fn metered_full(bytes: &[u8], prompt_est: i64, endpoint: Endpoint) -> Metered {
+pub fn metered_full(bytes: &[u8], est: &Estimator, endpoint: Endpoint) -> Metered {
     let mut m = match super::usage::of_answer(bytes) {
         Some(u) => Metered::reported(u),
         None => {
             let parsed: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
-            Metered::estimated(prompt_est, estimate_text(&answer_text(&parsed)))
+            Metered::estimated(est.prompt(), est.text(&answer_text(&parsed)))
         }
     };
     if endpoint == Endpoint::Embeddings {
@@ -282,10 +289,10 @@ impl StreamMeter {
     }
 
     /// What the stream used, at its end.
-    pub fn metered(&self, prompt_est: i64) -> Metered {
+    pub fn metered(&self, est: &Estimator) -> Metered {
         match self.usage {
             Some(u) => Metered::reported(u),
-            None => Metered::estimated(prompt_est, estimate_text(&self.text)),
+            None => Metered::estimated(est.prompt(), est.text(&self.text)),
         }
     }
 }
@@ -469,15 +476,15 @@ mod tests {
     fn whole_answers_are_metered_from_usage_or_estimated() {
         let with = br#"{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":7,"completion_tokens":3}}"#;
         assert_eq!(
-            metered_full(with, 99, Endpoint::Chat),
+            metered_full(with, &Estimator::plain(99), Endpoint::Chat),
             Metered::reported(Usage::plain(7, 3))
         );
         let without = br#"{"choices":[{"message":{"content":"some words here"}}]}"#;
-        let m = metered_full(without, 11, Endpoint::Chat);
+        let m = metered_full(without, &Estimator::plain(11), Endpoint::Chat);
         assert_eq!((m.usage.prompt(), m.estimated), (11, true));
         assert!(m.usage.output > 0);
         assert_eq!(
-            metered_full(with, 99, Endpoint::Embeddings),
+            metered_full(with, &Estimator::plain(99), Endpoint::Embeddings),
             Metered::reported(Usage::plain(7, 0))
         );
     }
@@ -498,7 +505,10 @@ mod tests {
         let out = String::from_utf8(out).unwrap();
         assert!(hidden.done);
         assert_eq!(hidden.text, "Hello");
-        assert_eq!(hidden.metered(1), Metered::reported(Usage::plain(5, 2)));
+        assert_eq!(
+            hidden.metered(&Estimator::plain(1)),
+            Metered::reported(Usage::plain(5, 2))
+        );
         assert!(!out.contains("usage") && out.contains("[DONE]"));
         let mut shown = StreamMeter::new(true);
         let out = String::from_utf8(shown.push(events.as_bytes()).unwrap()).unwrap();
@@ -507,7 +517,7 @@ mod tests {
         let mut est = StreamMeter::new(false);
         est.push(b"data: {\"choices\":[{\"delta\":{\"content\":\"a b c d\"}}]}\n\n")
             .unwrap();
-        let m = est.metered(4);
+        let m = est.metered(&Estimator::plain(4));
         assert!(m.estimated && m.usage.prompt() == 4 && m.usage.output > 0);
     }
 }

@@ -1,8 +1,12 @@
 //! Token estimates, used only when an upstream reports no usage (the log row is then marked
-//! `estimated`) and for reservations. Roughly: 4 ASCII characters a token, one token per
-//! other character (CJK text is about a token a character).
+//! `estimated`) and for holds. For OpenAI's models the real tokenizer (`tiktoken-rs`, its
+//! encodings embedded in the crate: o200k_base, cl100k_base); for every other model, and
+//! for holds (on every call, where tokenizing a 40 KB agent prompt would cost milliseconds),
+//! the fallback: 4 ASCII characters a token, one token per other character (CJK text is about
+//! a token a character).
 
 use serde_json::Value;
+use tiktoken_rs::CoreBPE;
 
 pub fn estimate_text(s: &str) -> i64 {
     let (mut ascii, mut other) = (0i64, 0i64);
@@ -14,6 +18,60 @@ pub fn estimate_text(s: &str) -> i64 {
         }
     }
     (ascii + 3) / 4 + other
+}
+
+/// Estimates for one call, resolved lazily: nothing is tokenized unless an estimate is
+/// asked for (the upstream reported no usage).
+#[derive(Debug, Clone, Copy)]
+pub struct Estimator<'a> {
+    model: &'a str,
+    body: Option<&'a Value>,
+    /// The fallback's prompt estimate, made when the call was read.
+    prompt_est: i64,
+}
+
+impl<'a> Estimator<'a> {
+    pub fn new(model: &'a str, body: &'a Value, prompt_est: i64) -> Self {
+        Self {
+            model,
+            body: Some(body),
+            prompt_est,
+        }
+    }
+
+    /// The fallback only, with this prompt estimate.
+    pub fn plain(prompt_est: i64) -> Estimator<'static> {
+        Estimator {
+            model: "",
+            body: None,
+            prompt_est,
+        }
+    }
+
+    /// The model's tokenizer, when a crate has it.
+    fn bpe(&self) -> Option<&'static CoreBPE> {
+        tiktoken_rs::bpe_for_model(self.model).ok()
+    }
+
+    /// Tokens of generated text.
+    pub fn text(&self, s: &str) -> i64 {
+        match self.bpe() {
+            Some(b) => i64::try_from(b.encode_ordinary(s).len()).unwrap_or(i64::MAX),
+            None => estimate_text(s),
+        }
+    }
+
+    /// Tokens of the prompt.
+    pub fn prompt(&self) -> i64 {
+        match (self.bpe(), self.body) {
+            (Some(b), Some(body)) => {
+                let (text, overhead) = prompt_text(body);
+                let n = i64::try_from(b.encode_ordinary(&text).len()).unwrap_or(i64::MAX);
+                n.saturating_add(overhead).max(1)
+            }
+            _ => self.prompt_est,
+        }
+    }
 }
 
 /// Text of a message `content`: a string, or an array of parts with `text`.
@@ -33,6 +91,12 @@ fn content_text(v: &Value, out: &mut String) {
 
 /// Prompt tokens of a chat, completion or embedding request.
 pub fn estimate_prompt(body: &Value) -> i64 {
+    let (text, overhead) = prompt_text(body);
+    (estimate_text(&text) + overhead).max(1)
+}
+
+/// The prompt's text, and the tokens its message framing adds (4 a message).
+fn prompt_text(body: &Value) -> (String, i64) {
     let mut text = String::new();
     let mut overhead = 0i64;
     if let Some(msgs) = body.get("messages").and_then(Value::as_array) {
@@ -56,7 +120,7 @@ pub fn estimate_prompt(body: &Value) -> i64 {
             _ => {}
         }
     }
-    (estimate_text(&text) + overhead).max(1)
+    (text, overhead)
 }
 
 #[cfg(test)]
@@ -74,5 +138,24 @@ mod tests {
             json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "abcd"}]}]});
         assert_eq!(estimate_prompt(&parts), 1 + 4);
         assert_eq!(estimate_prompt(&json!({"input": ["abcd", "efgh"]})), 2);
+    }
+
+    #[test]
+    fn openai_models_are_counted_by_their_tokenizer() {
+        let body = json!({"messages": [{"role": "user", "content": "hello world"}]});
+        // o200k_base: "hello world" is two tokens; the message framing adds 4.
+        let gpt = Estimator::new("gpt-4o-mini", &body, 999);
+        assert_eq!(gpt.text("hello world"), 2);
+        assert_eq!(gpt.prompt(), 2 + 4);
+        // A long word the heuristic would call 7 tokens.
+        assert_ne!(
+            gpt.text("internationalization"),
+            estimate_text("internationalization")
+        );
+        // Models without a tokenizer crate: the fallback, and the estimate made at read.
+        let ds = Estimator::new("deepseek-v4-flash", &body, 999);
+        assert_eq!(ds.text("hello world"), estimate_text("hello world"));
+        assert_eq!(ds.prompt(), 999);
+        assert_eq!(Estimator::plain(5).prompt(), 5);
     }
 }

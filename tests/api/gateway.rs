@@ -281,7 +281,50 @@ async fn missing_usage_is_estimated_and_marked() {
             "1 point a token at these prices"
         );
     }
+    // An OpenAI model is counted by its own tokenizer (o200k_base), whole and streamed.
+    let o200k = tiktoken_rs::o200k_base_singleton();
+    for stream in [false, true] {
+        let body = json!({"model": "gpt-4o-mini", "stream": stream,
+            "messages": [{"role": "user", "content": "internationalization of tokenizers"}]});
+        let n = rows_now(&app).await + 1;
+        let r = chat(&app, &key, body).await;
+        let answer: String = if stream {
+            sse_events(r)
+                .await
+                .iter()
+                .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+                .filter_map(|c| {
+                    c["choices"][0]["delta"]["content"]
+                        .as_str()
+                        .map(str::to_owned)
+                })
+                .collect()
+        } else {
+            let v: Value = r.json().await.unwrap();
+            v["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        let row = logs(&app, n).await[0].clone();
+        assert_eq!(row["estimated"], true, "{row}");
+        let prompt = o200k
+            .encode_ordinary("internationalization of tokenizers")
+            .len()
+            + 4;
+        assert_eq!(row["promptTokens"], prompt, "{row}");
+        assert_eq!(
+            row["completionTokens"],
+            o200k.encode_ordinary(&answer).len(),
+            "{row}"
+        );
+    }
     app.stop().await;
+}
+
+async fn rows_now(app: &TestApp) -> usize {
+    let (_, v) = app.admin_get("/admin/requests?limit=1").await;
+    v["total"].as_u64().unwrap() as usize
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
