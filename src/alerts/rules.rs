@@ -98,9 +98,15 @@ async fn keys(
     now_ms: i64,
     lang: Lang,
 ) -> Result<Vec<Finding>, RuleError> {
-    if src.gateway.is_none() {
+    let Some(gateway) = &src.gateway else {
         return Ok(Vec::new());
-    }
+    };
+    // Amounts as the API shows them: points, or money with its symbol.
+    let currency = gateway.settings.billing.currency;
+    let amount = |v: i64| match currency {
+        crate::billing::Currency::Points => v.to_string(),
+        c => format!("{}{}", c.symbol(), crate::billing::money::format_decimal(v)),
+    };
     let mut out = Vec::new();
     for k in src.store.load_keys().await? {
         if !k.enabled || is_expired(&k, now_ms) {
@@ -138,7 +144,7 @@ async fn keys(
                             lang,
                             "剩余 {} / {}（{}%，阈值 {}%）",
                             "{} of {} left ({} %, threshold {} %)",
-                            &[&remaining, &quota, &pct_s, &rs.threshold_pct],
+                            &[&amount(remaining), &amount(quota), &pct_s, &rs.threshold_pct],
                         ),
                         owner_line,
                     ],

@@ -21,7 +21,7 @@ fn channel(name: &str, kind: ChannelKind, url: String, secret: Option<&str>) -> 
     }
 }
 
-fn hook_channel(r: &Receiver) -> ChannelSettings {
+pub fn hook_channel(r: &Receiver) -> ChannelSettings {
     channel(
         "hook",
         ChannelKind::Webhook,
@@ -56,7 +56,11 @@ fn all_channels(r: &Receiver) -> Vec<ChannelSettings> {
 }
 
 /// Alerts on fast schedules: only `rules` run, every 200 ms, with quick retries.
-fn alerting(c: &mut Config, channels: Vec<ChannelSettings>, rules: &[(RuleKind, &[(&str, &str)])]) {
+pub fn alerting(
+    c: &mut Config,
+    channels: Vec<ChannelSettings>,
+    rules: &[(RuleKind, &[(&str, &str)])],
+) {
     let a = &mut c.alerts;
     a.channels = channels;
     a.retry_base_ms = 50;

@@ -500,3 +500,49 @@ async fn the_console_shows_money_classes_and_the_price_table() {
     b.close().await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumes_and_alerts_speak_money() {
+    use quota_proxy::alerts::settings::RuleKind;
+    let rx = crate::alert_receiver::Receiver::start().await;
+    let hook = vec![crate::alerts::hook_channel(&rx)];
+    let up = MockUpstream::start().await;
+    let file: BillingFile = toml::from_str(MONEY).unwrap();
+    let ups = upstreams(&up);
+    let app = spawn_app_with(move |c| {
+        c.gateway.upstreams = ups;
+        c.gateway.billing = billing(Some(file)).unwrap();
+        crate::alerts::alerting(c, hook, &[(RuleKind::QuotaLow, &[])]);
+    })
+    .await;
+    let (key, _) = app.create_key(json!({"quota": "1.00"})).await;
+    // The quota API takes and answers amounts of the currency.
+    let (s, v) = app
+        .key_post(
+            &key,
+            "/api/v1/use",
+            json!({"amount": "0.85", "reason": "manual"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["amountUsed"], "0.85");
+    assert_eq!(v["remaining"], "0.15");
+    let (s, v) = app
+        .key_post(&key, "/api/v1/use", json!({"amount": "0.0000001"}))
+        .await;
+    assert_eq!(s, 400, "more than six places: {v}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let alert = loop {
+        if let Some(r) = rx.got().into_iter().find(|r| r.body["rule"] == "quota_low") {
+            break r.body;
+        }
+        assert!(std::time::Instant::now() < deadline, "no quota_low alert");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let lines = alert["lines"].to_string();
+    assert!(
+        lines.contains("¥0.15") && lines.contains("¥1.00"),
+        "{lines}"
+    );
+    app.stop().await;
+}
