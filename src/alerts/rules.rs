@@ -91,6 +91,14 @@ async fn monitor_rule(
     Ok(out)
 }
 
+/// An amount as the API shows it: points, or money with its symbol (`¥0.15`).
+fn amount_text(currency: crate::billing::Currency, v: i64) -> String {
+    match currency {
+        crate::billing::Currency::Points => v.to_string(),
+        c => format!("{}{}", c.symbol(), crate::billing::money::format_decimal(v)),
+    }
+}
+
 async fn keys(
     rule: RuleKind,
     rs: &RuleSettings,
@@ -101,12 +109,7 @@ async fn keys(
     let Some(gateway) = &src.gateway else {
         return Ok(Vec::new());
     };
-    // Amounts as the API shows them: points, or money with its symbol.
-    let currency = gateway.settings.billing.currency;
-    let amount = |v: i64| match currency {
-        crate::billing::Currency::Points => v.to_string(),
-        c => format!("{}{}", c.symbol(), crate::billing::money::format_decimal(v)),
-    };
+    let amount = |v: i64| amount_text(gateway.settings.billing.currency, v);
     let mut out = Vec::new();
     for k in src.store.load_keys().await? {
         if !k.enabled || is_expired(&k, now_ms) {
