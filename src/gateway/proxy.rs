@@ -423,22 +423,7 @@ impl Gateway {
         let item = UsageItem {
             amount: cost,
             reason: Some(row.endpoint.clone()),
-            metadata: Some(
-                json!({
-                    "model": model,
-                    "upstream": row.upstream,
-                    "prompt_tokens": prompt,
-                    "completion_tokens": completion,
-                    "cached_tokens": u.cached,
-                    "cache_write_tokens": u.cache_write,
-                    "reasoning_tokens": u.reasoning,
-                    "estimated": row.estimated,
-                    "request_id": row.request_id,
-                })
-                .as_object()
-                .cloned()
-                .unwrap_or_default(),
-            ),
+            metadata: Some(history_metadata(row, model, &u)),
         };
         let held = std::mem::take(&mut call.held);
         if let Some(id) = call.row.key_id {
@@ -576,6 +561,33 @@ impl Gateway {
         call.slot = None;
         self.finish_settle(call.row, ticket).await;
     }
+}
+
+/// The usage-history entry's metadata: what was served, for whom. The cache and reasoning
+/// classes only when there are some (most calls have none; a smaller map stays under the
+/// allocator's large-chunk size on the hot path).
+fn history_metadata(
+    row: &RequestLogRow,
+    model: &str,
+    u: &crate::billing::Usage,
+) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::with_capacity(9);
+    m.insert("model".into(), Value::from(model));
+    m.insert("upstream".into(), json!(row.upstream));
+    m.insert("prompt_tokens".into(), Value::from(u.prompt()));
+    m.insert("completion_tokens".into(), Value::from(u.output));
+    for (k, v) in [
+        ("cached_tokens", u.cached),
+        ("cache_write_tokens", u.cache_write),
+        ("reasoning_tokens", u.reasoning),
+    ] {
+        if v > 0 {
+            m.insert(k.into(), Value::from(v));
+        }
+    }
+    m.insert("estimated".into(), Value::from(row.estimated));
+    m.insert("request_id".into(), Value::from(row.request_id.as_str()));
+    m
 }
 
 /// How a call is made: its caller endpoint, and the caller's protocol headers passed on to an
