@@ -497,6 +497,21 @@ async fn the_console_shows_money_classes_and_the_price_table() {
     b.ready().await;
     let keys = b.text("#keys-table").await;
     assert!(keys.contains("¥10.00"), "{keys}");
+
+    // On a phone the price table scrolls inside its card; the page's content does not
+    // overflow (the header's own phone layout is the console issue's).
+    b.resize(390, 844).await;
+    b.goto(&app.url("/#/prices")).await;
+    b.ready().await;
+    let main_width = b
+        .js("return document.getElementById('main').scrollWidth")
+        .await;
+    let view_width = b.js("return document.documentElement.clientWidth").await;
+    b.screenshot("prices-zh-390").await;
+    assert!(
+        main_width.as_i64() <= view_width.as_i64(),
+        "{main_width} > {view_width}"
+    );
     b.close().await;
     app.stop().await;
 }

@@ -229,6 +229,11 @@ impl Browser {
         }
     }
 
+    /// The window's outer size (390 × 844: a phone).
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.c.set_window_size(width, height).await.unwrap();
+    }
+
     pub async fn close(self) {
         let _ = self.c.close().await;
     }
