@@ -49,7 +49,7 @@ pub struct MonitorQuery {
     /// Top: `user`, `token`, `model` or `channel`.
     #[serde(default, deserialize_with = "lenient::text")]
     pub by: Option<String>,
-    /// Top: `tokens`, `reqs`, `quota_sum`; heatmap: `reqs`, `tokens`, `users`.
+    /// Top: `tokens`, `reqs`, `quota_sum` (alias `cost`); heatmap: `reqs`, `tokens`, `users`.
     #[serde(default, deserialize_with = "lenient::text")]
     pub metric: Option<String>,
     /// Top and subject 1–1000 (50); anomalies 1–10000 (100).
@@ -241,7 +241,8 @@ impl Metric {
         match s.unwrap_or("tokens") {
             "tokens" => Ok(Metric::Tokens),
             "reqs" => Ok(Metric::Reqs),
-            "quota_sum" => Ok(Metric::QuotaSum),
+            // `cost`: what the calls were charged — the same sum, named as money mode reads it.
+            "quota_sum" | "cost" => Ok(Metric::QuotaSum),
             _ => Err(MonitorError::bad("不支持的指标")),
         }
     }

@@ -480,6 +480,34 @@ async fn the_console_shows_money_classes_and_the_price_table() {
     assert_eq!(b.text("[data-nav=prices]").await, "价格");
     b.screenshot("prices-zh").await;
 
+    // The monitor over our log: the cost as money, on the overview and ranked by cost.
+    let (from, to) = (OFF_PEAK_MS - 3_600_000, OFF_PEAK_MS + 3_600_000);
+    let sum = summary(&app, 1).await;
+    let (s, top) = app
+        .admin_get(&format!(
+            "/api/stats/top?by=token&metric=cost&start_ms={from}&end_ms={to}"
+        ))
+        .await;
+    assert_eq!(s, 200, "{top}");
+    assert_eq!(top["data"][0]["quota_sum"], sum["quota_sum"], "{top}");
+    assert_eq!(micros(&json!(cost)), sum["quota_sum"].as_i64().unwrap());
+    b.goto(&app.url(&format!("/#/overview?from={from}&to={to}")))
+        .await;
+    b.ready().await;
+    let kpi = b.text("[data-kpi=quota_sum]").await;
+    assert!(
+        kpi.contains("费用") && kpi.contains(&format!("¥{cost}")),
+        "{kpi}"
+    );
+    b.goto(&app.url(&format!(
+        "/#/rankings?by=token&metric=quota_sum&from={from}&to={to}"
+    )))
+    .await;
+    b.ready().await;
+    let ranked = b.text("#rank-table").await;
+    assert!(ranked.contains(&format!("¥{cost}")), "{ranked}");
+    b.screenshot("rankings-money-zh").await;
+
     b.goto(&app.url("/#/requests")).await;
     b.ready().await;
     let rows = b.text("#requests-table").await;

@@ -1,6 +1,6 @@
 // ECharts (loaded as a classic script before the modules) for the view on screen.
 
-import { axisTime } from './format.js';
+import { axisTime, quotaValue } from './format.js';
 import { st, t } from './state.js';
 
 export function chart(el, option) {
@@ -23,7 +23,7 @@ export function lineOption(rows, metrics) {
     series: metrics.map((m) => ({
       name: t('m_' + m), type: 'line', showSymbol: false,
       yAxisIndex: m === 'tokens' || m === 'quota_sum' ? 1 : 0,
-      data: rows.map((r) => r[m]),
+      data: rows.map((r) => (m === 'quota_sum' ? quotaValue(r[m]) : r[m])),
     })),
   };
 }

@@ -1,6 +1,6 @@
 // Numbers, money, percentages and times, in the chosen language and time zone.
 
-import { st, tz } from './state.js';
+import { quotaIsMoney, st, tz } from './state.js';
 
 export function locale() {
   return st.lang === 'zh' ? 'zh-CN' : 'en-US';
@@ -20,11 +20,16 @@ export function money(v) {
   return v.startsWith('-') ? '-' + sym + v.slice(1) : sym + v;
 }
 
+// quota_sum as a chart value: currency units when it is money (charts need numbers only).
+export function quotaValue(v) {
+  return quotaIsMoney() && typeof v === 'number' ? v / 1e6 : v;
+}
+
 // The monitor's quota_sum: over our own log in money mode it is micros of the currency, shown
 // as money (exact: integer arithmetic on the micros); otherwise a plain number.
 export function quota(v) {
-  const cur = st.session && st.session.currency;
-  if (typeof v !== 'number' || !st.session || st.session.source !== 'native' || !(cur === 'CNY' || cur === 'USD')) return num(v);
+  if (typeof v !== 'number' || !quotaIsMoney()) return num(v);
+  const cur = st.session.currency;
   const neg = v < 0;
   const m = Math.abs(Math.trunc(v));
   const frac = String(m % 1e6).padStart(6, '0').replace(/0+$/, '').padEnd(2, '0');

@@ -3,7 +3,7 @@
 import { api, qs } from './api.js';
 import { chart } from './charts.js';
 import { append, card, h, table } from './dom.js';
-import { num, quota } from './format.js';
+import { num, quota, quotaValue } from './format.js';
 import { rangeParams, setParams } from './router.js';
 import { st, t } from './state.js';
 import { DIMS, csvLink, rangeBar, subjectLink } from './widgets.js';
@@ -43,7 +43,7 @@ export async function page(main, p, gen) {
     grid: { left: 140, right: 30, top: 10, bottom: 30 },
     xAxis: { type: 'value' },
     yAxis: { type: 'category', data: top.map(labelOf), axisLabel: { width: 120, overflow: 'truncate' } },
-    series: [{ type: 'bar', name: t('m_' + metric), data: top.map((r) => r[metric]) }],
+    series: [{ type: 'bar', name: t('m_' + metric), data: top.map((r) => (metric === 'quota_sum' ? quotaValue(r[metric]) : r[metric])) }],
   });
   const cols = [{ key: 'rank', label: t('col_rank'), num: true, render: (r) => String(r.rank) }];
   const rows = res.data.map((r, i) => Object.assign({ rank: i + 1 }, r));

@@ -13,8 +13,18 @@ export const st = {
   gen: 0, // bumps on every render: late answers of an old view are dropped
 };
 
+// Whether the monitor's quota_sum is micros of a currency (our own log, money mode): then it
+// is what calls cost, and its labels say so.
+export function quotaIsMoney() {
+  const s = st.session;
+  return !!s && s.source === 'native' && (s.currency === 'CNY' || s.currency === 'USD');
+}
+
+const MONEY_LABELS = new Set(['m_quota_sum', 'col_quota', 'kpi_quota']);
+
 export function t(k) {
   const d = I18N[st.lang] || I18N.zh;
+  if (MONEY_LABELS.has(k) && quotaIsMoney()) k += '_money';
   return k in d ? d[k] : k;
 }
 
