@@ -7,4 +7,6 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out="$(pwd)/docs/screenshots"
 mkdir -p "$out"
 QP_SCREENSHOTS="$out" cargo test --quiet --test api dashboard:: -- --test-threads=1
+QP_SCREENSHOTS="$out" cargo test --quiet --test api billing::the_console -- --test-threads=1
+rm -f "$out/prices-zh-390.png"
 ls -1 "$out"
