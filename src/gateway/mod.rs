@@ -14,6 +14,7 @@ pub mod redact;
 mod relay;
 pub mod reqlog;
 pub mod responses;
+pub mod secrets;
 pub mod settings;
 pub mod sse;
 mod stages;
@@ -46,6 +47,8 @@ pub struct Gateway {
     ledger: Arc<Ledger>,
     /// Streams still being pumped: shutdown waits for them to settle and log.
     tracker: TaskTracker,
+    /// Our upstream keys and header values, masked in every answer.
+    secrets: secrets::Scanner,
 }
 
 pub struct GatewayHandle {
@@ -90,6 +93,12 @@ impl Gateway {
             Ok(counts) => limiter.seed_daily(now, &counts),
             Err(e) => tracing::warn!(error = %e, "could not restore daily request counts"),
         }
+        let secrets = secrets::Scanner::new(settings.upstreams.iter().flat_map(|u| {
+            u.api_key
+                .as_deref()
+                .into_iter()
+                .chain(u.headers.values().map(String::as_str))
+        }));
         let upstreams = settings
             .upstreams
             .iter()
@@ -105,6 +114,7 @@ impl Gateway {
             http,
             ledger,
             tracker: TaskTracker::new(),
+            secrets,
         });
         Ok((
             gw,

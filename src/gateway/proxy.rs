@@ -374,6 +374,14 @@ impl Gateway {
             let redacted = super::redact::error_body(status, &bytes, &keys);
             adapter::refusal(shape.endpoint, status, redacted)
         };
+        // Whatever the status: no credential of ours leaves in an answer.
+        let bytes = match self.secrets.mask(&bytes) {
+            std::borrow::Cow::Borrowed(_) => bytes,
+            std::borrow::Cow::Owned(masked) => {
+                tracing::warn!(request_id = %call.row.request_id, status, "an upstream answer echoed a credential; masked");
+                Bytes::from(masked)
+            }
+        };
         Self::observe_overhead(&call);
         let meta = call.meta();
         // The answer goes out now; the log row follows the settlement's commit.
@@ -531,7 +539,11 @@ impl Gateway {
                         .record(a.elapsed().as_secs_f64());
                 }
             }
-            if tx.send(Ok(Bytes::from(out))).await.is_err() {
+            let out = match self.secrets.mask(&out) {
+                std::borrow::Cow::Borrowed(_) => Bytes::from(out),
+                std::borrow::Cow::Owned(masked) => Bytes::from(masked),
+            };
+            if tx.send(Ok(out)).await.is_err() {
                 error = Some("client disconnected".into());
                 break;
             }
@@ -539,6 +551,7 @@ impl Gateway {
         if error.is_none()
             && let Some(rest) = meter.rest()
         {
+            let rest = Bytes::from(self.secrets.mask(&rest).into_owned());
             let _ = tx.send(Ok(rest)).await;
         }
         // Dropping the upstream body closes its connection: the upstream stops generating.

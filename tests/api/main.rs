@@ -30,6 +30,7 @@ mod lifecycle;
 mod messages;
 mod monitor;
 mod monitor_data;
+mod never_free;
 mod operations;
 mod quota_api;
 mod responses;

@@ -38,6 +38,9 @@ pub struct MockState {
     /// Usage to report instead of the mock's, in the protocol's own shape (chat's, Anthropic's
     /// or Responses'), whole and streamed.
     pub usage: Mutex<Option<Value>>,
+    /// Text a hostile upstream puts in a 200 answer: the whole answer's content, and in
+    /// streams an extra event `{"error":{"message": …}}` before the end.
+    pub echo: Mutex<Option<String>>,
 }
 
 impl MockState {
@@ -161,6 +164,13 @@ fn sse(st: Arc<MockState>, body: &Value, chat: bool) -> Response {
             c["usage"] = u.clone();
         }
     }
+    if let Some(e) = st.echo.lock().unwrap().clone() {
+        let at = chunks.len().saturating_sub(1);
+        chunks.insert(
+            at,
+            json!({"error": {"message": format!("Incorrect API key provided: {e}")}}),
+        );
+    }
     let mut events: Vec<String> = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
     events.push("data: [DONE]\n\n".to_owned());
     let delay = Duration::from_millis(st.chunk_delay_ms.load(Ordering::SeqCst));
@@ -215,6 +225,9 @@ async fn chat(
     }
     if let Some(u) = st.usage() {
         v["usage"] = u;
+    }
+    if let Some(e) = st.echo.lock().unwrap().clone() {
+        v["choices"][0]["message"]["content"] = Value::String(e);
     }
     let pad = st.pad_answer.load(Ordering::SeqCst);
     if pad > 0 {

@@ -1,0 +1,92 @@
+//! Never free, never leaked (issue #23): what a hostile or broken upstream, or a hostile client,
+//! must not get out of the gateway.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::{Value, json};
+
+use crate::gateway::http_upstream;
+use crate::helpers::*;
+use crate::upstream_mock::MockUpstream;
+
+const KEY: &str = "sk-our-upstream-Secret-0123456789";
+const HEADER: &str = "org-header-value-7777";
+
+async fn echoing_app(up: &MockUpstream) -> TestApp {
+    let mut u = http_upstream("hostile", &up.url, KEY);
+    u.headers.insert("x-org".into(), HEADER.into());
+    spawn_app_with(move |c| c.gateway.upstreams = vec![u]).await
+}
+
+fn leaked(text: &str) -> Option<&'static str> {
+    let lower = text.to_ascii_lowercase();
+    for s in [KEY, HEADER] {
+        if lower.contains(&s.to_ascii_lowercase()) {
+            return Some(s);
+        }
+        // The base64 forms' stable middle, whatever the alignment.
+        for pad in 0..3 {
+            let enc = STANDARD.encode(format!("{}{s}", "x".repeat(pad)));
+            let core = &enc[4..enc.len() - 4];
+            if text.contains(core) {
+                return Some(s);
+            }
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_answer_of_any_status_carries_our_credentials() {
+    let up = MockUpstream::start().await;
+    let app = echoing_app(&up).await;
+    let (key, _) = app.create_key(json!({"quota": 1000})).await;
+    let forms = [
+        KEY.to_owned(),
+        KEY.to_ascii_lowercase(),
+        KEY.to_ascii_uppercase(),
+        KEY.replace('-', "%2D"),
+        format!("Basic {}", STANDARD.encode(format!("api:{KEY}"))),
+        STANDARD.encode(KEY),
+        format!("headers: x-org={HEADER}"),
+    ];
+    for form in &forms {
+        *up.state.echo.lock().unwrap() = Some(form.clone());
+        for stream in [false, true] {
+            let r = app
+                .client
+                .post(app.url("/v1/chat/completions"))
+                .bearer_auth(&key)
+                .json(&json!({"model": "m", "stream": stream,
+                    "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let text = r.text().await.unwrap();
+            assert_eq!(leaked(&text), None, "{form} (stream {stream}): {text}");
+            assert!(
+                text.contains("[redacted]"),
+                "{form} (stream {stream}): {text}"
+            );
+        }
+    }
+    // Error answers too, in every form (they were redacted only as plain text before).
+    *up.state.echo.lock().unwrap() = None;
+    up.state
+        .fail_status
+        .store(400, std::sync::atomic::Ordering::SeqCst);
+    let r = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    let text = r.text().await.unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert!(v["error"]["message"].is_string(), "{v}");
+    assert_eq!(leaked(&text), None, "{text}");
+    app.stop().await;
+}
