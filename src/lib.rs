@@ -9,6 +9,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod billing;
+pub mod bruteforce;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -17,6 +17,7 @@ use ipnet::IpNet;
 use crate::auth::Origin;
 use crate::error::{Family, Problem};
 use crate::gateway::client_ip;
+use crate::telemetry;
 
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -66,7 +67,7 @@ pub async fn context(State(cx): State<Arc<Context>>, mut req: Request, next: Nex
 }
 
 /// What a group of routes (one error family, one body limit) is held to.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Guard {
     pub family: Family,
     pub body_limit: usize,
@@ -77,9 +78,47 @@ pub struct Guard {
     pub timeout: Option<Duration>,
     /// The longest a client may pause while sending a request body.
     pub body_idle_timeout: Duration,
+    /// Wrong credentials per client address (shared by every group).
+    pub failures: Arc<crate::bruteforce::FailureLimiter>,
+}
+
+/// Paths that never take credentials: a blocked address still reaches them (a load
+/// balancer's health check, the dashboard's page and files).
+fn credential_free(path: &str) -> bool {
+    matches!(
+        path,
+        "/healthz" | "/" | "/index.html" | "/docs" | "/auth/session"
+    ) || path.starts_with("/assets/")
 }
 
 pub async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
+    let now = chrono::Utc::now().timestamp_millis();
+    let ip = req
+        .extensions()
+        .get::<Origin>()
+        .and_then(|o| o.ip)
+        .filter(|_| !credential_free(req.uri().path()));
+    if let Some(ip) = ip
+        && let Some(wait) = g.failures.blocked(ip, now)
+    {
+        metrics::counter!(telemetry::AUTH_BLOCKED).increment(1);
+        return g.family.render(Problem::TooManyFailures(wait));
+    }
+    let resp = guarded(&g, req, next).await;
+    if resp.status() == axum::http::StatusCode::UNAUTHORIZED
+        && let Some(ip) = ip
+    {
+        metrics::counter!(telemetry::AUTH_FAILURES).increment(1);
+        if let Some(wait) = g.failures.failed(ip, now) {
+            telemetry::log_limited("auth_blocked", |suppressed| {
+                tracing::warn!(client_ip = %ip, seconds = wait, suppressed, "too many wrong credentials: address blocked");
+            });
+        }
+    }
+    resp
+}
+
+async fn guarded(g: &Guard, req: Request, next: Next) -> Response {
     // A declared length far over the limit is refused before a byte of the body is read (a
     // client that lies about it cannot hold the connection). Near the limit the body is read
     // up to it as usual, so that clients which write their whole body before reading the

@@ -13,6 +13,9 @@ pub const HTTP_DURATION: &str = "qp_http_request_duration_seconds";
 pub const GATEWAY_REQUESTS: &str = "qp_gateway_requests_total";
 pub const GATEWAY_OVERHEAD: &str = "qp_gateway_overhead_seconds";
 pub const GATEWAY_OVERRUNS: &str = "qp_gateway_overruns_total";
+pub const AUTH_FAILURES: &str = "qp_auth_failures_total";
+pub const AUTH_BLOCKED: &str = "qp_auth_blocked_total";
+pub const LOG_SUPPRESSED: &str = "qp_log_lines_suppressed_total";
 pub const UPSTREAM_DURATION: &str = "qp_upstream_duration_seconds";
 pub const UPSTREAM_TTFT: &str = "qp_upstream_ttft_seconds";
 pub const UPSTREAM_ERRORS: &str = "qp_upstream_errors_total";
@@ -57,6 +60,18 @@ const HELP: &[(&str, &str)] = &[
     (
         GATEWAY_OVERRUNS,
         "Served calls that cost more than their hold (an upstream answered past max_tokens); charged what was served, within what the key had left",
+    ),
+    (
+        AUTH_FAILURES,
+        "Requests answered 401 (wrong or missing credentials), counted per client address for blocking",
+    ),
+    (
+        AUTH_BLOCKED,
+        "Requests refused 429 because their client address sent too many wrong credentials",
+    ),
+    (
+        LOG_SUPPRESSED,
+        "Log lines not written because the same cause was logged within the interval",
     ),
     (
         UPSTREAM_DURATION,
@@ -115,6 +130,35 @@ const HELP: &[(&str, &str)] = &[
     ),
 ];
 
+/// One log line per cause per this interval; the others are counted and reported with the
+/// next line of the cause.
+pub const LOG_INTERVAL_MS: i64 = 10_000;
+
+/// Runs `log` (given how many lines of the same cause were suppressed since the last one)
+/// unless the cause was logged within [`LOG_INTERVAL_MS`]: an outage logs a line every ten
+/// seconds with a count, not thousands.
+pub fn log_limited(cause: &'static str, log: impl FnOnce(u64)) {
+    static LAST: OnceLock<Mutex<std::collections::HashMap<&'static str, (i64, u64)>>> =
+        OnceLock::new();
+    let now = chrono::Utc::now().timestamp_millis();
+    let suppressed = {
+        let mut map = LAST
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let e = map.entry(cause).or_insert((i64::MIN / 2, 0));
+        if now - e.0 < LOG_INTERVAL_MS {
+            e.1 += 1;
+            metrics::counter!(LOG_SUPPRESSED).increment(1);
+            return;
+        }
+        let n = e.1;
+        *e = (now, 0);
+        n
+    };
+    log(suppressed);
+}
+
 /// The process's recorder, installed on first use (one per process: tests that start many
 /// servers share it, and read deltas).
 pub fn handle() -> &'static PrometheusHandle {
@@ -172,6 +216,18 @@ pub fn model_label(model: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cause_logs_once_per_interval_with_the_count() {
+        let mut lines = Vec::new();
+        for _ in 0..1000 {
+            log_limited("test_cause", |n| lines.push(n));
+        }
+        assert_eq!(lines, vec![0], "one line for a thousand");
+        let mut other = 0;
+        log_limited("other_cause", |_| other += 1);
+        assert_eq!(other, 1, "causes are counted apart");
+    }
 
     #[test]
     fn model_labels_are_bounded() {

@@ -24,6 +24,8 @@ pub enum Problem {
     Unavailable,
     /// Any other 4xx of the framework, with its status kept.
     Invalid(StatusCode),
+    /// Too many wrong credentials from this client address: wait this many seconds.
+    TooManyFailures(u64),
 }
 
 impl Problem {
@@ -53,6 +55,7 @@ impl Problem {
             Problem::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Problem::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Problem::Invalid(s) => s,
+            Problem::TooManyFailures(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -67,6 +70,7 @@ impl Problem {
             Problem::TooLarge(_) => "PAYLOAD_TOO_LARGE",
             Problem::UnsupportedMediaType | Problem::Invalid(_) => "INVALID_REQUEST",
             Problem::Internal => "INTERNAL_ERROR",
+            Problem::TooManyFailures(_) => "RATE_LIMITED",
         }
     }
 
@@ -83,6 +87,7 @@ impl Problem {
             Problem::Internal => "internal_error",
             Problem::Unavailable => "unavailable",
             Problem::Invalid(_) => "invalid_request",
+            Problem::TooManyFailures(_) => "rate_limit_exceeded",
         }
     }
 
@@ -100,11 +105,18 @@ impl Problem {
             Problem::Internal => "服务内部错误".into(),
             Problem::Unavailable => "服务暂不可用".into(),
             Problem::Invalid(_) => "请求无效".into(),
+            Problem::TooManyFailures(s) => {
+                format!("凭证错误次数过多，请 {s} 秒后再试 (too many failed attempts)")
+            }
         }
     }
 
     pub fn retry_after(self) -> Option<u64> {
-        (self == Problem::Unavailable).then_some(1)
+        match self {
+            Problem::Unavailable => Some(1),
+            Problem::TooManyFailures(s) => Some(s),
+            _ => None,
+        }
     }
 }
 

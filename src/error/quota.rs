@@ -195,7 +195,9 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        tracing::error!(error = %e, "store error");
+        crate::telemetry::log_limited("store_error", |suppressed| {
+            tracing::error!(error = %e, suppressed, "store error");
+        });
         match e {
             StoreError::Unavailable(_) => Self::unavailable(),
             StoreError::Other(_) => Self::internal(),

@@ -448,7 +448,10 @@ impl Gateway {
                 Some(ticket)
             }
             Err(e) => {
-                tracing::error!(error = %e, request_id = %call.row.request_id, "settlement failed");
+                let request_id = &call.row.request_id;
+                crate::telemetry::log_limited("settlement", |suppressed| {
+                    tracing::error!(error = %e, request_id = %request_id, suppressed, "settlement failed");
+                });
                 call.row.error = Some("settlement failed".into());
                 None
             }
@@ -462,7 +465,9 @@ impl Gateway {
             match t.outcome().await {
                 Ok(out) => row.cost = out.amount_used,
                 Err(e) => {
-                    tracing::error!(error = %e, request_id = %row.request_id, "settlement failed");
+                    crate::telemetry::log_limited("settlement", |suppressed| {
+                        tracing::error!(error = %e, request_id = %row.request_id, suppressed, "settlement failed");
+                    });
                     row.error = Some("settlement failed".into());
                 }
             }

@@ -37,7 +37,10 @@ async fn write(store: &dyn Store, buf: &mut Vec<RequestLogRow>) {
     match store.insert_request_logs(buf).await {
         Ok(()) => metrics::counter!(telemetry::REQUEST_LOG_WRITTEN).increment(buf.len() as u64),
         Err(e) => {
-            tracing::error!(error = %e, rows = buf.len(), "request log insert failed");
+            let rows = buf.len();
+            crate::telemetry::log_limited("request_log_insert", |suppressed| {
+                tracing::error!(error = %e, rows, suppressed, "request log insert failed");
+            });
             metrics::counter!(telemetry::REQUEST_LOG_DROPPED).increment(buf.len() as u64);
         }
     }

@@ -199,12 +199,16 @@ async fn commit(
         }
         Err(e) => {
             let settles = batch.iter().filter(|p| p.op.kind == OpKind::Settle).count();
-            tracing::error!(
-                error = %e,
-                ops = batch.len(),
-                settlements_kept = settles,
-                "ledger commit failed"
-            );
+            let ops = batch.len();
+            crate::telemetry::log_limited("ledger_commit", |suppressed| {
+                tracing::error!(
+                    error = %e,
+                    ops,
+                    settlements_kept = settles,
+                    suppressed,
+                    "ledger commit failed"
+                );
+            });
             for p in batch.drain(..) {
                 if p.op.kind == OpKind::Settle {
                     retry.push(p);

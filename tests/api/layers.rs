@@ -20,6 +20,7 @@ const LAYERS: &[&[&str]] = &[
         "lenient",
         "glob",
         "billing",
+        "bruteforce",
     ],
     &["store", "auth"],
     &["ledger", "keyadmin", "gateway", "monitor", "alerts"],

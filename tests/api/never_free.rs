@@ -90,3 +90,78 @@ async fn no_answer_of_any_status_carries_our_credentials() {
     assert_eq!(leaked(&text), None, "{text}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_credentials_blocks_the_guessing_address_only() {
+    let app = spawn_app_with(|c| {
+        c.gateway.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let (key, _) = app.create_key(json!({"quota": 10})).await;
+    let from =
+        |ip: &str, req: reqwest::RequestBuilder| req.header("x-forwarded-for", ip.to_owned());
+    let guesser = "203.0.113.9";
+    // Ten wrong admin tokens are free; the eleventh starts a block.
+    for i in 0..11 {
+        let r = from(guesser, app.client.get(app.url("/admin/keys")))
+            .bearer_auth(format!("wrong-{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "attempt {i}");
+    }
+    // Blocked now, whatever it sends, in each route's own error shape.
+    let r = from(guesser, app.client.get(app.url("/admin/keys")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(
+        r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "RATE_LIMITED", "{v}");
+    let r = from(guesser, app.client.post(app.url("/v1/chat/completions")))
+        .bearer_auth(&key)
+        .json(&json!({"model": "m", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "rate_limit_exceeded", "{v}");
+    let r = from(guesser, app.client.post(app.url("/auth/login")))
+        .json(&json!({"token": ADMIN}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429, "login blocked too");
+    // The health check and another address are unaffected.
+    let r = from(guesser, app.client.get(app.url("/healthz")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = from("198.51.100.7", app.client.get(app.url("/admin/keys")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (s, _) = app.key_get(&key, "/api/v1/quota").await;
+    assert_eq!(s, 200, "127.0.0.1 itself is another address");
+    // Counted.
+    let m = metrics_text(&app).await;
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("qp_auth_blocked_total") && !l.ends_with(" 0")),
+        "{m}"
+    );
+    app.stop().await;
+}
