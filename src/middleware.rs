@@ -87,7 +87,7 @@ pub struct Guard {
 fn credential_free(path: &str) -> bool {
     matches!(
         path,
-        "/healthz" | "/" | "/index.html" | "/docs" | "/auth/session"
+        "/healthz" | "/readyz" | "/" | "/index.html" | "/docs" | "/auth/session" | "/auth/logout"
     ) || path.starts_with("/assets/")
 }
 

@@ -90,9 +90,37 @@ pub fn to_json(document: utoipa::openapi::OpenApi) -> Vec<u8> {
     if let Some(paths) = v.get_mut("paths").and_then(|p| p.as_object_mut()) {
         for op in paths.values_mut().filter_map(|p| p.as_object_mut()) {
             for o in op.values_mut() {
+                // Any route that checks credentials may refuse an address that guessed too
+                // often (`bruteforce`): 429 in the same family's body as its 401.
+                let secured = o.get("security").is_some();
                 let Some(responses) = o.get_mut("responses").and_then(|r| r.as_object_mut()) else {
                     continue;
                 };
+                // The refusal is JSON in the route's family; a 401 that is not JSON (metrics)
+                // says nothing of its shape.
+                let json_401 = responses
+                    .get("401")
+                    .filter(|r| r.pointer("/content/application~1json").is_some())
+                    .cloned();
+                let secured = secured || responses.contains_key("401");
+                let limited = json_401.or_else(|| {
+                    secured.then(|| {
+                        serde_json::json!({"content": {"application/json": {"schema":
+                            {"$ref": "#/components/schemas/QuotaError"}}}})
+                    })
+                });
+                if !responses.contains_key("429")
+                    && let Some(mut limited) = limited
+                {
+                    if let Some(l) = limited.as_object_mut() {
+                        l.insert(
+                            "description".into(),
+                            "Too many wrong credentials from this client address; see Retry-After"
+                                .into(),
+                        );
+                    }
+                    responses.insert("429".into(), limited);
+                }
                 for (code, r) in responses.iter_mut() {
                     if let Some(r) = r.as_object_mut()
                         && !r.contains_key("description")
