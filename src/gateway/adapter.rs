@@ -49,18 +49,22 @@ pub fn metered_full(
     bytes: &[u8],
     est: &Estimator,
 ) -> Metered {
-    let native = |usage: Option<Usage>, text: fn(&Value) -> String| match usage {
-        Some(u) => Metered::reported(u),
-        None => {
-            let v: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
-            Metered::estimated(est.prompt(), est.text(&text(&v)))
+    let native = |text: fn(&Value) -> String| {
+        let (usage, delivered): (Option<Usage>, bool) = super::usage::answer(bytes);
+        match usage {
+            Some(u) => Metered::reported(u),
+            None => {
+                let v: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+                Metered::estimated(est.prompt(), est.text(&text(&v)))
+            }
         }
+        .delivered(delivered)
     };
     match (endpoint.protocol(), translated) {
         (Protocol::Chat, _) => stages::metered_full(bytes, est, endpoint),
         (_, true) => stages::metered_full(bytes, est, Endpoint::Chat),
-        (Protocol::Messages, false) => native(anthropic::metered(bytes), anthropic::content_text),
-        (Protocol::Responses, false) => native(responses::metered(bytes), responses::output_text),
+        (Protocol::Messages, false) => native(anthropic::content_text),
+        (Protocol::Responses, false) => native(responses::output_text),
     }
 }
 

@@ -29,6 +29,9 @@ use crate::ledger::{KeyEntry, LedgerError, SettleTicket};
 use crate::store::{RequestLogRow, UsageItem};
 use crate::telemetry;
 
+/// The request-log error of a served call that generated nothing and was not charged.
+const NO_CONTENT: &str = "上游未返回内容，未计费 (no content; not charged)";
+
 /// Idle time allowed between two chunks of a stream.
 const STREAM_IDLE: Duration = Duration::from_secs(300);
 
@@ -414,6 +417,18 @@ impl Gateway {
         row.cache_write_tokens = u.cache_write;
         row.reasoning_tokens = u.reasoning;
         row.estimated = metered.estimated;
+        if !metered.delivered {
+            // Nothing generated (an empty stream, only an error event, an answer without
+            // output): the hold goes back, the row says why.
+            self.ledger.release(entry, call.held);
+            call.held = 0;
+            let why = row.error.take();
+            row.error = Some(match why {
+                Some(w) => format!("{NO_CONTENT}: {w}"),
+                None => NO_CONTENT.to_owned(),
+            });
+            return None;
+        }
         let upstream = row.upstream.as_deref().unwrap_or_default();
         // Priced at the call's start; routing kept only upstreams with a price, so the hold
         // is charged only if the table changed under the call (never free).

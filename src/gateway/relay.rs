@@ -21,6 +21,8 @@ pub trait NativeWatch: Send {
     fn done(&self) -> bool;
     /// What the stream used: the usage seen, or estimated from the text.
     fn metered(&self, est: &Estimator) -> Metered;
+    /// Whether anything was generated (text, thinking, tool input).
+    fn delivered(&self) -> bool;
 }
 
 /// Turns chat stream chunks into the caller's protocol's events.
@@ -65,6 +67,16 @@ impl Relay {
         }
     }
 
+    /// Whether the upstream generated anything: a stream without content (no event, only an
+    /// error event) is not charged.
+    pub fn delivered(&self) -> bool {
+        match self {
+            Relay::Chat(m) => m.delivered(),
+            Relay::Native(m) => m.watch.delivered(),
+            Relay::Translated(t) => t.meter.delivered(),
+        }
+    }
+
     /// What the stream used, at its end.
     pub fn metered(&self, est: &Estimator) -> Metered {
         match self {
@@ -72,6 +84,7 @@ impl Relay {
             Relay::Native(m) => m.watch.metered(est),
             Relay::Translated(t) => t.meter.metered(est),
         }
+        .delivered(self.delivered())
     }
 }
 
@@ -145,6 +158,9 @@ impl NativeWatch for anthropic::NativeUsage {
     fn done(&self) -> bool {
         self.done
     }
+    fn delivered(&self) -> bool {
+        !self.text.is_empty()
+    }
     fn metered(&self, est: &Estimator) -> Metered {
         // Without the output count (a stream cut short) the output is estimated from the
         // text seen, the prompt kept as reported.
@@ -157,6 +173,7 @@ impl NativeWatch for anthropic::NativeUsage {
                     ..u
                 },
                 estimated: true,
+                delivered: true,
             }),
             None => None,
         }
@@ -179,6 +196,9 @@ impl NativeWatch for responses::NativeUsage {
     }
     fn done(&self) -> bool {
         self.done
+    }
+    fn delivered(&self) -> bool {
+        !self.text.is_empty()
     }
     fn metered(&self, est: &Estimator) -> Metered {
         match self.usage {
@@ -230,7 +250,7 @@ mod tests {
     #[test]
     fn a_native_stream_passes_unchanged_and_is_metered() {
         let mut r = Relay::Native(Native::new(Box::<anthropic::NativeUsage>::default()));
-        let body = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":7,\"output_tokens\":1}}}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":4}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        let body = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":7,\"output_tokens\":1}}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":4}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         let out = r.push(body.as_bytes()).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), body);
         assert!(r.done());

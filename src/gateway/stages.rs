@@ -175,7 +175,8 @@ pub fn route(
 /// What a whole answer used. Only `usage` is parsed (no tree is built) unless it is missing
 /// and the text must be estimated.
 pub fn metered_full(bytes: &[u8], est: &Estimator, endpoint: Endpoint) -> Metered {
-    let mut m = match super::usage::of_answer(bytes) {
+    let (usage, delivered) = super::usage::answer(bytes);
+    let mut m = match usage {
         Some(u) => Metered::reported(u),
         None => {
             let parsed: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
@@ -186,7 +187,7 @@ pub fn metered_full(bytes: &[u8], est: &Estimator, endpoint: Endpoint) -> Metere
         m.usage.output = 0;
         m.usage.reasoning = 0;
     }
-    m
+    m.delivered(delivered)
 }
 
 /// Text generated in a (non-streamed) answer, for estimating when usage is missing.
@@ -225,6 +226,11 @@ struct ChunkChoice<'a> {
 struct Delta<'a> {
     #[serde(default, borrow)]
     content: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reasoning_content: Option<std::borrow::Cow<'a, str>>,
+    /// Only whether there are any (a tool call is content too).
+    #[serde(default)]
+    tool_calls: Option<serde::de::IgnoredAny>,
 }
 
 /// Stage "meter" for streams: splits the upstream's bytes into events, reads usage and text
@@ -236,6 +242,8 @@ pub struct StreamMeter {
     caller_wants_usage: bool,
     pub usage: Option<Usage>,
     pub text: String,
+    /// A tool call was streamed (content without text).
+    pub tool_calls: bool,
     pub done: bool,
 }
 
@@ -264,8 +272,14 @@ impl StreamMeter {
                     self.usage = Some(u);
                 }
                 for choice in c.choices.iter().flatten() {
-                    if let Some(t) = choice.delta.as_ref().and_then(|d| d.content.as_deref()) {
-                        self.text.push_str(t);
+                    if let Some(d) = &choice.delta {
+                        if let Some(t) = d.content.as_deref() {
+                            self.text.push_str(t);
+                        }
+                        if let Some(t) = d.reasoning_content.as_deref() {
+                            self.text.push_str(t);
+                        }
+                        self.tool_calls |= d.tool_calls.is_some();
                     }
                     if let Some(t) = choice.text.as_deref() {
                         self.text.push_str(t);
@@ -288,12 +302,18 @@ impl StreamMeter {
         self.splitter.rest()
     }
 
+    /// Whether anything was generated: text, reasoning or a tool call.
+    pub fn delivered(&self) -> bool {
+        !self.text.is_empty() || self.tool_calls
+    }
+
     /// What the stream used, at its end.
     pub fn metered(&self, est: &Estimator) -> Metered {
         match self.usage {
             Some(u) => Metered::reported(u),
             None => Metered::estimated(est.prompt(), est.text(&self.text)),
         }
+        .delivered(self.delivered())
     }
 }
 

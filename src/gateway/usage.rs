@@ -158,13 +158,40 @@ pub struct UsageOnly {
     pub usage: Option<WireUsage>,
 }
 
-/// The usage of a whole answer, in whichever protocol's shape; `None` without one. Only
-/// `usage` is parsed (no tree is built).
+/// The parts of a whole answer metering reads: its usage, and whether it carries output.
+#[derive(Deserialize)]
+struct AnswerParts {
+    #[serde(default)]
+    usage: Option<WireUsage>,
+    #[serde(default)]
+    choices: Option<Vec<serde::de::IgnoredAny>>,
+    #[serde(default)]
+    data: Option<Vec<serde::de::IgnoredAny>>,
+    #[serde(default)]
+    content: Option<Vec<serde::de::IgnoredAny>>,
+    #[serde(default)]
+    output: Option<Vec<serde::de::IgnoredAny>>,
+}
+
+/// A whole answer's usage (`None` without one), and whether it carries any output — choices
+/// (chat, completions), data (embeddings), content (Messages), output (Responses). One typed
+/// pass; no tree is built.
+pub fn answer(body: &[u8]) -> (Option<Usage>, bool) {
+    match serde_json::from_slice::<AnswerParts>(body) {
+        Ok(a) => {
+            let some =
+                |v: &Option<Vec<serde::de::IgnoredAny>>| v.as_ref().is_some_and(|v| !v.is_empty());
+            let delivered =
+                some(&a.choices) || some(&a.data) || some(&a.content) || some(&a.output);
+            (a.usage.and_then(|u| u.usage()), delivered)
+        }
+        Err(_) => (None, false),
+    }
+}
+
+/// The usage of a whole answer, in whichever protocol's shape; `None` without one.
 pub fn of_answer(body: &[u8]) -> Option<Usage> {
-    serde_json::from_slice::<UsageOnly>(body)
-        .ok()?
-        .usage?
-        .usage()
+    answer(body).0
 }
 
 /// What a call used, and whether it was estimated (the upstream reported no usage).
@@ -172,6 +199,8 @@ pub fn of_answer(body: &[u8]) -> Option<Usage> {
 pub struct Metered {
     pub usage: Usage,
     pub estimated: bool,
+    /// Whether anything was generated; a call that delivered nothing is not charged.
+    pub delivered: bool,
 }
 
 impl Metered {
@@ -179,6 +208,7 @@ impl Metered {
         Self {
             usage,
             estimated: false,
+            delivered: true,
         }
     }
 
@@ -186,7 +216,13 @@ impl Metered {
         Self {
             usage: Usage::plain(prompt, completion),
             estimated: true,
+            delivered: true,
         }
+    }
+
+    /// As said, with whether the answer delivered anything.
+    pub fn delivered(self, delivered: bool) -> Self {
+        Self { delivered, ..self }
     }
 }
 

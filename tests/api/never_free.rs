@@ -165,3 +165,71 @@ async fn guessing_credentials_blocks_the_guessing_address_only() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_without_content_is_not_charged() {
+    let up = MockUpstream::start().await;
+    let u = http_upstream("u", &up.url, "sk-upstream-key-123456");
+    let app = spawn_app_with(move |c| c.gateway.upstreams = vec![u]).await;
+    let (key, _) = app.create_key(json!({"quota": 10})).await;
+    let call = |stream: bool| {
+        app.client
+            .post(app.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&json!({"model": "m", "stream": stream,
+                "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    // A stream with no events; one whose only event is an error; a 200 answer that is an error.
+    let cases: [(bool, Option<&str>, Option<Value>); 3] = [
+        (true, Some(""), None),
+        (
+            true,
+            Some("data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\n"),
+            None,
+        ),
+        (
+            false,
+            None,
+            Some(json!({"error": {"message": "overloaded", "type": "server_error"}})),
+        ),
+    ];
+    for (i, (stream, raw_stream, raw_answer)) in cases.into_iter().enumerate() {
+        *up.state.raw_stream.lock().unwrap() = raw_stream.map(str::to_owned);
+        *up.state.raw_answer.lock().unwrap() = raw_answer;
+        let r = call(stream).await.unwrap();
+        assert_eq!(r.status(), 200, "case {i}");
+        let _ = r.text().await.unwrap();
+        let mut row = Value::Null;
+        for _ in 0..100 {
+            let (_, v) = app.admin_get("/admin/requests?limit=10").await;
+            if v["total"].as_u64() == Some(i as u64 + 1) {
+                row = v["requests"][0].clone();
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        }
+        assert_eq!(row["cost"], 0, "case {i}: {row}");
+        assert!(
+            row["error"].as_str().unwrap_or("").contains("not charged"),
+            "case {i}: {row}"
+        );
+    }
+    let q = app.quota(&key).await;
+    assert_eq!(q["used"], 0, "nothing useful, nothing charged: {q}");
+    // A normal answer is still charged.
+    *up.state.raw_stream.lock().unwrap() = None;
+    *up.state.raw_answer.lock().unwrap() = None;
+    assert_eq!(call(true).await.unwrap().status(), 200);
+    let _ = app.quota(&key).await;
+    let mut used = Value::Null;
+    for _ in 0..100 {
+        used = app.quota(&key).await["used"].clone();
+        if used == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+    assert_eq!(used, 1);
+    app.stop().await;
+}

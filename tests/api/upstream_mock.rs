@@ -41,6 +41,10 @@ pub struct MockState {
     /// Text a hostile upstream puts in a 200 answer: the whole answer's content, and in
     /// streams an extra event `{"error":{"message": …}}` before the end.
     pub echo: Mutex<Option<String>>,
+    /// A chat answer sent as is, with status 200: the whole SSE body of a stream, the JSON
+    /// of a non-streamed answer.
+    pub raw_stream: Mutex<Option<String>>,
+    pub raw_answer: Mutex<Option<Value>>,
 }
 
 impl MockState {
@@ -217,7 +221,13 @@ async fn chat(
         return r;
     }
     if body.get("stream").and_then(Value::as_bool) == Some(true) {
+        if let Some(raw) = st.raw_stream.lock().unwrap().clone() {
+            return ([("content-type", "text/event-stream")], raw).into_response();
+        }
         return sse(st, &body, true);
+    }
+    if let Some(raw) = st.raw_answer.lock().unwrap().clone() {
+        return axum::Json(raw).into_response();
     }
     let mut v = mock::chat_completion(&body, "up-1", 1);
     if st.omit_usage.load(Ordering::SeqCst) {
