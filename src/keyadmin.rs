@@ -137,7 +137,7 @@ impl KeyAdmin {
     /// Finds a key by its full string or by its numeric id. From memory when this process
     /// serves traffic (counters include consumes still committing), else from the store.
     pub async fn find(&self, key_or_id: &str) -> StoreResult<Option<KeyRecord>> {
-        let key_or_id = key_or_id.trim();
+        // Exactly as given: `/admin/keys/%201` or `+1` is not key 1.
         if looks_like_full_key(key_or_id) {
             let hash = hash_key(key_or_id);
             if let Some(l) = &self.ledger
@@ -146,6 +146,9 @@ impl KeyAdmin {
                 return Ok(Some(e.snapshot()));
             }
             return self.store.key_by_hash(&hash).await;
+        }
+        if key_or_id.is_empty() || !key_or_id.bytes().all(|b| b.is_ascii_digit()) {
+            return Ok(None);
         }
         let Ok(id) = key_or_id.parse::<i64>() else {
             return Ok(None);

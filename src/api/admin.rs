@@ -77,10 +77,18 @@ pub async fn create_keys(
     input::max_chars("name", req.name.as_deref(), MAX_NAME_CHARS)?;
     input::metadata_size("metadata", req.metadata.as_ref())?;
     check_refill(req.refill.as_ref())?;
+    let expiry = expires_at(req.expires_at.as_deref())?;
+    if expiry.is_some_and(|e| e <= st.keys.now_ms()) {
+        // A key born expired is a typo (a year, a month), never what was meant.
+        return Err(ApiError::invalid(
+            "expiresAt",
+            "不能早于当前时间 (already past)",
+        ));
+    }
     let spec = CreateSpec {
         prefix,
         quota: input::amount_in_range("quota", req.quota, 0, MAX_QUOTA)?,
-        expires_at: expires_at(req.expires_at.as_deref())?,
+        expires_at: expiry,
         name: req.name,
         count: input::in_range("count", req.count, 1, 1000)?.unwrap_or(1) as u32,
         metadata: req.metadata.unwrap_or_default(),

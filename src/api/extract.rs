@@ -31,9 +31,91 @@ impl FromRequest<AppState> for JsonBody {
         if bytes.iter().all(|b| b.is_ascii_whitespace()) {
             return Ok(JsonBody(None));
         }
+        if let Some(key) = duplicate_key(&bytes) {
+            // `{"amount":1,"amount":7}` must not quietly mean 7.
+            return Err(ApiError::invalid(&key, "字段重复 (duplicate key)"));
+        }
         serde_json::from_slice(&bytes)
             .map(|v| JsonBody(Some(v)))
             .map_err(|_| ApiError::malformed_json())
+    }
+}
+
+/// The first key that appears twice in one object of the JSON `bytes`, at any depth (`None`
+/// also when the JSON is malformed: the parse that follows says so).
+pub fn duplicate_key(bytes: &[u8]) -> Option<String> {
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    use std::cell::RefCell;
+
+    struct Walk<'a>(&'a RefCell<Option<String>>);
+
+    impl<'de> DeserializeSeed<'de> for Walk<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Walk<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
+            while a.next_element_seed(Walk(self.0))?.is_some() {}
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(k) = a.next_key::<String>()? {
+                if !seen.insert(k.clone()) && self.0.borrow().is_none() {
+                    *self.0.borrow_mut() = Some(k);
+                }
+                a.next_value_seed(Walk(self.0))?;
+            }
+            Ok(())
+        }
+    }
+
+    let found = RefCell::new(None);
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    Walk(&found).deserialize(&mut de).ok()?;
+    found.into_inner()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn duplicate_keys_are_found_at_any_depth() {
+        use super::duplicate_key;
+        assert_eq!(
+            duplicate_key(br#"{"amount":1,"amount":7}"#).as_deref(),
+            Some("amount")
+        );
+        assert_eq!(
+            duplicate_key(br#"[{"a":{"b":1,"b":2}}]"#).as_deref(),
+            Some("b")
+        );
+        assert_eq!(duplicate_key(br#"{"a":{"x":1},"b":{"x":2}}"#), None);
+        assert_eq!(duplicate_key(b"{nope"), None);
     }
 }
 

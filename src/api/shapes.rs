@@ -27,8 +27,10 @@ pub use crate::lenient;
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UseRequest {
-    /// What to consume (default 1): points, 1…1 000 000 000; in money mode a decimal of
-    /// the currency.
+    /// What to consume (default 1 when absent; `null` is refused): points,
+    /// 1…1 000 000 000; in money mode a decimal of the currency.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Amount)]
     pub amount: Option<Amount>,
     /// At most 200 characters.
     #[schema(max_length = 200)]
@@ -45,6 +47,8 @@ pub struct UseRequest {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UseItem {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Amount)]
     pub amount: Option<Amount>,
     #[schema(max_length = 200)]
     pub reason: Option<String>,

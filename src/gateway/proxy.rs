@@ -32,6 +32,9 @@ use crate::telemetry;
 /// The request-log error of a served call that generated nothing and was not charged.
 const NO_CONTENT: &str = "上游未返回内容，未计费 (no content; not charged)";
 
+/// The request-log error of a stream whose caller went away.
+const CLIENT_LEFT: &str = "client disconnected";
+
 /// Idle time allowed between two chunks of a stream.
 const STREAM_IDLE: Duration = Duration::from_secs(300);
 
@@ -528,7 +531,7 @@ impl Gateway {
         while !meter.done() {
             let next = tokio::select! {
                 _ = tx.closed() => {
-                    error = Some("client disconnected".into());
+                    error = Some(CLIENT_LEFT.into());
                     break;
                 }
                 n = tokio::time::timeout(STREAM_IDLE, upstream.next()) => n,
@@ -564,7 +567,7 @@ impl Gateway {
                 std::borrow::Cow::Owned(masked) => Bytes::from(masked),
             };
             if tx.send(Ok(out)).await.is_err() {
-                error = Some("client disconnected".into());
+                error = Some(CLIENT_LEFT.into());
                 break;
             }
         }
@@ -586,6 +589,10 @@ impl Gateway {
                 .record(a.elapsed().as_secs_f64());
         }
         let metered = meter.metered(&req.estimator());
+        // A caller who leaves early pays for what the upstream was asked to do (it bills us);
+        // only an upstream that ends its stream with nothing is not charged.
+        let client_left = error.as_deref() == Some(CLIENT_LEFT);
+        let metered = metered.delivered(metered.delivered || client_left);
         call.row.status = 200;
         call.row.error = error;
         let ticket = self.begin_settle(&mut call, &entry, &req.model, metered);

@@ -233,3 +233,84 @@ async fn an_answer_without_content_is_not_charged() {
     assert_eq!(used, 1);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_that_changes_money_or_access_is_refused() {
+    let app = spawn_app().await;
+    let (key, id) = app.create_key(json!({"quota": 100})).await;
+    // Duplicate keys: not the last one quietly.
+    let r = app
+        .client
+        .post(app.url("/api/v1/use"))
+        .header("X-API-Key", &key)
+        .header("content-type", "application/json")
+        .body(r#"{"amount":1,"amount":7}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("amount"),
+        "{v}"
+    );
+    // null is not "the default": absent is.
+    let (s, v) = app
+        .key_post(&key, "/api/v1/use", json!({"amount": null}))
+        .await;
+    assert_eq!(s, 400, "{v}");
+    let (s, _) = app
+        .key_post(&key, "/api/v1/use/batch", json!([{"amount": null}]))
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(app.quota(&key).await["used"], 0, "nothing charged");
+    let (s, v) = app.key_post(&key, "/api/v1/use", json!({})).await;
+    assert_eq!(
+        (s, &v["amountUsed"]),
+        (200, &json!(1)),
+        "absent: the default"
+    );
+    // Path ids exactly as given.
+    for path in ["/admin/keys/%201", "/admin/keys/+1", "/admin/keys/1%20"] {
+        let path = path.replace('1', &id.to_string());
+        let (s, v) = app.admin_get(&path).await;
+        assert_eq!(s, 404, "{path}: {v}");
+    }
+    assert_eq!(app.admin_get(&format!("/admin/keys/{id}")).await.0, 200);
+    // A key born expired.
+    let (s, v) = app
+        .admin_post(
+            "/admin/keys",
+            json!({"quota": 1, "expiresAt": "2001-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    // An empty CSRF header is no CSRF header.
+    let r = app
+        .client
+        .post(app.url("/auth/login"))
+        .json(&json!({"token": ADMIN}))
+        .send()
+        .await
+        .unwrap();
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    for (csrf, want) in [("", 403), ("1", 200)] {
+        let r = app
+            .client
+            .post(app.url("/admin/keys"))
+            .header("cookie", &cookie)
+            .header("x-qp-csrf", csrf)
+            .json(&json!({"quota": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), want, "csrf {csrf:?}");
+    }
+    app.stop().await;
+}
