@@ -101,24 +101,6 @@ pub fn duplicate_key(bytes: &[u8]) -> Option<String> {
     found.into_inner()
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn duplicate_keys_are_found_at_any_depth() {
-        use super::duplicate_key;
-        assert_eq!(
-            duplicate_key(br#"{"amount":1,"amount":7}"#).as_deref(),
-            Some("amount")
-        );
-        assert_eq!(
-            duplicate_key(br#"[{"a":{"b":1,"b":2}}]"#).as_deref(),
-            Some("b")
-        );
-        assert_eq!(duplicate_key(br#"{"a":{"x":1},"b":{"x":2}}"#), None);
-        assert_eq!(duplicate_key(b"{nope"), None);
-    }
-}
-
 /// The key a caller of `/api/v1/*` presented in `X-API-Key` (or `Authorization: Bearer`).
 pub struct Caller {
     pub entry: Arc<KeyEntry>,
@@ -148,5 +130,23 @@ pub use crate::extract::{HasAuth, Operator, QueryMap};
 impl HasAuth for AppState {
     fn authenticator(&self) -> &crate::auth::Authenticator {
         &self.auth
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn duplicate_keys_are_found_at_any_depth() {
+        use super::duplicate_key;
+        assert_eq!(
+            duplicate_key(br#"{"amount":1,"amount":7}"#).as_deref(),
+            Some("amount")
+        );
+        assert_eq!(
+            duplicate_key(br#"[{"a":{"b":1,"b":2}}]"#).as_deref(),
+            Some("b")
+        );
+        assert_eq!(duplicate_key(br#"{"a":{"x":1},"b":{"x":2}}"#), None);
+        assert_eq!(duplicate_key(b"{nope"), None);
     }
 }
