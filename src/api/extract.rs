@@ -115,7 +115,26 @@ impl FromRequestParts<AppState> for Caller {
             crate::auth::caller_key(&parts.headers).ok_or_else(ApiError::unauthorized_key)?;
         match state.ledger.authenticate(presented).await {
             Ok(entry) => {
-                let hint = entry.lock().rec.hint.clone();
+                let (hint, ips) = {
+                    let st = entry.lock();
+                    (st.rec.hint.clone(), st.rec.limits.ips.clone())
+                };
+                // A key limited to some addresses is limited on every route, as the gateway
+                // limits it.
+                if let Some(nets) = ips {
+                    let ip = parts
+                        .extensions
+                        .get::<crate::auth::Origin>()
+                        .and_then(|o| o.ip);
+                    let allowed = ip.is_some_and(|ip| {
+                        nets.iter()
+                            .filter_map(|n| crate::gateway::settings::parse_net(n))
+                            .any(|n| n.contains(&ip))
+                    });
+                    if !allowed {
+                        return Err(ApiError::forbidden("该 IP 不允许使用此密钥"));
+                    }
+                }
                 Ok(Caller { entry, hint })
             }
             Err(LedgerError::Unavailable) => Err(ApiError::unavailable()),

@@ -24,7 +24,7 @@ use crate::timefmt::rfc3339_opt;
 
 #[utoipa::path(get, path = "/api/v1/validate", tag = "quota",
     security(("apiKey" = [])),
-    responses((status = 200, description = "The key's state (`valid:false` with `reason` when not usable)", body = ValidateResponse), QuotaRefusals<{ AUTH | UNAVAILABLE }>))]
+    responses((status = 200, description = "The key's state (`valid:false` with `reason` when not usable)", body = ValidateResponse), QuotaRefusals<{ AUTH | FORBIDDEN | UNAVAILABLE }>))]
 pub async fn validate(State(st): State<AppState>, caller: Caller) -> Json<ValidateResponse> {
     let rec = st.ledger.current(&caller.entry).await;
     let now = st.ledger.now_ms();
@@ -156,7 +156,7 @@ pub async fn use_batch(
 
 #[utoipa::path(get, path = "/api/v1/quota", tag = "quota",
     security(("apiKey" = [])),
-    responses((status = 200, body = QuotaResponse), QuotaRefusals<{ AUTH | UNAVAILABLE }>))]
+    responses((status = 200, body = QuotaResponse), QuotaRefusals<{ AUTH | FORBIDDEN | UNAVAILABLE }>))]
 pub async fn quota(State(st): State<AppState>, caller: Caller) -> Json<QuotaResponse> {
     let rec = st.ledger.current(&caller.entry).await;
     let c = effective_counters(&rec, st.ledger.now_ms());
@@ -187,7 +187,7 @@ pub async fn history_page(st: &AppState, key_id: i64, params: &Params) -> ApiRes
 #[utoipa::path(get, path = "/api/v1/usage/history", tag = "quota",
     security(("apiKey" = [])),
     params(super::shapes::PageQuery),
-    responses((status = 200, body = HistoryPage), QuotaRefusals<{ BAD | AUTH | UNAVAILABLE }>))]
+    responses((status = 200, body = HistoryPage), QuotaRefusals<{ BAD | AUTH | FORBIDDEN | UNAVAILABLE }>))]
 pub async fn history(
     State(st): State<AppState>,
     caller: Caller,

@@ -314,3 +314,28 @@ async fn input_that_changes_money_or_access_is_refused() {
     }
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_limited_to_some_addresses_is_limited_on_the_quota_api_too() {
+    let app = spawn_app().await;
+    let (elsewhere, _) = app
+        .create_key(json!({"quota": 10, "limits": {"ips": ["10.0.0.0/8"]}}))
+        .await;
+    let (here, _) = app
+        .create_key(json!({"quota": 10, "limits": {"ips": ["127.0.0.1/32"]}}))
+        .await;
+    for path in ["/api/v1/quota", "/api/v1/validate", "/api/v1/usage/history"] {
+        let (s, v) = app.key_get(&elsewhere, path).await;
+        assert_eq!(s, 403, "{path}: {v}");
+        assert_eq!(app.key_get(&here, path).await.0, 200, "{path}");
+    }
+    let (s, _) = app
+        .key_post(&elsewhere, "/api/v1/use", json!({"amount": 1}))
+        .await;
+    assert_eq!(s, 403);
+    let (s, _) = app
+        .key_post(&here, "/api/v1/use", json!({"amount": 1}))
+        .await;
+    assert_eq!(s, 200);
+    app.stop().await;
+}
