@@ -31,10 +31,9 @@ pub(super) async fn proxied(st: AppState, endpoint: Endpoint, req: Request) -> R
         });
     let (parts, body) = req.into_parts();
     let limit = st.gateway.settings.max_body_bytes;
-    let bytes = read_body(body, limit).await;
     let outcome = st
         .gateway
-        .handle(endpoint, &parts.headers, origin, bytes)
+        .handle(endpoint, &parts.headers, origin, read_body(body, limit))
         .await;
     respond(outcome, endpoint)
 }

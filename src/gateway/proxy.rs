@@ -75,7 +75,7 @@ impl Gateway {
         endpoint: Endpoint,
         headers: &HeaderMap,
         origin: Origin,
-        body: Result<Bytes, bool>,
+        body: impl Future<Output = Result<Bytes, bool>> + Send,
     ) -> Outcome {
         let ip = origin.ip;
         let mut call = Call::new(RequestLogRow {
@@ -106,7 +106,7 @@ impl Gateway {
         endpoint: Endpoint,
         headers: &HeaderMap,
         ip: Option<std::net::IpAddr>,
-        body: Result<Bytes, bool>,
+        body: impl Future<Output = Result<Bytes, bool>> + Send,
     ) -> Result<(Arc<KeyEntry>, Request, Vec<Arc<Upstream>>), CallError> {
         // Identify.
         let presented = crate::auth::caller_key(headers).ok_or(CallError::NoKey)?;
@@ -121,9 +121,10 @@ impl Gateway {
         call.row.owner_user_id = rec.owner.as_ref().and_then(|o| o.user_id);
         call.row.owner_username = rec.owner.as_ref().and_then(|o| o.username.clone());
 
-        // Read, then policy and route.
+        // Read (only now: a caller without a valid key never makes us wait for its body),
+        // then policy and route.
         let req = stages::read(
-            body,
+            body.await,
             endpoint,
             self.settings.max_body_bytes,
             self.settings.billing.default_max_tokens,

@@ -339,3 +339,33 @@ async fn a_key_limited_to_some_addresses_is_limited_on_the_quota_api_too() {
     assert_eq!(s, 200);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_key_is_refused_before_its_body_arrives() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    for (path, auth) in [
+        (
+            "/v1/chat/completions",
+            "Authorization: Bearer qp_wrong_key_000000000000",
+        ),
+        ("/v1/messages", "x-api-key: qp_wrong_key_000000000000"),
+        ("/api/v1/use", "X-API-Key: qp_wrong_key_000000000000"),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        // A body announced and never sent: a slow-body client.
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n{{"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 1024];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(3), s.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("{path}: no answer while the body is pending"))
+            .unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(text.starts_with("HTTP/1.1 401"), "{path}: {text}");
+    }
+    app.stop().await;
+}
