@@ -27,6 +27,8 @@ pub struct ConnLimits {
     pub header_read_timeout: Duration,
     /// The longest a client may pause while sending a request body.
     pub body_idle_timeout: Duration,
+    /// The longest a request body may take in all, however steadily it trickles in.
+    pub body_deadline: Duration,
 }
 
 impl Default for ConnLimits {
@@ -35,6 +37,7 @@ impl Default for ConnLimits {
             max_connections: 4096,
             header_read_timeout: Duration::from_secs(20),
             body_idle_timeout: Duration::from_secs(15),
+            body_deadline: Duration::from_secs(60),
         }
     }
 }
@@ -109,6 +112,7 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     pub header_read_timeout_ms: Option<u64>,
     pub body_idle_timeout_ms: Option<u64>,
+    pub body_deadline_ms: Option<u64>,
     pub gateway: Option<GatewayFile>,
     pub billing: Option<BillingFile>,
     pub upstreams: Option<Vec<UpstreamFile>>,
@@ -363,6 +367,12 @@ fn connection_limits(
             parse_env::<u64>(env, "BODY_IDLE_TIMEOUT_MS")?
                 .or(file.body_idle_timeout_ms)
                 .unwrap_or(dc.body_idle_timeout.as_millis() as u64)
+                .max(100),
+        ),
+        body_deadline: std::time::Duration::from_millis(
+            parse_env::<u64>(env, "BODY_DEADLINE_MS")?
+                .or(file.body_deadline_ms)
+                .unwrap_or(dc.body_deadline.as_millis() as u64)
                 .max(100),
         ),
     })

@@ -86,6 +86,7 @@ pub fn effective(c: &Config) -> Value {
         "max_connections": c.connections.max_connections,
         "header_read_timeout_ms": c.connections.header_read_timeout.as_millis() as u64,
         "body_idle_timeout_ms": c.connections.body_idle_timeout.as_millis() as u64,
+        "body_deadline_ms": c.connections.body_deadline.as_millis() as u64,
         "retention": {
             "request_log_days": c.retention.request_log_days,
             "usage_history_days": c.retention.usage_history_days,

@@ -78,6 +78,8 @@ pub struct Guard {
     pub timeout: Option<Duration>,
     /// The longest a client may pause while sending a request body.
     pub body_idle_timeout: Duration,
+    /// The longest a whole request body may take.
+    pub body_deadline: Duration,
     /// Wrong credentials per client address (shared by every group).
     pub failures: Arc<crate::bruteforce::FailureLimiter>,
 }
@@ -139,10 +141,14 @@ async fn guarded(g: &Guard, req: Request, next: Next) -> Response {
             .headers()
             .contains_key(axum::http::header::TRANSFER_ENCODING);
     let req = if has_body {
+        let deadline = g.body_deadline;
         req.map(|b| {
-            axum::body::Body::new(tower_http::timeout::TimeoutBody::new(
-                g.body_idle_timeout,
-                b,
+            axum::body::Body::new(DeadlineBody::new(
+                axum::body::Body::new(tower_http::timeout::TimeoutBody::new(
+                    g.body_idle_timeout,
+                    b,
+                )),
+                deadline,
             ))
         })
     } else {
@@ -221,4 +227,46 @@ fn with_headers_of(original: &Response, mut out: Response) -> Response {
         }
     }
     out
+}
+
+/// A request body that fails once `deadline` has passed since the request arrived, however
+/// steadily it trickles in (the idle timeout alone lets a byte every few seconds hold a
+/// connection for as long as the body is long).
+struct DeadlineBody {
+    inner: axum::body::Body,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl DeadlineBody {
+    fn new(inner: axum::body::Body, deadline: Duration) -> Self {
+        Self {
+            inner,
+            deadline: Box::pin(tokio::time::sleep(deadline)),
+        }
+    }
+}
+
+impl hyper::body::Body for DeadlineBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, axum::Error>>> {
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(Some(Err(axum::Error::new(
+                "the request body took longer than its deadline",
+            ))));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }

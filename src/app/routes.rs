@@ -115,6 +115,7 @@ struct Guards {
     gateway_body_limit: usize,
     timeout: Duration,
     body_idle_timeout: Duration,
+    body_deadline: Duration,
     failures: Arc<crate::bruteforce::FailureLimiter>,
 }
 
@@ -125,6 +126,7 @@ impl Guards {
             gateway_body_limit: config.gateway.max_body_bytes,
             timeout: Duration::from_millis(config.request_timeout_ms),
             body_idle_timeout: config.connections.body_idle_timeout,
+            body_deadline: config.connections.body_deadline,
             failures: Arc::default(),
         }
     }
@@ -144,6 +146,7 @@ impl Guards {
             },
             timeout: timed.then_some(self.timeout),
             body_idle_timeout: self.body_idle_timeout,
+            body_deadline: self.body_deadline,
             failures: self.failures.clone(),
         };
         routes.layer(axum::middleware::from_fn_with_state(g, guard))
