@@ -101,6 +101,32 @@ impl FailureLimiter {
     }
 }
 
+/// An address blocked now: how many failures it sent in its window, and until when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Blocked {
+    pub ip: IpAddr,
+    pub failures: u32,
+    pub until_ms: i64,
+}
+
+impl FailureLimiter {
+    /// Every address blocked at `now_ms`, most failures first.
+    pub fn blocked_now(&self, now_ms: i64) -> Vec<Blocked> {
+        let mut out: Vec<Blocked> = self
+            .lock()
+            .iter()
+            .filter(|(_, e)| e.blocked_until > now_ms)
+            .map(|(ip, e)| Blocked {
+                ip: *ip,
+                failures: e.failures,
+                until_ms: e.blocked_until,
+            })
+            .collect();
+        out.sort_by(|a, b| b.failures.cmp(&a.failures).then(a.ip.cmp(&b.ip)));
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

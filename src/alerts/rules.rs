@@ -25,6 +25,8 @@ pub struct Sources {
     pub store: Arc<dyn Store>,
     /// `serve` mode: keys live in `store` and the gateway is here.
     pub gateway: Option<Arc<Gateway>>,
+    /// Wrong credentials per client address (the routes' guard counts them).
+    pub failures: Arc<crate::bruteforce::FailureLimiter>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +43,7 @@ fn range_q(from: i64, to: i64) -> String {
 
 /// Whether `rule` can run here (key and upstream rules need the gateway's own database).
 pub fn applicable(rule: RuleKind, src: &Sources) -> bool {
-    rule.is_monitor_rule() || src.gateway.is_some()
+    rule.is_monitor_rule() || rule == RuleKind::AuthFailures || src.gateway.is_some()
 }
 
 pub async fn evaluate(
@@ -54,6 +56,7 @@ pub async fn evaluate(
     match rule {
         RuleKind::QuotaLow | RuleKind::KeyExpiring => keys(rule, rs, src, now_ms, lang).await,
         RuleKind::UpstreamDown => upstreams(rs, src, now_ms, lang).await,
+        RuleKind::AuthFailures => Ok(guessing(src, now_ms, lang)),
         _ => monitor_rule(rule, rs, src, now_ms, lang).await,
     }
 }
@@ -186,6 +189,31 @@ async fn keys(
     Ok(out)
 }
 
+/// Addresses blocked now for sending too many wrong credentials (`bruteforce`).
+fn guessing(src: &Sources, now_ms: i64, lang: Lang) -> Vec<Finding> {
+    src.failures
+        .blocked_now(now_ms)
+        .into_iter()
+        .map(|b| {
+            let ip = b.ip.to_string();
+            Finding {
+                subject: format!("ip:{ip}"),
+                title: say(lang, "凭证猜测：{}", "Credential guessing: {}", &[&ip]),
+                lines: vec![say(
+                    lang,
+                    "一分钟内 {} 次凭证错误，已封禁至 {}",
+                    "{} wrong credentials within a minute; blocked until {}",
+                    &[&b.failures, &rfc3339(b.until_ms)],
+                )],
+                details: json!({"ip": ip, "failures": b.failures,
+                    "blockedUntil": rfc3339(b.until_ms)}),
+                link: "#/overview?range=1h".to_owned(),
+                weight: f64::from(b.failures),
+            }
+        })
+        .collect()
+}
+
 async fn upstreams(
     rs: &RuleSettings,
     src: &Sources,
@@ -261,6 +289,7 @@ pub fn summary_title(rule: RuleKind, n: usize, lang: Lang) -> String {
         (RuleKind::QuotaLow, true) => "配额即将用完",
         (RuleKind::KeyExpiring, true) => "密钥即将过期",
         (RuleKind::UpstreamDown, true) => "上游异常",
+        (RuleKind::AuthFailures, true) => "凭证猜测",
         (RuleKind::Burst, false) => "Bursts",
         (RuleKind::MultiUserToken, false) => "Shared keys",
         (RuleKind::IpManyUsers, false) => "Crowded IPs",
@@ -268,6 +297,7 @@ pub fn summary_title(rule: RuleKind, n: usize, lang: Lang) -> String {
         (RuleKind::QuotaLow, false) => "Quotas running low",
         (RuleKind::KeyExpiring, false) => "Keys expiring",
         (RuleKind::UpstreamDown, false) => "Upstreams down",
+        (RuleKind::AuthFailures, false) => "Credential guessing",
     };
     if zh {
         format!("{name}：本次发现 {n} 个对象")
@@ -280,7 +310,7 @@ pub fn summary_title(rule: RuleKind, n: usize, lang: Lang) -> String {
 pub fn summary_link(rule: RuleKind, rs: &RuleSettings, now_ms: i64) -> String {
     match rule {
         RuleKind::QuotaLow | RuleKind::KeyExpiring => "#/keys".to_owned(),
-        RuleKind::UpstreamDown => "#/overview?range=1h".to_owned(),
+        RuleKind::UpstreamDown | RuleKind::AuthFailures => "#/overview?range=1h".to_owned(),
         _ => format!(
             "#/anomalies?rule={}&{}",
             rule.as_str(),

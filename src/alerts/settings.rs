@@ -16,10 +16,12 @@ pub enum RuleKind {
     QuotaLow,
     KeyExpiring,
     UpstreamDown,
+    /// Client addresses blocked for guessing credentials.
+    AuthFailures,
 }
 
 impl RuleKind {
-    pub const ALL: [RuleKind; 7] = [
+    pub const ALL: [RuleKind; 8] = [
         RuleKind::Burst,
         RuleKind::MultiUserToken,
         RuleKind::IpManyUsers,
@@ -27,6 +29,7 @@ impl RuleKind {
         RuleKind::QuotaLow,
         RuleKind::KeyExpiring,
         RuleKind::UpstreamDown,
+        RuleKind::AuthFailures,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -38,6 +41,7 @@ impl RuleKind {
             RuleKind::QuotaLow => "quota_low",
             RuleKind::KeyExpiring => "key_expiring",
             RuleKind::UpstreamDown => "upstream_down",
+            RuleKind::AuthFailures => "auth_failures",
         }
     }
 
@@ -146,7 +150,7 @@ impl RuleSettings {
     fn default_for(rule: RuleKind) -> Self {
         let (every, lookback) = match rule {
             RuleKind::Burst => (60, 300),
-            RuleKind::UpstreamDown => (60, 300),
+            RuleKind::UpstreamDown | RuleKind::AuthFailures => (60, 300),
             RuleKind::KeyExpiring => (3600, 0),
             _ => (300, 1800),
         };

@@ -51,7 +51,7 @@ impl HasAuth for AlertsState {
 #[into_params(parameter_in = Query)]
 pub struct AlertsQuery {
     /// `burst`, `multi_user_token`, `ip_many_users`, `big_request`, `quota_low`,
-    /// `key_expiring`, `upstream_down`.
+    /// `key_expiring`, `upstream_down`, `auth_failures`.
     pub rule: Option<String>,
     /// `sending`, `sent`, `partial`, `failed` or `recorded`.
     pub status: Option<String>,

@@ -101,6 +101,9 @@ struct Shared {
     auth: Arc<Authenticator>,
     monitor: Arc<Monitor>,
     alerts: Arc<Alerts>,
+    /// Wrong credentials per client address: counted by the routes' guard, watched by the
+    /// `auth_failures` alert rule.
+    failures: Arc<crate::bruteforce::FailureLimiter>,
 }
 
 impl Shared {
@@ -131,12 +134,14 @@ impl Shared {
             Some(&config.data_dir),
         )
         .await?;
+        let failures = Arc::<crate::bruteforce::FailureLimiter>::default();
         let alerts = Alerts::new(
             config.alerts.clone(),
             Sources {
                 monitor: monitor.clone(),
                 store,
                 gateway,
+                failures: failures.clone(),
             },
             clock,
             config.listen,
@@ -147,12 +152,14 @@ impl Shared {
             auth,
             monitor,
             alerts,
+            failures,
         })
     }
 
     /// What answers HTTP, given the quota and gateway state when there is one.
     fn surfaces(&self, config: &Config, core: Option<AppState>, mode: &'static str) -> Surfaces {
         Surfaces {
+            failures: self.failures.clone(),
             core,
             monitor: MonitorState {
                 monitor: self.monitor.clone(),

@@ -27,6 +27,8 @@ use crate::web::{self, WebState};
 /// What answers HTTP in an application. `serve` has everything; `monitor` mode has no
 /// quota, admin or gateway routes (`core: None`).
 pub struct Surfaces {
+    /// Wrong credentials per client address, shared with the alert rule that reports them.
+    pub failures: Arc<crate::bruteforce::FailureLimiter>,
     pub core: Option<AppState>,
     pub monitor: MonitorState,
     pub alerts: AlertsState,
@@ -38,7 +40,7 @@ pub struct Surfaces {
 pub fn router(surfaces: Surfaces, config: &Config) -> Router {
     // The metrics recorder is installed before the first request is counted.
     crate::telemetry::handle();
-    let guarded = Guards::new(config);
+    let guarded = Guards::new(config, surfaces.failures.clone());
     let mut api = OpenApiRouter::with_openapi(doc::base());
     if let Some(core) = surfaces.core {
         api = api
@@ -120,14 +122,14 @@ struct Guards {
 }
 
 impl Guards {
-    fn new(config: &Config) -> Self {
+    fn new(config: &Config, failures: Arc<crate::bruteforce::FailureLimiter>) -> Self {
         Self {
             body_limit: config.max_body_bytes,
             gateway_body_limit: config.gateway.max_body_bytes,
             timeout: Duration::from_millis(config.request_timeout_ms),
             body_idle_timeout: config.connections.body_idle_timeout,
             body_deadline: config.connections.body_deadline,
-            failures: Arc::default(),
+            failures,
         }
     }
 

@@ -93,8 +93,12 @@ async fn no_answer_of_any_status_carries_our_credentials() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guessing_credentials_blocks_the_guessing_address_only() {
+    use quota_proxy::alerts::settings::RuleKind;
+    let rx = crate::alert_receiver::Receiver::start().await;
+    let hook = vec![crate::alerts::hook_channel(&rx)];
     let app = spawn_app_with(|c| {
         c.gateway.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        crate::alerts::alerting(c, hook, &[(RuleKind::AuthFailures, &[])]);
     })
     .await;
     let (key, _) = app.create_key(json!({"quota": 10})).await;
@@ -156,6 +160,23 @@ async fn guessing_credentials_blocks_the_guessing_address_only() {
     assert_eq!(r.status(), 200);
     let (s, _) = app.key_get(&key, "/api/v1/quota").await;
     assert_eq!(s, 200, "127.0.0.1 itself is another address");
+    // Announced: an alert names the address.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let alert = loop {
+        if let Some(r) = rx
+            .got()
+            .into_iter()
+            .find(|r| r.body["rule"] == "auth_failures")
+        {
+            break r.body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no auth_failures alert"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(alert["subject"], format!("ip:{guesser}"), "{alert}");
     // Counted.
     let m = metrics_text(&app).await;
     assert!(
