@@ -73,6 +73,17 @@ pub fn token_hint(role: Role, presented: &str) -> String {
 pub struct Origin {
     pub request_id: String,
     pub ip: Option<std::net::IpAddr>,
+    /// The connection the request came on (absent in router-level tests).
+    pub conn: Option<std::sync::Arc<crate::conn_trust::ConnTrust>>,
+}
+
+impl Origin {
+    /// The request proved a credential: its connection stops counting as unauthenticated.
+    pub fn authenticated(&self) {
+        if let Some(c) = &self.conn {
+            c.authenticated();
+        }
+    }
 }
 
 /// `req_` and 24 base-62 characters.

@@ -29,6 +29,12 @@ pub struct ConnLimits {
     pub body_idle_timeout: Duration,
     /// The longest a request body may take in all, however steadily it trickles in.
     pub body_deadline: Duration,
+    /// Connections one client address may hold open before any request on them proved a
+    /// credential, once half the budget is in use (`0`: no cap). See `listener`.
+    pub max_unauthenticated_per_ip: usize,
+    /// Addresses the cap does not apply to (the trusted proxies: behind them many clients
+    /// share one address).
+    pub cap_exempt: Vec<ipnet::IpNet>,
 }
 
 impl Default for ConnLimits {
@@ -38,6 +44,8 @@ impl Default for ConnLimits {
             header_read_timeout: Duration::from_secs(20),
             body_idle_timeout: Duration::from_secs(15),
             body_deadline: Duration::from_secs(60),
+            max_unauthenticated_per_ip: 64,
+            cap_exempt: Vec::new(),
         }
     }
 }
@@ -113,6 +121,7 @@ pub struct FileConfig {
     pub header_read_timeout_ms: Option<u64>,
     pub body_idle_timeout_ms: Option<u64>,
     pub body_deadline_ms: Option<u64>,
+    pub max_unauthenticated_per_ip: Option<usize>,
     pub gateway: Option<GatewayFile>,
     pub billing: Option<BillingFile>,
     pub upstreams: Option<Vec<UpstreamFile>>,
@@ -375,6 +384,11 @@ fn connection_limits(
                 .unwrap_or(dc.body_deadline.as_millis() as u64)
                 .max(100),
         ),
+        max_unauthenticated_per_ip: parse_env::<usize>(env, "MAX_UNAUTHENTICATED_PER_IP")?
+            .or(file.max_unauthenticated_per_ip)
+            .unwrap_or(dc.max_unauthenticated_per_ip),
+        // Filled from the gateway's trusted proxies once those are read.
+        cap_exempt: Vec::new(),
     })
 }
 

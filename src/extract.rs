@@ -52,7 +52,9 @@ impl<S: HasAuth + Send + Sync> FromRequestParts<S> for Operator {
                 AuthError::MissingCsrf => Problem::MissingCsrf,
             })?;
         // Resolved once per request by the middleware (trusted proxies honoured).
-        let client_ip = parts.extensions.get::<Origin>().and_then(|o| o.ip);
+        let origin = parts.extensions.get::<Origin>();
+        origin.inspect(|o| o.authenticated());
+        let client_ip = origin.and_then(|o| o.ip);
         Ok(Operator {
             role: p.role,
             token_hint: p.hint,

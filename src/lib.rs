@@ -15,6 +15,7 @@ pub mod clock;
 pub mod config;
 pub mod config_error;
 pub mod config_view;
+pub mod conn_trust;
 pub mod error;
 pub mod extract;
 pub mod gateway;

@@ -3,6 +3,14 @@
 //! for a request's headers that also closes keep-alive connections left idle (hyper starts
 //! that clock whenever it waits for the next request). Graceful shutdown: stop accepting,
 //! let open connections finish their requests. HTTP/1.1 only (see `serve`).
+//!
+//! One client address cannot take the whole budget with connections that never prove a
+//! credential (a slow-body flood of `/auth/login`): each connection counts against its
+//! address until a request on it is authenticated (`ConnTrust::authenticated`, called by
+//! every credential check); once half the budget is in use, an address already holding
+//! `max_unauthenticated_per_ip` such connections gets the 503 at once. Below half, bursts of
+//! new connections are never refused (their first requests authenticate within
+//! milliseconds, but a burst is accepted faster than that).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,6 +29,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
+use crate::conn_trust::{ConnTrust, UnauthCounts};
+
 pub use crate::config::ConnLimits;
 
 const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
@@ -34,6 +44,8 @@ pub async fn serve(
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let unauth = Arc::new(UnauthCounts::default());
+    let cap = limits.max_unauthenticated_per_ip;
     let graceful = GracefulShutdown::new();
     // HTTP/1.1 only: the protocol sniffing of an HTTP/1 + HTTP/2 server waits for a first
     // byte with no time limit, which is exactly what an idle connection never sends.
@@ -59,16 +71,29 @@ pub async fn serve(
         };
         // Streams are many small writes: without NODELAY each waits for the peer's ACK.
         let _ = tcp.set_nodelay(true);
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            tokio::spawn(async move {
-                let mut tcp = tcp;
-                let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(REFUSAL)).await;
-                let _ = tcp.shutdown().await;
-            });
-            continue;
+        let ip = peer.ip().to_canonical();
+        let counted = cap > 0 && !limits.cap_exempt.iter().any(|n| n.contains(&ip));
+        let crowded = slots.available_permits() < limits.max_connections / 2;
+        let slot = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) if !(counted && crowded && unauth.get(ip) >= cap) => slot,
+            _ => {
+                metrics::counter!(crate::telemetry::CONNECTIONS_REFUSED).increment(1);
+                tokio::spawn(async move {
+                    let mut tcp = tcp;
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(1), tcp.write_all(REFUSAL)).await;
+                    let _ = tcp.shutdown().await;
+                });
+                continue;
+            }
         };
+        if counted {
+            unauth.add(ip);
+        }
+        let trust = Arc::new(ConnTrust::new(ip, counted.then(|| unauth.clone())));
         let router = router.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut().insert(trust.clone());
             req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
             router.clone().oneshot(req.map(Body::new))
         });

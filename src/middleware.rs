@@ -34,9 +34,14 @@ pub async fn context(State(cx): State<Arc<Context>>, mut req: Request, next: Nex
         .map(|c| c.0.ip());
     let ip = client_ip::resolve(peer, req.headers(), &cx.trusted_proxies);
     let request_id = crate::auth::new_request_id();
+    let conn = req
+        .extensions()
+        .get::<std::sync::Arc<crate::conn_trust::ConnTrust>>()
+        .cloned();
     req.extensions_mut().insert(Origin {
         request_id: request_id.clone(),
         ip,
+        conn,
     });
     // The route template, never the path itself: paths and queries can carry keys.
     let route = req.extensions().get::<MatchedPath>().cloned();

@@ -15,6 +15,7 @@ pub const GATEWAY_OVERHEAD: &str = "qp_gateway_overhead_seconds";
 pub const GATEWAY_OVERRUNS: &str = "qp_gateway_overruns_total";
 pub const AUTH_FAILURES: &str = "qp_auth_failures_total";
 pub const AUTH_BLOCKED: &str = "qp_auth_blocked_total";
+pub const CONNECTIONS_REFUSED: &str = "qp_connections_refused_total";
 pub const LOG_SUPPRESSED: &str = "qp_log_lines_suppressed_total";
 pub const UPSTREAM_DURATION: &str = "qp_upstream_duration_seconds";
 pub const UPSTREAM_TTFT: &str = "qp_upstream_ttft_seconds";
@@ -68,6 +69,10 @@ const HELP: &[(&str, &str)] = &[
     (
         AUTH_BLOCKED,
         "Requests refused 429 because their client address sent too many wrong credentials",
+    ),
+    (
+        CONNECTIONS_REFUSED,
+        "Connections closed at once with 503: the connection budget was spent, or the client address held too many unauthenticated connections",
     ),
     (
         LOG_SUPPRESSED,

@@ -115,6 +115,9 @@ impl FromRequestParts<AppState> for Caller {
             crate::auth::caller_key(&parts.headers).ok_or_else(ApiError::unauthorized_key)?;
         match state.ledger.authenticate(presented).await {
             Ok(entry) => {
+                if let Some(o) = parts.extensions.get::<crate::auth::Origin>() {
+                    o.authenticated();
+                }
                 let (hint, ips) = {
                     let st = entry.lock();
                     (st.rec.hint.clone(), st.rec.limits.ips.clone())

@@ -28,6 +28,7 @@ pub(super) async fn proxied(st: AppState, endpoint: Endpoint, req: Request) -> R
         .unwrap_or_else(|| Origin {
             request_id: crate::auth::new_request_id(),
             ip: None,
+            conn: None,
         });
     let (parts, body) = req.into_parts();
     let limit = st.gateway.settings.max_body_bytes;
@@ -175,7 +176,11 @@ pub async fn embeddings(State(st): State<AppState>, req: Request) -> Response {
     security(("apiKey" = []), ("bearerKey" = [])),
     params(("anthropic-version" = Option<String>, Header, description = "When present (the Anthropic SDK sends it), the list is in Anthropic's shape")),
     responses((status = 200, description = "OpenAI's model list, or Anthropic's when `anthropic-version` is sent", body = ModelsAnswer), OpenAiRefusals<{ AUTH | UNAVAILABLE }>))]
-pub async fn models(State(st): State<AppState>, headers: HeaderMap) -> Response {
+pub async fn models(
+    State(st): State<AppState>,
+    origin: Option<axum::Extension<Origin>>,
+    headers: HeaderMap,
+) -> Response {
     let presented = crate::auth::caller_key(&headers).map(str::to_owned);
     let Some(presented) = presented else {
         return OaiError::from(&CallError::UnknownKey).into_response();
@@ -187,6 +192,9 @@ pub async fn models(State(st): State<AppState>, headers: HeaderMap) -> Response 
         }
         Err(_) => return OaiError::from(&CallError::UnknownKey).into_response(),
     };
+    if let Some(o) = origin {
+        o.authenticated();
+    }
     let allowed = entry.snapshot().limits.models;
     let anthropic = headers.contains_key("anthropic-version");
     let mut seen = std::collections::BTreeSet::new();

@@ -67,6 +67,7 @@ pub async fn messages(State(st): State<AppState>, req: Request) -> Response {
     responses((status = 200, body = TokenCount), AnthropicRefusals<{ BAD | AUTH | UNAVAILABLE }>))]
 pub async fn count_tokens(
     State(st): State<AppState>,
+    origin: Option<axum::Extension<crate::auth::Origin>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
@@ -74,7 +75,11 @@ pub async fn count_tokens(
         return AnthError::from(&CallError::NoKey).into_response();
     };
     match st.ledger.authenticate(presented).await {
-        Ok(_) => {}
+        Ok(_) => {
+            if let Some(o) = origin {
+                o.authenticated();
+            }
+        }
         Err(LedgerError::Unavailable) => {
             return AnthError::from(&CallError::Unavailable).into_response();
         }

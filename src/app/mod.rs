@@ -212,6 +212,7 @@ impl App {
         .await?;
         let background = vec![
             ledger.spawn_change_follower(Duration::from_secs(1)),
+            ledger.spawn_hold_keeper(),
             spawn_retention(store.clone(), clock, config.retention.clone()),
         ];
         let state = AppState(Arc::new(AppInner {
@@ -271,7 +272,8 @@ impl App {
         listener: TcpListener,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let limits = self.config.connections.clone();
+        let mut limits = self.config.connections.clone();
+        limits.cap_exempt = self.config.gateway.trusted_proxies.clone();
         let result = crate::listener::serve(listener, self.router.clone(), limits, signal).await;
         self.shutdown().await;
         result

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::limits::{self, RequestBudget, Slot};
-use crate::ledger::KeyEntry;
+use crate::ledger::{Hold, KeyEntry};
 use crate::store::RequestLogRow;
 
 /// Everything known about a call, for its log row, its settlement and its answer's headers.
@@ -21,7 +21,7 @@ pub(super) struct Call {
     pub row: RequestLogRow,
     pub entry: Option<Arc<KeyEntry>>,
     /// Points reserved on the key and not yet settled or released.
-    pub held: i64,
+    pub hold: Option<Hold>,
     pub budget: Option<RequestBudget>,
     pub quota_remaining: Option<i64>,
     /// The concurrency slot, released when the call ends (for a stream: when it ends).
@@ -36,11 +36,16 @@ impl Call {
             attempt_started: None,
             row,
             entry: None,
-            held: 0,
+            hold: None,
             budget: None,
             quota_remaining: None,
             slot: None,
         }
+    }
+
+    /// What the call holds on its key.
+    pub fn held(&self) -> i64 {
+        self.hold.as_ref().map_or(0, |h| h.amount)
     }
 
     pub fn elapsed_ms(&self) -> i64 {

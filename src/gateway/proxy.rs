@@ -54,11 +54,8 @@ impl Gateway {
 
     /// Stage "log" for a call not served: its hold returned, its row written.
     fn refuse(&self, mut call: Call, err: CallError) -> Outcome {
-        if let Some(e) = &call.entry
-            && call.held > 0
-        {
-            self.ledger.release(e, call.held);
-            call.held = 0;
+        if let (Some(e), Some(hold)) = (&call.entry, call.hold.take()) {
+            self.ledger.release(e, hold);
         }
         call.row.status = i64::from(err.status());
         call.row.error = Some(err.message());
@@ -86,7 +83,11 @@ impl Gateway {
             ..Default::default()
         });
         let passed = protocol_headers(endpoint, headers);
-        match self.admit(&mut call, endpoint, headers, ip, body).await {
+        let from = Source {
+            ip,
+            conn: origin.conn,
+        };
+        match self.admit(&mut call, endpoint, headers, from, body).await {
             Ok((entry, req, upstreams)) => {
                 let how = How {
                     endpoint,
@@ -105,7 +106,7 @@ impl Gateway {
         call: &mut Call,
         endpoint: Endpoint,
         headers: &HeaderMap,
-        ip: Option<std::net::IpAddr>,
+        from: Source,
         body: impl Future<Output = Result<Bytes, bool>> + Send,
     ) -> Result<(Arc<KeyEntry>, Request, Vec<Arc<Upstream>>), CallError> {
         // Identify.
@@ -115,6 +116,10 @@ impl Gateway {
             Err(LedgerError::Unavailable) => return Err(CallError::Unavailable),
             Err(_) => return Err(CallError::UnknownKey),
         };
+        if let Some(c) = &from.conn {
+            c.authenticated();
+        }
+        let ip = from.ip;
         let rec: KeyRecord = entry.snapshot();
         call.row.key_id = Some(rec.id);
         call.row.key_name = rec.name.clone().or_else(|| Some(rec.hint.clone()));
@@ -164,8 +169,7 @@ impl Gateway {
         if !self.ledger.writable() {
             return Err(CallError::Unavailable);
         }
-        self.hold(call, &entry, &req, &upstreams, limits, now)
-            .await?;
+        self.hold(call, &entry, &req, &upstreams, limits, now)?;
         call.entry = Some(entry.clone());
         let view = self.ledger.view(&entry);
         call.quota_remaining = view.quota.map(|q| q - view.used);
@@ -174,7 +178,7 @@ impl Gateway {
 
     /// Stage "hold": reserves the worst the call can cost on the key (and, with instances
     /// sharing the store, counts it in the shared windows).
-    async fn hold(
+    fn hold(
         &self,
         call: &mut Call,
         entry: &Arc<KeyEntry>,
@@ -203,27 +207,40 @@ impl Gateway {
         } else {
             Vec::new()
         };
-        match self.ledger.reserve(entry, hold, windows).await {
-            Ok(()) => {
-                call.held = hold;
+        // What the key's history says if this server dies before the settlement.
+        let mut meta = serde_json::Map::with_capacity(2);
+        meta.insert("model".into(), Value::from(req.model.as_str()));
+        meta.insert(
+            "request_id".into(),
+            Value::from(call.row.request_id.as_str()),
+        );
+        let item = UsageItem {
+            amount: hold,
+            reason: Some(call.row.endpoint.clone()),
+            metadata: Some(meta),
+        };
+        match self.ledger.hold(entry, hold, windows, item) {
+            Ok(h) => {
+                call.hold = Some(h);
                 Ok(())
             }
-            Err(LedgerError::Limited(w)) => {
-                Err(CallError::RateLimited(limits::Refusal::shared(w, now)))
+            Err(e) => Err(hold_refused(call, e, now)),
+        }
+    }
+
+    /// Waits, once an upstream has answered, until the call's hold is durable: no byte of
+    /// an answer leaves before the call is sure to be charged, even if this process dies.
+    /// The commit ran while the upstream worked, so this is nearly always immediate.
+    async fn confirm_hold(&self, call: &mut Call) -> Result<(), CallError> {
+        let Some(hold) = call.hold.as_mut() else {
+            return Ok(());
+        };
+        match hold.confirm().await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                call.hold = None;
+                Err(hold_refused(call, e, self.ledger.now_ms()))
             }
-            Err(LedgerError::QuotaExceeded {
-                remaining,
-                requested,
-            }) => {
-                call.quota_remaining = Some(remaining);
-                Err(CallError::QuotaExceeded {
-                    remaining,
-                    requested,
-                })
-            }
-            Err(LedgerError::Disabled) => Err(CallError::KeyDisabled),
-            Err(LedgerError::Expired) => Err(CallError::KeyExpired),
-            Err(_) => Err(CallError::Unavailable),
         }
     }
 
@@ -266,7 +283,13 @@ impl Gateway {
                 endpoint: how.endpoint,
                 translated,
             };
-            match self.attempt(&mut call, up, out, &req.model).await {
+            let attempt = self.attempt(&mut call, up, out, &req.model).await;
+            if matches!(attempt, Attempt::Answered(_))
+                && let Err(e) = self.confirm_hold(&mut call).await
+            {
+                return self.refuse(call, e);
+            }
+            match attempt {
                 Attempt::Failed(why) => last_error = why,
                 Attempt::Answered(Reply::Full { status, body }) => {
                     return self.answer_full(call, entry, shape, &req, status, body);
@@ -370,8 +393,9 @@ impl Gateway {
         } else {
             // An upstream refusal (400, 401, 404…) is passed on and costs nothing; its texts
             // lose anything that looks like a credential (upstreams echo the key we sent).
-            self.ledger.release(&entry, call.held);
-            call.held = 0;
+            if let Some(hold) = call.hold.take() {
+                self.ledger.release(&entry, hold);
+            }
             call.row.error = Some(format!("upstream answered HTTP {status}"));
             let keys: Vec<&str> = self
                 .upstreams
@@ -414,6 +438,7 @@ impl Gateway {
     ) -> Option<SettleTicket> {
         let u = metered.usage;
         let (prompt, completion) = (u.prompt(), u.output);
+        let held_amount = call.held();
         let row = &mut call.row;
         row.prompt_tokens = prompt;
         row.completion_tokens = completion;
@@ -424,8 +449,9 @@ impl Gateway {
         if !metered.delivered {
             // Nothing generated (an empty stream, only an error event, an answer without
             // output): the hold goes back, the row says why.
-            self.ledger.release(entry, call.held);
-            call.held = 0;
+            if let Some(hold) = call.hold.take() {
+                self.ledger.release(entry, hold);
+            }
             let why = row.error.take();
             row.error = Some(match why {
                 Some(w) => format!("{NO_CONTENT}: {w}"),
@@ -440,19 +466,19 @@ impl Gateway {
             .settings
             .billing
             .cost(model, upstream, &u, row.ts)
-            .unwrap_or(call.held);
-        if cost > call.held {
+            .unwrap_or(held_amount);
+        if cost > held_amount {
             // More than the worst case held (an upstream that ignored max_tokens): charged
             // what was served, clamped by the ledger to what the key has left.
             metrics::counter!(telemetry::GATEWAY_OVERRUNS).increment(1);
-            tracing::warn!(request_id = %row.request_id, held = call.held, cost, "call cost more than its hold");
+            tracing::warn!(request_id = %row.request_id, held = held_amount, cost, "call cost more than its hold");
         }
         let item = UsageItem {
             amount: cost,
             reason: Some(row.endpoint.clone()),
             metadata: Some(history_metadata(row, model, &u)),
         };
-        let held = std::mem::take(&mut call.held);
+        let hold = call.hold.take().unwrap_or_default();
         if let Some(id) = call.row.key_id {
             self.limiter.record_tokens(
                 id,
@@ -461,7 +487,7 @@ impl Gateway {
             );
         }
         call.row.cost = cost;
-        match self.ledger.begin_settle(entry, held, cost, item) {
+        match self.ledger.begin_settle(entry, hold, cost, item) {
             Ok(ticket) => {
                 call.quota_remaining = ticket.remaining_now;
                 Some(ticket)
@@ -604,6 +630,27 @@ impl Gateway {
     }
 }
 
+/// Why a call's hold was refused, as the call's error (the remaining quota kept for the
+/// answer's header).
+fn hold_refused(call: &mut Call, e: LedgerError, now: i64) -> CallError {
+    match e {
+        LedgerError::Limited(w) => CallError::RateLimited(limits::Refusal::shared(w, now)),
+        LedgerError::QuotaExceeded {
+            remaining,
+            requested,
+        } => {
+            call.quota_remaining = Some(remaining);
+            CallError::QuotaExceeded {
+                remaining,
+                requested,
+            }
+        }
+        LedgerError::Disabled => CallError::KeyDisabled,
+        LedgerError::Expired => CallError::KeyExpired,
+        LedgerError::UnknownKey | LedgerError::Unavailable => CallError::Unavailable,
+    }
+}
+
 /// The usage-history entry's metadata: what was served, for whom. The cache and reasoning
 /// classes only when there are some (most calls have none; a smaller map stays under the
 /// allocator's large-chunk size on the hot path).
@@ -629,6 +676,12 @@ fn history_metadata(
     m.insert("estimated".into(), Value::from(row.estimated));
     m.insert("request_id".into(), Value::from(row.request_id.as_str()));
     m
+}
+
+/// Where a call comes from: the client's address and its connection.
+struct Source {
+    ip: Option<std::net::IpAddr>,
+    conn: Option<Arc<crate::conn_trust::ConnTrust>>,
 }
 
 /// How a call is made: its caller endpoint, and the caller's protocol headers passed on to an

@@ -13,7 +13,8 @@ use tokio::task::JoinHandle;
 use crate::clock::SharedClock;
 use crate::keys::{KeyHash, KeyRecord, effective_counters, hash_key, policy::is_expired};
 use crate::store::{
-    ConsumeOp, IdempotentResult, KeyEvent, OpKind, Refusal, Store, StoreError, UsageItem, WindowCap,
+    ConsumeOp, HoldTag, IdempotentResult, KeyEvent, OpKind, Refusal, Store, StoreError, UsageItem,
+    WindowCap,
 };
 pub use table::{KeyEntry, KeyTable};
 
@@ -94,7 +95,65 @@ impl SettleTicket {
     }
 }
 
+/// A gateway call's hold on its key: admitted in memory, its commit on its way until
+/// [`Hold::confirm`]; ended by [`Ledger::begin_settle`] or [`Ledger::release`].
+#[derive(Debug)]
+pub struct Hold {
+    /// What is held (0 when nothing needed holding).
+    pub amount: i64,
+    tag: Option<HoldTag>,
+    commit: Option<Reply>,
+}
+
+impl Default for Hold {
+    /// Nothing held.
+    fn default() -> Self {
+        Self::none()
+    }
+}
+
+impl Hold {
+    fn none() -> Self {
+        Self {
+            amount: 0,
+            tag: None,
+            commit: None,
+        }
+    }
+
+    /// Waits until the hold is durable (at once when it already is). On a refusal (another
+    /// instance took the points meanwhile, a shared window is full) or a failed commit the
+    /// hold is gone: nothing is held, nothing is to be given back.
+    pub async fn confirm(&mut self) -> Result<(), LedgerError> {
+        let Some(rx) = self.commit.take() else {
+            return Ok(());
+        };
+        let refused = match rx.await {
+            Ok(Ok(Ok(_))) => return Ok(()),
+            Ok(Ok(Err(r))) => refusal_error(r, self.amount),
+            Ok(Err(e)) => LedgerError::from(e),
+            Err(_) => LedgerError::Unavailable,
+        };
+        *self = Self::none();
+        Err(refused)
+    }
+}
+
+/// How often a server marks itself alive and looks for holds of servers that died.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+/// A server not seen for this long is dead: its holds are charged by the others.
+const DEAD_AFTER_MS: i64 = 10_000;
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 pub struct Ledger {
+    /// This server's id in `instances` and on its holds.
+    instance: i64,
     table: Arc<KeyTable>,
     store: Arc<dyn Store>,
     clock: SharedClock,
@@ -111,6 +170,8 @@ pub struct Ledger {
 pub struct LedgerHandle {
     shutdown: Option<oneshot::Sender<()>>,
     stopped: oneshot::Receiver<()>,
+    store: Arc<dyn Store>,
+    instance: i64,
 }
 
 impl LedgerHandle {
@@ -119,6 +180,10 @@ impl LedgerHandle {
             let _ = s.send(());
         }
         let _ = self.stopped.await;
+        // Every hold of this server is settled now: nothing for the others to recover.
+        if let Err(e) = self.store.retire(self.instance).await {
+            tracing::warn!(error = %e, "could not retire this server's heartbeat");
+        }
     }
 }
 
@@ -187,8 +252,9 @@ fn admit(st: &mut table::KeyState, now: i64, amount: i64) -> Result<(), LedgerEr
     }
     let due = effective_counters(&st.rec, now);
     if due.reset_due {
-        // Earlier consumes belong to the old period; open holds settle in the new one.
-        st.rec.used = st.held;
+        // Earlier consumes belong to the old period; what is still pending lands in the new
+        // one (the store's refill drops the committed rest the same way).
+        st.rec.used = st.pending;
         st.rec.quota = due.quota;
         st.rec.refill_period = due.period;
     }
@@ -238,6 +304,24 @@ impl Ledger {
         store: Arc<dyn Store>,
         clock: SharedClock,
     ) -> Result<(Arc<Self>, LedgerHandle), StoreError> {
+        let instance = fastrand::i64(1..i64::MAX);
+        store.heartbeat(instance, wall_ms()).await?;
+        // Alone on its database, every hold left there is a dead server's; shared, only
+        // those of servers that stopped beating.
+        let alive_after = if store.shared() {
+            wall_ms() - DEAD_AFTER_MS
+        } else {
+            i64::MAX
+        };
+        let recovered = store
+            .recover_holds(instance, alive_after, clock.now_ms())
+            .await?;
+        if recovered > 0 {
+            tracing::warn!(
+                recovered,
+                "charged the holds of calls a stopped server served but did not settle"
+            );
+        }
         let table = Arc::new(KeyTable::default());
         for rec in store.load_keys().await? {
             table.upsert(rec);
@@ -254,7 +338,9 @@ impl Ledger {
             writable.clone(),
         )?;
         let shared = store.shared();
+        let ledger_store = store.clone();
         let ledger = Arc::new(Self {
+            instance,
             shared,
             table,
             store,
@@ -271,6 +357,8 @@ impl Ledger {
             LedgerHandle {
                 shutdown: Some(stop_tx),
                 stopped,
+                store: ledger_store,
+                instance,
             },
         ))
     }
@@ -411,63 +499,58 @@ impl Ledger {
         }
     }
 
-    /// Holds `amount` for a call about to be forwarded. Refused exactly like a consume.
-    /// Nothing is charged until [`Ledger::settle`]; alone on its database the hold lives in
-    /// memory, and when instances share the database it is committed there (so no two
-    /// instances promise the same points), then settled or given back.
+    /// Holds `amount` for a call about to be forwarded: admitted in memory at once (refused
+    /// exactly like a consume), and committed through the writer with a durable record
+    /// (`holds`), so a call served by a process that dies before its settlement is still
+    /// charged, at its hold, by [`Ledger::recover_holds`]. The caller forwards while the
+    /// commit runs and waits for [`Hold::confirm`] before the first byte of an answer
+    /// leaves; nothing is charged until [`Ledger::begin_settle`].
     ///
     /// `windows`: the request counters this call must also fit when instances share the
     /// database (alone, the gateway's own limiter is exact and they are not needed).
-    pub async fn reserve(
+    /// `item`: what a recovery writes in the key's history (reason, metadata).
+    pub fn hold(
         &self,
         entry: &KeyEntry,
         amount: i64,
         windows: Vec<WindowCap>,
-    ) -> Result<(), LedgerError> {
+        item: UsageItem,
+    ) -> Result<Hold, LedgerError> {
         let now = self.now_ms();
-        let reply = {
-            let mut st = entry.lock();
-            admit(&mut st, now, amount)?;
-            if !self.shared || (amount <= 0 && windows.is_empty()) {
-                st.rec.used += amount;
-                st.held += amount;
-                return Ok(());
-            }
-            let op = ConsumeOp {
-                items: vec![UsageItem {
-                    amount,
-                    reason: None,
-                    metadata: None,
-                }],
-                windows,
-                ..ConsumeOp::new(st.rec.id, OpKind::Hold)
-            };
-            self.enqueue(&mut st, op, amount)?
-        };
-        match reply
-            .await
-            .map_err(|_| LedgerError::Unavailable)?
-            .map_err(LedgerError::from)?
-        {
-            Ok(_) => Ok(()),
-            Err(r) => Err(refusal_error(r, amount)),
+        let mut st = entry.lock();
+        admit(&mut st, now, amount)?;
+        if amount <= 0 && windows.is_empty() {
+            return Ok(Hold::none());
         }
+        let tag = HoldTag {
+            id: fastrand::i64(1..i64::MAX),
+            instance: self.instance,
+        };
+        let op = ConsumeOp {
+            items: vec![UsageItem { amount, ..item }],
+            windows,
+            hold: Some(tag),
+            ..ConsumeOp::new(st.rec.id, OpKind::Hold)
+        };
+        let commit = self.enqueue(&mut st, op, amount)?;
+        Ok(Hold {
+            amount,
+            tag: Some(tag),
+            commit: Some(commit),
+        })
     }
 
-    /// Gives a hold back in full (the call got no upstream answer).
-    pub fn release(&self, entry: &KeyEntry, amount: i64) {
+    /// Gives a hold back in full (the call got no upstream answer, or nothing of use).
+    pub fn release(&self, entry: &KeyEntry, hold: Hold) {
+        let Some(tag) = hold.tag else { return };
         let mut st = entry.lock();
-        if !self.shared || amount <= 0 {
-            st.rec.used -= amount;
-            st.held -= amount;
-            return;
-        }
         let op = ConsumeOp {
-            credit: amount,
+            credit: hold.amount,
+            hold: Some(tag),
             ..ConsumeOp::new(st.rec.id, OpKind::Settle)
         };
         // Not awaited: the writer keeps a settlement until the store takes it.
-        if self.enqueue(&mut st, op, -amount).is_err() {
+        if self.enqueue(&mut st, op, -hold.amount).is_err() {
             tracing::error!("ledger stopped; a hold was not given back");
         }
     }
@@ -477,28 +560,21 @@ impl Ledger {
     pub fn begin_settle(
         &self,
         entry: &KeyEntry,
-        held: i64,
+        hold: Hold,
         actual: i64,
         item: UsageItem,
     ) -> Result<SettleTicket, LedgerError> {
         let mut st = entry.lock();
         let now = self.now_ms();
-        // Alone, the hold lives in memory and is given back here; when instances share the
-        // database it was committed, and the settlement gives it back there (`credit`).
-        let credit = if self.shared {
-            held
-        } else {
-            st.rec.used -= held;
-            st.held -= held;
-            0
-        };
+        // The hold was committed: the settlement gives it back there (`credit`).
+        let credit = if hold.tag.is_some() { hold.amount } else { 0 };
         // Never below zero remaining: a call that cost more than its hold (an upstream past
         // max_tokens) is charged what is left, as the store's settlement clamps it too.
         let room = effective_counters(&st.rec, now)
             .remaining()
             .map(|r| r.max(0).saturating_add(credit));
         let actual = actual.max(0).min(room.unwrap_or(i64::MAX));
-        if actual == 0 && credit == 0 {
+        if actual == 0 && hold.tag.is_none() {
             let c = effective_counters(&st.rec, now);
             return Ok(SettleTicket {
                 rx: None,
@@ -512,6 +588,7 @@ impl Ledger {
                 ..item
             }],
             credit,
+            hold: hold.tag,
             ..ConsumeOp::new(st.rec.id, OpKind::Settle)
         };
         let reply_rx = self.enqueue(&mut st, op, actual - credit)?;
@@ -527,13 +604,48 @@ impl Ledger {
     pub async fn settle(
         &self,
         entry: &KeyEntry,
-        held: i64,
+        hold: Hold,
         actual: i64,
         item: UsageItem,
     ) -> Result<ConsumeOutcome, LedgerError> {
-        self.begin_settle(entry, held, actual, item)?
+        self.begin_settle(entry, hold, actual, item)?
             .outcome()
             .await
+    }
+
+    /// Marks this server alive every [`HEARTBEAT_EVERY`] and charges the holds of servers
+    /// that stopped beating (see [`crate::store::LedgerStore::recover_holds`]).
+    pub fn spawn_hold_keeper(self: &Arc<Self>) -> JoinHandle<()> {
+        let ledger = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(l) = ledger.upgrade() else { return };
+                if let Err(e) = l.keep_holds().await {
+                    crate::telemetry::log_limited("hold_keeper", |suppressed| {
+                        tracing::warn!(error = %e, suppressed, "heartbeat or hold recovery failed");
+                    });
+                }
+            }
+        })
+    }
+
+    async fn keep_holds(&self) -> Result<(), StoreError> {
+        let now = wall_ms();
+        self.store.heartbeat(self.instance, now).await?;
+        let recovered = self
+            .store
+            .recover_holds(self.instance, now - DEAD_AFTER_MS, self.now_ms())
+            .await?;
+        if recovered > 0 {
+            tracing::warn!(
+                recovered,
+                "charged the holds of calls a stopped server served but did not settle"
+            );
+        }
+        Ok(())
     }
 
     /// Keeps memory in step with edits made by other processes (the CLI, other instances):
@@ -627,12 +739,13 @@ mod tests {
         ledger: Arc<Ledger>,
         handle: LedgerHandle,
         admin: KeyAdmin,
+        sqlite: Arc<SqliteStore>,
         _dir: tempfile::TempDir,
     }
 
     async fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(
+        let sqlite = Arc::new(
             SqliteStore::open(
                 &dir.path().join("l.db"),
                 SqliteOptions {
@@ -643,6 +756,7 @@ mod tests {
             .await
             .unwrap(),
         );
+        let store: Arc<dyn Store> = sqlite.clone();
         let clock: SharedClock = Arc::new(OffsetClock::new());
         let (ledger, handle) = Ledger::start(store.clone(), clock.clone()).await.unwrap();
         let admin = KeyAdmin::new(store, Some(ledger.clone()), clock);
@@ -650,6 +764,7 @@ mod tests {
             ledger,
             handle,
             admin,
+            sqlite,
             _dir: dir,
         }
     }
@@ -706,26 +821,127 @@ mod tests {
         f.handle.shutdown().await;
     }
 
+    async fn holds_in_db(f: &Fixture) -> Vec<(i64, i64)> {
+        sqlx::query_as("SELECT key_id, amount FROM holds ORDER BY id")
+            .fetch_all(f.sqlite.read_pool())
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
-    async fn holds_are_memory_only_and_settlements_clamp_to_what_is_left() {
+    async fn holds_are_durable_and_settlements_clamp_to_what_is_left() {
         let f = fixture().await;
         let e = key(&f, Some(5)).await;
-        f.ledger.reserve(&e, 4, vec![]).await.unwrap();
+        let mut h = f.ledger.hold(&e, 4, vec![], item(0)).unwrap();
+        h.confirm().await.unwrap();
         assert!(matches!(
-            f.ledger.reserve(&e, 2, vec![]).await,
+            f.ledger.hold(&e, 2, vec![], item(0)),
             Err(LedgerError::QuotaExceeded { .. })
         ));
-        assert_eq!(used_in_db(&f, &e).await, 0, "a hold is not a charge");
+        assert_eq!(
+            used_in_db(&f, &e).await,
+            4,
+            "a confirmed hold is in the database"
+        );
+        assert_eq!(holds_in_db(&f).await, vec![(e.lock().rec.id, 4)]);
         // The call cost more than held and more than was left: it pays what is left.
-        let out = f.ledger.settle(&e, 4, 9, item(0)).await.unwrap();
+        let out = f.ledger.settle(&e, h, 9, item(0)).await.unwrap();
         assert_eq!(out.amount_used, 5);
         assert_eq!(f.ledger.view(&e).used, 5);
         assert_eq!(used_in_db(&f, &e).await, 5);
+        assert!(
+            holds_in_db(&f).await.is_empty(),
+            "the settlement ends the hold"
+        );
         // A released hold charges nothing.
         let e2 = key(&f, Some(5)).await;
-        f.ledger.reserve(&e2, 3, vec![]).await.unwrap();
-        f.ledger.release(&e2, 3);
+        let h2 = f.ledger.hold(&e2, 3, vec![], item(0)).unwrap();
+        f.ledger.release(&e2, h2);
         assert_eq!(f.ledger.view(&e2).used, 0);
+        for _ in 0..100 {
+            if used_in_db(&f, &e2).await == 0 && holds_in_db(&f).await.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(used_in_db(&f, &e2).await, 0);
+        assert!(holds_in_db(&f).await.is_empty());
+        f.handle.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_hold_left_by_a_dead_server_is_charged_once_at_the_next_start() {
+        let f = fixture().await;
+        let e = key(&f, Some(10)).await;
+        let id = e.lock().rec.id;
+        let mut meta = serde_json::Map::new();
+        meta.insert("request_id".into(), "req-dead".into());
+        let mut h = f
+            .ledger
+            .hold(
+                &e,
+                4,
+                vec![],
+                UsageItem {
+                    amount: 0,
+                    reason: Some("chat".into()),
+                    metadata: Some(meta),
+                },
+            )
+            .unwrap();
+        h.confirm().await.unwrap();
+        // The server stops without settling (as if killed after the answer left).
+        let Fixture {
+            ledger,
+            handle,
+            admin: _admin,
+            sqlite: _sqlite,
+            _dir,
+        } = f;
+        handle.shutdown().await;
+        let store = ledger.store().clone();
+        drop(ledger);
+        let (again, handle) = Ledger::start(store.clone(), Arc::new(OffsetClock::new()))
+            .await
+            .unwrap();
+        let (rows, total) = store.history(id, 10, 0).await.unwrap();
+        assert_eq!(total, 1);
+        assert_eq!(rows[0].amount, 4);
+        assert_eq!(rows[0].remaining, Some(6));
+        let m = rows[0].metadata.clone().unwrap();
+        assert_eq!(m["request_id"], "req-dead");
+        assert_eq!(m["recovered"], true);
+        assert_eq!(store.key_by_id(id).await.unwrap().unwrap().used, 4);
+        // A second start finds nothing more to charge.
+        handle.shutdown().await;
+        drop(again);
+        let (_third, handle) = Ledger::start(store.clone(), Arc::new(OffsetClock::new()))
+            .await
+            .unwrap();
+        assert_eq!(store.history(id, 10, 0).await.unwrap().1, 1);
+        handle.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_settlement_after_its_hold_was_recovered_charges_nothing_more() {
+        let f = fixture().await;
+        let e = key(&f, Some(10)).await;
+        let id = e.lock().rec.id;
+        let mut h = f.ledger.hold(&e, 4, vec![], item(0)).unwrap();
+        h.confirm().await.unwrap();
+        // Another server took this one for dead and charged the hold.
+        let n = f
+            .ledger
+            .store()
+            .recover_holds(-1, i64::MAX, f.ledger.now_ms())
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        let out = f.ledger.settle(&e, h, 2, item(0)).await.unwrap();
+        assert_eq!(out.amount_used, 0, "charged once, by the recovery");
+        assert_eq!(used_in_db(&f, &e).await, 4);
+        assert_eq!(f.ledger.view(&e).used, 4);
+        assert_eq!(f.ledger.store().history(id, 10, 0).await.unwrap().1, 1);
         f.handle.shutdown().await;
     }
 
@@ -764,7 +980,7 @@ mod tests {
             Err(LedgerError::Disabled)
         ));
         assert!(matches!(
-            f.ledger.reserve(&e, 1, vec![]).await,
+            f.ledger.hold(&e, 1, vec![], item(0)),
             Err(LedgerError::Disabled)
         ));
         f.handle.shutdown().await;

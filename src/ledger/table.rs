@@ -6,12 +6,12 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use crate::keys::{KeyHash, KeyRecord};
 
 /// A key's state as this instance sees it. `rec.used` includes `pending` (amounts whose
-/// commit has not come back yet) and `held` (gateway reservations not yet settled).
+/// commit has not come back yet); gateway holds are committed like consumes, so once
+/// granted they are in the stored `used` too.
 #[derive(Debug)]
 pub struct KeyState {
     pub rec: KeyRecord,
     pub pending: i64,
-    pub held: i64,
 }
 
 #[derive(Debug)]
@@ -22,11 +22,7 @@ pub struct KeyEntry {
 impl KeyEntry {
     fn new(rec: KeyRecord) -> Self {
         Self {
-            state: Mutex::new(KeyState {
-                rec,
-                pending: 0,
-                held: 0,
-            }),
+            state: Mutex::new(KeyState { rec, pending: 0 }),
         }
     }
 
@@ -90,7 +86,7 @@ impl KeyTable {
             let old_hash = {
                 let mut st = entry.lock();
                 let old_hash = st.rec.hash;
-                let in_flight = st.pending + st.held;
+                let in_flight = st.pending;
                 st.rec = rec.clone();
                 st.rec.used = rec.used + in_flight;
                 old_hash

@@ -178,7 +178,7 @@ async fn commit(
             st.pending -= amount;
             match fresh.get(&key_id) {
                 Some(c) => {
-                    st.rec.used = c.used + st.pending + st.held;
+                    st.rec.used = c.used + st.pending;
                     st.rec.quota = c.quota;
                     st.rec.refill_period = c.refill_period;
                     st.rec.enabled = c.enabled;

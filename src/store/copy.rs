@@ -85,6 +85,22 @@ const TABLES: &[Table] = &[
         ],
         sums: &["amount_used"],
     },
+    // Holds a stopped server left unsettled: the first server on the new database charges
+    // them (their server is not among its live instances).
+    Table {
+        name: "holds",
+        id: None,
+        columns: &[
+            ("id", Int),
+            ("key_id", Int),
+            ("amount", Int),
+            ("instance", Int),
+            ("created_at", Int),
+            ("reason", Text),
+            ("metadata", Text),
+        ],
+        sums: &["amount"],
+    },
     Table {
         name: "audit",
         id: Some("id"),

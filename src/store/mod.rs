@@ -22,8 +22,8 @@ mod types;
 
 pub use error::{StoreError, StoreResult, is_pg_unavailable, is_storage_fault};
 pub use ops::{
-    BatchOutcome, Committed, ConsumeOp, ConsumeResult, HistoryRow, KeyCounters, OpKind, Refusal,
-    WindowCap, WindowKind, history_rows, refusal_of,
+    BatchOutcome, Committed, ConsumeOp, ConsumeResult, HistoryRow, HoldTag, KeyCounters, OpKind,
+    Refusal, WindowCap, WindowKind, history_rows, refusal_of,
 };
 pub use traits::{
     AlertStore, AuditStore, ConsumeWriter, KeyStore, LedgerStore, RequestLogStore, Store, Upkeep,

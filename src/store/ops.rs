@@ -14,7 +14,9 @@ pub enum OpKind {
     Settle,
     /// Points set aside for a gateway call about to be forwarded, when several instances
     /// share the database: refused like a consume, but no history is written; the call's
-    /// settlement gives them back (`credit`) and charges the actual cost.
+    /// settlement gives them back (`credit`) and charges the actual cost. With a
+    /// [`HoldTag`] the hold is also recorded in `holds`, so a crash before its settlement
+    /// still charges it (see `LedgerStore::recover_holds`).
     Hold,
     /// Changes nothing: reads the key's counters in line with the ops before it, so memory
     /// learns what other instances charged without losing track of its own pending ops.
@@ -33,6 +35,18 @@ pub struct ConsumeOp {
     /// Request counters shared by every instance that a hold must also fit (each counts
     /// the call when the hold is granted). Only a shared store keeps them.
     pub windows: Vec<WindowCap>,
+    /// A hold's durable record: written by a `Hold`, deleted by the `Settle` that ends it.
+    /// A settlement whose record is already gone (recovered as if its server had died) is
+    /// charged nothing: the recovery charged the hold.
+    pub hold: Option<HoldTag>,
+}
+
+/// Names one durable hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldTag {
+    pub id: i64,
+    /// The server that holds it (its heartbeat keeps the hold from being recovered).
+    pub instance: i64,
 }
 
 /// A request counter per key and fixed window, shared in the database.
@@ -73,6 +87,7 @@ impl ConsumeOp {
             idempotency_key: None,
             credit: 0,
             windows: Vec::new(),
+            hold: None,
         }
     }
 

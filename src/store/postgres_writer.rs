@@ -310,6 +310,22 @@ async fn apply_one(
             None => (Err(Refusal::NotFound), None),
         });
     }
+    if op.kind == OpKind::Settle
+        && let Some(tag) = op.hold
+    {
+        let gone = sqlx::query("DELETE FROM holds WHERE id = $1")
+            .bind(tag.id)
+            .execute(&mut *conn)
+            .await?;
+        if gone.rows_affected() == 0 {
+            // Recovered meanwhile (its server looked dead): the recovery charged the hold.
+            let (_, _, c) = classify(conn, key_id, now, p).await?;
+            return Ok(match c {
+                Some(c) => (ok(&c, 0), Some(c)),
+                None => (Err(Refusal::NotFound), None),
+            });
+        }
+    }
     if let Some(full) = take_windows(conn, op).await? {
         return Ok((Err(Refusal::Window(full)), None));
     }
@@ -330,6 +346,7 @@ async fn apply_one(
     };
     let mut charged = op.total();
     if let Some(c) = run_single(conn, stmt, key_id, charged, now, p).await? {
+        record_holds(conn, std::slice::from_ref(op), now).await?;
         return Ok((ok(&c, charged), Some(c)));
     }
     let (refusal, left, c) = classify(conn, key_id, now, p).await?;
@@ -466,6 +483,60 @@ async fn plain_groups(
         }
         d.fresh.insert(key_id, c);
     }
+    let granted = by_key
+        .iter()
+        .filter(|(id, _)| d.fresh.contains_key(id))
+        .flat_map(|(_, idxs)| idxs.iter().map(|&i| &ops[i]));
+    record_holds(tx, granted, now).await
+}
+
+/// The durable records of granted holds (ops of other kinds, or without a tag, are
+/// skipped), in one statement: a settlement later in the batch must find them.
+async fn record_holds<'o>(
+    tx: &mut PgConnection,
+    ops: impl IntoIterator<Item = &'o ConsumeOp>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let (mut id, mut key, mut amount, mut instance, mut reason, mut meta) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    for op in ops {
+        let (OpKind::Hold, Some(tag)) = (op.kind, op.hold) else {
+            continue;
+        };
+        let item = op.items.first();
+        id.push(tag.id);
+        key.push(op.key_id);
+        amount.push(op.total());
+        instance.push(tag.instance);
+        reason.push(item.and_then(|i| i.reason.clone()));
+        meta.push(
+            item.and_then(|i| i.metadata.as_ref())
+                .and_then(|m| serde_json::to_string(m).ok()),
+        );
+    }
+    if id.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO holds (id, key_id, amount, instance, created_at, reason, metadata) \
+         SELECT i, k, a, n, $5, r, m FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], \
+         $4::BIGINT[], $6::TEXT[], $7::TEXT[]) AS u(i, k, a, n, r, m)",
+    )
+    .bind(&id)
+    .bind(&key)
+    .bind(&amount)
+    .bind(&instance)
+    .bind(now)
+    .bind(&reason)
+    .bind(&meta)
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
 

@@ -57,6 +57,9 @@ const INSERT_EVENT: &str = "INSERT INTO usage_events (key_id, ts, amount, reason
      VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 const INSERT_IDEM: &str = "INSERT OR IGNORE INTO idempotency (key_id, idem_key, created_at, \
      amount_used, remaining, total_quota, item_count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+const INSERT_HOLD: &str = "INSERT INTO holds (id, key_id, amount, instance, created_at, reason, \
+     metadata) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+const DELETE_HOLD: &str = "DELETE FROM holds WHERE id = ?1 RETURNING id";
 const SELECT_KEY: &str = "SELECT used, quota, refill_period, enabled, expires_at, last_used, \
      refill_interval, refill_amount FROM keys WHERE id = ?1";
 
@@ -67,6 +70,8 @@ struct Statements {
     event: Prepared,
     idem: Prepared,
     key: Prepared,
+    hold: Prepared,
+    unhold: Prepared,
 }
 
 impl Statements {
@@ -78,6 +83,8 @@ impl Statements {
             event: db.prepare(INSERT_EVENT)?,
             idem: db.prepare(INSERT_IDEM)?,
             key: db.prepare(SELECT_KEY)?,
+            hold: db.prepare(INSERT_HOLD)?,
+            unhold: db.prepare(DELETE_HOLD)?,
         })
     }
 }
@@ -257,8 +264,43 @@ impl Batch<'_, '_> {
                 charged: ops[i].total(),
             }));
             used_after -= ops[i].total();
+            self.record_hold(&ops[i])?;
         }
         Ok(Some(c))
+    }
+
+    /// A granted hold's durable record, written as it is applied: a settlement later in the
+    /// same batch must find it.
+    fn record_hold(&mut self, op: &ConsumeOp) -> StoreResult<()> {
+        let (OpKind::Hold, Some(tag)) = (op.kind, op.hold) else {
+            return Ok(());
+        };
+        let item = op.items.first();
+        let metadata = item
+            .and_then(|i| i.metadata.as_ref())
+            .and_then(|m| serde_json::to_string(m).ok());
+        let mut h = self.s.hold.on(self.db)?;
+        h.reset();
+        h.bind_i64(1, tag.id)?;
+        h.bind_i64(2, op.key_id)?;
+        h.bind_i64(3, op.total())?;
+        h.bind_i64(4, tag.instance)?;
+        h.bind_i64(5, self.now_ms)?;
+        h.bind_opt_text(6, item.and_then(|i| i.reason.as_deref()))?;
+        h.bind_opt_text(7, metadata.as_deref())?;
+        h.step()?;
+        h.reset();
+        Ok(())
+    }
+
+    /// Deletes a settlement's hold record; false when it is gone (recovered already).
+    fn end_hold(&mut self, id: i64) -> StoreResult<bool> {
+        let mut d = self.s.unhold.on(self.db)?;
+        d.reset();
+        d.bind_i64(1, id)?;
+        let found = matches!(d.step()?, Step::Row);
+        d.reset();
+        Ok(found)
     }
 
     /// One op on its own, and the key's counters as it left them (when read).
@@ -279,6 +321,24 @@ impl Batch<'_, '_> {
                 None => Err(Refusal::NotFound),
             };
             return Ok((result, c));
+        }
+        if op.kind == OpKind::Settle
+            && let Some(tag) = op.hold
+            && !self.end_hold(tag.id)?
+        {
+            // Recovered meanwhile (its server looked dead): the recovery charged the hold.
+            let (_, _, c) = classify(&mut self.s.key.on(self.db)?, key_id, now_ms, p)?;
+            return Ok(match c {
+                Some(c) => (
+                    Ok(Committed {
+                        remaining: c.quota.map(|q| q - c.used),
+                        quota: c.quota,
+                        charged: 0,
+                    }),
+                    Some(c),
+                ),
+                None => (Err(Refusal::NotFound), None),
+            });
         }
         if op.credit > 0 {
             self.give_back(key_id, op.credit)?;
@@ -308,6 +368,9 @@ impl Batch<'_, '_> {
                     row = c;
                 }
             }
+        }
+        if row.is_some() && refusal.is_none() {
+            self.record_hold(op)?;
         }
         Ok(match (row, refusal) {
             (Some(c), None) => (

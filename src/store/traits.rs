@@ -88,6 +88,21 @@ pub trait LedgerStore: Send + Sync {
     ) -> StoreResult<(Vec<HistoryEntry>, i64)>;
     /// Sum of consumed amounts per key with `from_ms <= ts < to_ms`.
     async fn period_used(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<(i64, i64)>>;
+
+    /// Marks server `instance` alive at `wall_ms` (wall-clock time, whatever the ledger's
+    /// clock says: other servers compare it with theirs).
+    async fn heartbeat(&self, instance: i64, wall_ms: i64) -> StoreResult<()>;
+    /// Charges, at their held amount, the holds of every server other than `instance` not
+    /// seen since `alive_after_ms` (a server that died with calls in flight), each exactly
+    /// once: its history row written, its record deleted. Returns how many.
+    async fn recover_holds(
+        &self,
+        instance: i64,
+        alive_after_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<u64>;
+    /// Forgets a server that stopped cleanly (its holds are all settled).
+    async fn retire(&self, instance: i64) -> StoreResult<()>;
 }
 
 /// One row per gateway call (and per upstream attempt).

@@ -157,6 +157,7 @@ fn session_cookie(value: &str, max_age: u64, headers: &HeaderMap) -> HeaderValue
     responses((status = 200, description = "Signed in; the `qp_session` cookie is set", body = LoginAnswer), QuotaRefusals<{ BAD | AUTH | TOO_LARGE }>))]
 pub async fn login(
     State(st): State<WebState>,
+    origin: Option<axum::Extension<crate::auth::Origin>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
@@ -171,6 +172,9 @@ pub async fn login(
         )
         .into_response();
     };
+    if let Some(o) = origin {
+        o.authenticated();
+    }
     let id = match st.auth.sessions.open(role, token_hint(role, token.trim())) {
         Ok(id) => id,
         Err(_) => return ApiError::internal().into_response(),

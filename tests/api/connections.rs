@@ -151,3 +151,91 @@ async fn a_body_that_stops_arriving_is_answered_and_closed() {
     assert_eq!(app.quota(&key).await["used"], 0);
     app.stop().await;
 }
+
+/// A connection from `from` (a loopback address of its own) to the app.
+async fn connect_from(from: &str, app: &TestApp) -> std::io::Result<TcpStream> {
+    let sock = tokio::net::TcpSocket::new_v4()?;
+    sock.bind(format!("{from}:0").parse().unwrap())?;
+    sock.connect(addr(app).parse().unwrap()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_body_flood_from_one_address_leaves_room_for_everyone_else() {
+    // 300 connections from 127.0.0.2 announce a 60 000-byte login body and trickle it; the
+    // budget is 200 connections. Without a per-address cap the flood takes all 200.
+    let app = spawn_app_with(|c| {
+        c.connections.max_connections = 200;
+        c.connections.max_unauthenticated_per_ip = 64;
+    })
+    .await;
+    let (key, _) = app.create_key(serde_json::json!({"quota": 1000})).await;
+    let mut flood = Vec::new();
+    let mut refused = 0;
+    for _ in 0..300 {
+        let Ok(mut s) = connect_from("127.0.0.2", &app).await else {
+            refused += 1;
+            continue;
+        };
+        let head = "POST /auth/login HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+                    content-length: 60000\r\n\r\n{\"token\":\"";
+        if s.write_all(head.as_bytes()).await.is_err() {
+            refused += 1;
+            continue;
+        }
+        flood.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Which of them the server answered at once with its refusal.
+    let mut held = Vec::new();
+    for mut s in flood {
+        let (got, closed) = read_to_close(&mut s, Duration::from_millis(5)).await;
+        if closed || got.starts_with("HTTP/1.1 503") {
+            refused += 1;
+        } else {
+            held.push(s);
+        }
+    }
+    assert!(
+        held.len() <= 110,
+        "one address holds {} unauthenticated connections of 200",
+        held.len()
+    );
+    assert_eq!(held.len() + refused, 300);
+    // Everyone else is served meanwhile: the quota API and the gateway, from 127.0.0.1.
+    let mut calls = Vec::new();
+    for i in 0..60 {
+        let (app_key, url) = (key.clone(), app.url(""));
+        calls.push(tokio::spawn(async move {
+            let client = http_client();
+            let r = if i % 2 == 0 {
+                client
+                    .get(format!("{url}/api/v1/quota"))
+                    .header("X-API-Key", &app_key)
+                    .send()
+                    .await
+            } else {
+                client
+                    .post(format!("{url}/v1/chat/completions"))
+                    .bearer_auth(&app_key)
+                    .json(&serde_json::json!({"model": "mock-chat",
+                        "messages": [{"role": "user", "content": "hi"}]}))
+                    .send()
+                    .await
+            };
+            r.map(|r| r.status().as_u16()).unwrap_or(0)
+        }));
+    }
+    for c in calls {
+        assert_eq!(
+            c.await.unwrap(),
+            200,
+            "a normal client was not served during the flood"
+        );
+    }
+    // The flood is still going (its connections held), a byte at a time.
+    for s in held.iter_mut().take(20) {
+        s.write_all(b"x").await.unwrap();
+    }
+    drop(held);
+    app.stop().await;
+}

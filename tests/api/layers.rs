@@ -21,6 +21,7 @@ const LAYERS: &[&[&str]] = &[
         "glob",
         "billing",
         "bruteforce",
+        "conn_trust",
     ],
     &["store", "auth"],
     &["ledger", "keyadmin", "gateway", "monitor", "alerts"],

@@ -25,6 +25,7 @@ mod gateway;
 mod helpers;
 mod idempotency;
 mod instances;
+mod kill_gateway;
 mod layers;
 mod lifecycle;
 mod messages;

@@ -234,6 +234,10 @@ where
         let mut a = audit.clone();
         a.key_id = a.key_id.or(Some(id));
         insert_audit_tx(&mut tx, &a).await?;
+        sqlx::query("DELETE FROM holds WHERE key_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         for table in DB::KEY_SIDE_TABLES {
             sqlx::query(AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE key_id = $1"

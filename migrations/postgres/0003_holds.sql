@@ -1,0 +1,20 @@
+-- Gateway holds committed before an answer leaves: a call served by a process that died
+-- before its settlement is charged its hold at the next sweep, exactly once (the row is
+-- deleted by whichever comes first, the settlement or the sweep).
+CREATE TABLE holds (
+    id BIGINT PRIMARY KEY,
+    key_id BIGINT NOT NULL,
+    amount BIGINT NOT NULL,
+    instance BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    reason TEXT,
+    metadata TEXT
+);
+CREATE INDEX holds_instance ON holds (instance);
+
+-- Each running server's heartbeat (wall-clock ms): a hold whose server stopped beating is
+-- recovered by the others (or by the next start).
+CREATE TABLE instances (
+    id BIGINT PRIMARY KEY,
+    seen_ms BIGINT NOT NULL
+);
