@@ -33,3 +33,4 @@ pub mod store;
 pub mod telemetry;
 pub mod timefmt;
 pub mod web;
+pub mod wire;

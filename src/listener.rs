@@ -30,6 +30,7 @@ use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
 use crate::conn_trust::{ConnTrust, UnauthCounts};
+use crate::wire::JsonRefusals;
 
 pub use crate::config::ConnLimits;
 
@@ -97,7 +98,7 @@ pub async fn serve(
             req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
             router.clone().oneshot(req.map(Body::new))
         });
-        let conn = builder.serve_connection(TokioIo::new(tcp), service);
+        let conn = builder.serve_connection(TokioIo::new(JsonRefusals::new(tcp)), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             let _ = conn.await;

@@ -239,3 +239,64 @@ async fn a_slow_body_flood_from_one_address_leaves_room_for_everyone_else() {
     drop(held);
     app.stop().await;
 }
+
+/// What the server answers to `raw` (sent as is), read until it closes.
+async fn raw_answer(app: &TestApp, raw: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr(app)).await.unwrap();
+    // The server may answer (and close) before it has read everything: ignore a broken pipe.
+    let _ = s.write_all(raw).await;
+    let (got, _) = read_to_close(&mut s, Duration::from_secs(5)).await;
+    got
+}
+
+#[tokio::test]
+async fn requests_hyper_cannot_parse_are_refused_in_json_too() {
+    let app = spawn_app().await;
+    let long_uri = format!(
+        "GET /api/v1/quota?{} HTTP/1.1\r\nhost: x\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    let mut many_headers = String::from("GET /healthz HTTP/1.1\r\nhost: x\r\n");
+    for i in 0..150 {
+        many_headers.push_str(&format!("x-h{i}: v\r\n"));
+    }
+    many_headers.push_str("\r\n");
+    let huge_header = format!(
+        "GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "b".repeat(600_000)
+    );
+    for (raw, status, code) in [
+        ("NOT A REQUEST\r\n\r\n".to_owned(), 400, "INVALID_REQUEST"),
+        (
+            "GET / HTTP/1.1\r\nbad header\r\n\r\n".to_owned(),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (long_uri, 414, "URI_TOO_LONG"),
+        (many_headers, 431, "HEADERS_TOO_LARGE"),
+        (huge_header, 431, "HEADERS_TOO_LARGE"),
+    ] {
+        let got = raw_answer(&app, raw.as_bytes()).await;
+        assert!(
+            got.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{status}: {}",
+            &got[..got.len().min(200)]
+        );
+        assert!(
+            got.to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{got}"
+        );
+        let body = got.split("\r\n\r\n").nth(1).unwrap();
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"]["code"], code, "{got}");
+    }
+    // The router's own answers are untouched.
+    let got = raw_answer(
+        &app,
+        b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 200 "), "{got}");
+    app.stop().await;
+}

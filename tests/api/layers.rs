@@ -27,7 +27,7 @@ const LAYERS: &[&[&str]] = &[
     &["ledger", "keyadmin", "gateway", "monitor", "alerts"],
     &["config", "config_view", "state", "error", "extract"],
     &["api", "web"],
-    &["app", "middleware", "listener"],
+    &["app", "middleware", "listener", "wire"],
     &["cli"],
 ];
 
