@@ -284,8 +284,10 @@ pub fn caller_key(headers: &HeaderMap) -> Option<&str> {
         .or_else(|| header(headers, "x-trial-key"))
 }
 
+/// `X-Admin-Token` first: it can only mean an operator token, while `Authorization: Bearer`
+/// may carry a caller key on the same request (a client configured for both APIs).
 fn presented_token(headers: &HeaderMap) -> Option<&str> {
-    bearer(headers).or_else(|| header(headers, "x-admin-token"))
+    header(headers, "x-admin-token").or_else(|| bearer(headers))
 }
 
 /// The value of cookie `name` (the first one, if repeated).

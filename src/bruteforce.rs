@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
-/// Failures allowed in a window before blocking starts.
+/// Failures allowed in a window before blocking starts (the default of
+/// `auth_failure_allowance`).
 pub const ALLOWANCE: u32 = 10;
 /// The window failures are counted in.
 pub const WINDOW_MS: i64 = 60_000;
@@ -29,9 +30,17 @@ struct Entry {
     last: i64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FailureLimiter {
     by_ip: Mutex<HashMap<IpAddr, Entry>>,
+    /// Failures allowed per window; `0` turns blocking off.
+    allowance: u32,
+}
+
+impl Default for FailureLimiter {
+    fn default() -> Self {
+        Self::new(ALLOWANCE)
+    }
 }
 
 fn secs_until(until: i64, now: i64) -> u64 {
@@ -41,6 +50,14 @@ fn secs_until(until: i64, now: i64) -> u64 {
 }
 
 impl FailureLimiter {
+    /// `allowance` failures per window before an address is blocked; `0`: never blocked.
+    pub fn new(allowance: u32) -> Self {
+        Self {
+            by_ip: Mutex::default(),
+            allowance,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Entry>> {
         // A poisoned map only holds counters: keep using it.
         self.by_ip.lock().unwrap_or_else(|e| e.into_inner())
@@ -55,6 +72,9 @@ impl FailureLimiter {
 
     /// Records a failure of `ip`; the seconds it is now blocked for, if it is.
     pub fn failed(&self, ip: IpAddr, now_ms: i64) -> Option<u64> {
+        if self.allowance == 0 {
+            return None;
+        }
         let mut map = self.lock();
         if map.len() >= MAX_TRACKED && !map.contains_key(&ip) {
             let horizon = now_ms - WINDOW_MS - MAX_BLOCK_MS;
@@ -89,7 +109,7 @@ impl FailureLimiter {
         }
         e.last = now_ms;
         e.failures = e.failures.saturating_add(1);
-        if e.failures <= ALLOWANCE {
+        if e.failures <= self.allowance {
             return None;
         }
         e.strikes = e.strikes.saturating_add(1);

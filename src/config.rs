@@ -122,6 +122,7 @@ pub struct FileConfig {
     pub body_idle_timeout_ms: Option<u64>,
     pub body_deadline_ms: Option<u64>,
     pub max_unauthenticated_per_ip: Option<usize>,
+    pub auth_failure_allowance: Option<u32>,
     pub gateway: Option<GatewayFile>,
     pub billing: Option<BillingFile>,
     pub upstreams: Option<Vec<UpstreamFile>>,
@@ -155,6 +156,9 @@ pub struct Config {
     pub viewer_token: Option<String>,
     pub key_prefix: String,
     pub daily_req_limit: Option<u64>,
+    /// Wrong credentials one client address may send in a minute before it is blocked
+    /// (`0`: never blocked). See `bruteforce`.
+    pub auth_failure_allowance: u32,
     pub retention: Retention,
     /// When set, `/metrics` asks for `Authorization: Bearer <metrics_token>`.
     pub metrics_token: Option<String>,
@@ -182,6 +186,7 @@ impl Default for Config {
             viewer_token: None,
             key_prefix: "qp".to_owned(),
             daily_req_limit: None,
+            auth_failure_allowance: crate::bruteforce::ALLOWANCE,
             retention: Retention::default(),
             metrics_token: None,
             max_body_bytes: 64 * 1024,
@@ -283,6 +288,9 @@ impl Config {
             viewer_token: non_empty(env("VIEWER_TOKEN")).or(non_empty(file.viewer_token)),
             key_prefix,
             daily_req_limit: parse_env::<u64>(env, "DAILY_REQ_LIMIT")?.or(file.daily_req_limit),
+            auth_failure_allowance: parse_env::<u32>(env, "AUTH_FAILURE_ALLOWANCE")?
+                .or(file.auth_failure_allowance)
+                .unwrap_or(d.auth_failure_allowance),
             retention: retention(env, file.log_retention_days, file.retention)?,
             metrics_token: non_empty(env("METRICS_TOKEN")).or(non_empty(file.metrics_token)),
             max_body_bytes,

@@ -88,6 +88,7 @@ pub fn effective(c: &Config) -> Value {
         "body_idle_timeout_ms": c.connections.body_idle_timeout.as_millis() as u64,
         "body_deadline_ms": c.connections.body_deadline.as_millis() as u64,
         "max_unauthenticated_per_ip": c.connections.max_unauthenticated_per_ip,
+        "auth_failure_allowance": c.auth_failure_allowance,
         "retention": {
             "request_log_days": c.retention.request_log_days,
             "usage_history_days": c.retention.usage_history_days,

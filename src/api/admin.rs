@@ -26,7 +26,7 @@ use crate::state::AppState;
 use crate::store::{KeyPatch, RequestLogFilter, StatusFilter};
 use crate::timefmt::{parse_instant, rfc3339};
 
-const MAX_QUOTA: i64 = i64::MAX / 4;
+use super::input::MAX_QUOTA;
 const MAX_NAME_CHARS: usize = 200;
 
 fn expires_at(v: Option<&str>) -> ApiResult<Option<i64>> {
@@ -407,10 +407,11 @@ pub async fn usage(
     let (mut active, mut expired) = (0usize, 0usize);
     for k in &keys {
         let c = effective_counters(k, now);
-        total_used += c.used;
+        // Saturating: a handful of keys near the largest quota would overflow a plain sum.
+        total_used = total_used.saturating_add(c.used);
         if let Some(q) = c.quota {
-            total_quota += q;
-            total_remaining += (q - c.used).max(0);
+            total_quota = total_quota.saturating_add(q);
+            total_remaining = total_remaining.saturating_add(q.saturating_sub(c.used).max(0));
         }
         match status_of(k, now) {
             KeyStatus::Expired => expired += 1,
@@ -504,8 +505,9 @@ pub async fn requests(
         Some("ok") => Some(StatusFilter::Ok),
         Some("error") => Some(StatusFilter::Error),
         Some(code) => Some(StatusFilter::Exact(
-            code.parse::<i64>()
-                .ok()
+            Some(code)
+                .filter(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|c| c.parse::<i64>().ok())
                 .filter(|c| (100..=599).contains(c))
                 .ok_or_else(|| ApiError::invalid("status", "必须是 ok、error 或 HTTP 状态码"))?,
         )),
@@ -532,8 +534,8 @@ pub async fn upstreams(
 ) -> ApiResult<Json<UpstreamsResponse>> {
     let w: WindowQuery = Params::new(q, None)?.get()?;
     let now = chrono::Utc::now().timestamp_millis();
-    let end = input::in_range("end_ms", w.end_ms, 0, i64::MAX / 2)?.unwrap_or(now);
-    let start = input::in_range("start_ms", w.start_ms, 0, i64::MAX / 2)?
+    let end = input::in_range("end_ms", w.end_ms, 0, input::MAX_MS)?.unwrap_or(now);
+    let start = input::in_range("start_ms", w.start_ms, 0, input::MAX_MS)?
         .unwrap_or(end.saturating_sub(3_600_000));
     if start >= end {
         return Err(ApiError::invalid("start_ms", "必须小于 end_ms"));

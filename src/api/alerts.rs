@@ -52,14 +52,18 @@ impl HasAuth for AlertsState {
 pub struct AlertsQuery {
     /// `burst`, `multi_user_token`, `ip_many_users`, `big_request`, `quota_low`,
     /// `key_expiring`, `upstream_down`, `auth_failures`.
+    #[param(
+        pattern = "^(burst|multi_user_token|ip_many_users|big_request|quota_low|key_expiring|upstream_down|auth_failures)?$"
+    )]
     pub rule: Option<String>,
     /// `sending`, `sent`, `partial`, `failed` or `recorded`.
+    #[param(pattern = "^(sending|sent|partial|failed|recorded)?$")]
     pub status: Option<String>,
     #[serde(default, deserialize_with = "lenient::int")]
-    #[param(minimum = 0)]
+    #[param(minimum = 0, maximum = 4000000000000000000_i64)]
     pub start_ms: Option<i64>,
     #[serde(default, deserialize_with = "lenient::int")]
-    #[param(minimum = 0)]
+    #[param(minimum = 0, maximum = 4000000000000000000_i64)]
     pub end_ms: Option<i64>,
 }
 
@@ -160,8 +164,8 @@ pub async fn list(
     let filter = AlertFilter {
         rule,
         status,
-        from_ms: input::in_range("start_ms", query.start_ms, 0, i64::MAX / 2)?,
-        to_ms: input::in_range("end_ms", query.end_ms, 0, i64::MAX / 2)?,
+        from_ms: input::in_range("start_ms", query.start_ms, 0, input::MAX_MS)?,
+        to_ms: input::in_range("end_ms", query.end_ms, 0, input::MAX_MS)?,
     };
     let store = &st.alerts.sources.store;
     let (rows, total) = store.alerts(&filter, limit, offset).await?;
@@ -265,7 +269,7 @@ pub async fn channels(
 #[serde(deny_unknown_fields)]
 pub struct TestRequest {
     /// A configured channel's name.
-    #[schema(required = true)]
+    #[schema(required = true, pattern = r"\S")]
     pub channel: Option<String>,
 }
 
@@ -283,7 +287,7 @@ pub struct TestResponse {
 #[utoipa::path(post, path = "/admin/alerts/test", tag = "alerts",
     security(("adminToken" = [])),
     request_body(content = Option<TestRequest>, content_type = "application/json"),
-    responses((status = 200, description = "One signed test message sent; the platform's answer", body = TestResponse), QuotaRefusals<{ BAD | AUTH | FORBIDDEN | TOO_LARGE }>))]
+    responses((status = 200, description = "One signed test message sent; the platform's answer", body = TestResponse), QuotaRefusals<{ BAD | AUTH | FORBIDDEN | NOT_FOUND | TOO_LARGE }>))]
 pub async fn test(
     State(st): State<AlertsState>,
     op: Operator,
@@ -313,7 +317,13 @@ async fn send_test(st: &AlertsState, op: &Operator, body: &[u8]) -> ApiResult<Te
         .channels
         .iter()
         .find(|c| c.name == name)
-        .ok_or_else(|| ApiError::invalid("channel", "没有这个通道"))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                "没有这个通道 (no such alert channel)",
+            )
+        })?;
     let a = st.alerts.attempt(c, &st.alerts.test_message()).await;
     Ok(TestResponse {
         ok: a.ok,

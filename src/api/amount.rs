@@ -71,6 +71,8 @@ impl Visitor<'_> for AmountVisitor {
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Amount, E> {
         match self.0 {
+            // `193.0` is a whole number (JSON Schema counts it as an integer); `193.5` is not.
+            Currency::Points if v.fract() == 0.0 && v.abs() < 9.0e15 => self.visit_i64(v as i64),
             Currency::Points => Err(E::invalid_type(de::Unexpected::Float(v), &self)),
             // A JSON number is read through its shortest decimal form, which is exact for
             // every amount with at most six places.

@@ -279,7 +279,7 @@ pub struct ChatRequest {
     #[schema(value_type = Vec<Object>)]
     pub messages: Vec<Value>,
     pub stream: Option<bool>,
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 10000000)]
     pub max_tokens: Option<i64>,
 }
 
@@ -290,7 +290,7 @@ pub struct CompletionRequest {
     #[schema(value_type = Object)]
     pub prompt: Value,
     pub stream: Option<bool>,
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 10000000)]
     pub max_tokens: Option<i64>,
 }
 

@@ -9,6 +9,11 @@ use serde_json::{Map, Value};
 use crate::error::{ApiError, ApiResult};
 
 pub const MAX_AMOUNT: i64 = 1_000_000_000;
+/// The largest quota a key may have (points, or units of the currency; exact in a JSON
+/// Schema's double).
+pub const MAX_QUOTA: i64 = 2_000_000_000_000_000_000;
+/// The largest time in ms a query takes (year ~128 000; exact in a JSON Schema's double).
+pub const MAX_MS: i64 = 4_000_000_000_000_000_000;
 pub const MAX_REASON_CHARS: usize = 200;
 pub const MAX_METADATA_BYTES: usize = 8 * 1024;
 pub const MAX_BATCH_ITEMS: usize = 1000;

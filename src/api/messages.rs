@@ -23,13 +23,25 @@ use crate::state::AppState;
 #[derive(ToSchema)]
 pub struct MessagesRequest {
     pub model: String,
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 10000000)]
     pub max_tokens: i64,
     #[schema(value_type = Vec<Object>)]
     pub messages: Vec<Value>,
     #[schema(value_type = Option<Object>)]
     pub system: Option<Value>,
     pub stream: Option<bool>,
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub tools: Option<Vec<Value>>,
+}
+
+/// A `count_tokens` request: a Messages request without `max_tokens`.
+#[derive(ToSchema)]
+pub struct CountTokensRequest {
+    pub model: String,
+    #[schema(value_type = Vec<Object>)]
+    pub messages: Vec<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub system: Option<Value>,
     #[schema(value_type = Option<Vec<Object>>)]
     pub tools: Option<Vec<Value>>,
 }
@@ -63,7 +75,7 @@ pub async fn messages(State(st): State<AppState>, req: Request) -> Response {
 /// must be valid.
 #[utoipa::path(post, path = "/v1/messages/count_tokens", tag = "messages",
     security(("apiKey" = []), ("bearerKey" = [])),
-    request_body(content = MessagesRequest, content_type = "application/json"),
+    request_body(content = CountTokensRequest, content_type = "application/json"),
     responses((status = 200, body = TokenCount), AnthropicRefusals<{ BAD | AUTH | UNAVAILABLE }>))]
 pub async fn count_tokens(
     State(st): State<AppState>,
@@ -88,6 +100,15 @@ pub async fn count_tokens(
     let Ok(v @ Value::Object(_)) = serde_json::from_slice::<Value>(&body) else {
         return AnthError::from(&CallError::NotAnObject).into_response();
     };
+    if !v.get("model").is_some_and(Value::is_string) {
+        return AnthError::from(&CallError::NoModel).into_response();
+    }
+    if let Some(Err(e)) = v
+        .as_object()
+        .map(|m| crate::gateway::shape::check(Endpoint::Messages, m))
+    {
+        return AnthError::from(&e).into_response();
+    }
     let chat = crate::gateway::anthropic::request_to_chat(&v);
     let tools = chat.get("tools").map(Value::to_string).unwrap_or_default();
     let input_tokens = crate::gateway::tokens::estimate_prompt(&chat)

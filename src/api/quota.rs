@@ -23,7 +23,7 @@ use crate::store::UsageItem;
 use crate::timefmt::rfc3339_opt;
 
 #[utoipa::path(get, path = "/api/v1/validate", tag = "quota",
-    security(("apiKey" = [])),
+    security(("apiKey" = []), ("bearerKey" = [])),
     responses((status = 200, description = "The key's state (`valid:false` with `reason` when not usable)", body = ValidateResponse), QuotaRefusals<{ AUTH | FORBIDDEN | UNAVAILABLE }>))]
 pub async fn validate(State(st): State<AppState>, caller: Caller) -> Json<ValidateResponse> {
     let rec = st.ledger.current(&caller.entry).await;
@@ -99,7 +99,7 @@ async fn consume(
 }
 
 #[utoipa::path(post, path = "/api/v1/use", tag = "quota",
-    security(("apiKey" = [])),
+    security(("apiKey" = []), ("bearerKey" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "A retried consume with the same key returns the first result without charging again")),
     request_body(content = Option<UseRequest>, content_type = "application/json"),
     responses((status = 200, body = UseResponse), QuotaRefusals<{ BAD | AUTH | FORBIDDEN | TOO_LARGE | LIMITED | UNAVAILABLE }>))]
@@ -128,7 +128,7 @@ pub async fn use_quota(
 }
 
 #[utoipa::path(post, path = "/api/v1/use/batch", tag = "quota",
-    security(("apiKey" = [])),
+    security(("apiKey" = []), ("bearerKey" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "A retried batch with the same key returns the first result without charging again")),
     request_body(content = Vec<UseItem>, description = "1…1000 items, all-or-nothing"),
     responses((status = 200, body = UseResponse), QuotaRefusals<{ BAD | AUTH | FORBIDDEN | TOO_LARGE | LIMITED | UNAVAILABLE }>))]
@@ -155,7 +155,7 @@ pub async fn use_batch(
 }
 
 #[utoipa::path(get, path = "/api/v1/quota", tag = "quota",
-    security(("apiKey" = [])),
+    security(("apiKey" = []), ("bearerKey" = [])),
     responses((status = 200, body = QuotaResponse), QuotaRefusals<{ AUTH | FORBIDDEN | UNAVAILABLE }>))]
 pub async fn quota(State(st): State<AppState>, caller: Caller) -> Json<QuotaResponse> {
     let rec = st.ledger.current(&caller.entry).await;
@@ -185,7 +185,7 @@ pub async fn history_page(st: &AppState, key_id: i64, params: &Params) -> ApiRes
 }
 
 #[utoipa::path(get, path = "/api/v1/usage/history", tag = "quota",
-    security(("apiKey" = [])),
+    security(("apiKey" = []), ("bearerKey" = [])),
     params(super::shapes::PageQuery),
     responses((status = 200, body = HistoryPage), QuotaRefusals<{ BAD | AUTH | FORBIDDEN | UNAVAILABLE }>))]
 pub async fn history(

@@ -24,7 +24,7 @@ pub struct ResponsesRequest {
     pub input: Value,
     pub instructions: Option<String>,
     pub stream: Option<bool>,
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 10000000)]
     pub max_output_tokens: Option<i64>,
     #[schema(value_type = Option<Vec<Object>>)]
     pub tools: Option<Vec<Value>>,

@@ -19,6 +19,36 @@ fn present<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
     T::deserialize(d).map(Some)
 }
 
+/// A field of a struct type, as a JSON object only (or `null`): serde's derive would also
+/// take an array of the struct's fields in order, which the document does not allow.
+fn object<'de, T: serde::de::DeserializeOwned, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(v @ Value::Object(_)) => T::deserialize(v)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+        Some(_) => Err(serde::de::Error::custom("expected an object")),
+    }
+}
+
+/// [`object`] for a field that may be present as `null` (`Some(None)`: clear it).
+fn present_object<'de, T: serde::de::DeserializeOwned, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    object(d).map(Some)
+}
+
+/// A `YYYY-MM-DD` date or an RFC 3339 time, or `null`.
+fn date_or_time_or_null() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    super::doc::json_schema(serde_json::json!({"anyOf": [
+        {"type": "string", "format": "date"},
+        {"type": "string", "format": "date-time"},
+        {"type": "null"},
+    ]}))
+}
+
 pub use crate::lenient;
 
 // ---- quota API (caller key) ----
@@ -155,7 +185,8 @@ pub struct CreateKeysRequest {
     pub prefix: Option<String>,
     /// Points (money mode: a decimal of the currency); absent or null = unlimited.
     pub quota: Option<Amount>,
-    /// RFC 3339 time or YYYY-MM-DD date.
+    /// RFC 3339 time or YYYY-MM-DD date, in the future.
+    #[schema(schema_with = date_or_time_or_null)]
     pub expires_at: Option<String>,
     #[schema(max_length = 200)]
     pub name: Option<String>,
@@ -164,8 +195,11 @@ pub struct CreateKeysRequest {
     pub count: Option<i64>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
+    #[serde(default, deserialize_with = "object")]
     pub owner: Option<Owner>,
+    #[serde(default, deserialize_with = "object")]
     pub limits: Option<KeyLimits>,
+    #[serde(default, deserialize_with = "object")]
     pub refill: Option<Refill>,
 }
 
@@ -180,19 +214,19 @@ pub struct PatchKeyRequest {
     #[schema(value_type = Option<Amount>)]
     pub quota: Option<Option<Amount>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = date_or_time_or_null)]
     pub expires_at: Option<Option<String>>,
     pub enabled: Option<bool>,
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Option<Map<String, Value>>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_object")]
     #[schema(value_type = Option<Owner>)]
     pub owner: Option<Option<Owner>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_object")]
     #[schema(value_type = Option<KeyLimits>)]
     pub limits: Option<Option<KeyLimits>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_object")]
     #[schema(value_type = Option<Refill>)]
     pub refill: Option<Option<Refill>>,
 }
@@ -221,7 +255,7 @@ impl PatchKeyRequest {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ResetRequest {
     /// The full key or its id.
-    #[schema(required = true)]
+    #[schema(required = true, pattern = r"\S", max_length = 256)]
     pub key: Option<String>,
     /// The new quota (`null` = unlimited; absent keeps the quota).
     #[serde(default, deserialize_with = "present")]
@@ -234,7 +268,7 @@ pub struct ResetRequest {
 #[serde(deny_unknown_fields)]
 pub struct KeyRef {
     /// The full key or its id.
-    #[schema(required = true)]
+    #[schema(required = true, pattern = r"\S", max_length = 256)]
     pub key: Option<String>,
 }
 
@@ -342,6 +376,7 @@ impl KeyView {
 #[into_params(parameter_in = Query)]
 pub struct KeyListQuery {
     /// `active`, `disabled`, `expired` or `exhausted`.
+    #[param(pattern = "^(active|disabled|expired|exhausted)?$")]
     pub status: Option<String>,
     /// Matches the hint, id, name or owner's username.
     pub q: Option<String>,
@@ -385,8 +420,18 @@ pub struct EnabledResponse {
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query, rename_all = "camelCase")]
 pub struct UsageQuery {
+    #[param(schema_with = date_or_time)]
     pub start_date: Option<String>,
+    #[param(schema_with = date_or_time)]
     pub end_date: Option<String>,
+}
+
+/// A `YYYY-MM-DD` date or an RFC 3339 time.
+fn date_or_time() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    super::doc::json_schema(serde_json::json!({"anyOf": [
+        {"type": "string", "format": "date"},
+        {"type": "string", "format": "date-time"},
+    ]}))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -450,7 +495,7 @@ pub struct UsageResponse {
 #[into_params(parameter_in = Query)]
 pub struct KeyQuery {
     /// The full key or its id.
-    #[param(required = true)]
+    #[param(required = true, pattern = r"\S", max_length = 256)]
     pub key: Option<String>,
 }
 
@@ -497,6 +542,7 @@ pub struct RequestsQuery {
     pub key: Option<String>,
     pub model: Option<String>,
     /// `ok`, `error` or an HTTP status code.
+    #[param(pattern = "^(ok|error|[1-5][0-9][0-9])?$")]
     pub status: Option<String>,
 }
 
@@ -574,10 +620,10 @@ pub struct RequestsPage {
 #[into_params(parameter_in = Query)]
 pub struct WindowQuery {
     #[serde(default, deserialize_with = "lenient::int")]
-    #[param(minimum = 0)]
+    #[param(minimum = 0, maximum = 4000000000000000000_i64)]
     pub start_ms: Option<i64>,
     #[serde(default, deserialize_with = "lenient::int")]
-    #[param(minimum = 0)]
+    #[param(minimum = 0, maximum = 4000000000000000000_i64)]
     pub end_ms: Option<i64>,
 }
 

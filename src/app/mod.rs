@@ -134,7 +134,9 @@ impl Shared {
             Some(&config.data_dir),
         )
         .await?;
-        let failures = Arc::<crate::bruteforce::FailureLimiter>::default();
+        let failures = Arc::new(crate::bruteforce::FailureLimiter::new(
+            config.auth_failure_allowance,
+        ));
         let alerts = Alerts::new(
             config.alerts.clone(),
             Sources {

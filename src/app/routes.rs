@@ -95,7 +95,8 @@ pub fn router(surfaces: Surfaces, config: &Config) -> Router {
                 .with_state(surfaces.metrics),
         );
     let (routes, document) = api.split_for_parts();
-    let document: Arc<[u8]> = doc::to_json(document).into();
+    let money = config.gateway.billing.mode == crate::billing::BillingMode::Money;
+    let document: Arc<[u8]> = doc::to_json(document, money).into();
     let routes = routes.route(
         "/api/openapi.json",
         get(move || {

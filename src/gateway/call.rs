@@ -84,6 +84,11 @@ pub enum CallError {
         field: &'static str,
         max: i64,
     },
+    /// A field the gateway reads has the wrong shape (see `shape`).
+    BadField {
+        field: &'static str,
+        expected: &'static str,
+    },
     /// Money mode has no price for the model on any upstream serving it.
     NotPriced(String),
     RateLimited(limits::Refusal),
@@ -100,7 +105,7 @@ impl CallError {
         match self {
             Self::NoKey | Self::UnknownKey => 401,
             Self::BodyUnreadable | Self::NotAnObject | Self::NoModel => 400,
-            Self::BadCount { .. } => 400,
+            Self::BadCount { .. } | Self::BadField { .. } => 400,
             Self::NotPriced(_) => 403,
             Self::KeyDisabled | Self::KeyExpired => 403,
             Self::ModelNotAllowed(_) | Self::IpNotAllowed => 403,
@@ -125,6 +130,7 @@ impl CallError {
             Self::IpNotAllowed => "ip_not_allowed",
             Self::ModelNotFound(_) => "model_not_found",
             Self::BadCount { .. } => "invalid_value",
+            Self::BadField { .. } => "invalid_type",
             Self::NotPriced(_) => "model_not_priced",
             Self::RateLimited(_) => "rate_limit_exceeded",
             Self::QuotaExceeded { .. } => "insufficient_quota",
@@ -151,6 +157,9 @@ impl CallError {
                     "{field} 必须是 1 到 {max} 之间的整数 ({field} must be an integer from 1 to {max})"
                 )
             }
+            Self::BadField { field, expected } => {
+                format!("字段 {field} 格式错误 ({field} must be {expected})")
+            }
             Self::NotPriced(m) => {
                 format!("模型 {m} 未定价，无法计费 (the model `{m}` has no price)")
             }
@@ -170,7 +179,7 @@ impl CallError {
         match self {
             Self::BodyUnreadable | Self::NotAnObject => Some("body"),
             Self::NoModel | Self::ModelNotAllowed(_) | Self::ModelNotFound(_) => Some("model"),
-            Self::BadCount { field, .. } => Some(field),
+            Self::BadCount { field, .. } | Self::BadField { field, .. } => Some(field),
             Self::NotPriced(_) => Some("model"),
             _ => None,
         }

@@ -16,6 +16,7 @@ pub mod reqlog;
 pub mod responses;
 pub mod secrets;
 pub mod settings;
+pub mod shape;
 pub mod sse;
 mod stages;
 pub mod tokens;

@@ -58,6 +58,12 @@ fn count(
         None | Some(Value::Null) => Ok(None),
         Some(v) => v
             .as_i64()
+            // A whole number written `5.0` is still whole (JSON Schema agrees); `5.5` is not.
+            .or_else(|| {
+                v.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                    .map(|f| f as i64)
+            })
             .filter(|n| (1..=max).contains(n))
             .map(Some)
             .ok_or(CallError::BadCount { field, max }),
@@ -85,6 +91,14 @@ pub fn read(
         .and_then(Value::as_str)
         .map(str::to_owned)
         .ok_or(CallError::NoModel)?;
+    super::shape::check(endpoint, &map)?;
+    // Messages requires its token limit (Anthropic's API does too).
+    if endpoint == Endpoint::Messages && map.get("max_tokens").is_none_or(Value::is_null) {
+        return Err(CallError::BadCount {
+            field: "max_tokens",
+            max: MAX_TOKENS,
+        });
+    }
     let stream = endpoint != Endpoint::Embeddings
         && map.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let mut max_tokens = None;

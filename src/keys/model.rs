@@ -65,6 +65,7 @@ impl RefillInterval {
 #[serde(deny_unknown_fields)]
 pub struct Refill {
     pub interval: RefillInterval,
+    #[schema(minimum = 0, maximum = 2000000000000000000_i64)]
     pub amount: i64,
 }
 

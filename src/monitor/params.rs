@@ -45,6 +45,7 @@ pub struct MonitorQuery {
     pub end_ms: Option<i64>,
     /// Series and subject: 60, 300, 900, 1800, 3600, 14400 or 86400 (default by range).
     #[serde(default, deserialize_with = "lenient::int")]
+    #[param(schema_with = slot_schema)]
     pub slot_sec: Option<i64>,
     /// Top: `user`, `token`, `model` or `channel`.
     #[serde(default, deserialize_with = "lenient::text")]
@@ -103,18 +104,49 @@ pub struct MonitorQuery {
     pub nocache: Option<String>,
 }
 
+/// `slot_sec`: one of [`SLOTS`].
+fn slot_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Integer)
+        .enum_values(Some(SLOTS))
+        .into()
+}
+
 impl MonitorQuery {
     pub fn parse(q: &HashMap<String, String>) -> Result<Self, MonitorError> {
         let map: serde_json::Map<String, serde_json::Value> = q
             .iter()
             .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
             .collect();
-        serde_path_to_error::deserialize(serde_json::Value::Object(map)).map_err(|e| {
-            match e.path().to_string().as_str() {
+        let q: Self = serde_path_to_error::deserialize(serde_json::Value::Object(map)).map_err(
+            |e| match e.path().to_string().as_str() {
                 "slot_sec" => MonitorError::bad("不支持的时间粒度"),
                 name => MonitorError::invalid(name),
-            }
-        })
+            },
+        )?;
+        q.within_documented_bounds()?;
+        Ok(q)
+    }
+
+    /// Every bounded parameter within its documented bounds, whichever endpoint reads it: a
+    /// value out of range is refused even where that endpoint ignores the parameter, so the
+    /// API documents one set of parameters and enforces exactly it.
+    fn within_documented_bounds(&self) -> Result<(), MonitorError> {
+        for (name, v, min, max) in [
+            ("start_ms", self.start_ms, 0, i64::MAX),
+            ("limit", self.limit, 1, 10_000),
+            ("window_sec", self.window_sec, 1, 86_400),
+            ("limit_per_token", self.limit_per_token, 1, 1_000_000),
+            ("users_threshold", self.users_threshold, 1, 1_000_000),
+            ("ips_threshold", self.ips_threshold, 1, 1_000_000),
+        ] {
+            int_in(name, v, min, max, 0)?;
+        }
+        float_in("sigma", self.sigma, 0.0, 100.0, 0.0)?;
+        if self.slot_sec.is_some_and(|s| !SLOTS.contains(&s)) {
+            return Err(MonitorError::bad("不支持的时间粒度"));
+        }
+        Ok(())
     }
 
     pub fn nocache(&self) -> bool {
