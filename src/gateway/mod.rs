@@ -14,6 +14,7 @@ pub mod redact;
 mod relay;
 pub mod reqlog;
 pub mod responses;
+pub mod secret_stream;
 pub mod secrets;
 pub mod settings;
 pub mod shape;

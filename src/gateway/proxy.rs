@@ -555,6 +555,7 @@ impl Gateway {
         let mut error: Option<String> = None;
         let model_label = telemetry::model_label(&req.model);
         let up_label = call.row.upstream.clone().unwrap_or_default();
+        let mut guard = super::secret_stream::StreamGuard::new(&self.secrets);
         while !meter.done() {
             let next = tokio::select! {
                 _ = tx.closed() => {
@@ -589,20 +590,25 @@ impl Gateway {
                         .record(a.elapsed().as_secs_f64());
                 }
             }
-            let out = match self.secrets.mask(&out) {
-                std::borrow::Cow::Borrowed(_) => Bytes::from(out),
-                std::borrow::Cow::Owned(masked) => Bytes::from(masked),
-            };
-            if tx.send(Ok(out)).await.is_err() {
+            // Masked, and held back while a secret may be completing in the next event.
+            let out = guard.push(&out);
+            if out.is_empty() {
+                continue;
+            }
+            if tx.send(Ok(Bytes::from(out))).await.is_err() {
                 error = Some(CLIENT_LEFT.into());
                 break;
             }
         }
-        if error.is_none()
-            && let Some(rest) = meter.rest()
-        {
-            let rest = Bytes::from(self.secrets.mask(&rest).into_owned());
-            let _ = tx.send(Ok(rest)).await;
+        if error.is_none() {
+            let mut rest = guard.finish();
+            if let Some(tail) = meter.rest() {
+                rest.extend(guard.push(&tail));
+                rest.extend(guard.finish());
+            }
+            if !rest.is_empty() {
+                let _ = tx.send(Ok(Bytes::from(rest))).await;
+            }
         }
         // Dropping the upstream body closes its connection: the upstream stops generating.
         drop(upstream);

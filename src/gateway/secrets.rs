@@ -4,7 +4,8 @@
 //! the three alignments it can have inside a longer encoded text (so `Basic …` credentials and
 //! base64 blobs are caught too) — and masks every occurrence in one pass (Aho-Corasick).
 //! The gateway runs it over every answer, any status, and over every streamed event (events
-//! are whole by then, so a secret split across network chunks is still seen).
+//! are whole by then, so a secret split across network chunks is still seen; one spelled
+//! across several events is `secret_stream`'s).
 
 use std::borrow::Cow;
 
@@ -41,6 +42,8 @@ fn base64_cores(secret: &[u8], out: &mut Vec<String>) {
 pub struct Scanner {
     /// Raw and percent-encoded forms, any letter case.
     text: Option<AhoCorasick>,
+    /// The raw forms, lower-cased (for secrets spelled across events: `secret_stream`).
+    raw: Vec<Vec<u8>>,
     /// Base64 forms, exact case.
     encoded: Option<AhoCorasick>,
 }
@@ -48,12 +51,14 @@ pub struct Scanner {
 impl Scanner {
     pub fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Self {
         let mut text = Vec::new();
+        let mut raw = Vec::new();
         let mut encoded = Vec::new();
         for s in secrets.into_iter().map(str::trim) {
             if s.len() < MIN_SECRET {
                 continue;
             }
             text.push(s.to_owned());
+            raw.push(s.to_ascii_lowercase().into_bytes());
             let pct = utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
             if pct != s {
                 text.push(pct);
@@ -73,6 +78,7 @@ impl Scanner {
         };
         Self {
             text: build(&text, true),
+            raw,
             encoded: build(&encoded, false),
         }
     }
@@ -80,6 +86,32 @@ impl Scanner {
     /// Whether there is anything to look for.
     pub fn is_empty(&self) -> bool {
         self.text.is_none() && self.encoded.is_none()
+    }
+
+    /// The length of the longest raw secret.
+    pub fn longest_raw(&self) -> usize {
+        self.raw.iter().map(Vec::len).max().unwrap_or(0)
+    }
+
+    /// Whether any secret is looked for in its raw form.
+    pub fn has_raw(&self) -> bool {
+        !self.raw.is_empty()
+    }
+
+    /// Where secrets (raw or percent-encoded, any case) occur in `text`, as byte ranges.
+    pub fn raw_matches(&self, text: &str) -> Vec<(usize, usize)> {
+        self.text.as_ref().map_or_else(Vec::new, |ac| {
+            ac.find_iter(text).map(|m| (m.start(), m.end())).collect()
+        })
+    }
+
+    /// Whether `text` ends with the first `min` or more characters of a secret (any case):
+    /// the secret may be completing in what follows.
+    pub fn ends_with_prefix(&self, text: &str, min: usize) -> bool {
+        let t = text.as_bytes();
+        self.raw.iter().any(|s| {
+            (min..s.len().min(t.len() + 1)).any(|k| t[t.len() - k..].eq_ignore_ascii_case(&s[..k]))
+        })
     }
 
     /// `bytes` with every secret masked; borrowed when none was found (the common case).

@@ -337,13 +337,42 @@ mod tests {
     use crate::gateway::settings::mock_upstream;
     use crate::keys::KeyLimits;
 
+    /// `body` with the fields `ep` requires added when absent (these tests are about others).
+    fn complete(mut body: Value, ep: Endpoint) -> Value {
+        if let Value::Object(m) = &mut body {
+            for f in crate::gateway::shape::fields(ep)
+                .iter()
+                .filter(|f| f.required)
+            {
+                m.entry(f.name).or_insert_with(|| match f.kind {
+                    crate::gateway::shape::Kind::Objects => {
+                        json!([{"role": "user", "content": "x"}])
+                    }
+                    _ => json!("x"),
+                });
+            }
+        }
+        body
+    }
+
     fn read_ok(body: Value, ep: Endpoint) -> Request {
-        read(Ok(Bytes::from(body.to_string())), ep, 100, 256).unwrap()
+        read(
+            Ok(Bytes::from(complete(body, ep).to_string())),
+            ep,
+            100,
+            256,
+        )
+        .unwrap()
     }
 
     #[test]
     fn read_refuses_what_cannot_be_forwarded() {
-        let r = |b: &str| read(Ok(Bytes::from(b.to_owned())), Endpoint::Chat, 100, 256);
+        let r = |b: &str| {
+            let body = serde_json::from_str::<Value>(b)
+                .map(|v| complete(v, Endpoint::Chat).to_string())
+                .unwrap_or_else(|_| b.to_owned());
+            read(Ok(Bytes::from(body)), Endpoint::Chat, 100, 256)
+        };
         assert_eq!(
             read(Err(true), Endpoint::Chat, 100, 256),
             Err(CallError::BodyTooLarge { limit: 100 })
@@ -380,7 +409,7 @@ mod tests {
                 max: MAX_TOKENS
             })
         );
-        for n in ["10.0", "\"10\"", "0", "129", "true"] {
+        for n in ["10.5", "\"10\"", "0", "129", "true"] {
             assert_eq!(
                 r(&format!(r#"{{"model":"m","n":{n}}}"#)),
                 Err(CallError::BadCount {

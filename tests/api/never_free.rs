@@ -432,3 +432,77 @@ async fn a_body_that_trickles_in_is_cut_at_its_deadline() {
     writer.abort();
     app.stop().await;
 }
+
+/// The text a caller assembles from a stream's deltas (chat `content`, Messages `text`).
+fn assembled(sse: &str) -> String {
+    sse.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .or(v["delta"]["text"].as_str())
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_spelled_across_streamed_events_is_masked() {
+    let up = MockUpstream::start().await;
+    // A chat-only upstream: Messages reach it translated, its chunks become Messages events.
+    let mut u = http_upstream("hostile", &up.url, KEY);
+    u.protocols = vec![quota_proxy::gateway::endpoint::Protocol::Chat];
+    let app = spawn_app_with(move |c| c.gateway.upstreams = vec![u]).await;
+    let (key, _) = app.create_key(json!({"quota": 1000})).await;
+    // The key in three deltas, none of which holds it whole.
+    let parts = [
+        "the key is sk-our-up",
+        "stream-Secret-01",
+        "23456789 and that is all",
+    ];
+    let mut raw = String::new();
+    for (i, p) in parts.iter().enumerate() {
+        let finish = if i == parts.len() - 1 {
+            json!("stop")
+        } else {
+            Value::Null
+        };
+        raw.push_str(&format!(
+            "data: {}\n\n",
+            json!({"id": "c", "object": "chat.completion.chunk", "model": "m",
+                "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": finish}]})
+        ));
+    }
+    raw.push_str("data: [DONE]\n\n");
+    *up.state.raw_stream.lock().unwrap() = Some(raw);
+    for (path, body) in [
+        (
+            "/v1/chat/completions",
+            json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "m", "stream": true, "max_tokens": 50,
+                "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+    ] {
+        let r = app
+            .client
+            .post(app.url(path))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let sse = r.text().await.unwrap();
+        assert_eq!(status, 200, "{path}: {sse}");
+        let text = assembled(&sse);
+        assert_eq!(leaked(&text), None, "{path}: {text}");
+        assert!(text.starts_with("the key is "), "{path}: {text}");
+        assert!(text.ends_with(" and that is all"), "{path}: {text}");
+        assert!(text.contains("*****"), "{path}: {text}");
+    }
+    app.stop().await;
+}
