@@ -83,16 +83,6 @@ pub fn base() -> utoipa::openapi::OpenApi {
     doc
 }
 
-/// A schema written as JSON (utoipa reads it like its own): for shapes its attributes do
-/// not spell (a choice of formats).
-pub fn json_schema(
-    v: serde_json::Value,
-) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-    serde_json::from_value(v).unwrap_or_else(|_| {
-        utoipa::openapi::RefOr::T(utoipa::openapi::schema::Schema::Object(Default::default()))
-    })
-}
-
 /// The document as JSON, every response described (the status's reason phrase where the
 /// annotation gave none, as OpenAPI requires a description).
 ///

@@ -15,4 +15,5 @@ pub mod monitor;
 pub mod prices;
 pub mod quota;
 pub mod responses;
+pub mod schema;
 pub mod shapes;

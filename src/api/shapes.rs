@@ -42,7 +42,7 @@ fn present_object<'de, T: serde::de::DeserializeOwned, D: serde::Deserializer<'d
 
 /// A `YYYY-MM-DD` date or an RFC 3339 time, or `null`.
 fn date_or_time_or_null() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-    super::doc::json_schema(serde_json::json!({"anyOf": [
+    super::schema::json_schema(serde_json::json!({"anyOf": [
         {"type": "string", "format": "date"},
         {"type": "string", "format": "date-time"},
         {"type": "null"},
@@ -428,7 +428,7 @@ pub struct UsageQuery {
 
 /// A `YYYY-MM-DD` date or an RFC 3339 time.
 fn date_or_time() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-    super::doc::json_schema(serde_json::json!({"anyOf": [
+    super::schema::json_schema(serde_json::json!({"anyOf": [
         {"type": "string", "format": "date"},
         {"type": "string", "format": "date-time"},
     ]}))

@@ -497,8 +497,8 @@ async fn alert_endpoints_for_admin_and_viewer_and_no_secret_anywhere() {
     let (_, v) = status_json(post(ADMIN, json!({"channel": "dingtalk"})).await.unwrap()).await;
     assert_eq!(v["ok"], false);
     assert!(v["answer"].as_str().unwrap().contains("310000"), "{v}");
-    let (s, _) = status_json(post(ADMIN, json!({"channel": "nope"})).await.unwrap()).await;
-    assert_eq!(s, 400);
+    let (s, v) = status_json(post(ADMIN, json!({"channel": "nope"})).await.unwrap()).await;
+    assert_eq!((s, error_code(&v)), (404, "NOT_FOUND"), "{v}");
     let (_, v) = status_json(post(ADMIN, json!({"channel": "slack"})).await.unwrap()).await;
     assert_eq!(v["ok"], true);
     // A channel that cannot be reached: the error names no URL.

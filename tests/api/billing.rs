@@ -358,7 +358,7 @@ async fn token_limits_and_n_cannot_beat_the_hold() {
         ("max_tokens", json!("500")),
         ("max_tokens", json!(20.5)),
         ("max_completion_tokens", json!(-1)),
-        ("n", json!(10.0)),
+        ("n", json!(10.5)),
         ("n", json!("10")),
     ] {
         let mut body = json!({"model": "m-chat", "messages": msg});
