@@ -12,9 +12,9 @@ use super::quota::history_page;
 use super::shapes::{
     Amount, AuditPage, AuditView, CreateKeysRequest, CreateKeysResponse, DeletedKey,
     EnabledResponse, HistoryPage, IssuedKey, IssuedMany, IssuedOne, KeyList, KeyListQuery,
-    KeyQuery, KeyRef, KeyView, PageQuery, PatchKeyRequest, RequestView, RequestsPage,
-    RequestsQuery, ResetRequest, ResetResponse, UpstreamView, UpstreamsResponse, UsageDetail,
-    UsageQuery, UsageResponse, UsageSummary, WindowQuery,
+    KeyQuery, KeyRef, KeyView, PageQuery, PatchKeyRequest, ResetRequest, ResetResponse,
+    UpstreamView, UpstreamsResponse, UsageDetail, UsageQuery, UsageResponse, UsageSummary,
+    WindowQuery,
 };
 use crate::error::QuotaRefusals;
 use crate::error::refusals::*;
@@ -23,7 +23,7 @@ use crate::gateway::settings::UpstreamKind;
 use crate::keyadmin::CreateSpec;
 use crate::keys::{KeyRecord, KeyStatus, Refill, effective_counters, is_valid_prefix, status_of};
 use crate::state::AppState;
-use crate::store::{KeyPatch, RequestLogFilter, StatusFilter};
+use crate::store::KeyPatch;
 use crate::timefmt::{parse_instant, rfc3339};
 
 use super::input::MAX_QUOTA;
@@ -481,46 +481,6 @@ pub async fn audit(
     }))
 }
 
-/// Gateway request log, newest first; `key`, `model` and `status` (`ok`, `error` or a
-/// code) narrow it.
-#[utoipa::path(get, path = "/admin/requests", tag = "admin",
-    security(("adminToken" = []), ("viewerToken" = [])),
-    params(RequestsQuery, PageQuery),
-    responses((status = 200, body = RequestsPage), QuotaRefusals<{ BAD | AUTH | NOT_FOUND | UNAVAILABLE }>))]
-pub async fn requests(
-    State(st): State<AppState>,
-    _op: Operator,
-    QueryMap(q): QueryMap,
-) -> ApiResult<Json<RequestsPage>> {
-    let params = Params::new(q, None)?;
-    let (limit, offset) = params.page(100)?;
-    let query: RequestsQuery = params.get()?;
-    let mut filter = RequestLogFilter::default();
-    if let Some(k) = query.key.filter(|k| !k.trim().is_empty()) {
-        filter.key_id = Some(find(&st, &k).await?.id);
-    }
-    filter.model = query.model.filter(|m| !m.is_empty());
-    filter.status = match query.status.as_deref() {
-        None | Some("") => None,
-        Some("ok") => Some(StatusFilter::Ok),
-        Some("error") => Some(StatusFilter::Error),
-        Some(code) => Some(StatusFilter::Exact(
-            Some(code)
-                .filter(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|c| c.parse::<i64>().ok())
-                .filter(|c| (100..=599).contains(c))
-                .ok_or_else(|| ApiError::invalid("status", "必须是 ok、error 或 HTTP 状态码"))?,
-        )),
-    };
-    let (rows, total) = st.store.request_logs(&filter, limit, offset).await?;
-    Ok(Json(RequestsPage {
-        requests: rows.iter().map(RequestView::from).collect(),
-        total,
-        limit,
-        offset,
-    }))
-}
-
 /// The gateway's upstreams: configuration, health (ejected or not) and, over
 /// `[start_ms, end_ms)` (default: the last hour), calls, error rate and latency.
 #[utoipa::path(get, path = "/admin/upstreams", tag = "admin",
@@ -596,6 +556,5 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(usage))
         .routes(routes!(usage_history))
         .routes(routes!(audit))
-        .routes(routes!(requests))
         .routes(routes!(upstreams))
 }

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod prices;
 pub mod quota;
+pub mod requests;
 pub mod responses;
 pub mod schema;
 pub mod shapes;

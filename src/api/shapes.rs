@@ -538,12 +538,31 @@ pub struct AuditPage {
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RequestsQuery {
-    /// The full key or its id.
+    /// The full key, its id, its hint (`qp_abcd…wxyz`) or its name.
+    #[param(max_length = 256)]
     pub key: Option<String>,
+    /// A user's id or username.
+    #[param(max_length = 256)]
+    pub user: Option<String>,
     pub model: Option<String>,
-    /// `ok`, `error` or an HTTP status code.
-    #[param(pattern = "^(ok|error|[1-5][0-9][0-9])?$")]
+    pub upstream: Option<String>,
+    /// `chat.completions`, `completions`, `embeddings`, `messages` or `responses`.
+    #[param(pattern = "^(chat\\.completions|completions|embeddings|messages|responses)?$")]
+    pub endpoint: Option<String>,
+    /// `2xx`, `4xx`, `5xx` (any class), `ok` (below 400), `error` (400 and above) or a code.
+    #[param(pattern = "^(ok|error|[1-5]xx|[1-5][0-9][0-9])?$")]
     pub status: Option<String>,
+    #[serde(rename = "requestId")]
+    #[param(rename = "requestId", max_length = 256)]
+    pub request_id: Option<String>,
+    /// From this time (Unix ms, inclusive).
+    #[serde(default, deserialize_with = "lenient::int")]
+    #[param(minimum = 0, maximum = 4000000000000000000_i64)]
+    pub start_ms: Option<i64>,
+    /// Before this time (Unix ms, exclusive).
+    #[serde(default, deserialize_with = "lenient::int")]
+    #[param(minimum = 0, maximum = 4000000000000000000_i64)]
+    pub end_ms: Option<i64>,
 }
 
 /// One gateway call from the request log.

@@ -16,7 +16,8 @@ use crate::api::alerts::AlertsState;
 use crate::api::metrics::MetricsState;
 use crate::api::monitor::MonitorState;
 use crate::api::{
-    admin, alerts, doc, gateway, health, messages, metrics, monitor, prices, quota, responses,
+    admin, alerts, doc, gateway, health, messages, metrics, monitor, prices, quota, requests,
+    responses,
 };
 use crate::config::Config;
 use crate::error::{ApiError, Family};
@@ -55,7 +56,13 @@ pub fn router(surfaces: Surfaces, config: &Config) -> Router {
             )
             .merge(
                 guarded
-                    .apply(admin::router().merge(prices::router()), Family::Quota, true)
+                    .apply(
+                        admin::router()
+                            .merge(prices::router())
+                            .merge(requests::router()),
+                        Family::Quota,
+                        true,
+                    )
                     .with_state(core.clone()),
             )
             .merge(

@@ -81,6 +81,7 @@ impl From<KeyRow> for KeyRecord {
 
 #[derive(sqlx::FromRow)]
 pub struct RequestLogDbRow {
+    id: i64,
     ts: i64,
     request_id: String,
     key_id: Option<i64>,
@@ -108,6 +109,7 @@ pub struct RequestLogDbRow {
 impl From<RequestLogDbRow> for RequestLogRow {
     fn from(r: RequestLogDbRow) -> Self {
         RequestLogRow {
+            id: r.id,
             ts: r.ts,
             request_id: r.request_id,
             key_id: r.key_id,

@@ -177,6 +177,7 @@ mod tests {
             key_id,
             model: model.map(str::to_owned),
             status,
+            ..Default::default()
         };
         let count = |flt: RequestLogFilter| {
             let s = &s;

@@ -72,6 +72,8 @@ pub struct IdempotentResult {
 /// One gateway call, as logged.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RequestLogRow {
+    /// The row's id once stored (0 for a row not yet written).
+    pub id: i64,
     pub ts: i64,
     pub request_id: String,
     pub key_id: Option<i64>,
@@ -164,8 +166,20 @@ pub struct AlertFilter {
 #[derive(Debug, Clone, Default)]
 pub struct RequestLogFilter {
     pub key_id: Option<i64>,
+    /// The key's name, or its hint for a key without one (the row's `key_name`).
+    pub key_name: Option<String>,
+    pub user_id: Option<i64>,
+    pub username: Option<String>,
     pub model: Option<String>,
+    pub upstream: Option<String>,
+    pub endpoint: Option<String>,
     pub status: Option<StatusFilter>,
+    pub request_id: Option<String>,
+    /// `from_ms <= ts < to_ms`.
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    /// Rows with a smaller id only (paging through everything, newest first).
+    pub before_id: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +188,8 @@ pub enum StatusFilter {
     Ok,
     /// 400 and above.
     Error,
+    /// `2xx`, `4xx`…: the hundreds digit.
+    Class(i64),
     Exact(i64),
 }
 

@@ -34,6 +34,7 @@ mod monitor_data;
 mod never_free;
 mod operations;
 mod quota_api;
+mod request_log;
 mod responses;
 mod security;
 mod seed_clients;

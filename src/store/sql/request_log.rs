@@ -12,16 +12,48 @@ use crate::store::types::{RequestLogFilter, RequestLogRow, StatusFilter, Upstrea
 /// Binds of one request-log row (the columns of `REQUEST_LOG_COLUMNS`).
 const REQUEST_LOG_BINDS: usize = 22;
 
-/// Narrowing by key, model and status, the same text for the count and the page. A typed
-/// `CAST` lets PostgreSQL infer the type of a parameter that may be NULL.
+/// Narrowing by every field of [`RequestLogFilter`], the same text for the count and the
+/// page ($1…$14). A typed `CAST` lets PostgreSQL infer the type of a parameter that may be
+/// NULL.
 const REQUEST_FILTER: &str = "WHERE (CAST($1 AS BIGINT) IS NULL OR key_id = $1) \
-    AND (CAST($2 AS TEXT) IS NULL OR model = $2) AND status BETWEEN $3 AND $4";
+    AND (CAST($2 AS TEXT) IS NULL OR key_name = $2) \
+    AND (CAST($3 AS BIGINT) IS NULL OR owner_user_id = $3) \
+    AND (CAST($4 AS TEXT) IS NULL OR owner_username = $4) \
+    AND (CAST($5 AS TEXT) IS NULL OR model = $5) \
+    AND (CAST($6 AS TEXT) IS NULL OR upstream = $6) \
+    AND (CAST($7 AS TEXT) IS NULL OR endpoint = $7) \
+    AND status BETWEEN $8 AND $9 \
+    AND (CAST($10 AS TEXT) IS NULL OR request_id = $10) \
+    AND ts >= $11 AND ts < $12 \
+    AND (CAST($13 AS BIGINT) IS NULL OR id < $13)";
+
+/// The filter's fourteen binds on `q`, in `REQUEST_FILTER`'s order.
+macro_rules! bind_filter {
+    ($q:expr, $f:expr) => {{
+        let f: &RequestLogFilter = $f;
+        let (lo, hi) = status_bounds(f.status);
+        $q.bind(f.key_id)
+            .bind(f.key_name.clone())
+            .bind(f.user_id)
+            .bind(f.username.clone())
+            .bind(f.model.clone())
+            .bind(f.upstream.clone())
+            .bind(f.endpoint.clone())
+            .bind(lo)
+            .bind(hi)
+            .bind(f.request_id.clone())
+            .bind(f.from_ms.unwrap_or(i64::MIN))
+            .bind(f.to_ms.unwrap_or(i64::MAX))
+            .bind(f.before_id)
+    }};
+}
 
 fn status_bounds(status: Option<StatusFilter>) -> (i64, i64) {
     match status {
         None => (i64::MIN, i64::MAX),
         Some(StatusFilter::Ok) => (i64::MIN, 399),
         Some(StatusFilter::Error) => (400, i64::MAX),
+        Some(StatusFilter::Class(c)) => (c * 100, c * 100 + 99),
         Some(StatusFilter::Exact(s)) => (s, s),
     }
 }
@@ -91,28 +123,19 @@ where
         limit: i64,
         offset: i64,
     ) -> StoreResult<(Vec<RequestLogRow>, i64)> {
-        let (lo, hi) = status_bounds(filter.status);
-        let (total,): (i64,) = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT COUNT(*) FROM request_log {REQUEST_FILTER}"
-        )))
-        .bind(filter.key_id)
-        .bind(filter.model.clone())
-        .bind(lo)
-        .bind(hi)
-        .fetch_one(&self.read)
-        .await?;
-        let rows: Vec<RequestLogDbRow> = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT {REQUEST_LOG_COLUMNS} FROM request_log {REQUEST_FILTER} \
-             ORDER BY id DESC LIMIT $5 OFFSET $6"
-        )))
-        .bind(filter.key_id)
-        .bind(filter.model.clone())
-        .bind(lo)
-        .bind(hi)
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(&self.read)
-        .await?;
+        let count = format!("SELECT COUNT(*) FROM request_log {REQUEST_FILTER}");
+        let (total,): (i64,) = bind_filter!(sqlx::query_as(AssertSqlSafe(count)), filter)
+            .fetch_one(&self.read)
+            .await?;
+        let page = format!(
+            "SELECT id, {REQUEST_LOG_COLUMNS} FROM request_log {REQUEST_FILTER} \
+             ORDER BY id DESC LIMIT $14 OFFSET $15"
+        );
+        let rows: Vec<RequestLogDbRow> = bind_filter!(sqlx::query_as(AssertSqlSafe(page)), filter)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&self.read)
+            .await?;
         Ok((rows.into_iter().map(Into::into).collect(), total))
     }
 

@@ -1,0 +1,246 @@
+//! The request log searched and exported (issue #24): every filter of `GET /admin/requests`,
+//! and `GET /admin/requests/export.csv` giving the whole filtered set, across pages.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+async fn call(app: &TestApp, key: &str, path: &str, body: Value) -> String {
+    let r = app
+        .client
+        .post(app.url(path))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let _ = r.bytes().await;
+    id
+}
+
+/// Waits until the log holds `n` rows (the logger writes in the background).
+async fn logged(app: &TestApp, n: i64) {
+    for _ in 0..200 {
+        if app.admin_get("/admin/requests?limit=1").await.1["total"] == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the log never reached {n} rows");
+}
+
+fn url_escape(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn total(v: &Value) -> i64 {
+    v["total"].as_i64().unwrap()
+}
+
+async fn csv(app: &TestApp, query: &str) -> (u16, String) {
+    let r = app
+        .client
+        .get(app.url(&format!("/admin/requests/export.csv?{query}")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    (s, r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_filter_narrows_the_log_and_the_csv_is_the_whole_set() {
+    let app = spawn_app().await;
+    let (alpha, alpha_id) = app
+        .create_key(json!({"name": "alpha", "owner": {"userId": 7, "username": "ann"}}))
+        .await;
+    let (plain, plain_id) = app.create_key(json!({})).await;
+    let chat = json!({"model": "mock-chat", "messages": [{"role": "user", "content": "hi"}]});
+    let started = chrono::Utc::now().timestamp_millis();
+    let mut alpha_ids = Vec::new();
+    for _ in 0..3 {
+        alpha_ids.push(call(&app, &alpha, "/v1/chat/completions", chat.clone()).await);
+    }
+    let msg = json!({"model": "mock-chat", "max_tokens": 20,
+        "messages": [{"role": "user", "content": "hi"}]});
+    alpha_ids.push(call(&app, &alpha, "/v1/messages", msg).await);
+    call(&app, &plain, "/v1/chat/completions", chat.clone()).await;
+    let missing = json!({"model": "mock-chat", "max_tokens": 0, "messages": [{"role": "user", "content": "x"}]});
+    let failed = call(&app, &plain, "/v1/chat/completions", missing).await;
+    logged(&app, 6).await;
+
+    let hint = app.admin_get(&format!("/admin/keys/{plain_id}")).await.1["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let q = |s: String| {
+        let app = &app;
+        async move {
+            let (status, v) = app.admin_get(&format!("/admin/requests?{s}")).await;
+            assert_eq!(status, 200, "{s}: {v}");
+            v
+        }
+    };
+    assert_eq!(total(&q("key=alpha".into()).await), 4, "by name");
+    assert_eq!(total(&q(format!("key={alpha_id}")).await), 4, "by id");
+    assert_eq!(
+        total(&q(format!("key={alpha}")).await),
+        4,
+        "by the full key"
+    );
+    assert_eq!(
+        total(&q(format!("key={}", url_escape(&hint))).await),
+        2,
+        "by hint"
+    );
+    assert_eq!(
+        total(&q("key=nobody".into()).await),
+        0,
+        "no such key: no rows"
+    );
+    assert_eq!(total(&q("user=7".into()).await), 4);
+    assert_eq!(total(&q("user=ann".into()).await), 4);
+    assert_eq!(total(&q("endpoint=messages".into()).await), 1);
+    assert_eq!(total(&q("upstream=mock".into()).await), 5);
+    assert_eq!(total(&q("status=2xx".into()).await), 5);
+    assert_eq!(total(&q("status=4xx".into()).await), 1);
+    assert_eq!(total(&q("status=5xx".into()).await), 0);
+    let one = q(format!("requestId={failed}")).await;
+    assert_eq!(total(&one), 1);
+    assert_eq!(one["requests"][0]["keyId"], plain_id);
+    assert!(one["requests"][0]["error"].is_string(), "{one}");
+    let now = chrono::Utc::now().timestamp_millis();
+    assert_eq!(
+        total(&q(format!("start_ms={started}&end_ms={}", now + 1)).await),
+        6
+    );
+    assert_eq!(total(&q(format!("end_ms={started}")).await), 0);
+    assert_eq!(
+        total(&q("key=alpha&endpoint=chat.completions&status=200".into()).await),
+        3
+    );
+    for bad in ["status=2x", "status=600", "endpoint=chat", "start_ms=-1"] {
+        let (s, v) = app.admin_get(&format!("/admin/requests?{bad}")).await;
+        assert_eq!((s, error_code(&v)), (400, "INVALID_REQUEST"), "{bad}: {v}");
+    }
+
+    // The CSV of a filter: its header and exactly the rows the API counts.
+    let (s, text) = csv(&app, "key=alpha").await;
+    assert_eq!(s, 200);
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    assert!(
+        header.starts_with("timestamp,requestId,keyId,keyName"),
+        "{header}"
+    );
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 4, "{text}");
+    for id in &alpha_ids {
+        assert!(text.contains(id.as_str()), "{id} missing from {text}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_csv_export_streams_past_one_page() {
+    let app = spawn_app().await;
+    let (key, _) = app.create_key(json!({})).await;
+    let chat = json!({"model": "mock-chat", "messages": [{"role": "user", "content": "hi"}]});
+    // More than one export page (2 000 rows).
+    let n = 2_150;
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let (url, key, chat) = (app.url("/v1/chat/completions"), key.clone(), chat.clone());
+        tasks.push(tokio::spawn(async move {
+            let client = http_client();
+            for _ in (w..n).step_by(16) {
+                let r = client
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .json(&chat)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                let _ = r.bytes().await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    logged(&app, n as i64).await;
+    let (s, text) = csv(&app, "").await;
+    assert_eq!(s, 200);
+    let ids: std::collections::HashSet<&str> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap())
+        .collect();
+    assert_eq!(ids.len(), n, "every row once");
+    assert_eq!(text.lines().count(), n + 1);
+    app.stop().await;
+}
+
+/// The console's request log in Chromium: filtered by key name and time from the form, the
+/// rows and the whole-set CSV agree with the API; usable at phone width.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_filters_the_log_and_exports_what_it_shows() {
+    let Some(b) = crate::browser::Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let (alpha, _) = app.create_key(json!({"name": "alpha"})).await;
+    let (beta, _) = app.create_key(json!({"name": "beta"})).await;
+    let chat = json!({"model": "mock-chat", "messages": [{"role": "user", "content": "hi"}]});
+    for k in [&alpha, &alpha, &alpha, &beta, &beta] {
+        call(&app, k, "/v1/chat/completions", chat.clone()).await;
+    }
+    logged(&app, 5).await;
+    b.goto(&app.url("/")).await;
+    b.login(ADMIN).await;
+    b.ready().await;
+    b.goto(&app.url("/#/requests")).await;
+    b.ready().await;
+    b.type_into("#req-key", "alpha").await;
+    // From an hour ago: the time filter is applied too.
+    b.js("const d = new Date(Date.now() - 3600e3); const p = (n) => String(n).padStart(2, '0'); \
+          document.getElementById('req-from').value = d.getFullYear() + '-' + p(d.getMonth() + 1) + '-' + p(d.getDate()) + 'T' + p(d.getHours()) + ':' + p(d.getMinutes());")
+        .await;
+    b.click("#req-filters button[type=submit]").await;
+    b.ready().await;
+    let rows = b
+        .js("return document.querySelectorAll('#requests-table tbody tr').length")
+        .await;
+    assert_eq!(rows, json!(3));
+    let url = b.c.current_url().await.unwrap();
+    assert!(
+        url.as_str().contains("key=alpha") && url.as_str().contains("start_ms="),
+        "{url}"
+    );
+    let api_total = app.admin_get("/admin/requests?key=alpha").await.1["total"].clone();
+    assert_eq!(api_total, json!(3));
+    // The CSV link carries the same filters; with the session cookie it is the whole set.
+    let lines = b
+        .js_async("const r = await fetch(document.getElementById('req-csv').href); const t = await r.text(); return t.trim().split('\\n').length;")
+        .await;
+    assert_eq!(lines, json!(4), "header and three rows");
+    assert!(b.console_errors().await.is_empty());
+    b.screenshot("requests-filtered-zh").await;
+    // At phone width nothing spills sideways.
+    b.resize(390, 844).await;
+    b.ready().await;
+    b.screenshot("requests-filtered-phone").await;
+    assert_eq!(
+        b.js("return document.body.scrollWidth <= window.innerWidth")
+            .await,
+        json!(true),
+        "the request log overflows at 390 px"
+    );
+    b.close().await;
+    app.stop().await;
+}
