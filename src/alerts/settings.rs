@@ -244,6 +244,7 @@ pub struct RuleFile {
     pub users_threshold: Option<u64>,
     pub ips_threshold: Option<u64>,
     pub sigma: Option<f64>,
+    pub min_tokens: Option<u64>,
     pub scope: Option<String>,
     pub threshold_pct: Option<f64>,
     pub days: Option<i64>,
@@ -443,6 +444,7 @@ fn apply_rule(rs: &mut RuleSettings, r: RuleFile) -> Result<(), ConfigError> {
     param("users_threshold", r.users_threshold.map(|v| v.to_string()));
     param("ips_threshold", r.ips_threshold.map(|v| v.to_string()));
     param("sigma", r.sigma.map(|v| v.to_string()));
+    param("min_tokens", r.min_tokens.map(|v| v.to_string()));
     param("scope", r.scope);
     if let Some(v) = r.threshold_pct {
         if !(0.0..=100.0).contains(&v) {

@@ -48,6 +48,9 @@ async fn filter(st: &AppState, params: &Params) -> ApiResult<RequestLogFilter> {
             None => f.key_name = Some(k),
         }
     }
+    for (name, v) in [("user", &q.user), ("requestId", &q.request_id)] {
+        input::max_chars(name, v.as_deref(), 256)?;
+    }
     if let Some(u) = given(q.user) {
         match u.parse::<i64>() {
             Ok(id) => f.user_id = Some(id),
@@ -127,7 +130,7 @@ pub async fn requests(
     params(RequestsQuery),
     responses((status = 200, description = "The filtered request log as CSV", content_type = "text/csv", body = String),
         QuotaRefusals<{ BAD | AUTH | UNAVAILABLE }>))]
-pub async fn export_csv(
+pub async fn export_requests_csv(
     State(st): State<AppState>,
     _op: Operator,
     QueryMap(q): QueryMap,
@@ -253,5 +256,5 @@ impl From<RequestView> for CsvRow {
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(requests))
-        .routes(routes!(export_csv))
+        .routes(routes!(export_requests_csv))
 }

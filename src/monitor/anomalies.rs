@@ -228,15 +228,28 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
+/// How `big_request` judges a request: above `mean + sigma·std` of its group (its model, or
+/// all requests when `global`) and at least `min_tokens`.
+#[derive(Debug, Clone, Copy)]
+pub struct BigRequest {
+    pub sigma: f64,
+    pub min_tokens: i64,
+    pub global: bool,
+}
+
 pub async fn big_request(
     src: &Source,
     eng: &Engine,
     r: Range,
-    sigma: f64,
-    global: bool,
+    how: BigRequest,
     allow: &AllowList,
     keep: usize,
 ) -> Result<Found, MonitorError> {
+    let BigRequest {
+        sigma,
+        min_tokens,
+        global,
+    } = how;
     let moments = eng
         .either(
             src,
@@ -253,7 +266,10 @@ pub async fn big_request(
         let mean = m.s1 as f64 / m.n as f64;
         let var = ((m.s2 as f64) / m.n as f64 - mean * mean).max(0.0);
         let std = var.sqrt();
-        stats.insert(group, (mean, std, mean + sigma * std));
+        // Never below the floor: on uniform traffic σ is tiny and an ordinary call would be
+        // "far above the mean".
+        let threshold = (mean + sigma * std).max(min_tokens as f64 - 0.5);
+        stats.insert(group, (mean, std, threshold));
     }
     let Some(min_threshold) = stats.values().map(|v| v.2).reduce(f64::min) else {
         return Ok(Found {

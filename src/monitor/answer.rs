@@ -77,12 +77,24 @@ async fn anomalies_with(
         }
         Rule::BigRequest => {
             let sigma = float_in("sigma", q.sigma, 0.0, 100.0, 3.0)?;
+            let min_tokens = int_in(
+                "min_tokens",
+                q.min_tokens,
+                0,
+                1_000_000_000,
+                super::params::BIG_REQUEST_MIN_TOKENS,
+            )?;
             let global = match q.scope.as_deref().unwrap_or("model") {
                 "model" => false,
                 "global" => true,
                 _ => return Err(MonitorError::invalid("scope")),
             };
-            anomalies::big_request(src, eng, r, sigma, global, allow, limit).await?
+            let how = anomalies::BigRequest {
+                sigma,
+                min_tokens,
+                global,
+            };
+            anomalies::big_request(src, eng, r, how, allow, limit).await?
         }
     };
     Ok(AnomaliesAnswer {

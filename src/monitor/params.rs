@@ -10,6 +10,8 @@ use crate::lenient;
 
 pub const SLOTS: [i64; 7] = [60, 300, 900, 1800, 3600, 14400, 86400];
 pub const MAX_POINTS: i64 = 10_000;
+/// `big_request`'s default floor: an ordinary chat call (even a long one) is far below it.
+pub const BIG_REQUEST_MIN_TOKENS: i64 = 10_000;
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
 
@@ -80,6 +82,11 @@ pub struct MonitorQuery {
     #[serde(default, deserialize_with = "lenient::float")]
     #[param(minimum = 0, maximum = 100)]
     pub sigma: Option<f64>,
+    /// big_request: the fewest tokens a flagged request has, whatever σ says (10 000); keeps
+    /// uniform traffic (σ near 0) from flagging ordinary calls.
+    #[serde(default, deserialize_with = "lenient::int")]
+    #[param(minimum = 0, maximum = 1000000000)]
+    pub min_tokens: Option<i64>,
     /// big_request: `model` (default) or `global`.
     #[serde(default, deserialize_with = "lenient::text")]
     pub scope: Option<String>,
@@ -139,6 +146,7 @@ impl MonitorQuery {
             ("limit_per_token", self.limit_per_token, 1, 1_000_000),
             ("users_threshold", self.users_threshold, 1, 1_000_000),
             ("ips_threshold", self.ips_threshold, 1, 1_000_000),
+            ("min_tokens", self.min_tokens, 0, 1_000_000_000),
         ] {
             int_in(name, v, min, max, 0)?;
         }

@@ -384,7 +384,8 @@ impl Data {
             let n = v.len() as f64;
             let mean = v.iter().sum::<i64>() as f64 / n;
             let var = v.iter().map(|x| (*x as f64 - mean).powi(2)).sum::<f64>() / n;
-            thr.insert(m.clone(), mean + sigma * var.sqrt());
+            // The monitor's floor (`min_tokens`, default 10 000) as well as σ.
+            thr.insert(m.clone(), (mean + sigma * var.sqrt()).max(9_999.5));
         }
         let mut out: Vec<(i64, i64)> = self
             .consumed()
