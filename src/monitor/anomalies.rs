@@ -228,6 +228,29 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
+/// Each group's mean, standard deviation and threshold (groups of fewer than 30 requests
+/// are not judged).
+fn group_thresholds(
+    moments: impl IntoIterator<Item = (String, super::aggregates::Moments)>,
+    sigma: f64,
+    min_tokens: i64,
+) -> HashMap<String, (f64, f64, f64)> {
+    let mut stats = HashMap::new();
+    for (group, m) in moments {
+        if m.n < 30 {
+            continue;
+        }
+        let mean = m.s1 as f64 / m.n as f64;
+        let var = ((m.s2 as f64) / m.n as f64 - mean * mean).max(0.0);
+        let std = var.sqrt();
+        // Never below the floor: on uniform traffic σ is tiny and an ordinary call would be
+        // "far above the mean".
+        let threshold = (mean + sigma * std).max(min_tokens as f64 - 0.5);
+        stats.insert(group, (mean, std, threshold));
+    }
+    stats
+}
+
 /// How `big_request` judges a request: above `mean + sigma·std` of its group (its model, or
 /// all requests when `global`) and at least `min_tokens`.
 #[derive(Debug, Clone, Copy)]
@@ -258,19 +281,7 @@ pub async fn big_request(
             sql::moments(src, r, global),
         )
         .await?;
-    let mut stats: HashMap<String, (f64, f64, f64)> = HashMap::new();
-    for (group, m) in moments {
-        if m.n < 30 {
-            continue;
-        }
-        let mean = m.s1 as f64 / m.n as f64;
-        let var = ((m.s2 as f64) / m.n as f64 - mean * mean).max(0.0);
-        let std = var.sqrt();
-        // Never below the floor: on uniform traffic σ is tiny and an ordinary call would be
-        // "far above the mean".
-        let threshold = (mean + sigma * std).max(min_tokens as f64 - 0.5);
-        stats.insert(group, (mean, std, threshold));
-    }
+    let stats = group_thresholds(moments, sigma, min_tokens);
     let Some(min_threshold) = stats.values().map(|v| v.2).reduce(f64::min) else {
         return Ok(Found {
             rows: Vec::new(),
