@@ -230,6 +230,8 @@ async fn the_console_filters_the_log_and_exports_what_it_shows() {
         .await;
     assert_eq!(lines, json!(4), "header and three rows");
     assert!(b.console_errors().await.is_empty());
+    // The API docs are one click away.
+    assert!(b.attr("#docs-link", "href").await.ends_with("/docs"));
     b.screenshot("requests-filtered-zh").await;
     // At phone width nothing spills sideways.
     b.resize(390, 844).await;

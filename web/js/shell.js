@@ -32,6 +32,7 @@ export function shell(page) {
         st.session.mode === 'monitor' ? h('span', { class: 'tag' }, t('monitor_only')) : null),
       h('nav', {}, nav.map(([p, k]) => h('a', { href: href(p, keepRange()), class: p === page ? 'on' : '', 'data-nav': p }, t(k)))),
       h('div', { class: 'right' },
+        h('a', { class: 'docs-link', id: 'docs-link', href: '/docs', target: '_blank', rel: 'noopener' }, t('api_docs')),
         h('span', { class: 'lbl' }, t('time_zone')), tzSel,
         h('datalist', { id: 'tz-list' }, zones.map((z) => h('option', { value: z }))),
         h('button', { id: 'lang', onclick: () => { st.lang = st.lang === 'zh' ? 'en' : 'zh'; localStorage.setItem('qp.lang', st.lang); hooks.render(); } }, t('language')),
