@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::settings::Lang;
-use super::text::{named, say};
+use super::text::{named, say, user_named};
 use crate::monitor::rows::{AnomalyRow, BigRequestRow, BurstRow, CrowdedIpRow, SharedKeyRow};
 
 /// One flagged subject.
@@ -52,7 +52,7 @@ fn token_link(id: i64, range: &str) -> String {
 
 fn burst(r: &BurstRow, lang: Lang, range: &str) -> Parts {
     let key = named(&r.token_name, r.token_id);
-    let user = named(&r.username, r.user_id);
+    let user = user_named(&r.username, r.user_id);
     (
         token_subject(r.token_id),
         say(lang, "突发请求：密钥 {}", "Burst: key {}", &[&key]),
@@ -117,7 +117,7 @@ fn crowded_ip(r: &CrowdedIpRow, lang: Lang, range: &str) -> Parts {
 
 fn big_request(r: &BigRequestRow, lang: Lang, range: &str) -> Parts {
     let key = named(&r.token_name, r.token_id);
-    let user = named(&r.username, r.user_id);
+    let user = user_named(&r.username, r.user_id);
     let model = r.model_name.clone().unwrap_or_default();
     (
         token_subject(r.token_id),

@@ -21,6 +21,15 @@ pub fn say(lang: Lang, zh: &str, en: &str, args: &[&dyn std::fmt::Display]) -> S
 }
 
 /// `name (#id)`, or `#id` when the name is empty.
+/// A user as alert texts name it: user 0 is a key without an owner, "no user" (`—`).
+pub fn user_named(name: &str, id: i64) -> String {
+    if id == 0 && name.is_empty() {
+        "—".to_owned()
+    } else {
+        named(name, id)
+    }
+}
+
 pub fn named(name: &str, id: i64) -> String {
     if name.is_empty() {
         format!("#{id}")

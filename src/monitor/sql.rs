@@ -22,7 +22,7 @@ pub async fn series(src: &Source, r: Range, slot: i64) -> Result<Buckets, Monito
         b = d.int(&bucket),
         n = d.int("COUNT(*)"),
         t = d.int(&format!("SUM({})", c.tokens)),
-        u = d.int(&format!("COUNT(DISTINCT {})", c.user)),
+        u = d.int(&format!("COUNT(DISTINCT NULLIF({}, 0))", c.user)),
         k = d.int(&format!("COUNT(DISTINCT NULLIF({}, 0))", c.token)),
         q = d.int(&format!("SUM({})", c.quota)),
         table = c.table,
@@ -62,10 +62,11 @@ pub async fn groups(
     } else {
         key.to_owned()
     };
-    let extra = if dim == Dim::Token {
-        format!(" AND {} <> 0", c.token)
-    } else {
-        String::new()
+    // Rows without a key, or (by user) without an owner, are not a group of their own.
+    let extra = match dim {
+        Dim::Token => format!(" AND {} <> 0", c.token),
+        Dim::User => format!(" AND {} <> 0", c.user),
+        Dim::Model | Dim::Channel => String::new(),
     };
     let rank = match metric {
         Metric::Reqs => 2,
@@ -112,7 +113,7 @@ pub async fn hours(
     let value = match metric {
         HeatMetric::Reqs => d.int("COUNT(*)"),
         HeatMetric::Tokens => d.int(&format!("SUM({})", c.tokens)),
-        HeatMetric::Users => d.int(&format!("COUNT(DISTINCT {})", c.user)),
+        HeatMetric::Users => d.int(&format!("COUNT(DISTINCT NULLIF({}, 0))", c.user)),
     };
     let sql = format!(
         "SELECT {h}, {value} FROM {t} WHERE {f} GROUP BY 1",
@@ -135,7 +136,7 @@ pub async fn totals(src: &Source, r: Range) -> Result<Totals, MonitorError> {
         n = d.int("COUNT(*)"),
         t = d.int(&format!("COALESCE(SUM({}), 0)", c.tokens)),
         q = d.int(&format!("COALESCE(SUM({}), 0)", c.quota)),
-        u = d.int(&format!("COUNT(DISTINCT {})", c.user)),
+        u = d.int(&format!("COUNT(DISTINCT NULLIF({}, 0))", c.user)),
         k = d.int(&format!("COUNT(DISTINCT NULLIF({}, 0))", c.token)),
         m = d.int(&format!("COUNT(DISTINCT {})", c.model)),
         table = c.table,
@@ -190,9 +191,9 @@ pub async fn shared_keys(
     let f = src.filter(r);
     let sql = format!(
         "SELECT {tk}, {uc}, {ic}, {n} FROM {t} WHERE {f} AND {tok} <> 0 GROUP BY {tok} \
-         HAVING COUNT(DISTINCT {user}) >= {users_threshold} OR COUNT(DISTINCT NULLIF({ip}, '')) >= {ips_threshold}",
+         HAVING COUNT(DISTINCT NULLIF({user}, 0)) >= {users_threshold} OR COUNT(DISTINCT NULLIF({ip}, '')) >= {ips_threshold}",
         tk = d.int(c.token),
-        uc = d.int(&format!("COUNT(DISTINCT {})", c.user)),
+        uc = d.int(&format!("COUNT(DISTINCT NULLIF({}, 0))", c.user)),
         ic = d.int(&format!("COUNT(DISTINCT NULLIF({}, ''))", c.ip)),
         n = d.int("COUNT(*)"),
         t = c.table,
@@ -210,8 +211,8 @@ pub async fn shared_keys(
         });
     }
     let pairs_sql = format!(
-        "SELECT DISTINCT {tk}, {u} FROM {t} WHERE {f} AND {tok} IN (SELECT {tok} FROM {t} WHERE {f} AND {tok} <> 0 \
-         GROUP BY {tok} HAVING COUNT(DISTINCT {user}) >= {users_threshold} OR COUNT(DISTINCT NULLIF({ip}, '')) >= {ips_threshold})",
+        "SELECT DISTINCT {tk}, {u} FROM {t} WHERE {f} AND {user} <> 0 AND {tok} IN (SELECT {tok} FROM {t} WHERE {f} AND {tok} <> 0 \
+         GROUP BY {tok} HAVING COUNT(DISTINCT NULLIF({user}, 0)) >= {users_threshold} OR COUNT(DISTINCT NULLIF({ip}, '')) >= {ips_threshold})",
         tk = d.int(c.token),
         u = d.int(c.user),
         t = c.table,
@@ -236,9 +237,9 @@ pub async fn crowded_ips(
         ip = c.ip
     );
     let sql = format!(
-        "SELECT {ip}, {uc}, {n} FROM {t} WHERE {base} GROUP BY {ip} HAVING COUNT(DISTINCT {user}) >= {threshold}",
+        "SELECT {ip}, {uc}, {n} FROM {t} WHERE {base} GROUP BY {ip} HAVING COUNT(DISTINCT NULLIF({user}, 0)) >= {threshold}",
         ip = c.ip,
-        uc = d.int(&format!("COUNT(DISTINCT {})", c.user)),
+        uc = d.int(&format!("COUNT(DISTINCT NULLIF({}, 0))", c.user)),
         n = d.int("COUNT(*)"),
         t = c.table,
         user = c.user,
@@ -253,8 +254,8 @@ pub async fn crowded_ips(
         });
     }
     let pairs_sql = format!(
-        "SELECT DISTINCT {ip}, {u} FROM {t} WHERE {base} AND {ip} IN \
-         (SELECT {ip} FROM {t} WHERE {base} GROUP BY {ip} HAVING COUNT(DISTINCT {user}) >= {threshold})",
+        "SELECT DISTINCT {ip}, {u} FROM {t} WHERE {base} AND {user} <> 0 AND {ip} IN \
+         (SELECT {ip} FROM {t} WHERE {base} GROUP BY {ip} HAVING COUNT(DISTINCT NULLIF({user}, 0)) >= {threshold})",
         ip = c.ip,
         u = d.int(c.user),
         t = c.table,

@@ -246,3 +246,81 @@ async fn the_console_filters_the_log_and_exports_what_it_shows() {
     b.close().await;
     app.stop().await;
 }
+
+/// Keys without an owner are "no user" in the monitor (issue #24): not counted among users,
+/// not a ranking row, not one of the users behind an address — on the rollup and in SQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_without_an_owner_is_no_user_anywhere() {
+    let app = spawn_app().await;
+    let (eve, _) = app
+        .create_key(json!({"owner": {"userId": 5, "username": "eve"}}))
+        .await;
+    let (fay, _) = app
+        .create_key(json!({"owner": {"userId": 6, "username": "fay"}}))
+        .await;
+    let (nobody, _) = app.create_key(json!({})).await;
+    let chat = json!({"model": "mock-chat", "messages": [{"role": "user", "content": "hi"}]});
+    for k in [&eve, &eve, &fay, &fay, &nobody, &nobody, &nobody] {
+        call(&app, k, "/v1/chat/completions", chat.clone()).await;
+    }
+    logged(&app, 7).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let range = format!(
+        "start_ms={}&end_ms={}&nocache=1",
+        now - 3_600_000,
+        now + 60_000
+    );
+    for engine in ["sql", "auto"] {
+        let get = |path: String| {
+            let app = &app;
+            async move {
+                let (s, v) = app.admin_get(&path).await;
+                assert_eq!(s, 200, "{path}: {v}");
+                v
+            }
+        };
+        // The rollup reads the log on its next poll.
+        let mut summary = Value::Null;
+        for _ in 0..200 {
+            summary = get(format!("/api/stats/summary?{range}&engine={engine}")).await;
+            if summary["reqs"] == 7 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(summary["reqs"], 7, "{engine}: {summary}");
+        assert_eq!(summary["users"], 2, "{engine}: {summary}");
+        assert_eq!(summary["keys"], 3, "{engine}: {summary}");
+        let top = get(format!(
+            "/api/stats/top?{range}&engine={engine}&by=user&metric=reqs"
+        ))
+        .await;
+        let ids: Vec<i64> = top["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["user_id"].as_i64().unwrap())
+            .collect();
+        assert_eq!(ids, vec![5, 6], "{engine}: {top}");
+        let crowded = get(format!(
+            "/api/stats/anomalies?{range}&engine={engine}&rule=ip_many_users&users_threshold=2"
+        ))
+        .await;
+        let row = &crowded["data"][0];
+        assert_eq!(row["user_count"], 2, "{engine}: {crowded}");
+        assert!(!row.to_string().contains("\"0\""), "{engine}: {crowded}");
+        let heat = get(format!(
+            "/api/stats/heatmap?{range}&engine={engine}&metric=users"
+        ))
+        .await;
+        let users: i64 = heat["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c[2].as_i64().unwrap())
+            .max()
+            .unwrap();
+        assert_eq!(users, 2, "{engine}: {heat}");
+    }
+    app.stop().await;
+}

@@ -47,11 +47,17 @@ impl Data {
         self.tokens.find(&0)
     }
 
+    /// User 0: rows of keys without an owner. Not a user: never counted or listed as one.
+    fn zero_user(&self) -> Option<u32> {
+        self.users.find(&0)
+    }
+
     pub fn series(&self, lo: i64, hi: i64, slot: i64) -> Buckets {
         let mut out = Buckets::new();
         let mut users = Distinct::new(self.users.len());
         let mut keys = Distinct::new(self.tokens.len());
         let zero = self.zero_token();
+        let no_user = self.zero_user();
         let mut cur: Option<(i64, [i64; 5])> = None;
         self.scan(lo, hi, |c, i| {
             let b = self.secs(c.ts(i)).div_euclid(slot) * slot;
@@ -69,7 +75,7 @@ impl Data {
             if let Some((_, v)) = cur.as_mut() {
                 v[0] += 1;
                 v[1] += c.tokens(i);
-                if users.first(c.user[i]) {
+                if Some(c.user[i]) != no_user && users.first(c.user[i]) {
                     v[2] += 1;
                 }
                 if Some(c.token[i]) != zero && keys.first(c.token[i]) {
@@ -93,10 +99,11 @@ impl Data {
             Dim::Model => (self.models.len(), |c, i| c.model[i]),
             Dim::Channel => (self.channels.len(), |c, i| c.channel[i]),
         };
-        let skip = if dim == Dim::Token {
-            self.zero_token()
-        } else {
-            None
+        // Rows without a key, or (by user) without an owner, are not a group of their own.
+        let skip = match dim {
+            Dim::Token => self.zero_token(),
+            Dim::User => self.zero_user(),
+            Dim::Model | Dim::Channel => None,
         };
         let mut acc = vec![[0i64; 3]; n];
         self.scan(lo, hi, |c, i| {
@@ -158,6 +165,7 @@ impl Data {
         let skip: std::collections::HashSet<i64> = whole.iter().map(|(h, _)| h / 3600).collect();
         let mut out: Vec<(i64, i64)> = Vec::new();
         let mut users = Distinct::new(self.users.len());
+        let no_user = self.zero_user();
         self.scan_except(
             lo,
             hi,
@@ -172,7 +180,9 @@ impl Data {
                     *v += match metric {
                         HeatMetric::Reqs => 1,
                         HeatMetric::Tokens => c.tokens(i),
-                        HeatMetric::Users => i64::from(users.first(c.user[i])),
+                        HeatMetric::Users => {
+                            i64::from(Some(c.user[i]) != no_user && users.first(c.user[i]))
+                        }
                     };
                 }
             },
@@ -193,11 +203,12 @@ impl Data {
         keys.next_bucket();
         models.next_bucket();
         let zero = self.zero_token();
+        let no_user = self.zero_user();
         self.scan(lo, hi, |c, i| {
             t.reqs += 1;
             t.tokens += c.tokens(i);
             t.quota += c.quota(i);
-            t.users += i64::from(users.first(c.user[i]));
+            t.users += i64::from(Some(c.user[i]) != no_user && users.first(c.user[i]));
             if Some(c.token[i]) != zero {
                 t.keys += i64::from(keys.first(c.token[i]));
             }
@@ -265,6 +276,7 @@ impl Data {
     /// Keys (not 0) used by ≥ `users_min` distinct users or from ≥ `ips_min` distinct IPs.
     pub fn shared_keys(&self, lo: i64, hi: i64, users_min: i64, ips_min: i64) -> Sharing<i64> {
         let zero = self.zero_token();
+        let no_user = self.zero_user();
         let no_ip = self.ips.find(&String::new());
         let mut user_pairs = Pairs::new(self.tokens.len());
         let mut ip_pairs = Pairs::new(self.tokens.len());
@@ -275,7 +287,9 @@ impl Data {
                 return;
             }
             reqs[k as usize] += 1;
-            user_pairs.push(k, c.user[i]);
+            if Some(c.user[i]) != no_user {
+                user_pairs.push(k, c.user[i]);
+            }
             if Some(c.ip[i]) != no_ip {
                 ip_pairs.push(k, c.ip[i]);
             }
@@ -319,6 +333,7 @@ impl Data {
     /// IPs (not empty, keyed rows only) behind ≥ `users_min` distinct users.
     pub fn crowded_ips(&self, lo: i64, hi: i64, users_min: i64) -> Sharing<String> {
         let zero = self.zero_token();
+        let no_user = self.zero_user();
         let no_ip = self.ips.find(&String::new());
         let mut pairs = Pairs::new(self.ips.len());
         let mut reqs = vec![0i64; self.ips.len()];
@@ -327,7 +342,9 @@ impl Data {
                 return;
             }
             reqs[c.ip[i] as usize] += 1;
-            pairs.push(c.ip[i], c.user[i]);
+            if Some(c.user[i]) != no_user {
+                pairs.push(c.ip[i], c.user[i]);
+            }
         });
         let pairs = pairs.distinct();
         let mut n_users = vec![0i64; self.ips.len()];

@@ -59,6 +59,9 @@ pub struct Archive {
     /// query falls back to SQL and the feed lets those hours go.
     faults: AtomicU64,
     failed_hour: AtomicI64,
+    /// The interned user 0 (rows of keys without an owner): not counted among an hour's
+    /// users. Kept current by the rollup before each write.
+    pub no_user: Option<u32>,
 }
 
 /// A file holds no record larger than this (an hour of 20 M rows would be ~1.6 GB).
@@ -121,6 +124,7 @@ impl Archive {
             appending,
             faults: AtomicU64::new(0),
             failed_hour: AtomicI64::new(i64::MIN),
+            no_user: None,
         }
     }
 
@@ -206,6 +210,7 @@ impl Archive {
 
     /// Writes `chunk` as the only record of a new file for `hour`.
     fn write_new(&mut self, hour: i64, chunk: &Chunk) -> Result<Stored, ArchiveError> {
+        let no_user = self.no_user;
         let generation = self.next_generation;
         self.next_generation += 1;
         let bytes = encode(hour, chunk);
@@ -223,6 +228,7 @@ impl Archive {
             tokens: (0..chunk.len()).map(|i| chunk.tokens(i)).sum(),
             users: {
                 let mut u = chunk.user.clone();
+                u.retain(|&x| Some(x) != no_user);
                 u.sort_unstable();
                 u.dedup();
                 u.len() as i64

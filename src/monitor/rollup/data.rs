@@ -229,7 +229,7 @@ impl Data {
         }
         self.flush_pending();
         let (unit, limits) = (self.unit, self.limits());
-        if let Some(a) = self.archive.as_mut()
+        if let Some(a) = self.archive_mut()
             && let Err(e) = a.settle(unit, &limits)
         {
             tracing::warn!(error = %e, "monitor rollup: archive not usable; older hours go to SQL");
@@ -259,7 +259,7 @@ impl Data {
     fn flush_pending(&mut self) {
         let (unit, limits) = (self.unit, self.limits());
         let pending = std::mem::take(&mut self.pending);
-        let Some(a) = self.archive.as_mut() else {
+        let Some(a) = self.archive_mut() else {
             return;
         };
         for (h, mut c) in pending {
@@ -290,7 +290,7 @@ impl Data {
         }
         self.covered_from = from;
         let first_kept = self.hour_of(from);
-        if let Some(a) = self.archive.as_mut() {
+        if let Some(a) = self.archive_mut() {
             a.remove_before(first_kept);
         }
         self.pending = self.pending.split_off(&first_kept);
@@ -306,12 +306,22 @@ impl Data {
     /// (the newest hour is always kept whole): into the archive when there is one, else
     /// they are let go and the horizon moves with them (ranges reaching before it go to SQL).
     /// Also writes the rows that arrived for archived hours.
+    /// The archive, told which interned user is "no user" (it counts each hour's users).
+    fn archive_mut(&mut self) -> Option<&mut super::archive::Archive> {
+        let no_user = self.users.find(&0);
+        let a = self.archive.as_mut()?;
+        a.no_user = no_user;
+        Some(a)
+    }
+
     pub fn fit(&mut self, max_rows: usize) {
         self.flush_pending();
         if max_rows == 0 {
             return;
         }
         let (unit, limits) = (self.unit, self.limits());
+        // Told once here: the loop below holds the oldest chunk while writing it out.
+        let _ = self.archive_mut();
         while self.rows > max_rows && self.chunks.len() > 1 {
             let Some(mut oldest) = self.chunks.first_entry() else {
                 break;
@@ -341,7 +351,7 @@ impl Data {
         }
         self.min_id = min_id;
         let (unit, limits) = (self.unit, self.limits());
-        if let Some(a) = self.archive.as_mut()
+        if let Some(a) = self.archive_mut()
             && let Err(e) = a.forget_below(min_id, unit, &limits)
         {
             tracing::warn!(error = %e, "monitor rollup: archive not writable; older hours go to SQL");
