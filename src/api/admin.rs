@@ -10,7 +10,7 @@ use super::extract::{JsonBody, Operator, QueryMap};
 use super::input::{self, Params};
 use super::quota::history_page;
 use super::shapes::{
-    Amount, AuditPage, AuditView, CreateKeysRequest, CreateKeysResponse, DeletedKey,
+    Amount, AuditPage, AuditQuery, AuditView, CreateKeysRequest, CreateKeysResponse, DeletedKey,
     EnabledResponse, HistoryPage, IssuedKey, IssuedMany, IssuedOne, KeyList, KeyListQuery,
     KeyQuery, KeyRef, KeyView, PageQuery, PatchKeyRequest, ResetRequest, ResetResponse,
     UpstreamView, UpstreamsResponse, UsageDetail, UsageQuery, UsageResponse, UsageSummary,
@@ -461,9 +461,11 @@ pub async fn usage_history(
     Ok(Json(page))
 }
 
+/// Every admin write, newest first, narrowed by action (or a family: `key.`), target, key
+/// and time.
 #[utoipa::path(get, path = "/admin/audit", tag = "admin",
     security(("adminToken" = []), ("viewerToken" = [])),
-    params(PageQuery),
+    params(AuditQuery, PageQuery),
     responses((status = 200, description = "Every admin write, newest first", body = AuditPage), QuotaRefusals<{ BAD | AUTH | UNAVAILABLE }>))]
 pub async fn audit(
     State(st): State<AppState>,
@@ -472,7 +474,18 @@ pub async fn audit(
 ) -> ApiResult<Json<AuditPage>> {
     let params = Params::new(q, None)?;
     let (limit, offset) = params.page(100)?;
-    let (rows, total) = st.store.audit(limit, offset).await?;
+    let query: AuditQuery = params.get()?;
+    let given = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    input::max_chars("action", query.action.as_deref(), 64)?;
+    input::max_chars("target", query.target.as_deref(), 256)?;
+    let filter = crate::store::AuditFilter {
+        action: given(query.action),
+        target: given(query.target),
+        key_id: query.key_id,
+        from_ms: input::in_range("start_ms", query.start_ms, 0, input::MAX_MS)?,
+        to_ms: input::in_range("end_ms", query.end_ms, 0, input::MAX_MS)?,
+    };
+    let (rows, total) = st.store.audit(&filter, limit, offset).await?;
     Ok(Json(AuditPage {
         entries: rows.iter().map(AuditView::from).collect(),
         total,

@@ -499,6 +499,28 @@ pub struct KeyQuery {
     pub key: Option<String>,
 }
 
+/// `GET /admin/audit` filters.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// An action (`key.update`), or every action of a family by its prefix ending in `.`
+    /// (`key.`).
+    #[param(max_length = 64)]
+    pub action: Option<String>,
+    /// What was acted on (a key's id).
+    #[param(max_length = 256)]
+    pub target: Option<String>,
+    #[serde(rename = "keyId", default, deserialize_with = "lenient::int")]
+    #[param(rename = "keyId")]
+    pub key_id: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::int")]
+    #[param(minimum = 0, maximum = 4000000000000000000_i64)]
+    pub start_ms: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::int")]
+    #[param(minimum = 0, maximum = 4000000000000000000_i64)]
+    pub end_ms: Option<i64>,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditView {
@@ -506,6 +528,8 @@ pub struct AuditView {
     pub timestamp: String,
     pub action: String,
     pub target: Option<String>,
+    /// The key the action touched, if one.
+    pub key_id: Option<i64>,
     pub token_hint: Option<String>,
     pub client_ip: Option<String>,
     #[schema(value_type = Option<Object>)]
@@ -519,6 +543,7 @@ impl From<&AuditEntry> for AuditView {
             timestamp: rfc3339(e.record.ts),
             action: e.record.action.clone(),
             target: e.record.target.clone(),
+            key_id: e.record.key_id,
             token_hint: e.record.token_hint.clone(),
             client_ip: e.record.client_ip.clone(),
             details: e.record.details.clone(),

@@ -29,7 +29,7 @@ pub use traits::{
     AlertStore, AuditStore, ConsumeWriter, KeyStore, LedgerStore, RequestLogStore, Store, Upkeep,
 };
 pub use types::{
-    AlertFilter, AlertRow, AuditEntry, AuditRecord, DeliveryRecord, HistoryEntry, IdempotentResult,
-    KeyEvent, KeyPatch, NewAlert, NewKey, PurgeCutoffs, RequestLogFilter, RequestLogRow,
-    StatusFilter, UpstreamStats, UsageItem,
+    AlertFilter, AlertRow, AuditEntry, AuditFilter, AuditRecord, DeliveryRecord, HistoryEntry,
+    IdempotentResult, KeyEvent, KeyPatch, NewAlert, NewKey, PurgeCutoffs, RequestLogFilter,
+    RequestLogRow, StatusFilter, UpstreamStats, UsageItem,
 };

@@ -8,9 +8,9 @@ use super::error::StoreResult;
 use super::ops::BatchOutcome;
 use super::ops::ConsumeOp;
 use super::types::{
-    AlertFilter, AlertRow, AuditEntry, AuditRecord, DeliveryRecord, HistoryEntry, IdempotentResult,
-    KeyEvent, KeyPatch, NewAlert, NewKey, PurgeCutoffs, RequestLogFilter, RequestLogRow,
-    UpstreamStats,
+    AlertFilter, AlertRow, AuditEntry, AuditFilter, AuditRecord, DeliveryRecord, HistoryEntry,
+    IdempotentResult, KeyEvent, KeyPatch, NewAlert, NewKey, PurgeCutoffs, RequestLogFilter,
+    RequestLogRow, UpstreamStats,
 };
 use crate::keys::refill::PeriodStarts;
 use crate::keys::{KeyHash, KeyRecord};
@@ -60,8 +60,13 @@ pub trait KeyStore: Send + Sync {
 #[async_trait]
 pub trait AuditStore: Send + Sync {
     async fn insert_audit(&self, audit: &AuditRecord) -> StoreResult<()>;
-    /// Newest first.
-    async fn audit(&self, limit: i64, offset: i64) -> StoreResult<(Vec<AuditEntry>, i64)>;
+    /// Newest first, narrowed by `filter`.
+    async fn audit(
+        &self,
+        filter: &AuditFilter,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(Vec<AuditEntry>, i64)>;
     /// Audit rows after `after_id` that touched a key: `(audit id, key id)`, ascending.
     async fn key_changes_since(&self, after_id: i64) -> StoreResult<Vec<(i64, i64)>>;
     async fn last_audit_id(&self) -> StoreResult<i64>;

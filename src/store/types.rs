@@ -48,6 +48,18 @@ pub struct AuditRecord {
     pub details: Option<Value>,
 }
 
+/// What `audit` narrows to; every field optional.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// An action (`key.update`), or a family of them by its prefix (`key.`).
+    pub action: Option<String>,
+    pub target: Option<String>,
+    pub key_id: Option<i64>,
+    /// `from_ms <= ts < to_ms`.
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+}
+
 #[derive(Debug, Clone)]
 pub struct AuditEntry {
     pub id: i64,

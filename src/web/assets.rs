@@ -53,6 +53,7 @@ const SOURCES: &[Source] = &[
     module!("page-key.js"),
     module!("page-alerts.js"),
     module!("page-prices.js"),
+    module!("page-audit.js"),
     Source {
         name: "app.css",
         mime: "text/css; charset=utf-8",

@@ -324,3 +324,78 @@ async fn a_key_without_an_owner_is_no_user_anywhere() {
     }
     app.stop().await;
 }
+
+/// The audit log, filtered in the API and on its console page (issue #24).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_is_filtered_and_shown() {
+    let app = spawn_app().await;
+    let (_, a) = app.create_key(json!({"name": "one"})).await;
+    let (_, b) = app.create_key(json!({"name": "two"})).await;
+    let (s, _) = app
+        .admin_post("/admin/keys/disable", json!({"key": a.to_string()}))
+        .await;
+    assert_eq!(s, 200);
+    let (s, _) = app
+        .admin_post("/admin/keys/reset", json!({"key": b.to_string()}))
+        .await;
+    assert_eq!(s, 200);
+    let get = |q: &str| {
+        let app = &app;
+        let q = q.to_owned();
+        async move {
+            let (s, v) = app.admin_get(&format!("/admin/audit?{q}")).await;
+            assert_eq!(s, 200, "{q}: {v}");
+            v
+        }
+    };
+    assert_eq!(get("").await["total"], 4);
+    assert_eq!(get("action=key.create").await["total"], 2);
+    assert_eq!(
+        get("action=key.").await["total"],
+        4,
+        "a family by its prefix"
+    );
+    assert_eq!(get("action=key.disable").await["entries"][0]["keyId"], a);
+    assert_eq!(get(&format!("target={b}")).await["total"], 2);
+    assert_eq!(
+        get(&format!("keyId={a}&action=key.disable")).await["total"],
+        1
+    );
+    let now = chrono::Utc::now().timestamp_millis();
+    assert_eq!(
+        get(&format!("end_ms={}", now - 3_600_000)).await["total"],
+        0
+    );
+    assert_eq!(
+        get(&format!("start_ms={}", now - 3_600_000)).await["total"],
+        4
+    );
+
+    let Some(br) = crate::browser::Browser::start().await else {
+        app.stop().await;
+        return;
+    };
+    br.goto(&app.url("/")).await;
+    br.login(ADMIN).await;
+    br.ready().await;
+    br.goto(&app.url("/#/audit?action=key.create")).await;
+    br.ready().await;
+    assert_eq!(
+        br.js("return document.querySelectorAll('#audit-table tbody tr').length")
+            .await,
+        json!(2)
+    );
+    assert!(br.console_errors().await.is_empty());
+    br.screenshot("audit-zh").await;
+    br.resize(390, 844).await;
+    br.ready().await;
+    br.screenshot("audit-phone-zh").await;
+    assert_eq!(
+        br.js("return document.body.scrollWidth <= window.innerWidth")
+            .await,
+        json!(true),
+        "the audit page overflows at 390 px"
+    );
+    br.close().await;
+    app.stop().await;
+}

@@ -18,6 +18,7 @@ import * as requests from './page-requests.js';
 import * as key from './page-key.js';
 import * as alerts from './page-alerts.js';
 import * as prices from './page-prices.js';
+import * as audit from './page-audit.js';
 
 const PAGES = {
   overview: overview.page,
@@ -30,6 +31,7 @@ const PAGES = {
   key: key.page,
   alerts: alerts.page,
   prices: prices.page,
+  audit: audit.page,
 };
 
 // ---------- render loop ----------
@@ -41,7 +43,7 @@ async function render() {
   const gen = ++st.gen;
   document.documentElement.lang = st.lang === 'zh' ? 'zh-CN' : 'en';
   let { page, params } = route();
-  if (!PAGES[page] || ((page === 'keys' || page === 'requests' || page === 'key' || page === 'prices') && !hasKeys())) page = 'overview';
+  if (!PAGES[page] || ((page === 'keys' || page === 'requests' || page === 'key' || page === 'prices' || page === 'audit') && !hasKeys())) page = 'overview';
   const main = shell(page);
   document.title = t('nav_' + page) === 'nav_' + page ? t('brand') : t('nav_' + page) + ' · ' + t('brand');
   const loading = h('p', { class: 'loading' }, t('loading'));

@@ -1,14 +1,22 @@
 //! The audit log on its own.
 
 use async_trait::async_trait;
-use sqlx::Executor;
+use sqlx::{AssertSqlSafe, Executor};
 
 use super::keys::insert_audit_tx;
 use super::{Binds, Dialect, Reads, SqlStore};
 use crate::store::error::StoreResult;
 use crate::store::rows::AuditDbRow;
 use crate::store::traits::AuditStore;
-use crate::store::types::{AuditEntry, AuditRecord};
+use crate::store::types::{AuditEntry, AuditFilter, AuditRecord};
+
+/// `$1` exact action, `$2` action prefix of `$3` characters, `$4` target, `$5` key id,
+/// `$6`–`$7` time range. Typed `CAST`s let PostgreSQL infer a parameter that may be NULL.
+const AUDIT_FILTER: &str = "WHERE (CAST($1 AS TEXT) IS NULL OR action = $1) \
+    AND (CAST($2 AS TEXT) IS NULL OR SUBSTR(action, 1, CAST($3 AS INTEGER)) = $2) \
+    AND (CAST($4 AS TEXT) IS NULL OR target = $4) \
+    AND (CAST($5 AS BIGINT) IS NULL OR key_id = $5) \
+    AND ts >= $6 AND ts < $7";
 
 #[async_trait]
 impl<DB> AuditStore for SqlStore<DB>
@@ -31,14 +39,41 @@ where
         Ok(())
     }
 
-    async fn audit(&self, limit: i64, offset: i64) -> StoreResult<(Vec<AuditEntry>, i64)> {
-        let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM audit")
-            .fetch_one(&self.read)
-            .await?;
-        let rows: Vec<AuditDbRow> = sqlx::query_as(
+    async fn audit(
+        &self,
+        filter: &AuditFilter,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(Vec<AuditEntry>, i64)> {
+        // An action ending in `.` is a family: its prefix, matched without LIKE's wildcards.
+        let (exact, prefix) = match filter.action.as_deref() {
+            Some(a) if a.ends_with('.') => (None, Some(a.to_owned())),
+            other => (other.map(str::to_owned), None),
+        };
+        let plen = prefix.as_ref().map_or(0, |p| p.len() as i64);
+        let (total,): (i64,) = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM audit {AUDIT_FILTER}"
+        )))
+        .bind(exact.clone())
+        .bind(prefix.clone())
+        .bind(plen)
+        .bind(filter.target.clone())
+        .bind(filter.key_id)
+        .bind(filter.from_ms.unwrap_or(i64::MIN))
+        .bind(filter.to_ms.unwrap_or(i64::MAX))
+        .fetch_one(&self.read)
+        .await?;
+        let rows: Vec<AuditDbRow> = sqlx::query_as(AssertSqlSafe(format!(
             "SELECT id, ts, action, target, key_id, token_hint, client_ip, details FROM audit \
-             ORDER BY id DESC LIMIT $1 OFFSET $2",
-        )
+             {AUDIT_FILTER} ORDER BY id DESC LIMIT $8 OFFSET $9"
+        )))
+        .bind(exact)
+        .bind(prefix)
+        .bind(plen)
+        .bind(filter.target.clone())
+        .bind(filter.key_id)
+        .bind(filter.from_ms.unwrap_or(i64::MIN))
+        .bind(filter.to_ms.unwrap_or(i64::MAX))
         .bind(limit)
         .bind(offset)
         .fetch_all(&self.read)
