@@ -32,6 +32,14 @@ async fn logged(app: &TestApp, n: i64) {
     panic!("the log never reached {n} rows");
 }
 
+/// A numeric query parameter of a console URL (its hash part).
+fn url_param(url: &str, name: &str) -> i64 {
+    url.split(['?', '&'])
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in {url}"))
+}
+
 fn url_escape(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
@@ -232,6 +240,52 @@ async fn the_console_filters_the_log_and_exports_what_it_shows() {
     assert!(b.console_errors().await.is_empty());
     // The API docs are one click away.
     assert!(b.attr("#docs-link", "href").await.ends_with("/docs"));
+    // One time zone on the screen: an unknown one is refused with a message; a chosen one
+    // moves the log's times and the pickers alike.
+    let set_zone = |z: &'static str| {
+        format!(
+            "const i = document.getElementById('tz'); i.value = '{z}';              i.dispatchEvent(new Event('change', {{bubbles: true}}));"
+        )
+    };
+    b.js(&set_zone("Mars/Olympus")).await;
+    assert!(
+        b.text("#banner").await.contains("Mars/Olympus"),
+        "{}",
+        b.text("#banner").await
+    );
+    assert_ne!(
+        b.js("return document.getElementById('tz').value").await,
+        json!("Mars/Olympus")
+    );
+    b.js(&set_zone("Asia/Shanghai")).await;
+    b.ready().await;
+    let first =
+        app.admin_get("/admin/requests?key=alpha&limit=1").await.1["requests"][0]["timestamp"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let utc_hour: u32 = first[11..13].parse().unwrap();
+    let shown = b
+        .js("return document.querySelector('#requests-table tbody tr td').textContent")
+        .await;
+    let want = format!(" {:02}:{}", (utc_hour + 8) % 24, &first[14..19]);
+    assert!(
+        shown.as_str().unwrap().contains(&want),
+        "{shown} should show {want} (from {first})"
+    );
+    let from_value = b
+        .js("return document.getElementById('req-from').value")
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let start_ms: i64 = url_param(&b.c.current_url().await.unwrap().to_string(), "start_ms");
+    let start_utc_hour = ((start_ms / 3_600_000) % 24) as u32;
+    assert_eq!(
+        from_value[11..13].parse::<u32>().unwrap(),
+        (start_utc_hour + 8) % 24,
+        "the picker shows the chosen zone's wall clock: {from_value}"
+    );
     b.screenshot("requests-filtered-zh").await;
     // At phone width nothing spills sideways.
     b.resize(390, 844).await;

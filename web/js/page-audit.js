@@ -3,7 +3,7 @@
 import { api, qs } from './api.js';
 import { append, card, h, pager, table } from './dom.js';
 import { num, when } from './format.js';
-import { href, setParams, toLocalInput } from './router.js';
+import { fromLocalInput, href, setParams, toLocalInput } from './router.js';
 import { st, t } from './state.js';
 
 const ACTIONS = ['key.', 'key.create', 'key.update', 'key.reset', 'key.disable', 'key.enable', 'key.rotate', 'key.delete'];
@@ -17,7 +17,7 @@ export async function page(main, p, gen) {
   const target = h('input', { id: 'audit-target', value: p.target || '', placeholder: t('col_target'), 'aria-label': t('col_target'), size: 12 });
   const from = h('input', { id: 'audit-from', type: 'datetime-local', 'aria-label': t('from'), value: p.start_ms ? toLocalInput(+p.start_ms) : '' });
   const to = h('input', { id: 'audit-to', type: 'datetime-local', 'aria-label': t('to'), value: p.end_ms ? toLocalInput(+p.end_ms) : '' });
-  const ms = (el) => (el.value ? String(new Date(el.value).getTime()) : '');
+  const ms = (el) => (el.value ? String(fromLocalInput(el.value)) : '');
   const list = h('div', { id: 'audit-table' });
   append(main, [
     h('form', { class: 'toolbar', id: 'audit-filters', onsubmit: (e) => {

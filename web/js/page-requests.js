@@ -3,7 +3,7 @@
 import { api, qs } from './api.js';
 import { append, card, h, pager, table } from './dom.js';
 import { money, num, when } from './format.js';
-import { href, setParams, toLocalInput } from './router.js';
+import { fromLocalInput, href, setParams, toLocalInput } from './router.js';
 import { st, t } from './state.js';
 
 export function requestColumns() {
@@ -67,7 +67,7 @@ export async function page(main, p, gen) {
       .map(([v, l]) => h('option', { value: v, selected: v === (p.status || '') }, l)));
   const from = h('input', { id: 'req-from', type: 'datetime-local', 'aria-label': t('from'), value: p.start_ms ? toLocalInput(+p.start_ms) : '' });
   const to = h('input', { id: 'req-to', type: 'datetime-local', 'aria-label': t('to'), value: p.end_ms ? toLocalInput(+p.end_ms) : '' });
-  const ms = (el) => (el.value ? String(new Date(el.value).getTime()) : '');
+  const ms = (el) => (el.value ? String(fromLocalInput(el.value)) : '');
   const list = h('div', { id: 'requests-table' });
   append(main, [
     h('form', { class: 'toolbar wrap', id: 'req-filters', onsubmit: (e) => {

@@ -2,6 +2,7 @@
 
 import { qs } from './api.js';
 import { h, table } from './dom.js';
+import { tz } from './state.js';
 
 export function route() {
   const raw = location.hash.replace(/^#\/?/, '');
@@ -60,7 +61,35 @@ export function rangeParams(p) {
   return { start_ms: r.start, end_ms: r.end };
 }
 
+// The wall-clock parts of `ms` in the chosen time zone.
+function zoneParts(ms) {
+  const f = new Intl.DateTimeFormat('en-CA', {
+    timeZone: tz(), year: 'numeric', month: '2-digit', day: '2-digit',
+    hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23',
+  });
+  const p = {};
+  for (const x of f.formatToParts(new Date(ms))) p[x.type] = x.value;
+  return p;
+}
+
+// How far the chosen zone's clock is ahead of UTC at `ms`.
+function offsetAt(ms) {
+  const p = zoneParts(ms);
+  return Date.UTC(+p.year, +p.month - 1, +p.day, +p.hour, +p.minute, +p.second) - Math.floor(ms / 1000) * 1000;
+}
+
+// A time as a date-time picker shows it: the wall clock of the chosen zone (not the browser's).
 export function toLocalInput(ms) {
-  const d = new Date(ms - new Date(ms).getTimezoneOffset() * 60000);
-  return d.toISOString().slice(0, 16);
+  const p = zoneParts(ms);
+  return p.year + '-' + p.month + '-' + p.day + 'T' + p.hour + ':' + p.minute;
+}
+
+// A picker's value, read as a wall-clock time in the chosen zone; NaN when empty.
+export function fromLocalInput(v) {
+  const m = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})/.exec(v || '');
+  if (!m) return NaN;
+  const guess = Date.UTC(+m[1], +m[2] - 1, +m[3], +m[4], +m[5]);
+  // Twice: the offset at the guess may differ from the one at the answer (a DST change).
+  const first = guess - offsetAt(guess);
+  return guess - offsetAt(first);
 }

@@ -2,9 +2,9 @@
 
 import { api } from './api.js';
 import { destroyCharts } from './charts.js';
-import { append, clear, h } from './dom.js';
+import { append, banner, clear, h } from './dom.js';
 import { href, keepRange } from './router.js';
-import { hasKeys, hooks, st, t, tz } from './state.js';
+import { hasKeys, hooks, st, t, tz, validZone } from './state.js';
 
 export const app = document.getElementById('app');
 
@@ -18,7 +18,14 @@ export function shell(page) {
   const tzSel = h('input', {
     id: 'tz', list: 'tz-list', value: tz(), size: 16, 'aria-label': t('time_zone'),
     onchange: (e) => {
-      st.tz = e.target.value.trim();
+      const z = e.target.value.trim();
+      // An unknown zone is refused, not silently shown as UTC.
+      if (z && !validZone(z)) {
+        e.target.value = tz();
+        banner(t('tz_invalid').replace('{tz}', z));
+        return;
+      }
+      st.tz = z;
       localStorage.setItem('qp.tz', st.tz);
       hooks.render();
     },

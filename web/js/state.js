@@ -28,8 +28,28 @@ export function t(k) {
   return k in d ? d[k] : k;
 }
 
+// Whether the browser knows `z` as an IANA time zone.
+export function validZone(z) {
+  if (!z) return false;
+  try {
+    new Intl.DateTimeFormat('en', { timeZone: z });
+    return true;
+  } catch (_) {
+    return false;
+  }
+}
+
+function browserZone() {
+  try { return Intl.DateTimeFormat().resolvedOptions().timeZone || ''; } catch (_) { return ''; }
+}
+
+// The one zone every time on screen is shown in: the chosen one, else the browser's, else
+// the server's, else Asia/Shanghai in the Chinese UI and UTC in the English one.
 export function tz() {
-  return st.tz || (st.session && st.session.tz) || 'UTC';
+  for (const z of [st.tz, browserZone(), st.session && st.session.tz]) {
+    if (validZone(z)) return z;
+  }
+  return st.lang === 'zh' ? 'Asia/Shanghai' : 'UTC';
 }
 
 export function isAdmin() {

@@ -3,7 +3,7 @@
 import { qs } from './api.js';
 import { append, h } from './dom.js';
 import { fmtSlot } from './format.js';
-import { PRESETS, SLOTS, autoSlot, href, keepRange, rangeOf, setParams, toLocalInput } from './router.js';
+import { PRESETS, SLOTS, autoSlot, fromLocalInput, href, keepRange, rangeOf, setParams, toLocalInput } from './router.js';
 import { hooks, t } from './state.js';
 
 export function rangeBar(p, opts) {
@@ -24,8 +24,8 @@ export function rangeBar(p, opts) {
     h('span', { class: 'custom' + (r.preset ? '' : ' on') }, t('custom'), ' ', from, ' – ', to,
       h('button', {
         onclick: () => {
-          const a = new Date(from.value).getTime();
-          const b = new Date(to.value).getTime();
+          const a = fromLocalInput(from.value);
+          const b = fromLocalInput(to.value);
           if (a < b) setParams({ from: a, to: b, range: '' });
         },
       }, t('apply'))),
