@@ -279,7 +279,7 @@ async fn the_console_filters_the_log_and_exports_what_it_shows() {
         .as_str()
         .unwrap()
         .to_owned();
-    let start_ms: i64 = url_param(&b.c.current_url().await.unwrap().to_string(), "start_ms");
+    let start_ms: i64 = url_param(b.c.current_url().await.unwrap().as_str(), "start_ms");
     let start_utc_hour = ((start_ms / 3_600_000) % 24) as u32;
     assert_eq!(
         from_value[11..13].parse::<u32>().unwrap(),
