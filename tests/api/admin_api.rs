@@ -1,4 +1,4 @@
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::*;
 
@@ -164,7 +164,18 @@ async fn reset_disable_enable_rotate() {
         .key_get(&new_key, "/api/v1/usage/history?limit=100")
         .await;
     assert_eq!(after["total"], before["total"]);
-    assert_eq!(after["total"], 3);
+    // Two consumes and the reset, which an operator's change of used or quota leaves in
+    // the key's history (amount 0) so the holder sees why the balance moved.
+    assert_eq!(after["total"], 4);
+    let resets: Vec<&Value> = after["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["metadata"]["admin"] == true)
+        .collect();
+    assert_eq!(resets.len(), 1, "{after}");
+    assert_eq!(resets[0]["amount"], 0);
+    assert_eq!(resets[0]["reason"], "key.reset");
 
     // Every write above is in the audit log with a token hint and the client IP.
     let (s, v) = app.admin_get("/admin/audit").await;

@@ -453,3 +453,97 @@ async fn the_audit_log_is_filtered_and_shown() {
     br.close().await;
     app.stop().await;
 }
+
+/// Editing a key from the console (issue #24): the quota raised or set keeps `used`, each
+/// change in the key's history and the audit; name and limits edited; a reset warns first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_is_edited_from_the_console_and_used_is_kept() {
+    let Some(b) = crate::browser::Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let (key, id) = app.create_key(json!({"name": "trial", "quota": 20})).await;
+    assert_eq!(app.use_amount(&key, 3).await.0, 200);
+    b.goto(&app.url("/")).await;
+    b.login(ADMIN).await;
+    b.ready().await;
+    b.goto(&app.url(&format!("/#/key?id={id}"))).await;
+    b.ready().await;
+    // Add 10: quota 30, used still 3.
+    b.click("[data-act=quota]").await;
+    b.js("document.getElementById('quota-mode').value = 'add'")
+        .await;
+    b.type_into("#quota-amount", "10").await;
+    b.click("[data-action=confirm]").await;
+    b.ready().await;
+    let q = app.quota(&key).await;
+    assert_eq!(
+        (q["quota"].clone(), q["used"].clone()),
+        (json!(30), json!(3)),
+        "{q}"
+    );
+    // Set to 50.
+    b.click("[data-act=quota]").await;
+    b.js("document.getElementById('quota-mode').value = 'set'")
+        .await;
+    b.type_into("#quota-amount", "50").await;
+    b.click("[data-action=confirm]").await;
+    b.ready().await;
+    let q = app.quota(&key).await;
+    assert_eq!(
+        (q["quota"].clone(), q["used"].clone()),
+        (json!(50), json!(3)),
+        "{q}"
+    );
+    // Both changes are in the key's history (amount 0, from → to) and the audit.
+    let (_, h) = app
+        .admin_get(&format!("/admin/usage/history?key={id}&limit=10"))
+        .await;
+    let admin: Vec<&Value> = h["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["metadata"]["admin"] == true)
+        .collect();
+    assert_eq!(admin.len(), 2, "{h}");
+    assert_eq!(admin[0]["metadata"]["quota"], json!({"from": 30, "to": 50}));
+    assert_eq!(admin[0]["amount"], 0);
+    let (_, a) = app
+        .admin_get(&format!("/admin/audit?action=key.update&keyId={id}"))
+        .await;
+    assert_eq!(a["total"], 2, "{a}");
+    // Name and limits.
+    b.click("[data-act=edit]").await;
+    b.type_into("#edit-name", "renamed").await;
+    b.type_into("#edit-rpm", "5").await;
+    b.click("[data-action=confirm]").await;
+    b.ready().await;
+    let (_, k) = app.admin_get(&format!("/admin/keys/{id}")).await;
+    assert_eq!(k["name"], "renamed", "{k}");
+    assert_eq!(k["limits"]["rpm"], 5, "{k}");
+    assert_eq!(k["used"], 3, "{k}");
+    // A reset says what it does before it does it.
+    b.click("[data-act=reset]").await;
+    let warning = b.text("#reset-warning").await;
+    assert!(
+        warning.contains("清零") || warning.contains(" 0"),
+        "{warning}"
+    );
+    b.screenshot("key-reset-warning-zh").await;
+    b.click("[data-action=cancel]").await;
+    assert_eq!(app.quota(&key).await["used"], 3, "cancelled: nothing reset");
+    assert!(b.console_errors().await.is_empty());
+    b.resize(390, 844).await;
+    b.ready().await;
+    b.click("[data-act=edit]").await;
+    b.screenshot("key-edit-phone-zh").await;
+    assert_eq!(
+        b.js("return document.body.scrollWidth <= window.innerWidth")
+            .await,
+        json!(true),
+        "the edit dialog overflows at 390 px"
+    );
+    b.click("[data-action=cancel]").await;
+    b.close().await;
+    app.stop().await;
+}

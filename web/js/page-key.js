@@ -17,6 +17,17 @@ export function limitsText(l) {
   return parts.length ? parts.join(' · ') : t('none');
 }
 
+// An operator's change reads as what changed (quota 30 → 50), not as its audit action.
+function reasonOf(r) {
+  const m = r.metadata || {};
+  if (!m.admin) return r.reason || '';
+  const show = (v) => (v === null || v === undefined ? t('unlimited') : money(v));
+  const parts = [];
+  if (m.quota) parts.push(t('quota') + ' ' + show(m.quota.from) + ' → ' + show(m.quota.to));
+  if (m.used) parts.push(t('used') + ' ' + show(m.used.from) + ' → ' + show(m.used.to));
+  return h('span', { class: 'admin-change', title: r.reason || '' }, parts.join(', ') || r.reason || '');
+}
+
 export async function page(main, p, gen) {
   const id = p.id;
   const head = h('div', { id: 'key-detail' });
@@ -45,7 +56,7 @@ export async function page(main, p, gen) {
   append(hist, [h('div', { class: 'card-tools' }, csvButton('key-' + id + '-history', ['timestamp', 'amount', 'reason', 'remaining'], hi.history)), table([
     { key: 'timestamp', label: t('col_time'), render: (r) => when(r.timestamp) },
     { key: 'amount', label: t('amount'), num: true, render: (r) => money(r.amount) },
-    { key: 'reason', label: t('reason') },
+    { key: 'reason', label: t('reason'), render: reasonOf },
     { key: 'remaining', label: t('remaining'), num: true, render: (r) => money(r.remaining) },
   ], hi.history)]);
   append(reqs, [

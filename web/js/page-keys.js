@@ -4,7 +4,7 @@ import { api, qs } from './api.js';
 import { append, card, csvButton, h, modal, pager, showError, showSecret, table } from './dom.js';
 import { money, when } from './format.js';
 import { href, setParams } from './router.js';
-import { hooks, isAdmin, st, t } from './state.js';
+import { hooks, isAdmin, quotaIsMoney, st, t } from './state.js';
 
 export function intOrNull(v) {
   v = String(v || '').trim();
@@ -22,9 +22,15 @@ export async function keyAction(action, k) {
   try {
     if (action === 'disable' || action === 'enable') {
       await api('/admin/keys/' + action, { method: 'POST', body: { key: String(k.id) } });
+    } else if (action === 'quota') {
+      if (!(await adjustQuota(k))) return;
+    } else if (action === 'edit') {
+      if (!(await editKey(k))) return;
     } else if (action === 'reset') {
       const input = h('input', { id: 'new-quota', inputmode: 'decimal', value: k.quota === null ? '' : k.quota });
-      const v = await modal(t('reset') + ' ' + k.key, h('label', {}, t('new_quota'), input),
+      const v = await modal(t('reset') + ' ' + k.key, h('div', {},
+        h('p', { class: 'warn', id: 'reset-warning' }, t('reset_warning')),
+        h('label', {}, t('new_quota'), input)),
         [{ id: 'cancel', label: t('cancel'), value: null }, { id: 'confirm', label: t('confirm'), primary: true, value: () => input.value }]);
       if (v === null) return;
       const body = { key: String(k.id) };
@@ -48,9 +54,79 @@ export async function keyAction(action, k) {
   }
 }
 
+// `a + b` in the deployment's unit: whole points, or decimals of the currency added in micros.
+function addAmounts(a, b) {
+  if (!quotaIsMoney()) return Number(a) + intOrNull(b);
+  const micros = Math.round(Number(a) * 1e6) + Math.round(Number(b) * 1e6);
+  return (micros / 1e6).toFixed(6);
+}
+
+// Raise or set the quota; `used` stays (a reset is the other button, and says so).
+async function adjustQuota(k) {
+  const mode = h('select', { id: 'quota-mode' },
+    h('option', { value: 'add' }, t('quota_add')), h('option', { value: 'set' }, t('quota_set')));
+  const amount = h('input', { id: 'quota-amount', inputmode: 'decimal' });
+  const v = await modal(t('adjust_quota') + ' ' + k.key, h('div', {},
+    h('p', { class: 'hint' }, t('quota_keeps_used').replace('{used}', money(k.used))),
+    h('label', {}, t('quota_how'), mode), h('label', {}, t('amount'), amount)),
+  [{ id: 'cancel', label: t('cancel'), value: null },
+    { id: 'confirm', label: t('confirm'), primary: true, value: () => ({ mode: mode.value, amount: amount.value.trim() }) }]);
+  if (!v) return false;
+  let quota;
+  if (v.mode === 'set') {
+    quota = v.amount === '' ? null : intOrNull(v.amount);
+  } else {
+    if (k.quota === null) throw new Error(t('quota_add_unlimited'));
+    quota = addAmounts(k.quota, v.amount);
+  }
+  await api('/admin/keys/' + k.id, { method: 'PATCH', body: { quota } });
+  return true;
+}
+
+// Every field of a key but its quota and secret: name, expiry, owner, limits.
+async function editKey(k) {
+  const l = k.limits || {};
+  const o = k.owner || {};
+  const field = (id, label, value) => {
+    const input = h('input', { id: 'edit-' + id, value: value === undefined || value === null ? '' : String(value) });
+    return [input, h('label', {}, label, input)];
+  };
+  const [name, nameL] = field('name', t('name'), k.name);
+  const [exp, expL] = field('expiresAt', t('expires_at') + ' (YYYY-MM-DD)', k.expiresAt ? k.expiresAt.slice(0, 10) : '');
+  const [oid, oidL] = field('ownerId', t('owner_id'), o.userId);
+  const [oname, onameL] = field('ownerName', t('owner_name'), o.username);
+  const [rpm, rpmL] = field('rpm', t('rpm'), l.rpm);
+  const [tpm, tpmL] = field('tpm', t('tpm'), l.tpm);
+  const [daily, dailyL] = field('dailyRequests', t('daily_requests'), l.dailyRequests);
+  const [conc, concL] = field('maxConcurrent', t('max_concurrent'), l.maxConcurrent);
+  const [models, modelsL] = field('models', t('col_model') + ' (a, b*)', (l.models || []).join(', '));
+  const [ips, ipsL] = field('ips', 'IP (10.0.0.0/8, …)', (l.ips || []).join(', '));
+  const ok = await modal(t('edit_key') + ' ' + k.key, h('div', { class: 'form-grid' },
+    nameL, expL, oidL, onameL, rpmL, tpmL, dailyL, concL, modelsL, ipsL),
+  [{ id: 'cancel', label: t('cancel'), value: false }, { id: 'confirm', label: t('save'), primary: true, value: true }]);
+  if (!ok) return false;
+  const limits = {};
+  for (const [key, input] of [['rpm', rpm], ['tpm', tpm], ['dailyRequests', daily], ['maxConcurrent', conc]]) {
+    const n = intOrNull(input.value);
+    if (n !== null) limits[key] = n;
+  }
+  const ml = listOrNull(models.value);
+  if (ml) limits.models = ml;
+  const il = listOrNull(ips.value);
+  if (il) limits.ips = il;
+  const owner = oid.value.trim() || oname.value.trim()
+    ? Object.assign({}, oid.value.trim() ? { userId: intOrNull(oid.value) } : {}, oname.value.trim() ? { username: oname.value.trim() } : {})
+    : null;
+  const body = { name: name.value.trim() || null, expiresAt: exp.value.trim() || null, owner, limits };
+  await api('/admin/keys/' + k.id, { method: 'PATCH', body });
+  return true;
+}
+
 export function keyActions(k) {
   if (!isAdmin()) return '';
   return h('div', { class: 'actions' },
+    h('button', { 'data-act': 'quota', onclick: () => keyAction('quota', k) }, t('adjust_quota')),
+    h('button', { 'data-act': 'edit', onclick: () => keyAction('edit', k) }, t('edit_key')),
     h('button', { 'data-act': k.enabled ? 'disable' : 'enable', onclick: () => keyAction(k.enabled ? 'disable' : 'enable', k) }, t(k.enabled ? 'disable' : 'enable')),
     h('button', { 'data-act': 'reset', onclick: () => keyAction('reset', k) }, t('reset')),
     h('button', { 'data-act': 'rotate', onclick: () => keyAction('rotate', k) }, t('rotate')),

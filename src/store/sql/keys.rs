@@ -43,6 +43,52 @@ where
     Ok(())
 }
 
+/// A quota or `used` changed by an operator, in the key's usage history (amount 0): the
+/// holder sees why their balance moved, next to what they consumed.
+async fn admin_history_row<DB>(
+    tx: &mut Transaction<'_, DB>,
+    before: &KeyRecord,
+    after: &KeyRecord,
+    audit: &AuditRecord,
+) -> StoreResult<()>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    i64: Binds<DB>,
+    Option<i64>: Binds<DB>,
+    Option<String>: Binds<DB>,
+{
+    let mut m = serde_json::Map::new();
+    m.insert("admin".into(), true.into());
+    if before.quota != after.quota {
+        m.insert(
+            "quota".into(),
+            serde_json::json!({"from": before.quota, "to": after.quota}),
+        );
+    }
+    if before.used != after.used {
+        m.insert(
+            "used".into(),
+            serde_json::json!({"from": before.used, "to": after.used}),
+        );
+    }
+    if let Some(h) = &audit.token_hint {
+        m.insert("by".into(), h.clone().into());
+    }
+    sqlx::query(
+        "INSERT INTO usage_events (key_id, ts, amount, reason, remaining, metadata) \
+         VALUES ($1, $2, 0, $3, $4, $5)",
+    )
+    .bind(after.id)
+    .bind(audit.ts)
+    .bind(Some(audit.action.clone()))
+    .bind(after.quota.map(|q| (q - after.used).max(0)))
+    .bind(serde_json::to_string(&m).ok())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 async fn key_in_tx<DB>(tx: &mut Transaction<'_, DB>, id: i64) -> StoreResult<Option<KeyRecord>>
 where
     DB: Dialect,
@@ -209,6 +255,7 @@ where
         audit: &AuditRecord,
     ) -> StoreResult<Option<KeyRecord>> {
         let mut tx = self.begin_write().await?;
+        let before = key_in_tx(&mut tx, id).await?;
         let mut update = patch_statement::<DB>(id, patch);
         let done = update.build().execute(&mut *tx).await?;
         if DB::rows_affected(&done) == 0 {
@@ -218,6 +265,11 @@ where
         a.key_id = a.key_id.or(Some(id));
         insert_audit_tx(&mut tx, &a).await?;
         let rec = key_in_tx(&mut tx, id).await?;
+        if let (Some(b), Some(r)) = (&before, &rec)
+            && (b.quota != r.quota || b.used != r.used)
+        {
+            admin_history_row(&mut tx, b, r, &a).await?;
+        }
         tx.commit().await?;
         Ok(rec)
     }
