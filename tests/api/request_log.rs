@@ -441,6 +441,23 @@ async fn the_audit_log_is_filtered_and_shown() {
     );
     assert!(br.console_errors().await.is_empty());
     br.screenshot("audit-zh").await;
+    // The English UI says the server's refusals in English, naming the field.
+    br.click("#lang").await;
+    br.ready().await;
+    br.goto(&app.url("/#/audit?start_ms=-5")).await;
+    br.ready().await;
+    let banner = br.text("#banner").await;
+    assert!(banner.contains("Invalid value: start_ms"), "{banner}");
+    assert!(
+        !banner
+            .chars()
+            .any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c)),
+        "Chinese in the English UI: {banner}"
+    );
+    br.click("#lang").await;
+    br.ready().await;
+    br.goto(&app.url("/#/audit?action=key.create")).await;
+    br.ready().await;
     br.resize(390, 844).await;
     br.ready().await;
     br.screenshot("audit-phone-zh").await;

@@ -42,6 +42,17 @@ export async function api(path, opts) {
   if (body && body.error) {
     msg = typeof body.error === 'string' ? body.error : (body.error.message || msg);
   }
+  // The server words its refusals in Chinese (the spec's messages); the English UI says
+  // them in English by their code, naming the field at fault.
+  const code = body && body.error && typeof body.error === 'object' ? body.error.code : null;
+  if (st.lang === 'en' && code) {
+    const k = 'err_' + code;
+    const en = t(k);
+    if (en !== k) {
+      const field = body.error.details && body.error.details.field;
+      msg = field ? en + ': ' + field : en;
+    }
+  }
   const err = new ApiError(r.status, msg);
   if (r.status === 401 && !opts.quiet) {
     st.session = null;

@@ -37,7 +37,10 @@ export async function page(main, p, gen) {
   if ('error_rate' in sum) items.push(['error_rate', 'kpi_error_rate', pct(sum.error_rate)]);
   if ('latency_p50_ms' in sum) items.push(['latency_p50_ms', 'kpi_p50', num(sum.latency_p50_ms) + ' ms']);
   if ('latency_p95_ms' in sum) items.push(['latency_p95_ms', 'kpi_p95', num(sum.latency_p95_ms) + ' ms']);
-  append(kpis, items.map(([k, label, v, sub]) => h('div', { class: 'kpi', 'data-kpi': k, 'data-value': sum[k] },
+  // What each count is of, on hover (the error rate is over every call, the requests count
+  // only the served ones).
+  const hints = { reqs: t('kpi_reqs_hint'), error_rate: t('kpi_error_rate_hint') };
+  append(kpis, items.map(([k, label, v, sub]) => h('div', { class: 'kpi', 'data-kpi': k, 'data-value': sum[k], title: hints[k] || null },
     h('div', { class: 'kpi-label' }, t(label)), h('div', { class: 'kpi-value' }, v), sub ? h('div', { class: 'kpi-sub' }, sub) : null)));
   chart(trend, lineOption(series.data, metricsSel));
   if (st.session.source === 'native' && hasKeys()) {

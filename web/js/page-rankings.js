@@ -37,12 +37,14 @@ export async function page(main, p, gen) {
   const [idKey, nameKey] = DIMS[by];
   const labelOf = (r) => String(r[nameKey] || (idKey ? r[idKey] : ''));
   const top = res.data.slice(0, 20).reverse();
+  // Tall enough for a label on every bar (ECharts drops every other one when crowded).
+  chartEl.style.height = Math.max(240, top.length * 26 + 50) + 'px';
   chart(chartEl, {
     animation: false,
     tooltip: { trigger: 'axis', axisPointer: { type: 'shadow' } },
     grid: { left: 140, right: 30, top: 10, bottom: 30 },
     xAxis: { type: 'value' },
-    yAxis: { type: 'category', data: top.map(labelOf), axisLabel: { width: 120, overflow: 'truncate' } },
+    yAxis: { type: 'category', data: top.map(labelOf), axisLabel: { width: 120, overflow: 'truncate', interval: 0 } },
     series: [{ type: 'bar', name: t('m_' + metric), data: top.map((r) => (metric === 'quota_sum' ? quotaValue(r[metric]) : r[metric])) }],
   });
   const cols = [{ key: 'rank', label: t('col_rank'), num: true, render: (r) => String(r.rank) }];
