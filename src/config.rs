@@ -243,12 +243,16 @@ impl Config {
                 let p = PathBuf::from("quota-proxy.toml");
                 p.exists().then_some(p)
             });
-        let file = match &file_path {
+        let mut file = match &file_path {
             Some(p) => read_file(p)?,
             None => FileConfig::default(),
         };
         let d = Config::default();
         let listen = listen_addr(over, env, &file, &d)?;
+        let monitor = crate::monitor::MonitorSettings::build(file.monitor.take(), env)?;
+        let mut alerts = crate::alerts::settings::AlertSettings::build(file.alerts.take(), env)?;
+        // Alert texts follow the monitor's zone unless given their own.
+        alerts.tz = alerts.tz.or(Some(monitor.tz));
         let (data_dir, sqlite_path, sqlite_synchronous_full) = sqlite_files(over, env, &file, &d)?;
         let key_prefix = non_empty(env("KEY_PREFIX"))
             .or(file.key_prefix.clone())
@@ -297,8 +301,8 @@ impl Config {
             request_timeout_ms,
             connections,
             gateway: GatewaySettings::build(file.gateway, file.billing, file.upstreams, env)?,
-            monitor: crate::monitor::MonitorSettings::build(file.monitor, env)?,
-            alerts: crate::alerts::settings::AlertSettings::build(file.alerts, env)?,
+            monitor,
+            alerts,
         })
     }
 }
@@ -514,6 +518,25 @@ mod tests {
         };
         let c = Config::load_with(&over2, &env_of(&[("PORT", "9100")])).unwrap();
         assert_eq!(c.listen.port(), 9200);
+    }
+
+    #[test]
+    fn alert_texts_follow_the_monitors_zone_unless_given_their_own() {
+        let c = Config::load_with(
+            &Overrides::default(),
+            &env_of(&[("MONITOR_TZ", "Asia/Shanghai")]),
+        )
+        .unwrap();
+        assert_eq!(c.alerts.zone(), chrono_tz::Asia::Shanghai);
+        let c = Config::load_with(
+            &Overrides::default(),
+            &env_of(&[
+                ("MONITOR_TZ", "Asia/Shanghai"),
+                ("ALERT_TZ", "Europe/Berlin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.alerts.zone(), chrono_tz::Europe::Berlin);
     }
 
     #[test]

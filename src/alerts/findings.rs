@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::settings::Lang;
-use super::text::{named, say, user_named};
+use super::text::{Voice, named, say, user_named};
 use crate::monitor::rows::{AnomalyRow, BigRequestRow, BurstRow, CrowdedIpRow, SharedKeyRow};
 
 /// One flagged subject.
@@ -22,13 +22,13 @@ pub struct Finding {
 }
 
 /// The finding of one row; `range` is the look-back as a dashboard query (`from=…&to=…`).
-pub fn of_row(row: &AnomalyRow, lang: Lang, range: &str) -> Finding {
+pub fn of_row(row: &AnomalyRow, v: Voice, range: &str) -> Finding {
     let details = serde_json::to_value(row).unwrap_or_default();
     let (subject, title, lines, link, weight) = match row {
-        AnomalyRow::Burst(r) => burst(r, lang, range),
-        AnomalyRow::SharedKey(r) => shared_key(r, lang, range),
-        AnomalyRow::CrowdedIp(r) => crowded_ip(r, lang, range),
-        AnomalyRow::BigRequest(r) => big_request(r, lang, range),
+        AnomalyRow::Burst(r) => burst(r, v, range),
+        AnomalyRow::SharedKey(r) => shared_key(r, v.lang, range),
+        AnomalyRow::CrowdedIp(r) => crowded_ip(r, v.lang, range),
+        AnomalyRow::BigRequest(r) => big_request(r, v, range),
     };
     Finding {
         subject,
@@ -50,7 +50,8 @@ fn token_link(id: i64, range: &str) -> String {
     format!("#/subject?token_id={id}&{range}")
 }
 
-fn burst(r: &BurstRow, lang: Lang, range: &str) -> Parts {
+fn burst(r: &BurstRow, v: Voice, range: &str) -> Parts {
+    let lang = v.lang;
     let key = named(&r.token_name, r.token_id);
     let user = user_named(&r.username, r.user_id);
     (
@@ -68,7 +69,10 @@ fn burst(r: &BurstRow, lang: Lang, range: &str) -> Parts {
                 lang,
                 "时间：{} 至 {}",
                 "From {} to {}",
-                &[&r.first_request, &r.last_request],
+                &[
+                    &v.time_text(&r.first_request),
+                    &v.time_text(&r.last_request),
+                ],
             ),
         ],
         token_link(r.token_id, range),
@@ -115,7 +119,8 @@ fn crowded_ip(r: &CrowdedIpRow, lang: Lang, range: &str) -> Parts {
     )
 }
 
-fn big_request(r: &BigRequestRow, lang: Lang, range: &str) -> Parts {
+fn big_request(r: &BigRequestRow, v: Voice, range: &str) -> Parts {
+    let lang = v.lang;
     let key = named(&r.token_name, r.token_id);
     let user = user_named(&r.username, r.user_id);
     let model = r.model_name.clone().unwrap_or_default();
@@ -140,7 +145,7 @@ fn big_request(r: &BigRequestRow, lang: Lang, range: &str) -> Parts {
                     &(r.threshold.round() as i64),
                 ],
             ),
-            say(lang, "时间：{}", "At {}", &[&r.created_at]),
+            say(lang, "时间：{}", "At {}", &[&v.time_text(&r.created_at)]),
         ],
         token_link(r.token_id, range),
         r.token_count as f64,

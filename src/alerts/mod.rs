@@ -101,7 +101,11 @@ impl Alerts {
             return;
         };
         let now = self.clock.now_ms();
-        let found = match rules::evaluate(rule, rs, &self.sources, now, self.settings.lang).await {
+        let voice = text::Voice {
+            lang: self.settings.lang,
+            tz: self.settings.zone(),
+        };
+        let found = match rules::evaluate(rule, rs, &self.sources, now, voice).await {
             Ok(f) => f,
             Err(e) => {
                 tracing::warn!(rule = rule.as_str(), error = %e, "alert rule failed");

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::findings::{self, Finding};
 use super::settings::{Lang, RuleKind, RuleSettings};
-use super::text::{named, say};
+use super::text::{Voice, named, say};
 use crate::gateway::Gateway;
 use crate::keys::effective_counters;
 use crate::keys::policy::is_expired;
@@ -51,13 +51,13 @@ pub async fn evaluate(
     rs: &RuleSettings,
     src: &Sources,
     now_ms: i64,
-    lang: Lang,
+    v: Voice,
 ) -> Result<Vec<Finding>, RuleError> {
     match rule {
-        RuleKind::QuotaLow | RuleKind::KeyExpiring => keys(rule, rs, src, now_ms, lang).await,
-        RuleKind::UpstreamDown => upstreams(rs, src, now_ms, lang).await,
-        RuleKind::AuthFailures => Ok(guessing(src, now_ms, lang)),
-        _ => monitor_rule(rule, rs, src, now_ms, lang).await,
+        RuleKind::QuotaLow | RuleKind::KeyExpiring => keys(rule, rs, src, now_ms, v).await,
+        RuleKind::UpstreamDown => upstreams(rs, src, now_ms, v).await,
+        RuleKind::AuthFailures => Ok(guessing(src, now_ms, v)),
+        _ => monitor_rule(rule, rs, src, now_ms, v).await,
     }
 }
 
@@ -66,7 +66,7 @@ async fn monitor_rule(
     rs: &RuleSettings,
     src: &Sources,
     now_ms: i64,
-    lang: Lang,
+    v: Voice,
 ) -> Result<Vec<Finding>, RuleError> {
     let from = now_ms - rs.lookback_ms;
     let params: HashMap<String, String> = rs.params.clone().into_iter().collect();
@@ -81,7 +81,7 @@ async fn monitor_rule(
     let mut out: Vec<Finding> = Vec::new();
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for row in &answer.data {
-        let finding = findings::of_row(row, lang, &range);
+        let finding = findings::of_row(row, v, &range);
         match seen.get(&finding.subject) {
             Some(&at) if out[at].weight >= finding.weight => {}
             Some(&at) => out[at] = finding,
@@ -107,7 +107,7 @@ async fn keys(
     rs: &RuleSettings,
     src: &Sources,
     now_ms: i64,
-    lang: Lang,
+    v @ Voice { lang, .. }: Voice,
 ) -> Result<Vec<Finding>, RuleError> {
     let Some(gateway) = &src.gateway else {
         return Ok(Vec::new());
@@ -174,7 +174,7 @@ async fn keys(
                             lang,
                             "过期时间：{}（还有 {} 小时，提醒窗口 {} 天）",
                             "Expires at {} (in {} h; window {} days)",
-                            &[&rfc3339(exp), &hours, &rs.days],
+                            &[&v.time(exp), &hours, &rs.days],
                         ),
                         owner_line,
                     ],
@@ -190,7 +190,8 @@ async fn keys(
 }
 
 /// Addresses blocked now for sending too many wrong credentials (`bruteforce`).
-fn guessing(src: &Sources, now_ms: i64, lang: Lang) -> Vec<Finding> {
+fn guessing(src: &Sources, now_ms: i64, v: Voice) -> Vec<Finding> {
+    let lang = v.lang;
     src.failures
         .blocked_now(now_ms)
         .into_iter()
@@ -203,7 +204,7 @@ fn guessing(src: &Sources, now_ms: i64, lang: Lang) -> Vec<Finding> {
                     lang,
                     "一分钟内 {} 次凭证错误，已封禁至 {}",
                     "{} wrong credentials within a minute; blocked until {}",
-                    &[&b.failures, &rfc3339(b.until_ms)],
+                    &[&b.failures, &v.time(b.until_ms)],
                 )],
                 details: json!({"ip": ip, "failures": b.failures,
                     "blockedUntil": rfc3339(b.until_ms)}),
@@ -218,8 +219,9 @@ async fn upstreams(
     rs: &RuleSettings,
     src: &Sources,
     now_ms: i64,
-    lang: Lang,
+    v: Voice,
 ) -> Result<Vec<Finding>, RuleError> {
+    let lang = v.lang;
     let Some(gw) = &src.gateway else {
         return Ok(Vec::new());
     };
@@ -249,7 +251,7 @@ async fn upstreams(
                 lang,
                 "已摘除，至 {} 恢复尝试",
                 "Ejected until {}",
-                &[&rfc3339(until)],
+                &[&v.time(until)],
             ));
         }
         lines.push(say(

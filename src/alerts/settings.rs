@@ -173,6 +173,9 @@ pub struct AlertSettings {
     pub channels: Vec<ChannelSettings>,
     pub rules: BTreeMap<RuleKind, RuleSettings>,
     pub lang: Lang,
+    /// The zone the texts' times are written in (ISO 8601 with its offset); `None` until the
+    /// configuration resolves it (`[alerts] tz`, else `[monitor] tz`).
+    pub tz: Option<chrono_tz::Tz>,
     /// Where the dashboard is reachable, for links in messages (default: the listen address).
     pub public_url: Option<String>,
     pub cooldown_ms: i64,
@@ -195,6 +198,7 @@ impl Default for AlertSettings {
                 .map(|r| (r, RuleSettings::default_for(r)))
                 .collect(),
             lang: Lang::Zh,
+            tz: None,
             public_url: None,
             cooldown_ms: 3_600_000,
             summary_at: 10,
@@ -211,6 +215,7 @@ impl Default for AlertSettings {
 pub struct AlertsFile {
     pub enabled: Option<bool>,
     pub language: Option<String>,
+    pub tz: Option<String>,
     pub public_url: Option<String>,
     pub cooldown_sec: Option<u64>,
     pub summary_at: Option<usize>,
@@ -338,6 +343,15 @@ impl AlertSettings {
             "zh" | "zh-CN" | "cn" => Lang::Zh,
             "en" => Lang::En,
             other => return Err(invalid("alerts.language", format!("{other:?}: zh or en"))),
+        };
+        s.tz = match env_ne("ALERT_TZ").or(f.tz) {
+            None => None,
+            Some(z) => Some(z.trim().parse::<chrono_tz::Tz>().map_err(|_| {
+                invalid(
+                    "alerts.tz",
+                    format!("{z:?}: an IANA time zone such as Asia/Shanghai"),
+                )
+            })?),
         };
         s.public_url = env_ne("ALERT_PUBLIC_URL")
             .or(f.public_url)
@@ -467,6 +481,13 @@ fn apply_rule(rs: &mut RuleSettings, r: RuleFile) -> Result<(), ConfigError> {
     Ok(())
 }
 
+impl AlertSettings {
+    /// The zone alert texts write times in.
+    pub fn zone(&self) -> chrono_tz::Tz {
+        self.tz.unwrap_or(chrono_tz::UTC)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -522,9 +543,30 @@ mod tests {
             "[rules.nope]\nenabled = true",
             "[rules.burst]\nevery_sec = 0",
             "language = \"fr\"",
+            "tz = \"Mars/Olympus\"",
         ] {
             let f: AlertsFile = toml::from_str(bad).unwrap();
             assert!(AlertSettings::build(Some(f), &none).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn alert_times_are_written_in_the_configured_zone() {
+        let f: AlertsFile = toml::from_str("tz = \"Asia/Shanghai\"").unwrap();
+        let s = AlertSettings::build(Some(f), &|_: &str| None).unwrap();
+        let v = super::super::text::Voice {
+            lang: s.lang,
+            tz: s.zone(),
+        };
+        // 2026-12-03T10:00:00Z
+        assert_eq!(v.time(1_796_292_000_000), "2026-12-03T18:00:00+08:00");
+        assert_eq!(
+            v.time_text("2026-12-03T10:00:00Z"),
+            "2026-12-03T18:00:00+08:00"
+        );
+        assert_eq!(v.time_text("not a time"), "not a time");
+        // Unset: the configuration resolves it from `[monitor] tz` (UTC here).
+        let unset = AlertSettings::build(None, &|_: &str| None).unwrap();
+        assert_eq!(unset.zone(), chrono_tz::UTC);
     }
 }

@@ -37,3 +37,31 @@ pub fn named(name: &str, id: i64) -> String {
         format!("{name} (#{id})")
     }
 }
+
+/// How alert texts speak: their language and the zone their times are written in.
+#[derive(Debug, Clone, Copy)]
+pub struct Voice {
+    pub lang: super::settings::Lang,
+    pub tz: chrono_tz::Tz,
+}
+
+impl Voice {
+    /// `ms` as ISO 8601 with the zone's offset (`2026-12-03T18:00:00+08:00`).
+    pub fn time(&self, ms: i64) -> String {
+        chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+            || ms.to_string(),
+            |t| {
+                t.with_timezone(&self.tz)
+                    .format("%Y-%m-%dT%H:%M:%S%:z")
+                    .to_string()
+            },
+        )
+    }
+
+    /// An RFC 3339 time (as the monitor answers) in the zone, or as given if it is not one.
+    pub fn time_text(&self, rfc: &str) -> String {
+        chrono::DateTime::parse_from_rfc3339(rfc)
+            .map(|t| self.time(t.timestamp_millis()))
+            .unwrap_or_else(|_| rfc.to_owned())
+    }
+}
