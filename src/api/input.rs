@@ -45,8 +45,62 @@ fn typed<T: DeserializeOwned>(v: Value) -> ApiResult<T> {
             return ApiError::invalid(&path, "是未知字段");
         }
         let field = if path == "." { "body" } else { path.as_str() };
-        ApiError::invalid(field, format!("格式错误（{msg}）"))
+        ApiError::invalid(field, describe(msg))
     })
+}
+
+/// What serde found wrong, said in the API's language (its own English words are for the
+/// logs, not the caller).
+fn describe(msg: &str) -> String {
+    let kind = |want: &str| -> &'static str {
+        let w = want.to_ascii_lowercase();
+        if w.contains("amount of") {
+            "金额（十进制字符串，如 \"10.00\"）"
+        } else if w.contains("integer")
+            || w.contains("i64")
+            || w.contains("u64")
+            || w.contains("u32")
+        {
+            "整数"
+        } else if w.contains("boolean") {
+            "布尔值"
+        } else if w.contains("string") {
+            "字符串"
+        } else if w.contains("sequence") || w.contains("array") {
+            "数组"
+        } else if w.contains("map") || w.contains("struct") || w.contains("object") {
+            "对象"
+        } else if w.contains("number") || w.contains("f64") {
+            "数字"
+        } else {
+            "正确的格式"
+        }
+    };
+    if let Some(rest) = msg.strip_prefix("invalid type: ") {
+        let want = rest.split_once(", expected ").map_or("", |(_, w)| w);
+        return format!("类型错误，应为{}", kind(want));
+    }
+    if let Some(rest) = msg.strip_prefix("invalid value: ") {
+        let want = rest.split_once(", expected ").map_or("", |(_, w)| w);
+        return format!("取值无效，应为{}", kind(want));
+    }
+    if let Some(rest) = msg.strip_prefix("missing field `") {
+        return format!("缺少字段 {}", rest.trim_end_matches('`'));
+    }
+    if msg.starts_with("unknown variant `") {
+        let allowed = msg.split_once("expected ").map_or("", |(_, a)| a);
+        return format!(
+            "取值无效，可选：{}",
+            allowed.replace("one of ", "").replace('`', "")
+        );
+    }
+    if msg == "expected an object" {
+        return "类型错误，应为对象".into();
+    }
+    if msg.ends_with(" is out of range") {
+        return "超出范围".into();
+    }
+    "格式错误".into()
 }
 
 /// `v` within `[min, max]`, else a 400 naming `field`.
@@ -170,5 +224,31 @@ impl Params {
             in_range("limit", p.limit, 1, 1000)?.unwrap_or(default_limit),
             in_range("offset", p.offset, 0, i64::MAX)?.unwrap_or(0),
         ))
+    }
+}
+
+#[cfg(test)]
+mod describe_tests {
+    use super::describe;
+
+    #[test]
+    fn serdes_words_become_the_apis() {
+        assert_eq!(
+            describe("invalid type: string \"abc\", expected an integer"),
+            "类型错误，应为整数"
+        );
+        assert_eq!(
+            describe("invalid type: integer `5`, expected a string"),
+            "类型错误，应为字符串"
+        );
+        assert_eq!(describe("missing field `interval`"), "缺少字段 interval");
+        assert_eq!(
+            describe("unknown variant `hourly`, expected one of `daily`, `weekly`, `monthly`"),
+            "取值无效，可选：daily, weekly, monthly"
+        );
+        assert_eq!(describe("expected an object"), "类型错误，应为对象");
+        for m in ["something else entirely", "invalid length 3, expected 2"] {
+            assert!(!describe(m).chars().any(|c| c.is_ascii_alphabetic()), "{m}");
+        }
     }
 }

@@ -616,3 +616,34 @@ async fn every_console_page_fits_a_phone() {
     b.close().await;
     app.stop().await;
 }
+
+/// A refused create-key body says what is wrong in the API's words, naming the field, with
+/// none of serde's English (issue #24).
+#[tokio::test]
+async fn body_errors_name_the_field_without_serdes_english() {
+    let app = spawn_app().await;
+    for (body, field) in [
+        (json!({"quota": "abc"}), "quota"),
+        (json!({"count": "2"}), "count"),
+        (
+            json!({"refill": {"interval": "hourly", "amount": 5}}),
+            "refill",
+        ),
+        (json!({"limits": [null, null]}), "limits"),
+    ] {
+        let (s, v) = app.admin_post("/admin/keys", body.clone()).await;
+        assert_eq!((s, error_code(&v)), (400, "INVALID_REQUEST"), "{body}: {v}");
+        assert_eq!(v["error"]["details"]["field"], field, "{body}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        let words = msg
+            .replace(field, "")
+            .replace("daily", "")
+            .replace("weekly", "")
+            .replace("monthly", "");
+        assert!(
+            !words.chars().any(|c| c.is_ascii_alphabetic()),
+            "{body}: {msg}"
+        );
+    }
+    app.stop().await;
+}
