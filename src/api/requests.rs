@@ -189,68 +189,13 @@ fn to_csv(rows: &[crate::store::RequestLogRow], header: bool) -> Vec<u8> {
         .has_headers(header)
         .from_writer(Vec::with_capacity(rows.len() * 200));
     for r in rows {
-        if let Err(e) = w.serialize(CsvRow::from(RequestView::from(r))) {
+        // The API's own row: flat already, its field names the header, its cost in the
+        // deployment's unit.
+        if let Err(e) = w.serialize(RequestView::from(r)) {
             tracing::warn!(error = %e, "a request-log row could not be written as CSV");
         }
     }
     w.into_inner().unwrap_or_default()
-}
-
-/// A request-log row flattened for CSV (no nested values; the cost as shown by the API).
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct CsvRow {
-    timestamp: String,
-    request_id: String,
-    key_id: Option<i64>,
-    key_name: Option<String>,
-    owner_user_id: Option<i64>,
-    owner_username: Option<String>,
-    endpoint: String,
-    model: Option<String>,
-    upstream: Option<String>,
-    status: i64,
-    prompt_tokens: i64,
-    cached_tokens: i64,
-    cache_write_tokens: i64,
-    completion_tokens: i64,
-    reasoning_tokens: i64,
-    cost: super::amount::Amount,
-    latency_ms: i64,
-    ttft_ms: Option<i64>,
-    is_stream: bool,
-    estimated: bool,
-    client_ip: Option<String>,
-    error: Option<String>,
-}
-
-impl From<RequestView> for CsvRow {
-    fn from(v: RequestView) -> Self {
-        Self {
-            timestamp: v.timestamp,
-            request_id: v.request_id,
-            key_id: v.key_id,
-            key_name: v.key_name,
-            owner_user_id: v.owner_user_id,
-            owner_username: v.owner_username,
-            endpoint: v.endpoint,
-            model: v.model,
-            upstream: v.upstream,
-            status: v.status,
-            prompt_tokens: v.prompt_tokens,
-            cached_tokens: v.cached_tokens,
-            cache_write_tokens: v.cache_write_tokens,
-            completion_tokens: v.completion_tokens,
-            reasoning_tokens: v.reasoning_tokens,
-            cost: v.cost,
-            latency_ms: v.latency_ms,
-            ttft_ms: v.ttft_ms,
-            is_stream: v.is_stream,
-            estimated: v.estimated,
-            client_ip: v.client_ip,
-            error: v.error,
-        }
-    }
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -51,33 +51,31 @@ where
             other => (other.map(str::to_owned), None),
         };
         let plen = prefix.as_ref().map_or(0, |p| p.len() as i64);
-        let (total,): (i64,) = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT COUNT(*) FROM audit {AUDIT_FILTER}"
-        )))
-        .bind(exact.clone())
-        .bind(prefix.clone())
-        .bind(plen)
-        .bind(filter.target.clone())
-        .bind(filter.key_id)
-        .bind(filter.from_ms.unwrap_or(i64::MIN))
-        .bind(filter.to_ms.unwrap_or(i64::MAX))
-        .fetch_one(&self.read)
-        .await?;
-        let rows: Vec<AuditDbRow> = sqlx::query_as(AssertSqlSafe(format!(
+        // The filter's seven binds, the same for the count and the page.
+        macro_rules! bind_filter {
+            ($q:expr) => {
+                $q.bind(exact.clone())
+                    .bind(prefix.clone())
+                    .bind(plen)
+                    .bind(filter.target.clone())
+                    .bind(filter.key_id)
+                    .bind(filter.from_ms.unwrap_or(i64::MIN))
+                    .bind(filter.to_ms.unwrap_or(i64::MAX))
+            };
+        }
+        let count = format!("SELECT COUNT(*) FROM audit {AUDIT_FILTER}");
+        let (total,): (i64,) = bind_filter!(sqlx::query_as(AssertSqlSafe(count)))
+            .fetch_one(&self.read)
+            .await?;
+        let page = format!(
             "SELECT id, ts, action, target, key_id, token_hint, client_ip, details FROM audit \
              {AUDIT_FILTER} ORDER BY id DESC LIMIT $8 OFFSET $9"
-        )))
-        .bind(exact)
-        .bind(prefix)
-        .bind(plen)
-        .bind(filter.target.clone())
-        .bind(filter.key_id)
-        .bind(filter.from_ms.unwrap_or(i64::MIN))
-        .bind(filter.to_ms.unwrap_or(i64::MAX))
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(&self.read)
-        .await?;
+        );
+        let rows: Vec<AuditDbRow> = bind_filter!(sqlx::query_as(AssertSqlSafe(page)))
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&self.read)
+            .await?;
         Ok((rows.into_iter().map(Into::into).collect(), total))
     }
 
