@@ -110,6 +110,7 @@ pub struct FileConfig {
     pub db_acquire_timeout_ms: Option<u64>,
     pub admin_token: Option<String>,
     pub viewer_token: Option<String>,
+    pub secrets_key: Option<String>,
     pub key_prefix: Option<String>,
     pub daily_req_limit: Option<u64>,
     pub log_retention_days: Option<u32>,
@@ -154,6 +155,8 @@ pub struct Config {
     pub db_acquire_timeout_ms: u64,
     pub admin_token: Option<String>,
     pub viewer_token: Option<String>,
+    /// Seals the stored channels' upstream keys and header values (any passphrase).
+    pub secrets_key: Option<String>,
     pub key_prefix: String,
     pub daily_req_limit: Option<u64>,
     /// Wrong credentials one client address may send in a minute before it is blocked
@@ -184,6 +187,7 @@ impl Default for Config {
             db_acquire_timeout_ms: 5_000,
             admin_token: None,
             viewer_token: None,
+            secrets_key: None,
             key_prefix: "qp".to_owned(),
             daily_req_limit: None,
             auth_failure_allowance: crate::bruteforce::ALLOWANCE,
@@ -290,6 +294,7 @@ impl Config {
                 .max(100),
             admin_token: non_empty(env("ADMIN_TOKEN")).or(non_empty(file.admin_token)),
             viewer_token: non_empty(env("VIEWER_TOKEN")).or(non_empty(file.viewer_token)),
+            secrets_key: non_empty(env("SECRETS_KEY")).or(non_empty(file.secrets_key)),
             key_prefix,
             daily_req_limit: parse_env::<u64>(env, "DAILY_REQ_LIMIT")?.or(file.daily_req_limit),
             auth_failure_allowance: parse_env::<u32>(env, "AUTH_FAILURE_ALLOWANCE")?

@@ -54,7 +54,7 @@ pub fn effective(c: &Config) -> Value {
                 "name": u.name,
                 "kind": format!("{:?}", u.kind).to_lowercase(),
                 "base_url": mask_dsn(&u.base_url),
-                "api_key": secret(u.api_key.as_deref()),
+                "api_keys": u.api_keys.iter().map(|k| secret(Some(k))).collect::<Vec<_>>(),
                 "models": u.models,
                 "weight": u.weight,
                 "priority": u.priority,

@@ -28,6 +28,7 @@ pub mod listener;
 pub mod memory;
 pub mod middleware;
 pub mod monitor;
+pub mod sealed;
 pub mod state;
 pub mod store;
 pub mod telemetry;

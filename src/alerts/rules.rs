@@ -228,7 +228,7 @@ async fn upstreams(
     let from = now_ms - rs.lookback_ms;
     let stats = src.store.upstream_stats(from, now_ms).await?;
     let mut out = Vec::new();
-    for u in &gw.upstreams {
+    for u in &gw.roster().upstreams {
         let st = stats
             .iter()
             .find(|s| s.upstream == u.s.name)
@@ -239,7 +239,8 @@ async fn upstreams(
         } else {
             0.0
         };
-        let until = u.ejected_until();
+        let health = u.health.view(now_ms);
+        let until = health.until_ms.unwrap_or(0);
         let ejected = until > now_ms;
         let failing = st.requests >= rs.min_requests && rate >= rs.error_rate;
         if !ejected && !failing {

@@ -13,18 +13,16 @@ use super::shapes::{
     Amount, AuditPage, AuditQuery, AuditView, CreateKeysRequest, CreateKeysResponse, DeletedKey,
     EnabledResponse, HistoryPage, IssuedKey, IssuedMany, IssuedOne, KeyList, KeyListQuery,
     KeyQuery, KeyRef, KeyView, PageQuery, PatchKeyRequest, ResetRequest, ResetResponse,
-    UpstreamView, UpstreamsResponse, UsageDetail, UsageQuery, UsageResponse, UsageSummary,
-    WindowQuery,
+    UsageDetail, UsageQuery, UsageResponse, UsageSummary,
 };
 use crate::error::QuotaRefusals;
 use crate::error::refusals::*;
 use crate::error::{ApiError, ApiResult};
-use crate::gateway::settings::UpstreamKind;
 use crate::keyadmin::CreateSpec;
 use crate::keys::{KeyRecord, KeyStatus, Refill, effective_counters, is_valid_prefix, status_of};
 use crate::state::AppState;
 use crate::store::KeyPatch;
-use crate::timefmt::{parse_instant, rfc3339};
+use crate::timefmt::parse_instant;
 
 use super::input::MAX_QUOTA;
 const MAX_NAME_CHARS: usize = 200;
@@ -494,69 +492,6 @@ pub async fn audit(
     }))
 }
 
-/// The gateway's upstreams: configuration, health (ejected or not) and, over
-/// `[start_ms, end_ms)` (default: the last hour), calls, error rate and latency.
-#[utoipa::path(get, path = "/admin/upstreams", tag = "admin",
-    security(("adminToken" = []), ("viewerToken" = [])),
-    params(WindowQuery),
-    responses((status = 200, body = UpstreamsResponse), QuotaRefusals<{ BAD | AUTH | UNAVAILABLE }>))]
-pub async fn upstreams(
-    State(st): State<AppState>,
-    _op: Operator,
-    QueryMap(q): QueryMap,
-) -> ApiResult<Json<UpstreamsResponse>> {
-    let w: WindowQuery = Params::new(q, None)?.get()?;
-    let now = chrono::Utc::now().timestamp_millis();
-    let end = input::in_range("end_ms", w.end_ms, 0, input::MAX_MS)?.unwrap_or(now);
-    let start = input::in_range("start_ms", w.start_ms, 0, input::MAX_MS)?
-        .unwrap_or(end.saturating_sub(3_600_000));
-    if start >= end {
-        return Err(ApiError::invalid("start_ms", "必须小于 end_ms"));
-    }
-    let stats = st.store.upstream_stats(start, end).await?;
-    let upstreams = st
-        .gateway
-        .upstreams
-        .iter()
-        .map(|u| {
-            let s = stats
-                .iter()
-                .find(|s| s.upstream == u.s.name)
-                .cloned()
-                .unwrap_or_default();
-            let until = u.ejected_until();
-            UpstreamView {
-                name: u.s.name.clone(),
-                kind: match u.s.kind {
-                    UpstreamKind::Mock => "mock",
-                    UpstreamKind::Openai => "openai",
-                },
-                priority: u.s.priority,
-                weight: u.s.weight,
-                models: u.s.models.clone(),
-                state: if until > now { "ejected" } else { "healthy" },
-                ejected_until: (until > now).then(|| rfc3339(until)),
-                consecutive_failures: u.consecutive_failures(),
-                requests: s.requests,
-                errors: s.errors,
-                error_rate: if s.requests > 0 {
-                    s.errors as f64 / s.requests as f64
-                } else {
-                    0.0
-                },
-                avg_latency_ms: s.avg_latency_ms.round() as i64,
-                p95_latency_ms: s.p95_latency_ms,
-                avg_ttft_ms: s.avg_ttft_ms.map(|v| v.round() as i64),
-            }
-        })
-        .collect();
-    Ok(Json(UpstreamsResponse {
-        upstreams,
-        start_ms: start,
-        end_ms: end,
-    }))
-}
-
 /// Key administration, usage, audit and the request log.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -569,5 +504,4 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(usage))
         .routes(routes!(usage_history))
         .routes(routes!(audit))
-        .routes(routes!(upstreams))
 }

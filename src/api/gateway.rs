@@ -199,7 +199,7 @@ pub async fn models(
     let anthropic = headers.contains_key("anthropic-version");
     let mut seen = std::collections::BTreeSet::new();
     let mut data = Vec::new();
-    for up in &st.gateway.upstreams {
+    for up in st.gateway.roster().upstreams.iter().filter(|u| u.usable()) {
         for m in up.listed_models() {
             let ok = allowed.as_ref().is_none_or(|a| {
                 a.iter()

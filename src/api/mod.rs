@@ -18,3 +18,4 @@ pub mod requests;
 pub mod responses;
 pub mod schema;
 pub mod shapes;
+pub mod upstreams;

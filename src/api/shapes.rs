@@ -670,32 +670,3 @@ pub struct WindowQuery {
     #[param(minimum = 0, maximum = 4000000000000000000_i64)]
     pub end_ms: Option<i64>,
 }
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct UpstreamView {
-    pub name: String,
-    /// `mock` or `openai`.
-    pub kind: &'static str,
-    pub priority: i32,
-    pub weight: u32,
-    pub models: Vec<String>,
-    /// `healthy` or `ejected`.
-    pub state: &'static str,
-    pub ejected_until: Option<String>,
-    pub consecutive_failures: u32,
-    pub requests: i64,
-    pub errors: i64,
-    pub error_rate: f64,
-    pub avg_latency_ms: i64,
-    pub p95_latency_ms: i64,
-    pub avg_ttft_ms: Option<i64>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct UpstreamsResponse {
-    pub upstreams: Vec<UpstreamView>,
-    pub start_ms: i64,
-    pub end_ms: i64,
-}

@@ -200,6 +200,7 @@ impl App {
             config.daily_req_limit,
             ledger.clone(),
             store.clone(),
+            crate::sealed::Sealer::new(config.secrets_key.as_deref()),
         )
         .await?;
         let upstreams = config.gateway.upstreams.iter().map(|u| u.name.clone());
@@ -215,6 +216,7 @@ impl App {
         let background = vec![
             ledger.spawn_change_follower(Duration::from_secs(1)),
             ledger.spawn_hold_keeper(),
+            gateway.spawn_channel_follower(Duration::from_millis(500)),
             spawn_retention(store.clone(), clock, config.retention.clone()),
         ];
         let state = AppState(Arc::new(AppInner {

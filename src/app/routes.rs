@@ -17,7 +17,7 @@ use crate::api::metrics::MetricsState;
 use crate::api::monitor::MonitorState;
 use crate::api::{
     admin, alerts, doc, gateway, health, messages, metrics, monitor, prices, quota, requests,
-    responses,
+    responses, upstreams,
 };
 use crate::config::Config;
 use crate::error::{ApiError, Family};
@@ -59,7 +59,8 @@ pub fn router(surfaces: Surfaces, config: &Config) -> Router {
                     .apply(
                         admin::router()
                             .merge(prices::router())
-                            .merge(requests::router()),
+                            .merge(requests::router())
+                            .merge(upstreams::router()),
                         Family::Quota,
                         true,
                     )

@@ -22,7 +22,8 @@ pub struct QuotaError {
 pub struct QuotaErrorBody {
     /// `INVALID_REQUEST`, `UNAUTHORIZED`, `FORBIDDEN`, `KEY_DISABLED`, `KEY_EXPIRED`,
     /// `KEY_NOT_FOUND`, `NOT_FOUND`, `METHOD_NOT_ALLOWED`, `PAYLOAD_TOO_LARGE`,
-    /// `QUOTA_EXCEEDED`, `RATE_LIMITED`, `INTERNAL_ERROR`, `UNAVAILABLE`.
+    /// `QUOTA_EXCEEDED`, `RATE_LIMITED`, `INTERNAL_ERROR`, `UNAVAILABLE`,
+    /// `UPSTREAM_NOT_FOUND`, `UPSTREAM_EXISTS`, `UPSTREAM_READ_ONLY`, `UPSTREAM_SEALED`.
     #[schema(value_type = String)]
     pub code: &'static str,
     pub message: String,
@@ -134,6 +135,31 @@ impl ApiError {
             format!("配额不足，剩余配额：{remaining}，请求配额：{requested}"),
         )
         .with_details(json!({ "key": key_hint, "remaining": remaining, "requested": requested }))
+    }
+
+    pub fn upstream_not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "UPSTREAM_NOT_FOUND", "上游不存在")
+    }
+
+    pub fn upstream_exists() -> Self {
+        Self::new(StatusCode::CONFLICT, "UPSTREAM_EXISTS", "已有同名上游")
+    }
+
+    pub fn upstream_read_only() -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "UPSTREAM_READ_ONLY",
+            "该上游来自配置文件，只读：请修改配置文件",
+        )
+    }
+
+    /// Stored secrets that cannot be opened (SECRETS_KEY missing or changed).
+    pub fn upstream_sealed() -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "UPSTREAM_SEALED",
+            "无法解密该上游的密钥：请设置原来的 SECRETS_KEY，或同时重新填写 apiKeys 和 headers",
+        )
     }
 
     pub fn not_found_route() -> Self {

@@ -17,8 +17,9 @@ pub const LIMITED: u16 = 1 << 5;
 pub const BAD_GATEWAY: u16 = 1 << 6;
 pub const UNAVAILABLE: u16 = 1 << 7;
 pub const GATEWAY_TIMEOUT: u16 = 1 << 8;
+pub const CONFLICT: u16 = 1 << 9;
 
-const STATUSES: [(u16, u16, &str); 9] = [
+const STATUSES: [(u16, u16, &str); 10] = [
     (BAD, 400, "Invalid request: the field at fault is named"),
     (AUTH, 401, "Missing or wrong credentials"),
     (
@@ -27,6 +28,11 @@ const STATUSES: [(u16, u16, &str); 9] = [
         "Not allowed for these credentials or this key",
     ),
     (NOT_FOUND, 404, "No such key, model or resource"),
+    (
+        CONFLICT,
+        409,
+        "In conflict with what exists (a name taken, a read-only resource)",
+    ),
     (TOO_LARGE, 413, "Request body over the limit"),
     (
         LIMITED,

@@ -90,8 +90,18 @@ async fn embeddings(axum::Json(body): axum::Json<Value>) -> Response {
     axum::Json(mock::embeddings(&body)).into_response()
 }
 
+/// The models the mock answers for, as OpenAI's `/v1/models` lists them.
+async fn models() -> Response {
+    let data: Vec<Value> = ["mock-chat", "mock-reasoner", "mock-embedding"]
+        .iter()
+        .map(|id| serde_json::json!({"id": id, "object": "model", "owned_by": "mock"}))
+        .collect();
+    axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
+}
+
 pub fn router(chunk_delay: Duration) -> Router {
     Router::new()
+        .route("/v1/models", axum::routing::get(models))
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .route("/v1/embeddings", post(embeddings))

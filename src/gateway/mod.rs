@@ -4,8 +4,11 @@
 mod adapter;
 pub mod anthropic;
 pub mod call;
+pub mod channel_admin;
+pub mod channels;
 pub mod client_ip;
 pub mod endpoint;
+pub mod health;
 pub mod limits;
 pub mod mock;
 pub mod mock_server;
@@ -14,6 +17,7 @@ pub mod redact;
 mod relay;
 pub mod reqlog;
 pub mod responses;
+pub mod roster;
 pub mod secret_stream;
 pub mod secrets;
 pub mod settings;
@@ -25,32 +29,38 @@ pub mod upstream;
 mod upstream_call;
 pub mod usage;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
 
 use crate::ledger::Ledger;
-use crate::store::Store;
+use crate::sealed::Sealer;
+use crate::store::{Store, StoreResult};
+use health::HealthPolicy;
 use limits::Limiter;
 use reqlog::{LoggerHandle, RequestLogger};
+use roster::{Roster, Sources};
 use settings::GatewaySettings;
-use upstream::Upstream;
 
 pub use endpoint::Endpoint;
 
 pub struct Gateway {
     pub settings: GatewaySettings,
-    pub upstreams: Vec<Arc<Upstream>>,
+    /// The upstreams in use: replaced whole when channels change (see `roster.rs`).
+    roster: RwLock<Arc<Roster>>,
     pub limiter: Limiter,
     pub logger: RequestLogger,
     pub daily_default: Option<u64>,
     http: reqwest::Client,
     ledger: Arc<Ledger>,
+    store: Arc<dyn Store>,
+    /// Opens and seals the stored channels' secrets.
+    pub sealer: Sealer,
+    /// Reloads one at a time, so an older read never replaces a newer snapshot.
+    reloading: tokio::sync::Mutex<()>,
     /// Streams still being pumped: shutdown waits for them to settle and log.
     tracker: TaskTracker,
-    /// Our upstream keys and header values, masked in every answer.
-    secrets: secrets::Scanner,
 }
 
 pub struct GatewayHandle {
@@ -69,20 +79,11 @@ impl Gateway {
         daily_default: Option<u64>,
         ledger: Arc<Ledger>,
         store: Arc<dyn Store>,
+        sealer: Sealer,
     ) -> Result<(Arc<Self>, GatewayHandle), GatewayError> {
         // One process-wide TLS provider; a second install attempt is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let connect_timeout = settings
-            .upstreams
-            .iter()
-            .map(|u| u.connect_timeout_ms)
-            .min()
-            .unwrap_or(5_000);
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(connect_timeout))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .build()
+        let http = roster::http_client(DEFAULT_CONNECT_MS)
             .map_err(|e| GatewayError::Http(e.to_string()))?;
         let (logger, logger_handle) =
             RequestLogger::start(store.clone(), Duration::from_millis(settings.log_flush_ms));
@@ -95,35 +96,105 @@ impl Gateway {
             Ok(counts) => limiter.seed_daily(now, &counts),
             Err(e) => tracing::warn!(error = %e, "could not restore daily request counts"),
         }
-        let secrets = secrets::Scanner::new(settings.upstreams.iter().flat_map(|u| {
-            u.api_key
-                .as_deref()
-                .into_iter()
-                .chain(u.headers.values().map(String::as_str))
-        }));
-        let upstreams = settings
-            .upstreams
-            .iter()
-            .cloned()
-            .map(|u| Arc::new(Upstream::new(u)))
-            .collect();
+        let empty = Roster::build(
+            &Sources {
+                config: &settings.upstreams,
+                mock_fallback: stand_in(&settings),
+                records: &[],
+                generation: -1,
+                sealer: &sealer,
+                policy: policy_of(&settings),
+                http: &http,
+                default_connect_ms: DEFAULT_CONNECT_MS,
+            },
+            None,
+        );
         let gw = Arc::new(Self {
             settings,
-            upstreams,
+            roster: RwLock::new(Arc::new(empty)),
             limiter,
             logger,
             daily_default,
             http,
             ledger,
+            store,
+            sealer,
+            reloading: tokio::sync::Mutex::new(()),
             tracker: TaskTracker::new(),
-            secrets,
         });
+        if let Err(e) = gw.reload_channels().await {
+            tracing::error!(error = %e, "could not read the stored channels; serving the configured upstreams");
+        }
         Ok((
             gw,
             GatewayHandle {
                 logger: logger_handle,
             },
         ))
+    }
+
+    /// The gateway's clock (the ledger's), in epoch ms.
+    pub fn now_ms(&self) -> i64 {
+        self.ledger.now_ms()
+    }
+
+    /// The upstreams in use now.
+    pub fn roster(&self) -> Arc<Roster> {
+        // Only ever replaced whole under the lock: a poisoned one still holds a snapshot.
+        self.roster
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Reads the stored channels and replaces the snapshot (upstream health carried over).
+    pub async fn reload_channels(&self) -> StoreResult<()> {
+        let _one = self.reloading.lock().await;
+        let generation = self.store.upstream_generation().await?;
+        let records = self.store.upstreams().await?;
+        let previous = self.roster();
+        let next = Roster::build(
+            &Sources {
+                config: &self.settings.upstreams,
+                mock_fallback: stand_in(&self.settings),
+                records: &records,
+                generation,
+                sealer: &self.sealer,
+                policy: policy_of(&self.settings),
+                http: &self.http,
+                default_connect_ms: DEFAULT_CONNECT_MS,
+            },
+            Some(&previous),
+        );
+        *self.roster.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+        Ok(())
+    }
+
+    /// Follows channel changes made by other instances: the generation is read every
+    /// `every` and the channels reloaded when it moved.
+    pub fn spawn_channel_follower(
+        self: &Arc<Self>,
+        every: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(gw) = weak.upgrade() else { return };
+                let seen = gw.roster().generation;
+                match gw.store.upstream_generation().await {
+                    Ok(g) if g != seen => {
+                        if let Err(e) = gw.reload_channels().await {
+                            tracing::warn!(error = %e, "could not reload the channels");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "channel generation unreadable"),
+                }
+            }
+        })
     }
 
     /// Waits for open streams to finish settling. Call before stopping the ledger.
@@ -137,6 +208,25 @@ impl Gateway {
         {
             tracing::warn!("stopping with calls still waiting for their settlement");
         }
+    }
+}
+
+/// The connect timeout of the shared client (an upstream with another gets its own).
+const DEFAULT_CONNECT_MS: u64 = 5_000;
+
+/// Whether the configured upstreams are only the stand-in mock (nothing configured).
+pub(crate) fn stand_in(s: &GatewaySettings) -> bool {
+    s.mock_fallback
+        && s.upstreams
+            .iter()
+            .all(|u| u.kind == settings::UpstreamKind::Mock)
+}
+
+fn policy_of(s: &GatewaySettings) -> HealthPolicy {
+    HealthPolicy {
+        after: s.eject_after_failures,
+        window_ms: s.eject_window_ms,
+        cooldown_ms: s.eject_cooldown_ms,
     }
 }
 

@@ -16,9 +16,10 @@ use tokio::sync::mpsc;
 use super::adapter;
 use super::call::{Call, CallError, Outcome};
 use super::endpoint::{Endpoint, Protocol};
+use super::health::Gate;
 use super::limits::{self, Limits};
 use super::stages::{self, Request};
-use super::upstream::Upstream;
+use super::upstream::{KeyPick, Upstream};
 use super::upstream_call::{self, AttemptError, ByteStream, Outgoing, Reply};
 use super::usage::Metered;
 use super::{Gateway, client_ip};
@@ -138,7 +139,7 @@ impl Gateway {
         call.row.is_stream = req.stream;
         let now = self.ledger.now_ms();
         stages::policy(&rec, &req.model, ip, now)?;
-        let mut upstreams = stages::route(&self.upstreams, endpoint, &req.model, now)?;
+        let mut upstreams = stages::route(&self.roster().upstreams, endpoint, &req.model, now)?;
         // Money mode serves a call only where it has a price for it: never free.
         let billing = &self.settings.billing;
         let start = call.row.ts;
@@ -255,8 +256,35 @@ impl Gateway {
         upstreams: Vec<Arc<Upstream>>,
     ) -> Outcome {
         let mut last_error = String::from("no upstream answered");
-        let attempts = self.settings.max_attempts as usize;
-        for up in upstreams.iter().take(attempts) {
+        let mut attempts = self.settings.max_attempts as usize;
+        // An ejected upstream past its cooldown lets one probe through; others wait behind
+        // it and are tried only when everything else failed (as the ejected ones are).
+        let mut deferred: Vec<Arc<Upstream>> = Vec::new();
+        let mut queue: std::collections::VecDeque<(Arc<Upstream>, bool)> =
+            upstreams.into_iter().map(|u| (u, false)).collect();
+        while let Some((up, last_resort)) = queue.pop_front() {
+            if attempts == 0 {
+                break;
+            }
+            if !last_resort && up.health.gate(self.ledger.now_ms()) == Gate::Closed {
+                deferred.push(up);
+                if queue.is_empty() {
+                    queue.extend(deferred.drain(..).map(|u| (u, true)));
+                }
+                continue;
+            }
+            let key = match up.next_key() {
+                KeyPick::NoKey => None,
+                KeyPick::Key(i, k) => Some((i, k)),
+                KeyPick::AllDisabled => {
+                    last_error = format!("{}: every upstream key was refused", up.s.name);
+                    if queue.is_empty() {
+                        queue.extend(deferred.drain(..).map(|u| (u, true)));
+                    }
+                    continue;
+                }
+            };
+            attempts -= 1;
             // Same body for every attempt, but for the model name this upstream knows; a
             // protocol the upstream does not speak goes to it translated to chat.
             let model = Value::String(up.upstream_model(&req.model).to_owned());
@@ -283,14 +311,19 @@ impl Gateway {
                 endpoint: how.endpoint,
                 translated,
             };
-            let attempt = self.attempt(&mut call, up, out, &req.model).await;
+            let attempt = self.attempt(&mut call, &up, key, out, &req.model).await;
             if matches!(attempt, Attempt::Answered(_))
                 && let Err(e) = self.confirm_hold(&mut call).await
             {
                 return self.refuse(call, e);
             }
             match attempt {
-                Attempt::Failed(why) => last_error = why,
+                Attempt::Failed(why) => {
+                    last_error = why;
+                    if queue.is_empty() {
+                        queue.extend(deferred.drain(..).map(|u| (u, true)));
+                    }
+                }
                 Attempt::Answered(Reply::Full { status, body }) => {
                     return self.answer_full(call, entry, shape, &req, status, body);
                 }
@@ -303,55 +336,77 @@ impl Gateway {
     }
 
     /// One attempt: its time counted as upstream wait, its failure counted against the
-    /// upstream (which is ejected after enough in a row).
+    /// upstream's health (ejected after enough within its window), a key the upstream
+    /// refused set aside.
     async fn attempt(
         &self,
         call: &mut Call,
-        up: &Upstream,
+        up: &Arc<Upstream>,
+        key: Option<(usize, &str)>,
         out: Outgoing<'_>,
         model: &str,
     ) -> Attempt {
         let started = Instant::now();
         call.attempt_started = Some(started);
         let reply = upstream_call::call(
-            &self.http,
             up,
+            key.map(|(_, k)| k),
             out,
             &call.row.request_id,
             self.settings.max_response_bytes,
         )
         .await;
         call.upstream_wait += started.elapsed();
-        let failed = |kind: &'static str| {
+        let failed = |kind: &'static str, why: &str| {
             metrics::counter!(telemetry::UPSTREAM_ERRORS, "upstream" => up.s.name.clone(), "kind" => kind)
                 .increment(1);
-            up.record_failure(
-                self.ledger.now_ms(),
-                self.settings.eject_after_failures,
-                self.settings.eject_cooldown_ms,
-            );
+            if up.health.failure(self.ledger.now_ms(), why, up.policy) {
+                tracing::warn!(upstream = %up.s.name, reason = why, "upstream ejected");
+                metrics::counter!(crate::telemetry::UPSTREAM_EJECTIONS, "upstream" => up.s.name.clone())
+                    .increment(1);
+            }
         };
         match reply {
             Err(e) => {
-                failed(match e {
-                    AttemptError::Connect(_) => "connect",
-                    AttemptError::Timeout => "timeout",
-                    AttemptError::TooLarge(_) => "too_large",
-                });
-                tracing::warn!(upstream = %up.s.name, request_id = %call.row.request_id, error = %e, "upstream attempt failed");
-                Attempt::Failed(format!("{}: {e}", up.s.name))
+                let why = e.to_string();
+                failed(
+                    match e {
+                        AttemptError::Connect(_) => "connect",
+                        AttemptError::Timeout => "timeout",
+                        AttemptError::TooLarge(_) => "too_large",
+                    },
+                    &why,
+                );
+                tracing::warn!(upstream = %up.s.name, request_id = %call.row.request_id, error = %why, "upstream attempt failed");
+                Attempt::Failed(format!("{}: {why}", up.s.name))
+            }
+            Ok(Reply::Full { status, ref body })
+                if key.is_some() && upstream_call::key_refused(status, body) =>
+            {
+                // Our key, not the caller's request: set that key aside and try on.
+                let why = format!("HTTP {status}");
+                if let Some((idx, _)) = key {
+                    self.key_refused(up, idx, &why).await;
+                }
+                metrics::counter!(telemetry::UPSTREAM_ERRORS, "upstream" => up.s.name.clone(), "kind" => "key_refused")
+                    .increment(1);
+                Attempt::Failed(format!("{}: upstream key refused ({why})", up.s.name))
             }
             Ok(Reply::Full { status, .. }) if status == 429 || status >= 500 => {
-                failed(if status == 429 {
-                    "status_429"
-                } else {
-                    "status_5xx"
-                });
+                let why = format!("HTTP {status}");
+                failed(
+                    if status == 429 {
+                        "status_429"
+                    } else {
+                        "status_5xx"
+                    },
+                    &why,
+                );
                 tracing::warn!(upstream = %up.s.name, request_id = %call.row.request_id, status, "upstream attempt failed");
-                Attempt::Failed(format!("{}: HTTP {status}", up.s.name))
+                Attempt::Failed(format!("{}: {why}", up.s.name))
             }
             Ok(reply) => {
-                up.record_success();
+                up.health.success(self.ledger.now_ms());
                 if let Reply::Full { status, .. } = &reply {
                     if *status >= 400 {
                         metrics::counter!(telemetry::UPSTREAM_ERRORS, "upstream" => up.s.name.clone(), "kind" => "status_4xx")
@@ -397,16 +452,12 @@ impl Gateway {
                 self.ledger.release(&entry, hold);
             }
             call.row.error = Some(format!("upstream answered HTTP {status}"));
-            let keys: Vec<&str> = self
-                .upstreams
-                .iter()
-                .filter_map(|u| u.s.api_key.as_deref())
-                .collect();
-            let redacted = super::redact::error_body(status, &bytes, &keys);
+            let roster = self.roster();
+            let redacted = super::redact::error_body(status, &bytes, &roster.key_texts());
             adapter::refusal(shape.endpoint, status, redacted)
         };
         // Whatever the status: no credential of ours leaves in an answer.
-        let bytes = match self.secrets.mask(&bytes) {
+        let bytes = match self.roster().secrets.mask(&bytes) {
             std::borrow::Cow::Borrowed(_) => bytes,
             std::borrow::Cow::Owned(masked) => {
                 tracing::warn!(request_id = %call.row.request_id, status, "an upstream answer echoed a credential; masked");
@@ -555,7 +606,8 @@ impl Gateway {
         let mut error: Option<String> = None;
         let model_label = telemetry::model_label(&req.model);
         let up_label = call.row.upstream.clone().unwrap_or_default();
-        let mut guard = super::secret_stream::StreamGuard::new(&self.secrets);
+        let secrets = self.roster().secrets.clone();
+        let mut guard = super::secret_stream::StreamGuard::new(&secrets);
         while !meter.done() {
             let next = tokio::select! {
                 _ = tx.closed() => {

@@ -32,6 +32,9 @@ pub struct UpstreamFile {
     pub api_key: Option<String>,
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// Several keys, used in turn (with or instead of `api_key`).
+    #[serde(default)]
+    pub api_keys: Vec<String>,
     /// Model names or globs (`deepseek-*`, `*`) this upstream serves.
     #[serde(default)]
     pub models: Vec<String>,
@@ -59,6 +62,7 @@ pub struct GatewayFile {
     pub max_attempts: Option<u32>,
     pub eject_after_failures: Option<u32>,
     pub eject_cooldown_ms: Option<u64>,
+    pub eject_window_ms: Option<u64>,
     pub trusted_proxies: Option<Vec<String>>,
     pub client_ip: Option<String>,
     pub max_body_bytes: Option<usize>,
@@ -79,9 +83,12 @@ pub enum ClientIpPolicy {
 #[derive(Debug, Clone)]
 pub struct UpstreamSettings {
     pub name: String,
+    /// The channel's id when it was added from the admin API; `None` for the config file's.
+    pub id: Option<i64>,
     pub kind: UpstreamKind,
     pub base_url: String,
-    pub api_key: Option<String>,
+    /// Used in turn; a key the upstream refuses (401/403, billing) is set aside alone.
+    pub api_keys: Vec<String>,
     pub models: Vec<String>,
     pub weight: u32,
     pub priority: i32,
@@ -91,6 +98,11 @@ pub struct UpstreamSettings {
     pub headers: BTreeMap<String, String>,
     /// The caller protocols it speaks natively; any other reaches it translated to chat.
     pub protocols: Vec<Protocol>,
+    /// An operator's switch (channels from the admin API); config upstreams are always on.
+    pub enabled: bool,
+    pub tags: Vec<String>,
+    /// Its own ejection policy; `None`: the gateway's.
+    pub health: Option<super::health::HealthPolicy>,
 }
 
 #[derive(Debug, Clone)]
@@ -99,6 +111,8 @@ pub struct GatewaySettings {
     pub max_attempts: u32,
     pub eject_after_failures: u32,
     pub eject_cooldown_ms: u64,
+    /// Failures count toward ejection within this window.
+    pub eject_window_ms: u64,
     pub trusted_proxies: Vec<IpNet>,
     pub client_ip: ClientIpPolicy,
     pub max_body_bytes: usize,
@@ -117,6 +131,7 @@ impl Default for GatewaySettings {
             max_attempts: 3,
             eject_after_failures: 3,
             eject_cooldown_ms: 30_000,
+            eject_window_ms: 60_000,
             trusted_proxies: Vec::new(),
             client_ip: ClientIpPolicy::Keep,
             max_body_bytes: 4 * 1024 * 1024,
@@ -131,9 +146,10 @@ impl Default for GatewaySettings {
 pub fn mock_upstream() -> UpstreamSettings {
     UpstreamSettings {
         name: "mock".to_owned(),
+        id: None,
         kind: UpstreamKind::Mock,
         base_url: String::new(),
-        api_key: None,
+        api_keys: Vec::new(),
         models: vec!["*".to_owned()],
         weight: 1,
         priority: 0,
@@ -143,6 +159,9 @@ pub fn mock_upstream() -> UpstreamSettings {
         headers: BTreeMap::new(),
         // The mock answers every protocol in its own words.
         protocols: vec![Protocol::Chat, Protocol::Messages, Protocol::Responses],
+        enabled: true,
+        tags: Vec::new(),
+        health: None,
     }
 }
 
@@ -192,6 +211,10 @@ impl GatewaySettings {
                 .unwrap_or(d.eject_after_failures)
                 .max(1),
             eject_cooldown_ms: g.eject_cooldown_ms.unwrap_or(d.eject_cooldown_ms),
+            eject_window_ms: g
+                .eject_window_ms
+                .unwrap_or(d.eject_window_ms)
+                .clamp(1_000, 86_400_000),
             trusted_proxies: trusted,
             client_ip,
             max_body_bytes: g.max_body_bytes.unwrap_or(d.max_body_bytes),
@@ -240,7 +263,7 @@ fn upstreams_of(
                 .unwrap_or_else(|| "https://api.deepseek.com".to_owned())
                 .trim_end_matches('/')
                 .to_owned(),
-            api_key: Some(key),
+            api_keys: vec![key],
             ..mock_upstream()
         });
     }
@@ -272,16 +295,21 @@ fn upstream_from_file(
     if u.name.trim().is_empty() {
         return Err(invalid("upstreams.name", "must not be empty"));
     }
-    let api_key = match (u.api_key, u.api_key_env) {
-        (Some(k), _) => Some(k),
-        (None, Some(var)) => Some(env(&var).filter(|v| !v.is_empty()).ok_or_else(|| {
+    let mut api_keys: Vec<String> = match (u.api_key, u.api_key_env) {
+        (Some(k), _) => vec![k],
+        (None, Some(var)) => vec![env(&var).filter(|v| !v.is_empty()).ok_or_else(|| {
             invalid(
                 "upstreams.api_key_env",
                 format!("{} names unset variable {var}", u.name),
             )
-        })?),
-        (None, None) => None,
+        })?],
+        (None, None) => Vec::new(),
     };
+    for k in u.api_keys {
+        if !k.trim().is_empty() && !api_keys.contains(&k) {
+            api_keys.push(k);
+        }
+    }
     let base_url = match u.kind {
         UpstreamKind::Mock => String::new(),
         UpstreamKind::Openai => {
@@ -318,9 +346,10 @@ fn upstream_from_file(
     };
     Ok(UpstreamSettings {
         name: u.name,
+        id: None,
         kind: u.kind,
         base_url,
-        api_key,
+        api_keys,
         models: if u.models.is_empty() {
             vec!["*".to_owned()]
         } else {
@@ -333,6 +362,9 @@ fn upstream_from_file(
         model_map: u.model_map,
         headers: u.headers,
         protocols,
+        enabled: true,
+        tags: Vec::new(),
+        health: None,
     })
 }
 

@@ -519,10 +519,12 @@ mod tests {
 
     #[test]
     fn route_names_a_model_nobody_serves() {
-        let only = Arc::new(Upstream::new(crate::gateway::settings::UpstreamSettings {
-            models: vec!["mock-*".into()],
-            ..mock_upstream()
-        }));
+        let only = Arc::new(Upstream::for_tests(
+            crate::gateway::settings::UpstreamSettings {
+                models: vec!["mock-*".into()],
+                ..mock_upstream()
+            },
+        ));
         assert_eq!(
             route(std::slice::from_ref(&only), Endpoint::Chat, "mock-1", 0)
                 .unwrap()

@@ -1,35 +1,118 @@
-//! Upstreams and routing: highest priority first, weighted random within a priority, and a
-//! failing upstream ejected for a cooldown.
+//! Upstreams and routing: highest priority first, weighted random within a priority, an
+//! ejected upstream last (see `health.rs`), a disabled one never; each upstream's keys used
+//! in turn, a refused key set aside alone.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
+use super::channels::{KeyState, hint};
 use super::endpoint::{Endpoint, Protocol};
+use super::health::{Health, HealthPolicy};
 use super::settings::{UpstreamSettings, glob_match};
+
+/// One upstream API key and, once the upstream refused it, why and when.
+#[derive(Debug)]
+pub struct UpstreamKey {
+    pub secret: String,
+    pub state: Mutex<KeyState>,
+}
+
+impl UpstreamKey {
+    fn state(&self) -> KeyState {
+        // Plain data behind the lock: usable even after a panic elsewhere.
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Which key an attempt uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyPick<'a> {
+    /// The upstream takes no key.
+    NoKey,
+    Key(usize, &'a str),
+    /// Every key was refused by the upstream.
+    AllDisabled,
+}
 
 #[derive(Debug)]
 pub struct Upstream {
     pub s: UpstreamSettings,
-    failures: AtomicU32,
-    ejected_until: AtomicI64,
+    pub health: Arc<Health>,
+    pub policy: HealthPolicy,
+    pub keys: Vec<UpstreamKey>,
+    cursor: AtomicUsize,
+    /// Why it cannot be used at all (its stored secrets cannot be opened).
+    pub broken: Option<String>,
+    /// An API channel's stored secrets text: a key state written back must find it
+    /// unchanged (no state lands on keys an operator has just replaced).
+    pub stored_secrets: Option<String>,
+    pub http: reqwest::Client,
     /// Endpoint URLs, parsed once, by `Endpoint::index`.
     urls: [Option<reqwest::Url>; Endpoint::ALL.len()],
+    models_url: Option<reqwest::Url>,
 }
 
 impl Upstream {
-    pub fn new(s: UpstreamSettings) -> Self {
+    pub fn new(
+        s: UpstreamSettings,
+        policy: HealthPolicy,
+        health: Arc<Health>,
+        http: reqwest::Client,
+        key_state: &[KeyState],
+    ) -> Self {
         let url = |e: Endpoint| reqwest::Url::parse(&format!("{}/{}", s.base_url, e.path())).ok();
         let urls = Endpoint::ALL.map(url);
+        let models_url = reqwest::Url::parse(&format!("{}/models", s.base_url)).ok();
+        let keys = s
+            .api_keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| UpstreamKey {
+                secret: k.clone(),
+                state: Mutex::new(key_state.get(i).cloned().unwrap_or_else(|| KeyState {
+                    fp: String::new(),
+                    hint: hint(k),
+                    disabled_reason: None,
+                    disabled_at_ms: None,
+                })),
+            })
+            .collect();
         Self {
             s,
-            failures: AtomicU32::new(0),
-            ejected_until: AtomicI64::new(0),
+            health,
+            policy,
+            keys,
+            cursor: AtomicUsize::new(fastrand::usize(..1024)),
+            broken: None,
+            stored_secrets: None,
+            http,
             urls,
+            models_url,
         }
+    }
+
+    /// With the default policy, its own health and a fresh client (tests).
+    #[cfg(test)]
+    pub(crate) fn for_tests(s: UpstreamSettings) -> Self {
+        let p = HealthPolicy {
+            after: 3,
+            window_ms: 60_000,
+            cooldown_ms: 30_000,
+        };
+        Self::new(s, p, Arc::default(), test_client(), &[])
     }
 
     pub fn url(&self, e: Endpoint) -> Option<&reqwest::Url> {
         self.urls[e.index()].as_ref()
+    }
+
+    pub fn models_url(&self) -> Option<&reqwest::Url> {
+        self.models_url.as_ref()
+    }
+
+    /// Whether routing may use it at all (enabled, readable).
+    pub fn usable(&self) -> bool {
+        self.s.enabled && self.broken.is_none()
     }
 
     /// Whether this upstream speaks `p` natively (else it is reached translated to chat).
@@ -50,34 +133,39 @@ impl Upstream {
             .unwrap_or(model)
     }
 
-    pub fn ejected(&self, now_ms: i64) -> bool {
-        self.ejected_until.load(Ordering::Relaxed) > now_ms
-    }
-
-    /// Until when (epoch ms) it is ejected; in the past when it is not.
-    pub fn ejected_until(&self) -> i64 {
-        self.ejected_until.load(Ordering::Relaxed)
-    }
-
-    pub fn consecutive_failures(&self) -> u32 {
-        self.failures.load(Ordering::Relaxed)
-    }
-
-    pub fn record_success(&self) {
-        self.failures.store(0, Ordering::Relaxed);
-    }
-
-    /// Counts a failure; after `threshold` in a row, ejects for `cooldown_ms`.
-    pub fn record_failure(&self, now_ms: i64, threshold: u32, cooldown_ms: u64) {
-        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if n >= threshold {
-            let until = now_ms.saturating_add(i64::try_from(cooldown_ms).unwrap_or(i64::MAX));
-            self.ejected_until.store(until, Ordering::Relaxed);
-            self.failures.store(0, Ordering::Relaxed);
-            tracing::warn!(upstream = %self.s.name, cooldown_ms, "upstream ejected");
-            metrics::counter!(crate::telemetry::UPSTREAM_EJECTIONS, "upstream" => self.s.name.clone())
-                .increment(1);
+    /// The next key in turn that the upstream has not refused.
+    pub fn next_key(&self) -> KeyPick<'_> {
+        if self.keys.is_empty() {
+            return KeyPick::NoKey;
         }
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+        for i in 0..self.keys.len() {
+            let idx = (start + i) % self.keys.len();
+            let k = &self.keys[idx];
+            if k.state().disabled_reason.is_none() {
+                return KeyPick::Key(idx, &k.secret);
+            }
+        }
+        KeyPick::AllDisabled
+    }
+
+    /// Sets key `idx` aside; true when it was in use until now.
+    pub fn disable_key(&self, idx: usize, reason: &str, now_ms: i64) -> bool {
+        let Some(k) = self.keys.get(idx) else {
+            return false;
+        };
+        let mut st = k.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.disabled_reason.is_some() {
+            return false;
+        }
+        st.disabled_reason = Some(reason.to_owned());
+        st.disabled_at_ms = Some(now_ms);
+        tracing::warn!(upstream = %self.s.name, key = %st.hint, reason, "upstream key set aside");
+        true
+    }
+
+    pub fn key_states(&self) -> Vec<KeyState> {
+        self.keys.iter().map(UpstreamKey::state).collect()
     }
 
     /// Names the models a `/v1/models` listing shows for this upstream: its exact model
@@ -103,10 +191,20 @@ impl Upstream {
     }
 }
 
+/// A client for tests (the TLS provider installed first, as `Gateway::start` does).
+#[cfg(test)]
+pub(crate) fn test_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 /// Upstreams that serve `model`, in the order to try them. Ejected ones go last (they are
-/// tried only when nothing healthy is left).
+/// tried only when nothing healthy is left); disabled ones not at all.
 pub fn candidates(ups: &[Arc<Upstream>], model: &str, now_ms: i64) -> Vec<Arc<Upstream>> {
-    let serving: Vec<&Arc<Upstream>> = ups.iter().filter(|u| u.serves(model)).collect();
+    let serving: Vec<&Arc<Upstream>> = ups
+        .iter()
+        .filter(|u| u.usable() && u.serves(model))
+        .collect();
     let mut healthy: Vec<Arc<Upstream>> = Vec::new();
     let mut ejected: Vec<Arc<Upstream>> = Vec::new();
     let mut priorities: Vec<i32> = serving.iter().map(|u| u.s.priority).collect();
@@ -132,7 +230,7 @@ pub fn candidates(ups: &[Arc<Upstream>], model: &str, now_ms: i64) -> Vec<Arc<Up
                 pick -= w;
             }
             let u = group.remove(idx);
-            if u.ejected(now_ms) {
+            if u.health.ejected(now_ms) {
                 ejected.push(u);
             } else {
                 healthy.push(u);
@@ -148,13 +246,19 @@ mod tests {
     use super::*;
     use crate::gateway::settings::mock_upstream;
 
+    const P: HealthPolicy = HealthPolicy {
+        after: 2,
+        window_ms: 10_000,
+        cooldown_ms: 1_000,
+    };
+
     fn up(name: &str, models: &[&str], priority: i32, weight: u32) -> Arc<Upstream> {
         let mut s = mock_upstream();
         s.name = name.to_owned();
         s.models = models.iter().map(|m| m.to_string()).collect();
         s.priority = priority;
         s.weight = weight;
-        Arc::new(Upstream::new(s))
+        Arc::new(Upstream::new(s, P, Arc::default(), test_client(), &[]))
     }
 
     #[test]
@@ -179,8 +283,8 @@ mod tests {
         );
         assert_eq!(candidates(&ups, "deepseek-chat", 0).len(), 1);
 
-        ups[1].record_failure(0, 2, 1000);
-        ups[1].record_failure(0, 2, 1000);
+        ups[1].health.failure(0, "HTTP 500", P);
+        ups[1].health.failure(0, "HTTP 500", P);
         let c = candidates(&ups, "gpt-4o", 10);
         assert_eq!(c.last().unwrap().s.name, "high-a", "ejected goes last");
         let c = candidates(&ups, "gpt-4o", 2000);
@@ -189,5 +293,35 @@ mod tests {
             Some(2),
             "cooldown over"
         );
+    }
+
+    #[test]
+    fn keys_in_turn_a_refused_one_alone_set_aside() {
+        let mut s = mock_upstream();
+        s.api_keys = vec!["k-one-000000000".into(), "k-two-000000000".into()];
+        s.enabled = true;
+        let u = Upstream::new(s, P, Arc::default(), test_client(), &[]);
+        let picks: Vec<usize> = (0..4)
+            .map(|_| match u.next_key() {
+                KeyPick::Key(i, _) => i,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_ne!(picks[0], picks[1], "in turn: {picks:?}");
+        assert!(u.disable_key(0, "HTTP 401", 5));
+        assert!(!u.disable_key(0, "HTTP 401", 6), "once");
+        for _ in 0..4 {
+            assert_eq!(u.next_key(), KeyPick::Key(1, "k-two-000000000"));
+        }
+        u.disable_key(1, "HTTP 402", 7);
+        assert_eq!(u.next_key(), KeyPick::AllDisabled);
+        assert_eq!(
+            u.key_states()[0].disabled_reason.as_deref(),
+            Some("HTTP 401")
+        );
+        let mut off = mock_upstream();
+        off.enabled = false;
+        let off = Arc::new(Upstream::new(off, P, Arc::default(), test_client(), &[]));
+        assert!(candidates(&[off], "m", 0).is_empty(), "disabled: never");
     }
 }

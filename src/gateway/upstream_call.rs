@@ -51,15 +51,37 @@ pub struct Outgoing<'a> {
 }
 
 pub async fn call(
-    http: &reqwest::Client,
     up: &Upstream,
+    key: Option<&str>,
     out: Outgoing<'_>,
     request_id: &str,
     max_response_bytes: usize,
 ) -> Result<Reply, AttemptError> {
     match up.s.kind {
         UpstreamKind::Mock => Ok(mock_reply(out.endpoint, out.body, out.stream, request_id)),
-        UpstreamKind::Openai => http_call(http, up, &out, max_response_bytes).await,
+        UpstreamKind::Openai => http_call(up, key, &out, max_response_bytes).await,
+    }
+}
+
+/// Whether an upstream's answer refuses the key we sent rather than the request: 401, 403,
+/// 402 (DeepSeek's "Insufficient Balance"), or a 429 that speaks of billing or quota
+/// (OpenAI's `insufficient_quota`) rather than of rate.
+pub fn key_refused(status: u16, body: &[u8]) -> bool {
+    match status {
+        401..=403 => true,
+        429 => {
+            let text = String::from_utf8_lossy(&body[..body.len().min(4096)]).to_lowercase();
+            [
+                "insufficient_quota",
+                "billing",
+                "balance",
+                "credit",
+                "exceeded your current quota",
+            ]
+            .iter()
+            .any(|w| text.contains(w))
+        }
+        _ => false,
     }
 }
 
@@ -93,8 +115,8 @@ fn mock_reply(endpoint: Endpoint, body: &Value, stream: bool, request_id: &str) 
 }
 
 async fn http_call(
-    http: &reqwest::Client,
     up: &Upstream,
+    key: Option<&str>,
     out: &Outgoing<'_>,
     max_response_bytes: usize,
 ) -> Result<Reply, AttemptError> {
@@ -102,7 +124,8 @@ async fn http_call(
     let Some(url) = up.url(endpoint) else {
         return Err(AttemptError::Connect("invalid base_url".into()));
     };
-    let mut req = http
+    let mut req = up
+        .http
         .post(url.clone())
         .header("content-type", "application/json")
         .header(
@@ -113,7 +136,7 @@ async fn http_call(
                 "application/json"
             },
         );
-    if let Some(key) = &up.s.api_key {
+    if let Some(key) = key {
         // Anthropic-style upstreams take the key as `x-api-key`; DeepSeek's takes either.
         req = if endpoint == Endpoint::Messages {
             req.header("x-api-key", key)

@@ -58,6 +58,21 @@ const TABLES: &[Table] = &[
         sums: &["used", "quota"],
     },
     Table {
+        name: "upstreams",
+        id: Some("id"),
+        columns: &[
+            ("id", Int),
+            ("name", Text),
+            ("spec", Text),
+            ("secrets", Text),
+            ("key_state", Text),
+            ("enabled", Bool),
+            ("created_ms", Int),
+            ("updated_ms", Int),
+        ],
+        sums: &[],
+    },
+    Table {
         name: "usage_events",
         id: Some("id"),
         columns: &[

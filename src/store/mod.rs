@@ -27,9 +27,11 @@ pub use ops::{
 };
 pub use traits::{
     AlertStore, AuditStore, ConsumeWriter, KeyStore, LedgerStore, RequestLogStore, Store, Upkeep,
+    UpstreamStore,
 };
 pub use types::{
     AlertFilter, AlertRow, AuditEntry, AuditFilter, AuditRecord, DeliveryRecord, HistoryEntry,
     IdempotentResult, KeyEvent, KeyPatch, NewAlert, NewKey, PurgeCutoffs, RequestLogFilter,
-    RequestLogRow, StatusFilter, UpstreamStats, UsageItem,
+    RequestLogRow, StatusFilter, UpstreamRecord, UpstreamStats, UpstreamWrite, UpstreamWritten,
+    UsageItem,
 };

@@ -10,7 +10,7 @@ use super::ops::ConsumeOp;
 use super::types::{
     AlertFilter, AlertRow, AuditEntry, AuditFilter, AuditRecord, DeliveryRecord, HistoryEntry,
     IdempotentResult, KeyEvent, KeyPatch, NewAlert, NewKey, PurgeCutoffs, RequestLogFilter,
-    RequestLogRow, UpstreamStats,
+    RequestLogRow, UpstreamRecord, UpstreamStats, UpstreamWrite, UpstreamWritten,
 };
 use crate::keys::refill::PeriodStarts;
 use crate::keys::{KeyHash, KeyRecord};
@@ -153,6 +153,36 @@ pub trait AlertStore: Send + Sync {
     ) -> StoreResult<Vec<String>>;
 }
 
+/// Channels added from the admin API, and the counter every instance follows them by.
+#[async_trait]
+pub trait UpstreamStore: Send + Sync {
+    async fn upstreams(&self) -> StoreResult<Vec<UpstreamRecord>>;
+    /// Bumped by every committed change of the channels.
+    async fn upstream_generation(&self) -> StoreResult<i64>;
+    async fn insert_upstream(
+        &self,
+        u: &UpstreamWrite,
+        audit: &AuditRecord,
+    ) -> StoreResult<UpstreamWritten>;
+    /// Replaces channel `id` whole (the caller merged its patch into what it read).
+    async fn update_upstream(
+        &self,
+        id: i64,
+        u: &UpstreamWrite,
+        audit: &AuditRecord,
+    ) -> StoreResult<UpstreamWritten>;
+    async fn delete_upstream(&self, id: i64, audit: &AuditRecord) -> StoreResult<bool>;
+    /// Writes the per-key states of channel `id` if its secrets are still `secrets` (a key
+    /// turned off by the gateway never lands on keys an operator has just replaced).
+    async fn set_upstream_key_state(
+        &self,
+        id: i64,
+        secrets: &str,
+        key_state: &str,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
+}
+
 /// The database as a whole: liveness, sharing, change announcements, retention.
 #[async_trait]
 pub trait Upkeep: Send + Sync {
@@ -173,11 +203,25 @@ pub trait Upkeep: Send + Sync {
 
 /// Every aggregate: what the application holds as `Arc<dyn Store>`.
 pub trait Store:
-    KeyStore + AuditStore + LedgerStore + RequestLogStore + AlertStore + Upkeep + 'static
+    KeyStore
+    + AuditStore
+    + LedgerStore
+    + RequestLogStore
+    + AlertStore
+    + UpstreamStore
+    + Upkeep
+    + 'static
 {
 }
 
 impl<T> Store for T where
-    T: KeyStore + AuditStore + LedgerStore + RequestLogStore + AlertStore + Upkeep + 'static
+    T: KeyStore
+        + AuditStore
+        + LedgerStore
+        + RequestLogStore
+        + AlertStore
+        + UpstreamStore
+        + Upkeep
+        + 'static
 {
 }

@@ -212,8 +212,13 @@ pub struct UpstreamStats {
     pub requests: i64,
     pub errors: i64,
     pub avg_latency_ms: f64,
+    pub p50_latency_ms: i64,
     pub p95_latency_ms: i64,
     pub avg_ttft_ms: Option<f64>,
+    /// Prompt and completion tokens.
+    pub tokens: i64,
+    /// In the ledger's unit.
+    pub cost: i64,
 }
 
 /// What another process changed, announced by a store shared between instances.
@@ -223,4 +228,38 @@ pub enum KeyEvent {
     Changed(i64),
     /// Announcements may have been missed (the connection was lost): reload every key.
     Resync,
+}
+
+/// A channel as stored. The store keeps its settings opaque: `spec` and `key_state` are
+/// JSON texts and `secrets` a sealed text, all written and read by the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct UpstreamRecord {
+    pub id: i64,
+    pub name: String,
+    pub spec: String,
+    pub secrets: String,
+    pub key_state: String,
+    pub enabled: bool,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// What a create or an update writes (the whole channel: the caller merged any patch).
+#[derive(Debug, Clone)]
+pub struct UpstreamWrite {
+    pub name: String,
+    pub spec: String,
+    pub secrets: String,
+    pub key_state: String,
+    pub enabled: bool,
+    pub now_ms: i64,
+}
+
+/// How a channel write ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamWritten {
+    Done(i64),
+    NotFound,
+    /// Another channel has the name.
+    NameTaken,
 }

@@ -54,6 +54,7 @@ const SOURCES: &[Source] = &[
     module!("page-alerts.js"),
     module!("page-prices.js"),
     module!("page-audit.js"),
+    module!("page-channels.js"),
     Source {
         name: "app.css",
         mime: "text/css; charset=utf-8",

@@ -300,7 +300,7 @@ async fn quota_low_key_expiring_and_upstream_down() {
         name: "dead".into(),
         kind: UpstreamKind::Openai,
         base_url: format!("http://127.0.0.1:{}", free_port()),
-        api_key: Some("sk-upstream".into()),
+        api_keys: vec!["sk-upstream".into()],
         models: vec!["dead-*".into()],
         timeout_ms: 1000,
         connect_timeout_ms: 500,

@@ -16,7 +16,7 @@ pub fn http_upstream(name: &str, url: &str, key: &str) -> UpstreamSettings {
         name: name.to_owned(),
         kind: UpstreamKind::Openai,
         base_url: url.to_owned(),
-        api_key: Some(key.to_owned()),
+        api_keys: vec![key.to_owned()],
         timeout_ms: 5_000,
         ..mock_upstream()
     }
@@ -700,18 +700,19 @@ async fn models_lists_configured_names_and_costs_nothing() {
     app.stop().await;
 }
 
-/// An upstream's refusal reaches the caller in OpenAI's shape, free, and without the
-/// upstream key it echoed.
+/// An upstream's refusal of the request reaches the caller in OpenAI's shape, free, and
+/// without the upstream key it echoed; a refusal of our key (401) is not the caller's: the
+/// key is set aside, shown, and the caller told no upstream answered.
 #[tokio::test]
 async fn upstream_refusals_are_passed_on_without_our_upstream_key() {
     let up = MockUpstream::start().await;
-    up.state.fail_status.store(401, Ordering::SeqCst);
+    up.state.fail_status.store(400, Ordering::SeqCst);
     let secret = "sk-proj-UPSTREAMsecret0123456789";
     let app =
         spawn_app_with(|c| c.gateway.upstreams = vec![http_upstream("u", &up.url, secret)]).await;
     let (key, _) = app.create_key(json!({"quota": 10})).await;
     let r = chat(&app, &key, hello("m")).await;
-    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(r.status().as_u16(), 400);
     let v: Value = r.json().await.unwrap();
     // The upstream did echo it; we did not pass it on.
     assert!(
@@ -730,6 +731,21 @@ async fn upstream_refusals_are_passed_on_without_our_upstream_key() {
     );
     assert_eq!(v["error"]["code"], "mock_failure");
     assert_eq!(app.quota(&key).await["used"], 0, "a refusal costs nothing");
+
+    up.state.fail_status.store(401, Ordering::SeqCst);
+    let r = chat(&app, &key, hello("m")).await;
+    assert_eq!(r.status().as_u16(), 502);
+    let text = r.text().await.unwrap();
+    assert!(!text.contains("UPSTREAMsecret"), "{text}");
+    let (_, v) = app.admin_get("/admin/upstreams/u").await;
+    assert_eq!(v["keys"][0]["state"], "disabled", "{v}");
+    assert_eq!(v["keys"][0]["reason"], "HTTP 401");
+    assert!(!v.to_string().contains("UPSTREAMsecret"), "{v}");
+    // Set aside: the next call does not reach the upstream with it.
+    let before = up.hits();
+    assert_eq!(chat(&app, &key, hello("m")).await.status().as_u16(), 502);
+    assert_eq!(up.hits(), before);
+    assert_eq!(app.quota(&key).await["used"], 0);
     app.stop().await;
 }
 

@@ -22,6 +22,7 @@ const LAYERS: &[&[&str]] = &[
         "billing",
         "bruteforce",
         "conn_trust",
+        "sealed",
     ],
     &["store", "auth"],
     &["ledger", "keyadmin", "gateway", "monitor", "alerts"],

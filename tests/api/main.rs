@@ -12,6 +12,7 @@ mod alert_receiver;
 mod alerts;
 mod billing;
 mod browser;
+mod channels;
 mod cli;
 mod concurrency;
 mod connections;

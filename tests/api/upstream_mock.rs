@@ -81,6 +81,15 @@ impl MockUpstream {
         let state = Arc::new(MockState::default());
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
+            .route(
+                "/v1/models",
+                axum::routing::get(|| async {
+                    axum::Json(serde_json::json!({"object": "list", "data": [
+                        {"id": "up-model-b", "object": "model"},
+                        {"id": "up-model-a", "object": "model"}
+                    ]}))
+                }),
+            )
             .route("/v1/completions", post(completions))
             .route("/v1/embeddings", post(embeddings))
             // Native Anthropic Messages: its base URL is this server's root.

@@ -19,6 +19,7 @@ import * as key from './page-key.js';
 import * as alerts from './page-alerts.js';
 import * as prices from './page-prices.js';
 import * as audit from './page-audit.js';
+import * as channels from './page-channels.js';
 
 const PAGES = {
   overview: overview.page,
@@ -32,6 +33,7 @@ const PAGES = {
   alerts: alerts.page,
   prices: prices.page,
   audit: audit.page,
+  channels: channels.page,
 };
 
 // ---------- render loop ----------
@@ -43,7 +45,7 @@ async function render() {
   const gen = ++st.gen;
   document.documentElement.lang = st.lang === 'zh' ? 'zh-CN' : 'en';
   let { page, params } = route();
-  if (!PAGES[page] || ((page === 'keys' || page === 'requests' || page === 'key' || page === 'prices' || page === 'audit') && !hasKeys())) page = 'overview';
+  if (!PAGES[page] || ((page === 'keys' || page === 'requests' || page === 'key' || page === 'prices' || page === 'audit' || page === 'channels') && !hasKeys())) page = 'overview';
   const main = shell(page);
   document.title = t('nav_' + page) === 'nav_' + page ? t('brand') : t('nav_' + page) + ' · ' + t('brand');
   const loading = h('p', { class: 'loading' }, t('loading'));

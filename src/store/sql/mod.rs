@@ -16,6 +16,7 @@ mod keys;
 mod ledger;
 mod request_log;
 mod upkeep;
+mod upstreams;
 
 use async_trait::async_trait;
 use sqlx::{Connection, Database, Decode, Encode, Pool, Transaction, Type};

@@ -60,6 +60,13 @@ fn status_bounds(status: Option<StatusFilter>) -> (i64, i64) {
 
 /// Nearest rank of the 95th percentile among `n` values (0-based): the smallest value with
 /// 95 % of them at or below it.
+/// Per upstream: name, calls, errors, mean latency, mean time to first token, tokens, cost.
+type UpstreamGroup = (String, i64, i64, f64, Option<f64>, Option<i64>, Option<i64>);
+
+fn p50_rank(n: i64) -> i64 {
+    (((n as f64) * 0.5).ceil() as i64 - 1).max(0)
+}
+
 fn p95_rank(n: i64) -> i64 {
     (((n as f64) * 0.95).ceil() as i64 - 1).max(0)
 }
@@ -77,7 +84,7 @@ where
     RequestLogDbRow: Reads<DB>,
     (i64,): Reads<DB>,
     (i64, i64): Reads<DB>,
-    (String, i64, i64, f64, Option<f64>): Reads<DB>,
+    UpstreamGroup: Reads<DB>,
 {
     async fn insert_request_logs(&self, rows: &[RequestLogRow]) -> StoreResult<()> {
         if rows.is_empty() {
@@ -141,10 +148,11 @@ where
 
     async fn upstream_stats(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<UpstreamStats>> {
         // Averages cast to a float: PostgreSQL averages BIGINT into NUMERIC.
-        let groups: Vec<(String, i64, i64, f64, Option<f64>)> = sqlx::query_as(
+        let groups: Vec<UpstreamGroup> = sqlx::query_as(
             "SELECT upstream, COUNT(*), \
              CAST(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS BIGINT), \
-             CAST(AVG(latency_ms) AS DOUBLE PRECISION), CAST(AVG(ttft_ms) AS DOUBLE PRECISION) \
+             CAST(AVG(latency_ms) AS DOUBLE PRECISION), CAST(AVG(ttft_ms) AS DOUBLE PRECISION), \
+             CAST(SUM(prompt_tokens + completion_tokens) AS BIGINT), CAST(SUM(cost) AS BIGINT) \
              FROM request_log WHERE upstream IS NOT NULL AND ts >= $1 AND ts < $2 \
              GROUP BY upstream ORDER BY upstream",
         )
@@ -153,25 +161,33 @@ where
         .fetch_all(&self.read)
         .await?;
         let mut out = Vec::with_capacity(groups.len());
-        for (upstream, requests, errors, avg_latency_ms, avg_ttft_ms) in groups {
-            // SQLite has no percentile function: one indexed look-up per upstream (a handful).
-            let p95: Option<(i64,)> = sqlx::query_as(
-                "SELECT latency_ms FROM request_log WHERE upstream = $1 AND ts >= $2 AND ts < $3 \
-                 ORDER BY latency_ms LIMIT 1 OFFSET $4",
-            )
-            .bind(upstream.clone())
-            .bind(from_ms)
-            .bind(to_ms)
-            .bind(p95_rank(requests))
-            .fetch_optional(&self.read)
-            .await?;
+        for (upstream, requests, errors, avg_latency_ms, avg_ttft_ms, tokens, cost) in groups {
+            // SQLite has no percentile function: one indexed look-up per upstream and rank
+            // (a handful of upstreams).
+            let mut at = [0i64; 2];
+            for (slot, rank) in at.iter_mut().zip([p50_rank(requests), p95_rank(requests)]) {
+                let v: Option<(i64,)> = sqlx::query_as(
+                    "SELECT latency_ms FROM request_log WHERE upstream = $1 AND ts >= $2 \
+                     AND ts < $3 ORDER BY latency_ms LIMIT 1 OFFSET $4",
+                )
+                .bind(upstream.clone())
+                .bind(from_ms)
+                .bind(to_ms)
+                .bind(rank)
+                .fetch_optional(&self.read)
+                .await?;
+                *slot = v.map_or(0, |(v,)| v);
+            }
             out.push(UpstreamStats {
                 upstream,
                 requests,
                 errors,
                 avg_latency_ms,
-                p95_latency_ms: p95.map_or(0, |(v,)| v),
+                p50_latency_ms: at[0],
+                p95_latency_ms: at[1],
                 avg_ttft_ms,
+                tokens: tokens.unwrap_or(0),
+                cost: cost.unwrap_or(0),
             });
         }
         Ok(out)

@@ -1,0 +1,22 @@
+-- Channels added from the admin API / console (config-file upstreams are not stored). The
+-- settings that are never queried live in `spec` (JSON); the upstream keys and header
+-- values in `secrets`, sealed when SECRETS_KEY is set; each key's state (hint, disabled
+-- reason) in `key_state`, in the order of the keys.
+CREATE TABLE upstreams (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    spec TEXT NOT NULL,
+    secrets TEXT NOT NULL,
+    key_state TEXT NOT NULL,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+
+-- A counter per set of settings other instances follow: bumped in every transaction that
+-- changes the set, polled by every instance.
+CREATE TABLE generations (
+    name TEXT PRIMARY KEY,
+    gen INTEGER NOT NULL
+);
+INSERT INTO generations (name, gen) VALUES ('upstreams', 0);
