@@ -66,5 +66,6 @@ log "the quota, gateway and monitor suites again, on PostgreSQL"
 # file on purpose stay SQLite-only.
 QP_TEST_STORE=postgres cargo test --quiet --test api -- \
   quota_api:: gateway:: concurrency:: idempotency:: admin_api:: lifecycle:: monitor:: errors:: billing:: \
+  channels:: request_log::concurrent_quota_adds \
   --skip errors::store_unreachable_is_503_and_charges_nothing \
   --skip monitor::monitor_agrees_on_every_backend_and_with_the_data

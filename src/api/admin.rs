@@ -200,7 +200,18 @@ pub async fn patch_key(
     input::metadata_size("metadata", req.metadata.as_ref().and_then(|m| m.as_ref()))?;
     check_refill(req.refill.as_ref().and_then(|r| r.as_ref()))?;
     let fields = req.fields();
+    let quota_add = input::amount_in_range("addQuota", req.add_quota, 1, MAX_QUOTA)?;
+    if quota_add.is_some() && req.quota.is_some() {
+        return Err(ApiError::invalid("addQuota", "不能与 quota 同时给出"));
+    }
+    if quota_add.is_some() && rec.quota.is_none() {
+        return Err(ApiError::invalid(
+            "addQuota",
+            "该密钥无限额，请用 quota 设置",
+        ));
+    }
     let patch = KeyPatch {
+        quota_add: quota_add.map(|a| (a, MAX_QUOTA)),
         quota: req
             .quota
             .map(|q| input::amount_in_range("quota", q, 0, MAX_QUOTA))

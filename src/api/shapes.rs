@@ -213,6 +213,10 @@ pub struct PatchKeyRequest {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<Amount>)]
     pub quota: Option<Option<Amount>>,
+    /// Added to the quota as it is at that moment, `used` kept (not with `quota`; not on an
+    /// unlimited key).
+    #[schema(value_type = Option<Amount>)]
+    pub add_quota: Option<Amount>,
     #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = date_or_time_or_null)]
     pub expires_at: Option<Option<String>>,
@@ -237,6 +241,7 @@ impl PatchKeyRequest {
         [
             ("name", self.name.is_some()),
             ("quota", self.quota.is_some()),
+            ("addQuota", self.add_quota.is_some()),
             ("expiresAt", self.expires_at.is_some()),
             ("enabled", self.enabled.is_some()),
             ("metadata", self.metadata.is_some()),

@@ -26,6 +26,9 @@ pub struct NewKey {
 pub struct KeyPatch {
     pub name: Option<Option<String>>,
     pub quota: Option<Option<i64>>,
+    /// Added to the stored quota in the update itself (two concurrent adds both count);
+    /// an unlimited quota stays unlimited; the sum is capped at `quota_cap`.
+    pub quota_add: Option<(i64, i64)>,
     pub used: Option<i64>,
     pub expires_at: Option<Option<i64>>,
     pub enabled: Option<bool>,

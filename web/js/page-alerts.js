@@ -75,5 +75,25 @@ export async function page(main, p, gen) {
       { key: 'rules', label: t('rule'), render: (c) => c.rules.length ? c.rules.map((r) => t('rule_' + r)).join(', ') : t('st_all') },
       { key: 'test', label: t('actions'), render: testCell },
     ], ch.channels, { cls: 'channels' }),
+    // Nothing configured: say exactly what to set, in the environment or the config file.
+    ch.channels.length ? null : h('div', { class: 'setup-hint', id: 'alerts-setup' },
+      h('p', { class: 'hint' }, t('alerts_setup')),
+      h('pre', { class: 'reply' }, [
+        '# ' + t('alerts_setup_env'),
+        'ALERT_DINGTALK_URL=https://oapi.dingtalk.com/robot/send?access_token=…',
+        'ALERT_DINGTALK_SECRET=SEC…',
+        'ALERT_FEISHU_URL=https://open.feishu.cn/open-apis/bot/v2/hook/…',
+        'ALERT_WECOM_URL=https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=…',
+        'ALERT_SLACK_URL=https://hooks.slack.com/services/…',
+        'ALERT_WEBHOOK_URL=https://example.com/hook',
+        '',
+        '# ' + t('alerts_setup_file'),
+        '[[alerts.channels]]',
+        'name = "ops"',
+        'kind = "dingtalk"   # dingtalk | feishu | wechat_work | slack | webhook',
+        'url = "https://oapi.dingtalk.com/robot/send?access_token=…"',
+        'secret = "SEC…"',
+        'rules = ["upstream_down", "quota_low"]   # ' + t('alerts_setup_rules'),
+      ].join('\n'))),
   ]);
 }

@@ -54,13 +54,6 @@ export async function keyAction(action, k) {
   }
 }
 
-// `a + b` in the deployment's unit: whole points, or decimals of the currency added in micros.
-function addAmounts(a, b) {
-  if (!quotaIsMoney()) return Number(a) + intOrNull(b);
-  const micros = Math.round(Number(a) * 1e6) + Math.round(Number(b) * 1e6);
-  return (micros / 1e6).toFixed(6);
-}
-
 // Raise or set the quota; `used` stays (a reset is the other button, and says so).
 async function adjustQuota(k) {
   const mode = h('select', { id: 'quota-mode' },
@@ -72,14 +65,15 @@ async function adjustQuota(k) {
   [{ id: 'cancel', label: t('cancel'), value: null },
     { id: 'confirm', label: t('confirm'), primary: true, value: () => ({ mode: mode.value, amount: amount.value.trim() }) }]);
   if (!v) return false;
-  let quota;
+  let body;
   if (v.mode === 'set') {
-    quota = v.amount === '' ? null : intOrNull(v.amount);
+    body = { quota: v.amount === '' ? null : intOrNull(v.amount) };
   } else {
     if (k.quota === null) throw new Error(t('quota_add_unlimited'));
-    quota = addAmounts(k.quota, v.amount);
+    // Added by the server to the quota as it is then: two operators adding both count.
+    body = { addQuota: intOrNull(v.amount) };
   }
-  await api('/admin/keys/' + k.id, { method: 'PATCH', body: { quota } });
+  await api('/admin/keys/' + k.id, { method: 'PATCH', body });
   return true;
 }
 

@@ -124,6 +124,17 @@ where
     if let Some(v) = patch.quota {
         qb.push(", quota = ").push_bind(v);
     }
+    if let Some((add, cap)) = patch.quota_add {
+        qb.push(", quota = CASE WHEN quota > ")
+            .push_bind(cap)
+            .push(" - ")
+            .push_bind(add)
+            .push(" THEN ")
+            .push_bind(cap)
+            .push(" ELSE quota + ")
+            .push_bind(add)
+            .push(" END");
+    }
     if let Some(v) = patch.used {
         qb.push(", used = ").push_bind(v);
     }
