@@ -115,25 +115,28 @@ pub enum AuthError {
 }
 
 #[derive(Debug, Clone)]
-struct Session {
-    role: Role,
-    hint: String,
+struct Session<T> {
+    data: T,
     last_seen: Instant,
     created: Instant,
 }
 
-/// Dashboard sessions, in memory: a restart signs everyone out, and logout really revokes.
-/// Only the SHA-256 of a session id is kept.
+/// What an operator's session holds: the role and the audit label of its token.
+pub type OperatorSession = (Role, String);
+
+/// Sessions, in memory: a restart signs everyone out, and logout really revokes. Only the
+/// SHA-256 of a session id is kept. `T` is what a session stands for (an operator's role, a
+/// key holder's key id).
 #[derive(Debug)]
-pub struct Sessions {
-    map: Mutex<HashMap<[u8; 32], Session>>,
+pub struct Sessions<T: Clone = OperatorSession> {
+    map: Mutex<HashMap<[u8; 32], Session<T>>>,
     idle: Duration,
     max_age: Duration,
 }
 
 const MAX_SESSIONS: usize = 10_000;
 
-impl Sessions {
+impl<T: Clone> Sessions<T> {
     pub fn new(idle: Duration, max_age: Duration) -> Self {
         Self {
             map: Mutex::new(HashMap::new()),
@@ -147,7 +150,7 @@ impl Sessions {
     }
 
     /// A new session id (returned once, to be set as the cookie).
-    pub fn open(&self, role: Role, hint: String) -> Result<String, getrandom::Error> {
+    pub fn open(&self, data: T) -> Result<String, getrandom::Error> {
         let id = crate::keys::format::random_base62(43)?;
         let now = Instant::now();
         let mut map = self.lock();
@@ -163,8 +166,7 @@ impl Sessions {
         map.insert(
             digest(&id),
             Session {
-                role,
-                hint,
+                data,
                 last_seen: now,
                 created: now,
             },
@@ -176,7 +178,7 @@ impl Sessions {
         self.lock().remove(&digest(id));
     }
 
-    fn find(&self, id: &str) -> Option<(Role, String)> {
+    pub fn find(&self, id: &str) -> Option<T> {
         let now = Instant::now();
         let key = digest(id);
         let mut map = self.lock();
@@ -187,14 +189,14 @@ impl Sessions {
         }
         let s = map.get_mut(&key)?;
         s.last_seen = now;
-        Some((s.role, s.hint.clone()))
+        Some(s.data.clone())
     }
 
-    fn alive(&self, s: &Session, now: Instant) -> bool {
+    fn alive(&self, s: &Session<T>, now: Instant) -> bool {
         now.duration_since(s.last_seen) < self.idle && now.duration_since(s.created) < self.max_age
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Session>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Session<T>>> {
         // A panic while holding this lock leaves a map that is still consistent.
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -318,7 +320,10 @@ mod tests {
     #[test]
     fn session_cookie_authenticates_and_writes_need_the_csrf_header() {
         let auth = Authenticator::new(TokenDigests::new("adm", Some("view")));
-        let id = auth.sessions.open(Role::Viewer, "viewer#x".into()).unwrap();
+        let id = auth
+            .sessions
+            .open((Role::Viewer, "viewer#x".into()))
+            .unwrap();
         let c = format!("other=1; {SESSION_COOKIE}={id}");
         let p = auth
             .authenticate(&headers(&[("cookie", &c)]), &Method::GET)
@@ -347,7 +352,7 @@ mod tests {
     #[test]
     fn a_wrong_bearer_is_refused_even_with_a_valid_cookie() {
         let auth = Authenticator::new(TokenDigests::new("adm", None));
-        let id = auth.sessions.open(Role::Admin, "admin#x".into()).unwrap();
+        let id = auth.sessions.open((Role::Admin, "admin#x".into())).unwrap();
         let c = format!("{SESSION_COOKIE}={id}");
         let h = headers(&[("cookie", &c), ("authorization", "Bearer nope")]);
         assert!(auth.authenticate(&h, &Method::GET).is_err());
@@ -360,8 +365,8 @@ mod tests {
 
     #[test]
     fn idle_sessions_expire() {
-        let s = Sessions::new(Duration::from_millis(1), Duration::from_secs(60));
-        let id = s.open(Role::Admin, "a".into()).unwrap();
+        let s: Sessions = Sessions::new(Duration::from_millis(1), Duration::from_secs(60));
+        let id = s.open((Role::Admin, "a".into())).unwrap();
         std::thread::sleep(Duration::from_millis(5));
         assert!(s.find(&id).is_none());
     }

@@ -18,6 +18,8 @@ pub struct AppInner {
     pub gateway: Arc<Gateway>,
     pub keys: KeyAdmin,
     pub auth: Arc<Authenticator>,
+    /// Key holders signed in to `/me`: each session stands for one key id.
+    pub holders: crate::auth::Sessions<i64>,
 }
 
 #[derive(Clone)]

@@ -101,6 +101,18 @@ pub fn duplicate_key(bytes: &[u8]) -> Option<String> {
     found.into_inner()
 }
 
+/// Whether the key's `ips` limit (if any) admits a caller at `ip`.
+pub fn ip_allowed(entry: &KeyEntry, ip: Option<std::net::IpAddr>) -> bool {
+    let Some(nets) = entry.lock().rec.limits.ips.clone() else {
+        return true;
+    };
+    ip.is_some_and(|ip| {
+        nets.iter()
+            .filter_map(|n| crate::gateway::settings::parse_net(n))
+            .any(|n| n.contains(&ip))
+    })
+}
+
 /// The key a caller of `/api/v1/*` presented in `X-API-Key` (or `Authorization: Bearer`).
 pub struct Caller {
     pub entry: Arc<KeyEntry>,
@@ -118,25 +130,15 @@ impl FromRequestParts<AppState> for Caller {
                 if let Some(o) = parts.extensions.get::<crate::auth::Origin>() {
                     o.authenticated();
                 }
-                let (hint, ips) = {
-                    let st = entry.lock();
-                    (st.rec.hint.clone(), st.rec.limits.ips.clone())
-                };
+                let hint = entry.lock().rec.hint.clone();
+                let ip = parts
+                    .extensions
+                    .get::<crate::auth::Origin>()
+                    .and_then(|o| o.ip);
                 // A key limited to some addresses is limited on every route, as the gateway
                 // limits it.
-                if let Some(nets) = ips {
-                    let ip = parts
-                        .extensions
-                        .get::<crate::auth::Origin>()
-                        .and_then(|o| o.ip);
-                    let allowed = ip.is_some_and(|ip| {
-                        nets.iter()
-                            .filter_map(|n| crate::gateway::settings::parse_net(n))
-                            .any(|n| n.contains(&ip))
-                    });
-                    if !allowed {
-                        return Err(ApiError::forbidden("该 IP 不允许使用此密钥"));
-                    }
+                if !ip_allowed(&entry, ip) {
+                    return Err(ApiError::forbidden("该 IP 不允许使用此密钥"));
                 }
                 Ok(Caller { entry, hint })
             }

@@ -137,7 +137,20 @@ pub async fn export_requests_csv(
 ) -> ApiResult<Response> {
     let params = Params::new(q, None)?;
     let f = filter(&st, &params).await?;
-    // The first page is read here, so a failing store is a clean 503 rather than a cut body.
+    csv_export::<RequestView>(&st, f, "requests.csv").await
+}
+
+/// Every row `f` selects, newest first, as CSV of `V` (its field names the header), streamed
+/// page by page. The first page is read before answering, so a failing store is a clean 503
+/// rather than a cut body.
+pub(super) async fn csv_export<V>(
+    st: &AppState,
+    f: crate::store::RequestLogFilter,
+    file_name: &'static str,
+) -> ApiResult<Response>
+where
+    V: serde::Serialize + for<'a> From<&'a crate::store::RequestLogRow>,
+{
     let (first, _) = st.store.request_logs(&f, EXPORT_PAGE, 0).await?;
     let state = Export {
         store: st.store.clone(),
@@ -159,7 +172,7 @@ pub async fn export_requests_csv(
             },
         };
         let header = std::mem::replace(&mut s.header, false);
-        let chunk = with_unit(s.amounts, async { to_csv(&page, header) }).await;
+        let chunk = with_unit(s.amounts, async { to_csv::<V>(&page, header) }).await;
         // Keyset paging: the next page is what is older than this one's last row.
         let next = match page.last() {
             Some(last) if page.len() as i64 >= EXPORT_PAGE => {
@@ -170,13 +183,11 @@ pub async fn export_requests_csv(
         };
         Some((Ok::<_, std::io::Error>(chunk), next))
     });
+    let disposition = format!("attachment; filename=\"{file_name}\"");
     Ok((
         [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-            (
-                header::CONTENT_DISPOSITION,
-                "attachment; filename=\"requests.csv\"",
-            ),
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
         ],
         Body::from_stream(stream),
     )
@@ -184,14 +195,17 @@ pub async fn export_requests_csv(
 }
 
 /// `rows` as CSV lines (with the header line first when `header`).
-fn to_csv(rows: &[crate::store::RequestLogRow], header: bool) -> Vec<u8> {
+fn to_csv<V>(rows: &[crate::store::RequestLogRow], header: bool) -> Vec<u8>
+where
+    V: serde::Serialize + for<'a> From<&'a crate::store::RequestLogRow>,
+{
     let mut w = csv::WriterBuilder::new()
         .has_headers(header)
         .from_writer(Vec::with_capacity(rows.len() * 200));
     for r in rows {
         // The API's own row: flat already, its field names the header, its cost in the
         // deployment's unit.
-        if let Err(e) = w.serialize(RequestView::from(r)) {
+        if let Err(e) = w.serialize(V::from(r)) {
             tracing::warn!(error = %e, "a request-log row could not be written as CSV");
         }
     }

@@ -226,6 +226,10 @@ impl App {
             gateway,
             keys,
             auth: shared.auth.clone(),
+            holders: crate::auth::Sessions::new(
+                Duration::from_secs(12 * 3600),
+                Duration::from_secs(7 * 24 * 3600),
+            ),
         }));
         let config = Arc::new(state.config.clone());
         let surfaces = shared.surfaces(&config, Some(state.clone()), "serve");

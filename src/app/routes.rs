@@ -16,7 +16,7 @@ use crate::api::alerts::AlertsState;
 use crate::api::metrics::MetricsState;
 use crate::api::monitor::MonitorState;
 use crate::api::{
-    admin, alerts, doc, gateway, health, messages, metrics, monitor, prices, quota, requests,
+    admin, alerts, doc, gateway, health, me, messages, metrics, monitor, prices, quota, requests,
     responses, upstreams,
 };
 use crate::config::Config;
@@ -48,7 +48,7 @@ pub fn router(surfaces: Surfaces, config: &Config) -> Router {
             .merge(
                 guarded
                     .apply(
-                        health::router().merge(quota::router()),
+                        health::router().merge(quota::router()).merge(me::router()),
                         Family::Quota,
                         false,
                     )

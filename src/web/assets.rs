@@ -55,6 +55,7 @@ const SOURCES: &[Source] = &[
     module!("page-prices.js"),
     module!("page-audit.js"),
     module!("page-channels.js"),
+    module!("me.js"),
     Source {
         name: "app.css",
         mime: "text/css; charset=utf-8",
@@ -89,6 +90,7 @@ const SOURCES: &[Source] = &[
 
 const INDEX: &str = include_str!("../../web/index.html");
 const DOCS: &str = include_str!("../../web/docs.html");
+const ME: &str = include_str!("../../web/me.html");
 
 pub struct Asset {
     pub name: &'static str,
@@ -180,6 +182,7 @@ pub struct Assets {
     files: Vec<Asset>,
     index: Asset,
     docs: Asset,
+    me: Asset,
     /// `'sha256-…'` of the page's inline import map, for its Content-Security-Policy.
     import_map_hash: String,
 }
@@ -221,16 +224,20 @@ impl Assets {
                 Sha256::digest(map.as_bytes())
             )
         );
-        let index_html = INDEX.replace(
-            "{{importmap}}",
-            &format!("<script type=\"importmap\">{map}</script>"),
-        );
-        let index = page("index.html", &index_html);
+        let with_map = |t: &str| {
+            t.replace(
+                "{{importmap}}",
+                &format!("<script type=\"importmap\">{map}</script>"),
+            )
+        };
+        let index = page("index.html", &with_map(INDEX));
         let docs = page("docs.html", DOCS);
+        let me = page("me.html", &with_map(ME));
         Self {
             files,
             index,
             docs,
+            me,
             import_map_hash,
         }
     }
@@ -248,6 +255,11 @@ impl Assets {
 
     pub fn index(&self, headers: &HeaderMap) -> Response {
         self.index.respond(headers, false)
+    }
+
+    /// The key holders' page.
+    pub fn me(&self, headers: &HeaderMap) -> Response {
+        self.me.respond(headers, false)
     }
 
     /// The API docs page (Swagger UI over `/api/openapi.json`).
@@ -281,7 +293,8 @@ mod tests {
     #[test]
     fn the_page_names_every_file_by_hash_and_the_first_load_is_small() {
         let a = Assets::get();
-        let html = String::from_utf8(a.index.raw.clone()).unwrap();
+        let html = String::from_utf8(a.index.raw.clone()).unwrap()
+            + &String::from_utf8(a.me.raw.clone()).unwrap();
         let docs = String::from_utf8(a.docs.raw.clone()).unwrap();
         for f in &a.files {
             let link = format!("/assets/{}?v={}", f.name, f.hash);

@@ -139,16 +139,42 @@ pub struct SessionAnswer {
 }
 
 fn session_cookie(value: &str, max_age: u64, headers: &HeaderMap) -> HeaderValue {
-    // Behind a TLS-terminating proxy the cookie must not travel over plain HTTP.
+    cookie_header(SESSION_COOKIE, "/", value, max_age, headers)
+}
+
+/// A `Set-Cookie` value for a session cookie: HttpOnly, `SameSite=Strict`, and `Secure`
+/// behind a TLS-terminating proxy (it must not travel over plain HTTP then).
+pub fn cookie_header(
+    name: &str,
+    path: &str,
+    value: &str,
+    max_age: u64,
+    headers: &HeaderMap,
+) -> HeaderValue {
     let secure = headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|p| p.eq_ignore_ascii_case("https"));
     let c = format!(
-        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
+        "{name}={value}; Path={path}; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
         if secure { "; Secure" } else { "" }
     );
     HeaderValue::from_str(&c).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The key holders' page (`/me`), with its import map allowed.
+pub fn me_page(headers: &HeaderMap) -> Response {
+    let assets = Assets::get();
+    let mut resp = assets.me(headers);
+    let csp = CSP.replace(
+        "script-src 'self';",
+        &format!("script-src 'self' {};", assets.import_map_hash()),
+    );
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        resp.headers_mut()
+            .insert(HeaderName::from_static("content-security-policy"), v);
+    }
+    resp
 }
 
 /// `{token}` → a session cookie and `{role}`; a wrong token → 401.
@@ -175,7 +201,11 @@ pub async fn login(
     if let Some(o) = origin {
         o.authenticated();
     }
-    let id = match st.auth.sessions.open(role, token_hint(role, token.trim())) {
+    let id = match st
+        .auth
+        .sessions
+        .open((role, token_hint(role, token.trim())))
+    {
         Ok(id) => id,
         Err(_) => return ApiError::internal().into_response(),
     };

@@ -39,4 +39,5 @@ mod request_log;
 mod responses;
 mod security;
 mod seed_clients;
+mod self_service;
 mod upstream_mock;
