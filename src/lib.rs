@@ -20,6 +20,7 @@ pub mod error;
 pub mod extract;
 pub mod gateway;
 pub mod glob;
+pub mod invites;
 pub mod keyadmin;
 pub mod keys;
 pub mod ledger;

@@ -20,6 +20,8 @@ pub struct AppInner {
     pub auth: Arc<Authenticator>,
     /// Key holders signed in to `/me`: each session stands for one key id.
     pub holders: crate::auth::Sessions<i64>,
+    /// Invite redemptions per client address.
+    pub redemptions: crate::invites::RedeemLimiter,
 }
 
 #[derive(Clone)]

@@ -220,9 +220,22 @@ pub async fn me_login(
         .into_response())
 }
 
+/// Signs out. Only with the `X-QP-CSRF` header (the page sends it): without it nothing
+/// happens and `ok` is false, so no other site can sign a holder out.
 #[utoipa::path(post, path = "/me/logout", tag = "self-service",
-    responses((status = 200, description = "Signed out; the cookie is cleared", body = MeLoginAnswer)))]
+    responses((status = 200, description = "Signed out and the cookie cleared (`ok: true`), or nothing done without `X-QP-CSRF`", body = MeLoginAnswer)))]
 pub async fn me_logout(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    let csrf = headers
+        .get(CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| !v.trim().is_empty());
+    if !csrf {
+        return Json(MeLoginAnswer {
+            ok: false,
+            key: None,
+        })
+        .into_response();
+    }
     if let Some(id) = cookie(&headers, HOLDER_COOKIE) {
         st.holders.close(id);
     }
@@ -234,6 +247,28 @@ pub async fn me_logout(State(st): State<AppState>, headers: HeaderMap) -> Respon
         }),
     )
         .into_response()
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MeSession {
+    pub authenticated: bool,
+    /// The key's hint, when signed in.
+    pub key: Option<String>,
+}
+
+/// Whether this browser is signed in (always 200: the page asks before anything else).
+#[utoipa::path(get, path = "/me/session", tag = "self-service",
+    responses((status = 200, body = MeSession)))]
+pub async fn me_session(State(st): State<AppState>, headers: HeaderMap) -> Json<MeSession> {
+    let id = cookie(&headers, HOLDER_COOKIE).and_then(|c| st.holders.find(c));
+    let entry = match id {
+        Some(id) => st.ledger.entry_by_id(id).await.ok().flatten(),
+        None => None,
+    };
+    Json(MeSession {
+        authenticated: entry.is_some(),
+        key: entry.map(|e| e.lock().rec.hint.clone()),
+    })
 }
 
 /// The signed-in key: balance, status, expiry, limits, refill.
@@ -332,6 +367,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .route("/me/", axum::routing::get(page))
         .routes(routes!(me_login))
         .routes(routes!(me_logout))
+        .routes(routes!(me_session))
         .routes(routes!(me_summary))
         .routes(routes!(me_history))
         .routes(routes!(me_requests))

@@ -9,6 +9,7 @@ pub mod extract;
 pub mod gateway;
 pub mod health;
 pub mod input;
+pub mod invites;
 pub mod me;
 pub mod messages;
 pub mod metrics;

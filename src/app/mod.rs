@@ -230,6 +230,7 @@ impl App {
                 Duration::from_secs(12 * 3600),
                 Duration::from_secs(7 * 24 * 3600),
             ),
+            redemptions: crate::invites::RedeemLimiter::new(5),
         }));
         let config = Arc::new(state.config.clone());
         let surfaces = shared.surfaces(&config, Some(state.clone()), "serve");

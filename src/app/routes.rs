@@ -16,8 +16,8 @@ use crate::api::alerts::AlertsState;
 use crate::api::metrics::MetricsState;
 use crate::api::monitor::MonitorState;
 use crate::api::{
-    admin, alerts, doc, gateway, health, me, messages, metrics, monitor, prices, quota, requests,
-    responses, upstreams,
+    admin, alerts, doc, gateway, health, invites, me, messages, metrics, monitor, prices, quota,
+    requests, responses, upstreams,
 };
 use crate::config::Config;
 use crate::error::{ApiError, Family};
@@ -60,7 +60,8 @@ pub fn router(surfaces: Surfaces, config: &Config) -> Router {
                         admin::router()
                             .merge(prices::router())
                             .merge(requests::router())
-                            .merge(upstreams::router()),
+                            .merge(upstreams::router())
+                            .merge(invites::router()),
                         Family::Quota,
                         true,
                     )

@@ -73,6 +73,21 @@ const TABLES: &[Table] = &[
         sums: &[],
     },
     Table {
+        name: "invites",
+        id: Some("id"),
+        columns: &[
+            ("id", Int),
+            ("code_hash", Blob),
+            ("hint", Text),
+            ("spec", Text),
+            ("uses", Int),
+            ("used", Int),
+            ("valid_until", Int),
+            ("created_ms", Int),
+        ],
+        sums: &["used"],
+    },
+    Table {
         name: "usage_events",
         id: Some("id"),
         columns: &[

@@ -26,12 +26,12 @@ pub use ops::{
     Refusal, WindowCap, WindowKind, history_rows, refusal_of,
 };
 pub use traits::{
-    AlertStore, AuditStore, ConsumeWriter, KeyStore, LedgerStore, RequestLogStore, Store, Upkeep,
-    UpstreamStore,
+    AlertStore, AuditStore, ConsumeWriter, InviteStore, KeyStore, LedgerStore, RequestLogStore,
+    Store, Upkeep, UpstreamStore,
 };
 pub use types::{
     AlertFilter, AlertRow, AuditEntry, AuditFilter, AuditRecord, DeliveryRecord, HistoryEntry,
-    IdempotentResult, KeyEvent, KeyPatch, NewAlert, NewKey, PurgeCutoffs, RequestLogFilter,
-    RequestLogRow, StatusFilter, UpstreamRecord, UpstreamStats, UpstreamWrite, UpstreamWritten,
-    UsageItem,
+    IdempotentResult, InviteClaim, InviteRecord, KeyEvent, KeyPatch, NewAlert, NewKey,
+    PurgeCutoffs, RequestLogFilter, RequestLogRow, StatusFilter, UpstreamRecord, UpstreamStats,
+    UpstreamWrite, UpstreamWritten, UsageItem,
 };

@@ -9,8 +9,9 @@ use super::ops::BatchOutcome;
 use super::ops::ConsumeOp;
 use super::types::{
     AlertFilter, AlertRow, AuditEntry, AuditFilter, AuditRecord, DeliveryRecord, HistoryEntry,
-    IdempotentResult, KeyEvent, KeyPatch, NewAlert, NewKey, PurgeCutoffs, RequestLogFilter,
-    RequestLogRow, UpstreamRecord, UpstreamStats, UpstreamWrite, UpstreamWritten,
+    IdempotentResult, InviteClaim, InviteRecord, KeyEvent, KeyPatch, NewAlert, NewKey,
+    PurgeCutoffs, RequestLogFilter, RequestLogRow, UpstreamRecord, UpstreamStats, UpstreamWrite,
+    UpstreamWritten,
 };
 use crate::keys::refill::PeriodStarts;
 use crate::keys::{KeyHash, KeyRecord};
@@ -183,6 +184,21 @@ pub trait UpstreamStore: Send + Sync {
     ) -> StoreResult<bool>;
 }
 
+/// Invite codes.
+#[async_trait]
+pub trait InviteStore: Send + Sync {
+    async fn insert_invite(&self, i: &InviteRecord, audit: &AuditRecord) -> StoreResult<i64>;
+    async fn invites(&self) -> StoreResult<Vec<InviteRecord>>;
+    async fn invite(&self, id: i64) -> StoreResult<Option<InviteRecord>>;
+    async fn invite_by_hash(&self, hash: &[u8]) -> StoreResult<Option<InviteRecord>>;
+    async fn delete_invite(&self, id: i64, audit: &AuditRecord) -> StoreResult<bool>;
+    /// Takes one use of the code with this hash, if it has one left and is still valid at
+    /// `now_ms` (one conditional update: concurrent redemptions never exceed `uses`).
+    async fn claim_invite(&self, hash: &[u8], now_ms: i64) -> StoreResult<InviteClaim>;
+    /// Gives a use back (the key it was for could not be made).
+    async fn unclaim_invite(&self, id: i64) -> StoreResult<()>;
+}
+
 /// The database as a whole: liveness, sharing, change announcements, retention.
 #[async_trait]
 pub trait Upkeep: Send + Sync {
@@ -209,6 +225,7 @@ pub trait Store:
     + RequestLogStore
     + AlertStore
     + UpstreamStore
+    + InviteStore
     + Upkeep
     + 'static
 {
@@ -221,6 +238,7 @@ impl<T> Store for T where
         + RequestLogStore
         + AlertStore
         + UpstreamStore
+        + InviteStore
         + Upkeep
         + 'static
 {

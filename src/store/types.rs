@@ -266,3 +266,26 @@ pub enum UpstreamWritten {
     /// Another channel has the name.
     NameTaken,
 }
+
+/// An invite code as stored (the code itself only as its hash).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct InviteRecord {
+    pub id: i64,
+    pub code_hash: Vec<u8>,
+    pub hint: String,
+    /// JSON, written and read by the invite operations.
+    pub spec: String,
+    pub uses: i64,
+    pub used: i64,
+    pub valid_until: Option<i64>,
+    pub created_ms: i64,
+}
+
+/// How taking one use of an invite went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InviteClaim {
+    Claimed(InviteRecord),
+    Unknown,
+    Exhausted,
+    Expired,
+}

@@ -125,6 +125,22 @@ impl AuthKind {
 
 /// One Schemathesis run; its whole report.
 async fn schemathesis_run(app: &TestApp, key: &str, seed: &str, auth: AuthKind) -> String {
+    // The key holder's session too, for `/me/api/*` (every other route ignores it).
+    let login = app
+        .client
+        .post(app.url("/me/login"))
+        .json(&json!({ "key": key }))
+        .send()
+        .await
+        .unwrap();
+    let me_cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let h3 = format!("Cookie: {me_cookie}");
     let examples = std::env::var("QP_FUZZ_EXAMPLES").unwrap_or_else(|_| "25".into());
     let url = app.url("/api/openapi.json");
     let config =
@@ -138,7 +154,7 @@ async fn schemathesis_run(app: &TestApp, key: &str, seed: &str, auth: AuthKind) 
             .current_dir(&workdir)
             .arg("--config-file")
             .arg(&config)
-            .args(["run", &url, "-H", &h1, "-H", &h2])
+            .args(["run", &url, "-H", &h1, "-H", &h2, "-H", &h3])
             .args([
                 "--checks",
                 "not_a_server_error,response_schema_conformance,status_code_conformance,\

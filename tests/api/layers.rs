@@ -25,7 +25,9 @@ const LAYERS: &[&[&str]] = &[
         "sealed",
     ],
     &["store", "auth"],
-    &["ledger", "keyadmin", "gateway", "monitor", "alerts"],
+    &[
+        "ledger", "keyadmin", "invites", "gateway", "monitor", "alerts",
+    ],
     &["config", "config_view", "state", "error", "extract"],
     &["api", "web"],
     &["app", "middleware", "listener", "wire"],

@@ -26,6 +26,7 @@ mod gateway;
 mod helpers;
 mod idempotency;
 mod instances;
+mod invites;
 mod kill_gateway;
 mod layers;
 mod lifecycle;

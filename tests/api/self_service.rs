@@ -132,14 +132,22 @@ async fn a_holder_sees_their_own_key_and_only_it() {
 
     // Without the session, or after logout: nothing.
     assert_eq!(me_get(&app, "", "/me/api/summary").await.0, 401);
-    let r = app
-        .client
-        .post(app.url("/me/logout"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
+    let logout = |csrf: bool| {
+        let mut r = app
+            .client
+            .post(app.url("/me/logout"))
+            .header("cookie", &cookie);
+        if csrf {
+            r = r.header("x-qp-csrf", "1");
+        }
+        r.send()
+    };
+    // Without the anti-forgery header (another site's form) nothing happens.
+    let (_, v) = status_json(logout(false).await.unwrap()).await;
+    assert_eq!(v["ok"], false);
+    assert_eq!(me_get(&app, &cookie, "/me/api/summary").await.0, 200);
+    let (s, v) = status_json(logout(true).await.unwrap()).await;
+    assert_eq!((s, v["ok"].clone()), (200, json!(true)));
     assert_eq!(me_get(&app, &cookie, "/me/api/summary").await.0, 401);
 
     // A key deleted since sign-in ends the session.
@@ -205,5 +213,74 @@ async fn a_holder_session_opens_no_operator_route() {
         }
     }
     assert!(tried >= 30, "{tried} operations tried");
+    app.stop().await;
+}
+
+/// The `/me` page in Chromium: sign in with the key, see the balance, own requests and the
+/// snippets; at 1440 px and at 390 px with no sideways overflow; sign out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_me_page_signs_in_with_the_key_and_fits_a_phone() {
+    let Some(b) = crate::browser::Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let (key, _) = app.create_key(json!({"name": "trial", "quota": 500})).await;
+    for _ in 0..4 {
+        chat(&app, &key).await;
+    }
+    logged(&app, 4).await;
+    b.resize(1440, 900).await;
+    b.goto(&app.url("/me")).await;
+    b.find("#me-login").await;
+    b.type_into("#me-key", "qp_not-a-key").await;
+    b.click("#me-login-btn").await;
+    for _ in 0..50 {
+        if !b.text("#me-msg").await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        !b.text("#me-msg").await.is_empty(),
+        "a wrong key is said so"
+    );
+    b.type_into("#me-key", &key).await;
+    b.click("#me-login-btn").await;
+    b.ready().await;
+    assert_eq!(b.text("#me-remaining").await, "496");
+    assert!(b.text("#me-requests").await.contains("mock-chat"));
+    let snippets = b.text("#me-snippets").await;
+    assert!(
+        snippets.contains(&app.base) && snippets.contains("ANTHROPIC_BASE_URL"),
+        "{snippets}"
+    );
+    assert!(
+        !b.text("body").await.contains(&key),
+        "the key is never shown back"
+    );
+    let url = b.js("return location.href").await;
+    assert!(
+        !url.as_str().unwrap().contains(&key),
+        "nor put in the address"
+    );
+    b.screenshot("me").await;
+    b.resize(390, 844).await;
+    b.goto(&app.url("/me")).await;
+    b.ready().await;
+    b.screenshot("phone-me").await;
+    let (scroll, width) = (
+        b.js("return document.body.scrollWidth").await,
+        b.js("return window.innerWidth").await,
+    );
+    assert!(
+        scroll.as_i64().unwrap() <= width.as_i64().unwrap(),
+        "{scroll} > {width}"
+    );
+    b.click("#me-logout").await;
+    b.find("#me-login").await;
+    // The refused sign-in may be reported again; nothing else.
+    let errors = b.console_errors().await;
+    assert!(errors.iter().all(|e| e.contains("/me/login")), "{errors:?}");
+    b.close().await;
     app.stop().await;
 }

@@ -84,6 +84,8 @@ async function render() {
   destroyCharts();
   let s;
   try {
+    const who = await api('/me/session', { quiet: true });
+    if (!who.authenticated) return renderLogin('');
     s = await api('/me/api/summary', { quiet: true });
   } catch (e) {
     return renderLogin(e.status === 401 ? '' : t('error_prefix') + e.message);
@@ -152,7 +154,7 @@ async function fillRequests(box, chartBox) {
     chart(chartBox, {
       animation: false, tooltip: { trigger: 'axis' }, grid: { left: 50, right: 16, top: 16, bottom: 30 },
       xAxis: { type: 'category', data: [...days.keys()] }, yAxis: { type: 'value' },
-      series: [{ type: 'bar', name: 'Tokens', data: [...days.values()] }],
+      series: [{ type: 'bar', name: 'Tokens', barMaxWidth: 48, data: [...days.values()] }],
     });
   }
 }

@@ -12,6 +12,7 @@
 
 mod alerts;
 mod audit;
+mod invites;
 mod keys;
 mod ledger;
 mod request_log;
