@@ -55,6 +55,7 @@ const SOURCES: &[Source] = &[
     module!("page-prices.js"),
     module!("page-audit.js"),
     module!("page-channels.js"),
+    module!("page-invites.js"),
     module!("me.js"),
     Source {
         name: "app.css",

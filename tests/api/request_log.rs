@@ -597,6 +597,7 @@ async fn every_console_page_fits_a_phone() {
         "audit".to_owned(),
         "alerts".to_owned(),
         "channels".to_owned(),
+        "invites".to_owned(),
     ] {
         b.goto(&app.url(&format!("/#/{page}"))).await;
         b.ready().await;

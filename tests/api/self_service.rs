@@ -232,6 +232,15 @@ async fn the_me_page_signs_in_with_the_key_and_fits_a_phone() {
     b.resize(1440, 900).await;
     b.goto(&app.url("/me")).await;
     b.find("#me-login").await;
+    // An invite code redeemed on the sign-in page: the new key shown once, and it works.
+    let (_, inv) = app
+        .admin_post("/admin/invites", json!({"quota": 7, "uses": 1}))
+        .await;
+    b.type_into("#me-code", inv["code"].as_str().unwrap()).await;
+    b.click("#me-redeem-btn").await;
+    let new_key = b.text("#me-new-key").await;
+    assert_eq!(app.quota(&new_key).await["remaining"], 7);
+    b.screenshot("me-redeemed").await;
     b.type_into("#me-key", "qp_not-a-key").await;
     b.click("#me-login-btn").await;
     for _ in 0..50 {

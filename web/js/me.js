@@ -40,8 +40,26 @@ function renderLogin(message) {
   h('button', { type: 'submit', class: 'primary', id: 'me-login-btn' }, t('login')),
   langButton(() => renderLogin(message)),
   msg);
+  // An invite code makes a new key, shown once.
+  const code = h('input', { id: 'me-code', autocomplete: 'off', 'aria-label': t('me_code') });
+  const got = h('div', { id: 'me-redeemed', role: 'status' });
+  const redeem = h('form', {
+    class: 'login', id: 'me-redeem',
+    onsubmit: async (e) => {
+      e.preventDefault();
+      clear(got);
+      try {
+        const r = await api('/me/redeem', { method: 'POST', body: { code: code.value }, quiet: true });
+        code.value = '';
+        append(got, [h('p', { class: 'warn' }, t('me_redeemed')), h('div', { class: 'secret' }, h('code', { class: 'fullkey', id: 'me-new-key' }, r.key))]);
+      } catch (err) {
+        append(got, [h('p', { class: 'msg' }, t('error_prefix') + err.message)]);
+      }
+    },
+  }, h('h2', {}, t('me_have_code')), h('label', {}, t('me_code'), code),
+  h('button', { type: 'submit', id: 'me-redeem-btn' }, t('me_redeem')), got);
   clear(app);
-  app.appendChild(h('div', { class: 'login-wrap' }, form));
+  app.appendChild(h('div', { class: 'login-wrap me-login' }, form, redeem));
   input.focus();
 }
 
