@@ -32,6 +32,7 @@ pub struct CreateInviteRequest {
     pub quota: Option<Amount>,
     /// Each key's expiry: RFC 3339 or `YYYY-MM-DD`.
     pub expires_at: Option<String>,
+    #[serde(default, deserialize_with = "super::shapes::object")]
     pub limits: Option<KeyLimits>,
     /// Model globs the keys may use (the same as `limits.models`).
     pub models: Option<Vec<String>>,

@@ -21,7 +21,7 @@ fn present<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
 
 /// A field of a struct type, as a JSON object only (or `null`): serde's derive would also
 /// take an array of the struct's fields in order, which the document does not allow.
-fn object<'de, T: serde::de::DeserializeOwned, D: serde::Deserializer<'de>>(
+pub(super) fn object<'de, T: serde::de::DeserializeOwned, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<T>, D::Error> {
     match Option::<Value>::deserialize(d)? {
