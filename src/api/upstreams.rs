@@ -372,12 +372,14 @@ pub async fn enable_upstream(
     op: Operator,
     Path(id): Path<String>,
 ) -> ApiResult<Json<UpstreamView>> {
+    switch(&st, &op, &id, true).await
+}
+
+/// An operator's enable or disable, answered with the channel as it is then.
+async fn switch(st: &AppState, op: &Operator, id: &str, on: bool) -> ApiResult<Json<UpstreamView>> {
     op.require_write()?;
-    let id = st
-        .gateway
-        .set_channel_enabled(&id, true, &op.actor())
-        .await?;
-    one(&st, &id.to_string()).await
+    let id = st.gateway.set_channel_enabled(id, on, &op.actor()).await?;
+    one(st, &id.to_string()).await
 }
 
 /// Out of routing until enabled (an operator's switch, apart from health).
@@ -390,12 +392,7 @@ pub async fn disable_upstream(
     op: Operator,
     Path(id): Path<String>,
 ) -> ApiResult<Json<UpstreamView>> {
-    op.require_write()?;
-    let id = st
-        .gateway
-        .set_channel_enabled(&id, false, &op.actor())
-        .await?;
-    one(&st, &id.to_string()).await
+    switch(&st, &op, &id, false).await
 }
 
 /// A real minimal call (one token) through this upstream, timed; the answer shown masked.

@@ -18,9 +18,18 @@ pub struct UpstreamKey {
 }
 
 impl UpstreamKey {
-    fn state(&self) -> KeyState {
+    fn lock(&self) -> std::sync::MutexGuard<'_, KeyState> {
         // Plain data behind the lock: usable even after a panic elsewhere.
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn state(&self) -> KeyState {
+        self.lock().clone()
+    }
+
+    /// Checked on every call: no copy of the state.
+    fn usable(&self) -> bool {
+        self.lock().disabled_reason.is_none()
     }
 }
 
@@ -142,7 +151,7 @@ impl Upstream {
         for i in 0..self.keys.len() {
             let idx = (start + i) % self.keys.len();
             let k = &self.keys[idx];
-            if k.state().disabled_reason.is_none() {
+            if k.usable() {
                 return KeyPick::Key(idx, &k.secret);
             }
         }
@@ -154,7 +163,7 @@ impl Upstream {
         let Some(k) = self.keys.get(idx) else {
             return false;
         };
-        let mut st = k.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = k.lock();
         if st.disabled_reason.is_some() {
             return false;
         }

@@ -229,6 +229,18 @@ impl Browser {
         }
     }
 
+    /// Asserts the page is no wider than the window (nothing scrolls sideways).
+    pub async fn assert_fits_width(&self, what: &str) {
+        let (scroll, width) = (
+            self.js("return document.body.scrollWidth").await,
+            self.js("return window.innerWidth").await,
+        );
+        assert!(
+            scroll.as_i64().unwrap() <= width.as_i64().unwrap(),
+            "{what} overflows: {scroll} > {width}"
+        );
+    }
+
     /// The window's outer size (390 × 844: a phone).
     pub async fn resize(&self, width: u32, height: u32) {
         self.c.set_window_size(width, height).await.unwrap();

@@ -517,19 +517,24 @@ async fn the_channels_page_creates_tests_and_shows_health() {
     );
     assert_ne!(chat(&app, &key, "gpt-4o").await, 200);
 
+    // In English: every label English, the state too.
+    b.js("localStorage.setItem('qp.lang', 'en')").await;
+    b.goto(&app.url("/#/channels")).await;
+    b.ready().await;
+    assert_eq!(b.text("#add-channel").await, "Add channel");
+    assert!(b.text(row).await.contains("disabled"));
+    b.screenshot("channels-en").await;
+    b.click(&format!("{row} [data-act=edit]")).await;
+    b.screenshot("channel-form-en").await;
+    b.click("[data-action=cancel]").await;
+    b.js("localStorage.setItem('qp.lang', 'zh')").await;
+
     // Phone width: no sideways overflow; the form fits.
     b.resize(390, 844).await;
     b.goto(&app.url("/#/channels")).await;
     b.ready().await;
     b.screenshot("phone-channels").await;
-    let (scroll, width) = (
-        b.js("return document.body.scrollWidth").await,
-        b.js("return window.innerWidth").await,
-    );
-    assert!(
-        scroll.as_i64().unwrap() <= width.as_i64().unwrap(),
-        "{scroll} > {width}"
-    );
+    b.assert_fits_width("the channels page").await;
     b.click("#add-channel").await;
     let fits = b
         .js("const r = document.querySelector('.modal').getBoundingClientRect(); return r.left >= 0 && r.right <= window.innerWidth")

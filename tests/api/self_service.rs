@@ -273,18 +273,16 @@ async fn the_me_page_signs_in_with_the_key_and_fits_a_phone() {
         "nor put in the address"
     );
     b.screenshot("me").await;
+    b.click("#lang").await;
+    b.ready().await;
+    assert_eq!(b.text(".brand").await, "My key");
+    assert!(b.text("#me-snippets").await.contains("<your key>"));
+    b.screenshot("me-en").await;
     b.resize(390, 844).await;
     b.goto(&app.url("/me")).await;
     b.ready().await;
     b.screenshot("phone-me").await;
-    let (scroll, width) = (
-        b.js("return document.body.scrollWidth").await,
-        b.js("return window.innerWidth").await,
-    );
-    assert!(
-        scroll.as_i64().unwrap() <= width.as_i64().unwrap(),
-        "{scroll} > {width}"
-    );
+    b.assert_fits_width("the /me page").await;
     b.click("#me-logout").await;
     b.find("#me-login").await;
     // The refused sign-in may be reported again; nothing else.
