@@ -518,8 +518,7 @@ async fn the_channels_page_creates_tests_and_shows_health() {
     assert_ne!(chat(&app, &key, "gpt-4o").await, 200);
 
     // In English: every label English, the state too.
-    b.js("localStorage.setItem('qp.lang', 'en')").await;
-    b.goto(&app.url("/#/channels")).await;
+    b.click("#lang").await;
     b.ready().await;
     assert_eq!(b.text("#add-channel").await, "Add channel");
     assert!(b.text(row).await.contains("disabled"));
@@ -527,7 +526,8 @@ async fn the_channels_page_creates_tests_and_shows_health() {
     b.click(&format!("{row} [data-act=edit]")).await;
     b.screenshot("channel-form-en").await;
     b.click("[data-action=cancel]").await;
-    b.js("localStorage.setItem('qp.lang', 'zh')").await;
+    b.click("#lang").await;
+    b.ready().await;
 
     // Phone width: no sideways overflow; the form fits.
     b.resize(390, 844).await;

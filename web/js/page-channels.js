@@ -24,9 +24,11 @@ function pairs(text, sep) {
 
 function stateCell(u) {
   const s = u.health.state;
-  const pill = h('span', { class: 'pill ' + s, 'data-state': s, title: u.health.reason || '' }, t('ch_' + s));
+  // An operator's switch is said in the page's language; other reasons are the upstream's words.
+  const reason = !u.enabled ? t('ch_by_operator') : u.health.reason;
+  const pill = h('span', { class: 'pill ' + s, 'data-state': s, title: reason || '' }, t('ch_' + s));
   return h('div', {}, pill,
-    u.health.reason ? h('div', { class: 'muted small err-text', title: u.health.reason }, u.health.reason) : null,
+    reason ? h('div', { class: 'muted small err-text', title: reason }, reason) : null,
     u.health.since && s !== 'healthy' ? h('div', { class: 'muted small' }, when(u.health.since)) : null);
 }
 
