@@ -10,6 +10,11 @@
 //!   cargo bench --bench gateway_overhead
 //!   BENCH_SECS=5 BENCH_RATES=500,2000 cargo bench --bench gateway_overhead
 //!
+//! The floor any proxy hop costs is measured in the same run: nginx (Debian's, `NGINX` or
+//! `/usr/sbin/nginx`) as a bare reverse proxy to the same upstream — keep-alive pool, no
+//! buffering of streams, no access log, as many workers as the gateway has threads — and
+//! the gateway is reported as a share of it (issue #26). Without nginx the rows say so.
+//!
 //! Only 127.0.0.1 is contacted; every phase is bounded in time.
 #![expect(clippy::unwrap_used, reason = "a benchmark stops at the first failure")]
 
@@ -200,6 +205,37 @@ fn spawn(args: &[&str], envs: &[(&str, &str)]) -> Child {
     c.spawn().unwrap()
 }
 
+/// nginx as a bare reverse proxy on `port` to the upstream on `up`, its files in `dir`.
+fn spawn_nginx(dir: &std::path::Path, port: u16, up: u16) -> Option<Child> {
+    let bin = std::env::var("NGINX").unwrap_or_else(|_| "/usr/sbin/nginx".into());
+    if !std::path::Path::new(&bin).exists() {
+        eprintln!("no nginx at {bin}: the nginx baseline is skipped (apt install nginx)");
+        return None;
+    }
+    let d = dir.display();
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nworker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log warn;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/nginx-body;\n  proxy_temp_path {d}/nginx-proxy;\n\
+               fastcgi_temp_path {d}/nginx-fcgi;\n  uwsgi_temp_path {d}/nginx-uwsgi;\n  scgi_temp_path {d}/nginx-scgi;\n\
+               upstream up {{ server 127.0.0.1:{up}; keepalive 256; }}\n\
+               server {{\n    listen 127.0.0.1:{port};\n    location / {{\n\
+                 proxy_pass http://up;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n\
+                 proxy_buffering off;\n    }}\n  }}\n}}\n"
+        ),
+    )
+    .unwrap();
+    std::process::Command::new(bin)
+        .args(["-c", conf.to_str().unwrap(), "-p", dir.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()
+}
+
 async fn wait_port(port: u16) {
     for _ in 0..200 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -379,7 +415,7 @@ fn main() {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (up_port, gw_port) = (free_port(), free_port());
+    let (up_port, gw_port, nginx_port) = (free_port(), free_port(), free_port());
     let config = dir.path().join("quota-proxy.toml");
     std::fs::write(
         &config,
@@ -404,9 +440,14 @@ fn main() {
         &[("ADMIN_TOKEN", ADMIN)],
     );
 
+    let mut nginx = spawn_nginx(dir.path(), nginx_port, up_port);
+
     rt.block_on(async {
         wait_port(up_port).await;
         wait_port(gw_port).await;
+        if nginx.is_some() {
+            wait_port(nginx_port).await;
+        }
         let client: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(4096).build_http();
         let req = Request::post(format!("http://127.0.0.1:{gw_port}/admin/keys"))
             .header("authorization", format!("Bearer {ADMIN}"))
@@ -417,10 +458,14 @@ fn main() {
         let key = v["key"].as_str().unwrap().to_owned();
         let direct = Arc::new(Target::new("direct", format!("http://127.0.0.1:{up_port}/v1/chat/completions"), None));
         let through = Arc::new(Target::new("gateway", format!("http://127.0.0.1:{gw_port}/v1/chat/completions"), Some(key.clone())));
+        let proxy = nginx.as_ref().map(|_| Arc::new(Target::new("nginx", format!("http://127.0.0.1:{nginx_port}/v1/chat/completions"), None)));
 
         // Warm both paths (connections, caches).
         open_loop(&client, direct.clone(), false, 200, 1).await;
         open_loop(&client, through.clone(), false, 200, 1).await;
+        if let Some(p) = &proxy {
+            open_loop(&client, p.clone(), false, 200, 1).await;
+        }
 
         println!("\nOpen loop, {secs}s per cell; latency = time to the whole answer (ms)");
         println!("| mode | rate/s | path | p50 | p99 | p99.9 | errors | p50 overhead | p99 overhead |");
@@ -428,14 +473,23 @@ fn main() {
         for stream in [false, true] {
             for &rate in &rates {
                 let d = open_loop(&client, direct.clone(), stream, rate, secs).await;
+                let n = match &proxy {
+                    Some(p) => Some((open_loop(&client, p.clone(), stream, rate, secs).await, p)),
+                    None => None,
+                };
                 let g = open_loop(&client, through.clone(), stream, rate, secs).await;
                 let mode = if stream { "stream" } else { "non-stream" };
-                for (s, t) in [(&d, &direct), (&g, &through)] {
-                    let over = if t.name == "gateway" {
+                let mut rows = vec![(&d, &direct)];
+                if let Some((s, p)) = &n {
+                    rows.push((s, p));
+                }
+                rows.push((&g, &through));
+                for (s, t) in rows {
+                    let over = if t.name != "direct" {
                         format!(
                             "{:.3} | {:.3}",
-                            ms(g.hist.value_at_quantile(0.5)) - ms(d.hist.value_at_quantile(0.5)),
-                            ms(g.hist.value_at_quantile(0.99)) - ms(d.hist.value_at_quantile(0.99))
+                            ms(s.hist.value_at_quantile(0.5)) - ms(d.hist.value_at_quantile(0.5)),
+                            ms(s.hist.value_at_quantile(0.99)) - ms(d.hist.value_at_quantile(0.99))
                         )
                     } else {
                         " | ".to_owned()
@@ -455,14 +509,29 @@ fn main() {
         let conns = env_num("BENCH_CONNS", 64) as usize;
         let tput_secs = secs.min(5);
         let d = closed_loop(&client, direct.clone(), conns, tput_secs).await;
+        let n = match &proxy {
+            Some(p) => Some(closed_loop(&client, p.clone(), conns, tput_secs).await),
+            None => None,
+        };
         let g = closed_loop(&client, through.clone(), conns, tput_secs).await;
         println!("\nClosed loop, {conns} in flight, non-stream: direct {d:.0} req/s, gateway {g:.0} req/s ({:.0} % of direct)", 100.0 * g / d);
+        match n {
+            Some(n) => println!("Closed loop, {conns} in flight, non-stream: nginx reverse proxy {n:.0} req/s; gateway = {:.2} × nginx (issue #26 asks ≥ 0.70)", g / n),
+            None => println!("Closed loop: no nginx, no baseline"),
+        }
         if env_num("BENCH_PROTOCOLS", 1) == 1 {
             protocols(&client, up_port, gw_port, &key, secs).await;
         }
     });
     let _ = gateway.kill();
     let _ = upstream.kill();
+    if let Some(n) = nginx.as_mut() {
+        // SIGTERM: the master stops its workers (a SIGKILL would leave them listening).
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &n.id().to_string()])
+            .status();
+        let _ = n.wait();
+    }
     let _ = gateway.wait();
     let _ = upstream.wait();
 }
