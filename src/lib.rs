@@ -4,6 +4,7 @@
 // the library (tests may read as one scenario). Threshold: `clippy.toml`.
 #![deny(clippy::too_many_lines)]
 
+pub mod accounts;
 pub mod alerts;
 pub mod api;
 pub mod app;
@@ -34,5 +35,6 @@ pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod timefmt;
+pub mod useradmin;
 pub mod web;
 pub mod wire;

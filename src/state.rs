@@ -10,6 +10,7 @@ use crate::gateway::Gateway;
 use crate::keyadmin::KeyAdmin;
 use crate::ledger::Ledger;
 use crate::store::Store;
+use crate::useradmin::UserAdmin;
 
 pub struct AppInner {
     pub config: Config,
@@ -17,6 +18,7 @@ pub struct AppInner {
     pub ledger: Arc<Ledger>,
     pub gateway: Arc<Gateway>,
     pub keys: KeyAdmin,
+    pub users: UserAdmin,
     pub auth: Arc<Authenticator>,
     /// Key holders signed in to `/me`: each session stands for one key id.
     pub holders: crate::auth::Sessions<i64>,

@@ -195,6 +195,8 @@ impl App {
         let store = open_store(&config).await?;
         let (ledger, ledger_handle) = Ledger::start(store.clone(), clock.clone()).await?;
         let keys = KeyAdmin::new(store.clone(), Some(ledger.clone()), clock.clone());
+        let users =
+            crate::useradmin::UserAdmin::new(store.clone(), Some(ledger.clone()), clock.clone());
         let (gateway, gateway_handle) = Gateway::start(
             config.gateway.clone(),
             config.daily_req_limit,
@@ -216,6 +218,7 @@ impl App {
         let background = vec![
             ledger.spawn_change_follower(Duration::from_secs(1)),
             ledger.spawn_hold_keeper(),
+            ledger.spawn_budget_follower(Duration::from_millis(500)),
             gateway.spawn_channel_follower(Duration::from_millis(500)),
             spawn_retention(store.clone(), clock, config.retention.clone()),
         ];
@@ -225,6 +228,7 @@ impl App {
             ledger,
             gateway,
             keys,
+            users,
             auth: shared.auth.clone(),
             holders: crate::auth::Sessions::new(
                 Duration::from_secs(12 * 3600),

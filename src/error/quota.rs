@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use super::problem::{Problem, with_retry_after};
+use crate::accounts::Scope;
 use crate::ledger::LedgerError;
 use crate::store::StoreError;
 
@@ -137,6 +138,36 @@ impl ApiError {
         .with_details(json!({ "key": key_hint, "remaining": remaining, "requested": requested }))
     }
 
+    /// The key could afford it, its user's or team's budget could not: the seed's code and
+    /// shape, the message naming that budget and what it has left (`details.budget` says
+    /// which: `user` or `team`).
+    pub fn budget_exceeded(key_hint: &str, scope: Scope, remaining: i64, requested: i64) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "QUOTA_EXCEEDED",
+            format!(
+                "配额不足，{}剩余：{remaining}，请求配额：{requested}",
+                scope.label_zh()
+            ),
+        )
+        .with_details(json!({
+            "key": key_hint,
+            "remaining": remaining,
+            "requested": requested,
+            "budget": scope.as_str(),
+        }))
+    }
+
+    /// The key is usable, its user or team was disabled by an operator.
+    pub fn owner_disabled(scope: Scope) -> Self {
+        let msg = match scope {
+            Scope::User => "API密钥所属用户已被停用",
+            Scope::Team => "API密钥所属团队已被停用",
+        };
+        Self::new(StatusCode::FORBIDDEN, "KEY_DISABLED", msg)
+            .with_details(json!({ "budget": scope.as_str() }))
+    }
+
     pub fn upstream_not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "UPSTREAM_NOT_FOUND", "上游不存在")
     }
@@ -201,7 +232,14 @@ impl ApiError {
             LedgerError::QuotaExceeded {
                 remaining,
                 requested,
+                budget: None,
             } => Self::quota_exceeded(key_hint, remaining, requested),
+            LedgerError::QuotaExceeded {
+                remaining,
+                requested,
+                budget: Some(scope),
+            } => Self::budget_exceeded(key_hint, scope, remaining, requested),
+            LedgerError::OwnerDisabled(scope) => Self::owner_disabled(scope),
             LedgerError::Unavailable => Self::unavailable(),
             LedgerError::Limited(w) => {
                 let mut e = Self::new(

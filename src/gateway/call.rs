@@ -8,6 +8,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::limits::{self, RequestBudget, Slot};
+use crate::accounts::Scope;
 use crate::ledger::{Hold, KeyEntry};
 use crate::store::RequestLogRow;
 
@@ -92,10 +93,14 @@ pub enum CallError {
     /// Money mode has no price for the model on any upstream serving it.
     NotPriced(String),
     RateLimited(limits::Refusal),
+    /// `budget`: the key's user's or team's budget refused (`None`: the key's own).
     QuotaExceeded {
         remaining: i64,
         requested: i64,
+        budget: Option<Scope>,
     },
+    /// The key's user or team is disabled.
+    OwnerDisabled(Scope),
     NoUpstreamAnswered(String),
 }
 
@@ -107,7 +112,7 @@ impl CallError {
             Self::BodyUnreadable | Self::NotAnObject | Self::NoModel => 400,
             Self::BadCount { .. } | Self::BadField { .. } => 400,
             Self::NotPriced(_) => 403,
-            Self::KeyDisabled | Self::KeyExpired => 403,
+            Self::KeyDisabled | Self::KeyExpired | Self::OwnerDisabled(_) => 403,
             Self::ModelNotAllowed(_) | Self::IpNotAllowed => 403,
             Self::ModelNotFound(_) => 404,
             Self::BodyTooLarge { .. } => 413,
@@ -124,7 +129,7 @@ impl CallError {
             Self::Unavailable => "unavailable",
             Self::BodyTooLarge { .. } => "payload_too_large",
             Self::BodyUnreadable | Self::NotAnObject | Self::NoModel => "invalid_request",
-            Self::KeyDisabled => "key_disabled",
+            Self::KeyDisabled | Self::OwnerDisabled(_) => "key_disabled",
             Self::KeyExpired => "key_expired",
             Self::ModelNotAllowed(_) => "model_not_allowed",
             Self::IpNotAllowed => "ip_not_allowed",
@@ -148,6 +153,8 @@ impl CallError {
             Self::NotAnObject => "请求体必须是 JSON 对象".into(),
             Self::NoModel => "缺少 model 字段".into(),
             Self::KeyDisabled => "API密钥已被禁用".into(),
+            Self::OwnerDisabled(Scope::User) => "API密钥所属用户已被停用".into(),
+            Self::OwnerDisabled(Scope::Team) => "API密钥所属团队已被停用".into(),
             Self::KeyExpired => "API密钥已过期".into(),
             Self::ModelNotAllowed(m) => format!("该密钥不允许使用模型 {m}"),
             Self::IpNotAllowed => "该 IP 不允许使用此密钥".into(),
@@ -167,9 +174,19 @@ impl CallError {
             Self::QuotaExceeded {
                 remaining,
                 requested,
+                budget: None,
             } => {
                 format!("配额不足，剩余配额：{remaining}，请求配额：{requested} (quota exhausted)")
             }
+            Self::QuotaExceeded {
+                remaining,
+                requested,
+                budget: Some(scope),
+            } => format!(
+                "配额不足，{}剩余：{remaining}，请求配额：{requested} ({} budget exhausted)",
+                scope.label_zh(),
+                scope.as_str()
+            ),
             Self::NoUpstreamAnswered(last) => format!("上游服务不可用 ({last})"),
         }
     }

@@ -696,14 +696,17 @@ fn hold_refused(call: &mut Call, e: LedgerError, now: i64) -> CallError {
         LedgerError::QuotaExceeded {
             remaining,
             requested,
+            budget,
         } => {
             call.quota_remaining = Some(remaining);
             CallError::QuotaExceeded {
                 remaining,
                 requested,
+                budget,
             }
         }
         LedgerError::Disabled => CallError::KeyDisabled,
+        LedgerError::OwnerDisabled(scope) => CallError::OwnerDisabled(scope),
         LedgerError::Expired => CallError::KeyExpired,
         LedgerError::UnknownKey | LedgerError::Unavailable => CallError::Unavailable,
     }

@@ -7,4 +7,4 @@ pub mod refill;
 
 pub use format::{GeneratedKey, KeyHash, generate_key, hash_key, hint_for, is_valid_prefix};
 pub use model::{KeyLimits, KeyRecord, Owner, Refill, RefillInterval};
-pub use policy::{KeyStatus, effective_counters, status_of};
+pub use policy::{Counters, KeyStatus, counters_at, effective_counters, status_of};

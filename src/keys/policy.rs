@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::model::KeyRecord;
+use super::model::{KeyRecord, Refill};
 use super::refill::period_start;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -60,17 +60,28 @@ impl Counters {
 }
 
 pub fn effective_counters(rec: &KeyRecord, now_ms: i64) -> Counters {
-    match rec.refill {
+    counters_at(rec.quota, rec.used, rec.refill, rec.refill_period, now_ms)
+}
+
+/// The counters of anything with a quota and a refill (a key, a user's or a team's budget)
+/// as they stand at `now_ms`.
+pub fn counters_at(
+    quota: Option<i64>,
+    used: i64,
+    refill: Option<Refill>,
+    refill_period: Option<i64>,
+    now_ms: i64,
+) -> Counters {
+    match refill {
         None => Counters {
-            quota: rec.quota,
-            used: rec.used,
+            quota,
+            used,
             period: None,
             reset_due: false,
         },
         Some(refill) => {
             let p = period_start(refill.interval, now_ms);
-            let due = rec.refill_period.is_none_or(|applied| p > applied);
-            if due {
+            if refill_period.is_none_or(|applied| p > applied) {
                 Counters {
                     quota: Some(refill.amount),
                     used: 0,
@@ -79,8 +90,8 @@ pub fn effective_counters(rec: &KeyRecord, now_ms: i64) -> Counters {
                 }
             } else {
                 Counters {
-                    quota: rec.quota,
-                    used: rec.used,
+                    quota,
+                    used,
                     period: Some(p),
                     reset_due: false,
                 }

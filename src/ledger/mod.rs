@@ -1,21 +1,26 @@
 //! The quota ledger: reserve in memory, commit through the group-commit writer, answer after
 //! the commit. The database's conditional update has the last word on every consume.
 
+pub mod budgets;
 pub mod table;
 mod writer;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::MutexGuard;
+
 use tokio::sync::{OnceCell, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::accounts::{BudgetRef, Scope};
 use crate::clock::SharedClock;
 use crate::keys::{KeyHash, KeyRecord, effective_counters, hash_key, policy::is_expired};
 use crate::store::{
     ConsumeOp, HoldTag, IdempotentResult, KeyEvent, OpKind, Refusal, Store, StoreError, UsageItem,
     WindowCap,
 };
+use budgets::{BudgetState, BudgetTable};
 pub use table::{KeyEntry, KeyTable};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,8 +31,16 @@ pub enum LedgerError {
     Disabled,
     #[error("key expired")]
     Expired,
+    /// `budget`: the user's or team's budget refused (`None`: the key's own).
     #[error("quota exceeded")]
-    QuotaExceeded { remaining: i64, requested: i64 },
+    QuotaExceeded {
+        remaining: i64,
+        requested: i64,
+        budget: Option<Scope>,
+    },
+    /// The key's user or team is disabled.
+    #[error("owner disabled")]
+    OwnerDisabled(Scope),
     #[error("store unavailable")]
     Unavailable,
     /// A request counter shared by the instances is full for its window.
@@ -103,6 +116,8 @@ pub struct Hold {
     pub amount: i64,
     tag: Option<HoldTag>,
     commit: Option<Reply>,
+    /// The user and team budgets held from too (the settlement gives back to these).
+    budgets: Vec<BudgetRef>,
 }
 
 impl Default for Hold {
@@ -118,6 +133,7 @@ impl Hold {
             amount: 0,
             tag: None,
             commit: None,
+            budgets: Vec::new(),
         }
     }
 
@@ -155,6 +171,8 @@ pub struct Ledger {
     /// This server's id in `instances` and on its holds.
     instance: i64,
     table: Arc<KeyTable>,
+    /// Users' and teams' budgets.
+    budgets: Arc<BudgetTable>,
     store: Arc<dyn Store>,
     clock: SharedClock,
     tx: mpsc::UnboundedSender<writer::Pending>,
@@ -194,6 +212,7 @@ fn spawn_writer_thread(
     stop_rx: oneshot::Receiver<()>,
     store: Arc<dyn Store>,
     table: Arc<KeyTable>,
+    budgets: Arc<BudgetTable>,
     clock: SharedClock,
     writable: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<oneshot::Receiver<()>, StoreError> {
@@ -211,7 +230,7 @@ fn spawn_writer_thread(
                 match store.consume_writer().await {
                     Ok(committer) => {
                         let _ = ready_tx.send(Ok(()));
-                        writer::run(rx, stop_rx, committer, table, clock, writable).await;
+                        writer::run(rx, stop_rx, committer, table, budgets, clock, writable).await;
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -235,7 +254,14 @@ fn refusal_error(r: Refusal, requested: i64) -> LedgerError {
         Refusal::Quota { remaining } => LedgerError::QuotaExceeded {
             remaining: remaining.unwrap_or(0),
             requested,
+            budget: None,
         },
+        Refusal::Budget { scope, remaining } => LedgerError::QuotaExceeded {
+            remaining: remaining.unwrap_or(0),
+            requested,
+            budget: Some(scope),
+        },
+        Refusal::BudgetDisabled(scope) => LedgerError::OwnerDisabled(scope),
         Refusal::Window(w) => LedgerError::Limited(w),
     }
 }
@@ -263,9 +289,57 @@ fn admit(st: &mut table::KeyState, now: i64, amount: i64) -> Result<(), LedgerEr
         return Err(LedgerError::QuotaExceeded {
             remaining: c.remaining().unwrap_or(0).max(0),
             requested: amount,
+            budget: None,
         });
     }
     Ok(())
+}
+
+/// Whether `amount` may also be taken from each of the key's user and team budgets now
+/// (checked after the key's own, so a refusal names the first that cannot afford it).
+fn admit_budgets(
+    budgets: &mut [MutexGuard<'_, BudgetState>],
+    now: i64,
+    amount: i64,
+) -> Result<(), LedgerError> {
+    for b in budgets.iter_mut() {
+        if !b.acct.enabled {
+            return Err(LedgerError::OwnerDisabled(b.acct.scope));
+        }
+        let due = b.acct.counters(now);
+        if due.reset_due {
+            b.acct.used = b.pending;
+            b.acct.quota = due.quota;
+            b.acct.refill_period = due.period;
+        }
+        let c = b.acct.counters(now);
+        if !c.can_afford(amount) {
+            return Err(LedgerError::QuotaExceeded {
+                remaining: c.remaining().unwrap_or(0).max(0),
+                requested: amount,
+                budget: Some(b.acct.scope),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The room left across the key and its budgets (`None`: unlimited), each with `credit`
+/// given back first.
+fn room(
+    st: &table::KeyState,
+    budgets: &[MutexGuard<'_, BudgetState>],
+    now: i64,
+    credit: i64,
+) -> Option<i64> {
+    let key = effective_counters(&st.rec, now).remaining();
+    budgets
+        .iter()
+        .map(|b| b.acct.counters(now).remaining())
+        .chain(std::iter::once(key))
+        .flatten()
+        .map(|r| r.max(0).saturating_add(credit))
+        .min()
 }
 
 impl Ledger {
@@ -274,15 +348,24 @@ impl Ledger {
     fn enqueue(
         &self,
         st: &mut table::KeyState,
+        budgets: &mut [MutexGuard<'_, BudgetState>],
         op: ConsumeOp,
         amount: i64,
     ) -> Result<Reply, LedgerError> {
         let (reply, rx) = oneshot::channel();
         st.rec.used += amount;
         st.pending += amount;
+        for b in budgets.iter_mut() {
+            b.acct.used += amount;
+            b.pending += amount;
+        }
         if self.tx.send(writer::Pending { op, reply }).is_err() {
             st.rec.used -= amount;
             st.pending -= amount;
+            for b in budgets.iter_mut() {
+                b.acct.used -= amount;
+                b.pending -= amount;
+            }
             return Err(LedgerError::Unavailable);
         }
         Ok(rx)
@@ -323,6 +406,8 @@ impl Ledger {
             );
         }
         let table = Arc::new(KeyTable::default());
+        let budgets = Arc::new(BudgetTable::default());
+        budgets.replace_all(store.accounts().await?);
         for rec in store.load_keys().await? {
             table.upsert(rec);
         }
@@ -334,6 +419,7 @@ impl Ledger {
             stop_rx,
             store.clone(),
             table.clone(),
+            budgets.clone(),
             clock.clone(),
             writable.clone(),
         )?;
@@ -343,6 +429,7 @@ impl Ledger {
             instance,
             shared,
             table,
+            budgets,
             store,
             clock,
             tx,
@@ -379,25 +466,97 @@ impl Ledger {
     /// the CLI in the same database work at once.
     pub async fn authenticate(&self, presented: &str) -> Result<Arc<KeyEntry>, LedgerError> {
         let hash: KeyHash = hash_key(presented);
-        if let Some(e) = self.table.by_hash(&hash) {
-            return Ok(e);
+        let entry = match self.table.by_hash(&hash) {
+            Some(e) => e,
+            None => match self.store.key_by_hash(&hash).await? {
+                Some(rec) => self.table.upsert(rec),
+                None => return Err(LedgerError::UnknownKey),
+            },
+        };
+        self.know_user(&entry).await;
+        Ok(entry)
+    }
+
+    /// Loads the key's user (and its team) when memory does not know them yet: created by
+    /// another instance or the CLI since the last reload.
+    async fn know_user(&self, entry: &KeyEntry) {
+        let Some(uid) = entry.lock().rec.owner.as_ref().and_then(|o| o.user_id) else {
+            return;
+        };
+        if self.budgets.get(uid).is_some() {
+            return;
         }
-        match self.store.key_by_hash(&hash).await? {
-            Some(rec) => Ok(self.table.upsert(rec)),
-            None => Err(LedgerError::UnknownKey),
+        let Ok(Some(user)) = self.store.account(uid).await else {
+            return;
+        };
+        let team = user.team_id;
+        self.budgets.upsert(user);
+        if let Some(t) = team.filter(|&t| self.budgets.get(t).is_none())
+            && let Ok(Some(team)) = self.store.account(t).await
+        {
+            self.budgets.upsert(team);
         }
+    }
+
+    /// Users' and teams' budgets as memory holds them.
+    pub fn budgets(&self) -> &BudgetTable {
+        &self.budgets
+    }
+
+    /// Reloads every user and team (after an edit here, or when another instance's edit
+    /// is noticed).
+    pub async fn reload_budgets(&self) -> Result<(), StoreError> {
+        self.budgets.replace_all(self.store.accounts().await?);
+        Ok(())
+    }
+
+    /// Follows edits of users and teams made by other instances or the CLI: the accounts'
+    /// generation is read every `every` and everything reloaded when it moved.
+    pub fn spawn_budget_follower(self: &Arc<Self>, every: Duration) -> JoinHandle<()> {
+        let ledger = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut seen: Option<i64> = None;
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(l) = ledger.upgrade() else { return };
+                let now = match l.store.account_generation().await {
+                    Ok(g) => g,
+                    Err(e) => {
+                        crate::telemetry::log_limited("budget_follower", |suppressed| {
+                            tracing::warn!(error = %e, suppressed, "could not read the accounts' generation");
+                        });
+                        continue;
+                    }
+                };
+                if seen.is_some_and(|s| s == now) {
+                    continue;
+                }
+                match l.reload_budgets().await {
+                    Ok(()) => seen = Some(now),
+                    Err(e) => tracing::warn!(error = %e, "could not reload users and teams"),
+                }
+            }
+        })
     }
 
     /// A key by id, from memory or (when another process created it) from the store.
     pub async fn entry_by_id(&self, id: i64) -> Result<Option<Arc<KeyEntry>>, StoreError> {
         if let Some(e) = self.table.by_id(id) {
+            self.know_user(&e).await;
             return Ok(Some(e));
         }
-        Ok(self
+        let Some(entry) = self
             .store
             .key_by_id(id)
             .await?
-            .map(|r| self.table.upsert(r)))
+            .map(|r| self.table.upsert(r))
+        else {
+            return Ok(None);
+        };
+        self.know_user(&entry).await;
+        Ok(Some(entry))
     }
 
     /// The key as it stands now. Alone on its database memory is exact; when instances
@@ -418,7 +577,7 @@ impl Ledger {
     fn peek(&self, entry: &KeyEntry) -> Result<Reply, LedgerError> {
         let mut st = entry.lock();
         let op = ConsumeOp::new(st.rec.id, OpKind::Peek);
-        self.enqueue(&mut st, op, 0)
+        self.enqueue(&mut st, &mut [], op, 0)
     }
 
     /// The key's record with any due refill applied to the view.
@@ -476,13 +635,19 @@ impl Ledger {
         let now = self.now_ms();
         let reply_rx = {
             let mut st = entry.lock();
+            let (refs, chain) = self
+                .budgets
+                .chain(st.rec.owner.as_ref().and_then(|o| o.user_id));
+            let mut bs: Vec<_> = chain.iter().map(|b| b.lock()).collect();
             admit(&mut st, now, total)?;
+            admit_budgets(&mut bs, now, total)?;
             let op = ConsumeOp {
                 items,
                 idempotency_key,
+                budgets: refs,
                 ..ConsumeOp::new(st.rec.id, OpKind::Consume)
             };
-            self.enqueue(&mut st, op, total)?
+            self.enqueue(&mut st, &mut bs, op, total)?
         };
         let committed = reply_rx
             .await
@@ -518,7 +683,12 @@ impl Ledger {
     ) -> Result<Hold, LedgerError> {
         let now = self.now_ms();
         let mut st = entry.lock();
+        let (refs, chain) = self
+            .budgets
+            .chain(st.rec.owner.as_ref().and_then(|o| o.user_id));
+        let mut bs: Vec<_> = chain.iter().map(|b| b.lock()).collect();
         admit(&mut st, now, amount)?;
+        admit_budgets(&mut bs, now, amount)?;
         if amount <= 0 && windows.is_empty() {
             return Ok(Hold::none());
         }
@@ -530,13 +700,15 @@ impl Ledger {
             items: vec![UsageItem { amount, ..item }],
             windows,
             hold: Some(tag),
+            budgets: refs.clone(),
             ..ConsumeOp::new(st.rec.id, OpKind::Hold)
         };
-        let commit = self.enqueue(&mut st, op, amount)?;
+        let commit = self.enqueue(&mut st, &mut bs, op, amount)?;
         Ok(Hold {
             amount,
             tag: Some(tag),
             commit: Some(commit),
+            budgets: refs,
         })
     }
 
@@ -544,13 +716,16 @@ impl Ledger {
     pub fn release(&self, entry: &KeyEntry, hold: Hold) {
         let Some(tag) = hold.tag else { return };
         let mut st = entry.lock();
+        let chain = self.budgets.entries(&hold.budgets);
+        let mut bs: Vec<_> = chain.iter().map(|b| b.lock()).collect();
         let op = ConsumeOp {
             credit: hold.amount,
             hold: Some(tag),
+            budgets: hold.budgets,
             ..ConsumeOp::new(st.rec.id, OpKind::Settle)
         };
         // Not awaited: the writer keeps a settlement until the store takes it.
-        if self.enqueue(&mut st, op, -hold.amount).is_err() {
+        if self.enqueue(&mut st, &mut bs, op, -hold.amount).is_err() {
             tracing::error!("ledger stopped; a hold was not given back");
         }
     }
@@ -565,14 +740,15 @@ impl Ledger {
         item: UsageItem,
     ) -> Result<SettleTicket, LedgerError> {
         let mut st = entry.lock();
+        let chain = self.budgets.entries(&hold.budgets);
+        let mut bs: Vec<_> = chain.iter().map(|b| b.lock()).collect();
         let now = self.now_ms();
         // The hold was committed: the settlement gives it back there (`credit`).
         let credit = if hold.tag.is_some() { hold.amount } else { 0 };
-        // Never below zero remaining: a call that cost more than its hold (an upstream past
-        // max_tokens) is charged what is left, as the store's settlement clamps it too.
-        let room = effective_counters(&st.rec, now)
-            .remaining()
-            .map(|r| r.max(0).saturating_add(credit));
+        // Never below zero remaining, on the key or its user or team: a call that cost more
+        // than its hold (an upstream past max_tokens) is charged what is left, as the
+        // store's settlement clamps it too.
+        let room = room(&st, &bs, now, credit);
         let actual = actual.max(0).min(room.unwrap_or(i64::MAX));
         if actual == 0 && hold.tag.is_none() {
             let c = effective_counters(&st.rec, now);
@@ -589,9 +765,10 @@ impl Ledger {
             }],
             credit,
             hold: hold.tag,
+            budgets: hold.budgets,
             ..ConsumeOp::new(st.rec.id, OpKind::Settle)
         };
-        let reply_rx = self.enqueue(&mut st, op, actual - credit)?;
+        let reply_rx = self.enqueue(&mut st, &mut bs, op, actual - credit)?;
         let c = effective_counters(&st.rec, now);
         Ok(SettleTicket {
             rx: Some(reply_rx),
@@ -813,7 +990,8 @@ mod tests {
             refused,
             Err(LedgerError::QuotaExceeded {
                 remaining: 3,
-                requested: 4
+                requested: 4,
+                budget: None
             })
         ));
         assert_eq!(f.ledger.view(&e).used, 7);
@@ -962,6 +1140,125 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(used_in_db(&f, &e).await, 2);
         assert_eq!(a.remaining, None, "unlimited");
+        f.handle.shutdown().await;
+    }
+
+    async fn user_key(f: &Fixture, quota: Option<i64>, budget: Option<i64>) -> Arc<KeyEntry> {
+        let users = crate::useradmin::UserAdmin::new(
+            f.ledger.store().clone(),
+            Some(f.ledger.clone()),
+            Arc::new(OffsetClock::new()),
+        );
+        let mut u = crate::useradmin::new_user(0, format!("u{}", fastrand::u32(..)));
+        u.quota = budget;
+        let user = users.create(u, &Actor::cli()).await.unwrap();
+        let spec = CreateSpec {
+            prefix: "t".into(),
+            quota,
+            expires_at: None,
+            name: None,
+            count: 1,
+            metadata: Default::default(),
+            owner: Some(crate::useradmin::owner_of(&user)),
+            limits: Default::default(),
+            refill: None,
+        };
+        let issued = f.admin.create(&spec, &Actor::cli()).await.unwrap();
+        f.ledger.authenticate(&issued[0].full).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn keys_of_one_user_share_its_budget_exactly() {
+        let f = fixture().await;
+        let a = user_key(&f, Some(100), Some(10)).await;
+        let uid = a.lock().rec.owner.clone().unwrap().user_id.unwrap();
+        // A second key of the same user.
+        let spec = CreateSpec {
+            prefix: "t".into(),
+            quota: None,
+            expires_at: None,
+            name: None,
+            count: 1,
+            metadata: Default::default(),
+            owner: a.lock().rec.owner.clone(),
+            limits: Default::default(),
+            refill: None,
+        };
+        let issued = f.admin.create(&spec, &Actor::cli()).await.unwrap();
+        let b = f.ledger.authenticate(&issued[0].full).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..30 {
+            let (l, e) = (
+                f.ledger.clone(),
+                if i % 2 == 0 { a.clone() } else { b.clone() },
+            );
+            tasks.push(tokio::spawn(async move {
+                l.consume(&e, vec![item(1)], None).await
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(LedgerError::QuotaExceeded {
+                    budget: Some(Scope::User),
+                    remaining: 0,
+                    ..
+                }) => {}
+                Err(e) => panic!("unexpected {e:?}"),
+            }
+        }
+        assert_eq!(ok, 10, "the user's budget of 10 serves exactly 10");
+        let user = f.ledger.store().account(uid).await.unwrap().unwrap();
+        assert_eq!(user.used, 10);
+        assert_eq!(used_in_db(&f, &a).await + used_in_db(&f, &b).await, 10);
+        // A hold that fits the key but not the user is refused before anything is sent.
+        assert!(matches!(
+            f.ledger.hold(&a, 1, vec![], item(0)),
+            Err(LedgerError::QuotaExceeded {
+                budget: Some(Scope::User),
+                ..
+            })
+        ));
+        f.handle.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_settlement_is_clamped_to_the_users_budget_and_a_release_gives_it_back() {
+        let f = fixture().await;
+        let e = user_key(&f, Some(100), Some(8)).await;
+        let uid = e.lock().rec.owner.clone().unwrap().user_id.unwrap();
+        let mut h = f.ledger.hold(&e, 5, vec![], item(0)).unwrap();
+        h.confirm().await.unwrap();
+        assert_eq!(
+            f.ledger.store().account(uid).await.unwrap().unwrap().used,
+            5
+        );
+        let out = f.ledger.settle(&e, h, 50, item(0)).await.unwrap();
+        assert_eq!(out.amount_used, 8, "charged what the user had left");
+        assert_eq!(used_in_db(&f, &e).await, 8);
+        assert_eq!(
+            f.ledger.store().account(uid).await.unwrap().unwrap().used,
+            8
+        );
+        // A key with its own room but a user budget at zero: released holds give back.
+        let e2 = user_key(&f, None, Some(3)).await;
+        let uid2 = e2.lock().rec.owner.clone().unwrap().user_id.unwrap();
+        let mut h2 = f.ledger.hold(&e2, 3, vec![], item(0)).unwrap();
+        h2.confirm().await.unwrap();
+        f.ledger.release(&e2, h2);
+        for _ in 0..100 {
+            if f.ledger.store().account(uid2).await.unwrap().unwrap().used == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            f.ledger.store().account(uid2).await.unwrap().unwrap().used,
+            0
+        );
+        let again = f.ledger.consume(&e2, vec![item(3)], None).await.unwrap();
+        assert_eq!(again.amount_used, 3);
         f.handle.shutdown().await;
     }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::budgets::BudgetTable;
 use super::table::KeyTable;
 use crate::clock::SharedClock;
 use crate::keys::refill::PeriodStarts;
@@ -31,6 +32,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 struct Sink {
     committer: Box<dyn ConsumeWriter>,
     table: Arc<KeyTable>,
+    budgets: Arc<BudgetTable>,
     clock: SharedClock,
     writable: Arc<AtomicBool>,
 }
@@ -41,7 +43,7 @@ impl Sink {
             batch,
             retry,
             self.committer.as_mut(),
-            &self.table,
+            (&self.table, &self.budgets),
             &self.clock,
             &self.writable,
         )
@@ -54,12 +56,14 @@ pub async fn run(
     mut shutdown: oneshot::Receiver<()>,
     committer: Box<dyn ConsumeWriter>,
     table: Arc<KeyTable>,
+    budgets: Arc<BudgetTable>,
     clock: SharedClock,
     writable: Arc<AtomicBool>,
 ) {
     let mut sink = Sink {
         committer,
         table,
+        budgets,
         clock,
         writable,
     };
@@ -138,7 +142,7 @@ async fn commit(
     batch: &mut Vec<Pending>,
     retry: &mut Vec<Pending>,
     committer: &mut dyn ConsumeWriter,
-    table: &KeyTable,
+    (table, budgets): (&KeyTable, &BudgetTable),
     clock: &SharedClock,
     writable: &AtomicBool,
 ) {
@@ -159,12 +163,17 @@ async fn commit(
     // the consumes (refused, their reservation returned) but not the settlements, which stay
     // pending and are tried again.
     let mut reserved: HashMap<i64, i64> = HashMap::new();
+    let mut reserved_budgets: HashMap<i64, i64> = HashMap::new();
     for op in &ops {
         if failed && op.kind == OpKind::Settle {
             continue;
         }
         *reserved.entry(op.key_id).or_default() += op.net();
+        for b in &op.budgets {
+            *reserved_budgets.entry(b.id).or_default() += op.net();
+        }
     }
+    settle_budgets(budgets, reserved_budgets, &outcome);
 
     // Memory catches up with the database before anyone is answered, so a caller that reads
     // its quota right after a 200 sees its own consume.
@@ -218,6 +227,36 @@ async fn commit(
                         .send(Err(StoreError::Unavailable("commit failed".into())));
                 }
             }
+        }
+    }
+}
+
+/// Memory's user and team budgets after a batch: each one's pending amounts leave, and its
+/// counters are what the store returned (or, when nothing was written, the reservation
+/// goes back).
+fn settle_budgets(
+    budgets: &BudgetTable,
+    reserved: HashMap<i64, i64>,
+    outcome: &Result<crate::store::BatchOutcome, StoreError>,
+) {
+    let fresh: HashMap<i64, _> = match outcome {
+        Ok(o) => o.budgets.iter().map(|c| (c.id, *c)).collect(),
+        Err(_) => HashMap::new(),
+    };
+    for (id, amount) in reserved {
+        let Some(entry) = budgets.get(id) else {
+            continue;
+        };
+        let mut st = entry.lock();
+        st.pending -= amount;
+        match fresh.get(&id) {
+            Some(c) => {
+                st.acct.used = c.used + st.pending;
+                st.acct.quota = c.quota;
+                st.acct.refill_period = c.refill_period;
+                st.acct.enabled = c.enabled;
+            }
+            None => st.acct.used -= amount,
         }
     }
 }

@@ -23,15 +23,15 @@ mod types;
 pub use error::{StoreError, StoreResult, is_pg_unavailable, is_storage_fault};
 pub use ops::{
     BatchOutcome, Committed, ConsumeOp, ConsumeResult, HistoryRow, HoldTag, KeyCounters, OpKind,
-    Refusal, WindowCap, WindowKind, history_rows, refusal_of,
+    Refusal, WindowCap, WindowKind, budget_refusal, history_rows, refusal_of,
 };
 pub use traits::{
-    AlertStore, AuditStore, ConsumeWriter, InviteStore, KeyStore, LedgerStore, RequestLogStore,
-    Store, Upkeep, UpstreamStore,
+    AccountStore, AlertStore, AuditStore, ConsumeWriter, InviteStore, KeyStore, LedgerStore,
+    RequestLogStore, Store, Upkeep, UpstreamStore,
 };
 pub use types::{
-    AlertFilter, AlertRow, AuditEntry, AuditFilter, AuditRecord, DeliveryRecord, HistoryEntry,
-    IdempotentResult, InviteClaim, InviteRecord, KeyEvent, KeyPatch, NewAlert, NewKey,
-    PurgeCutoffs, RequestLogFilter, RequestLogRow, StatusFilter, UpstreamRecord, UpstreamStats,
-    UpstreamWrite, UpstreamWritten, UsageItem,
+    AccountWrite, AccountWritten, AlertFilter, AlertRow, AuditEntry, AuditFilter, AuditRecord,
+    DeliveryRecord, HistoryEntry, IdempotentResult, InviteClaim, InviteRecord, KeyEvent, KeyPatch,
+    NewAlert, NewKey, PurgeCutoffs, RequestLogFilter, RequestLogRow, StatusFilter, UpstreamRecord,
+    UpstreamStats, UpstreamWrite, UpstreamWritten, UsageItem,
 };

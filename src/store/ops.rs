@@ -2,6 +2,7 @@
 //! history rows a committed op writes. Shared by both writers.
 
 use super::types::UsageItem;
+use crate::accounts::{BudgetCounters, BudgetRef, Scope};
 use crate::keys::RefillInterval;
 use crate::keys::refill::PeriodStarts;
 
@@ -39,6 +40,10 @@ pub struct ConsumeOp {
     /// A settlement whose record is already gone (recovered as if its server had died) is
     /// charged nothing: the recovery charged the hold.
     pub hold: Option<HoldTag>,
+    /// The budgets this op also draws from (the key's user, the user's team), as memory
+    /// saw them when it was admitted; a settlement names those of its hold. Empty for a
+    /// key with no user: such ops keep the one-statement fast path.
+    pub budgets: Vec<BudgetRef>,
 }
 
 /// Names one durable hold.
@@ -88,6 +93,7 @@ impl ConsumeOp {
             credit: 0,
             windows: Vec::new(),
             hold: None,
+            budgets: Vec::new(),
         }
     }
 
@@ -125,6 +131,31 @@ pub fn refusal_of(
         Refusal::Expired
     } else {
         Refusal::Quota { remaining }
+    };
+    (refusal, remaining)
+}
+
+/// Why a budget's row refused an op, and what it has left after any due refill.
+pub fn budget_refusal(
+    scope: Scope,
+    c: &BudgetCounters,
+    refill: Option<(RefillInterval, i64)>,
+    p: PeriodStarts,
+) -> (Refusal, Option<i64>) {
+    let (quota, used) = match refill {
+        Some((interval, amount))
+            if c.refill_period
+                .is_none_or(|rp| p.for_interval(interval) > rp) =>
+        {
+            (Some(amount), 0)
+        }
+        _ => (c.quota, c.used),
+    };
+    let remaining = quota.map(|q| q.saturating_sub(used).max(0));
+    let refusal = if c.enabled {
+        Refusal::Budget { scope, remaining }
+    } else {
+        Refusal::BudgetDisabled(scope)
     };
     (refusal, remaining)
 }
@@ -181,6 +212,13 @@ pub enum Refusal {
     },
     /// A shared request counter is full for its window.
     Window(WindowCap),
+    /// The key's user's or team's budget cannot afford the op.
+    Budget {
+        scope: Scope,
+        remaining: Option<i64>,
+    },
+    /// The key's user or team is disabled.
+    BudgetDisabled(Scope),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,4 +249,6 @@ pub struct BatchOutcome {
     pub results: Vec<ConsumeResult>,
     /// Fresh counters of every key the batch touched (absent when the key is gone).
     pub counters: Vec<KeyCounters>,
+    /// Fresh counters of every user or team budget the batch touched.
+    pub budgets: Vec<BudgetCounters>,
 }

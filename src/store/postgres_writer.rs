@@ -12,8 +12,10 @@ use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
 
 use super::{
     BatchOutcome, Committed, ConsumeOp, ConsumeResult, ConsumeWriter, KeyCounters, OpKind, Refusal,
-    StoreError, StoreResult, WindowCap, history_rows, is_pg_unavailable, refusal_of,
+    StoreError, StoreResult, WindowCap, budget_refusal, history_rows, is_pg_unavailable,
+    refusal_of,
 };
+use crate::accounts::{BudgetCounters, BudgetRef};
 use crate::keys::RefillInterval;
 use crate::keys::refill::PeriodStarts;
 
@@ -75,6 +77,24 @@ fn credit_sql() -> String {
     )
 }
 
+/// The same for a user's or team's budget ($5 amount, $6 account id; `strict`: refused
+/// unless enabled and affordable, else only unless affordable).
+fn budget_sql(strict: bool) -> String {
+    let due = due();
+    let used = format!("((CASE WHEN {due} THEN 0 ELSE used END) + $5::BIGINT)");
+    let quota = format!("(CASE WHEN {due} THEN refill_amount ELSE quota END)");
+    let usable = if strict { " AND enabled" } else { "" };
+    format!(
+        "UPDATE accounts SET used = {used}, quota = {quota}, \
+         refill_period = CASE WHEN {due} THEN {PERIOD} ELSE refill_period END \
+         WHERE id = $6{usable} AND ({quota} IS NULL OR {used} <= {quota}) \
+         RETURNING used, quota, refill_period, enabled"
+    )
+}
+
+const SELECT_BUDGET: &str = "SELECT used, quota, refill_period, enabled, refill_interval, \
+     refill_amount FROM accounts WHERE id = $1";
+
 const SELECT_KEY: &str = "SELECT used, quota, refill_period, enabled, expires_at, last_used, \
      refill_interval, refill_amount FROM keys WHERE id = $1";
 
@@ -83,6 +103,9 @@ struct Sql {
     consume: String,
     settle: String,
     credit: String,
+    budget_take: String,
+    budget_charge: String,
+    budget_credit: String,
 }
 
 pub struct PgConsumeWriter {
@@ -101,6 +124,9 @@ impl PgConsumeWriter {
                 consume: single_sql(true),
                 settle: single_sql(false),
                 credit: credit_sql(),
+                budget_take: budget_sql(true),
+                budget_charge: budget_sql(false),
+                budget_credit: credit_sql().replace("UPDATE keys", "UPDATE accounts"),
             },
         };
         w.conn().await?;
@@ -293,16 +319,160 @@ async fn give_windows_back(
     Ok(())
 }
 
+/// The user and team budgets of one batch: the statements, and every budget touched so far
+/// as it stands now.
+struct Budgets<'a> {
+    sql: &'a Sql,
+    p: PeriodStarts,
+    now: i64,
+    fresh: HashMap<i64, BudgetCounters>,
+}
+
+fn budget_counters(id: i64, r: &PgRow) -> Result<BudgetCounters, sqlx::Error> {
+    Ok(BudgetCounters {
+        id,
+        used: r.try_get(0)?,
+        quota: r.try_get(1)?,
+        refill_period: r.try_get(2)?,
+        enabled: r.try_get(3)?,
+    })
+}
+
+impl Budgets<'_> {
+    /// Runs a budget statement for `amount`; whether the row took it.
+    async fn run(
+        &mut self,
+        conn: &mut PgConnection,
+        sql: &str,
+        id: i64,
+        amount: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(self.p.daily)
+            .bind(self.p.weekly)
+            .bind(self.p.monthly)
+            .bind(self.now)
+            .bind(amount)
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        let Some(row) = row else { return Ok(false) };
+        let c = budget_counters(id, &row)?;
+        // A credit returns no row worth keeping: it is read again at the batch's end.
+        if sql != self.sql.budget_credit {
+            self.fresh.insert(id, c);
+        }
+        Ok(true)
+    }
+
+    /// A budget's row as it stands: why it refuses and what it has left (`None`: no row).
+    async fn read(
+        &mut self,
+        conn: &mut PgConnection,
+        b: BudgetRef,
+    ) -> Result<Option<(Refusal, Option<i64>)>, sqlx::Error> {
+        let Some(r) = sqlx::query(SELECT_BUDGET)
+            .bind(b.id)
+            .fetch_optional(&mut *conn)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let c = budget_counters(b.id, &r)?;
+        let interval: Option<String> = r.try_get(4)?;
+        let amount: Option<i64> = r.try_get(5)?;
+        let refill = interval
+            .as_deref()
+            .and_then(RefillInterval::parse)
+            .zip(amount);
+        self.fresh.insert(b.id, c);
+        Ok(Some(budget_refusal(b.scope, &c, refill, self.p)))
+    }
+
+    async fn credit(
+        &mut self,
+        conn: &mut PgConnection,
+        id: i64,
+        credit: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(AssertSqlSafe(self.sql.budget_credit.as_str()))
+            .bind(self.p.daily)
+            .bind(self.p.weekly)
+            .bind(self.p.monthly)
+            .bind(self.now)
+            .bind(credit)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+        // Read again at the batch's end (the credit may have applied a due refill too).
+        self.fresh.remove(&id);
+        Ok(())
+    }
+
+    /// Takes `amount` from every budget (enabled and affordable), or from none: on a
+    /// refusal what was taken is given back, and the refusal names the budget.
+    async fn take(
+        &mut self,
+        conn: &mut PgConnection,
+        budgets: &[BudgetRef],
+        amount: i64,
+    ) -> Result<Option<Refusal>, sqlx::Error> {
+        let take = self.sql.budget_take.clone();
+        for (j, &b) in budgets.iter().enumerate() {
+            if self.run(conn, &take, b.id, amount).await? {
+                continue;
+            }
+            // A budget whose row is gone (its user deleted meanwhile) limits nothing.
+            let Some((refusal, _)) = self.read(conn, b).await? else {
+                continue;
+            };
+            for prev in &budgets[..j] {
+                self.credit(conn, prev.id, amount).await?;
+            }
+            return Ok(Some(refusal));
+        }
+        Ok(None)
+    }
+
+    /// What the budgets have left together (the least of them; `None`: unlimited).
+    async fn left(
+        &mut self,
+        conn: &mut PgConnection,
+        budgets: &[BudgetRef],
+    ) -> Result<Option<i64>, sqlx::Error> {
+        let mut least: Option<i64> = None;
+        for &b in budgets {
+            if let Some((_, Some(left))) = self.read(conn, b).await? {
+                least = Some(least.map_or(left, |l| l.min(left)));
+            }
+        }
+        Ok(least)
+    }
+
+    /// Charges a settled call's cost (already clamped to what every budget has left).
+    async fn charge(
+        &mut self,
+        conn: &mut PgConnection,
+        budgets: &[BudgetRef],
+        amount: i64,
+    ) -> Result<(), sqlx::Error> {
+        let charge = self.sql.budget_charge.clone();
+        for &b in budgets {
+            self.run(conn, &charge, b.id, amount).await?;
+        }
+        Ok(())
+    }
+}
+
 /// One op on its own: the conditional update, and on a refusal the reason (a settlement
 /// then pays what is left).
 async fn apply_one(
     conn: &mut PgConnection,
     sql: &Sql,
     op: &ConsumeOp,
-    now: i64,
-    p: PeriodStarts,
+    budgets: &mut Budgets<'_>,
 ) -> Result<(ConsumeResult, Option<KeyCounters>), sqlx::Error> {
-    let key_id = op.key_id;
+    let (key_id, now, p) = (op.key_id, budgets.now, budgets.p);
     if op.kind == OpKind::Peek {
         let (_, _, c) = classify(conn, key_id, now, p).await?;
         return Ok(match c {
@@ -339,14 +509,56 @@ async fn apply_one(
             .bind(key_id)
             .execute(&mut *conn)
             .await?;
+        for b in &op.budgets {
+            budgets.credit(conn, b.id, op.credit).await?;
+        }
     }
+    let mut charged = op.total();
+    if op.kind == OpKind::Settle {
+        // A served call pays no more than its user and team have left either.
+        charged = charged.min(budgets.left(conn, &op.budgets).await?.unwrap_or(i64::MAX));
+    }
+    let (result, c) = apply_key(conn, sql, op, charged, now, p).await?;
+    let Ok(done) = result else {
+        return Ok((result, c));
+    };
+    if op.kind == OpKind::Settle {
+        budgets.charge(conn, &op.budgets, done.charged).await?;
+    } else if let Some(r) = budgets.take(conn, &op.budgets, done.charged).await? {
+        // The key could, its user or team could not: the key gets it back.
+        sqlx::query(AssertSqlSafe(sql.credit.as_str()))
+            .bind(p.daily)
+            .bind(p.weekly)
+            .bind(p.monthly)
+            .bind(now)
+            .bind(done.charged)
+            .bind(key_id)
+            .execute(&mut *conn)
+            .await?;
+        give_windows_back(conn, key_id, &op.windows).await?;
+        let (_, _, c) = classify(conn, key_id, now, p).await?;
+        return Ok((Err(r), c));
+    }
+    record_holds(conn, std::slice::from_ref(op), now).await?;
+    Ok((result, c))
+}
+
+/// The key's own conditional update for `charged`; on a refusal the reason (a settlement
+/// then pays what is left).
+async fn apply_key(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    op: &ConsumeOp,
+    mut charged: i64,
+    now: i64,
+    p: PeriodStarts,
+) -> Result<(ConsumeResult, Option<KeyCounters>), sqlx::Error> {
+    let key_id = op.key_id;
     let stmt = match op.kind {
         OpKind::Consume | OpKind::Hold | OpKind::Peek => &sql.consume,
         OpKind::Settle => &sql.settle,
     };
-    let mut charged = op.total();
     if let Some(c) = run_single(conn, stmt, key_id, charged, now, p).await? {
-        record_holds(conn, std::slice::from_ref(op), now).await?;
         return Ok((ok(&c, charged), Some(c)));
     }
     let (refusal, left, c) = classify(conn, key_id, now, p).await?;
@@ -411,17 +623,42 @@ async fn commit_batch(
         .bind(&ids)
         .execute(&mut *tx)
         .await?;
+    // Then the users' and teams' budgets, in id order too (always after the keys).
+    let mut accounts: Vec<i64> = ops
+        .iter()
+        .flat_map(|op| op.budgets.iter().map(|b| b.id))
+        .collect();
+    accounts.sort_unstable();
+    accounts.dedup();
+    if !accounts.is_empty() {
+        sqlx::query("SELECT id FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(&accounts)
+            .execute(&mut *tx)
+            .await?;
+    }
     plain_groups(&mut tx, sql, ops, &by_key, now, p, &mut d).await?;
+    let mut budgets = Budgets {
+        sql,
+        p,
+        now,
+        fresh: HashMap::new(),
+    };
     // Everything else, one op at a time in each key's arrival order.
     for (&key_id, idxs) in &by_key {
         if d.fresh.contains_key(&key_id) {
             continue;
         }
         for &i in idxs {
-            one_op(&mut tx, sql, &ops[i], i, now, p, &mut d).await?;
+            one_op(&mut tx, sql, &ops[i], i, &mut budgets, &mut d).await?;
         }
     }
     insert_history(&mut tx, ops, &d, now).await?;
+    // Memory learns every touched budget's counters, the ones last given back included.
+    for r in ops.iter().flat_map(|op| &op.budgets) {
+        if !budgets.fresh.contains_key(&r.id) {
+            budgets.read(&mut tx, *r).await?;
+        }
+    }
     tx.commit().await?;
     Ok(BatchOutcome {
         results: d
@@ -430,6 +667,7 @@ async fn commit_batch(
             .map(|r| r.unwrap_or(Err(Refusal::NotFound)))
             .collect(),
         counters: d.fresh.into_values().collect(),
+        budgets: budgets.fresh.into_values().collect(),
     })
 }
 
@@ -452,6 +690,7 @@ async fn plain_groups(
                     && op.credit == 0
                     && op.idempotency_key.is_none()
                     && op.windows.is_empty()
+                    && op.budgets.is_empty()
             })
         })
         .map(|(&id, idxs)| (id, idxs.iter().map(|&i| ops[i].total()).sum()))
@@ -546,18 +785,17 @@ async fn one_op(
     sql: &Sql,
     op: &ConsumeOp,
     i: usize,
-    now: i64,
-    p: PeriodStarts,
+    budgets: &mut Budgets<'_>,
     d: &mut Decided,
 ) -> Result<(), sqlx::Error> {
     if let Some(idem) = &op.idempotency_key
-        && let Some(prev) = claim_idempotency(&mut *tx, op, idem, now).await?
+        && let Some(prev) = claim_idempotency(&mut *tx, op, idem, budgets.now).await?
     {
         d.results[i] = Some(Ok(prev));
         d.replayed[i] = true;
         return Ok(());
     }
-    let (result, c) = apply_one(&mut *tx, sql, op, now, p).await?;
+    let (result, c) = apply_one(&mut *tx, sql, op, budgets).await?;
     if let Some(idem) = &op.idempotency_key {
         finish_idempotency(&mut *tx, op, idem, &result).await?;
     }

@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::{AlertRow, AuditEntry, AuditRecord, HistoryEntry, NewAlert, RequestLogRow};
+use crate::accounts::{Account, Scope};
 use crate::keys::{KeyHash, KeyLimits, KeyRecord, Owner, Refill, RefillInterval};
 
 pub const REQUEST_LOG_COLUMNS: &str = "ts, request_id, key_id, key_name, owner_user_id, \
@@ -224,6 +225,56 @@ impl From<AlertDbRow> for AlertRow {
                     .collect(),
                 status: r.status,
             },
+        }
+    }
+}
+
+pub const ACCOUNT_COLUMNS: &str = "id, kind, name, contact, team_id, enabled, metadata, quota, \
+    used, refill_interval, refill_amount, refill_period, limits, show_keys, created_at";
+
+#[derive(sqlx::FromRow)]
+pub struct AccountRow {
+    id: i64,
+    kind: String,
+    name: String,
+    contact: Option<String>,
+    team_id: Option<i64>,
+    enabled: bool,
+    metadata: String,
+    quota: Option<i64>,
+    used: i64,
+    refill_interval: Option<String>,
+    refill_amount: Option<i64>,
+    refill_period: Option<i64>,
+    limits: String,
+    show_keys: bool,
+    created_at: i64,
+}
+
+impl From<AccountRow> for Account {
+    fn from(r: AccountRow) -> Self {
+        let refill = match (
+            r.refill_interval.as_deref().and_then(RefillInterval::parse),
+            r.refill_amount,
+        ) {
+            (Some(interval), Some(amount)) => Some(Refill { interval, amount }),
+            _ => None,
+        };
+        Account {
+            id: r.id,
+            scope: Scope::parse(&r.kind).unwrap_or(Scope::User),
+            name: r.name,
+            contact: r.contact,
+            team_id: r.team_id,
+            enabled: r.enabled,
+            metadata: serde_json::from_str::<Map<String, Value>>(&r.metadata).unwrap_or_default(),
+            quota: r.quota,
+            used: r.used,
+            refill,
+            refill_period: r.refill_period,
+            limits: serde_json::from_str::<KeyLimits>(&r.limits).unwrap_or_default(),
+            show_keys: r.show_keys,
+            created_at: r.created_at,
         }
     }
 }

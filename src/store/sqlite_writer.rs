@@ -11,8 +11,9 @@ use sqlx::{ConnectOptions, Connection};
 use super::sqlite_raw::{Db, Prepared, Step, Stmt};
 use super::{
     BatchOutcome, Committed, ConsumeOp, ConsumeResult, ConsumeWriter, KeyCounters, OpKind, Refusal,
-    StoreError, StoreResult, history_rows, refusal_of,
+    StoreError, StoreResult, budget_refusal, history_rows, refusal_of,
 };
+use crate::accounts::{BudgetCounters, BudgetRef};
 use crate::keys::RefillInterval;
 use crate::keys::refill::PeriodStarts;
 
@@ -53,6 +54,25 @@ fn credit_sql() -> String {
     )
 }
 
+/// ?1-?3 period starts, ?5 amount, ?6 account id: the same for a user's or team's budget
+/// (`strict`: refused unless enabled and affordable; else only unless affordable).
+fn budget_sql(strict: bool) -> String {
+    let due =
+        format!("({PERIOD} IS NOT NULL AND (refill_period IS NULL OR {PERIOD} > refill_period))");
+    let used = format!("((CASE WHEN {due} THEN 0 ELSE used END) + ?5)");
+    let quota = format!("(CASE WHEN {due} THEN refill_amount ELSE quota END)");
+    let usable = if strict { " AND enabled = 1" } else { "" };
+    format!(
+        "UPDATE accounts SET used = {used}, quota = {quota}, \
+         refill_period = CASE WHEN {due} THEN {PERIOD} ELSE refill_period END \
+         WHERE id = ?6{usable} AND ({quota} IS NULL OR {used} <= {quota}) \
+         RETURNING used, quota, refill_period, enabled"
+    )
+}
+
+const SELECT_BUDGET: &str = "SELECT used, quota, refill_period, enabled, refill_interval, \
+     refill_amount FROM accounts WHERE id = ?1";
+
 const INSERT_EVENT: &str = "INSERT INTO usage_events (key_id, ts, amount, reason, remaining, metadata) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 const INSERT_IDEM: &str = "INSERT OR IGNORE INTO idempotency (key_id, idem_key, created_at, \
@@ -72,6 +92,10 @@ struct Statements {
     key: Prepared,
     hold: Prepared,
     unhold: Prepared,
+    budget_take: Prepared,
+    budget_charge: Prepared,
+    budget_credit: Prepared,
+    budget: Prepared,
 }
 
 impl Statements {
@@ -85,6 +109,10 @@ impl Statements {
             key: db.prepare(SELECT_KEY)?,
             hold: db.prepare(INSERT_HOLD)?,
             unhold: db.prepare(DELETE_HOLD)?,
+            budget_take: db.prepare(&budget_sql(true))?,
+            budget_charge: db.prepare(&budget_sql(false))?,
+            budget_credit: db.prepare(&credit_sql().replace("UPDATE keys", "UPDATE accounts"))?,
+            budget: db.prepare(SELECT_BUDGET)?,
         })
     }
 }
@@ -114,6 +142,16 @@ fn counters(key_id: i64, s: &Stmt<'_>) -> KeyCounters {
         enabled: s.column_i64(3) != 0,
         expires_at: s.column_opt_i64(4),
         last_used: s.column_opt_i64(5),
+    }
+}
+
+fn budget_counters(id: i64, s: &Stmt<'_>) -> BudgetCounters {
+    BudgetCounters {
+        id,
+        used: s.column_i64(0),
+        quota: s.column_opt_i64(1),
+        refill_period: s.column_opt_i64(2),
+        enabled: s.column_i64(3) != 0,
     }
 }
 
@@ -173,6 +211,8 @@ struct Batch<'a, 'd> {
     s: &'a mut Statements,
     now_ms: i64,
     p: PeriodStarts,
+    /// Every user or team budget touched so far, as it stands now.
+    budgets: HashMap<i64, BudgetCounters>,
 }
 
 fn commit_sync(
@@ -183,7 +223,13 @@ fn commit_sync(
     p: PeriodStarts,
 ) -> StoreResult<BatchOutcome> {
     db.exec("BEGIN IMMEDIATE")?;
-    let mut b = Batch { db, s, now_ms, p };
+    let mut b = Batch {
+        db,
+        s,
+        now_ms,
+        p,
+        budgets: HashMap::new(),
+    };
     let mut results: Vec<Option<ConsumeResult>> = vec![None; ops.len()];
     let mut fresh = Vec::new();
     let (order, by_key) = group_by_key(ops);
@@ -203,6 +249,12 @@ fn commit_sync(
         fresh.extend(last);
     }
     b.records(ops, &results)?;
+    // Memory learns every touched budget's counters, the ones last given back included.
+    for r in ops.iter().flat_map(|op| &op.budgets) {
+        if !b.budgets.contains_key(&r.id) {
+            b.read_budget(*r)?;
+        }
+    }
     db.exec("COMMIT")?;
     Ok(BatchOutcome {
         results: results
@@ -210,6 +262,7 @@ fn commit_sync(
             .map(|r| r.unwrap_or(Err(Refusal::NotFound)))
             .collect(),
         counters: fresh,
+        budgets: b.budgets.into_values().collect(),
     })
 }
 
@@ -239,9 +292,11 @@ impl Batch<'_, '_> {
         key_id: i64,
         results: &mut [Option<ConsumeResult>],
     ) -> StoreResult<Option<KeyCounters>> {
-        let all_consume = idxs
-            .iter()
-            .all(|&i| matches!(ops[i].kind, OpKind::Consume | OpKind::Hold) && ops[i].credit == 0);
+        let all_consume = idxs.iter().all(|&i| {
+            matches!(ops[i].kind, OpKind::Consume | OpKind::Hold)
+                && ops[i].credit == 0
+                && ops[i].budgets.is_empty()
+        });
         if !all_consume {
             return Ok(None);
         }
@@ -311,43 +366,30 @@ impl Batch<'_, '_> {
     ) -> StoreResult<(ConsumeResult, Option<KeyCounters>)> {
         let (now_ms, p) = (self.now_ms, self.p);
         if op.kind == OpKind::Peek {
-            let (_, _, c) = classify(&mut self.s.key.on(self.db)?, key_id, now_ms, p)?;
-            let result = match c {
-                Some(c) => Ok(Committed {
-                    remaining: c.quota.map(|q| q - c.used),
-                    quota: c.quota,
-                    charged: 0,
-                }),
-                None => Err(Refusal::NotFound),
-            };
-            return Ok((result, c));
+            return self.as_is(key_id);
         }
         if op.kind == OpKind::Settle
             && let Some(tag) = op.hold
             && !self.end_hold(tag.id)?
         {
             // Recovered meanwhile (its server looked dead): the recovery charged the hold.
-            let (_, _, c) = classify(&mut self.s.key.on(self.db)?, key_id, now_ms, p)?;
-            return Ok(match c {
-                Some(c) => (
-                    Ok(Committed {
-                        remaining: c.quota.map(|q| q - c.used),
-                        quota: c.quota,
-                        charged: 0,
-                    }),
-                    Some(c),
-                ),
-                None => (Err(Refusal::NotFound), None),
-            });
+            return self.as_is(key_id);
         }
         if op.credit > 0 {
             self.give_back(key_id, op.credit)?;
+            for b in &op.budgets {
+                self.budget_credit(b.id, op.credit)?;
+            }
+        }
+        let mut charged = op.total();
+        if op.kind == OpKind::Settle {
+            // A served call pays no more than its user and team have left either.
+            charged = charged.min(self.budgets_left(&op.budgets)?.unwrap_or(i64::MAX));
         }
         let stmt = match op.kind {
             OpKind::Consume | OpKind::Hold | OpKind::Peek => &mut self.s.consume,
             OpKind::Settle => &mut self.s.settle,
         };
-        let mut charged = op.total();
         let mut row = run_consume(&mut stmt.on(self.db)?, key_id, charged, now_ms, p)?;
         let mut refusal = None;
         let mut seen = None;
@@ -369,6 +411,14 @@ impl Batch<'_, '_> {
                 }
             }
         }
+        if row.is_some()
+            && refusal.is_none()
+            && let Some((r, c)) = self.budgets_after_key(op, charged)?
+        {
+            seen = c;
+            row = None;
+            refusal = Some(r);
+        }
         if row.is_some() && refusal.is_none() {
             self.record_hold(op)?;
         }
@@ -383,6 +433,145 @@ impl Batch<'_, '_> {
             ),
             (_, r) => (Err(r.unwrap_or(Refusal::NotFound)), seen),
         })
+    }
+
+    /// The key's counters as they stand, nothing charged (a peek, or a settlement whose hold
+    /// was recovered already).
+    fn as_is(&mut self, key_id: i64) -> StoreResult<(ConsumeResult, Option<KeyCounters>)> {
+        let (_, _, c) = classify(&mut self.s.key.on(self.db)?, key_id, self.now_ms, self.p)?;
+        let result = match c {
+            Some(c) => Ok(Committed {
+                remaining: c.quota.map(|q| q - c.used),
+                quota: c.quota,
+                charged: 0,
+            }),
+            None => Err(Refusal::NotFound),
+        };
+        Ok((result, c))
+    }
+
+    /// The user's and team's part of an op the key took: a settlement charges them; a
+    /// consume or hold takes from them, and when one refuses, the key gets its part back
+    /// (the refusal, and the key's counters as they now stand).
+    fn budgets_after_key(
+        &mut self,
+        op: &ConsumeOp,
+        charged: i64,
+    ) -> StoreResult<Option<(Refusal, Option<KeyCounters>)>> {
+        if op.kind == OpKind::Settle {
+            self.charge_budgets(&op.budgets, charged)?;
+            return Ok(None);
+        }
+        let Some(r) = self.take_budgets(&op.budgets, charged)? else {
+            return Ok(None);
+        };
+        self.give_back(op.key_id, charged)?;
+        let (_, _, c) = classify(&mut self.s.key.on(self.db)?, op.key_id, self.now_ms, self.p)?;
+        Ok(Some((r, c)))
+    }
+
+    /// Runs a budget statement (`take`, `charge`) for `amount`; the fresh counters when the
+    /// row took it.
+    fn run_budget(&mut self, take: bool, id: i64, amount: i64) -> StoreResult<bool> {
+        let stmt = if take {
+            &mut self.s.budget_take
+        } else {
+            &mut self.s.budget_charge
+        };
+        let mut st = stmt.on(self.db)?;
+        st.reset();
+        st.bind_i64(1, self.p.daily)?;
+        st.bind_i64(2, self.p.weekly)?;
+        st.bind_i64(3, self.p.monthly)?;
+        st.bind_i64(5, amount)?;
+        st.bind_i64(6, id)?;
+        let out = match st.step()? {
+            Step::Row => Some(budget_counters(id, &st)),
+            Step::Done => None,
+        };
+        st.reset();
+        if let Some(c) = out {
+            self.budgets.insert(id, c);
+        }
+        Ok(out.is_some())
+    }
+
+    /// A budget's row as it stands: why it refuses and what it has left (`None`: no row).
+    fn read_budget(&mut self, b: BudgetRef) -> StoreResult<Option<(Refusal, Option<i64>)>> {
+        let mut st = self.s.budget.on(self.db)?;
+        st.reset();
+        st.bind_i64(1, b.id)?;
+        let out = match st.step()? {
+            Step::Done => None,
+            Step::Row => {
+                let c = budget_counters(b.id, &st);
+                let refill = st
+                    .column_opt_text(4)
+                    .as_deref()
+                    .and_then(RefillInterval::parse)
+                    .zip(st.column_opt_i64(5));
+                Some((c, budget_refusal(b.scope, &c, refill, self.p)))
+            }
+        };
+        st.reset();
+        Ok(out.map(|(c, r)| {
+            self.budgets.insert(b.id, c);
+            r
+        }))
+    }
+
+    /// Takes `amount` from every budget (enabled and affordable), or from none: on a
+    /// refusal what was taken is given back, and the refusal names the budget.
+    fn take_budgets(&mut self, budgets: &[BudgetRef], amount: i64) -> StoreResult<Option<Refusal>> {
+        for (j, &b) in budgets.iter().enumerate() {
+            if self.run_budget(true, b.id, amount)? {
+                continue;
+            }
+            // A budget whose row is gone (its user deleted meanwhile) limits nothing.
+            let Some((refusal, _)) = self.read_budget(b)? else {
+                continue;
+            };
+            for prev in &budgets[..j] {
+                self.budget_credit(prev.id, amount)?;
+            }
+            return Ok(Some(refusal));
+        }
+        Ok(None)
+    }
+
+    /// What the budgets have left together (the least of them; `None`: unlimited).
+    fn budgets_left(&mut self, budgets: &[BudgetRef]) -> StoreResult<Option<i64>> {
+        let mut least: Option<i64> = None;
+        for &b in budgets {
+            if let Some((_, Some(left))) = self.read_budget(b)? {
+                least = Some(least.map_or(left, |l| l.min(left)));
+            }
+        }
+        Ok(least)
+    }
+
+    /// Charges a settled call's cost (already clamped to what every budget has left).
+    fn charge_budgets(&mut self, budgets: &[BudgetRef], amount: i64) -> StoreResult<()> {
+        for &b in budgets {
+            self.run_budget(false, b.id, amount)?;
+        }
+        Ok(())
+    }
+
+    /// Gives `credit` back to a budget, never below zero.
+    fn budget_credit(&mut self, id: i64, credit: i64) -> StoreResult<()> {
+        let mut c = self.s.budget_credit.on(self.db)?;
+        c.reset();
+        c.bind_i64(1, self.p.daily)?;
+        c.bind_i64(2, self.p.weekly)?;
+        c.bind_i64(3, self.p.monthly)?;
+        c.bind_i64(5, credit)?;
+        c.bind_i64(6, id)?;
+        c.step()?;
+        c.reset();
+        // Read again at the batch's end (the credit may have applied a due refill too).
+        self.budgets.remove(&id);
+        Ok(())
     }
 
     /// A settled call's hold given back before its cost is charged.

@@ -8,11 +8,12 @@ use super::error::StoreResult;
 use super::ops::BatchOutcome;
 use super::ops::ConsumeOp;
 use super::types::{
-    AlertFilter, AlertRow, AuditEntry, AuditFilter, AuditRecord, DeliveryRecord, HistoryEntry,
-    IdempotentResult, InviteClaim, InviteRecord, KeyEvent, KeyPatch, NewAlert, NewKey,
-    PurgeCutoffs, RequestLogFilter, RequestLogRow, UpstreamRecord, UpstreamStats, UpstreamWrite,
-    UpstreamWritten,
+    AccountWrite, AccountWritten, AlertFilter, AlertRow, AuditEntry, AuditFilter, AuditRecord,
+    DeliveryRecord, HistoryEntry, IdempotentResult, InviteClaim, InviteRecord, KeyEvent, KeyPatch,
+    NewAlert, NewKey, PurgeCutoffs, RequestLogFilter, RequestLogRow, UpstreamRecord, UpstreamStats,
+    UpstreamWrite, UpstreamWritten,
 };
+use crate::accounts::Account;
 use crate::keys::refill::PeriodStarts;
 use crate::keys::{KeyHash, KeyRecord};
 
@@ -199,6 +200,34 @@ pub trait InviteStore: Send + Sync {
     async fn unclaim_invite(&self, id: i64) -> StoreResult<()>;
 }
 
+/// Users and teams (one table): their records and budgets. The ledger writer changes
+/// `used`; these change everything else.
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    /// Every user and team.
+    async fn accounts(&self) -> StoreResult<Vec<Account>>;
+    async fn account(&self, id: i64) -> StoreResult<Option<Account>>;
+    /// Bumped by every committed change of a user or team.
+    async fn account_generation(&self) -> StoreResult<i64>;
+    /// Inserts `w.account` (with its id when it is positive: an owner id kept).
+    async fn insert_account(
+        &self,
+        w: &AccountWrite,
+        audit: &AuditRecord,
+    ) -> StoreResult<AccountWritten>;
+    /// Writes everything but the counters (see [`AccountWrite`]); a user's new name is
+    /// copied onto its keys.
+    async fn update_account(
+        &self,
+        w: &AccountWrite,
+        audit: &AuditRecord,
+    ) -> StoreResult<AccountWritten>;
+    /// Refused (`InUse`) while a user has keys or a team has users.
+    async fn delete_account(&self, id: i64, audit: &AuditRecord) -> StoreResult<AccountWritten>;
+    /// The keys of user `id`.
+    async fn keys_of_user(&self, id: i64) -> StoreResult<Vec<KeyRecord>>;
+}
+
 /// The database as a whole: liveness, sharing, change announcements, retention.
 #[async_trait]
 pub trait Upkeep: Send + Sync {
@@ -226,6 +255,7 @@ pub trait Store:
     + AlertStore
     + UpstreamStore
     + InviteStore
+    + AccountStore
     + Upkeep
     + 'static
 {
@@ -239,6 +269,7 @@ impl<T> Store for T where
         + AlertStore
         + UpstreamStore
         + InviteStore
+        + AccountStore
         + Upkeep
         + 'static
 {

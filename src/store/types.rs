@@ -289,3 +289,25 @@ pub enum InviteClaim {
     Exhausted,
     Expired,
 }
+
+/// A user or team to insert, or what an edit sets: the whole record but its counters, as
+/// the caller merged it (the ledger owns `used`; an edit sets `quota` only when asked).
+#[derive(Debug, Clone)]
+pub struct AccountWrite {
+    pub account: crate::accounts::Account,
+    /// Edits: write `quota` (and `refill_period`) from `account`; else they are kept.
+    pub set_quota: bool,
+    /// Edits: `used` back to 0.
+    pub reset_used: bool,
+}
+
+/// How an account edit or deletion went.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AccountWritten {
+    Done(Box<crate::accounts::Account>),
+    NotFound,
+    /// Another user (or team) has that name.
+    NameTaken,
+    /// The user still has keys, or the team still has users.
+    InUse,
+}

@@ -10,6 +10,7 @@
 //! A new table: its migration in both folders, its row type in `store/rows.rs`, its records
 //! in `store/types.rs`, a trait (or methods) in `store/traits.rs`, and its queries here, once.
 
+mod accounts;
 mod alerts;
 mod audit;
 mod invites;
@@ -50,6 +51,9 @@ pub trait Dialect: Database<Arguments: sqlx::IntoArguments<Self>> + Sized {
     /// How a transaction that writes begins. SQLite takes the write lock at once
     /// (`BEGIN IMMEDIATE`), so two writers queue instead of failing on a lock upgrade.
     const BEGIN_WRITE: &'static str;
+    /// Run after a row was inserted with an id of its own into `accounts`, so the ids the
+    /// table gives later do not collide with it (empty where the table keeps track itself).
+    const SYNC_ACCOUNT_IDS: &'static str;
     /// Binds one statement may carry (SQLite's variable limit is the smaller).
     const MAX_BINDS: usize;
     /// Tables holding per-key rows that go with the key (PostgreSQL's shared request
