@@ -16,6 +16,7 @@ use crate::keyadmin::{Actor, CreateSpec, IssuedKey, KeyAdmin};
 use crate::keys::format::random_base62;
 use crate::keys::{KeyLimits, Owner};
 use crate::store::{AuditRecord, InviteClaim, InviteRecord, Store, StoreError};
+use crate::useradmin::{AccountError, UserAdmin, new_user, owner_of};
 
 /// What each key made from a code gets.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -28,6 +29,9 @@ pub struct InviteTemplate {
     pub prefix: Option<String>,
     pub owner: Option<Owner>,
     pub name: Option<String>,
+    /// Each redemption makes a new user in this team (when no `owner` is set).
+    #[serde(default)]
+    pub team_id: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,7 +145,7 @@ pub async fn create(
 /// Redeems `code` for a new key, from `ip`.
 pub async fn redeem(
     store: &dyn Store,
-    keys: &KeyAdmin,
+    (keys, users): (&KeyAdmin, &UserAdmin),
     limiter: &RedeemLimiter,
     code: &str,
     ip: Option<IpAddr>,
@@ -179,6 +183,24 @@ pub async fn redeem(
         token_hint: Some(format!("invite {}", invite.hint)),
         client_ip: ip.map(|i| i.to_string()),
     };
+    let mut spec = spec;
+    if spec.owner.is_none()
+        && let Some(team) = t.team_id
+    {
+        // A user of its own in the team: the team's budget is shared, the person is new.
+        let mut u = new_user(0, format!("invite {} #{}", invite.hint, invite.used));
+        u.team_id = Some(team);
+        match users.create(u, &actor).await {
+            Ok(made) => spec.owner = Some(owner_of(&made)),
+            Err(e) => {
+                store.unclaim_invite(invite.id).await?;
+                return Err(InviteError::Store(match e {
+                    AccountError::Store(e) => e,
+                    other => StoreError::Other(format!("invite user: {other}")),
+                }));
+            }
+        }
+    }
     let issued = match keys.create(&spec, &actor).await {
         Ok(mut v) if !v.is_empty() => v.remove(0),
         Ok(_) => {

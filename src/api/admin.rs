@@ -19,7 +19,9 @@ use crate::error::QuotaRefusals;
 use crate::error::refusals::*;
 use crate::error::{ApiError, ApiResult};
 use crate::keyadmin::CreateSpec;
-use crate::keys::{KeyRecord, KeyStatus, Refill, effective_counters, is_valid_prefix, status_of};
+use crate::keys::{
+    KeyRecord, KeyStatus, Owner, Refill, effective_counters, is_valid_prefix, status_of,
+};
 use crate::state::AppState;
 use crate::store::KeyPatch;
 use crate::timefmt::parse_instant;
@@ -41,6 +43,27 @@ fn check_refill(refill: Option<&Refill>) -> ApiResult<()> {
             Err(ApiError::invalid("refill.amount", "必须是非负整数"))
         }
         _ => Ok(()),
+    }
+}
+
+/// The owner a key is given: by `userId` (an existing user; `null`: none) or by `owner`
+/// (resolved to a user, made when there is none). `None`: unchanged.
+async fn owner_for(
+    st: &AppState,
+    op: &Operator,
+    owner: Option<Option<Owner>>,
+    user_id: Option<Option<i64>>,
+) -> ApiResult<Option<Option<Owner>>> {
+    match (owner, user_id) {
+        (Some(_), Some(_)) => Err(ApiError::invalid("userId", "不能与 owner 同时给出")),
+        (None, Some(None)) | (Some(None), None) => Ok(Some(None)),
+        (None, Some(Some(id))) => Ok(Some(Some(st.users.owner_by_id(id).await?))),
+        (Some(Some(o)), None) if o.user_id.is_none() && o.username.is_none() => Ok(Some(None)),
+        (Some(Some(o)), None) => {
+            input::max_chars("owner.username", o.username.as_deref(), 64)?;
+            Ok(Some(Some(st.users.resolve_owner(&o, &op.actor()).await?)))
+        }
+        (None, None) => Ok(None),
     }
 }
 
@@ -90,7 +113,9 @@ pub async fn create_keys(
         name: req.name,
         count: input::in_range("count", req.count, 1, 1000)?.unwrap_or(1) as u32,
         metadata: req.metadata.unwrap_or_default(),
-        owner: req.owner,
+        owner: owner_for(&st, &op, req.owner.map(Some), req.user_id.map(Some))
+            .await?
+            .flatten(),
         limits: req.limits.unwrap_or_default(),
         refill: req.refill,
     };
@@ -223,7 +248,7 @@ pub async fn patch_key(
         name: req.name,
         enabled: req.enabled,
         metadata: req.metadata.map(Option::unwrap_or_default),
-        owner: req.owner,
+        owner: owner_for(&st, &op, req.owner, req.user_id).await?,
         limits: req.limits.map(Option::unwrap_or_default),
         refill: req.refill,
         ..Default::default()

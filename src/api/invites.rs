@@ -18,7 +18,7 @@ use crate::error::QuotaRefusals;
 use crate::error::refusals::*;
 use crate::error::{ApiError, ApiResult};
 use crate::invites::{self, InviteError, InviteTemplate};
-use crate::keys::{KeyLimits, Owner, is_valid_prefix};
+use crate::keys::{KeyLimits, is_valid_prefix};
 use crate::state::AppState;
 use crate::store::{AuditFilter, InviteRecord};
 use crate::timefmt::{parse_instant, rfc3339, rfc3339_opt};
@@ -36,8 +36,10 @@ pub struct CreateInviteRequest {
     pub limits: Option<KeyLimits>,
     /// Model globs the keys may use (the same as `limits.models`).
     pub models: Option<Vec<String>>,
-    /// The keys' owner.
+    /// The user every key made belongs to.
     pub user_id: Option<i64>,
+    /// Each redemption makes a new user in this team (not with `userId`).
+    pub team_id: Option<i64>,
     /// Redemptions allowed (1–10 000, default 1).
     #[schema(minimum = 1, maximum = 10000)]
     pub uses: Option<i64>,
@@ -71,6 +73,7 @@ pub struct InviteView {
     pub limits: KeyLimits,
     pub prefix: Option<String>,
     pub user_id: Option<i64>,
+    pub team_id: Option<i64>,
     pub uses: i64,
     pub used: i64,
     pub remaining: i64,
@@ -120,6 +123,7 @@ fn view(r: &InviteRecord) -> InviteView {
         limits: t.limits,
         prefix: t.prefix,
         user_id: t.owner.and_then(|o| o.user_id),
+        team_id: t.team_id,
         uses: r.uses,
         used: r.used,
         remaining: (r.uses - r.used).max(0),
@@ -183,11 +187,24 @@ pub async fn create_invite(
         expires_at: instant("expiresAt", req.expires_at.as_deref())?,
         limits,
         prefix: Some(prefix),
-        owner: req.user_id.map(|id| Owner {
-            user_id: Some(id),
-            username: None,
-        }),
+        owner: match req.user_id {
+            Some(id) => Some(st.users.owner_by_id(id).await?),
+            None => None,
+        },
         name: req.name,
+        team_id: match (req.user_id, req.team_id) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::invalid("teamId", "不能与 userId 同时给出"));
+            }
+            (None, Some(t)) => {
+                st.users
+                    .get(crate::accounts::Scope::Team, t)
+                    .await
+                    .map_err(|_| ApiError::invalid("teamId", "团队不存在"))?;
+                Some(t)
+            }
+            _ => None,
+        },
     };
     let (code, id) = invites::create(
         st.store.as_ref(),
@@ -289,7 +306,16 @@ pub async fn redeem(
     }
     let ip = origin.as_ref().and_then(|o| o.ip);
     let now = st.ledger.now_ms();
-    match invites::redeem(st.store.as_ref(), &st.keys, &st.redemptions, code, ip, now).await {
+    match invites::redeem(
+        st.store.as_ref(),
+        (&st.keys, &st.users),
+        &st.redemptions,
+        code,
+        ip,
+        now,
+    )
+    .await
+    {
         Ok((issued, _)) => {
             st.ledger.refresh(issued.record.clone());
             Ok(Json(Redeemed {

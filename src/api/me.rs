@@ -100,10 +100,42 @@ pub struct MyKey {
     pub refill: Option<Refill>,
 }
 
+/// A budget the key draws from besides its own: its user's, and the user's team's.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MyBudget {
+    /// `user` or `team`.
+    pub kind: &'static str,
+    pub name: String,
+    pub enabled: bool,
+    pub quota: Option<Amount>,
+    pub used: Amount,
+    pub remaining: Option<Amount>,
+    pub refill: Option<Refill>,
+}
+
+/// Another key of the same user (only when the operator lets the user see them).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MyOtherKey {
+    pub id: i64,
+    pub key: String,
+    pub name: Option<String>,
+    pub status: &'static str,
+    pub quota: Option<Amount>,
+    pub used: Amount,
+    pub remaining: Option<Amount>,
+}
+
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MeSummary {
     pub key: MyKey,
+    /// The user's budget, then the team's (a consume needs room in each).
+    pub budgets: Vec<MyBudget>,
+    /// The user's other keys, when the operator allows it (`showKeys`); else absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub other_keys: Option<Vec<MyOtherKey>>,
     /// `points`, `CNY` or `USD`: what the amounts are in.
     pub currency: &'static str,
 }
@@ -278,6 +310,7 @@ pub async fn me_summary(State(st): State<AppState>, holder: Holder) -> ApiResult
     let rec = st.ledger.current(&holder.entry).await;
     let now = st.ledger.now_ms();
     let c = effective_counters(&rec, now);
+    let (budgets, other_keys) = budgets_of(&st, &rec, now).await?;
     Ok(Json(MeSummary {
         key: MyKey {
             id: rec.id,
@@ -294,8 +327,66 @@ pub async fn me_summary(State(st): State<AppState>, holder: Holder) -> ApiResult
             limits: rec.limits.clone(),
             refill: rec.refill,
         },
+        budgets,
+        other_keys,
         currency: st.config.gateway.billing.currency.code(),
     }))
+}
+
+/// The budgets of the key's user and team, and (when allowed) the user's other keys.
+async fn budgets_of(
+    st: &AppState,
+    rec: &crate::keys::KeyRecord,
+    now: i64,
+) -> ApiResult<(Vec<MyBudget>, Option<Vec<MyOtherKey>>)> {
+    let Some(uid) = rec.owner.as_ref().and_then(|o| o.user_id) else {
+        return Ok((Vec::new(), None));
+    };
+    let Some(user) = st.store.account(uid).await? else {
+        return Ok((Vec::new(), None));
+    };
+    let team = match user.team_id {
+        Some(t) => st.store.account(t).await?,
+        None => None,
+    };
+    let budgets = std::iter::once(&user)
+        .chain(team.as_ref())
+        .map(|a| {
+            let c = a.counters(now);
+            MyBudget {
+                kind: a.scope.as_str(),
+                name: a.name.clone(),
+                enabled: a.enabled,
+                quota: c.quota.map(Amount),
+                used: Amount(c.used),
+                remaining: c.remaining().map(|r| Amount(r.max(0))),
+                refill: a.refill,
+            }
+        })
+        .collect();
+    if !user.show_keys {
+        return Ok((budgets, None));
+    }
+    let others = st
+        .store
+        .keys_of_user(uid)
+        .await?
+        .into_iter()
+        .filter(|k| k.id != rec.id)
+        .map(|k| {
+            let c = effective_counters(&k, now);
+            MyOtherKey {
+                id: k.id,
+                key: k.hint.clone(),
+                name: k.name.clone(),
+                status: status_of(&k, now).as_str(),
+                quota: c.quota.map(Amount),
+                used: Amount(c.used),
+                remaining: c.remaining().map(Amount),
+            }
+        })
+        .collect();
+    Ok((budgets, Some(others)))
 }
 
 /// The key's usage history, newest first (as `/api/v1/usage/history`).

@@ -21,3 +21,4 @@ pub mod responses;
 pub mod schema;
 pub mod shapes;
 pub mod upstreams;
+pub mod users;

@@ -13,7 +13,7 @@ use crate::store::{AuditEntry, HistoryEntry, RequestLogRow};
 use crate::timefmt::{rfc3339, rfc3339_opt};
 
 /// Absent stays `None`; `null` becomes `Some(None)`: a PATCH tells "leave" from "clear".
-fn present<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
+pub(super) fn present<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<T>, D::Error> {
     T::deserialize(d).map(Some)
@@ -34,7 +34,7 @@ pub(super) fn object<'de, T: serde::de::DeserializeOwned, D: serde::Deserializer
 }
 
 /// [`object`] for a field that may be present as `null` (`Some(None)`: clear it).
-fn present_object<'de, T: serde::de::DeserializeOwned, D: serde::Deserializer<'de>>(
+pub(super) fn present_object<'de, T: serde::de::DeserializeOwned, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     object(d).map(Some)
@@ -195,8 +195,12 @@ pub struct CreateKeysRequest {
     pub count: Option<i64>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
+    /// Who the key belongs to (`/admin/users`): `{userId}` of an existing user, or — today's
+    /// owners — `{userId, username}` or `{username}`, which make that user when there is none.
     #[serde(default, deserialize_with = "object")]
     pub owner: Option<Owner>,
+    /// The user the key belongs to (its budget is drawn from too); not with `owner`.
+    pub user_id: Option<i64>,
     #[serde(default, deserialize_with = "object")]
     pub limits: Option<KeyLimits>,
     #[serde(default, deserialize_with = "object")]
@@ -227,6 +231,10 @@ pub struct PatchKeyRequest {
     #[serde(default, deserialize_with = "present_object")]
     #[schema(value_type = Option<Owner>)]
     pub owner: Option<Option<Owner>>,
+    /// The user the key belongs to; `null`: none. Not with `owner`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>)]
+    pub user_id: Option<Option<i64>>,
     #[serde(default, deserialize_with = "present_object")]
     #[schema(value_type = Option<KeyLimits>)]
     pub limits: Option<Option<KeyLimits>>,
@@ -246,6 +254,7 @@ impl PatchKeyRequest {
             ("enabled", self.enabled.is_some()),
             ("metadata", self.metadata.is_some()),
             ("owner", self.owner.is_some()),
+            ("userId", self.user_id.is_some()),
             ("limits", self.limits.is_some()),
             ("refill", self.refill.is_some()),
         ]
@@ -348,6 +357,8 @@ pub struct KeyView {
     #[schema(value_type = Object)]
     pub metadata: Map<String, Value>,
     pub owner: Option<Owner>,
+    /// The user the key belongs to (`owner.userId`).
+    pub user_id: Option<i64>,
     pub limits: KeyLimits,
     pub refill: Option<Refill>,
 }
@@ -370,6 +381,7 @@ impl KeyView {
             status: status_of(rec, now_ms),
             metadata: rec.metadata.clone(),
             owner: rec.owner.clone(),
+            user_id: rec.owner.as_ref().and_then(|o| o.user_id),
             limits: rec.limits.clone(),
             refill: rec.refill,
         }

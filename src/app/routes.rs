@@ -17,7 +17,7 @@ use crate::api::metrics::MetricsState;
 use crate::api::monitor::MonitorState;
 use crate::api::{
     admin, alerts, doc, gateway, health, invites, me, messages, metrics, monitor, prices, quota,
-    requests, responses, upstreams,
+    requests, responses, upstreams, users,
 };
 use crate::config::Config;
 use crate::error::{ApiError, Family};
@@ -61,7 +61,8 @@ pub fn router(surfaces: Surfaces, config: &Config) -> Router {
                             .merge(prices::router())
                             .merge(requests::router())
                             .merge(upstreams::router())
-                            .merge(invites::router()),
+                            .merge(invites::router())
+                            .merge(users::router()),
                         Family::Quota,
                         true,
                     )

@@ -25,8 +25,11 @@ pub(super) struct Call {
     pub hold: Option<Hold>,
     pub budget: Option<RequestBudget>,
     pub quota_remaining: Option<i64>,
-    /// The concurrency slot, released when the call ends (for a stream: when it ends).
-    pub slot: Option<Slot>,
+    /// The concurrency slots (the key's, its user's and team's), released when the call
+    /// ends (for a stream: when it ends).
+    pub slots: Vec<Slot>,
+    /// The user and team whose token windows (`tpm`) count this call.
+    pub accounts: Vec<i64>,
 }
 
 impl Call {
@@ -40,7 +43,8 @@ impl Call {
             hold: None,
             budget: None,
             quota_remaining: None,
-            slot: None,
+            slots: Vec::new(),
+            accounts: Vec::new(),
         }
     }
 

@@ -50,6 +50,9 @@ pub struct Gateway {
     /// The upstreams in use: replaced whole when channels change (see `roster.rs`).
     roster: RwLock<Arc<Roster>>,
     pub limiter: Limiter,
+    /// The same limits per user and per team, over all their keys (this instance's own
+    /// counts, not restored after a restart).
+    pub account_limiter: Limiter,
     pub logger: RequestLogger,
     pub daily_default: Option<u64>,
     http: reqwest::Client,
@@ -113,6 +116,7 @@ impl Gateway {
             settings,
             roster: RwLock::new(Arc::new(empty)),
             limiter,
+            account_limiter: Limiter::default(),
             logger,
             daily_default,
             http,

@@ -160,11 +160,27 @@ impl Gateway {
                 .saturating_add(req.completion_budget.saturating_mul(req.choices)),
         )
         .unwrap_or(0);
+        // The user's and team's limits over all their keys first: a call they refuse is
+        // not counted against the key.
+        for (id, l) in self.ledger.account_limits(&entry) {
+            let lim = Limits {
+                rpm: l.rpm,
+                tpm: l.tpm,
+                daily: l.daily_requests,
+                max_concurrent: l.max_concurrent,
+            };
+            let (slot, _) = self
+                .account_limiter
+                .admit(id, lim, now, est_tokens)
+                .map_err(CallError::RateLimited)?;
+            call.slots.push(slot);
+            call.accounts.push(id);
+        }
         let (slot, budget) = self
             .limiter
             .admit(rec.id, limits, now, est_tokens)
             .map_err(CallError::RateLimited)?;
-        call.slot = Some(slot);
+        call.slots.push(slot);
         call.budget = budget;
         // A call the store could not charge is not served: refuse before any upstream.
         if !self.ledger.writable() {
@@ -430,7 +446,7 @@ impl Gateway {
         status: u16,
         bytes: Bytes,
     ) -> Outcome {
-        call.slot = None;
+        call.slots.clear();
         call.row.status = i64::from(status);
         call.row.latency_ms = call.elapsed_ms();
         call.row.ttft_ms = Some(call.row.latency_ms);
@@ -530,12 +546,13 @@ impl Gateway {
             metadata: Some(history_metadata(row, model, &u)),
         };
         let hold = call.hold.take().unwrap_or_default();
+        let tokens = u64::try_from(prompt + completion).unwrap_or(0);
+        let now = self.ledger.now_ms();
         if let Some(id) = call.row.key_id {
-            self.limiter.record_tokens(
-                id,
-                self.ledger.now_ms(),
-                u64::try_from(prompt + completion).unwrap_or(0),
-            );
+            self.limiter.record_tokens(id, now, tokens);
+        }
+        for &id in &call.accounts {
+            self.account_limiter.record_tokens(id, now, tokens);
         }
         call.row.cost = cost;
         match self.ledger.begin_settle(entry, hold, cost, item) {
@@ -683,7 +700,7 @@ impl Gateway {
         let ticket = self.begin_settle(&mut call, &entry, &req.model, metered);
         call.row.latency_ms = call.elapsed_ms();
         // The concurrency slot is held to the stream's end.
-        call.slot = None;
+        call.slots.clear();
         self.finish_settle(call.row, ticket).await;
     }
 }

@@ -498,6 +498,27 @@ impl Ledger {
         }
     }
 
+    /// The limits of the key's user and the user's team that set anything, with their ids.
+    pub fn account_limits(&self, entry: &KeyEntry) -> Vec<(i64, crate::keys::KeyLimits)> {
+        let uid = entry.lock().rec.owner.as_ref().and_then(|o| o.user_id);
+        if uid.is_none() {
+            return Vec::new();
+        }
+        let (_, chain) = self.budgets.chain(uid);
+        chain
+            .iter()
+            .filter_map(|b| {
+                let st = b.lock();
+                let l = &st.acct.limits;
+                (l.rpm.is_some()
+                    || l.tpm.is_some()
+                    || l.daily_requests.is_some()
+                    || l.max_concurrent.is_some())
+                .then(|| (st.acct.id, l.clone()))
+            })
+            .collect()
+    }
+
     /// Users' and teams' budgets as memory holds them.
     pub fn budgets(&self) -> &BudgetTable {
         &self.budgets

@@ -226,6 +226,14 @@ pub trait AccountStore: Send + Sync {
     async fn delete_account(&self, id: i64, audit: &AuditRecord) -> StoreResult<AccountWritten>;
     /// The keys of user `id`.
     async fn keys_of_user(&self, id: i64) -> StoreResult<Vec<KeyRecord>>;
+    /// What the keys of a user (or of a team's users) consumed per UTC day since
+    /// `since_ms`: `(day start ms, amount)`, oldest first.
+    async fn account_daily_usage(
+        &self,
+        scope: crate::accounts::Scope,
+        id: i64,
+        since_ms: i64,
+    ) -> StoreResult<Vec<(i64, i64)>>;
 }
 
 /// The database as a whole: liveness, sharing, change announcements, retention.

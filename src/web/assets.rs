@@ -56,6 +56,7 @@ const SOURCES: &[Source] = &[
     module!("page-audit.js"),
     module!("page-channels.js"),
     module!("page-invites.js"),
+    module!("page-users.js"),
     module!("me.js"),
     Source {
         name: "app.css",

@@ -42,3 +42,4 @@ mod security;
 mod seed_clients;
 mod self_service;
 mod upstream_mock;
+mod users;

@@ -45,6 +45,16 @@ export function showError(e) {
   else banner(t('error_prefix') + (e && e.message ? e.message : String(e)));
 }
 
+// How much of a budget is used: a bar, red from 90 %; "unlimited" without a quota.
+export function budgetBar(used, quota) {
+  if (quota === null || quota === undefined) return h('p', { class: 'muted' }, t('unlimited'));
+  const u = Number(used);
+  const q = Number(quota);
+  const pctUsed = q > 0 ? Math.min(100, (u / q) * 100) : 100;
+  return h('div', { class: 'budget', title: pctUsed.toFixed(1) + '%' },
+    h('div', { class: 'budget-fill' + (pctUsed >= 90 ? ' low' : ''), style: 'width:' + pctUsed.toFixed(1) + '%' }));
+}
+
 export function card(title, ...body) {
   return h('section', { class: 'card' }, title ? h('h2', {}, title) : null, ...body);
 }

@@ -21,6 +21,7 @@ import * as prices from './page-prices.js';
 import * as audit from './page-audit.js';
 import * as channels from './page-channels.js';
 import * as invites from './page-invites.js';
+import * as users from './page-users.js';
 
 const PAGES = {
   overview: overview.page,
@@ -36,6 +37,7 @@ const PAGES = {
   audit: audit.page,
   channels: channels.page,
   invites: invites.page,
+  users: users.page,
 };
 
 // ---------- render loop ----------
@@ -47,7 +49,7 @@ async function render() {
   const gen = ++st.gen;
   document.documentElement.lang = st.lang === 'zh' ? 'zh-CN' : 'en';
   let { page, params } = route();
-  if (!PAGES[page] || ((page === 'keys' || page === 'requests' || page === 'key' || page === 'prices' || page === 'audit' || page === 'channels' || page === 'invites') && !hasKeys())) page = 'overview';
+  if (!PAGES[page] || ((page === 'keys' || page === 'requests' || page === 'key' || page === 'prices' || page === 'audit' || page === 'channels' || page === 'invites' || page === 'users') && !hasKeys())) page = 'overview';
   const main = shell(page);
   document.title = t('nav_' + page) === 'nav_' + page ? t('brand') : t('nav_' + page) + ' · ' + t('brand');
   const loading = h('p', { class: 'loading' }, t('loading'));

@@ -4,7 +4,7 @@
 
 import { api, qs } from './api.js';
 import { chart, destroyCharts } from './charts.js';
-import { append, card, clear, h, pager, table } from './dom.js';
+import { append, budgetBar, card, clear, h, pager, table } from './dom.js';
 import { money, num, when } from './format.js';
 import { hooks, st, t } from './state.js';
 
@@ -61,15 +61,6 @@ function renderLogin(message) {
   clear(app);
   app.appendChild(h('div', { class: 'login-wrap me-login' }, form, redeem));
   input.focus();
-}
-
-function bar(used, quota) {
-  if (quota === null) return h('p', { class: 'muted' }, t('unlimited'));
-  const u = Number(used);
-  const q = Number(quota);
-  const pctUsed = q > 0 ? Math.min(100, (u / q) * 100) : 100;
-  return h('div', { class: 'budget', title: pctUsed.toFixed(1) + '%' },
-    h('div', { class: 'budget-fill' + (pctUsed >= 90 ? ' low' : ''), style: 'width:' + pctUsed.toFixed(1) + '%' }));
 }
 
 function limitsText(l) {
@@ -133,8 +124,22 @@ async function render() {
   const chartBox = h('div', { class: 'chart', id: 'me-chart' });
   const hist = h('div', { id: 'me-history' });
   const reqs = h('div', { id: 'me-requests' });
+  // The user's and team's budgets: a call needs room in each of them too.
+  const budgets = (s.budgets || []).map((b) => h('div', { class: 'me-budget', 'data-kind': b.kind },
+    h('div', { class: 'lbl' }, t('budget_' + b.kind) + ' · ' + b.name + (b.enabled ? '' : ' · ' + t('st_disabled'))),
+    budgetBar(b.used, b.quota),
+    h('p', { class: 'muted small' }, t('remaining') + ' ' + (b.remaining === null ? t('unlimited') : money(b.remaining)) +
+      ' · ' + t('used') + ' ' + money(b.used) + (b.quota === null ? '' : ' / ' + money(b.quota)))));
+  const others = s.otherKeys ? card(t('me_other_keys'), h('div', { id: 'me-other-keys' }, table([
+    { key: 'key', label: t('col_key'), render: (x) => h('code', {}, x.key) },
+    { key: 'name', label: t('name') },
+    { key: 'status', label: t('status'), render: (x) => h('span', { class: 'pill ' + x.status }, t('st_' + x.status)) },
+    { key: 'used', label: t('used'), num: true, render: (x) => money(x.used) + (x.quota === null ? '' : ' / ' + money(x.quota)) },
+  ], s.otherKeys, { cls: 'me-other-keys' }))) : null;
   append(main, [
-    card(t('me_balance'), bar(k.used, k.quota), props, h('p', { class: 'hint' }, t('me_more_quota'))),
+    card(t('me_balance'), budgetBar(k.used, k.quota), props, budgets.length ? h('div', { id: 'me-budgets' }, budgets) : null,
+      h('p', { class: 'hint' }, t('me_more_quota'))),
+    others,
     card(t('me_usage_chart'), chartBox),
     card(t('me_requests'), reqs),
     card(t('usage_history'), hist),

@@ -13,7 +13,7 @@ export function shell(page) {
     ['overview', 'nav_overview'], ['rankings', 'nav_rankings'], ['heatmap', 'nav_heatmap'],
     ['anomalies', 'nav_anomalies'],
   ];
-  if (hasKeys()) nav.push(['keys', 'nav_keys'], ['channels', 'nav_channels'], ['requests', 'nav_requests'], ['prices', 'nav_prices'], ['invites', 'nav_invites'], ['audit', 'nav_audit']);
+  if (hasKeys()) nav.push(['keys', 'nav_keys'], ['users', 'nav_users'], ['channels', 'nav_channels'], ['requests', 'nav_requests'], ['prices', 'nav_prices'], ['invites', 'nav_invites'], ['audit', 'nav_audit']);
   nav.push(['alerts', 'nav_alerts']);
   const tzSel = h('input', {
     id: 'tz', list: 'tz-list', value: tz(), size: 16, 'aria-label': t('time_zone'),

@@ -79,6 +79,7 @@ where
     AccountRow: Reads<DB>,
     KeyRow: Reads<DB>,
     (i64,): Reads<DB>,
+    (i64, i64): Reads<DB>,
 {
     async fn accounts(&self) -> StoreResult<Vec<Account>> {
         let rows: Vec<AccountRow> = sqlx::query_as(AssertSqlSafe(format!(
@@ -121,7 +122,7 @@ where
         // An id of its own (an owner id kept) or one the table gives (PostgreSQL's default
         // applies only when the column is left out).
         let (id_col, id_val) = if a.id > 0 {
-            ("id, ", "$15, ")
+            ("id, ", "$14, ")
         } else {
             ("", "")
         };
@@ -255,5 +256,27 @@ where
         .fetch_all(&self.read)
         .await?;
         Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn account_daily_usage(
+        &self,
+        scope: Scope,
+        id: i64,
+        since_ms: i64,
+    ) -> StoreResult<Vec<(i64, i64)>> {
+        let owners = match scope {
+            Scope::User => "k.owner_user_id = $1",
+            Scope::Team => "k.owner_user_id IN (SELECT id FROM accounts WHERE team_id = $1)",
+        };
+        let rows: Vec<(i64, i64)> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT (e.ts / 86400000) * 86400000 AS day, CAST(SUM(e.amount) AS BIGINT) \
+             FROM usage_events e JOIN keys k ON k.id = e.key_id \
+             WHERE {owners} AND e.ts >= $2 GROUP BY day ORDER BY day"
+        )))
+        .bind(id)
+        .bind(since_ms)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows)
     }
 }

@@ -1,0 +1,523 @@
+//! Users and teams (issue #25): records with budgets that every key of the user (and every
+//! user of the team) draws from as well as the key's own; exact under concurrency on SQLite
+//! and across two instances on PostgreSQL; today's owners migrated to users.
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+async fn patch(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
+    let r = app
+        .client
+        .patch(app.url(path))
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    status_json(r).await
+}
+
+async fn delete(app: &TestApp, path: &str) -> (u16, Value) {
+    let r = app
+        .client
+        .delete(app.url(path))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    status_json(r).await
+}
+
+/// Runs `n` requests at most `width` at a time; the answers in order of completion.
+async fn burst(
+    n: usize,
+    width: usize,
+    req: impl Fn(usize) -> reqwest::RequestBuilder,
+) -> Vec<(u16, Value)> {
+    let mut out = Vec::with_capacity(n);
+    let mut running = FuturesUnordered::new();
+    for i in 0..n {
+        let r = req(i);
+        running.push(async move { status_json(r.send().await.unwrap()).await });
+        if running.len() >= width
+            && let Some(x) = running.next().await
+        {
+            out.push(x);
+        }
+    }
+    while let Some(x) = running.next().await {
+        out.push(x);
+    }
+    out
+}
+
+fn ok_count(res: &[(u16, Value)]) -> usize {
+    res.iter().filter(|(s, _)| *s == 200).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_and_teams_are_records_with_budgets_keys_and_a_clear_error_for_every_mistake() {
+    let app = spawn_app().await;
+    let (s, team) = app
+        .admin_post("/admin/teams", json!({"name": "Team A", "quota": 100}))
+        .await;
+    assert_eq!(s, 201, "{team}");
+    let tid = team["id"].as_i64().unwrap();
+    let (s, user) = app
+        .admin_post(
+            "/admin/users",
+            json!({"name": "alice", "contact": "alice@example.com", "quota": 40,
+                   "teamId": tid, "metadata": {"dept": "R&D"}, "limits": {"rpm": 100}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{user}");
+    let uid = user["id"].as_i64().unwrap();
+    assert_eq!(user["kind"], "user");
+    assert_eq!(
+        (user["quota"].as_i64(), user["remaining"].as_i64()),
+        (Some(40), Some(40))
+    );
+    assert_eq!(user["teamName"], "Team A");
+
+    // Keys take `userId`; their consumes show on the user.
+    let (k1, _) = app.create_key(json!({"quota": 30, "userId": uid})).await;
+    let (k2, _) = app.create_key(json!({"userId": uid})).await;
+    assert_eq!(app.use_amount(&k1, 10).await.0, 200);
+    assert_eq!(app.use_amount(&k2, 5).await.0, 200);
+    let (_, u) = app.admin_get(&format!("/admin/users/{uid}")).await;
+    assert_eq!(
+        (u["used"].as_i64(), u["remaining"].as_i64()),
+        (Some(15), Some(25)),
+        "{u}"
+    );
+    assert_eq!(u["keys"].as_array().unwrap().len(), 2);
+    assert_eq!(u["members"], 2);
+    assert_eq!(u["usage"][0]["amount"], 15, "{u}");
+    let (_, t) = app.admin_get(&format!("/admin/teams/{tid}")).await;
+    assert_eq!(
+        (t["used"].as_i64(), t["remaining"].as_i64()),
+        (Some(15), Some(85))
+    );
+    assert_eq!(t["users"][0]["name"], "alice");
+    let (_, key) = app.admin_get("/admin/keys?q=alice").await;
+    assert_eq!(key["total"], 2, "a key is found by its user's name");
+    assert_eq!(key["keys"][0]["userId"], uid);
+
+    // A rename reaches the keys' owner (the monitor's user dimension reads it).
+    let (s, _) = patch(
+        &app,
+        &format!("/admin/users/{uid}"),
+        json!({"name": "alice2"}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (_, key) = app.admin_get("/admin/keys?q=alice2").await;
+    assert_eq!(key["keys"][0]["owner"]["username"], "alice2");
+
+    // The seed API answers as before; when the user's budget refuses, it says so.
+    let (s, v) = app.use_amount(&k1, 20).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = app.use_amount(&k2, 6).await;
+    assert_eq!((s, error_code(&v)), (429, "QUOTA_EXCEEDED"));
+    assert!(v.to_string().contains("用户预算剩余：5"), "{v}");
+    // The key's own balance is unchanged by the refusal (it is unlimited).
+    assert_eq!(app.quota(&k2).await["used"], 5);
+
+    // Mistakes in the documented shape.
+    let cases = [
+        (
+            "/admin/users",
+            json!({"name": "x", "teamId": 999_999}),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            "/admin/users",
+            json!({"name": "alice2"}),
+            409,
+            "USER_EXISTS",
+        ),
+        ("/admin/users", json!({"name": ""}), 400, "INVALID_REQUEST"),
+        (
+            "/admin/users",
+            json!({"name": "y", "quotaa": 1}),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            "/admin/teams",
+            json!({"name": "Team A"}),
+            409,
+            "TEAM_EXISTS",
+        ),
+        (
+            "/admin/teams",
+            json!({"name": "t", "teamId": 1}),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            "/admin/keys",
+            json!({"userId": 999_999}),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            "/admin/keys",
+            json!({"userId": uid, "owner": {"username": "z"}}),
+            400,
+            "INVALID_REQUEST",
+        ),
+    ];
+    for (path, body, status, code) in cases {
+        let (s, v) = app.admin_post(path, body.clone()).await;
+        assert_eq!((s, error_code(&v)), (status, code), "{path} {body}: {v}");
+    }
+    let (s, v) = app.admin_get("/admin/users/999999").await;
+    assert_eq!((s, error_code(&v)), (404, "USER_NOT_FOUND"));
+    let (s, v) = app.admin_get(&format!("/admin/teams/{uid}")).await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (404, "TEAM_NOT_FOUND"),
+        "a user is not a team"
+    );
+    let (s, v) = delete(&app, &format!("/admin/users/{uid}")).await;
+    assert_eq!((s, error_code(&v)), (409, "USER_IN_USE"));
+    let (s, v) = delete(&app, &format!("/admin/teams/{tid}")).await;
+    assert_eq!((s, error_code(&v)), (409, "TEAM_IN_USE"));
+
+    // Disabling the user stops all its keys, in the seed's code, naming why.
+    let (s, _) = patch(
+        &app,
+        &format!("/admin/users/{uid}"),
+        json!({"enabled": false}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, v) = app.use_amount(&k2, 1).await;
+    assert_eq!((s, error_code(&v)), (403, "KEY_DISABLED"), "{v}");
+    assert!(v.to_string().contains("所属用户已被停用"), "{v}");
+    let r = app.mock_chat(&k2).await;
+    assert_eq!(r.status().as_u16(), 403);
+
+    // Moving the keys away frees the user for deletion; the audit has every step.
+    let (_, keys) = app.admin_get("/admin/keys?q=alice2").await;
+    for k in keys["keys"].as_array().unwrap() {
+        let (s, v) = patch(
+            &app,
+            &format!("/admin/keys/{}", k["id"]),
+            json!({"userId": null}),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["userId"], Value::Null);
+    }
+    assert_eq!(
+        app.use_amount(&k2, 1).await.0,
+        200,
+        "no user, no user budget"
+    );
+    let (s, _) = delete(&app, &format!("/admin/users/{uid}")).await;
+    assert_eq!(s, 200);
+    let (s, _) = delete(&app, &format!("/admin/teams/{tid}")).await;
+    assert_eq!(s, 200);
+    let (_, a) = app.admin_get("/admin/audit?action=user.").await;
+    let actions: Vec<&str> = a["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for want in ["user.create", "user.update", "user.delete"] {
+        assert!(actions.contains(&want), "{actions:?}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keys_of_one_user_never_overdraw_it_under_concurrent_consumes_and_gateway_calls() {
+    let app = spawn_app().await;
+    let (_, user) = app
+        .admin_post("/admin/users", json!({"name": "shared", "quota": 50}))
+        .await;
+    let uid = user["id"].as_i64().unwrap();
+    let mut keys = Vec::new();
+    for _ in 0..4 {
+        keys.push(app.create_key(json!({"quota": 100, "userId": uid})).await.0);
+    }
+    let res = burst(200, 64, |i| {
+        app.client
+            .post(app.url("/api/v1/use"))
+            .header("X-API-Key", &keys[i % 4])
+            .json(&json!({"amount": 1}))
+    })
+    .await;
+    assert_eq!(ok_count(&res), 50, "{:?}", &res[..2]);
+    for (s, v) in res.iter().filter(|(s, _)| *s != 200) {
+        assert_eq!((*s, error_code(v)), (429, "QUOTA_EXCEEDED"), "{v}");
+    }
+    let mut key_used = 0;
+    for k in &keys {
+        key_used += app.quota(k).await["used"].as_i64().unwrap();
+    }
+    assert_eq!(key_used, 50);
+    let (_, u) = app.admin_get(&format!("/admin/users/{uid}")).await;
+    assert_eq!(
+        (u["used"].as_i64(), u["remaining"].as_i64()),
+        (Some(50), Some(0))
+    );
+
+    // Gateway calls: a user worth 30 calls across 3 keys serves exactly 30, refused before
+    // any upstream is asked, and every served call is charged to the key and the user.
+    let (_, user) = app
+        .admin_post("/admin/users", json!({"name": "gw", "quota": 30}))
+        .await;
+    let uid = user["id"].as_i64().unwrap();
+    let mut keys = Vec::new();
+    for _ in 0..3 {
+        keys.push(app.create_key(json!({"userId": uid})).await.0);
+    }
+    let body = json!({"model": "mock-chat", "messages": [{"role": "user", "content": "hi"}]});
+    let res = burst(90, 32, |i| {
+        app.client
+            .post(app.url("/v1/chat/completions"))
+            .bearer_auth(&keys[i % 3])
+            .json(&body)
+    })
+    .await;
+    assert_eq!(ok_count(&res), 30, "{:?}", &res[..2]);
+    let refused = res.iter().find(|(s, _)| *s == 429).unwrap();
+    assert_eq!(
+        refused.1["error"]["code"], "insufficient_quota",
+        "{}",
+        refused.1
+    );
+    let mut used = 0;
+    for _ in 0..100 {
+        let (_, u) = app.admin_get(&format!("/admin/users/{uid}")).await;
+        used = u["used"].as_i64().unwrap();
+        if used == 30 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(used, 30);
+    let mut key_used = 0;
+    for k in &keys {
+        key_used += app.quota(k).await["used"].as_i64().unwrap();
+    }
+    assert_eq!(key_used, 30);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_team_budget_is_shared_by_its_users_each_capped_by_their_own() {
+    let app = spawn_app().await;
+    let (_, team) = app
+        .admin_post("/admin/teams", json!({"name": "squad", "quota": 10}))
+        .await;
+    let tid = team["id"].as_i64().unwrap();
+    let (_, a) = app
+        .admin_post("/admin/users", json!({"name": "a", "teamId": tid}))
+        .await;
+    let (_, b) = app
+        .admin_post(
+            "/admin/users",
+            json!({"name": "b", "quota": 3, "teamId": tid}),
+        )
+        .await;
+    let (ka, _) = app.create_key(json!({"userId": a["id"]})).await;
+    let (kb, _) = app.create_key(json!({"userId": b["id"]})).await;
+    // b stops at its own 3; a takes the rest of the team's 10.
+    let use_on = |key: &str| {
+        app.client
+            .post(app.url("/api/v1/use"))
+            .header("X-API-Key", key)
+            .json(&json!({"amount": 1}))
+    };
+    assert_eq!(ok_count(&burst(10, 8, |_| use_on(&kb)).await), 3);
+    assert_eq!(ok_count(&burst(20, 8, |_| use_on(&ka)).await), 7);
+    assert_eq!(app.quota(&kb).await["used"], 3);
+    assert_eq!(app.quota(&ka).await["used"], 7);
+    let (s, v) = app.use_amount(&ka, 1).await;
+    assert_eq!(s, 429);
+    assert!(v.to_string().contains("团队预算剩余：0"), "{v}");
+    // More budget for the team: a serves again, b is still at its cap.
+    let (s, _) = patch(&app, &format!("/admin/teams/{tid}"), json!({"quota": 20})).await;
+    assert_eq!(s, 200);
+    assert_eq!(app.use_amount(&ka, 1).await.0, 200);
+    let (s, v) = app.use_amount(&kb, 1).await;
+    assert!(s == 429 && v.to_string().contains("用户预算"), "{v}");
+    // A user limit over all of the user's keys (rpm 2 per user, two keys each rpm-free).
+    let (s, _) = patch(
+        &app,
+        &format!("/admin/users/{}", a["id"]),
+        json!({"limits": {"rpm": 2}}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (ka2, _) = app.create_key(json!({"userId": a["id"]})).await;
+    let statuses = [
+        app.mock_chat(&ka).await.status().as_u16(),
+        app.mock_chat(&ka2).await.status().as_u16(),
+        app.mock_chat(&ka).await.status().as_u16(),
+    ];
+    assert_eq!(statuses, [200, 200, 429]);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_of_existing_keys_become_users_with_their_ids_and_names() {
+    let app = spawn_app().await;
+    let (ka, ida) = app
+        .create_key(json!({"owner": {"userId": 42, "username": "bob"}}))
+        .await;
+    let (_, idb) = app
+        .create_key(json!({"owner": {"username": "carol"}}))
+        .await;
+    let (_, idc) = app.create_key(json!({})).await;
+    assert_eq!(app.mock_chat(&ka).await.status().as_u16(), 200);
+    let dir = app.stop().await;
+    // Back to the schema before users existed, with owners written the old way.
+    let db = dir.path().join("qp.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    for q in [
+        "DROP TABLE accounts",
+        "DROP INDEX keys_owner",
+        "DELETE FROM generations WHERE name = 'accounts'",
+        "DELETE FROM _sqlx_migrations WHERE version = 10",
+    ] {
+        sqlx::query(q).execute(&pool).await.unwrap();
+    }
+    sqlx::query("UPDATE keys SET owner_user_id = 7, owner_username = 'dave' WHERE id = ?")
+        .bind(idc)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE keys SET owner_user_id = NULL, owner_username = 'carol' WHERE id = ?")
+        .bind(idb)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+
+    let app = spawn_in(dir, |_| {}).await;
+    let (_, users) = app.admin_get("/admin/users").await;
+    let by_name = |n: &str| {
+        users["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["name"] == n)
+            .cloned()
+            .unwrap_or_else(|| panic!("no user {n} in {users}"))
+    };
+    assert_eq!(by_name("bob")["id"], 42, "the owner's id is kept");
+    assert_eq!(by_name("dave")["id"], 7);
+    let carol = by_name("carol");
+    assert_eq!(users["total"], 3);
+    for (id, uid) in [(ida, 42), (idc, 7), (idb, carol["id"].as_i64().unwrap())] {
+        let (_, k) = app.admin_get(&format!("/admin/keys/{id}")).await;
+        assert_eq!(k["userId"], uid, "{k}");
+    }
+    // The monitor's history still names the user by the same id.
+    let (_, rows) = app.admin_get("/admin/requests?user=bob").await;
+    assert!(rows.to_string().contains("\"bob\""), "{rows}");
+    // A new user gets an id past the carried-over ones.
+    let (_, u) = app.admin_post("/admin/users", json!({"name": "eve"})).await;
+    assert!(u["id"].as_i64().unwrap() > 42, "{u}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_users_budget_holds_exactly_across_two_postgres_instances() {
+    let Some(url) = crate::instances::fresh_pg().await else {
+        return;
+    };
+    let a = spawn_app_with(|c| c.database_url = Some(url.clone())).await;
+    let b = spawn_app_with(|c| c.database_url = Some(url.clone())).await;
+    let (s, team) = a
+        .admin_post("/admin/teams", json!({"name": "pg-team", "quota": 120}))
+        .await;
+    assert_eq!(s, 201, "{team}");
+    let (_, user) = a
+        .admin_post(
+            "/admin/users",
+            json!({"name": "pg-user", "quota": 100, "teamId": team["id"]}),
+        )
+        .await;
+    let uid = user["id"].as_i64().unwrap();
+    let (_, other) = b
+        .admin_post(
+            "/admin/users",
+            json!({"name": "pg-other", "teamId": team["id"]}),
+        )
+        .await;
+    let mut keys = Vec::new();
+    for i in 0..4 {
+        let app = if i % 2 == 0 { &a } else { &b };
+        keys.push(
+            app.create_key(json!({"quota": 1000, "userId": uid}))
+                .await
+                .0,
+        );
+    }
+    let (ko, _) = b.create_key(json!({"userId": other["id"]})).await;
+    let apps = [&a, &b];
+    let res = burst(400, 64, |i| {
+        let app = apps[i % 2];
+        let key = if i % 5 == 4 { &ko } else { &keys[i % 4] };
+        app.client
+            .post(app.url("/api/v1/use"))
+            .header("X-API-Key", key)
+            .json(&json!({"amount": 1}))
+    })
+    .await;
+    assert_eq!(ok_count(&res), 120, "the team's 120, never more");
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let (user_used, team_used): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT used FROM accounts WHERE id = $1), (SELECT used FROM accounts WHERE id = $2)",
+    )
+    .bind(uid)
+    .bind(team["id"].as_i64().unwrap())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let keys_used: i64 = sqlx::query_scalar("SELECT CAST(SUM(used) AS BIGINT) FROM keys")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    assert_eq!(team_used, 120);
+    assert_eq!(keys_used, 120);
+    assert!(user_used <= 100, "the user's own cap: {user_used}");
+    // Gateway calls across both instances on a user with room for 20 more.
+    let (s, _) = patch(&a, &format!("/admin/users/{uid}"), json!({"quota": 200})).await;
+    assert_eq!(s, 200);
+    let (s, _) = patch(
+        &b,
+        &format!("/admin/teams/{}", team["id"]),
+        json!({"quota": 140}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    // Another instance learns of the edit within its follower's period.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let body = json!({"model": "mock-chat", "messages": [{"role": "user", "content": "hi"}]});
+    let res = burst(60, 32, |i| {
+        let app = apps[i % 2];
+        app.client
+            .post(app.url("/v1/chat/completions"))
+            .bearer_auth(&keys[i % 4])
+            .json(&body)
+    })
+    .await;
+    assert_eq!(ok_count(&res), 20, "{:?}", &res[..2]);
+    a.stop().await;
+    b.stop().await;
+}
