@@ -300,9 +300,29 @@ impl UserAdmin {
             .clone()
             .filter(|n| valid_name(n))
             .unwrap_or_else(|| format!("user-{}", owner.user_id.unwrap_or(0)));
-        let created = self
-            .create(new_user(owner.user_id.unwrap_or(0), name), actor)
-            .await?;
+        let id = owner.user_id.filter(|&id| id > 0).unwrap_or(0);
+        let created = match self.create(new_user(id, name.clone()), actor).await {
+            // Another user already has the name (the owner's id is a different one): the
+            // new user is told apart by a suffix rather than merged with the other.
+            Err(AccountError::NameTaken(_)) => {
+                // Made meanwhile by a concurrent request naming the same owner: that one.
+                if id > 0
+                    && let Some(a) = self.store.account(id).await?
+                    && a.scope == Scope::User
+                {
+                    return Ok(owner_of(&a));
+                }
+                let suffix = if id > 0 {
+                    id
+                } else {
+                    accounts.len() as i64 + 1
+                };
+                let name: String = name.chars().take(50).collect();
+                self.create(new_user(id, format!("{name} ({suffix})")), actor)
+                    .await?
+            }
+            other => other?,
+        };
         Ok(owner_of(&created))
     }
 

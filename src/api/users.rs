@@ -193,7 +193,8 @@ pub struct AccountQuery {
     /// Matches the name, contact or id.
     pub q: Option<String>,
     /// Users of this team only.
-    #[serde(rename = "teamId")]
+    #[serde(rename = "teamId", default, deserialize_with = "crate::lenient::int")]
+    #[param(minimum = 0, maximum = 4000000000000000000_i64)]
     pub team_id: Option<i64>,
 }
 
@@ -366,6 +367,7 @@ async fn full_views(
 }
 
 async fn list(st: &AppState, scope: Scope, q: &AccountQuery) -> ApiResult<Json<AccountList>> {
+    input::in_range("teamId", q.team_id, 0, 4_000_000_000_000_000_000)?;
     let items = full_views(st, scope, None, q).await?;
     Ok(Json(AccountList {
         total: items.len(),
@@ -456,7 +458,7 @@ pub async fn create_team(
 #[utoipa::path(get, path = "/admin/users", tag = "admin",
     security(("adminToken" = []), ("viewerToken" = [])),
     params(AccountQuery),
-    responses((status = 200, body = AccountList), QuotaRefusals<{ AUTH | UNAVAILABLE }>))]
+    responses((status = 200, body = AccountList), QuotaRefusals<{ BAD | AUTH | UNAVAILABLE }>))]
 pub async fn list_users(
     State(st): State<AppState>,
     _op: Operator,
@@ -469,7 +471,7 @@ pub async fn list_users(
 #[utoipa::path(get, path = "/admin/teams", tag = "admin",
     security(("adminToken" = []), ("viewerToken" = [])),
     params(AccountQuery),
-    responses((status = 200, body = AccountList), QuotaRefusals<{ AUTH | UNAVAILABLE }>))]
+    responses((status = 200, body = AccountList), QuotaRefusals<{ BAD | AUTH | UNAVAILABLE }>))]
 pub async fn list_teams(
     State(st): State<AppState>,
     _op: Operator,

@@ -369,9 +369,43 @@ async fn a_team_budget_is_shared_by_its_users_each_capped_by_their_own() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn owners_of_existing_keys_become_users_with_their_ids_and_names() {
-    let app = spawn_app().await;
+/// Puts the database back to the schema before users existed, with owners written the old
+/// way on keys `idb` (a name only) and `idc` (an id and a name).
+async fn before_users<DB: sqlx::Database>(pool: &sqlx::Pool<DB>, version: i64, idb: i64, idc: i64)
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    for q in [
+        "DROP TABLE accounts",
+        "DROP INDEX keys_owner",
+        "DELETE FROM generations WHERE name = 'accounts'",
+    ] {
+        sqlx::query(q).execute(pool).await.unwrap();
+    }
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = $1")
+        .bind(version)
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE keys SET owner_user_id = 7, owner_username = 'dave' WHERE id = $1")
+        .bind(idc)
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE keys SET owner_user_id = NULL, owner_username = 'carol' WHERE id = $1")
+        .bind(idb)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+/// Keys with owners made the old way, then the migration: users with the owners' ids and
+/// names, every key pointing at its user, the monitor's history unchanged.
+async fn owners_migrate(pg: Option<String>) {
+    let db_url = pg.clone();
+    let app = spawn_app_with(move |c| c.database_url = db_url).await;
     let (ka, ida) = app
         .create_key(json!({"owner": {"userId": 42, "username": "bob"}}))
         .await;
@@ -381,32 +415,23 @@ async fn owners_of_existing_keys_become_users_with_their_ids_and_names() {
     let (_, idc) = app.create_key(json!({})).await;
     assert_eq!(app.mock_chat(&ka).await.status().as_u16(), 200);
     let dir = app.stop().await;
-    // Back to the schema before users existed, with owners written the old way.
-    let db = dir.path().join("qp.db");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
-    for q in [
-        "DROP TABLE accounts",
-        "DROP INDEX keys_owner",
-        "DELETE FROM generations WHERE name = 'accounts'",
-        "DELETE FROM _sqlx_migrations WHERE version = 10",
-    ] {
-        sqlx::query(q).execute(&pool).await.unwrap();
+    match &pg {
+        Some(url) => {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            before_users(&pool, 6, idb, idc).await;
+            pool.close().await;
+        }
+        None => {
+            let db = dir.path().join("qp.db");
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+                .await
+                .unwrap();
+            before_users(&pool, 10, idb, idc).await;
+            pool.close().await;
+        }
     }
-    sqlx::query("UPDATE keys SET owner_user_id = 7, owner_username = 'dave' WHERE id = ?")
-        .bind(idc)
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE keys SET owner_user_id = NULL, owner_username = 'carol' WHERE id = ?")
-        .bind(idb)
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-
-    let app = spawn_in(dir, |_| {}).await;
+    let db_url = pg.clone();
+    let app = spawn_in(dir, move |c| c.database_url = db_url).await;
     let (_, users) = app.admin_get("/admin/users").await;
     let by_name = |n: &str| {
         users["items"]
@@ -432,6 +457,19 @@ async fn owners_of_existing_keys_become_users_with_their_ids_and_names() {
     let (_, u) = app.admin_post("/admin/users", json!({"name": "eve"})).await;
     assert!(u["id"].as_i64().unwrap() > 42, "{u}");
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_of_existing_keys_become_users_with_their_ids_and_names() {
+    owners_migrate(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_become_users_on_postgres_too() {
+    let Some(url) = crate::instances::fresh_pg().await else {
+        return;
+    };
+    owners_migrate(Some(url)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -520,4 +558,115 @@ async fn a_users_budget_holds_exactly_across_two_postgres_instances() {
     assert_eq!(ok_count(&res), 20, "{:?}", &res[..2]);
     a.stop().await;
     b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_users_page_creates_edits_and_shows_budgets_and_me_shows_them_to_the_holder() {
+    let Some(b) = crate::browser::Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let (_, team) = app
+        .admin_post("/admin/teams", json!({"name": "研发组", "quota": 1000}))
+        .await;
+    let hostile = "<img src=x onerror=alert(1)>";
+    let (s, _) = app
+        .admin_post("/admin/users", json!({"name": hostile}))
+        .await;
+    assert_eq!(s, 201);
+    b.resize(1440, 900).await;
+    b.goto(&app.url("/#/users")).await;
+    b.login(ADMIN).await;
+    b.ready().await;
+    // Create a user from the form, in the team, with a budget.
+    b.click("#create-user").await;
+    b.type_into("#acct-name", "张三").await;
+    b.type_into("#acct-quota", "20").await;
+    b.js(&format!(
+        "const s = document.getElementById('acct-team'); s.value = '{}'; s.dispatchEvent(new Event('change'));",
+        team["id"]
+    ))
+    .await;
+    b.click("#acct-showKeys").await;
+    b.screenshot("user-form").await;
+    b.click("[data-action=save]").await;
+    b.ready().await;
+    let (_, users) = app.admin_get("/admin/users?q=张三").await;
+    let user = users["items"][0].clone();
+    assert_eq!(user["quota"], 20, "{users}");
+    assert_eq!(user["teamId"], team["id"]);
+    assert_eq!(user["showKeys"], true);
+    let uid = user["id"].as_i64().unwrap();
+    // Its keys draw from it: the page shows the budget used.
+    let (k1, _) = app
+        .create_key(json!({"userId": uid, "name": "laptop"}))
+        .await;
+    app.create_key(json!({"userId": uid, "name": "ci"})).await;
+    assert_eq!(app.use_amount(&k1, 5).await.0, 200);
+    b.goto(&app.url("/#/users?q=")).await;
+    b.ready().await;
+    let table = b.text("#users-table").await;
+    assert!(
+        table.contains("张三") && table.contains("5 / 20"),
+        "{table}"
+    );
+    assert!(table.contains("研发组"), "{table}");
+    assert!(
+        table.contains(hostile),
+        "a hostile name is shown as text: {table}"
+    );
+    assert!(!b.exists("#users-table img").await, "and never as markup");
+    assert!(
+        b.text("#teams-table").await.contains("5 / 1,000")
+            || b.text("#teams-table").await.contains("5 / 1000")
+    );
+    b.screenshot("users").await;
+    // The user's page: keys, budget, usage chart.
+    b.click(&format!("a.userlink[href*='user={uid}']")).await;
+    b.ready().await;
+    assert_eq!(b.text("#acct-remaining").await, "15");
+    let keys = b.text(".user-keys").await;
+    assert!(keys.contains("laptop") && keys.contains("ci"), "{keys}");
+    b.find("#acct-chart canvas").await;
+    b.screenshot("user-detail").await;
+    // Disable from the page: its keys stop.
+    b.click("[data-act=disable]").await;
+    b.ready().await;
+    let (s, _) = app.use_amount(&k1, 1).await;
+    assert_eq!(s, 403);
+    b.click("[data-act=enable]").await;
+    b.ready().await;
+    assert_eq!(app.use_amount(&k1, 1).await.0, 200);
+    b.click("#lang").await;
+    b.ready().await;
+    assert!(b.text("#acct-detail").await.contains("Budget"));
+    b.screenshot("user-detail-en").await;
+    b.resize(390, 844).await;
+    b.goto(&app.url("/#/users")).await;
+    b.ready().await;
+    b.assert_fits_width("the users page").await;
+    b.screenshot("users-phone").await;
+    b.click("#lang").await;
+
+    // The holder sees the user's and team's budgets and (allowed here) the other key.
+    b.resize(1440, 900).await;
+    b.goto(&app.url("/me")).await;
+    b.find("#me-login").await;
+    b.type_into("#me-key", &k1).await;
+    b.click("#me-login-btn").await;
+    b.ready().await;
+    let budgets = b.text("#me-budgets").await;
+    assert!(
+        budgets.contains("张三") && budgets.contains("研发组"),
+        "{budgets}"
+    );
+    let others = b.text("#me-other-keys").await;
+    assert!(
+        others.contains("ci") && !others.contains("laptop"),
+        "{others}"
+    );
+    b.screenshot("me-budgets").await;
+    assert!(b.console_errors().await.is_empty());
+    b.close().await;
+    app.stop().await;
 }

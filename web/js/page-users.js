@@ -12,7 +12,7 @@ import { hooks, isAdmin, st, t } from './state.js';
 
 function budgetCell(a) {
   return h('div', { class: 'budget-cell' },
-    budgetBar(a.used, a.quota),
+    a.quota === null ? null : budgetBar(a.used, a.quota),
     h('span', { class: 'muted small' }, money(a.used) + ' / ' + (a.quota === null ? t('unlimited') : money(a.quota))));
 }
 
@@ -152,7 +152,7 @@ export async function page(main, p, gen) {
     append(main, [h('div', { class: 'toolbar' }, back), box]);
     return detail(p.user ? 'user' : 'team', p.user || p.team, box, gen);
   }
-  const search = h('input', { id: 'user-search', value: p.q || '', placeholder: t('search'), size: 28 });
+  const search = h('input', { id: 'user-search', value: p.q || '', placeholder: t('user_search'), size: 28 });
   const users = h('div', { id: 'users-table' });
   const teams = h('div', { id: 'teams-table' });
   append(main, [
