@@ -30,6 +30,7 @@ pub mod listener;
 pub mod memory;
 pub mod middleware;
 pub mod monitor;
+pub mod quota_requests;
 pub mod sealed;
 pub mod state;
 pub mod store;

@@ -57,6 +57,7 @@ pub async fn evaluate(
         RuleKind::QuotaLow | RuleKind::KeyExpiring => keys(rule, rs, src, now_ms, v).await,
         RuleKind::UpstreamDown => upstreams(rs, src, now_ms, v).await,
         RuleKind::AuthFailures => Ok(guessing(src, now_ms, v)),
+        RuleKind::QuotaRequest => quota_requests(src, v).await,
         _ => monitor_rule(rule, rs, src, now_ms, v).await,
     }
 }
@@ -189,6 +190,54 @@ async fn keys(
     Ok(out)
 }
 
+/// Requests for more quota waiting for an operator (each announced again after the
+/// cooldown while it waits).
+async fn quota_requests(src: &Sources, v: Voice) -> Result<Vec<Finding>, RuleError> {
+    let Some(gateway) = &src.gateway else {
+        return Ok(Vec::new());
+    };
+    let lang = v.lang;
+    let amount = |x: i64| amount_text(gateway.settings.billing.currency, x);
+    let keys = src.store.load_keys().await?;
+    let accounts = src.store.accounts().await?;
+    let rows = src.store.quota_requests(Some("pending"), None, 200).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let key = keys.iter().find(|k| k.id == r.key_id);
+            let name = named(key.and_then(|k| k.name.as_deref()).unwrap_or(""), r.key_id);
+            let user = r
+                .user_id
+                .and_then(|u| accounts.iter().find(|a| a.id == u))
+                .map_or_else(|| "—".to_owned(), |a| a.name.clone());
+            let reason = r.reason.clone().unwrap_or_else(|| "—".to_owned());
+            Finding {
+                subject: format!("quota_request:{}", r.id),
+                title: say(
+                    lang,
+                    "额度申请：密钥 {} 申请增加 {}",
+                    "Quota request: key {} asks for {} more",
+                    &[&name, &amount(r.amount)],
+                ),
+                lines: vec![
+                    say(lang, "所属用户：{}", "User: {}", &[&user]),
+                    say(lang, "理由：{}", "Reason: {}", &[&reason]),
+                    say(
+                        lang,
+                        "提交时间：{}",
+                        "Filed at {}",
+                        &[&v.time(r.created_ms)],
+                    ),
+                ],
+                details: json!({"request_id": r.id, "key_id": r.key_id, "amount": r.amount,
+                    "user_id": r.user_id, "reason": r.reason}),
+                link: "#/users".to_owned(),
+                weight: r.amount as f64,
+            }
+        })
+        .collect())
+}
+
 /// Addresses blocked now for sending too many wrong credentials (`bruteforce`).
 fn guessing(src: &Sources, now_ms: i64, v: Voice) -> Vec<Finding> {
     let lang = v.lang;
@@ -293,6 +342,7 @@ pub fn summary_title(rule: RuleKind, n: usize, lang: Lang) -> String {
         (RuleKind::KeyExpiring, true) => "密钥即将过期",
         (RuleKind::UpstreamDown, true) => "上游异常",
         (RuleKind::AuthFailures, true) => "凭证猜测",
+        (RuleKind::QuotaRequest, true) => "额度申请",
         (RuleKind::Burst, false) => "Bursts",
         (RuleKind::MultiUserToken, false) => "Shared keys",
         (RuleKind::IpManyUsers, false) => "Crowded IPs",
@@ -301,6 +351,7 @@ pub fn summary_title(rule: RuleKind, n: usize, lang: Lang) -> String {
         (RuleKind::KeyExpiring, false) => "Keys expiring",
         (RuleKind::UpstreamDown, false) => "Upstreams down",
         (RuleKind::AuthFailures, false) => "Credential guessing",
+        (RuleKind::QuotaRequest, false) => "Quota requests",
     };
     if zh {
         format!("{name}：本次发现 {n} 个对象")
@@ -313,6 +364,7 @@ pub fn summary_title(rule: RuleKind, n: usize, lang: Lang) -> String {
 pub fn summary_link(rule: RuleKind, rs: &RuleSettings, now_ms: i64) -> String {
     match rule {
         RuleKind::QuotaLow | RuleKind::KeyExpiring => "#/keys".to_owned(),
+        RuleKind::QuotaRequest => "#/users".to_owned(),
         RuleKind::UpstreamDown | RuleKind::AuthFailures => "#/overview?range=1h".to_owned(),
         _ => format!(
             "#/anomalies?rule={}&{}",

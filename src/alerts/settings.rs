@@ -18,10 +18,12 @@ pub enum RuleKind {
     UpstreamDown,
     /// Client addresses blocked for guessing credentials.
     AuthFailures,
+    /// A key holder asked for more quota (`/me`); announced until decided.
+    QuotaRequest,
 }
 
 impl RuleKind {
-    pub const ALL: [RuleKind; 8] = [
+    pub const ALL: [RuleKind; 9] = [
         RuleKind::Burst,
         RuleKind::MultiUserToken,
         RuleKind::IpManyUsers,
@@ -30,6 +32,7 @@ impl RuleKind {
         RuleKind::KeyExpiring,
         RuleKind::UpstreamDown,
         RuleKind::AuthFailures,
+        RuleKind::QuotaRequest,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -42,6 +45,7 @@ impl RuleKind {
             RuleKind::KeyExpiring => "key_expiring",
             RuleKind::UpstreamDown => "upstream_down",
             RuleKind::AuthFailures => "auth_failures",
+            RuleKind::QuotaRequest => "quota_request",
         }
     }
 
@@ -151,6 +155,7 @@ impl RuleSettings {
         let (every, lookback) = match rule {
             RuleKind::Burst => (60, 300),
             RuleKind::UpstreamDown | RuleKind::AuthFailures => (60, 300),
+            RuleKind::QuotaRequest => (60, 0),
             RuleKind::KeyExpiring => (3600, 0),
             _ => (300, 1800),
         };

@@ -51,9 +51,9 @@ impl HasAuth for AlertsState {
 #[into_params(parameter_in = Query)]
 pub struct AlertsQuery {
     /// `burst`, `multi_user_token`, `ip_many_users`, `big_request`, `quota_low`,
-    /// `key_expiring`, `upstream_down`, `auth_failures`.
+    /// `key_expiring`, `upstream_down`, `auth_failures`, `quota_request`.
     #[param(
-        pattern = "^(burst|multi_user_token|ip_many_users|big_request|quota_low|key_expiring|upstream_down|auth_failures)?$"
+        pattern = "^(burst|multi_user_token|ip_many_users|big_request|quota_low|key_expiring|upstream_down|auth_failures|quota_request)?$"
     )]
     pub rule: Option<String>,
     /// `sending`, `sent`, `partial`, `failed` or `recorded`.

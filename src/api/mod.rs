@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod prices;
 pub mod quota;
+pub mod quota_requests;
 pub mod requests;
 pub mod responses;
 pub mod schema;

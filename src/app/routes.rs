@@ -17,7 +17,7 @@ use crate::api::metrics::MetricsState;
 use crate::api::monitor::MonitorState;
 use crate::api::{
     admin, alerts, doc, gateway, health, invites, me, messages, metrics, monitor, prices, quota,
-    requests, responses, upstreams, users,
+    quota_requests, requests, responses, upstreams, users,
 };
 use crate::config::Config;
 use crate::error::{ApiError, Family};
@@ -37,6 +37,25 @@ pub struct Surfaces {
     pub metrics: MetricsState,
 }
 
+/// The quota API and the key holder's `/me`: callers authenticate with a key.
+fn holder_routes() -> OpenApiRouter<AppState> {
+    health::router()
+        .merge(quota::router())
+        .merge(me::router())
+        .merge(quota_requests::me_router())
+}
+
+/// The operators' API (admin or viewer token, or the console's session).
+fn operator_routes() -> OpenApiRouter<AppState> {
+    admin::router()
+        .merge(prices::router())
+        .merge(requests::router())
+        .merge(upstreams::router())
+        .merge(invites::router())
+        .merge(users::router())
+        .merge(quota_requests::router())
+}
+
 /// Every route of `surfaces`, guarded by group, with `/api/openapi.json` describing them.
 pub fn router(surfaces: Surfaces, config: &Config) -> Router {
     // The metrics recorder is installed before the first request is counted.
@@ -47,25 +66,12 @@ pub fn router(surfaces: Surfaces, config: &Config) -> Router {
         api = api
             .merge(
                 guarded
-                    .apply(
-                        health::router().merge(quota::router()).merge(me::router()),
-                        Family::Quota,
-                        false,
-                    )
+                    .apply(holder_routes(), Family::Quota, false)
                     .with_state(core.clone()),
             )
             .merge(
                 guarded
-                    .apply(
-                        admin::router()
-                            .merge(prices::router())
-                            .merge(requests::router())
-                            .merge(upstreams::router())
-                            .merge(invites::router())
-                            .merge(users::router()),
-                        Family::Quota,
-                        true,
-                    )
+                    .apply(operator_routes(), Family::Quota, true)
                     .with_state(core.clone()),
             )
             .merge(

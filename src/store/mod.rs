@@ -27,11 +27,11 @@ pub use ops::{
 };
 pub use traits::{
     AccountStore, AlertStore, AuditStore, ConsumeWriter, InviteStore, KeyStore, LedgerStore,
-    RequestLogStore, Store, Upkeep, UpstreamStore,
+    QuotaRequestStore, RequestLogStore, Store, Upkeep, UpstreamStore,
 };
 pub use types::{
     AccountWrite, AccountWritten, AlertFilter, AlertRow, AuditEntry, AuditFilter, AuditRecord,
     DeliveryRecord, HistoryEntry, IdempotentResult, InviteClaim, InviteRecord, KeyEvent, KeyPatch,
-    NewAlert, NewKey, PurgeCutoffs, RequestLogFilter, RequestLogRow, StatusFilter, UpstreamRecord,
-    UpstreamStats, UpstreamWrite, UpstreamWritten, UsageItem,
+    NewAlert, NewKey, PurgeCutoffs, QuotaRequestRecord, RequestLogFilter, RequestLogRow,
+    StatusFilter, UpstreamRecord, UpstreamStats, UpstreamWrite, UpstreamWritten, UsageItem,
 };

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use super::error::StoreResult;
 use super::ops::BatchOutcome;
 use super::ops::ConsumeOp;
+use super::types::QuotaRequestRecord;
 use super::types::{
     AccountWrite, AccountWritten, AlertFilter, AlertRow, AuditEntry, AuditFilter, AuditRecord,
     DeliveryRecord, HistoryEntry, IdempotentResult, InviteClaim, InviteRecord, KeyEvent, KeyPatch,
@@ -236,6 +237,34 @@ pub trait AccountStore: Send + Sync {
     ) -> StoreResult<Vec<(i64, i64)>>;
 }
 
+/// Key holders' requests for more quota and their decisions.
+#[async_trait]
+pub trait QuotaRequestStore: Send + Sync {
+    /// Files a request; `None` when the key already has one pending.
+    async fn insert_quota_request(
+        &self,
+        r: &QuotaRequestRecord,
+        audit: &AuditRecord,
+    ) -> StoreResult<Option<i64>>;
+    /// Newest first; `status` and `key_id` narrow it.
+    async fn quota_requests(
+        &self,
+        status: Option<&str>,
+        key_id: Option<i64>,
+        limit: i64,
+    ) -> StoreResult<Vec<QuotaRequestRecord>>;
+    async fn quota_request(&self, id: i64) -> StoreResult<Option<QuotaRequestRecord>>;
+    /// Moves a pending request to `to.status` (one conditional update: two operators never
+    /// both decide it); false when it was not pending. `to` carries the decision's fields.
+    async fn decide_quota_request(
+        &self,
+        to: &QuotaRequestRecord,
+        audit: Option<&AuditRecord>,
+    ) -> StoreResult<bool>;
+    /// Back to pending (the approval's grant could not be applied).
+    async fn reopen_quota_request(&self, id: i64) -> StoreResult<()>;
+}
+
 /// The database as a whole: liveness, sharing, change announcements, retention.
 #[async_trait]
 pub trait Upkeep: Send + Sync {
@@ -264,6 +293,7 @@ pub trait Store:
     + UpstreamStore
     + InviteStore
     + AccountStore
+    + QuotaRequestStore
     + Upkeep
     + 'static
 {
@@ -278,6 +308,7 @@ impl<T> Store for T where
         + UpstreamStore
         + InviteStore
         + AccountStore
+        + QuotaRequestStore
         + Upkeep
         + 'static
 {

@@ -311,3 +311,21 @@ pub enum AccountWritten {
     /// The user still has keys, or the team still has users.
     InUse,
 }
+
+/// A key holder's request for more quota, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct QuotaRequestRecord {
+    pub id: i64,
+    pub key_id: i64,
+    pub user_id: Option<i64>,
+    pub amount: i64,
+    pub reason: Option<String>,
+    /// `pending`, `approved` or `denied`.
+    pub status: String,
+    pub created_ms: i64,
+    pub decided_ms: Option<i64>,
+    pub decided_by: Option<String>,
+    /// What an approval added (to the key, or to its user's budget).
+    pub granted: Option<i64>,
+    pub note: Option<String>,
+}

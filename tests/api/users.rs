@@ -666,7 +666,186 @@ async fn the_users_page_creates_edits_and_shows_budgets_and_me_shows_them_to_the
         "{others}"
     );
     b.screenshot("me-budgets").await;
+    // Asking for more from /me; the operator approves it on the Users page.
+    b.type_into("#me-ask-amount", "30").await;
+    b.type_into("#me-ask-reason", "a long eval run").await;
+    b.click("#me-ask-btn").await;
+    b.find("#me-ask-list [data-status=pending]").await;
+    b.screenshot("me-ask").await;
+    b.goto(&app.url("/#/users")).await;
+    b.ready().await;
+    assert!(b.text("#quota-requests").await.contains("a long eval run"));
+    b.screenshot("users-requests").await;
+    b.click("#quota-requests [data-act=approve]").await;
+    b.click("[data-action=approve]").await;
+    b.find("#quota-requests [data-status=approved]").await;
+    let (_, u) = app.admin_get(&format!("/admin/users/{uid}")).await;
+    assert_eq!(
+        u["quota"], 50,
+        "granted to the user's budget (the key has none): {u}"
+    );
     assert!(b.console_errors().await.is_empty());
     b.close().await;
+    app.stop().await;
+}
+
+/// Signs in to `/me` with `key`; the session cookie as `name=value`.
+async fn holder(app: &TestApp, key: &str) -> String {
+    let r = app
+        .client
+        .post(app.url("/me/login"))
+        .json(&json!({ "key": key }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let c = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    c.split(';').next().unwrap().to_owned()
+}
+
+async fn me_post(app: &TestApp, cookie: &str, path: &str, body: Value) -> (u16, Value) {
+    let r = app
+        .client
+        .post(app.url(path))
+        .header("cookie", cookie)
+        .header("X-QP-CSRF", "1")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    status_json(r).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_asks_for_more_an_operator_is_alerted_and_decides_once() {
+    use quota_proxy::alerts::settings::RuleKind;
+    let rx = crate::alert_receiver::Receiver::start().await;
+    let hook = vec![crate::alerts::hook_channel(&rx)];
+    let app = spawn_app_with(|c| {
+        crate::alerts::alerting(c, hook, &[(RuleKind::QuotaRequest, &[])]);
+    })
+    .await;
+    let (_, user) = app
+        .admin_post("/admin/users", json!({"name": "asker", "quota": 5}))
+        .await;
+    let (limited, limited_id) = app
+        .create_key(json!({"quota": 10, "userId": user["id"], "name": "limited"}))
+        .await;
+    let (open, _) = app.create_key(json!({"userId": user["id"]})).await;
+
+    // The holder asks; a second request waits for the first.
+    let c = holder(&app, &limited).await;
+    let (s, r) = me_post(
+        &app,
+        &c,
+        "/me/api/quota-requests",
+        json!({"amount": 40, "reason": "running an eval"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{r}");
+    assert_eq!(r["status"], "pending");
+    let id = r["id"].as_i64().unwrap();
+    let (s, v) = me_post(&app, &c, "/me/api/quota-requests", json!({"amount": 1})).await;
+    assert_eq!((s, error_code(&v)), (409, "QUOTA_REQUEST_PENDING"));
+    let (s, v) = me_post(&app, &c, "/me/api/quota-requests", json!({"amount": 0})).await;
+    assert_eq!((s, error_code(&v)), (400, "INVALID_REQUEST"));
+    // Without the page's header, nothing is filed.
+    let r = app
+        .client
+        .post(app.url("/me/api/quota-requests"))
+        .header("cookie", &c)
+        .json(&json!({"amount": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    // The operator's channel hears of it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let alert = loop {
+        if let Some(r) = rx
+            .got()
+            .into_iter()
+            .find(|r| r.body["rule"] == "quota_request")
+        {
+            break r.body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no quota_request alert"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(alert["subject"], format!("quota_request:{id}"), "{alert}");
+    assert!(alert.to_string().contains("running an eval"), "{alert}");
+
+    // The queue shows it; two approvals at once grant it once.
+    let (_, q) = app.admin_get("/admin/quota-requests?status=pending").await;
+    assert_eq!(q["requests"][0]["keyName"], "limited", "{q}");
+    assert_eq!(q["requests"][0]["userName"], "asker");
+    let approve = || {
+        app.client
+            .post(app.url(&format!("/admin/quota-requests/{id}/approve")))
+            .bearer_auth(ADMIN)
+            .json(&json!({"note": "ok for this week"}))
+            .send()
+    };
+    let (a, b) = tokio::join!(approve(), approve());
+    let mut statuses = [a.unwrap().status().as_u16(), b.unwrap().status().as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 409]);
+    let (_, k) = app.admin_get(&format!("/admin/keys/{limited_id}")).await;
+    assert_eq!(k["quota"], 50, "added once to the key's quota: {k}");
+    let r = app
+        .client
+        .get(app.url("/me/api/quota-requests"))
+        .header("cookie", &c)
+        .send()
+        .await
+        .unwrap();
+    let (_, mine) = status_json(r).await;
+    assert_eq!(mine["requests"][0]["status"], "approved");
+    assert_eq!(mine["requests"][0]["granted"], 40);
+    assert_eq!(mine["requests"][0]["note"], "ok for this week");
+
+    // A key without a quota of its own: the grant goes to its user's budget; a denial
+    // grants nothing. Viewers cannot decide.
+    let c2 = holder(&app, &open).await;
+    let (_, r2) = me_post(&app, &c2, "/me/api/quota-requests", json!({"amount": 7})).await;
+    let id2 = r2["id"].as_i64().unwrap();
+    let r = app
+        .client
+        .post(app.url(&format!("/admin/quota-requests/{id2}/approve")))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let (s, v) = app
+        .admin_post(
+            &format!("/admin/quota-requests/{id2}/approve"),
+            json!({"amount": 3}),
+        )
+        .await;
+    assert_eq!((s, v["granted"].as_i64()), (200, Some(3)), "{v}");
+    let (_, u) = app.admin_get(&format!("/admin/users/{}", user["id"])).await;
+    assert_eq!(u["quota"], 8, "the user's budget grew: {u}");
+    let (_, r3) = me_post(&app, &c2, "/me/api/quota-requests", json!({"amount": 100})).await;
+    let id3 = r3["id"].as_i64().unwrap();
+    let (s, v) = app
+        .admin_post(
+            &format!("/admin/quota-requests/{id3}/deny"),
+            json!({"note": "no"}),
+        )
+        .await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("denied")));
+    let (_, u) = app.admin_get(&format!("/admin/users/{}", user["id"])).await;
+    assert_eq!(u["quota"], 8);
+    let (s, v) = app
+        .admin_post("/admin/quota-requests/999999/deny", json!({}))
+        .await;
+    assert_eq!((s, error_code(&v)), (404, "QUOTA_REQUEST_NOT_FOUND"));
+    let (_, a) = app.admin_get("/admin/audit?action=quota_request.").await;
+    assert_eq!(a["entries"].as_array().unwrap().len(), 6, "{a}");
     app.stop().await;
 }

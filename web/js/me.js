@@ -140,6 +140,7 @@ async function render() {
     card(t('me_balance'), budgetBar(k.used, k.quota), props, budgets.length ? h('div', { id: 'me-budgets' }, budgets) : null,
       h('p', { class: 'hint' }, t('me_more_quota'))),
     others,
+    card(t('me_ask_more'), askMore()),
     card(t('me_usage_chart'), chartBox),
     card(t('me_requests'), reqs),
     card(t('usage_history'), hist),
@@ -147,6 +148,49 @@ async function render() {
   ]);
   await Promise.all([fillRequests(reqs, chartBox), fillHistory(hist)]);
   main.setAttribute('data-ready', '');
+}
+
+// Ask the operator for more quota: one request waits at a time; earlier ones and their
+// answers below.
+function askMore() {
+  const amount = h('input', { id: 'me-ask-amount', inputmode: 'decimal', size: 10 });
+  const reason = h('input', { id: 'me-ask-reason', maxlength: 500, size: 40 });
+  const msg = h('p', { class: 'msg', id: 'me-ask-msg', role: 'alert' });
+  const list = h('div', { id: 'me-ask-list' });
+  const fill = async () => {
+    const r = await api('/me/api/quota-requests', { quiet: true });
+    clear(list);
+    if (!r.requests.length) return;
+    append(list, [table([
+      { key: 'createdAt', label: t('col_time'), render: (x) => when(x.createdAt) },
+      { key: 'amount', label: t('amount'), num: true, render: (x) => money(x.amount) },
+      { key: 'status', label: t('status'), render: (x) => h('span', { class: 'pill qr-' + x.status, 'data-status': x.status }, t('qr_' + x.status) + (x.status === 'approved' && x.granted !== null ? ' +' + money(x.granted) : '')) },
+      { key: 'note', label: t('qr_note'), render: (x) => x.note || '' },
+    ], r.requests, { cls: 'me-asks' })]);
+  };
+  const send = async (e) => {
+    e.preventDefault();
+    const n = Number(amount.value.trim());
+    const body = { amount: Number.isFinite(n) && amount.value.trim() ? n : amount.value.trim() };
+    if (reason.value.trim()) body.reason = reason.value.trim();
+    try {
+      await api('/me/api/quota-requests', { method: 'POST', body, quiet: true });
+      msg.textContent = t('me_ask_sent');
+      msg.classList.add('ok');
+      amount.value = '';
+      reason.value = '';
+      await fill();
+    } catch (err) {
+      msg.classList.remove('ok');
+      msg.textContent = t('error_prefix') + err.message;
+    }
+  };
+  fill();
+  return h('div', {},
+    h('form', { class: 'toolbar', id: 'me-ask', onsubmit: send },
+      h('label', {}, t('me_ask_amount'), amount), h('label', {}, t('me_ask_reason'), reason),
+      h('button', { type: 'submit', class: 'primary', id: 'me-ask-btn' }, t('me_ask_send'))),
+    msg, list);
 }
 
 async function fillRequests(box, chartBox) {

@@ -6,7 +6,7 @@ import { num, when } from './format.js';
 import { href, setParams } from './router.js';
 import { isAdmin, st, t } from './state.js';
 
-export const ALERT_RULES = ['burst', 'multi_user_token', 'ip_many_users', 'big_request', 'quota_low', 'key_expiring', 'upstream_down', 'auth_failures'];
+export const ALERT_RULES = ['burst', 'multi_user_token', 'ip_many_users', 'big_request', 'quota_low', 'key_expiring', 'upstream_down', 'auth_failures', 'quota_request'];
 
 export const ALERT_STATUS = ['sent', 'partial', 'failed', 'sending', 'recorded'];
 

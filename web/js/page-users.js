@@ -108,6 +108,49 @@ function actions(kind, a) {
     h('button', { 'data-act': 'delete', class: 'danger', onclick: () => remove(kind, a) }, t('delete')));
 }
 
+// The queue of key holders' requests for more quota: pending first, then recent decisions.
+async function decide(r, approve) {
+  const note = h('input', { id: 'qr-note', maxlength: 500 });
+  const amount = h('input', { id: 'qr-amount', inputmode: 'decimal', value: String(r.amount) });
+  const body = h('div', { class: 'form-grid' },
+    approve ? h('label', {}, t('qr_grant'), amount) : null,
+    h('label', {}, t('qr_note'), note),
+    h('p', { class: 'msg', id: 'qr-msg', role: 'alert' }));
+  for (;;) {
+    const go = await modal((approve ? t('qr_approve') : t('qr_deny')) + ' · ' + (r.keyName || r.key || r.keyId), body, [
+      { id: 'cancel', label: t('cancel'), value: false },
+      { id: approve ? 'approve' : 'deny', label: approve ? t('qr_approve') : t('qr_deny'), primary: approve, danger: !approve, value: true }]);
+    if (!go) return;
+    const req = {};
+    if (note.value.trim()) req.note = note.value.trim();
+    if (approve && amount.value.trim() && amount.value.trim() !== String(r.amount)) req.amount = intOrNull(amount.value.trim());
+    try {
+      await api('/admin/quota-requests/' + r.id + '/' + (approve ? 'approve' : 'deny'), { method: 'POST', body: req });
+      hooks.render();
+      return;
+    } catch (e) {
+      if (e.status === 401) return;
+      body.querySelector('#qr-msg').textContent = t('error_prefix') + e.message;
+    }
+  }
+}
+
+function requestsTable(rows) {
+  const sorted = rows.filter((r) => r.status === 'pending').concat(rows.filter((r) => r.status !== 'pending').slice(0, 10));
+  if (!sorted.length) return h('p', { class: 'muted' }, t('qr_none'));
+  return table([
+    { key: 'createdAt', label: t('col_time'), render: (r) => when(r.createdAt) },
+    { key: 'key', label: t('col_key'), render: (r) => h('span', {}, h('code', {}, r.key || String(r.keyId)), r.keyName ? ' · ' + r.keyName : '') },
+    { key: 'userName', label: t('nav_users'), render: (r) => r.userName || '—' },
+    { key: 'amount', label: t('amount'), num: true, render: (r) => money(r.amount) },
+    { key: 'reason', label: t('reason'), render: (r) => r.reason || '—' },
+    { key: 'status', label: t('status'), render: (r) => h('span', { class: 'pill qr-' + r.status, 'data-status': r.status }, t('qr_' + r.status) + (r.granted !== null && r.status === 'approved' ? ' +' + money(r.granted) : '')) },
+    { key: 'actions', label: t('actions'), render: (r) => (r.status === 'pending' && isAdmin() ? h('div', { class: 'actions' },
+      h('button', { 'data-act': 'approve', class: 'primary', onclick: () => decide(r, true) }, t('qr_approve')),
+      h('button', { 'data-act': 'deny', onclick: () => decide(r, false) }, t('qr_deny'))) : (r.note || '')) },
+  ], sorted, { cls: 'quota-requests' });
+}
+
 // One user or team: its budget, its keys (or users) and what they consumed a day.
 async function detail(kind, id, box, gen) {
   const a = await api('/admin/' + kind + 's/' + id);
@@ -155,17 +198,20 @@ export async function page(main, p, gen) {
   const search = h('input', { id: 'user-search', value: p.q || '', placeholder: t('user_search'), size: 28 });
   const users = h('div', { id: 'users-table' });
   const teams = h('div', { id: 'teams-table' });
+  const requests = h('div', { id: 'quota-requests' });
   append(main, [
     h('form', { class: 'toolbar', onsubmit: (e) => { e.preventDefault(); setParams({ q: search.value.trim() }); } },
       search, h('button', { type: 'submit' }, t('apply')),
       isAdmin() ? h('button', { type: 'button', class: 'primary', id: 'create-user', onclick: () => editAccount('user', null) }, t('user_create')) : null,
       isAdmin() ? h('button', { type: 'button', id: 'create-team', onclick: () => editAccount('team', null) }, t('team_create')) : null,
       h('span', { class: 'muted small' }, t('users_hint'))),
+    card(t('qr_title'), requests),
     card(t('users_title'), users),
     card(t('teams_title'), teams),
   ]);
-  const [u, tm] = await Promise.all([api('/admin/users?' + qs({ q: p.q })), api('/admin/teams?' + qs({ q: p.q }))]);
+  const [u, tm, qr] = await Promise.all([api('/admin/users?' + qs({ q: p.q })), api('/admin/teams?' + qs({ q: p.q })), api('/admin/quota-requests')]);
   if (gen !== st.gen) return;
+  append(requests, [requestsTable(qr.requests)]);
   const nameLink = (kind) => (a) => h('a', { href: href('users', { [kind]: a.id }), class: kind + 'link' }, a.name);
   append(users, [table([
     { key: 'id', label: t('col_id'), num: true },

@@ -16,6 +16,7 @@ mod audit;
 mod invites;
 mod keys;
 mod ledger;
+mod quota_requests;
 mod request_log;
 mod upkeep;
 mod upstreams;
