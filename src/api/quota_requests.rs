@@ -139,7 +139,7 @@ fn text(field: &str, v: Option<String>) -> ApiResult<Option<String>> {
 #[utoipa::path(post, path = "/me/api/quota-requests", tag = "self-service",
     request_body(content = NewQuotaRequest, content_type = "application/json"),
     responses((status = 201, body = QuotaRequestView), QuotaRefusals<{ BAD | AUTH | FORBIDDEN | CONFLICT | TOO_LARGE | UNAVAILABLE }>))]
-pub async fn me_file(
+pub async fn me_file_quota_request(
     State(st): State<AppState>,
     holder: Holder,
     JsonBody(body): JsonBody,
@@ -166,7 +166,7 @@ pub async fn me_file(
 /// The signed-in key's requests, newest first.
 #[utoipa::path(get, path = "/me/api/quota-requests", tag = "self-service",
     responses((status = 200, body = QuotaRequestList), QuotaRefusals<{ AUTH | UNAVAILABLE }>))]
-pub async fn me_list(
+pub async fn me_quota_requests(
     State(st): State<AppState>,
     holder: Holder,
 ) -> ApiResult<Json<QuotaRequestList>> {
@@ -184,7 +184,7 @@ pub async fn me_list(
     security(("adminToken" = []), ("viewerToken" = [])),
     params(QuotaRequestQuery),
     responses((status = 200, body = QuotaRequestList), QuotaRefusals<{ BAD | AUTH | UNAVAILABLE }>))]
-pub async fn list(
+pub async fn list_quota_requests(
     State(st): State<AppState>,
     _op: Operator,
     Query(q): Query<QuotaRequestQuery>,
@@ -222,7 +222,7 @@ fn path_id(id: &str) -> ApiResult<i64> {
     params(("id" = String, Path, description = "The request's id")),
     request_body(content = Option<Decision>, content_type = "application/json"),
     responses((status = 200, body = QuotaRequestView), QuotaRefusals<{ BAD | AUTH | FORBIDDEN | NOT_FOUND | CONFLICT | TOO_LARGE | UNAVAILABLE }>))]
-pub async fn approve(
+pub async fn approve_quota_request(
     State(st): State<AppState>,
     op: Operator,
     Path(id): Path<String>,
@@ -248,7 +248,7 @@ pub async fn approve(
     params(("id" = String, Path, description = "The request's id")),
     request_body(content = Option<Decision>, content_type = "application/json"),
     responses((status = 200, body = QuotaRequestView), QuotaRefusals<{ BAD | AUTH | FORBIDDEN | NOT_FOUND | CONFLICT | TOO_LARGE | UNAVAILABLE }>))]
-pub async fn deny(
+pub async fn deny_quota_request(
     State(st): State<AppState>,
     op: Operator,
     Path(id): Path<String>,
@@ -268,12 +268,12 @@ pub async fn deny(
 
 /// The holder's two routes (under `/me`, with its session).
 pub fn me_router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(me_file, me_list))
+    OpenApiRouter::new().routes(routes!(me_file_quota_request, me_quota_requests))
 }
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(list))
-        .routes(routes!(approve))
-        .routes(routes!(deny))
+        .routes(routes!(list_quota_requests))
+        .routes(routes!(approve_quota_request))
+        .routes(routes!(deny_quota_request))
 }

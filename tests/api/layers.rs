@@ -31,6 +31,7 @@ const LAYERS: &[&[&str]] = &[
         "keyadmin",
         "useradmin",
         "invites",
+        "quota_requests",
         "gateway",
         "monitor",
         "alerts",

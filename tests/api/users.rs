@@ -366,6 +366,37 @@ async fn a_team_budget_is_shared_by_its_users_each_capped_by_their_own() {
         app.mock_chat(&ka).await.status().as_u16(),
     ];
     assert_eq!(statuses, [200, 200, 429]);
+
+    // An invite for the team: each redemption is a new user in it, drawing on its budget.
+    let (s, inv) = app
+        .admin_post(
+            "/admin/invites",
+            json!({"teamId": tid, "uses": 2, "quota": 5}),
+        )
+        .await;
+    assert_eq!((s, inv["teamId"].as_i64()), (201, Some(tid)), "{inv}");
+    let (s, v) = app
+        .admin_post("/admin/invites", json!({"teamId": 999_999}))
+        .await;
+    assert_eq!((s, error_code(&v)), (400, "INVALID_REQUEST"));
+    for _ in 0..2 {
+        let r = app
+            .client
+            .post(app.url("/me/redeem"))
+            .json(&json!({"code": inv["code"]}))
+            .send()
+            .await
+            .unwrap();
+        let (s, v) = status_json(r).await;
+        assert_eq!(s, 200, "{v}");
+        let (_, k) = app.admin_get(&format!("/admin/keys/{}", v["id"])).await;
+        let (_, u) = app
+            .admin_get(&format!("/admin/users/{}", k["userId"]))
+            .await;
+        assert_eq!(u["teamId"], tid, "{u}");
+    }
+    let (_, t) = app.admin_get(&format!("/admin/teams/{tid}")).await;
+    assert_eq!(t["members"], 4, "{t}");
     app.stop().await;
 }
 

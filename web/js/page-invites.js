@@ -21,6 +21,7 @@ async function createInvite() {
     field('validUntil', t('inv_valid_until') + ' (YYYY-MM-DD)'),
     field('models', t('col_model') + ' (a, b*)'),
     field('userId', t('owner_id'), { inputmode: 'numeric' }),
+    field('teamId', t('inv_team_id'), { inputmode: 'numeric' }),
     field('prefix', t('prefix')),
     field('name', t('name')),
     msg);
@@ -35,6 +36,7 @@ async function createInvite() {
     for (const k of ['expiresAt', 'validUntil', 'prefix', 'name']) if (v(k)) req[k] = v(k);
     if (listOrNull(v('models'))) req.models = listOrNull(v('models'));
     if (v('userId')) req.userId = intOrNull(v('userId'));
+    if (v('teamId')) req.teamId = intOrNull(v('teamId'));
     try {
       const r = await api('/admin/invites', { method: 'POST', body: req });
       await showSecret(t('inv_create') + ' · ' + t('inv_redeem_at') + ' ' + location.origin + '/me', [r.code]);
