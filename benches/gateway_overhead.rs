@@ -9,6 +9,7 @@
 //!
 //!   cargo bench --bench gateway_overhead
 //!   BENCH_SECS=5 BENCH_RATES=500,2000 cargo bench --bench gateway_overhead
+//! (`BENCH_USER=1`: the key belongs to a user and a team with budgets of their own)
 //!
 //! The floor any proxy hop costs is measured in the same run: nginx (Debian's, `NGINX` or
 //! `/usr/sbin/nginx`) as a bare reverse proxy to the same upstream — keep-alive pool, no
@@ -449,12 +450,28 @@ fn main() {
             wait_port(nginx_port).await;
         }
         let client: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(4096).build_http();
-        let req = Request::post(format!("http://127.0.0.1:{gw_port}/admin/keys"))
-            .header("authorization", format!("Bearer {ADMIN}"))
-            .body(Full::new(Bytes::from_static(br#"{"quota": 1000000000000}"#)))
-            .unwrap();
-        let resp = client.request(req).await.unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        let admin = |path: &str, body: serde_json::Value| {
+            let req = Request::post(format!("http://127.0.0.1:{gw_port}{path}"))
+                .header("authorization", format!("Bearer {ADMIN}"))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body.to_string())))
+                .unwrap();
+            let client = client.clone();
+            async move {
+                let resp = client.request(req).await.unwrap();
+                serde_json::from_slice::<serde_json::Value>(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap()
+            }
+        };
+        // BENCH_USER=1: the key belongs to a user in a team, each with a budget, so every
+        // call is also charged to both (the ledger's per-op path instead of the fast one).
+        let mut key_body = serde_json::json!({"quota": 1_000_000_000_000_i64});
+        if env_num("BENCH_USER", 0) == 1 {
+            let team = admin("/admin/teams", serde_json::json!({"name": "bench-team", "quota": 1_000_000_000_000_i64})).await;
+            let user = admin("/admin/users", serde_json::json!({"name": "bench-user", "quota": 1_000_000_000_000_i64, "teamId": team["id"]})).await;
+            key_body["userId"] = user["id"].clone();
+            println!("the key belongs to user {} of team {}", user["id"], team["id"]);
+        }
+        let v = admin("/admin/keys", key_body).await;
         let key = v["key"].as_str().unwrap().to_owned();
         let direct = Arc::new(Target::new("direct", format!("http://127.0.0.1:{up_port}/v1/chat/completions"), None));
         let through = Arc::new(Target::new("gateway", format!("http://127.0.0.1:{gw_port}/v1/chat/completions"), Some(key.clone())));
