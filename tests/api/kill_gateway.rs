@@ -2,7 +2,7 @@
 //! committed before the answer's first byte, and a restarted server (or a surviving one on
 //! PostgreSQL) charges the holds a dead one left. kill -9 under gateway load, streamed and
 //! not, on SQLite and on PostgreSQL: every answered call is in the key's history exactly
-//! once, and nothing is in it twice.
+//! once, and nothing is in it twice — and the key's user's budget says the same.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,11 +18,21 @@ use crate::instances::fresh_pg;
 /// recovered hold and a settled call are told apart in the history.
 const CONFIG: &str = "[billing]\nmode = \"tokens\"\n";
 
+/// A key of a user (with a budget of its own): what the key is charged, the user is too.
 async fn create_key(base: &str) -> (String, i64) {
+    let r = http_client()
+        .post(format!("{base}/admin/users"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"name": format!("killed-{}", fastrand::u32(..)), "quota": 100_000_000}))
+        .send()
+        .await
+        .unwrap();
+    let (s, user) = status_json(r).await;
+    assert_eq!(s, 201, "{user}");
     let r = http_client()
         .post(format!("{base}/admin/keys"))
         .bearer_auth(ADMIN)
-        .json(&json!({"quota": 100_000_000}))
+        .json(&json!({"quota": 100_000_000, "userId": user["id"]}))
         .send()
         .await
         .unwrap();
@@ -32,6 +42,27 @@ async fn create_key(base: &str) -> (String, i64) {
         v["key"].as_str().unwrap().to_owned(),
         v["id"].as_i64().unwrap(),
     )
+}
+
+/// What the key's user has used, as the store holds it.
+async fn user_used(base: &str, key_id: i64) -> i64 {
+    let client = http_client();
+    let r = client
+        .get(format!("{base}/admin/keys/{key_id}"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    let (_, k) = status_json(r).await;
+    let r = client
+        .get(format!("{base}/admin/users/{}", k["userId"]))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    let (s, u) = status_json(r).await;
+    assert_eq!(s, 200, "{u}");
+    u["used"].as_i64().unwrap()
 }
 
 /// One call; its request id when it was answered in full (a whole 200 body, or a stream
@@ -192,6 +223,11 @@ async fn sigkill_under_gateway_load_leaves_no_answered_call_free_on_sqlite() {
             total,
             used(&server.base, &key).await,
         );
+        assert_eq!(
+            user_used(&server.base, id).await,
+            total,
+            "the user's budget was charged exactly what the key was"
+        );
         recovered_total = recovered;
     }
     eprintln!(
@@ -232,6 +268,7 @@ async fn sigkill_under_gateway_load_leaves_no_answered_call_free_on_postgres() {
     }
     let (by_request, total, recovered) = charges(&b.base, id).await;
     check(&answered, &by_request, total, used(&b.base, &key).await);
+    assert_eq!(user_used(&b.base, id).await, total, "the user too");
     eprintln!(
         "answered {}; {recovered} charged at their hold by the survivor",
         answered.len()
