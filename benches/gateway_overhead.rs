@@ -197,6 +197,35 @@ async fn closed_loop(client: &HttpClient, t: Arc<Target>, conns: usize, secs: u6
     rate
 }
 
+/// Linux's clock ticks a second (`getconf CLK_TCK`: 100 on every Debian kernel).
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// CPU ticks (user + system) used so far by process `pid` and by its `ledger-writer`
+/// thread, from `/proc` (`None` elsewhere).
+fn cpu_ticks(pid: u32) -> Option<(u64, u64)> {
+    let ticks = |stat: &str| -> Option<u64> {
+        // Fields after the command (which may hold spaces) start after the last ')'.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split(' ').collect();
+        Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    };
+    let all = ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    let mut writer = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim() == "ledger-writer" {
+            writer += std::fs::read_to_string(t.path().join("stat"))
+                .ok()
+                .and_then(|s| ticks(&s))
+                .unwrap_or(0);
+        }
+    }
+    Some((all, writer))
+}
+
 fn spawn(args: &[&str], envs: &[(&str, &str)]) -> Child {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_quota-proxy"));
     c.args(args).stdout(Stdio::null()).env("RUST_LOG", "warn");
@@ -530,8 +559,21 @@ fn main() {
             Some(p) => Some(closed_loop(&client, p.clone(), conns, tput_secs).await),
             None => None,
         };
+        let cpu_before = cpu_ticks(gateway.id());
         let g = closed_loop(&client, through.clone(), conns, tput_secs).await;
+        let cpu_after = cpu_ticks(gateway.id());
         println!("\nClosed loop, {conns} in flight, non-stream: direct {d:.0} req/s, gateway {g:.0} req/s ({:.0} % of direct)", 100.0 * g / d);
+        // CPU a call costs the gateway's process (steadier than req/s on a shared host):
+        // all its threads, and the ledger's writer thread alone.
+        if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
+            let calls = g * tput_secs as f64;
+            let us = |ticks: u64| ticks as f64 * 1e6 / TICKS_PER_SEC / calls.max(1.0);
+            println!(
+                "Closed loop CPU per call: gateway process {:.1} µs, ledger writer {:.1} µs",
+                us(b.0 - a.0),
+                us(b.1 - a.1)
+            );
+        }
         match n {
             Some(n) => println!("Closed loop, {conns} in flight, non-stream: nginx reverse proxy {n:.0} req/s; gateway = {:.2} × nginx (issue #26 asks ≥ 0.70)", g / n),
             None => println!("Closed loop: no nginx, no baseline"),

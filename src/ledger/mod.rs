@@ -1145,6 +1145,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn many_settlements_of_one_key_in_a_batch_charge_each_exactly() {
+        let f = fixture().await;
+        let e = key(&f, Some(1000)).await;
+        let id = e.lock().rec.id;
+        let mut tasks = Vec::new();
+        for i in 0..40_i64 {
+            let (l, e) = (f.ledger.clone(), e.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut h = l.hold(&e, 5, vec![], item(0)).unwrap();
+                h.confirm().await.unwrap();
+                l.settle(&e, h, i % 7, item(0)).await.unwrap().amount_used
+            }));
+        }
+        let mut charged = 0;
+        for t in tasks {
+            charged += t.await.unwrap();
+        }
+        let want: i64 = (0..40_i64).map(|i| i % 7).sum();
+        assert_eq!(charged, want);
+        assert_eq!(used_in_db(&f, &e).await, want);
+        assert_eq!(f.ledger.view(&e).used, want);
+        let (rows, _) = f.ledger.store().history(id, 1000, 0).await.unwrap();
+        assert_eq!(rows.iter().map(|r| r.amount).sum::<i64>(), want);
+        assert!(holds_in_db(&f).await.is_empty());
+        // A settlement that would overdraw is clamped to what is left, as ever.
+        let mut h = f.ledger.hold(&e, 5, vec![], item(0)).unwrap();
+        h.confirm().await.unwrap();
+        let out = f.ledger.settle(&e, h, 5000, item(0)).await.unwrap();
+        assert_eq!(out.amount_used, 1000 - want);
+        assert_eq!(used_in_db(&f, &e).await, 1000);
+        f.handle.shutdown().await;
+    }
+
+    #[tokio::test]
     async fn idempotent_retries_charge_once() {
         let f = fixture().await;
         let e = key(&f, None).await;
