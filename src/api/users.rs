@@ -395,6 +395,22 @@ async fn one(st: &AppState, scope: Scope, id: &str) -> ApiResult<Json<AccountVie
     Ok(Json(v))
 }
 
+/// A user's or team's limits count calls and tokens over all its keys; which models and
+/// addresses a call may use stays a key's own setting.
+fn check_limits(limits: Option<&KeyLimits>) -> ApiResult<()> {
+    match limits {
+        Some(l) if l.models.is_some() => Err(ApiError::invalid(
+            "limits.models",
+            "用户和团队的 limits 只支持 rpm、tpm、dailyRequests、maxConcurrent（模型限制请设在密钥上）",
+        )),
+        Some(l) if l.ips.is_some() => Err(ApiError::invalid(
+            "limits.ips",
+            "用户和团队的 limits 只支持 rpm、tpm、dailyRequests、maxConcurrent（IP 限制请设在密钥上）",
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn budget_of(
     quota: Option<Amount>,
     refill: Option<&Refill>,
@@ -417,6 +433,7 @@ pub async fn create_user(
     op.require_write()?;
     let req: CreateUserRequest = input::body(body)?;
     input::max_chars("contact", req.contact.as_deref(), 200)?;
+    check_limits(req.limits.as_ref())?;
     let mut a = new_user(0, req.name);
     a.quota = budget_of(req.quota, req.refill.as_ref(), req.metadata.as_ref())?;
     a.contact = req.contact;
@@ -442,6 +459,7 @@ pub async fn create_team(
 ) -> ApiResult<(StatusCode, Json<AccountView>)> {
     op.require_write()?;
     let req: CreateTeamRequest = input::body(body)?;
+    check_limits(req.limits.as_ref())?;
     let mut a = new_user(0, req.name);
     a.scope = Scope::Team;
     a.quota = budget_of(req.quota, req.refill.as_ref(), req.metadata.as_ref())?;
@@ -537,6 +555,7 @@ async fn patch(
         .map(|q| input::amount_in_range("quota", q, 0, MAX_QUOTA))
         .transpose()?;
     check_refill(req.refill.as_ref().and_then(|r| r.as_ref()))?;
+    check_limits(req.limits.as_ref())?;
     input::metadata_size("metadata", req.metadata.as_ref())?;
     let p = AccountPatch {
         name: req.name,

@@ -160,6 +160,12 @@ async fn users_and_teams_are_records_with_budgets_keys_and_a_clear_error_for_eve
             "INVALID_REQUEST",
         ),
         (
+            "/admin/users",
+            json!({"name": "m", "limits": {"models": ["x"]}}),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
             "/admin/keys",
             json!({"userId": 999_999}),
             400,
