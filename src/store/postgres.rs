@@ -67,6 +67,7 @@ impl Dialect for Postgres {
     /// Well below PostgreSQL's 65 535: 1 000 request-log rows a statement.
     const SYNC_ACCOUNT_IDS: &'static str =
         "SELECT setval(pg_get_serial_sequence('accounts', 'id'), (SELECT MAX(id) FROM accounts))";
+    const FOR_UPDATE: &'static str = " FOR UPDATE";
     const MAX_BINDS: usize = 19_000;
     /// The shared request counters (`dailyRequests`, `rpm`) of a deleted key.
     const KEY_SIDE_TABLES: &'static [&'static str] = &["key_windows"];

@@ -94,6 +94,7 @@ impl Dialect for Sqlite {
     const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
     /// Below `SQLITE_MAX_VARIABLE_NUMBER` (32 766 since 3.32): 500 request-log rows a statement.
     const SYNC_ACCOUNT_IDS: &'static str = "";
+    const FOR_UPDATE: &'static str = "";
     const MAX_BINDS: usize = 9_500;
     const KEY_SIDE_TABLES: &'static [&'static str] = &[];
 

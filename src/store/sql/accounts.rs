@@ -176,6 +176,28 @@ where
         if name_taken(&mut tx, a).await? {
             return Ok(AccountWritten::NameTaken);
         }
+        // Keys before the account, as the ledger's writer locks them: two transactions never
+        // wait on each other in a cycle (PostgreSQL).
+        if before.name != a.name && a.scope == Scope::User {
+            // In id order, as the writer takes them.
+            sqlx::query(AssertSqlSafe(format!(
+                "SELECT id FROM keys WHERE owner_user_id = $1 ORDER BY id{}",
+                DB::FOR_UPDATE
+            )))
+            .bind(a.id)
+            .execute(&mut *tx)
+            .await?;
+            let keys: Vec<(i64,)> = sqlx::query_as(
+                "UPDATE keys SET owner_username = $1 WHERE owner_user_id = $2 RETURNING id",
+            )
+            .bind(a.name.clone())
+            .bind(a.id)
+            .fetch_all(&mut *tx)
+            .await?;
+            for (key_id,) in keys {
+                DB::key_changed(&mut tx, key_id).await?;
+            }
+        }
         let (interval, amount) = refill_parts(a);
         sqlx::query(
             "UPDATE accounts SET name = $2, contact = $3, team_id = $4, enabled = $5, \
@@ -201,18 +223,6 @@ where
         .bind(w.reset_used)
         .execute(&mut *tx)
         .await?;
-        if before.name != a.name && a.scope == Scope::User {
-            let keys: Vec<(i64,)> = sqlx::query_as(
-                "UPDATE keys SET owner_username = $1 WHERE owner_user_id = $2 RETURNING id",
-            )
-            .bind(a.name.clone())
-            .bind(a.id)
-            .fetch_all(&mut *tx)
-            .await?;
-            for (key_id,) in keys {
-                DB::key_changed(&mut tx, key_id).await?;
-            }
-        }
         insert_audit_tx(&mut tx, audit).await?;
         bump(&mut tx).await?;
         let out = read_in(&mut tx, a.id).await?;

@@ -55,6 +55,9 @@ pub trait Dialect: Database<Arguments: sqlx::IntoArguments<Self>> + Sized {
     /// Run after a row was inserted with an id of its own into `accounts`, so the ids the
     /// table gives later do not collide with it (empty where the table keeps track itself).
     const SYNC_ACCOUNT_IDS: &'static str;
+    /// What a `SELECT` ends with to lock the rows it reads until the transaction ends
+    /// (PostgreSQL; SQLite's write transaction already excludes every other writer).
+    const FOR_UPDATE: &'static str;
     /// Binds one statement may carry (SQLite's variable limit is the smaller).
     const MAX_BINDS: usize;
     /// Tables holding per-key rows that go with the key (PostgreSQL's shared request
