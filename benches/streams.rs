@@ -1,11 +1,16 @@
-//! Memory a held-open stream costs the gateway (issue #26: "RSS with 1 000 concurrent slow
-//! streams … ≤ 64 KiB a stream above idle"). The real release binary in front of the
-//! built-in mock upstream serving slow streams (`--chunk-delay-ms`); the gateway's resident
-//! set (`/proc/<pid>/status` `VmRSS`) idle after a warm-up, then with every stream open
-//! and past its first chunk, then after they all ended.
+//! What a stream costs the gateway (issue #26), the real release binary in front of the
+//! built-in mock upstream serving paced streams (`--chunk-delay-ms`):
 //!
-//!   cargo bench --bench stream_memory                      # 1 000 streams
-//!   BENCH_STREAMS=2000 BENCH_CHUNK_MS=100 cargo bench --bench stream_memory
+//! 1. **Latency at one connection**: streams one after another, 2 ms between the upstream's
+//!    chunks, through the gateway and straight to the upstream in the same run; the time to
+//!    the first chunk and the time a chunk takes (first to last over the gaps), p50 and p99,
+//!    and what the gateway adds (the issue asks ≤ 150 µs to the first token, ≤ 20 µs a chunk).
+//! 2. **Memory**: "RSS with 1 000 concurrent slow streams … ≤ 64 KiB a stream above idle":
+//!    the gateway's resident set (`/proc/<pid>/status` `VmRSS`) at start, idle after a
+//!    warm-up round, with every stream open and past its first chunk, and after they ended.
+//!
+//!   cargo bench --bench streams                      # 400 streams at c=1, then 1 000 open
+//!   BENCH_STREAMS=2000 BENCH_CHUNK_MS=100 BENCH_C1=1000 cargo bench --bench streams
 //!
 //! Only 127.0.0.1 is contacted; every stream ends by itself (25 chunks) and the whole run is
 //! bounded by a timeout.
@@ -133,16 +138,93 @@ async fn until(what: &str, limit: Duration, f: impl Fn() -> bool) {
     }
 }
 
+/// One stream: microseconds to its first chunk, and per chunk after it (first to last over
+/// the gaps).
+async fn timed_stream(client: &HttpClient, url: &str, key: Option<&str>) -> (f64, f64) {
+    let body = r#"{"model":"mock-chat","stream":true,"max_tokens":64,"messages":[{"role":"user","content":"count slowly"}]}"#;
+    let mut req = Request::post(url).header("content-type", "application/json");
+    if let Some(k) = key {
+        req = req.header("authorization", format!("Bearer {k}"));
+    }
+    let t0 = Instant::now();
+    let resp = client
+        .request(
+            req.body(Full::new(Bytes::from_static(body.as_bytes())))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut b = resp.into_body();
+    let (mut first, mut last, mut chunks) = (None, t0, 0u32);
+    while let Some(frame) = b.frame().await {
+        if frame.unwrap().data_ref().is_some_and(|d| !d.is_empty()) {
+            let now = Instant::now();
+            first.get_or_insert(now);
+            last = now;
+            chunks += 1;
+        }
+    }
+    let first = first.unwrap();
+    let ttft = (first - t0).as_secs_f64() * 1e6;
+    let per_chunk = (last - first).as_secs_f64() * 1e6 / f64::from(chunks.saturating_sub(1).max(1));
+    (ttft, per_chunk)
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Part 1: `n` streams one at a time on each path, alternating, the same upstream.
+async fn one_connection(client: &HttpClient, direct: &str, gateway: &str, key: &str, n: usize) {
+    let (mut dt, mut dc, mut gt, mut gc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..20 {
+        timed_stream(client, direct, None).await;
+        timed_stream(client, gateway, Some(key)).await;
+    }
+    for _ in 0..n {
+        let (t, c) = timed_stream(client, direct, None).await;
+        dt.push(t);
+        dc.push(c);
+        let (t, c) = timed_stream(client, gateway, Some(key)).await;
+        gt.push(t);
+        gc.push(c);
+    }
+    println!(
+        "\nStreams at one connection, {n} each way, the upstream pacing chunks 2 ms apart (µs)"
+    );
+    println!("| path | first chunk p50 | p99 | a chunk p50 | p99 |");
+    println!("|---|---:|---:|---:|---:|");
+    let row = |name: &str, t: &mut Vec<f64>, c: &mut Vec<f64>| {
+        let r = (pct(t, 0.5), pct(t, 0.99), pct(c, 0.5), pct(c, 0.99));
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.1} | {:.1} |",
+            r.0, r.1, r.2, r.3
+        );
+        r
+    };
+    let d = row("direct", &mut dt, &mut dc);
+    let g = row("gateway", &mut gt, &mut gc);
+    println!(
+        "Added by the gateway, p50: {:.0} µs to the first chunk (issue #26: ≤ 150), {:.1} µs a chunk (≤ 20)",
+        g.0 - d.0,
+        g.2 - d.2
+    );
+}
+
 fn main() {
     let n = env_num("BENCH_STREAMS", 1000) as usize;
     let chunk_ms = env_num("BENCH_CHUNK_MS", 200);
+    let c1 = env_num("BENCH_C1", 400) as usize;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (up_port, gw_port) = (free_port(), free_port());
+    let (up_port, gw_port, fast_port, gw2_port) =
+        (free_port(), free_port(), free_port(), free_port());
     let config = dir.path().join("quota-proxy.toml");
     std::fs::write(
         &config,
@@ -172,6 +254,63 @@ fn main() {
         &[("ADMIN_TOKEN", ADMIN)],
     );
     let pid = gateway.id();
+    // Part 1's own pair: the upstream pacing chunks 2 ms apart, a gateway in front of it.
+    let dir2 = tempfile::tempdir().unwrap();
+    let config2 = dir2.path().join("quota-proxy.toml");
+    std::fs::write(
+        &config2,
+        format!("[[upstreams]]\nname = \"paced-mock\"\nbase_url = \"http://127.0.0.1:{fast_port}/v1\"\napi_key = \"sk-bench\"\n"),
+    )
+    .unwrap();
+    let mut paced = spawn(
+        &[
+            "mock-upstream",
+            "--port",
+            &fast_port.to_string(),
+            "--chunk-delay-ms",
+            "2",
+        ],
+        &[],
+    );
+    let mut gateway2 = spawn(
+        &[
+            "serve",
+            "--port",
+            &gw2_port.to_string(),
+            "--data-dir",
+            dir2.path().to_str().unwrap(),
+            "--config",
+            config2.to_str().unwrap(),
+        ],
+        &[("ADMIN_TOKEN", ADMIN)],
+    );
+    rt.block_on(async {
+        wait_port(fast_port).await;
+        wait_port(gw2_port).await;
+        let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+        let resp = post(
+            &client,
+            &format!("http://127.0.0.1:{gw2_port}/admin/keys"),
+            ADMIN,
+            r#"{"quota": 1000000000000}"#.into(),
+        )
+        .await;
+        let v: serde_json::Value =
+            serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        let key = v["key"].as_str().unwrap().to_owned();
+        one_connection(
+            &client,
+            &format!("http://127.0.0.1:{fast_port}/v1/chat/completions"),
+            &format!("http://127.0.0.1:{gw2_port}/v1/chat/completions"),
+            &key,
+            c1,
+        )
+        .await;
+    });
+    let _ = gateway2.kill();
+    let _ = paced.kill();
+    let _ = gateway2.wait();
+    let _ = paced.wait();
     rt.block_on(async {
         wait_port(up_port).await;
         wait_port(gw_port).await;
