@@ -516,7 +516,16 @@ async fn fifty_concurrent_streams_on_a_key_worth_ten() {
             assert_eq!(s, 429);
         }
     }
-    assert_eq!(served, 10);
+    if served != 10 {
+        // Seen once under load on PostgreSQL (11): what the log and the history said then.
+        let (_, log) = app.admin_get("/admin/requests?limit=100").await;
+        let (_, history) = app.key_get(&key, "/api/v1/usage/history?limit=100").await;
+        panic!(
+            "served {served} on a key worth 10; upstream hits {}; quota {}; log {log}; history {history}",
+            up.hits(),
+            app.quota(&key).await
+        );
+    }
     assert_eq!(up.hits(), 10);
     let q = app.quota(&key).await;
     assert_eq!(
