@@ -19,6 +19,8 @@
 //! Only 127.0.0.1 is contacted; every phase is bounded in time.
 #![expect(clippy::unwrap_used, reason = "a benchmark stops at the first failure")]
 
+mod support;
+
 use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,24 +33,10 @@ use hyper::Request;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use support::{env_num, free_port, spawn, wait_port};
 
 const ADMIN: &str = "bench-admin-token";
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Target {
     name: &'static str,
@@ -226,15 +214,6 @@ fn cpu_ticks(pid: u32) -> Option<(u64, u64)> {
     Some((all, writer))
 }
 
-fn spawn(args: &[&str], envs: &[(&str, &str)]) -> Child {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_quota-proxy"));
-    c.args(args).stdout(Stdio::null()).env("RUST_LOG", "warn");
-    for (k, v) in envs {
-        c.env(k, v);
-    }
-    c.spawn().unwrap()
-}
-
 /// nginx as a bare reverse proxy on `port` to the upstream on `up`, its files in `dir`.
 fn spawn_nginx(dir: &std::path::Path, port: u16, up: u16) -> Option<Child> {
     let bin = std::env::var("NGINX").unwrap_or_else(|_| "/usr/sbin/nginx".into());
@@ -264,19 +243,6 @@ fn spawn_nginx(dir: &std::path::Path, port: u16, up: u16) -> Option<Child> {
         .stderr(Stdio::null())
         .spawn()
         .ok()
-}
-
-async fn wait_port(port: u16) {
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("port {port} never opened");
 }
 
 /// The caller protocols, same run: each route through the gateway against its upstream

@@ -16,7 +16,8 @@
 //! bounded by a timeout.
 #![expect(clippy::unwrap_used, reason = "a benchmark stops at the first failure")]
 
-use std::process::{Child, Stdio};
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -27,46 +28,10 @@ use hyper::Request;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use support::{env_num, free_port, spawn, wait_port};
 
 const ADMIN: &str = "bench-admin-token";
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn spawn(args: &[&str], envs: &[(&str, &str)]) -> Child {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_quota-proxy"));
-    c.args(args).stdout(Stdio::null()).env("RUST_LOG", "warn");
-    for (k, v) in envs {
-        c.env(k, v);
-    }
-    c.spawn().unwrap()
-}
-
-async fn wait_port(port: u16) {
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("port {port} never opened");
-}
 
 /// The process's resident set in KiB.
 fn rss_kib(pid: u32) -> u64 {

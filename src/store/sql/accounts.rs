@@ -5,24 +5,13 @@ use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, Executor, Transaction};
 
 use super::keys::insert_audit_tx;
-use super::{Binds, Dialect, Reads, SqlStore};
+use super::{Binds, Dialect, Reads, SqlStore, bump_generation, read_generation};
 use crate::accounts::{Account, Scope};
 use crate::keys::KeyRecord;
 use crate::store::error::StoreResult;
 use crate::store::rows::{ACCOUNT_COLUMNS, AccountRow, KEY_COLUMNS, KeyRow, json_text};
 use crate::store::traits::AccountStore;
 use crate::store::types::{AccountWrite, AccountWritten, AuditRecord};
-
-async fn bump<DB>(tx: &mut Transaction<'_, DB>) -> StoreResult<()>
-where
-    DB: Dialect,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-{
-    sqlx::query("UPDATE generations SET gen = gen + 1 WHERE name = 'accounts'")
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
 
 /// Whether another account of the same kind has `name`.
 async fn name_taken<DB>(tx: &mut Transaction<'_, DB>, a: &Account) -> StoreResult<bool>
@@ -101,11 +90,7 @@ where
     }
 
     async fn account_generation(&self) -> StoreResult<i64> {
-        let (generation,): (i64,) =
-            sqlx::query_as("SELECT gen FROM generations WHERE name = 'accounts'")
-                .fetch_one(&self.read)
-                .await?;
-        Ok(generation)
+        read_generation(&self.read, "accounts").await
     }
 
     async fn insert_account(
@@ -155,7 +140,7 @@ where
         let mut audit = audit.clone();
         audit.target = Some(format!("{}:{id}", a.scope.as_str()));
         insert_audit_tx(&mut tx, &audit).await?;
-        bump(&mut tx).await?;
+        bump_generation(&mut tx, "accounts").await?;
         let out = read_in(&mut tx, id).await?;
         tx.commit().await?;
         Ok(out.map_or(AccountWritten::NotFound, |a| {
@@ -224,7 +209,7 @@ where
         .execute(&mut *tx)
         .await?;
         insert_audit_tx(&mut tx, audit).await?;
-        bump(&mut tx).await?;
+        bump_generation(&mut tx, "accounts").await?;
         let out = read_in(&mut tx, a.id).await?;
         tx.commit().await?;
         Ok(out.map_or(AccountWritten::NotFound, |a| {
@@ -253,7 +238,7 @@ where
             .execute(&mut *tx)
             .await?;
         insert_audit_tx(&mut tx, audit).await?;
-        bump(&mut tx).await?;
+        bump_generation(&mut tx, "accounts").await?;
         tx.commit().await?;
         Ok(AccountWritten::Done(Box::new(before)))
     }

@@ -109,3 +109,33 @@ impl<DB: Dialect> SqlStore<DB> {
         Ok(self.write.begin_with(DB::BEGIN_WRITE).await?)
     }
 }
+
+/// What a committed change of a family of rows (`upstreams`, `accounts`) bumps, in its own
+/// transaction; every instance polls it to know when to reload that family.
+pub(super) async fn bump_generation<DB>(tx: &mut Transaction<'_, DB>, name: &str) -> StoreResult<()>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    String: Binds<DB>,
+{
+    sqlx::query("UPDATE generations SET gen = gen + 1 WHERE name = $1")
+        .bind(name.to_owned())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The generation of the family `name` as committed now.
+pub(super) async fn read_generation<DB>(pool: &Pool<DB>, name: &str) -> StoreResult<i64>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    String: Binds<DB>,
+    (i64,): Reads<DB>,
+{
+    let (generation,): (i64,) = sqlx::query_as("SELECT gen FROM generations WHERE name = $1")
+        .bind(name.to_owned())
+        .fetch_one(pool)
+        .await?;
+    Ok(generation)
+}

@@ -4,23 +4,12 @@ use async_trait::async_trait;
 use sqlx::{Executor, Transaction};
 
 use super::keys::insert_audit_tx;
-use super::{Binds, Dialect, Reads, SqlStore};
+use super::{Binds, Dialect, Reads, SqlStore, bump_generation, read_generation};
 use crate::store::error::StoreResult;
 use crate::store::traits::UpstreamStore;
 use crate::store::types::{AuditRecord, UpstreamRecord, UpstreamWrite, UpstreamWritten};
 
 const COLUMNS: &str = "id, name, spec, secrets, key_state, enabled, created_ms, updated_ms";
-
-async fn bump<DB>(tx: &mut Transaction<'_, DB>) -> StoreResult<()>
-where
-    DB: Dialect,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-{
-    sqlx::query("UPDATE generations SET gen = gen + 1 WHERE name = 'upstreams'")
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
 
 /// The id of the channel named `name`, if any.
 async fn named<DB>(tx: &mut Transaction<'_, DB>, name: &str) -> StoreResult<Option<i64>>
@@ -59,11 +48,7 @@ where
     }
 
     async fn upstream_generation(&self) -> StoreResult<i64> {
-        let (generation,): (i64,) =
-            sqlx::query_as("SELECT gen FROM generations WHERE name = 'upstreams'")
-                .fetch_one(&self.read)
-                .await?;
-        Ok(generation)
+        read_generation(&self.read, "upstreams").await
     }
 
     async fn insert_upstream(
@@ -90,7 +75,7 @@ where
         let mut audit = audit.clone();
         audit.target = Some(format!("upstream:{id}"));
         insert_audit_tx(&mut tx, &audit).await?;
-        bump(&mut tx).await?;
+        bump_generation(&mut tx, "upstreams").await?;
         tx.commit().await?;
         Ok(UpstreamWritten::Done(id))
     }
@@ -125,7 +110,7 @@ where
             return Ok(UpstreamWritten::NotFound);
         }
         insert_audit_tx(&mut tx, audit).await?;
-        bump(&mut tx).await?;
+        bump_generation(&mut tx, "upstreams").await?;
         tx.commit().await?;
         Ok(UpstreamWritten::Done(id))
     }
@@ -140,7 +125,7 @@ where
             return Ok(false);
         }
         insert_audit_tx(&mut tx, audit).await?;
-        bump(&mut tx).await?;
+        bump_generation(&mut tx, "upstreams").await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -164,7 +149,7 @@ where
         .await?;
         let changed = DB::rows_affected(&done) > 0;
         if changed {
-            bump(&mut tx).await?;
+            bump_generation(&mut tx, "upstreams").await?;
         }
         tx.commit().await?;
         Ok(changed)
