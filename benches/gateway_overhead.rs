@@ -21,7 +21,6 @@
 
 mod support;
 
-use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -33,7 +32,7 @@ use hyper::Request;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use support::{env_num, free_port, spawn, wait_port};
+use support::{env_num, free_port, spawn, spawn_nginx, wait_port};
 
 const ADMIN: &str = "bench-admin-token";
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -212,37 +211,6 @@ fn cpu_ticks(pid: u32) -> Option<(u64, u64)> {
         }
     }
     Some((all, writer))
-}
-
-/// nginx as a bare reverse proxy on `port` to the upstream on `up`, its files in `dir`.
-fn spawn_nginx(dir: &std::path::Path, port: u16, up: u16) -> Option<Child> {
-    let bin = std::env::var("NGINX").unwrap_or_else(|_| "/usr/sbin/nginx".into());
-    if !std::path::Path::new(&bin).exists() {
-        eprintln!("no nginx at {bin}: the nginx baseline is skipped (apt install nginx)");
-        return None;
-    }
-    let d = dir.display();
-    let conf = dir.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "daemon off;\nworker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log warn;\n\
-             events {{ worker_connections 4096; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {d}/nginx-body;\n  proxy_temp_path {d}/nginx-proxy;\n\
-               fastcgi_temp_path {d}/nginx-fcgi;\n  uwsgi_temp_path {d}/nginx-uwsgi;\n  scgi_temp_path {d}/nginx-scgi;\n\
-               upstream up {{ server 127.0.0.1:{up}; keepalive 256; }}\n\
-               server {{\n    listen 127.0.0.1:{port};\n    location / {{\n\
-                 proxy_pass http://up;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n\
-                 proxy_buffering off;\n    }}\n  }}\n}}\n"
-        ),
-    )
-    .unwrap();
-    std::process::Command::new(bin)
-        .args(["-c", conf.to_str().unwrap(), "-p", dir.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()
 }
 
 /// The caller protocols, same run: each route through the gateway against its upstream

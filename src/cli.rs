@@ -81,6 +81,10 @@ pub enum Command {
         /// Pause between streamed chunks, in milliseconds.
         #[arg(long, default_value_t = 0)]
         chunk_delay_ms: u64,
+        /// Stamp each streamed JSON event with the time it was sent
+        /// (`"system_fingerprint":"sent-<µs since the epoch>"`), to measure a proxy per chunk.
+        #[arg(long)]
+        stamp: bool,
     },
 }
 
@@ -184,6 +188,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         host,
         port,
         chunk_delay_ms,
+        stamp,
     } = &cli.command
     {
         let addr: std::net::SocketAddr = format!("{host}:{port}")
@@ -191,8 +196,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             .map_err(|_| CliError::Usage("--host/--port".into()))?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
         println!("mock upstream on http://{}/v1", listener.local_addr()?);
-        let app =
-            crate::gateway::mock_server::router(std::time::Duration::from_millis(*chunk_delay_ms));
+        let app = crate::gateway::mock_server::router(crate::gateway::mock_server::Pace {
+            chunk_delay: std::time::Duration::from_millis(*chunk_delay_ms),
+            stamp: *stamp,
+        });
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
             let _ = tcp.set_nodelay(true);
         });

@@ -62,9 +62,7 @@ fn respond(outcome: Outcome, endpoint: Endpoint) -> Response {
             (r, meta)
         }
         Outcome::Streaming { events, meta } => {
-            let mut r = Response::new(Body::from_stream(
-                tokio_stream::wrappers::ReceiverStream::new(events),
-            ));
+            let mut r = Response::new(Body::from_stream(events.0));
             let h = r.headers_mut();
             h.insert(
                 header::CONTENT_TYPE,

@@ -14,8 +14,29 @@ use serde_json::Value;
 use super::mock;
 
 #[derive(Clone, Copy)]
-struct Pace {
-    chunk_delay: Duration,
+pub struct Pace {
+    /// Pause between streamed events (none before the first).
+    pub chunk_delay: Duration,
+    /// Each JSON event carries the wall-clock time it left, in µs since the epoch, as
+    /// `"system_fingerprint":"sent-<µs>"`: a proxy in front is measured per chunk by what
+    /// its caller receives later than this (benches/streams.rs).
+    pub stamp: bool,
+}
+
+/// `ev` stamped with the time it leaves (events other than a JSON `data:` are as they are).
+fn stamped(ev: Bytes) -> Bytes {
+    let Some(rest) = ev.strip_prefix(b"data: {") else {
+        return ev;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    let mut out = Vec::with_capacity(ev.len() + 48);
+    out.extend_from_slice(b"data: {\"system_fingerprint\":\"sent-");
+    out.extend_from_slice(now.to_string().as_bytes());
+    out.extend_from_slice(b"\",");
+    out.extend_from_slice(rest);
+    Bytes::from(out)
 }
 
 fn stream(pace: Pace, body: &Value, chat: bool) -> Response {
@@ -37,6 +58,7 @@ fn paced(pace: Pace, events: Vec<Bytes>) -> Response {
             if !first && !pace.chunk_delay.is_zero() {
                 tokio::time::sleep(pace.chunk_delay).await;
             }
+            let ev = if pace.stamp { stamped(ev) } else { ev };
             Some((Ok::<Bytes, std::io::Error>(ev), (it, false)))
         },
     );
@@ -99,7 +121,7 @@ async fn models() -> Response {
     axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
 }
 
-pub fn router(chunk_delay: Duration) -> Router {
+pub fn router(pace: Pace) -> Router {
     Router::new()
         .route("/v1/models", axum::routing::get(models))
         .route("/v1/chat/completions", post(chat))
@@ -107,5 +129,5 @@ pub fn router(chunk_delay: Duration) -> Router {
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/messages", post(messages))
         .route("/v1/responses", post(responses))
-        .with_state(Pace { chunk_delay })
+        .with_state(pace)
 }

@@ -24,6 +24,7 @@ pub mod settings;
 pub mod shape;
 pub mod sse;
 mod stages;
+mod stream_body;
 pub mod tokens;
 pub mod upstream;
 mod upstream_call;
