@@ -1,10 +1,14 @@
 //! A minimal safe wrapper over prepared SQLite statements on a raw connection handle, for
 //! the ledger's hot path: the writer runs its statements synchronously on its own thread
-//! instead of one cross-thread round trip per statement through sqlx's worker.
+//! instead of one cross-thread round trip per statement (or per commit) through sqlx's worker.
+//!
+//! The writer owns its connection ([`OwnedConn`], opened here): no other thread ever sees the
+//! handle, so a commit costs no round trip to a connection worker.
 //!
 //! Sound by construction:
-//! - a [`Db`] exists only while a `&mut` borrow of sqlx's locked handle lives (its only
-//!   constructor takes one), so the raw handle cannot be used unlocked;
+//! - a [`Db`] exists only while a `&mut` borrow of its [`OwnedConn`] lives (its only
+//!   constructor takes one), so the raw handle is used by one thread at a time and never
+//!   after it was closed;
 //! - a [`Prepared`] statement has no operations of its own: it must be opened as a [`Stmt`]
 //!   with a `&Db` of the same connection (checked), and that `Stmt` borrows the `Db`;
 //! - statements are finalized when dropped, which SQLite allows at any time while the
@@ -22,21 +26,71 @@ use libsqlite3_sys as ffi;
 
 use super::StoreError;
 
-/// A raw database handle, valid for `'h`: the time sqlx's handle stays locked.
+/// A raw database handle, valid for `'h`: the time its [`OwnedConn`] stays borrowed.
 pub struct Db<'h> {
     raw: NonNull<ffi::sqlite3>,
     _locked: std::marker::PhantomData<&'h mut ()>,
 }
 
-impl<'h> Db<'h> {
-    /// The handle of a connection locked for `'h`.
-    pub fn locked(handle: &'h mut sqlx::sqlite::LockedSqliteHandle<'_>) -> Self {
+/// A connection opened and owned by its one user (the ledger's writer thread).
+pub struct OwnedConn {
+    raw: NonNull<ffi::sqlite3>,
+}
+
+impl OwnedConn {
+    /// Opens the existing database `path` (read-write), waiting up to `busy_ms` for other
+    /// connections' locks.
+    pub fn open(path: &std::path::Path, busy_ms: i32) -> Result<Self, StoreError> {
+        let c = CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|e| StoreError::Other(e.to_string()))?;
+        let mut raw: *mut ffi::sqlite3 = std::ptr::null_mut();
+        // SAFETY: valid NUL-terminated path; `raw` receives a handle (even on most errors,
+        // when it must still be closed) or stays null.
+        let rc = unsafe {
+            ffi::sqlite3_open_v2(
+                c.as_ptr(),
+                &mut raw,
+                ffi::SQLITE_OPEN_READWRITE | ffi::SQLITE_OPEN_NOMUTEX,
+                std::ptr::null(),
+            )
+        };
+        let Some(raw) = NonNull::new(raw) else {
+            return Err(StoreError::Unavailable(format!(
+                "open {}: out of memory",
+                path.display()
+            )));
+        };
+        let conn = OwnedConn { raw };
+        if rc != ffi::SQLITE_OK {
+            return Err(error_of(conn.raw, rc));
+        }
+        // SAFETY: valid open handle.
+        unsafe {
+            ffi::sqlite3_busy_timeout(conn.raw.as_ptr(), busy_ms);
+        }
+        Ok(conn)
+    }
+
+    pub fn db(&mut self) -> Db<'_> {
         Db {
-            raw: handle.as_raw_handle(),
+            raw: self.raw,
             _locked: std::marker::PhantomData,
         }
     }
+}
 
+impl Drop for OwnedConn {
+    fn drop(&mut self) {
+        // SAFETY: closed exactly once, after its statements: their owner declares them
+        // before the connection (drop order). Were one still alive, SQLite would refuse to
+        // close (SQLITE_BUSY) rather than leave it dangling.
+        unsafe {
+            ffi::sqlite3_close(self.raw.as_ptr());
+        }
+    }
+}
+
+impl<'h> Db<'h> {
     fn error(&self, code: c_int) -> StoreError {
         error_of(self.raw, code)
     }
@@ -87,7 +141,7 @@ impl<'h> Db<'h> {
 /// The error SQLite reports on connection `raw` (valid: a `Db` or a `Stmt` borrowing one
 /// is alive wherever this is called).
 fn error_of(raw: NonNull<ffi::sqlite3>, code: c_int) -> StoreError {
-    // SAFETY: the handle is valid and locked (see above); errmsg returns a NUL-terminated
+    // SAFETY: the handle is valid and borrowed (see above); errmsg returns a NUL-terminated
     // string owned by SQLite, copied out immediately.
     let msg = unsafe { CStr::from_ptr(ffi::sqlite3_errmsg(raw.as_ptr())) }
         .to_string_lossy()
@@ -106,7 +160,7 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// The statement, usable while `db` (its own connection, locked) lives.
+    /// The statement, usable while `db` (its own connection) lives.
     pub fn on<'a>(&'a mut self, db: &'a Db<'_>) -> Result<Stmt<'a>, StoreError> {
         if db.raw != self.conn {
             return Err(StoreError::Other("statement of another connection".into()));
@@ -119,7 +173,7 @@ impl Prepared {
     }
 }
 
-/// A statement in use: borrows its [`Prepared`] and the locked [`Db`].
+/// A statement in use: borrows its [`Prepared`] and the [`Db`].
 pub struct Stmt<'a> {
     stmt: NonNull<ffi::sqlite3_stmt>,
     db_raw: NonNull<ffi::sqlite3>,

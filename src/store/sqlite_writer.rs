@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{ConnectOptions, Connection};
 
-use super::sqlite_raw::{Db, Prepared, Step, Stmt};
+use super::sqlite_raw::{Db, OwnedConn, Prepared, Step, Stmt};
 use super::{
     BatchOutcome, Committed, ConsumeOp, ConsumeResult, ConsumeWriter, KeyCounters, OpKind, Refusal,
     StoreError, StoreResult, budget_refusal, history_rows, refusal_of,
@@ -120,12 +120,32 @@ impl Statements {
 pub struct SqliteConsumeWriter {
     // Declared first so they are finalized before the connection below is closed.
     stmts: Option<Statements>,
-    conn: Option<SqliteConnection>,
+    conn: Option<OwnedConn>,
 }
 
 impl SqliteConsumeWriter {
+    /// The writer's own connection, with the settings the store's options give: read from
+    /// a connection sqlx opens with them (which also creates the file and sets WAL), then
+    /// applied to a raw connection this thread owns.
     pub async fn connect(opts: &SqliteConnectOptions) -> StoreResult<Self> {
-        let conn = opts.connect().await?;
+        let mut probe: SqliteConnection = opts.connect().await?;
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut probe)
+            .await?;
+        let busy_ms: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(&mut probe)
+            .await?;
+        let foreign_keys: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(&mut probe)
+            .await?;
+        probe.close().await?;
+        let mut conn = OwnedConn::open(
+            opts.get_filename(),
+            i32::try_from(busy_ms).unwrap_or(i32::MAX),
+        )?;
+        let db = conn.db();
+        db.exec(&format!("PRAGMA synchronous = {synchronous}"))?;
+        db.exec(&format!("PRAGMA foreign_keys = {foreign_keys}"))?;
         Ok(Self {
             stmts: None,
             conn: Some(conn),
@@ -624,7 +644,7 @@ impl Batch<'_, '_> {
 }
 
 impl SqliteConsumeWriter {
-    /// Runs `f` on the raw handle while the connection is locked; on an error, rolls back
+    /// Runs `f` on the writer's own connection; on an error, rolls back
     /// whatever `f` left open, so the connection is usable for the next call.
     async fn with_db<T>(
         &mut self,
@@ -634,13 +654,11 @@ impl SqliteConsumeWriter {
             .conn
             .as_mut()
             .ok_or_else(|| StoreError::Unavailable("writer closed".into()))?;
-        let mut locked = conn.lock_handle().await?;
-        let db = Db::locked(&mut locked);
+        let db = conn.db();
         let out = f(&db, &mut self.stmts);
         if out.is_err() {
             let _ = db.exec("ROLLBACK");
         }
-        drop(locked);
         out
     }
 }
@@ -677,14 +695,9 @@ impl ConsumeWriter for SqliteConsumeWriter {
     }
 
     async fn close(mut self: Box<Self>) {
-        if let Some(conn) = self.conn.as_mut()
-            && let Ok(_locked) = conn.lock_handle().await
-        {
-            self.stmts = None;
-        }
+        // Statements first, then the connection (closing it checkpoints when it is the
+        // database's last).
         self.stmts = None;
-        if let Some(conn) = self.conn.take() {
-            let _ = conn.close().await;
-        }
+        self.conn = None;
     }
 }
