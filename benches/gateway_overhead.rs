@@ -32,7 +32,7 @@ use hyper::Request;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use support::{env_num, free_port, spawn, spawn_nginx, wait_port};
+use support::{env_num, free_port, spawn, spawn_nginx, stop_nginx, wait_port};
 
 const ADMIN: &str = "bench-admin-token";
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -519,11 +519,7 @@ fn main() {
     let _ = gateway.kill();
     let _ = upstream.kill();
     if let Some(n) = nginx.as_mut() {
-        // SIGTERM: the master stops its workers (a SIGKILL would leave them listening).
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &n.id().to_string()])
-            .status();
-        let _ = n.wait();
+        stop_nginx(n);
     }
     let _ = gateway.wait();
     let _ = upstream.wait();

@@ -28,7 +28,7 @@ use hyper::Request;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use support::{env_num, free_port, spawn, spawn_nginx, wait_port};
+use support::{env_num, free_port, spawn, spawn_nginx, stop_nginx, wait_port};
 
 const ADMIN: &str = "bench-admin-token";
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -132,18 +132,19 @@ fn stamps(buf: &[u8]) -> (Vec<u128>, usize) {
 
 /// One stream: microseconds to its first chunk, and how long each later chunk took from
 /// the upstream's sending it (its stamp) to this client's receiving it.
-async fn timed_stream(client: &HttpClient, url: &str, key: Option<&str>) -> (f64, Vec<f64>) {
-    let body = r#"{"model":"mock-chat","stream":true,"max_tokens":64,"messages":[{"role":"user","content":"count slowly"}]}"#;
+async fn timed_stream(client: &HttpClient, path: &Path) -> (f64, Vec<f64>) {
+    let (url, key) = (&path.url, path.key.as_deref());
+    let body = format!(
+        r#"{{"model":"{}","stream":true,"max_tokens":64,"messages":[{{"role":"user","content":"count slowly"}}]}}"#,
+        path.model
+    );
     let mut req = Request::post(url).header("content-type", "application/json");
     if let Some(k) = key {
         req = req.header("authorization", format!("Bearer {k}"));
     }
     let t0 = Instant::now();
     let resp = client
-        .request(
-            req.body(Full::new(Bytes::from_static(body.as_bytes())))
-                .unwrap(),
-        )
+        .request(req.body(Full::new(Bytes::from(body))).unwrap())
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
@@ -173,14 +174,23 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
-/// Part 1: `n` streams one at a time on each path (straight to the upstream, through
-/// nginx when there is one, through the gateway), in turn, the same upstream.
-async fn one_connection(client: &HttpClient, paths: &[(&str, String, Option<&str>)], n: usize) {
+/// One way a stream goes: straight to an upstream, through nginx or the gateway; `base`
+/// is the index of the direct path to the same upstream (what this one adds to).
+struct Path {
+    name: &'static str,
+    url: String,
+    key: Option<String>,
+    model: &'static str,
+    base: usize,
+}
+
+/// Part 1: `n` streams one at a time on each path, in turn.
+async fn one_connection(client: &HttpClient, paths: &[Path], n: usize) {
     let mut ttft: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
     let mut transit: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
     for round in 0..n + 20 {
-        for (i, (_, url, key)) in paths.iter().enumerate() {
-            let (t, c) = timed_stream(client, url, *key).await;
+        for (i, path) in paths.iter().enumerate() {
+            let (t, c) = timed_stream(client, path).await;
             if round >= 20 {
                 ttft[i].push(t);
                 transit[i].extend(c);
@@ -194,7 +204,7 @@ async fn one_connection(client: &HttpClient, paths: &[(&str, String, Option<&str
     println!("| path | first chunk p50 | p99 | a chunk p50 | p99 |");
     println!("|---|---:|---:|---:|---:|");
     let mut p50 = Vec::new();
-    for (i, (name, _, _)) in paths.iter().enumerate() {
+    for (i, path) in paths.iter().enumerate() {
         let r = (
             pct(&mut ttft[i], 0.5),
             pct(&mut ttft[i], 0.99),
@@ -202,16 +212,17 @@ async fn one_connection(client: &HttpClient, paths: &[(&str, String, Option<&str
             pct(&mut transit[i], 0.99),
         );
         println!(
-            "| {name} | {:.0} | {:.0} | {:.1} | {:.1} |",
-            r.0, r.1, r.2, r.3
+            "| {} | {:.0} | {:.0} | {:.1} | {:.1} |",
+            path.name, r.0, r.1, r.2, r.3
         );
         p50.push((r.0, r.2));
     }
-    for (i, (name, _, _)) in paths.iter().enumerate().skip(1) {
+    for (i, path) in paths.iter().enumerate().filter(|(i, p)| p.base != *i) {
         println!(
-            "Added by {name}, p50: {:.0} µs to the first chunk, {:.1} µs a chunk",
-            p50[i].0 - p50[0].0,
-            p50[i].1 - p50[0].1
+            "Added by {}, p50: {:.0} µs to the first chunk, {:.1} µs a chunk",
+            path.name,
+            p50[i].0 - p50[path.base].0,
+            p50[i].1 - p50[path.base].1
         );
     }
     println!("(issue #26 asks of the gateway ≤ 150 µs to the first token, ≤ 20 µs a chunk)");
@@ -260,10 +271,16 @@ fn main() {
     let pid = gateway.id();
     // Part 1's own pair: the upstream pacing chunks 2 ms apart, a gateway in front of it.
     let dir2 = tempfile::tempdir().unwrap();
+    let think_port = free_port();
     let config2 = dir2.path().join("quota-proxy.toml");
     std::fs::write(
         &config2,
-        format!("[[upstreams]]\nname = \"paced-mock\"\nbase_url = \"http://127.0.0.1:{fast_port}/v1\"\napi_key = \"sk-bench\"\n"),
+        format!(
+            "[[upstreams]]\nname = \"paced-mock\"\nbase_url = \"http://127.0.0.1:{fast_port}/v1\"\n\
+             api_key = \"sk-bench\"\nmodels = [\"mock-chat\"]\n\
+             [[upstreams]]\nname = \"thinking-mock\"\nbase_url = \"http://127.0.0.1:{think_port}/v1\"\n\
+             api_key = \"sk-bench\"\nmodels = [\"mock-think\"]\n"
+        ),
     )
     .unwrap();
     let mut paced = spawn(
@@ -274,6 +291,20 @@ fn main() {
             "--chunk-delay-ms",
             "2",
             "--stamp",
+        ],
+        &[],
+    );
+    // The same pacing before the first chunk too: a model's time to its first token, during
+    // which the gateway's durable hold commits.
+    let mut thinking = spawn(
+        &[
+            "mock-upstream",
+            "--port",
+            &think_port.to_string(),
+            "--chunk-delay-ms",
+            "2",
+            "--stamp",
+            "--pace-first",
         ],
         &[],
     );
@@ -293,6 +324,7 @@ fn main() {
     let mut nginx = spawn_nginx(dir2.path(), nginx_port, fast_port);
     rt.block_on(async {
         wait_port(fast_port).await;
+        wait_port(think_port).await;
         wait_port(gw2_port).await;
         if nginx.is_some() {
             wait_port(nginx_port).await;
@@ -309,21 +341,44 @@ fn main() {
             serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
         let key = v["key"].as_str().unwrap().to_owned();
         let url = |port: u16| format!("http://127.0.0.1:{port}/v1/chat/completions");
-        let mut paths = vec![("direct", url(fast_port), None)];
+        let path = |name, port, key: Option<&String>, model, base| Path {
+            name,
+            url: url(port),
+            key: key.cloned(),
+            model,
+            base,
+        };
+        let mut paths = vec![path("direct", fast_port, None, "mock-chat", 0)];
         if nginx.is_some() {
-            paths.push(("nginx", url(nginx_port), None));
+            paths.push(path("nginx", nginx_port, None, "mock-chat", 0));
         }
-        paths.push(("gateway", url(gw2_port), Some(key.as_str())));
+        paths.push(path("gateway", gw2_port, Some(&key), "mock-chat", 0));
+        let base = paths.len();
+        paths.push(path(
+            "direct, first chunk paced too",
+            think_port,
+            None,
+            "mock-think",
+            base,
+        ));
+        paths.push(path(
+            "gateway, first chunk paced too",
+            gw2_port,
+            Some(&key),
+            "mock-think",
+            base,
+        ));
         one_connection(&client, &paths, c1).await;
     });
     if let Some(n) = nginx.as_mut() {
-        let _ = n.kill();
-        let _ = n.wait();
+        stop_nginx(n);
     }
     let _ = gateway2.kill();
     let _ = paced.kill();
+    let _ = thinking.kill();
     let _ = gateway2.wait();
     let _ = paced.wait();
+    let _ = thinking.wait();
     rt.block_on(async {
         wait_port(up_port).await;
         wait_port(gw_port).await;

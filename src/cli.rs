@@ -85,6 +85,9 @@ pub enum Command {
         /// (`"system_fingerprint":"sent-<µs since the epoch>"`), to measure a proxy per chunk.
         #[arg(long)]
         stamp: bool,
+        /// Pause before the first chunk too, as a model takes time to its first token.
+        #[arg(long)]
+        pace_first: bool,
     },
 }
 
@@ -189,6 +192,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         port,
         chunk_delay_ms,
         stamp,
+        pace_first,
     } = &cli.command
     {
         let addr: std::net::SocketAddr = format!("{host}:{port}")
@@ -199,6 +203,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         let app = crate::gateway::mock_server::router(crate::gateway::mock_server::Pace {
             chunk_delay: std::time::Duration::from_millis(*chunk_delay_ms),
             stamp: *stamp,
+            pace_first: *pace_first,
         });
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
             let _ = tcp.set_nodelay(true);

@@ -20,8 +20,14 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The binary (`serve` runs `BENCH_GATEWAY_BIN` when set: an earlier build to compare
+/// with, in front of this build's mock upstream).
 pub fn spawn(args: &[&str], envs: &[(&str, &str)]) -> Child {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_quota-proxy"));
+    let bin = match std::env::var("BENCH_GATEWAY_BIN") {
+        Ok(b) if args.first() == Some(&"serve") => b,
+        _ => env!("CARGO_BIN_EXE_quota-proxy").to_owned(),
+    };
+    let mut c = std::process::Command::new(bin);
     c.args(args).stdout(Stdio::null()).env("RUST_LOG", "warn");
     for (k, v) in envs {
         c.env(k, v);
@@ -71,4 +77,12 @@ pub fn spawn_nginx(dir: &std::path::Path, port: u16, up: u16) -> Option<Child> {
         .stderr(Stdio::null())
         .spawn()
         .ok()
+}
+
+/// SIGTERM: the master stops its workers (a SIGKILL would leave them listening).
+pub fn stop_nginx(n: &mut Child) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &n.id().to_string()])
+        .status();
+    let _ = n.wait();
 }

@@ -62,7 +62,9 @@ fn respond(outcome: Outcome, endpoint: Endpoint) -> Response {
             (r, meta)
         }
         Outcome::Streaming { events, meta } => {
-            let mut r = Response::new(Body::from_stream(events.0));
+            let mut r = Response::new(Body::from_stream(
+                tokio_stream::wrappers::ReceiverStream::new(events),
+            ));
             let h = r.headers_mut();
             h.insert(
                 header::CONTENT_TYPE,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tokio::sync::mpsc;
 
 use super::limits::{self, RequestBudget, Slot};
 use crate::accounts::Scope;
@@ -235,16 +236,8 @@ pub enum Outcome {
         meta: Meta,
     },
     /// Server-sent events, forwarded as they arrive.
-    Streaming { events: Events, meta: Meta },
-}
-
-/// A streamed answer's bytes, as they may go to the caller.
-pub struct Events(
-    pub std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send>>,
-);
-
-impl std::fmt::Debug for Events {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Events")
-    }
+    Streaming {
+        events: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+        meta: Meta,
+    },
 }

@@ -15,8 +15,10 @@ use super::mock;
 
 #[derive(Clone, Copy)]
 pub struct Pace {
-    /// Pause between streamed events (none before the first).
+    /// Pause between streamed events.
     pub chunk_delay: Duration,
+    /// The same pause before the first event too (a model's time to its first token).
+    pub pace_first: bool,
     /// Each JSON event carries the wall-clock time it left, in µs since the epoch, as
     /// `"system_fingerprint":"sent-<µs>"`: a proxy in front is measured per chunk by what
     /// its caller receives later than this (benches/streams.rs).
@@ -49,13 +51,13 @@ fn stream(pace: Pace, body: &Value, chat: bool) -> Response {
     paced(pace, events)
 }
 
-/// `events` as a stream, `pace` apart after the first.
+/// `events` as a stream, `pace` apart (after the first, unless the first is paced too).
 fn paced(pace: Pace, events: Vec<Bytes>) -> Response {
     let s = futures_util::stream::unfold(
         (events.into_iter(), true),
         move |(mut it, first)| async move {
             let ev = it.next()?;
-            if !first && !pace.chunk_delay.is_zero() {
+            if (!first || pace.pace_first) && !pace.chunk_delay.is_zero() {
                 tokio::time::sleep(pace.chunk_delay).await;
             }
             let ev = if pace.stamp { stamped(ev) } else { ev };

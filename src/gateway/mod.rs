@@ -24,7 +24,6 @@ pub mod settings;
 pub mod shape;
 pub mod sse;
 mod stages;
-mod stream_body;
 pub mod tokens;
 pub mod upstream;
 mod upstream_call;

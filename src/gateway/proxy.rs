@@ -1,24 +1,24 @@
 //! One proxied call, start to end, as stages over one [`Call`]: identify → read → policy →
 //! route → limits → hold → upstream with failover → settle → log. The decisions live in
 //! `stages.rs`; this file runs them around the ledger, the limiter and the upstreams, and
-//! returns an [`Outcome`] (the HTTP edge is `api::gateway`). A stream's body reads its upstream
-//! itself and settles when it ends (`stream_body`).
+//! returns an [`Outcome`] (the HTTP edge is `api::gateway`). Streams are pumped by a task that
+//! settles when they end.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 use bytes::Bytes;
+use futures_util::StreamExt;
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
 use super::adapter;
-use super::call::{Call, CallError, Events, Outcome};
+use super::call::{Call, CallError, Outcome};
 use super::endpoint::{Endpoint, Protocol};
 use super::health::Gate;
 use super::limits::{self, Limits};
-use super::secret_stream::StreamGuard;
 use super::stages::{self, Request};
-use super::stream_body::{CLIENT_LEFT, Flow, RelayedStream};
 use super::upstream::{KeyPick, Upstream};
 use super::upstream_call::{self, AttemptError, ByteStream, Outgoing, Reply};
 use super::usage::Metered;
@@ -32,6 +32,12 @@ use crate::telemetry;
 
 /// The request-log error of a served call that generated nothing and was not charged.
 const NO_CONTENT: &str = "上游未返回内容，未计费 (no content; not charged)";
+
+/// The request-log error of a stream whose caller went away.
+const CLIENT_LEFT: &str = "client disconnected";
+
+/// Idle time allowed between two chunks of a stream.
+const STREAM_IDLE: Duration = Duration::from_secs(300);
 
 /// An upstream attempt that did not answer, and why (for the next attempt's log line).
 enum Attempt {
@@ -582,8 +588,8 @@ impl Gateway {
         self.logger.log(row);
     }
 
-    /// A streamed answer: the response body reads the upstream itself (`stream_body`) and
-    /// settles the call when the stream ends or the caller leaves.
+    /// A streamed answer: its events go to the caller as they arrive, from a task that
+    /// settles when the stream ends.
     fn answer_stream(
         self: &Arc<Self>,
         call: Call,
@@ -592,45 +598,90 @@ impl Gateway {
         req: Request,
         upstream: ByteStream,
     ) -> Outcome {
+        let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(32);
         Self::observe_overhead(&call);
         let meta = call.meta();
-        let meter = adapter::relay(shape.endpoint, shape.translated, &req);
-        let labels = (
-            telemetry::model_label(&req.model),
-            call.row.upstream.clone().unwrap_or_default(),
-        );
-        let flow = Flow {
-            gw: self.clone(),
-            guard: StreamGuard::new(self.roster().secrets.clone()),
-            call,
-            entry,
-            req,
-            meter,
-            upstream,
-            error: None,
-            labels,
-        };
-        Outcome::Streaming {
-            events: Events(Box::pin(RelayedStream::new(flow))),
-            meta,
-        }
+        let gw = self.clone();
+        let relay = adapter::relay(shape.endpoint, shape.translated, &req);
+        self.tracker.spawn(async move {
+            gw.pump(call, entry, req, relay, upstream, tx).await;
+        });
+        Outcome::Streaming { events: rx, meta }
     }
 
-    /// A stream's end (or its caller's leaving): what it used is settled, then logged. The
-    /// settlement's wait runs as a task of its own, tracked so a stopping server waits for it.
-    pub(super) fn settle_stream(self: &Arc<Self>, f: Flow) {
-        let Flow {
-            mut call,
-            entry,
-            req,
-            meter,
-            upstream,
-            error,
-            labels: (model_label, up_label),
-            ..
-        } = f;
+    /// Forwards events as they arrive; on the end (or the caller leaving, which drops the
+    /// upstream request) settles what was used.
+    async fn pump(
+        self: Arc<Self>,
+        mut call: Call,
+        entry: Arc<KeyEntry>,
+        req: Request,
+        mut meter: super::relay::Relay,
+        mut upstream: ByteStream,
+        tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    ) {
+        let mut error: Option<String> = None;
+        let model_label = telemetry::model_label(&req.model);
+        let up_label = call.row.upstream.clone().unwrap_or_default();
+        let secrets = self.roster().secrets.clone();
+        let mut guard = super::secret_stream::StreamGuard::new(&secrets);
+        while !meter.done() {
+            let next = tokio::select! {
+                _ = tx.closed() => {
+                    error = Some(CLIENT_LEFT.into());
+                    break;
+                }
+                n = tokio::time::timeout(STREAM_IDLE, upstream.next()) => n,
+            };
+            let chunk = match next {
+                Err(_) => {
+                    error = Some("upstream idle timeout".into());
+                    break;
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    error = Some(format!("upstream stream error: {e}"));
+                    break;
+                }
+                Ok(Some(Ok(c))) => c,
+            };
+            let Ok(out) = meter.push(&chunk) else {
+                error = Some("upstream event too long".into());
+                break;
+            };
+            if out.is_empty() {
+                continue;
+            }
+            if call.row.ttft_ms.is_none() {
+                call.row.ttft_ms = Some(call.elapsed_ms());
+                if let Some(a) = call.attempt_started {
+                    metrics::histogram!(telemetry::UPSTREAM_TTFT, "upstream" => up_label.clone(), "model" => model_label.clone())
+                        .record(a.elapsed().as_secs_f64());
+                }
+            }
+            // Masked, and held back while a secret may be completing in the next event.
+            let out = guard.push(&out);
+            if out.is_empty() {
+                continue;
+            }
+            if tx.send(Ok(Bytes::from(out))).await.is_err() {
+                error = Some(CLIENT_LEFT.into());
+                break;
+            }
+        }
+        if error.is_none() {
+            let mut rest = guard.finish();
+            if let Some(tail) = meter.rest() {
+                rest.extend(guard.push(&tail));
+                rest.extend(guard.finish());
+            }
+            if !rest.is_empty() {
+                let _ = tx.send(Ok(Bytes::from(rest))).await;
+            }
+        }
         // Dropping the upstream body closes its connection: the upstream stops generating.
         drop(upstream);
+        drop(tx);
         if let Some(a) = call.attempt_started {
             if error.is_some() {
                 metrics::counter!(telemetry::UPSTREAM_ERRORS, "upstream" => up_label.clone(), "kind" => "stream")
@@ -650,14 +701,7 @@ impl Gateway {
         call.row.latency_ms = call.elapsed_ms();
         // The concurrency slot is held to the stream's end.
         call.slots.clear();
-        let row = call.row;
-        let gw = self.clone();
-        let finish = async move { gw.finish_settle(row, ticket).await };
-        // Dropped outside the runtime (only while the process stops): the hold stays on
-        // record and is charged by recovery, never lost.
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            self.tracker.spawn_on(finish, &rt);
-        }
+        self.finish_settle(call.row, ticket).await;
     }
 }
 

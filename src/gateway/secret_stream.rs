@@ -7,8 +7,6 @@
 //! once. Covers the raw form in any letter case; an encoded secret split across events is not
 //! looked for (it would need the encoding's alignment across JSON strings).
 
-use std::sync::Arc;
-
 use serde_json::Value;
 
 use super::secrets::Scanner;
@@ -19,8 +17,8 @@ const MIN_PREFIX: usize = 4;
 const MAX_HELD: usize = 256;
 
 /// One stream's running check.
-pub struct StreamGuard {
-    scanner: Arc<Scanner>,
+pub struct StreamGuard<'s> {
+    scanner: &'s Scanner,
     held: Vec<Vec<u8>>,
     /// The end of the text already sent (as long as the longest secret, less one): a secret
     /// that began there, too short a beginning to hold its event back, is masked from where
@@ -36,8 +34,8 @@ struct Segment {
     end: usize,
 }
 
-impl StreamGuard {
-    pub fn new(scanner: Arc<Scanner>) -> Self {
+impl<'s> StreamGuard<'s> {
+    pub fn new(scanner: &'s Scanner) -> Self {
         Self {
             scanner,
             held: Vec::new(),
@@ -265,8 +263,8 @@ mod tests {
 
     #[test]
     fn a_key_split_across_two_events_is_masked_in_both() {
-        let s = Arc::new(Scanner::new([KEY]));
-        let mut g = StreamGuard::new(s);
+        let s = Scanner::new([KEY]);
+        let mut g = StreamGuard::new(&s);
         let mut out = g.push(&chunk("your key is sk-Upstr"));
         assert!(out.is_empty(), "held: it ends with the key's beginning");
         out.extend(g.push(&chunk("eam-0123456789abcdef, bye")));
@@ -302,8 +300,8 @@ mod tests {
             let mut points: Vec<usize> = cuts.into_iter().map(|c| before.len() + c).collect();
             points.sort_unstable();
             points.dedup();
-            let s = Arc::new(Scanner::new([KEY]));
-            let mut g = StreamGuard::new(s);
+            let s = Scanner::new([KEY]);
+            let mut g = StreamGuard::new(&s);
             let mut out = Vec::new();
             let mut last = 0;
             for p in points.into_iter().chain([full.len()]) {
