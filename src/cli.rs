@@ -169,6 +169,27 @@ impl From<crate::store::StoreError> for CliError {
     }
 }
 
+/// `mock-upstream`: the mock provider on `host:port` until stopped.
+async fn serve_mock(
+    host: &str,
+    port: u16,
+    pace: crate::gateway::mock_server::Pace,
+) -> Result<(), CliError> {
+    let addr: std::net::SocketAddr = format!("{host}:{port}")
+        .parse()
+        .map_err(|_| CliError::Usage("--host/--port".into()))?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    println!("mock upstream on http://{}/v1", listener.local_addr()?);
+    let app = crate::gateway::mock_server::router(pace);
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(app::shutdown_signal())
+        .await?;
+    Ok(())
+}
+
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     let mut over = Overrides {
         config: cli.config,
@@ -195,23 +216,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         pace_first,
     } = &cli.command
     {
-        let addr: std::net::SocketAddr = format!("{host}:{port}")
-            .parse()
-            .map_err(|_| CliError::Usage("--host/--port".into()))?;
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        println!("mock upstream on http://{}/v1", listener.local_addr()?);
-        let app = crate::gateway::mock_server::router(crate::gateway::mock_server::Pace {
+        let pace = crate::gateway::mock_server::Pace {
             chunk_delay: std::time::Duration::from_millis(*chunk_delay_ms),
             stamp: *stamp,
             pace_first: *pace_first,
-        });
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(app::shutdown_signal())
-            .await?;
-        return Ok(());
+        };
+        return serve_mock(host, *port, pace).await;
     }
     let mut config = Config::load(&over)?;
     let clock: SharedClock = Arc::new(SystemClock);
