@@ -9,7 +9,8 @@
 //!
 //!   cargo bench --bench gateway_overhead
 //!   BENCH_SECS=5 BENCH_RATES=500,2000 cargo bench --bench gateway_overhead
-//! (`BENCH_USER=1`: the key belongs to a user and a team with budgets of their own)
+//! (`BENCH_CONFIG_EXTRA='[gateway]\nlog_flush_ms = 1000'`: appended to the gateway's
+//! configuration file; `BENCH_USER=1`: the key belongs to a user and a team with budgets of their own)
 //!
 //! The floor any proxy hop costs is measured in the same run: nginx (Debian's, `NGINX` or
 //! `/usr/sbin/nginx`) as a bare reverse proxy to the same upstream — keep-alive pool, no
@@ -149,8 +150,9 @@ async fn open_loop(
     }
 }
 
-/// Requests per second with `conns` requests always in flight.
-async fn closed_loop(client: &HttpClient, t: Arc<Target>, conns: usize, secs: u64) -> f64 {
+/// Requests per second with `conns` requests always in flight (measured after a second of
+/// warm-up), and every call the loop completed, warm-up and drain included.
+async fn closed_loop(client: &HttpClient, t: Arc<Target>, conns: usize, secs: u64) -> (f64, u64) {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let payload = t.body(false);
@@ -181,7 +183,7 @@ async fn closed_loop(client: &HttpClient, t: Arc<Target>, conns: usize, secs: u6
     for t in tasks {
         let _ = t.await;
     }
-    rate
+    (rate, done.load(Ordering::Relaxed))
 }
 
 /// Linux's clock ticks a second (`getconf CLK_TCK`: 100 on every Debian kernel).
@@ -344,8 +346,8 @@ async fn protocols(client: &HttpClient, up: u16, gw: u16, key: &str, secs: u64) 
             let tput = if stream {
                 String::new()
             } else {
-                let dt = closed_loop(client, d.clone(), conns, secs.min(5)).await;
-                let gt = closed_loop(client, g.clone(), conns, secs.min(5)).await;
+                let dt = closed_loop(client, d.clone(), conns, secs.min(5)).await.0;
+                let gt = closed_loop(client, g.clone(), conns, secs.min(5)).await.0;
                 format!("{dt:.0} → {gt:.0} ({:.0} %)", 100.0 * gt / dt)
             };
             println!(
@@ -386,7 +388,9 @@ fn main() {
         format!(
             "[[upstreams]]\nname = \"local-mock\"\nbase_url = \"http://127.0.0.1:{up_port}/v1\"\napi_key = \"sk-bench\"\nprotocols = [\"chat\"]\n\n\
              [[upstreams]]\nname = \"native-messages\"\nbase_url = \"http://127.0.0.1:{up_port}\"\napi_key = \"sk-bench\"\nprotocols = [\"messages\"]\nmodels = [\"native-messages\"]\npriority = 10\n\n\
-             [[upstreams]]\nname = \"native-responses\"\nbase_url = \"http://127.0.0.1:{up_port}/v1\"\napi_key = \"sk-bench\"\nprotocols = [\"responses\"]\nmodels = [\"native-responses\"]\npriority = 10\n"
+             [[upstreams]]\nname = \"native-responses\"\nbase_url = \"http://127.0.0.1:{up_port}/v1\"\napi_key = \"sk-bench\"\nprotocols = [\"responses\"]\nmodels = [\"native-responses\"]\npriority = 10\n\n{}\n",
+            // More of the gateway's configuration, to compare settings in one harness.
+            std::env::var("BENCH_CONFIG_EXTRA").unwrap_or_default().replace("\\n", "\n")
         ),
     )
     .unwrap();
@@ -488,19 +492,20 @@ fn main() {
         }
         let conns = env_num("BENCH_CONNS", 64) as usize;
         let tput_secs = secs.min(5);
-        let d = closed_loop(&client, direct.clone(), conns, tput_secs).await;
+        let (d, _) = closed_loop(&client, direct.clone(), conns, tput_secs).await;
         let n = match &proxy {
-            Some(p) => Some(closed_loop(&client, p.clone(), conns, tput_secs).await),
+            Some(p) => Some(closed_loop(&client, p.clone(), conns, tput_secs).await.0),
             None => None,
         };
         let cpu_before = cpu_ticks(gateway.id());
-        let g = closed_loop(&client, through.clone(), conns, tput_secs).await;
+        let (g, g_calls) = closed_loop(&client, through.clone(), conns, tput_secs).await;
         let cpu_after = cpu_ticks(gateway.id());
         println!("\nClosed loop, {conns} in flight, non-stream: direct {d:.0} req/s, gateway {g:.0} req/s ({:.0} % of direct)", 100.0 * g / d);
         // CPU a call costs the gateway's process (steadier than req/s on a shared host):
         // all its threads, and the ledger's writer thread alone.
         if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
-            let calls = g * tput_secs as f64;
+            // Every call in the CPU window: warm-up and drain included.
+            let calls = g_calls as f64;
             let us = |ticks: u64| ticks as f64 * 1e6 / TICKS_PER_SEC / calls.max(1.0);
             println!(
                 "Closed loop CPU per call: gateway process {:.1} µs, ledger writer {:.1} µs",

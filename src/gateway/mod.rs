@@ -88,8 +88,11 @@ impl Gateway {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = roster::http_client(DEFAULT_CONNECT_MS)
             .map_err(|e| GatewayError::Http(e.to_string()))?;
-        let (logger, logger_handle) =
-            RequestLogger::start(store.clone(), Duration::from_millis(settings.log_flush_ms));
+        let (logger, logger_handle) = RequestLogger::start(
+            store.clone(),
+            ledger.request_log_sink(),
+            Duration::from_millis(settings.log_flush_ms),
+        );
         let limiter = Limiter::default();
         let now = ledger.now_ms();
         match store

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::ledger::RequestLogSink;
 use crate::store::{RequestLogRow, Store};
 use crate::telemetry;
 
@@ -30,25 +31,48 @@ impl LoggerHandle {
     }
 }
 
-async fn write(store: &dyn Store, buf: &mut Vec<RequestLogRow>) {
-    if buf.is_empty() {
+/// Where rows are written: the ledger writer's next commit (SQLite) or the store itself.
+struct Target {
+    store: Arc<dyn Store>,
+    ledger: Option<RequestLogSink>,
+}
+
+async fn write(to: &Target, buf: &mut Vec<RequestLogRow>) {
+    let rows = buf.len();
+    if rows == 0 {
         return;
     }
-    match store.insert_request_logs(buf).await {
-        Ok(()) => metrics::counter!(telemetry::REQUEST_LOG_WRITTEN).increment(buf.len() as u64),
+    let outcome = match &to.ledger {
+        Some(sink) => match sink.write(std::mem::take(buf)).await {
+            Ok(r) => r,
+            // The writer has stopped: the store writes them in a transaction of their own.
+            Err(back) => {
+                *buf = back;
+                to.store.insert_request_logs(buf).await
+            }
+        },
+        None => to.store.insert_request_logs(buf).await,
+    };
+    match outcome {
+        Ok(()) => metrics::counter!(telemetry::REQUEST_LOG_WRITTEN).increment(rows as u64),
         Err(e) => {
-            let rows = buf.len();
             crate::telemetry::log_limited("request_log_insert", |suppressed| {
                 tracing::error!(error = %e, rows, suppressed, "request log insert failed");
             });
-            metrics::counter!(telemetry::REQUEST_LOG_DROPPED).increment(buf.len() as u64);
+            metrics::counter!(telemetry::REQUEST_LOG_DROPPED).increment(rows as u64);
         }
     }
     buf.clear();
 }
 
 impl RequestLogger {
-    pub fn start(store: Arc<dyn Store>, flush_every: Duration) -> (Self, LoggerHandle) {
+    /// `ledger`: the ledger writer's sink when its store carries request-log rows.
+    pub fn start(
+        store: Arc<dyn Store>,
+        ledger: Option<RequestLogSink>,
+        flush_every: Duration,
+    ) -> (Self, LoggerHandle) {
+        let to = Target { store, ledger };
         let (tx, mut rx) = mpsc::unbounded_channel::<RequestLogRow>();
         let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
         let join = tokio::spawn(async move {
@@ -75,12 +99,12 @@ impl RequestLogger {
                             }
                         }
                         metrics::gauge!(telemetry::REQUEST_LOG_QUEUE).set(rx.len() as f64);
-                        write(store.as_ref(), &mut buf).await;
+                        write(&to, &mut buf).await;
                     }
                     _ = &mut stop_rx, if !stopping => {
                         rx.close();
                         while rx.recv_many(&mut buf, MAX_BATCH).await > 0 {
-                            write(store.as_ref(), &mut buf).await;
+                            write(&to, &mut buf).await;
                         }
                         break;
                     }
@@ -134,5 +158,42 @@ fn observe(row: &RequestLogRow) {
             }
         }
         metrics::counter!(telemetry::COST, "model" => model).increment(n(row.cost));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::RequestLogFilter;
+    use crate::store::sqlite::{SqliteOptions, SqliteStore};
+
+    /// Rows handed to a ledger writer that has stopped are written by the store itself.
+    #[tokio::test]
+    async fn rows_for_a_stopped_writer_go_to_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&dir.path().join("s.db"), SqliteOptions::default())
+                .await
+                .unwrap(),
+        );
+        let (logger, handle) = RequestLogger::start(
+            store.clone(),
+            Some(RequestLogSink::stopped()),
+            Duration::from_millis(10),
+        );
+        logger.log(RequestLogRow {
+            ts: 1,
+            request_id: "r1".into(),
+            endpoint: "chat.completions".into(),
+            status: 200,
+            ..Default::default()
+        });
+        handle.flushed().await;
+        let (rows, total) = store
+            .request_logs(&RequestLogFilter::default(), 10, 0)
+            .await
+            .unwrap();
+        assert_eq!(total, 1);
+        assert_eq!(rows[0].request_id, "r1");
     }
 }

@@ -176,12 +176,44 @@ pub struct Ledger {
     store: Arc<dyn Store>,
     clock: SharedClock,
     tx: mpsc::UnboundedSender<writer::Pending>,
+    /// Request-log rows for the writer's transactions, when its store carries them.
+    logs_tx: Option<mpsc::UnboundedSender<writer::LogBatch>>,
     /// False from a failed commit until a write succeeds again.
     writable: Arc<std::sync::atomic::AtomicBool>,
     /// In-flight and recent idempotency keys: concurrent retries wait for the first one.
     idem: moka::future::Cache<(i64, String), IdemCell>,
     /// Other instances write the same database: gateway holds are committed there too.
     shared: bool,
+}
+
+/// Hands request-log rows to the ledger's writer (see [`Ledger::request_log_sink`]).
+#[derive(Clone)]
+pub struct RequestLogSink {
+    tx: mpsc::UnboundedSender<writer::LogBatch>,
+}
+
+impl RequestLogSink {
+    /// A sink whose writer has stopped (for tests of what its users do then).
+    #[cfg(test)]
+    pub fn stopped() -> Self {
+        let (tx, _) = mpsc::unbounded_channel();
+        Self { tx }
+    }
+
+    /// Written with the writer's next commit. `Err(rows)` when the writer has stopped: the
+    /// rows come back to be written some other way.
+    pub async fn write(
+        &self,
+        rows: Vec<crate::store::RequestLogRow>,
+    ) -> Result<Result<(), StoreError>, Vec<crate::store::RequestLogRow>> {
+        let (done, written) = oneshot::channel();
+        if let Err(mpsc::error::SendError(b)) = self.tx.send(writer::LogBatch { rows, done }) {
+            return Err(b.rows);
+        }
+        Ok(written
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("ledger writer stopped".into()))))
+    }
 }
 
 /// Stops the writer after it has committed everything already accepted.
@@ -207,17 +239,21 @@ impl LedgerHandle {
 
 /// Runs the writer on a thread of its own: its many short waits on the database would
 /// otherwise queue behind request handling on the shared runtime, stretching every batch.
+/// Starts the writer's thread; also says whether its store carries request-log rows.
 fn spawn_writer_thread(
-    rx: mpsc::UnboundedReceiver<writer::Pending>,
+    (rx, logs_rx): (
+        mpsc::UnboundedReceiver<writer::Pending>,
+        mpsc::UnboundedReceiver<writer::LogBatch>,
+    ),
     stop_rx: oneshot::Receiver<()>,
     store: Arc<dyn Store>,
     table: Arc<KeyTable>,
     budgets: Arc<BudgetTable>,
     clock: SharedClock,
     writable: Arc<std::sync::atomic::AtomicBool>,
-) -> Result<oneshot::Receiver<()>, StoreError> {
+) -> Result<(oneshot::Receiver<()>, bool), StoreError> {
     let (done_tx, done_rx) = oneshot::channel();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), StoreError>>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<bool, StoreError>>();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -229,8 +265,17 @@ fn spawn_writer_thread(
                 // The committer is made here: it stays on this thread for its whole life.
                 match store.consume_writer().await {
                     Ok(committer) => {
-                        let _ = ready_tx.send(Ok(()));
-                        writer::run(rx, stop_rx, committer, table, budgets, clock, writable).await;
+                        let _ = ready_tx.send(Ok(committer.carries_request_logs()));
+                        writer::run(
+                            (rx, logs_rx),
+                            stop_rx,
+                            committer,
+                            table,
+                            budgets,
+                            clock,
+                            writable,
+                        )
+                        .await;
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -240,10 +285,10 @@ fn spawn_writer_thread(
             let _ = done_tx.send(());
         })
         .map_err(|e| StoreError::Other(format!("writer thread: {e}")))?;
-    ready_rx
+    let carries = ready_rx
         .recv()
         .map_err(|_| StoreError::Other("writer thread ended early".into()))??;
-    Ok(done_rx)
+    Ok((done_rx, carries))
 }
 
 fn refusal_error(r: Refusal, requested: i64) -> LedgerError {
@@ -412,10 +457,11 @@ impl Ledger {
             table.upsert(rec);
         }
         let (tx, rx) = mpsc::unbounded_channel();
+        let (logs_tx, logs_rx) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = oneshot::channel();
         let writable = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let stopped = spawn_writer_thread(
-            rx,
+        let (stopped, carries_logs) = spawn_writer_thread(
+            (rx, logs_rx),
             stop_rx,
             store.clone(),
             table.clone(),
@@ -433,6 +479,7 @@ impl Ledger {
             store,
             clock,
             tx,
+            logs_tx: carries_logs.then_some(logs_tx),
             writable,
             idem: moka::future::Cache::builder()
                 .max_capacity(200_000)
@@ -452,6 +499,12 @@ impl Ledger {
 
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    /// Where request-log rows go to ride in the ledger's own commits (SQLite: one writer
+    /// and one fsync for both); `None` when the store writes them itself.
+    pub fn request_log_sink(&self) -> Option<RequestLogSink> {
+        self.logs_tx.clone().map(|tx| RequestLogSink { tx })
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -12,7 +12,7 @@ use super::budgets::BudgetTable;
 use super::table::KeyTable;
 use crate::clock::SharedClock;
 use crate::keys::refill::PeriodStarts;
-use crate::store::{ConsumeOp, ConsumeResult, ConsumeWriter, OpKind, StoreError};
+use crate::store::{ConsumeOp, ConsumeResult, ConsumeWriter, OpKind, RequestLogRow, StoreError};
 use crate::telemetry;
 
 /// Upper bound on one transaction, to keep commit latency bounded under a flood.
@@ -21,6 +21,35 @@ const MAX_BATCH: usize = 4096;
 pub struct Pending {
     pub op: ConsumeOp,
     pub reply: oneshot::Sender<Result<ConsumeResult, StoreError>>,
+}
+
+/// Request-log rows that ride in the next commit (on a store whose writer carries them),
+/// and who learns whether they were written.
+pub struct LogBatch {
+    pub rows: Vec<RequestLogRow>,
+    pub done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// What the writer was handed: ledger operations, and request-log rows.
+struct Inbox {
+    ops: mpsc::UnboundedReceiver<Pending>,
+    logs: mpsc::UnboundedReceiver<LogBatch>,
+    logs_open: bool,
+}
+
+impl Inbox {
+    /// Everything that has arrived, without waiting.
+    fn drain(&mut self, batch: &mut Vec<Pending>, logs: &mut Vec<LogBatch>) {
+        while batch.len() < MAX_BATCH {
+            match self.ops.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        while let Ok(l) = self.logs.try_recv() {
+            logs.push(l);
+        }
+    }
 }
 
 /// How long to wait between attempts while the store refuses writes.
@@ -38,9 +67,62 @@ struct Sink {
 }
 
 impl Sink {
+    /// Commits what has arrived, refused settlements first (so each key's operations keep
+    /// their order).
+    async fn take_turn(
+        &mut self,
+        inbox: &mut Inbox,
+        (batch, logs): (&mut Vec<Pending>, &mut Vec<LogBatch>),
+        retry: &mut Vec<Pending>,
+    ) {
+        if !retry.is_empty() {
+            let mut older = std::mem::take(retry);
+            older.append(batch);
+            *batch = older;
+        }
+        inbox.drain(batch, logs);
+        metrics::gauge!(telemetry::LEDGER_QUEUE).set((inbox.ops.len() + batch.len()) as f64);
+        self.commit_with_logs(batch, logs, retry).await;
+    }
+
+    /// Closed and drained: gives refused settlements a last chance, then gives up on them.
+    async fn give_up(
+        &mut self,
+        batch: &mut Vec<Pending>,
+        retry: &mut Vec<Pending>,
+        stopping: Option<Instant>,
+    ) {
+        let started = stopping.unwrap_or_else(Instant::now);
+        while !retry.is_empty() && started.elapsed() < SHUTDOWN_GRACE {
+            tokio::time::sleep(RETRY_EVERY).await;
+            batch.append(retry);
+            self.commit(batch, retry).await;
+        }
+        if !retry.is_empty() {
+            tracing::error!(
+                settlements = retry.len(),
+                "stopping with settlements the store would not take"
+            );
+            for p in retry.drain(..) {
+                let _ = p
+                    .reply
+                    .send(Err(StoreError::Unavailable("store refused".into())));
+            }
+        }
+    }
+
     async fn commit(&mut self, batch: &mut Vec<Pending>, retry: &mut Vec<Pending>) {
+        self.commit_with_logs(batch, &mut Vec::new(), retry).await;
+    }
+
+    async fn commit_with_logs(
+        &mut self,
+        batch: &mut Vec<Pending>,
+        logs: &mut Vec<LogBatch>,
+        retry: &mut Vec<Pending>,
+    ) {
         commit(
-            batch,
+            (batch, logs),
             retry,
             self.committer.as_mut(),
             (&self.table, &self.budgets),
@@ -52,7 +134,10 @@ impl Sink {
 }
 
 pub async fn run(
-    mut rx: mpsc::UnboundedReceiver<Pending>,
+    (rx, logs_rx): (
+        mpsc::UnboundedReceiver<Pending>,
+        mpsc::UnboundedReceiver<LogBatch>,
+    ),
     mut shutdown: oneshot::Receiver<()>,
     committer: Box<dyn ConsumeWriter>,
     table: Arc<KeyTable>,
@@ -67,7 +152,13 @@ pub async fn run(
         clock,
         writable,
     };
+    let mut inbox = Inbox {
+        ops: rx,
+        logs: logs_rx,
+        logs_open: true,
+    };
     let mut batch: Vec<Pending> = Vec::with_capacity(256);
+    let mut logs: Vec<LogBatch> = Vec::new();
     // Settlements of calls already served that the store refused: kept (and counted in
     // memory) until they commit.
     let mut retry: Vec<Pending> = Vec::new();
@@ -76,12 +167,24 @@ pub async fn run(
         let troubled = !retry.is_empty() || !sink.writable.load(Ordering::Relaxed);
         let first = tokio::select! {
             biased;
-            p = rx.recv() => p,
+            p = inbox.ops.recv() => p,
+            l = inbox.logs.recv(), if inbox.logs_open => {
+                match l {
+                    // Rows alone: committed with whatever operations came with them.
+                    Some(l) => {
+                        logs.push(l);
+                        sink.take_turn(&mut inbox, (&mut batch, &mut logs), &mut retry).await;
+                    }
+                    None => inbox.logs_open = false,
+                }
+                continue;
+            }
             _ = &mut shutdown, if stopping.is_none() => {
                 // Refuse new work, then commit everything already accepted.
-                rx.close();
+                inbox.ops.close();
+                inbox.logs.close();
                 stopping = Some(Instant::now());
-                rx.recv().await
+                inbox.ops.recv().await
             }
             _ = tokio::time::sleep(RETRY_EVERY), if troubled => {
                 if retry.is_empty() {
@@ -98,48 +201,26 @@ pub async fn run(
             }
         };
         let Some(first) = first else {
-            // Closed and drained: give refused settlements a last chance, then give up.
-            let started = stopping.unwrap_or_else(Instant::now);
-            while !retry.is_empty() && started.elapsed() < SHUTDOWN_GRACE {
-                tokio::time::sleep(RETRY_EVERY).await;
-                batch.append(&mut retry);
-                sink.commit(&mut batch, &mut retry).await;
-            }
-            if !retry.is_empty() {
-                tracing::error!(
-                    settlements = retry.len(),
-                    "stopping with settlements the store would not take"
-                );
-                for p in retry.drain(..) {
-                    let _ = p
-                        .reply
-                        .send(Err(StoreError::Unavailable("store refused".into())));
-                }
-            }
+            sink.give_up(&mut batch, &mut retry, stopping).await;
             break;
         };
         batch.push(first);
-        // Refused settlements go first, so each key's operations keep their order.
-        if !retry.is_empty() {
-            let mut older = std::mem::take(&mut retry);
-            older.append(&mut batch);
-            batch = older;
-        }
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
-            }
-        }
-        metrics::gauge!(telemetry::LEDGER_QUEUE).set((rx.len() + batch.len()) as f64);
-        sink.commit(&mut batch, &mut retry).await;
+        sink.take_turn(&mut inbox, (&mut batch, &mut logs), &mut retry)
+            .await;
+    }
+    // Rows that arrived after the last commit (the logger flushes before the ledger stops,
+    // so normally none): written on their own.
+    inbox.drain(&mut batch, &mut logs);
+    if !logs.is_empty() || !batch.is_empty() {
+        sink.commit_with_logs(&mut batch, &mut logs, &mut retry)
+            .await;
     }
     sink.committer.close().await;
     tracing::debug!("ledger writer stopped");
 }
 
 async fn commit(
-    batch: &mut Vec<Pending>,
+    (batch, logs): (&mut Vec<Pending>, &mut Vec<LogBatch>),
     retry: &mut Vec<Pending>,
     committer: &mut dyn ConsumeWriter,
     (table, budgets): (&KeyTable, &BudgetTable),
@@ -149,12 +230,27 @@ async fn commit(
     let now = clock.now_ms();
     let periods = PeriodStarts::at(now);
     let ops: Vec<ConsumeOp> = batch.iter().map(|p| p.op.clone()).collect();
+    let mut rows: Vec<RequestLogRow> = Vec::new();
+    let mut told = Vec::with_capacity(logs.len());
+    for l in logs.drain(..) {
+        rows.extend(l.rows);
+        told.push(l.done);
+    }
     let started = Instant::now();
-    let outcome = committer.commit(&ops, now, periods).await;
+    let outcome = committer.commit_with_logs(&ops, &rows, now, periods).await;
     metrics::histogram!(telemetry::LEDGER_COMMIT).record(started.elapsed().as_secs_f64());
-    metrics::histogram!(telemetry::LEDGER_BATCH).record(ops.len() as f64);
+    if !ops.is_empty() {
+        metrics::histogram!(telemetry::LEDGER_BATCH).record(ops.len() as f64);
+    }
     if outcome.is_err() {
         metrics::counter!(telemetry::LEDGER_FAILURES).increment(1);
+    }
+    // The rows' writer learns the outcome (a failed commit drops them, counted there).
+    for done in told {
+        let _ = done.send(match &outcome {
+            Ok(_) => Ok(()),
+            Err(e) => Err(StoreError::Unavailable(e.to_string())),
+        });
     }
     writable.store(outcome.is_ok(), Ordering::Relaxed);
     let failed = outcome.is_err();
@@ -177,28 +273,7 @@ async fn commit(
 
     // Memory catches up with the database before anyone is answered, so a caller that reads
     // its quota right after a 200 sees its own consume.
-    let fresh: HashMap<i64, _> = match &outcome {
-        Ok(o) => o.counters.iter().map(|c| (c.key_id, *c)).collect(),
-        Err(_) => HashMap::new(),
-    };
-    for (key_id, amount) in reserved {
-        if let Some(entry) = table.by_id(key_id) {
-            let mut st = entry.lock();
-            st.pending -= amount;
-            match fresh.get(&key_id) {
-                Some(c) => {
-                    st.rec.used = c.used + st.pending;
-                    st.rec.quota = c.quota;
-                    st.rec.refill_period = c.refill_period;
-                    st.rec.enabled = c.enabled;
-                    st.rec.expires_at = c.expires_at;
-                    st.rec.last_used = c.last_used;
-                }
-                // Nothing was written for this key: give the reservation back.
-                None => st.rec.used -= amount,
-            }
-        }
-    }
+    settle_keys(table, reserved, &outcome);
 
     match outcome {
         Ok(o) => {
@@ -226,6 +301,37 @@ async fn commit(
                         .reply
                         .send(Err(StoreError::Unavailable("commit failed".into())));
                 }
+            }
+        }
+    }
+}
+
+/// Memory's keys after a batch: each one's pending amounts leave, and its counters are what
+/// the store returned (or, when nothing was written, the reservation goes back).
+fn settle_keys(
+    table: &KeyTable,
+    reserved: HashMap<i64, i64>,
+    outcome: &Result<crate::store::BatchOutcome, StoreError>,
+) {
+    let fresh: HashMap<i64, _> = match outcome {
+        Ok(o) => o.counters.iter().map(|c| (c.key_id, *c)).collect(),
+        Err(_) => HashMap::new(),
+    };
+    for (key_id, amount) in reserved {
+        if let Some(entry) = table.by_id(key_id) {
+            let mut st = entry.lock();
+            st.pending -= amount;
+            match fresh.get(&key_id) {
+                Some(c) => {
+                    st.rec.used = c.used + st.pending;
+                    st.rec.quota = c.quota;
+                    st.rec.refill_period = c.refill_period;
+                    st.rec.enabled = c.enabled;
+                    st.rec.expires_at = c.expires_at;
+                    st.rec.last_used = c.last_used;
+                }
+                // Nothing was written for this key: give the reservation back.
+                None => st.rec.used -= amount,
             }
         }
     }

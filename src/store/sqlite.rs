@@ -157,6 +157,129 @@ mod tests {
         }
     }
 
+    async fn key_with_quota(s: &SqliteStore, quota: i64) -> i64 {
+        use crate::store::traits::KeyStore;
+        let new = crate::store::types::NewKey {
+            hash: crate::keys::format::hash_key("sk-test-ride"),
+            hint: "sk-t...ride".into(),
+            name: None,
+            prefix: "sk-".into(),
+            quota: Some(quota),
+            expires_at: None,
+            created_at: 1,
+            metadata: Default::default(),
+            owner: None,
+            limits: Default::default(),
+            refill: None,
+            refill_period: None,
+        };
+        let audit = crate::store::types::AuditRecord {
+            ts: 1,
+            action: "key.create".into(),
+            target: None,
+            key_id: None,
+            token_hint: None,
+            client_ip: None,
+            details: None,
+        };
+        s.insert_keys(&[new], &audit).await.unwrap()[0].id
+    }
+
+    /// A row with every column set (and text that must come back byte for byte).
+    fn every_column(key: i64) -> RequestLogRow {
+        RequestLogRow {
+            ts: 5_000,
+            request_id: "req-full".into(),
+            key_id: Some(key),
+            key_name: Some("名字 <b>".into()),
+            owner_user_id: Some(7),
+            owner_username: Some("alice".into()),
+            endpoint: "messages".into(),
+            model: Some("m".into()),
+            upstream: Some("up".into()),
+            prompt_tokens: 11,
+            completion_tokens: 12,
+            cached_tokens: 3,
+            cache_write_tokens: 4,
+            reasoning_tokens: 5,
+            cost: 99,
+            status: 200,
+            error: Some("e".into()),
+            latency_ms: 42,
+            ttft_ms: Some(9),
+            is_stream: true,
+            estimated: true,
+            client_ip: Some("203.0.113.9".into()),
+            ..Default::default()
+        }
+    }
+
+    /// Request-log rows ride in the ledger writer's transaction: every column is stored as
+    /// given, and a commit that fails writes none of them.
+    #[tokio::test]
+    async fn request_log_rows_ride_in_the_writers_commit() {
+        use crate::keys::refill::PeriodStarts;
+        use crate::store::{ConsumeOp, HoldTag, LedgerStore, OpKind, UsageItem};
+        let (s, _d) = store().await;
+        let key = key_with_quota(&s, 1_000).await;
+        let mut w = s.consume_writer().await.unwrap();
+        assert!(w.carries_request_logs());
+        let full = every_column(key);
+        let hold = |id| ConsumeOp {
+            items: vec![UsageItem {
+                amount: 10,
+                reason: None,
+                metadata: None,
+            }],
+            hold: Some(HoldTag { id, instance: 1 }),
+            ..ConsumeOp::new(key, OpKind::Hold)
+        };
+        let p = PeriodStarts::at(5_000);
+        let out = w
+            .commit_with_logs(
+                &[hold(1)],
+                &[full.clone(), row(5_001, "a", 502, 1, "m")],
+                5_000,
+                p,
+            )
+            .await
+            .unwrap();
+        assert!(out.results[0].is_ok());
+        let (got, total) = s
+            .request_logs(&RequestLogFilter::default(), 10, 0)
+            .await
+            .unwrap();
+        assert_eq!(total, 2);
+        let stored = got.iter().find(|r| r.request_id == "req-full").unwrap();
+        assert_eq!(
+            RequestLogRow {
+                id: stored.id,
+                ..full.clone()
+            },
+            *stored
+        );
+        // The same hold id again: the transaction fails, and its rows go with it.
+        let failed = w
+            .commit_with_logs(&[hold(1)], &[row(6_000, "b", 200, 1, "m")], 6_000, p)
+            .await;
+        assert!(failed.is_err());
+        let (_, total) = s
+            .request_logs(&RequestLogFilter::default(), 10, 0)
+            .await
+            .unwrap();
+        assert_eq!(total, 2);
+        // Rows alone commit too.
+        w.commit_with_logs(&[], &[row(7_000, "c", 200, 1, "m")], 7_000, p)
+            .await
+            .unwrap();
+        let (_, total) = s
+            .request_logs(&RequestLogFilter::default(), 10, 0)
+            .await
+            .unwrap();
+        assert_eq!(total, 3);
+        w.close().await;
+    }
+
     #[tokio::test]
     async fn upstream_stats_and_request_filters() {
         let (s, _d) = store().await;

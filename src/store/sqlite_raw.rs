@@ -245,6 +245,20 @@ impl Stmt<'_> {
         }
     }
 
+    /// Rows the connection's last finished `INSERT`, `UPDATE` or `DELETE` changed.
+    pub fn changes(&self) -> i64 {
+        // SAFETY: valid connection handle, borrowed for the statement's life.
+        unsafe { ffi::sqlite3_changes64(self.db_raw.as_ptr()) }
+    }
+
+    /// Runs a statement that takes no parameters and returns no rows, ready again after.
+    pub fn run(&mut self) -> Result<(), StoreError> {
+        self.reset();
+        let out = self.step().map(|_| ());
+        self.reset();
+        out
+    }
+
     pub fn step(&mut self) -> Result<Step, StoreError> {
         // SAFETY: valid statement, bound parameters live inside SQLite (TRANSIENT).
         match unsafe { ffi::sqlite3_step(self.stmt.as_ptr()) } {

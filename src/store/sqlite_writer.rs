@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{ConnectOptions, Connection};
 
+use super::rows::REQUEST_LOG_COLUMNS;
 use super::sqlite_raw::{Db, OwnedConn, Prepared, Step, Stmt};
+use super::types::RequestLogRow;
 use super::{
     BatchOutcome, Committed, ConsumeOp, ConsumeResult, ConsumeWriter, KeyCounters, OpKind, Refusal,
     StoreError, StoreResult, budget_refusal, history_rows, refusal_of,
@@ -37,8 +39,7 @@ fn consume_sql(strict: bool) -> String {
     format!(
         "UPDATE keys SET used = {used}, quota = {quota}, \
          refill_period = CASE WHEN {due} THEN {PERIOD} ELSE refill_period END, last_used = ?4 \
-         WHERE id = ?6{usable} AND ({quota} IS NULL OR {used} <= {quota}) \
-         RETURNING used, quota, refill_period, enabled, expires_at, last_used"
+         WHERE id = ?6{usable} AND ({quota} IS NULL OR {used} <= {quota})"
     )
 }
 
@@ -79,11 +80,14 @@ const INSERT_IDEM: &str = "INSERT OR IGNORE INTO idempotency (key_id, idem_key, 
      amount_used, remaining, total_quota, item_count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 const INSERT_HOLD: &str = "INSERT INTO holds (id, key_id, amount, instance, created_at, reason, \
      metadata) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
-const DELETE_HOLD: &str = "DELETE FROM holds WHERE id = ?1 RETURNING id";
+const DELETE_HOLD: &str = "DELETE FROM holds WHERE id = ?1";
 const SELECT_KEY: &str = "SELECT used, quota, refill_period, enabled, expires_at, last_used, \
      refill_interval, refill_amount FROM keys WHERE id = ?1";
 
 struct Statements {
+    request_log: Prepared,
+    begin: Prepared,
+    commit: Prepared,
     credit: Prepared,
     consume: Prepared,
     settle: Prepared,
@@ -101,6 +105,16 @@ struct Statements {
 impl Statements {
     fn prepare(db: &Db<'_>) -> StoreResult<Self> {
         Ok(Self {
+            // Prepared once like the rest: `sqlite3_exec` would parse them every batch.
+            begin: db.prepare("BEGIN IMMEDIATE")?,
+            request_log: db.prepare(&format!(
+                "INSERT INTO request_log ({REQUEST_LOG_COLUMNS}) VALUES ({})",
+                (1..=22)
+                    .map(|i| format!("?{i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))?,
+            commit: db.prepare("COMMIT")?,
             credit: db.prepare(&credit_sql())?,
             consume: db.prepare(&consume_sql(true))?,
             settle: db.prepare(&consume_sql(false))?,
@@ -175,25 +189,37 @@ fn budget_counters(id: i64, s: &Stmt<'_>) -> BudgetCounters {
     }
 }
 
+/// The conditional update of a key (`upd`), and on success the row as it left it (read by
+/// `sel`, `SELECT_KEY`: cheaper than a `RETURNING` clause, for which SQLite builds a
+/// temporary table each time).
 fn run_consume(
-    st: &mut Stmt<'_>,
+    upd: &mut Stmt<'_>,
+    sel: &mut Stmt<'_>,
     key_id: i64,
     amount: i64,
     now_ms: i64,
     p: PeriodStarts,
 ) -> StoreResult<Option<KeyCounters>> {
-    st.reset();
-    st.bind_i64(1, p.daily)?;
-    st.bind_i64(2, p.weekly)?;
-    st.bind_i64(3, p.monthly)?;
-    st.bind_i64(4, now_ms)?;
-    st.bind_i64(5, amount)?;
-    st.bind_i64(6, key_id)?;
-    let out = match st.step()? {
-        Step::Row => Some(counters(key_id, st)),
+    upd.reset();
+    upd.bind_i64(1, p.daily)?;
+    upd.bind_i64(2, p.weekly)?;
+    upd.bind_i64(3, p.monthly)?;
+    upd.bind_i64(4, now_ms)?;
+    upd.bind_i64(5, amount)?;
+    upd.bind_i64(6, key_id)?;
+    upd.step()?;
+    let changed = upd.changes() > 0;
+    upd.reset();
+    if !changed {
+        return Ok(None);
+    }
+    sel.reset();
+    sel.bind_i64(1, key_id)?;
+    let out = match sel.step()? {
+        Step::Row => Some(counters(key_id, sel)),
         Step::Done => None,
     };
-    st.reset();
+    sel.reset();
     Ok(out)
 }
 
@@ -235,14 +261,44 @@ struct Batch<'a, 'd> {
     budgets: HashMap<i64, BudgetCounters>,
 }
 
+/// One request-log row, in the order of `REQUEST_LOG_COLUMNS`.
+fn insert_log(st: &mut Stmt<'_>, r: &RequestLogRow) -> StoreResult<()> {
+    st.reset();
+    st.bind_i64(1, r.ts)?;
+    st.bind_opt_text(2, Some(&r.request_id))?;
+    st.bind_opt_i64(3, r.key_id)?;
+    st.bind_opt_text(4, r.key_name.as_deref())?;
+    st.bind_opt_i64(5, r.owner_user_id)?;
+    st.bind_opt_text(6, r.owner_username.as_deref())?;
+    st.bind_opt_text(7, Some(&r.endpoint))?;
+    st.bind_opt_text(8, r.model.as_deref())?;
+    st.bind_opt_text(9, r.upstream.as_deref())?;
+    st.bind_i64(10, r.prompt_tokens)?;
+    st.bind_i64(11, r.completion_tokens)?;
+    st.bind_i64(12, r.cost)?;
+    st.bind_i64(13, r.status)?;
+    st.bind_opt_text(14, r.error.as_deref())?;
+    st.bind_i64(15, r.latency_ms)?;
+    st.bind_opt_i64(16, r.ttft_ms)?;
+    st.bind_i64(17, i64::from(r.is_stream))?;
+    st.bind_i64(18, i64::from(r.estimated))?;
+    st.bind_opt_text(19, r.client_ip.as_deref())?;
+    st.bind_i64(20, r.cached_tokens)?;
+    st.bind_i64(21, r.cache_write_tokens)?;
+    st.bind_i64(22, r.reasoning_tokens)?;
+    st.step()?;
+    st.reset();
+    Ok(())
+}
+
 fn commit_sync(
     db: &Db<'_>,
     s: &mut Statements,
-    ops: &[ConsumeOp],
+    (ops, logs): (&[ConsumeOp], &[RequestLogRow]),
     now_ms: i64,
     p: PeriodStarts,
 ) -> StoreResult<BatchOutcome> {
-    db.exec("BEGIN IMMEDIATE")?;
+    s.begin.on(db)?.run()?;
     let mut b = Batch {
         db,
         s,
@@ -275,7 +331,13 @@ fn commit_sync(
             b.read_budget(*r)?;
         }
     }
-    db.exec("COMMIT")?;
+    if !logs.is_empty() {
+        let mut st = b.s.request_log.on(db)?;
+        for r in logs {
+            insert_log(&mut st, r)?;
+        }
+    }
+    b.s.commit.on(db)?.run()?;
     Ok(BatchOutcome {
         results: results
             .into_iter()
@@ -323,6 +385,7 @@ impl Batch<'_, '_> {
         let total: i64 = idxs.iter().map(|&i| ops[i].total()).sum();
         let Some(c) = run_consume(
             &mut self.s.consume.on(self.db)?,
+            &mut self.s.key.on(self.db)?,
             key_id,
             total,
             self.now_ms,
@@ -373,7 +436,8 @@ impl Batch<'_, '_> {
         let mut d = self.s.unhold.on(self.db)?;
         d.reset();
         d.bind_i64(1, id)?;
-        let found = matches!(d.step()?, Step::Row);
+        d.step()?;
+        let found = d.changes() > 0;
         d.reset();
         Ok(found)
     }
@@ -410,7 +474,14 @@ impl Batch<'_, '_> {
             OpKind::Consume | OpKind::Hold | OpKind::Peek => &mut self.s.consume,
             OpKind::Settle => &mut self.s.settle,
         };
-        let mut row = run_consume(&mut stmt.on(self.db)?, key_id, charged, now_ms, p)?;
+        let mut row = run_consume(
+            &mut stmt.on(self.db)?,
+            &mut self.s.key.on(self.db)?,
+            key_id,
+            charged,
+            now_ms,
+            p,
+        )?;
         let mut refusal = None;
         let mut seen = None;
         if row.is_none() {
@@ -422,8 +493,14 @@ impl Batch<'_, '_> {
                 // A served call pays what is left, never more (disabled or not).
                 (OpKind::Settle, Some(left), _) if left > 0 => {
                     charged = left;
-                    let mut settle = self.s.settle.on(self.db)?;
-                    row = run_consume(&mut settle, key_id, charged, now_ms, p)?;
+                    row = run_consume(
+                        &mut self.s.settle.on(self.db)?,
+                        &mut self.s.key.on(self.db)?,
+                        key_id,
+                        charged,
+                        now_ms,
+                        p,
+                    )?;
                 }
                 (OpKind::Settle, _, _) => {
                     charged = 0;
@@ -671,6 +748,20 @@ impl ConsumeWriter for SqliteConsumeWriter {
         now_ms: i64,
         periods: PeriodStarts,
     ) -> StoreResult<BatchOutcome> {
+        self.commit_with_logs(ops, &[], now_ms, periods).await
+    }
+
+    fn carries_request_logs(&self) -> bool {
+        true
+    }
+
+    async fn commit_with_logs(
+        &mut self,
+        ops: &[ConsumeOp],
+        logs: &[RequestLogRow],
+        now_ms: i64,
+        periods: PeriodStarts,
+    ) -> StoreResult<BatchOutcome> {
         self.with_db(|db, stmts| {
             if stmts.is_none() {
                 *stmts = Some(Statements::prepare(db)?);
@@ -678,7 +769,7 @@ impl ConsumeWriter for SqliteConsumeWriter {
             let Some(stmts) = stmts.as_mut() else {
                 return Err(StoreError::Other("statements not prepared".into()));
             };
-            commit_sync(db, stmts, ops, now_ms, periods)
+            commit_sync(db, stmts, (ops, logs), now_ms, periods)
         })
         .await
     }

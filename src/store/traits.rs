@@ -30,6 +30,31 @@ pub trait ConsumeWriter {
         periods: PeriodStarts,
     ) -> StoreResult<BatchOutcome>;
 
+    /// Whether request-log rows may ride in this writer's transactions
+    /// ([`Self::commit_with_logs`]): a call's log row then costs no transaction (and no
+    /// fsync, no second writer waiting for the write lock) of its own.
+    fn carries_request_logs(&self) -> bool {
+        false
+    }
+
+    /// [`Self::commit`], with `logs` inserted in the same transaction. Only a writer that
+    /// [carries request logs](Self::carries_request_logs) is given rows.
+    async fn commit_with_logs(
+        &mut self,
+        ops: &[ConsumeOp],
+        logs: &[RequestLogRow],
+        now_ms: i64,
+        periods: PeriodStarts,
+    ) -> StoreResult<BatchOutcome> {
+        if logs.is_empty() {
+            self.commit(ops, now_ms, periods).await
+        } else {
+            Err(super::error::StoreError::Other(
+                "this store writes its request log itself".into(),
+            ))
+        }
+    }
+
     /// Writes one small row in its own transaction: whether the database takes writes.
     async fn probe(&mut self, now_ms: i64) -> StoreResult<()>;
 
