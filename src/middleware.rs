@@ -146,16 +146,8 @@ async fn guarded(g: &Guard, req: Request, next: Next) -> Response {
             .headers()
             .contains_key(axum::http::header::TRANSFER_ENCODING);
     let req = if has_body {
-        let deadline = g.body_deadline;
-        req.map(|b| {
-            axum::body::Body::new(DeadlineBody::new(
-                axum::body::Body::new(tower_http::timeout::TimeoutBody::new(
-                    g.body_idle_timeout,
-                    b,
-                )),
-                deadline,
-            ))
-        })
+        let (idle, deadline) = (g.body_idle_timeout, g.body_deadline);
+        req.map(|b| axum::body::Body::new(TimedBody::new(b, idle, deadline)))
     } else {
         req
     };
@@ -234,24 +226,33 @@ fn with_headers_of(original: &Response, mut out: Response) -> Response {
     out
 }
 
-/// A request body that fails once `deadline` has passed since the request arrived, however
-/// steadily it trickles in (the idle timeout alone lets a byte every few seconds hold a
-/// connection for as long as the body is long).
-struct DeadlineBody {
+/// A request body that fails when it pauses longer than `idle`, or once `deadline` has passed
+/// since the request arrived, however steadily it trickles in (the idle limit alone lets a
+/// byte every few seconds hold a connection for as long as the body is long). The timer is
+/// armed only when the body has to wait: a body already in the buffer (nearly every call)
+/// costs no timer at all.
+struct TimedBody {
     inner: axum::body::Body,
-    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    idle: Duration,
+    deadline: tokio::time::Instant,
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// Data arrived since the timer was last set: the idle time starts again.
+    progressed: bool,
 }
 
-impl DeadlineBody {
-    fn new(inner: axum::body::Body, deadline: Duration) -> Self {
+impl TimedBody {
+    fn new(inner: axum::body::Body, idle: Duration, deadline: Duration) -> Self {
         Self {
             inner,
-            deadline: Box::pin(tokio::time::sleep(deadline)),
+            idle,
+            deadline: tokio::time::Instant::now() + deadline,
+            timer: None,
+            progressed: true,
         }
     }
 }
 
-impl hyper::body::Body for DeadlineBody {
+impl hyper::body::Body for TimedBody {
     type Data = bytes::Bytes;
     type Error = axum::Error;
 
@@ -259,12 +260,32 @@ impl hyper::body::Body for DeadlineBody {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, axum::Error>>> {
-        if self.deadline.as_mut().poll(cx).is_ready() {
-            return std::task::Poll::Ready(Some(Err(axum::Error::new(
-                "the request body took longer than its deadline",
-            ))));
+        use std::task::Poll;
+        if let Poll::Ready(frame) = std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            self.progressed = true;
+            return Poll::Ready(frame);
         }
-        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+        if self.progressed {
+            self.progressed = false;
+            let at = (tokio::time::Instant::now() + self.idle).min(self.deadline);
+            match self.timer.as_mut() {
+                Some(t) => t.as_mut().reset(at),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
+        }
+        let expired = self
+            .timer
+            .as_mut()
+            .is_some_and(|t| t.as_mut().poll(cx).is_ready());
+        if expired {
+            let what = if tokio::time::Instant::now() >= self.deadline {
+                "the request body took longer than its deadline"
+            } else {
+                "the request body stopped arriving"
+            };
+            return Poll::Ready(Some(Err(axum::Error::new(what))));
+        }
+        Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {
