@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Instructions one call costs the gateway's process, counted by callgrind (repeatable where
+# wall-clock numbers are not: same binary, same count within ~1 %). N calls one after another
+# on one keep-alive connection, minus a run of 100, divided by the difference; kernel time is
+# not counted. Needs valgrind and python3.
+#
+#   scripts/bench-instructions.sh [BIN] [chat|use] [N]
+#   scripts/bench-instructions.sh target/release/quota-proxy chat 1100
+set -euo pipefail
+BIN="${1:-target/release/quota-proxy}"
+WHAT="${2:-chat}"
+N="${3:-1100}"
+command -v valgrind >/dev/null || { echo "valgrind is required (Debian package valgrind)"; exit 1; }
+work="$(mktemp -d)"
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+up="$(free_port)"
+"$BIN" mock-upstream --port "$up" >"$work/mock.log" 2>&1 &
+printf '[[upstreams]]\nname = "local-mock"\nbase_url = "http://127.0.0.1:%s/v1"\napi_key = "sk-bench"\nprotocols = ["chat"]\n' "$up" >"$work/qp.toml"
+
+count() { # calls -> total instructions of one gateway run
+  local port data
+  port="$(free_port)"
+  data="$work/data-$1"
+  mkdir -p "$data"
+  ADMIN_TOKEN=bench-admin-token valgrind --tool=callgrind --callgrind-out-file="$work/cg.$1" \
+    "$BIN" serve --port "$port" --data-dir "$data" --config "$work/qp.toml" >"$work/gw-$1.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$port/healthz" && break; sleep 0.2; done
+  python3 - "$port" "$1" "$WHAT" <<'PY'
+import http.client, json, sys
+port, n, what = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+c.request("POST", "/admin/keys", json.dumps({"quota": 10**12}),
+          {"authorization": "Bearer bench-admin-token", "content-type": "application/json"})
+key = json.loads(c.getresponse().read())["key"]
+if what == "use":
+    path, body = "/api/v1/use", json.dumps({"amount": 1, "reason": "bench"})
+else:
+    path, body = "/v1/chat/completions", json.dumps({"model": "gpt-4o-mini", "stream": False,
+        "max_tokens": 16, "messages": [{"role": "user", "content": "benchmark request"}]})
+ok = 0
+for _ in range(n):
+    c.request("POST", path, body, {"content-type": "application/json", "authorization": "Bearer " + key})
+    r = c.getresponse(); r.read(); ok += r.status == 200
+if ok != n:
+    sys.exit(f"{n - ok} of {n} calls failed")
+PY
+  sleep 1
+  kill -TERM "$pid"
+  wait "$pid" || true
+  awk '/^(summary|totals):/ {print $2; exit}' "$work/cg.$1"
+}
+small="$(count 100)"
+big="$(count "$N")"
+echo "$WHAT: $(( (big - small) / (N - 100) )) instructions a call ($BIN, N=$N)"
