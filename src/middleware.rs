@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use ipnet::IpNet;
@@ -44,13 +44,8 @@ pub async fn context(State(cx): State<Arc<Context>>, mut req: Request, next: Nex
         conn,
     });
     // The route template, never the path itself: paths and queries can carry keys.
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let route = move || {
-        route
-            .as_ref()
-            .map_or("(unmatched)", |m| m.as_str())
-            .to_owned()
-    };
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("(unmatched)", |m| m.as_str());
     let method = req.method().clone();
     let started = Instant::now();
     let mut resp = crate::billing::unit::with_unit(cx.unit, next.run(req)).await;
@@ -62,12 +57,12 @@ pub async fn context(State(cx): State<Arc<Context>>, mut req: Request, next: Nex
     tracing::debug!(
         %request_id,
         %method,
-        route = route(),
+        route,
         status = resp.status().as_u16(),
         ms = started.elapsed().as_millis() as u64,
         "request"
     );
-    observe(route(), &method, resp.status().as_u16(), started);
+    observe(route, &method, resp.status(), started);
     resp
 }
 
@@ -171,7 +166,7 @@ pub async fn unmatched(uri: axum::http::Uri) -> Response {
 
 /// Counts the request and its time to the response head. Labels stay bounded: the route
 /// template, a standard method name, the status code.
-fn observe(route: String, method: &axum::http::Method, status: u16, started: Instant) {
+fn observe(route: &str, method: &axum::http::Method, status: StatusCode, started: Instant) {
     use axum::http::Method;
     let method = match *method {
         Method::GET => "GET",
@@ -183,14 +178,11 @@ fn observe(route: String, method: &axum::http::Method, status: u16, started: Ins
         Method::OPTIONS => "OPTIONS",
         _ => "other",
     };
-    metrics::counter!(
-        crate::telemetry::HTTP_REQUESTS,
-        "route" => route.clone(),
-        "method" => method,
-        "status" => status.to_string()
-    )
-    .increment(1);
-    metrics::histogram!(crate::telemetry::HTTP_DURATION, "route" => route, "method" => method)
+    telemetry::handles::HTTP_REQUESTS
+        .get([route, method, status.as_str()])
+        .increment(1);
+    telemetry::handles::HTTP_DURATION
+        .get([route, method])
         .record(started.elapsed().as_secs_f64());
 }
 

@@ -25,7 +25,6 @@ use super::usage::Metered;
 use super::{Gateway, client_ip};
 use crate::auth::Origin;
 use crate::billing::Ask;
-use crate::keys::KeyRecord;
 use crate::ledger::{KeyEntry, LedgerError, SettleTicket};
 use crate::store::{RequestLogRow, UsageItem};
 use crate::telemetry;
@@ -49,8 +48,18 @@ impl Gateway {
     /// Every answer leaves through here: what the gateway itself cost this call.
     fn observe_overhead(call: &Call) {
         let overhead = call.started.elapsed().saturating_sub(call.upstream_wait);
-        metrics::histogram!(telemetry::GATEWAY_OVERHEAD, "endpoint" => call.row.endpoint.clone())
+        telemetry::handles::GATEWAY_OVERHEAD
+            .get([&call.row.endpoint])
             .record(overhead.as_secs_f64());
+    }
+
+    /// How long the upstream took to its first event.
+    fn observe_ttft(call: &Call, upstream: &str, model: &str) {
+        if let Some(a) = call.attempt_started {
+            telemetry::handles::UPSTREAM_TTFT
+                .get([upstream, model])
+                .record(a.elapsed().as_secs_f64());
+        }
     }
 
     /// Stage "log" for a call not served: its hold returned, its row written.
@@ -121,11 +130,13 @@ impl Gateway {
             c.authenticated();
         }
         let ip = from.ip;
-        let rec: KeyRecord = entry.snapshot();
-        call.row.key_id = Some(rec.id);
-        call.row.key_name = rec.name.clone().or_else(|| Some(rec.hint.clone()));
-        call.row.owner_user_id = rec.owner.as_ref().and_then(|o| o.user_id);
-        call.row.owner_username = rec.owner.as_ref().and_then(|o| o.username.clone());
+        let key_id = entry.with(|rec| {
+            call.row.key_id = Some(rec.id);
+            call.row.key_name = rec.name.clone().or_else(|| Some(rec.hint.clone()));
+            call.row.owner_user_id = rec.owner.as_ref().and_then(|o| o.user_id);
+            call.row.owner_username = rec.owner.as_ref().and_then(|o| o.username.clone());
+            rec.id
+        });
 
         // Read (only now: a caller without a valid key never makes us wait for its body),
         // then policy and route.
@@ -138,7 +149,14 @@ impl Gateway {
         call.row.model = Some(req.model.clone());
         call.row.is_stream = req.stream;
         let now = self.ledger.now_ms();
-        stages::policy(&rec, &req.model, ip, now)?;
+        let key_limits = entry.with(|rec| {
+            stages::policy(rec, &req.model, ip, now).map(|()| Limits {
+                rpm: rec.limits.rpm,
+                tpm: rec.limits.tpm,
+                daily: rec.limits.daily_requests.or(self.daily_default),
+                max_concurrent: rec.limits.max_concurrent,
+            })
+        })?;
         let mut upstreams = stages::route(&self.roster().upstreams, endpoint, &req.model, now)?;
         // Money mode serves a call only where it has a price for it: never free.
         let billing = &self.settings.billing;
@@ -149,12 +167,7 @@ impl Gateway {
         }
 
         // Limits, then the hold on quota.
-        let limits = Limits {
-            rpm: rec.limits.rpm,
-            tpm: rec.limits.tpm,
-            daily: rec.limits.daily_requests.or(self.daily_default),
-            max_concurrent: rec.limits.max_concurrent,
-        };
+        let limits = key_limits;
         let est_tokens = u64::try_from(
             req.prompt_est
                 .saturating_add(req.completion_budget.saturating_mul(req.choices)),
@@ -178,7 +191,7 @@ impl Gateway {
         }
         let (slot, budget) = self
             .limiter
-            .admit(rec.id, limits, now, est_tokens)
+            .admit(key_id, limits, now, est_tokens)
             .map_err(CallError::RateLimited)?;
         call.slots.push(slot);
         call.budget = budget;
@@ -188,8 +201,7 @@ impl Gateway {
         }
         self.hold(call, &entry, &req, &upstreams, limits, now)?;
         call.entry = Some(entry.clone());
-        let view = self.ledger.view(&entry);
-        call.quota_remaining = view.quota.map(|q| q - view.used);
+        call.quota_remaining = self.ledger.remaining(&entry);
         Ok((entry, req, upstreams))
     }
 
@@ -428,7 +440,8 @@ impl Gateway {
                         metrics::counter!(telemetry::UPSTREAM_ERRORS, "upstream" => up.s.name.clone(), "kind" => "status_4xx")
                             .increment(1);
                     }
-                    metrics::histogram!(telemetry::UPSTREAM_DURATION, "upstream" => up.s.name.clone(), "model" => telemetry::model_label(model))
+                    telemetry::handles::UPSTREAM_DURATION
+                        .get([&up.s.name, telemetry::model_label(model)])
                         .record(started.elapsed().as_secs_f64());
                 }
                 Attempt::Answered(reply)
@@ -654,10 +667,7 @@ impl Gateway {
             }
             if call.row.ttft_ms.is_none() {
                 call.row.ttft_ms = Some(call.elapsed_ms());
-                if let Some(a) = call.attempt_started {
-                    metrics::histogram!(telemetry::UPSTREAM_TTFT, "upstream" => up_label.clone(), "model" => model_label.clone())
-                        .record(a.elapsed().as_secs_f64());
-                }
+                Self::observe_ttft(&call, &up_label, model_label);
             }
             // Masked, and held back while a secret may be completing in the next event.
             let out = guard.push(&out);
@@ -687,7 +697,8 @@ impl Gateway {
                 metrics::counter!(telemetry::UPSTREAM_ERRORS, "upstream" => up_label.clone(), "kind" => "stream")
                     .increment(1);
             }
-            metrics::histogram!(telemetry::UPSTREAM_DURATION, "upstream" => up_label, "model" => model_label)
+            telemetry::handles::UPSTREAM_DURATION
+                .get([&up_label, model_label])
                 .record(a.elapsed().as_secs_f64());
         }
         let metered = meter.metered(&req.estimator());

@@ -137,14 +137,15 @@ fn observe(row: &RequestLogRow) {
         s if s >= 500 => "upstream_error",
         _ => "refused",
     };
-    metrics::counter!(telemetry::GATEWAY_REQUESTS, "endpoint" => row.endpoint.clone(), "outcome" => outcome)
+    let h = &telemetry::handles::TOKENS;
+    telemetry::handles::GATEWAY_REQUESTS
+        .get([&row.endpoint, outcome])
         .increment(1);
     if row.prompt_tokens > 0 || row.completion_tokens > 0 || row.cost > 0 {
         let model = telemetry::model_label(row.model.as_deref().unwrap_or(""));
         let n = |v: i64| u64::try_from(v).unwrap_or(0);
-        metrics::counter!(telemetry::TOKENS, "model" => model.clone(), "kind" => "prompt")
-            .increment(n(row.prompt_tokens));
-        metrics::counter!(telemetry::TOKENS, "model" => model.clone(), "kind" => "completion")
+        h.get([model, "prompt"]).increment(n(row.prompt_tokens));
+        h.get([model, "completion"])
             .increment(n(row.completion_tokens));
         // The cache and reasoning classes only when there are some (most calls have none).
         for (kind, v) in [
@@ -153,11 +154,10 @@ fn observe(row: &RequestLogRow) {
             ("reasoning", row.reasoning_tokens),
         ] {
             if v > 0 {
-                metrics::counter!(telemetry::TOKENS, "model" => model.clone(), "kind" => kind)
-                    .increment(n(v));
+                h.get([model, kind]).increment(n(v));
             }
         }
-        metrics::counter!(telemetry::COST, "model" => model).increment(n(row.cost));
+        telemetry::handles::COST.get([model]).increment(n(row.cost));
     }
 }
 

@@ -663,6 +663,15 @@ impl Ledger {
         rec
     }
 
+    /// What the key has left (`None`: unlimited), with any due refill applied.
+    pub fn remaining(&self, entry: &KeyEntry) -> Option<i64> {
+        let now = self.now_ms();
+        entry.with(|rec| {
+            let c = effective_counters(rec, now);
+            c.quota.map(|q| q - c.used)
+        })
+    }
+
     /// Replaces a key's state with what the store now holds (after an admin write).
     pub fn refresh(&self, rec: KeyRecord) {
         self.table.upsert(rec);

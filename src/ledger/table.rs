@@ -36,6 +36,12 @@ impl KeyEntry {
     pub fn snapshot(&self) -> KeyRecord {
         self.lock().rec.clone()
     }
+
+    /// Reads the record under the key's lock without copying it (a whole copy is a dozen
+    /// allocations: name, hint, metadata, limits); `f` must not wait.
+    pub fn with<R>(&self, f: impl FnOnce(&KeyRecord) -> R) -> R {
+        f(&self.lock().rec)
+    }
 }
 
 #[derive(Debug, Default)]

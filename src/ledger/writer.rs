@@ -81,7 +81,9 @@ impl Sink {
             *batch = older;
         }
         inbox.drain(batch, logs);
-        metrics::gauge!(telemetry::LEDGER_QUEUE).set((inbox.ops.len() + batch.len()) as f64);
+        telemetry::handles::LEDGER_QUEUE
+            .get()
+            .set((inbox.ops.len() + batch.len()) as f64);
         self.commit_with_logs(batch, logs, retry).await;
     }
 
@@ -238,9 +240,13 @@ async fn commit(
     }
     let started = Instant::now();
     let outcome = committer.commit_with_logs(&ops, &rows, now, periods).await;
-    metrics::histogram!(telemetry::LEDGER_COMMIT).record(started.elapsed().as_secs_f64());
+    telemetry::handles::LEDGER_COMMIT
+        .get()
+        .record(started.elapsed().as_secs_f64());
     if !ops.is_empty() {
-        metrics::histogram!(telemetry::LEDGER_BATCH).record(ops.len() as f64);
+        telemetry::handles::LEDGER_BATCH
+            .get()
+            .record(ops.len() as f64);
     }
     if outcome.is_err() {
         metrics::counter!(telemetry::LEDGER_FAILURES).increment(1);

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
 use serde::Deserialize;
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -55,18 +55,22 @@ pub fn router() -> OpenApiRouter<WebState> {
 }
 
 /// Headers for every response: no framing, no sniffing, no inline or foreign script, no
-/// referrer leaving the site.
-pub fn secure_headers<S: Clone + Send + Sync + 'static>(r: Router<S>) -> Router<S> {
-    let set = |name: &'static str, v: &'static str| {
-        SetResponseHeaderLayer::if_not_present(
-            HeaderName::from_static(name),
-            HeaderValue::from_static(v),
-        )
-    };
-    r.layer(set("content-security-policy", CSP))
-        .layer(set("x-frame-options", "DENY"))
-        .layer(set("x-content-type-options", "nosniff"))
-        .layer(set("referrer-policy", "no-referrer"))
+/// referrer leaving the site (each set only when the answer has none of its own).
+pub const SECURE_HEADERS: [(&str, &str); 4] = [
+    ("content-security-policy", CSP),
+    ("x-frame-options", "DENY"),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+];
+
+/// The layer that sets one of [`SECURE_HEADERS`].
+pub fn secure_header(
+    (name, v): (&'static str, &'static str),
+) -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::if_not_present(
+        HeaderName::from_static(name),
+        HeaderValue::from_static(v),
+    )
 }
 
 /// Scripts from the origin only; the dashboard page adds the hash of its import map.

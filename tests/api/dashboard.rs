@@ -586,6 +586,11 @@ async fn sign_in_assets_and_security_headers() {
     // API answers carry them too.
     let r = c.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(r.headers()["x-frame-options"], "DENY");
+    // And answers no route matched (the headers wrap the router, not each route).
+    let r = c.get(app.url("/no/such/path")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(r.headers()["referrer-policy"], "no-referrer");
 
     // Every file the page loads: gzip, cached for a year, and small in total.
     let mut total = html.len();

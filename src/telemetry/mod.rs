@@ -3,8 +3,10 @@
 //! are templates, upstreams and channels come from the config, and model names (chosen by
 //! callers) are capped at [`MAX_MODELS`] distinct values, the rest counted as `other`.
 
+pub mod handles;
+
 use std::collections::HashSet;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock, RwLock};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -195,27 +197,36 @@ pub fn handle() -> &'static PrometheusHandle {
 }
 
 /// A model name as a label value: itself while fewer than [`MAX_MODELS`] distinct names
-/// were seen, else `other`; over 64 characters, `other` too.
-pub fn model_label(model: &str) -> String {
-    static SEEN: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+/// were seen, else `other`; over 64 characters, `other` too. The names kept are leaked once
+/// each (at most 64 × 64 bytes) so that a label costs no allocation a call.
+pub fn model_label(model: &str) -> &'static str {
+    static SEEN: RwLock<Option<HashSet<&'static str, foldhash::fast::RandomState>>> =
+        RwLock::new(None);
     if model.is_empty() {
-        return "none".to_owned();
+        return "none";
     }
     if model.len() > 64 || model.chars().any(|c| c.is_control()) {
-        return "other".to_owned();
+        return "other";
     }
-    let seen = SEEN.get_or_init(|| Mutex::new(HashSet::new()));
-    let Ok(mut set) = seen.lock() else {
-        return "other".to_owned();
-    };
-    if set.contains(model) {
-        return model.to_owned();
+    if let Some(&m) = SEEN
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .and_then(|set| set.get(model))
+    {
+        return m;
+    }
+    let mut guard = SEEN.write().unwrap_or_else(|p| p.into_inner());
+    let set = guard.get_or_insert_with(HashSet::default);
+    if let Some(&m) = set.get(model) {
+        return m;
     }
     if set.len() < MAX_MODELS {
-        set.insert(model.to_owned());
-        return model.to_owned();
+        let m: &'static str = Box::leak(model.into());
+        set.insert(m);
+        return m;
     }
-    "other".to_owned()
+    "other"
 }
 
 #[cfg(test)]
@@ -243,7 +254,7 @@ mod tests {
         assert_eq!(model_label(&"x".repeat(65)), "other");
         assert_eq!(model_label("a\nb"), "other");
         assert_eq!(model_label(""), "none");
-        let distinct: HashSet<String> = (0..MAX_MODELS * 2)
+        let distinct: HashSet<&str> = (0..MAX_MODELS * 2)
             .map(|i| model_label(&format!("m-{i}")))
             .collect();
         assert!(distinct.len() <= MAX_MODELS + 1);
@@ -252,7 +263,7 @@ mod tests {
     /// The sample Grafana dashboard only asks for names this process publishes.
     #[test]
     fn the_grafana_dashboard_uses_published_names() {
-        let dash = include_str!("../docs/grafana-dashboard.json");
+        let dash = include_str!("../../docs/grafana-dashboard.json");
         let names: HashSet<&str> = HELP.iter().map(|(n, _)| *n).collect();
         let mut used = 0;
         for part in dash.split("qp_").skip(1) {
