@@ -6,6 +6,7 @@
 #
 #   scripts/bench-instructions.sh [BIN] [chat|use] [N]
 #   scripts/bench-instructions.sh target/release/quota-proxy chat 1100
+#   BENCH_BODY_KB=64 scripts/bench-instructions.sh      # a coding agent's 64 KiB request
 set -euo pipefail
 BIN="${1:-target/release/quota-proxy}"
 WHAT="${2:-chat}"
@@ -28,7 +29,7 @@ count() { # calls -> total instructions of one gateway run
   local pid=$!
   for _ in $(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$port/healthz" && break; sleep 0.2; done
   python3 - "$port" "$1" "$WHAT" <<'PY'
-import http.client, json, sys
+import http.client, json, os, sys
 port, n, what = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
 c.request("POST", "/admin/keys", json.dumps({"quota": 10**12}),
@@ -37,8 +38,23 @@ key = json.loads(c.getresponse().read())["key"]
 if what == "use":
     path, body = "/api/v1/use", json.dumps({"amount": 1, "reason": "bench"})
 else:
-    path, body = "/v1/chat/completions", json.dumps({"model": "gpt-4o-mini", "stream": False,
-        "max_tokens": 16, "messages": [{"role": "user", "content": "benchmark request"}]})
+    msgs = [{"role": "user", "content": "benchmark request"}]
+    tools = []
+    # BENCH_BODY_KB: a coding agent's request instead (history with code and quotes, tools
+    # with JSON schemas), about that many KiB.
+    kb = int(os.environ.get("BENCH_BODY_KB", "0"))
+    while len(json.dumps(msgs + tools)) < kb * 1024:
+        i = len(msgs)
+        msgs.append({"role": "assistant" if i % 2 else "user",
+                     "content": f"step {i}: fn main() {{\n    println!(\"hello {i}\");\n}}\n" * 12})
+        if len(tools) < 12:
+            tools.append({"type": "function", "function": {"name": f"tool_{i}", "description": "Runs a tool. " * 8,
+                "parameters": {"type": "object", "properties": {"path": {"type": "string"},
+                "line": {"type": "integer"}}, "required": ["path"]}}})
+    req = {"model": "gpt-4o-mini", "stream": False, "max_tokens": 16, "messages": msgs}
+    if tools:
+        req["tools"] = tools
+    path, body = "/v1/chat/completions", json.dumps(req)
 ok = 0
 for _ in range(n):
     c.request("POST", path, body, {"content-type": "application/json", "authorization": "Bearer " + key})
@@ -59,4 +75,4 @@ PY
 }
 small="$(count 100)"
 big="$(count "$N")"
-echo "$WHAT: $(( (big - small) / (N - 100) )) instructions a call ($BIN, N=$N)"
+echo "$WHAT: $(( (big - small) / (N - 100) )) instructions a call ($BIN, N=$N, body ${BENCH_BODY_KB:-0} KiB)"

@@ -366,6 +366,7 @@ impl Gateway {
             Outgoing {
                 endpoint,
                 body: &body,
+                raw: None,
                 stream: false,
                 headers: &[],
             },

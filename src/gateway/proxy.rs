@@ -315,23 +315,19 @@ impl Gateway {
             attempts -= 1;
             // Same body for every attempt, but for the model name this upstream knows; a
             // protocol the upstream does not speak goes to it translated to chat.
-            let model = Value::String(up.upstream_model(&req.model).to_owned());
             let translated = adapter::translated(how.endpoint, |p| up.speaks(p));
             let mut chat_body = translated.then(|| adapter::to_chat(how.endpoint, &req.body));
-            let (wire, body) = match chat_body.as_mut() {
-                Some(b) => {
-                    b["model"] = model;
-                    (Endpoint::Chat, &*b)
-                }
-                None => {
-                    req.body["model"] = model;
-                    (how.endpoint, &req.body)
-                }
-            };
+            let (wire, body, raw) = wire_body(
+                (&mut req.body, &req.raw, &req.model),
+                chat_body.as_mut(),
+                &up,
+                how.endpoint,
+            );
             call.row.upstream = Some(up.s.name.clone());
             let out = Outgoing {
                 endpoint: wire,
                 body,
+                raw,
                 stream: req.stream,
                 headers: if translated { &[] } else { how.headers },
             };
@@ -765,6 +761,27 @@ fn history_metadata(
     m.insert("estimated".into(), Value::from(row.estimated));
     m.insert("request_id".into(), Value::from(row.request_id.as_str()));
     m
+}
+
+/// What goes to `up`: the protocol, the body with the model as `up` knows it, and the
+/// caller's own bytes when they say exactly that (`translated`: the call's body in chat).
+fn wire_body<'a>(
+    (body, raw, model): (&'a mut Value, &'a Bytes, &str),
+    translated: Option<&'a mut Value>,
+    up: &Upstream,
+    endpoint: Endpoint,
+) -> (Endpoint, &'a Value, Option<&'a Bytes>) {
+    let up_model = up.upstream_model(model);
+    if let Some(b) = translated {
+        b["model"] = Value::from(up_model);
+        return (Endpoint::Chat, b, None);
+    }
+    // (An earlier attempt may have renamed it for its upstream.)
+    if body["model"] != up_model {
+        body["model"] = Value::from(up_model);
+    }
+    let as_sent = up_model == model;
+    (endpoint, body, as_sent.then_some(raw))
 }
 
 /// Where a call comes from: the client's address and its connection.

@@ -28,6 +28,11 @@ pub const MAX_CHOICES: i64 = 128;
 pub struct Request {
     /// The body to forward (with `stream_options.include_usage` added to streams).
     pub body: Value,
+    /// The same body as bytes, exactly as they are sent when nothing else changes (the
+    /// upstream knows the model by the caller's name and the protocol is its own): a
+    /// coding agent's request is tens of KiB, and serialising it again cost more than
+    /// everything else a call does.
+    pub raw: Bytes,
     pub model: String,
     pub stream: bool,
     /// Whether the caller itself asked for the usage chunk (if not, it is hidden).
@@ -119,16 +124,22 @@ pub fn read(
         .unwrap_or(false);
     // Chat streams are asked for their usage chunk; other protocols carry their usage in
     // their own events (and a translated call asks for it when translated).
-    if stream && endpoint.protocol() == Protocol::Chat {
+    let mut raw = body;
+    if stream && endpoint.protocol() == Protocol::Chat && !caller_wants_usage {
+        raw = with_usage_asked(&raw, map.contains_key("stream_options"));
         let opts = map.entry("stream_options").or_insert_with(|| json!({}));
         if let Value::Object(o) = opts {
             o.insert("include_usage".into(), Value::Bool(true));
+        }
+        if raw.is_empty() {
+            raw = Bytes::from(serde_json::to_vec(&map).map_err(|_| CallError::NotAnObject)?);
         }
     }
     let body = Value::Object(map);
     let prompt_est = estimate_prompt(&body);
     Ok(Request {
         body,
+        raw,
         model,
         stream,
         caller_wants_usage,
@@ -167,6 +178,26 @@ pub fn policy(
         }
     }
     Ok(())
+}
+
+/// A chat stream's body asking for the usage chunk, edited as bytes: the member
+/// `"stream_options":{"include_usage":true}` put first when the caller sent no
+/// `stream_options` (the body is an object, so it opens with `{` after any white space, and
+/// has at least `model` after it). Empty when the caller's own `stream_options` must be
+/// changed instead: the body is then serialised from its tree.
+fn with_usage_asked(raw: &Bytes, has_options: bool) -> Bytes {
+    const MEMBER: &[u8] = br#""stream_options":{"include_usage":true},"#;
+    let Some(open) = raw.iter().position(|b| !b.is_ascii_whitespace()) else {
+        return Bytes::new();
+    };
+    if has_options || raw[open] != b'{' {
+        return Bytes::new();
+    }
+    let mut out = Vec::with_capacity(raw.len() + MEMBER.len());
+    out.extend_from_slice(&raw[..=open]);
+    out.extend_from_slice(MEMBER);
+    out.extend_from_slice(&raw[open + 1..]);
+    Bytes::from(out)
 }
 
 /// Stage "route": the upstreams to try, in order: those that speak the call's protocol, or

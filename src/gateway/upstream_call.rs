@@ -46,6 +46,9 @@ impl std::fmt::Display for AttemptError {
 pub struct Outgoing<'a> {
     pub endpoint: Endpoint,
     pub body: &'a Value,
+    /// `body` as the caller sent it (edited as bytes at most), when it is what the upstream
+    /// gets: forwarded as it is, not serialised again.
+    pub raw: Option<&'a Bytes>,
     pub stream: bool,
     pub headers: &'a [(&'static str, String)],
 }
@@ -151,7 +154,15 @@ async fn http_call(
         req = req.header(k, v);
     }
     let timeout = Duration::from_millis(up.s.timeout_ms);
-    let send = req.body(body.to_string()).send();
+    let payload = match out.raw {
+        Some(raw) => raw.clone(),
+        // A tree of JSON values always serialises; the error arm is never taken.
+        None => match serde_json::to_vec(body) {
+            Ok(v) => Bytes::from(v),
+            Err(e) => return Err(AttemptError::Connect(format!("request body: {e}"))),
+        },
+    };
+    let send = req.body(payload).send();
     let resp = match tokio::time::timeout(timeout, send).await {
         Err(_) => return Err(AttemptError::Timeout),
         Ok(Err(e)) if e.is_timeout() => return Err(AttemptError::Timeout),

@@ -883,3 +883,67 @@ async fn an_upstream_answer_over_the_cap_fails_the_attempt() {
     assert_eq!(fine.hits(), 1);
     app.stop().await;
 }
+
+/// What the caller sent goes upstream byte for byte when nothing in it has to change (its
+/// key order, spacing and escapes kept: it is not serialised again); a chat stream gets
+/// `stream_options.include_usage` as one member put first, or merged into the caller's own
+/// `stream_options`; a model the upstream knows by another name is renamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unedited_bodies_go_upstream_byte_for_byte() {
+    let up = MockUpstream::start().await;
+    let mut s = http_upstream("primary", &up.url, "sk-upstream");
+    s.model_map.insert("gpt-4o".into(), "deepseek-chat".into());
+    let app = app_with(vec![s]).await;
+    let (key, _) = app.create_key(json!({"quota": 100})).await;
+    let send = |body: &'static str| {
+        app.client
+            .post(app.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+
+    let plain = "{ \"messages\" : [{\"content\":\"caf\\u00e9 \\\"q\\\"\",\"role\":\"user\"}],\n  \"model\":\"m\", \"max_tokens\": 5 }";
+    let r = send(plain).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(&up.last().raw[..], plain.as_bytes(), "forwarded as sent");
+
+    let stream =
+        "  {\"model\":\"m\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+    let r = send(stream).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let _ = r.text().await.unwrap();
+    let got = up.last();
+    let expected = format!(
+        "  {{\"stream_options\":{{\"include_usage\":true}},{}",
+        &stream[3..]
+    );
+    assert_eq!(std::str::from_utf8(&got.raw).unwrap(), expected);
+    assert_eq!(got.body["stream_options"]["include_usage"], true);
+
+    let own = "{\"model\":\"m\",\"stream\":true,\"stream_options\":{\"x\":1},\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+    let r = send(own).await.unwrap();
+    let _ = r.text().await.unwrap();
+    let got = up.last();
+    assert_eq!(
+        got.body["stream_options"],
+        json!({"x": 1, "include_usage": true}),
+        "merged, one stream_options"
+    );
+    assert_eq!(
+        std::str::from_utf8(&got.raw)
+            .unwrap()
+            .matches("stream_options")
+            .count(),
+        1
+    );
+
+    let renamed = "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+    let r = send(renamed).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let got = up.last();
+    assert_eq!(got.body["model"], "deepseek-chat");
+    assert_eq!(got.body["messages"][0]["content"], "hi");
+    app.stop().await;
+}

@@ -21,6 +21,8 @@ pub struct Received {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Value,
+    /// The body's bytes as they arrived (chat, Messages and Responses).
+    pub raw: Bytes,
 }
 
 #[derive(Default)]
@@ -118,6 +120,16 @@ impl MockUpstream {
 }
 
 fn record(st: &MockState, path: &str, headers: HeaderMap, body: &Value) -> Option<Response> {
+    record_raw(st, path, headers, body, Bytes::new())
+}
+
+fn record_raw(
+    st: &MockState,
+    path: &str,
+    headers: HeaderMap,
+    body: &Value,
+    raw: Bytes,
+) -> Option<Response> {
     let headers_auth = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -126,6 +138,7 @@ fn record(st: &MockState, path: &str, headers: HeaderMap, body: &Value) -> Optio
         path: path.to_owned(),
         headers,
         body: body.clone(),
+        raw,
     });
     // Like OpenAI's 401, the error echoes the credential it was sent.
     let auth = headers_auth.unwrap_or_default();
@@ -221,12 +234,11 @@ fn sse(st: Arc<MockState>, body: &Value, chat: bool) -> Response {
         .unwrap()
 }
 
-async fn chat(
-    State(st): State<Arc<MockState>>,
-    headers: HeaderMap,
-    body: axum::Json<Value>,
-) -> Response {
-    if let Some(r) = record(&st, "chat/completions", headers, &body) {
+async fn chat(State(st): State<Arc<MockState>>, headers: HeaderMap, raw: Bytes) -> Response {
+    let Ok(body) = serde_json::from_slice::<Value>(&raw) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    if let Some(r) = record_raw(&st, "chat/completions", headers, &body, raw) {
         return r;
     }
     if body.get("stream").and_then(Value::as_bool) == Some(true) {
@@ -281,8 +293,9 @@ async fn embeddings(
 }
 
 async fn messages(State(st): State<Arc<MockState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    if let Some(r) = record(&st, "/v1/messages", headers, &body) {
+    let raw = body;
+    let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+    if let Some(r) = record_raw(&st, "/v1/messages", headers, &body, raw) {
         return r;
     }
     if body.get("stream").and_then(Value::as_bool) == Some(true) {
@@ -321,8 +334,9 @@ async fn messages(State(st): State<Arc<MockState>>, headers: HeaderMap, body: By
 }
 
 async fn responses(State(st): State<Arc<MockState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    if let Some(r) = record(&st, "/v1/responses", headers, &body) {
+    let raw = body;
+    let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+    if let Some(r) = record_raw(&st, "/v1/responses", headers, &body, raw) {
         return r;
     }
     if body.get("stream").and_then(Value::as_bool) == Some(true) {
