@@ -87,9 +87,16 @@ pub fn read(
         Err(true) => return Err(CallError::BodyTooLarge { limit: body_limit }),
         Err(false) => return Err(CallError::BodyUnreadable),
     };
-    let mut map: Map<String, Value> = match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(m)) => m,
-        _ => return Err(CallError::NotAnObject),
+    let Ok(Members { mut map, repeated }) = serde_json::from_slice::<Members>(&body) else {
+        return Err(CallError::NotAnObject);
+    };
+    // A member named twice is read here as its last value; an upstream that took the first
+    // could run another model than the one held and billed. Such a body goes upstream as
+    // parsed (each name once), never as sent.
+    let body = if repeated {
+        Bytes::from(serde_json::to_vec(&map).map_err(|_| CallError::NotAnObject)?)
+    } else {
+        body
     };
     let model = map
         .get("model")
@@ -178,6 +185,39 @@ pub fn policy(
         }
     }
     Ok(())
+}
+
+/// A request body's top-level members, in order, and whether a name came twice (the later
+/// value kept, as a `Value` parse keeps it).
+struct Members {
+    map: Map<String, Value>,
+    repeated: bool,
+}
+
+impl<'de> serde::Deserialize<'de> for Members {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Members;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Members, A::Error> {
+                let mut m = Members {
+                    map: Map::new(),
+                    repeated: false,
+                };
+                while let Some((k, v)) = a.next_entry::<String, Value>()? {
+                    m.repeated |= m.map.insert(k, v).is_some();
+                }
+                Ok(m)
+            }
+        }
+        d.deserialize_map(Visit)
+    }
 }
 
 /// A chat stream's body asking for the usage chunk, edited as bytes: the member

@@ -939,6 +939,22 @@ async fn unedited_bodies_go_upstream_byte_for_byte() {
         1
     );
 
+    // A name given twice: read as its last value, and sent upstream once, never as sent
+    // (an upstream that kept the first would run another model than the one billed).
+    let twice = "{\"model\":\"gpt-4o\",\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+    let r = send(twice).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let got = up.last();
+    assert_eq!(got.body["model"], "m");
+    assert_eq!(
+        std::str::from_utf8(&got.raw)
+            .unwrap()
+            .matches("\"model\"")
+            .count(),
+        1,
+        "one model member upstream"
+    );
+
     let renamed = "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
     let r = send(renamed).await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
