@@ -105,7 +105,7 @@ pub async fn count_tokens(
     }
     if let Some(Err(e)) = v
         .as_object()
-        .map(|m| crate::gateway::shape::check(Endpoint::Messages, m))
+        .map(|m| crate::gateway::shape::check(Endpoint::Messages, m, &[]))
     {
         return AnthError::from(&e).into_response();
     }

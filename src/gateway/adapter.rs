@@ -36,7 +36,7 @@ pub fn to_chat(endpoint: Endpoint, body: &Value) -> Value {
 pub fn from_chat(endpoint: Endpoint, chat: &Value, req: &Request) -> Value {
     match endpoint.protocol() {
         Protocol::Messages => anthropic::response_from_chat(chat, &req.model),
-        Protocol::Responses => responses::response_from_chat(chat, &req.model, &req.body),
+        Protocol::Responses => responses::response_from_chat(chat, &req.model, req.body()),
         Protocol::Chat => chat.clone(),
     }
 }
@@ -82,7 +82,7 @@ pub fn relay(endpoint: Endpoint, translated: bool, req: &Request) -> Relay {
             anthropic::StreamTranslator::new(&req.model),
         )))),
         (Protocol::Responses, true) => Relay::Translated(Box::new(Translated::new(Box::new(
-            responses::StreamTranslator::new(&req.model, &req.body),
+            responses::StreamTranslator::new(&req.model, req.body()),
         )))),
     }
 }

@@ -10,6 +10,7 @@ pub mod client_ip;
 pub mod endpoint;
 pub mod health;
 pub mod limits;
+pub mod lite;
 pub mod mock;
 pub mod mock_server;
 mod proxy;

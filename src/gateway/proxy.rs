@@ -316,13 +316,9 @@ impl Gateway {
             // Same body for every attempt, but for the model name this upstream knows; a
             // protocol the upstream does not speak goes to it translated to chat.
             let translated = adapter::translated(how.endpoint, |p| up.speaks(p));
-            let mut chat_body = translated.then(|| adapter::to_chat(how.endpoint, &req.body));
-            let (wire, body, raw) = wire_body(
-                (&mut req.body, &req.raw, &req.model),
-                chat_body.as_mut(),
-                &up,
-                how.endpoint,
-            );
+            let mut chat_body = translated.then(|| adapter::to_chat(how.endpoint, req.body()));
+            let sent = name_model_for(&mut req, chat_body.as_mut(), &up);
+            let (wire, body, raw) = wire_body(&req, chat_body.as_ref(), sent, how.endpoint);
             call.row.upstream = Some(up.s.name.clone());
             let out = Outgoing {
                 endpoint: wire,
@@ -765,23 +761,55 @@ fn history_metadata(
 
 /// What goes to `up`: the protocol, the body with the model as `up` knows it, and the
 /// caller's own bytes when they say exactly that (`translated`: the call's body in chat).
-fn wire_body<'a>(
-    (body, raw, model): (&'a mut Value, &'a Bytes, &str),
-    translated: Option<&'a mut Value>,
-    up: &Upstream,
-    endpoint: Endpoint,
-) -> (Endpoint, &'a Value, Option<&'a Bytes>) {
-    let up_model = up.upstream_model(model);
+/// Names the model as `up` knows it wherever a tree goes to `up` (the translated body, or
+/// the call's own when renamed or for the built-in mock); whether the caller's bytes say it.
+fn name_model_for(req: &mut Request, translated: Option<&mut Value>, up: &Upstream) -> Sent {
+    let up_model = up.upstream_model(&req.model).to_owned();
+    let as_sent = up_model == req.model;
+    let needs_tree = !as_sent || up.s.kind == super::settings::UpstreamKind::Mock;
     if let Some(b) = translated {
         b["model"] = Value::from(up_model);
+    } else if needs_tree {
+        // (An earlier attempt may have renamed it for its upstream.)
+        let body = req.body_mut();
+        if body["model"] != up_model.as_str() {
+            body["model"] = Value::from(up_model);
+        }
+    }
+    Sent {
+        as_sent,
+        needs_tree,
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    /// The caller's bytes are what the upstream should get.
+    as_sent: bool,
+    /// The upstream reads a tree (renamed, or the built-in mock).
+    needs_tree: bool,
+}
+
+/// What goes upstream: the protocol, the body's tree (when anything reads it), and the
+/// caller's own bytes when they say exactly that.
+fn wire_body<'a>(
+    req: &'a Request,
+    translated: Option<&'a Value>,
+    sent: Sent,
+    endpoint: Endpoint,
+) -> (Endpoint, &'a Value, Option<&'a Bytes>) {
+    /// What stands for the tree when an HTTP upstream gets the caller's bytes (it reads
+    /// only those).
+    static NO_TREE: Value = Value::Null;
+    if let Some(b) = translated {
         return (Endpoint::Chat, b, None);
     }
-    // (An earlier attempt may have renamed it for its upstream.)
-    if body["model"] != up_model {
-        body["model"] = Value::from(up_model);
-    }
-    let as_sent = up_model == model;
-    (endpoint, body, as_sent.then_some(raw))
+    let body = if sent.needs_tree {
+        req.body()
+    } else {
+        &NO_TREE
+    };
+    (endpoint, body, sent.as_sent.then_some(&req.raw))
 }
 
 /// Where a call comes from: the client's address and its connection.

@@ -7,6 +7,7 @@ use serde_json::{Map, Value, json};
 
 use super::call::CallError;
 use super::endpoint::Endpoint;
+use super::lite::Facts;
 
 /// What one field may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +49,19 @@ impl Kind {
             },
             Kind::TextOrObjects => v.is_string() || v.as_array().is_some_and(objects),
         }
+    }
+
+    /// [`Kind::accepts`] on a big member read for its facts (`stages::read`); `None` for
+    /// `null`. Only lists of objects are read so (`messages`, `tools`).
+    pub fn accepts_facts(self, f: &Facts) -> Option<bool> {
+        if f.null {
+            return None;
+        }
+        Some(match self {
+            Kind::Objects => f.array && f.len > 0 && f.all_objects,
+            Kind::ObjectList => f.array && f.all_objects,
+            _ => false,
+        })
     }
 
     /// What the refusal says the field must be.
@@ -166,11 +180,19 @@ pub fn field_schema(endpoint: Endpoint, name: &str) -> Value {
 
 /// Refuses a request whose checked fields have the wrong shape (an optional one may be
 /// absent or `null`).
-pub fn check(endpoint: Endpoint, map: &Map<String, Value>) -> Result<(), CallError> {
+/// Checks the fields the gateway reads; `lite` holds the big members read for their facts
+/// only (see `stages::read`).
+pub fn check(
+    endpoint: Endpoint,
+    map: &Map<String, Value>,
+    lite: &[(&'static str, Facts)],
+) -> Result<(), CallError> {
     for f in fields(endpoint) {
-        let ok = match map.get(f.name) {
-            None | Some(Value::Null) => !f.required,
-            Some(v) => f.kind.accepts(v),
+        let facts = lite.iter().find(|(n, _)| *n == f.name).map(|(_, v)| v);
+        let ok = match (map.get(f.name), facts) {
+            (_, Some(facts)) => f.kind.accepts_facts(facts).unwrap_or(!f.required),
+            (None | Some(Value::Null), None) => !f.required,
+            (Some(v), None) => f.kind.accepts(v),
         };
         if !ok {
             return Err(CallError::BadField {
@@ -221,15 +243,17 @@ mod tests {
         assert!(
             check(
                 Endpoint::Chat,
-                &map(json!({"messages": [{}], "stream": null}))
+                &map(json!({"messages": [{}], "stream": null})),
+                &[]
             )
             .is_ok()
         );
-        assert!(check(Endpoint::Chat, &map(json!({"messages": null}))).is_err());
+        assert!(check(Endpoint::Chat, &map(json!({"messages": null})), &[]).is_err());
         assert!(
             check(
                 Endpoint::Chat,
-                &map(json!({"messages": [{}], "stream": {}}))
+                &map(json!({"messages": [{}], "stream": {}})),
+                &[]
             )
             .is_err()
         );
@@ -237,5 +261,38 @@ mod tests {
             field_schema(Endpoint::Chat, "stream"),
             json!({"type": ["boolean", "null"]})
         );
+    }
+
+    /// A big member read for its facts is held to the same shape as its tree.
+    #[test]
+    fn facts_are_checked_like_trees() {
+        for (kind, text) in [
+            (Kind::Objects, r#"[{"role":"user"}, {}]"#),
+            (Kind::Objects, "[]"),
+            (Kind::Objects, r#"[{"a":1}, 2]"#),
+            (Kind::Objects, r#"{"a":1}"#),
+            (Kind::Objects, r#""text""#),
+            (Kind::Objects, "[[{}]]"),
+            (Kind::ObjectList, "[]"),
+            (Kind::ObjectList, r#"[ {"type":"function"} ]"#),
+            (Kind::ObjectList, r#"[[null]]"#),
+            (Kind::ObjectList, r#""tools""#),
+            (Kind::ObjectList, "5"),
+            (Kind::ObjectList, "true"),
+        ] {
+            let facts: Facts = serde_json::from_str(text).unwrap();
+            let tree: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(
+                kind.accepts_facts(&facts),
+                Some(kind.accepts(&tree)),
+                "{text}"
+            );
+        }
+        let null: Facts = serde_json::from_str("null").unwrap();
+        assert_eq!(Kind::Objects.accepts_facts(&null), None);
+        let empty = Map::new();
+        assert!(check(Endpoint::Chat, &empty, &[("messages", null)]).is_err());
+        let msgs: Facts = serde_json::from_str(r#"[{"role":"user"}]"#).unwrap();
+        assert!(check(Endpoint::Chat, &empty, &[("messages", msgs)]).is_ok());
     }
 }

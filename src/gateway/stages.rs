@@ -3,16 +3,17 @@
 //! streamed). `proxy.rs` runs them in order around the ledger, the limiter and the upstreams.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use super::call::CallError;
 use super::endpoint::{Endpoint, Protocol};
+use super::lite::Facts;
 use super::settings::{glob_match, parse_net};
 use super::sse::SseSplitter;
-use super::tokens::{Estimator, estimate_prompt};
+use super::tokens::{Estimator, LazyBody, estimate_prompt_parts};
 use super::upstream::{Upstream, candidates};
 use super::usage::{Metered, WireUsage};
 use crate::billing::Usage;
@@ -26,13 +27,14 @@ pub const MAX_CHOICES: i64 = 128;
 /// What is asked, read once.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
-    /// The body to forward (with `stream_options.include_usage` added to streams).
-    pub body: Value,
-    /// The same body as bytes, exactly as they are sent when nothing else changes (the
-    /// upstream knows the model by the caller's name and the protocol is its own): a
-    /// coding agent's request is tens of KiB, and serialising it again cost more than
-    /// everything else a call does.
+    /// The body to forward as bytes (with `stream_options.include_usage` added to chat
+    /// streams), exactly as they are sent when nothing else changes (the upstream knows the
+    /// model by the caller's name and the protocol is its own): a coding agent's request is
+    /// tens of KiB, and serialising it again cost more than everything else a call does.
     pub raw: Bytes,
+    /// Its JSON tree, built from `raw` only when something needs it whole (a translation,
+    /// a rename, the built-in mock, a tokenizer's count): see [`Request::body`].
+    tree: OnceLock<Value>,
     pub model: String,
     pub stream: bool,
     /// Whether the caller itself asked for the usage chunk (if not, it is hidden).
@@ -46,9 +48,31 @@ pub struct Request {
 }
 
 impl Request {
+    fn lazy(&self) -> LazyBody<'_> {
+        LazyBody {
+            tree: &self.tree,
+            raw: &self.raw,
+        }
+    }
+
+    /// The body as a JSON tree (parsed on first use).
+    pub fn body(&self) -> &Value {
+        self.lazy().get()
+    }
+
+    /// The body's tree to edit; `raw` no longer describes it.
+    pub fn body_mut(&mut self) -> &mut Value {
+        self.body();
+        match self.tree.get_mut() {
+            Some(v) => v,
+            // `body()` has just set it.
+            None => unreachable!("the tree was built above"),
+        }
+    }
+
     /// Token estimates for this call (only used when the upstream reports no usage).
     pub fn estimator(&self) -> Estimator<'_> {
-        Estimator::new(&self.model, &self.body, self.prompt_est)
+        Estimator::new(&self.model, self.lazy(), self.prompt_est)
     }
 }
 
@@ -87,23 +111,20 @@ pub fn read(
         Err(true) => return Err(CallError::BodyTooLarge { limit: body_limit }),
         Err(false) => return Err(CallError::BodyUnreadable),
     };
-    let Ok(Members { mut map, repeated }) = serde_json::from_slice::<Members>(&body) else {
+    let Ok(Members {
+        map,
+        lite,
+        repeated,
+    }) = serde_json::from_slice::<Members>(&body)
+    else {
         return Err(CallError::NotAnObject);
-    };
-    // A member named twice is read here as its last value; an upstream that took the first
-    // could run another model than the one held and billed. Such a body goes upstream as
-    // parsed (each name once), never as sent.
-    let body = if repeated {
-        Bytes::from(serde_json::to_vec(&map).map_err(|_| CallError::NotAnObject)?)
-    } else {
-        body
     };
     let model = map
         .get("model")
         .and_then(Value::as_str)
         .map(str::to_owned)
         .ok_or(CallError::NoModel)?;
-    super::shape::check(endpoint, &map)?;
+    super::shape::check(endpoint, &map, &lite)?;
     // Messages requires its token limit (Anthropic's API does too).
     if endpoint == Endpoint::Messages && map.get("max_tokens").is_none_or(Value::is_null) {
         return Err(CallError::BadCount {
@@ -129,24 +150,27 @@ pub fn read(
         .and_then(|o| o.get("include_usage"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
+    let prompt_est = estimate_prompt_parts(&map, lite_member(&lite, "messages"));
     // Chat streams are asked for their usage chunk; other protocols carry their usage in
-    // their own events (and a translated call asks for it when translated).
-    let mut raw = body;
-    if stream && endpoint.protocol() == Protocol::Chat && !caller_wants_usage {
-        raw = with_usage_asked(&raw, map.contains_key("stream_options"));
-        let opts = map.entry("stream_options").or_insert_with(|| json!({}));
-        if let Value::Object(o) = opts {
-            o.insert("include_usage".into(), Value::Bool(true));
-        }
-        if raw.is_empty() {
-            raw = Bytes::from(serde_json::to_vec(&map).map_err(|_| CallError::NotAnObject)?);
-        }
+    // their own events (and a translated call asks for it when translated). A member named
+    // twice is read here as its last value; an upstream that took the first could run
+    // another model than the one held and billed: such a body goes upstream as parsed (each
+    // name once), never as sent.
+    let ask_usage = stream && endpoint.protocol() == Protocol::Chat && !caller_wants_usage;
+    let mut raw = Bytes::new();
+    if ask_usage && !repeated {
+        raw = with_usage_asked(&body, map.contains_key("stream_options"));
     }
-    let body = Value::Object(map);
-    let prompt_est = estimate_prompt(&body);
+    if raw.is_empty() {
+        raw = if repeated || ask_usage {
+            rebuilt(&body, ask_usage)?
+        } else {
+            body
+        };
+    }
     Ok(Request {
-        body,
         raw,
+        tree: OnceLock::new(),
         model,
         stream,
         caller_wants_usage,
@@ -187,11 +211,21 @@ pub fn policy(
     Ok(())
 }
 
-/// A request body's top-level members, in order, and whether a name came twice (the later
-/// value kept, as a `Value` parse keeps it).
+/// Top-level members not parsed into a tree: the big ones, read in one pass only for their
+/// shape and (`messages`) their text (`lite`).
+const LITE: [&str; 2] = ["messages", "tools"];
+
+/// A request body's top-level members, in order: the big ones ([`LITE`]) as their facts, the
+/// others parsed; and whether a name came twice (the later value kept, as a `Value` parse
+/// keeps it).
 struct Members {
     map: Map<String, Value>,
+    lite: Vec<(&'static str, Facts)>,
     repeated: bool,
+}
+
+fn lite_member<'a>(lite: &'a [(&'static str, Facts)], name: &str) -> Option<&'a Facts> {
+    lite.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
 }
 
 impl<'de> serde::Deserialize<'de> for Members {
@@ -208,16 +242,42 @@ impl<'de> serde::Deserialize<'de> for Members {
             ) -> Result<Members, A::Error> {
                 let mut m = Members {
                     map: Map::new(),
+                    lite: Vec::new(),
                     repeated: false,
                 };
-                while let Some((k, v)) = a.next_entry::<String, Value>()? {
-                    m.repeated |= m.map.insert(k, v).is_some();
+                while let Some(k) = a.next_key::<String>()? {
+                    if let Some(name) = LITE.iter().find(|n| **n == k) {
+                        let v: Facts = a.next_value()?;
+                        m.repeated |= lite_member(&m.lite, name).is_some();
+                        m.lite.retain(|(n, _)| n != name);
+                        m.lite.push((name, v));
+                    } else {
+                        let v: Value = a.next_value()?;
+                        m.repeated |= m.map.insert(k, v).is_some();
+                    }
                 }
                 Ok(m)
             }
         }
         d.deserialize_map(Visit)
     }
+}
+
+/// The body serialised from its tree (each member once, its last value), asking for the
+/// usage chunk when `ask_usage`.
+fn rebuilt(body: &Bytes, ask_usage: bool) -> Result<Bytes, CallError> {
+    let Ok(Value::Object(mut map)) = serde_json::from_slice::<Value>(body) else {
+        return Err(CallError::NotAnObject);
+    };
+    if ask_usage {
+        let opts = map.entry("stream_options").or_insert_with(|| json!({}));
+        if let Value::Object(o) = opts {
+            o.insert("include_usage".into(), Value::Bool(true));
+        }
+    }
+    serde_json::to_vec(&map)
+        .map(Bytes::from)
+        .map_err(|_| CallError::NotAnObject)
 }
 
 /// A chat stream's body asking for the usage chunk, edited as bytes: the member
@@ -507,7 +567,7 @@ mod tests {
             Endpoint::Chat,
         );
         assert!(q.stream && !q.caller_wants_usage);
-        assert_eq!(q.body["stream_options"]["include_usage"], true);
+        assert_eq!(q.body()["stream_options"]["include_usage"], true);
         assert_eq!(q.completion_budget, 256, "the configured default");
         assert!(q.prompt_est > 0);
         let q = read_ok(
@@ -522,7 +582,7 @@ mod tests {
             json!({"model": "e", "stream": true, "input": "x"}),
             Endpoint::Embeddings,
         );
-        assert!(!q.stream && q.body.get("stream_options").is_none());
+        assert!(!q.stream && q.body().get("stream_options").is_none());
         assert_eq!(q.completion_budget, 0);
     }
 

@@ -5,7 +5,11 @@
 //! the fallback: 4 ASCII characters a token, one token per other character (CJK text is about
 //! a token a character).
 
-use serde_json::Value;
+use std::sync::OnceLock;
+
+use serde_json::{Map, Value};
+
+use super::lite::Facts;
 use tiktoken_rs::CoreBPE;
 
 pub fn estimate_text(s: &str) -> i64 {
@@ -15,8 +19,8 @@ pub fn estimate_text(s: &str) -> i64 {
 }
 
 /// Characters counted for the fallback, over one or more pieces of text.
-#[derive(Debug, Default)]
-struct Chars {
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Chars {
     ascii: i64,
     other: i64,
 }
@@ -25,7 +29,7 @@ impl Chars {
     /// Counted on bytes, eight at a time (the text is UTF-8: every character past ASCII
     /// has exactly one leading byte, `0b11xx_xxxx`, and ASCII bytes have the top bit clear);
     /// a 64 KiB prompt took ~0.5 M instructions a character at a time.
-    fn add(&mut self, s: &str) {
+    pub fn add(&mut self, s: &str) {
         const HIGH: u64 = 0x8080_8080_8080_8080;
         let bytes = s.as_bytes();
         let (mut high, mut lead) = (0u64, 0u64);
@@ -47,6 +51,12 @@ impl Chars {
         self.other = self.other.saturating_add(n(lead));
     }
 
+    /// Another count's characters added to this one.
+    pub fn absorb(&mut self, other: Chars) {
+        self.ascii = self.ascii.saturating_add(other.ascii);
+        self.other = self.other.saturating_add(other.other);
+    }
+
     fn estimate(&self) -> i64 {
         (self.ascii.saturating_add(3) / 4).saturating_add(self.other)
     }
@@ -57,13 +67,13 @@ impl Chars {
 #[derive(Debug, Clone, Copy)]
 pub struct Estimator<'a> {
     model: &'a str,
-    body: Option<&'a Value>,
+    body: Option<LazyBody<'a>>,
     /// The fallback's prompt estimate, made when the call was read.
     prompt_est: i64,
 }
 
 impl<'a> Estimator<'a> {
-    pub fn new(model: &'a str, body: &'a Value, prompt_est: i64) -> Self {
+    pub fn new(model: &'a str, body: LazyBody<'a>, prompt_est: i64) -> Self {
         Self {
             model,
             body: Some(body),
@@ -97,12 +107,27 @@ impl<'a> Estimator<'a> {
     pub fn prompt(&self) -> i64 {
         match (self.bpe(), self.body) {
             (Some(b), Some(body)) => {
-                let (text, overhead) = prompt_text(body);
+                let (text, overhead) = prompt_text(body.get());
                 let n = i64::try_from(b.encode_ordinary(&text).len()).unwrap_or(i64::MAX);
                 n.saturating_add(overhead).max(1)
             }
             _ => self.prompt_est,
         }
+    }
+}
+
+/// A request's JSON tree, parsed from its bytes only when first asked for: most calls never
+/// need it whole (a coding agent's 64 KiB request took ~1 M instructions to build).
+#[derive(Debug, Clone, Copy)]
+pub struct LazyBody<'a> {
+    pub tree: &'a OnceLock<Value>,
+    pub raw: &'a [u8],
+}
+
+impl<'a> LazyBody<'a> {
+    pub fn get(&self) -> &'a Value {
+        self.tree
+            .get_or_init(|| serde_json::from_slice(self.raw).unwrap_or(Value::Null))
     }
 }
 
@@ -121,25 +146,42 @@ fn content_text<'v>(v: &'v Value, out: &mut impl FnMut(&'v str)) {
     }
 }
 
+/// [`estimate_prompt`] of a body read as `rest` (its members but `messages`) and the facts of
+/// its `messages` (read in one pass, see `lite`): the same count, without the messages' tree.
+pub fn estimate_prompt_parts(rest: &Map<String, Value>, messages: Option<&Facts>) -> i64 {
+    let mut chars = Chars::default();
+    let mut overhead = 0i64;
+    if let Some(m) = messages.filter(|m| m.array) {
+        chars = m.text;
+        overhead = i64::try_from(m.len).unwrap_or(i64::MAX).saturating_mul(4);
+    }
+    let others = |k: &str| if k == "messages" { None } else { rest.get(k) };
+    overhead = overhead.saturating_add(prompt_pieces(&others, &mut |s| chars.add(s)));
+    chars.estimate().saturating_add(overhead).max(1)
+}
+
 /// Prompt tokens of a chat, completion or embedding request.
 pub fn estimate_prompt(body: &Value) -> i64 {
     let mut chars = Chars::default();
-    let overhead = prompt_pieces(body, &mut |s| chars.add(s));
+    let overhead = prompt_pieces(&|k| body.get(k), &mut |s| chars.add(s));
     chars.estimate().saturating_add(overhead).max(1)
 }
 
 /// The prompt's text, and the tokens its message framing adds (4 a message).
 fn prompt_text(body: &Value) -> (String, i64) {
     let mut text = String::new();
-    let overhead = prompt_pieces(body, &mut |s| text.push_str(s));
+    let overhead = prompt_pieces(&|k| body.get(k), &mut |s| text.push_str(s));
     (text, overhead)
 }
 
 /// Hands each piece of the prompt's text to `out`, in order; returns the tokens the
 /// message framing adds (4 a message).
-fn prompt_pieces<'v>(body: &'v Value, out: &mut impl FnMut(&'v str)) -> i64 {
+fn prompt_pieces<'v>(
+    body: &dyn Fn(&str) -> Option<&'v Value>,
+    out: &mut impl FnMut(&'v str),
+) -> i64 {
     let mut overhead = 0i64;
-    if let Some(msgs) = body.get("messages").and_then(Value::as_array) {
+    if let Some(msgs) = body("messages").and_then(Value::as_array) {
         for m in msgs {
             overhead += 4;
             if let Some(c) = m.get("content") {
@@ -148,7 +190,7 @@ fn prompt_pieces<'v>(body: &'v Value, out: &mut impl FnMut(&'v str)) -> i64 {
         }
     }
     for field in ["prompt", "input"] {
-        match body.get(field) {
+        match body(field) {
             Some(Value::String(s)) => out(s),
             Some(Value::Array(items)) => {
                 for i in items {
@@ -207,11 +249,43 @@ mod tests {
         assert_eq!(prompt_text(&body), ("abcd你".to_owned(), 8));
     }
 
+    /// The estimate from the messages' JSON text is the estimate from the whole tree, for
+    /// the usual shapes and the unusual ones (a repeated `content`, parts that are no
+    /// objects, escapes, `null`s).
+    #[test]
+    fn estimates_from_text_match_estimates_from_trees() {
+        for text in [
+            r#"{"messages":[{"role":"user","content":"hello \"there\"\n\u00e9"}],"input":"abc"}"#,
+            r#"{"messages":[{"role":"user","content":[{"type":"text","text":"ab"},"x",{"text":5},{"text":"cd"}]}]}"#,
+            r#"{"messages":[{"content":null},{"content":"a","content":"bbbb"},{}]}"#,
+            r#"{"messages":[{"role":"user","content":{"odd":1}}],"prompt":["ab","cd"]}"#,
+            r#"{"prompt":"only a prompt"}"#,
+        ] {
+            let tree: Value = serde_json::from_str(text).unwrap();
+            let mut rest = tree.as_object().unwrap().clone();
+            rest.remove("messages");
+            // The messages read in one pass from the text as sent (a tree would have merged
+            // a repeated member).
+            #[derive(serde::Deserialize)]
+            struct Only {
+                messages: Option<Facts>,
+            }
+            let only: Only = serde_json::from_str(text).unwrap();
+            assert_eq!(
+                estimate_prompt_parts(&rest, only.messages.as_ref()),
+                estimate_prompt(&tree),
+                "{text}"
+            );
+        }
+    }
+
     #[test]
     fn openai_models_are_counted_by_their_tokenizer() {
-        let body = json!({"messages": [{"role": "user", "content": "hello world"}]});
+        let raw = br#"{"messages": [{"role": "user", "content": "hello world"}]}"#;
+        let tree = OnceLock::new();
+        let body = LazyBody { tree: &tree, raw };
         // o200k_base: "hello world" is two tokens; the message framing adds 4.
-        let gpt = Estimator::new("gpt-4o-mini", &body, 999);
+        let gpt = Estimator::new("gpt-4o-mini", body, 999);
         assert_eq!(gpt.text("hello world"), 2);
         assert_eq!(gpt.prompt(), 2 + 4);
         // A long word the heuristic would call 7 tokens.
@@ -220,7 +294,7 @@ mod tests {
             estimate_text("internationalization")
         );
         // Models without a tokenizer crate: the fallback, and the estimate made at read.
-        let ds = Estimator::new("deepseek-v4-flash", &body, 999);
+        let ds = Estimator::new("deepseek-v4-flash", body, 999);
         assert_eq!(ds.text("hello world"), estimate_text("hello world"));
         assert_eq!(ds.prompt(), 999);
         assert_eq!(Estimator::plain(5).prompt(), 5);

@@ -1,0 +1,275 @@
+//! The big members of a request (`messages`, `tools`) read in one pass for what the gateway
+//! needs of them — their shape, and the messages' text for the prompt estimate — without
+//! building their JSON tree: for a coding agent's 64 KiB request the tree and its
+//! allocations cost about as much as everything else the call does. The tree itself is
+//! built later from the caller's bytes, and only if something needs it.
+
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use super::tokens::Chars;
+
+/// What one big member holds, as far as the gateway reads it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Facts {
+    /// `null`.
+    pub null: bool,
+    /// An array (of `len` elements, all objects or not).
+    pub array: bool,
+    pub len: usize,
+    pub all_objects: bool,
+    /// The text of the elements' `content` (a string, or parts' `text`), counted as the
+    /// prompt estimate counts it; a member named twice counts its last value only.
+    pub text: Chars,
+}
+
+impl<'de> de::Deserialize<'de> for Facts {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Member)
+    }
+}
+
+/// Everything but the one kind a visitor reads gives `Default`, its contents skipped.
+macro_rules! skip_the_rest {
+    () => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+    };
+}
+
+fn skip_seq<'de, A: SeqAccess<'de>>(mut a: A) -> Result<(), A::Error> {
+    while a.next_element::<IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+fn skip_map<'de, A: MapAccess<'de>>(mut a: A) -> Result<(), A::Error> {
+    while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+/// The member itself: `null`, an array of elements, or anything else.
+struct Member;
+
+impl<'de> Visitor<'de> for Member {
+    type Value = Facts;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Facts, E> {
+        Ok(Facts::default())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Facts, E> {
+        Ok(Facts::default())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Facts, E> {
+        Ok(Facts::default())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Facts, E> {
+        Ok(Facts::default())
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Facts, E> {
+        Ok(Facts::default())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Facts, E> {
+        Ok(Facts {
+            null: true,
+            ..Facts::default()
+        })
+    }
+    fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Facts, A::Error> {
+        skip_map(a)?;
+        Ok(Facts::default())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Facts, A::Error> {
+        let mut f = Facts {
+            array: true,
+            all_objects: true,
+            ..Facts::default()
+        };
+        while let Some(e) = a.next_element_seed(Element)? {
+            f.len += 1;
+            f.all_objects &= e.object;
+            f.text.absorb(e.text);
+        }
+        Ok(f)
+    }
+}
+
+/// One element: an object, and the text of its `content`.
+#[derive(Default)]
+struct ElementFacts {
+    object: bool,
+    text: Chars,
+}
+
+struct Element;
+
+impl<'de> DeserializeSeed<'de> for Element {
+    type Value = ElementFacts;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<ElementFacts, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Element {
+    type Value = ElementFacts;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    skip_the_rest!();
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<ElementFacts, E> {
+        Ok(ElementFacts::default())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<ElementFacts, A::Error> {
+        skip_seq(a)?;
+        Ok(ElementFacts::default())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<ElementFacts, A::Error> {
+        let mut text = Chars::default();
+        while let Some(content) = a.next_key_seed(Named("content"))? {
+            if content {
+                // A repeated `content` counts as its last value, as a tree keeps it.
+                text = a.next_value_seed(Content)?;
+            } else {
+                a.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(ElementFacts { object: true, text })
+    }
+}
+
+/// Whether a key is the one looked for (`content` in a message, `text` in a part), read
+/// without allocating.
+struct Named(&'static str);
+
+impl<'de> DeserializeSeed<'de> for Named {
+    type Value = bool;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for Named {
+    type Value = bool;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<bool, E> {
+        Ok(s == self.0)
+    }
+}
+
+/// A message's `content`: a string, or parts with `text`.
+struct Content;
+
+impl<'de> DeserializeSeed<'de> for Content {
+    type Value = Chars;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Chars, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Content {
+    type Value = Chars;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    skip_the_rest!();
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Chars, E> {
+        let mut c = Chars::default();
+        c.add(s);
+        Ok(c)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Chars, A::Error> {
+        skip_map(a)?;
+        Ok(Chars::default())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Chars, A::Error> {
+        let mut c = Chars::default();
+        while let Some(part) = a.next_element_seed(Part)? {
+            c.absorb(part);
+        }
+        Ok(c)
+    }
+}
+
+/// One part of a `content` array: an object's `text`, when it is a string.
+struct Part;
+
+impl<'de> DeserializeSeed<'de> for Part {
+    type Value = Chars;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Chars, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Part {
+    type Value = Chars;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    skip_the_rest!();
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Chars, E> {
+        Ok(Chars::default())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<Chars, A::Error> {
+        skip_seq(a)?;
+        Ok(Chars::default())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Chars, A::Error> {
+        let mut text = Chars::default();
+        while let Some(is_text) = a.next_key_seed(Named("text"))? {
+            if is_text {
+                text = a.next_value_seed(TextOnly)?;
+            } else {
+                a.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(text)
+    }
+}
+
+/// A part's `text`: counted when a string.
+struct TextOnly;
+
+impl<'de> DeserializeSeed<'de> for TextOnly {
+    type Value = Chars;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Chars, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TextOnly {
+    type Value = Chars;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    skip_the_rest!();
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Chars, E> {
+        let mut c = Chars::default();
+        c.add(s);
+        Ok(c)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<Chars, A::Error> {
+        skip_seq(a)?;
+        Ok(Chars::default())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Chars, A::Error> {
+        skip_map(a)?;
+        Ok(Chars::default())
+    }
+}
