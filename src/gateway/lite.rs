@@ -24,6 +24,13 @@ pub struct Facts {
     pub text: Chars,
 }
 
+impl Facts {
+    /// For the prompt estimate: the text, and how many messages frame it (an array only).
+    pub fn text_and_len(&self) -> Option<(Chars, usize)> {
+        self.array.then_some((self.text, self.len))
+    }
+}
+
 impl<'de> de::Deserialize<'de> for Facts {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(Member)
@@ -271,5 +278,43 @@ impl<'de> Visitor<'de> for TextOnly {
     fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Chars, A::Error> {
         skip_map(a)?;
         Ok(Chars::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+    use crate::gateway::tokens::estimate_prompt_parts;
+
+    /// The estimate from the messages' JSON text is the estimate from the whole tree, for
+    /// the usual shapes and the unusual ones (a repeated `content`, parts that are no
+    /// objects, escapes, `null`s).
+    #[test]
+    fn estimates_from_text_match_estimates_from_trees() {
+        for text in [
+            r#"{"messages":[{"role":"user","content":"hello \"there\"\n\u00e9"}],"input":"abc"}"#,
+            r#"{"messages":[{"role":"user","content":[{"type":"text","text":"ab"},"x",{"text":5},{"text":"cd"}]}]}"#,
+            r#"{"messages":[{"content":null},{"content":"a","content":"bbbb"},{}]}"#,
+            r#"{"messages":[{"role":"user","content":{"odd":1}}],"prompt":["ab","cd"]}"#,
+            r#"{"prompt":"only a prompt"}"#,
+        ] {
+            let tree: Value = serde_json::from_str(text).unwrap();
+            let mut rest = tree.as_object().unwrap().clone();
+            rest.remove("messages");
+            // The messages read in one pass from the text as sent (a tree would have merged
+            // a repeated member).
+            #[derive(serde::Deserialize)]
+            struct Only {
+                messages: Option<Facts>,
+            }
+            let only: Only = serde_json::from_str(text).unwrap();
+            assert_eq!(
+                estimate_prompt_parts(&rest, only.messages.as_ref().and_then(Facts::text_and_len)),
+                crate::gateway::tokens::estimate_prompt(&tree),
+                "{text}"
+            );
+        }
     }
 }

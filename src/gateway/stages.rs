@@ -150,7 +150,10 @@ pub fn read(
         .and_then(|o| o.get("include_usage"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let prompt_est = estimate_prompt_parts(&map, lite_member(&lite, "messages"));
+    let prompt_est = estimate_prompt_parts(
+        &map,
+        lite_member(&lite, "messages").and_then(Facts::text_and_len),
+    );
     // Chat streams are asked for their usage chunk; other protocols carry their usage in
     // their own events (and a translated call asks for it when translated). A member named
     // twice is read here as its last value; an upstream that took the first could run
