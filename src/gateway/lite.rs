@@ -107,57 +107,76 @@ impl<'de> Visitor<'de> for Member {
             all_objects: true,
             ..Facts::default()
         };
-        while let Some(e) = a.next_element_seed(Element)? {
+        while let Some((object, text)) = a.next_element_seed(MESSAGE)? {
             f.len += 1;
-            f.all_objects &= e.object;
-            f.text.absorb(e.text);
+            f.all_objects &= object;
+            f.text.absorb(text);
         }
         Ok(f)
     }
 }
 
-/// One element: an object, and the text of its `content`.
-#[derive(Default)]
-struct ElementFacts {
-    object: bool,
-    text: Chars,
+/// An object's member `name`, read with `seed`: whether the value was an object, and what the
+/// seed made of the member (its default when absent or not an object). A member named twice
+/// counts as its last value, as a tree keeps it.
+#[derive(Clone, Copy)]
+struct Field<S> {
+    name: &'static str,
+    seed: S,
 }
 
-struct Element;
-
-impl<'de> DeserializeSeed<'de> for Element {
-    type Value = ElementFacts;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<ElementFacts, D::Error> {
+impl<'de, S> DeserializeSeed<'de> for Field<S>
+where
+    S: DeserializeSeed<'de> + Copy,
+    S::Value: Default,
+{
+    type Value = (bool, S::Value);
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Element {
-    type Value = ElementFacts;
+impl<'de, S> Visitor<'de> for Field<S>
+where
+    S: DeserializeSeed<'de> + Copy,
+    S::Value: Default,
+{
+    type Value = (bool, S::Value);
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("any JSON value")
     }
     skip_the_rest!();
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<ElementFacts, E> {
-        Ok(ElementFacts::default())
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Default::default())
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<ElementFacts, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
         skip_seq(a)?;
-        Ok(ElementFacts::default())
+        Ok(Default::default())
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<ElementFacts, A::Error> {
-        let mut text = Chars::default();
-        while let Some(content) = a.next_key_seed(Named("content"))? {
-            if content {
-                // A repeated `content` counts as its last value, as a tree keeps it.
-                text = a.next_value_seed(Content)?;
+    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        let mut value = S::Value::default();
+        while let Some(found) = a.next_key_seed(Named(self.name))? {
+            if found {
+                value = a.next_value_seed(self.seed)?;
             } else {
                 a.next_value::<IgnoredAny>()?;
             }
         }
-        Ok(ElementFacts { object: true, text })
+        Ok((true, value))
     }
 }
+
+/// A message: an object, and the text of its `content`.
+const MESSAGE: Field<Text> = Field {
+    name: "content",
+    seed: Text { parts: true },
+};
+
+/// One part of a `content` array: an object's `text`, when it is a string.
+const PART: Field<Text> = Field {
+    name: "text",
+    seed: Text { parts: false },
+};
 
 /// Whether a key is the one looked for (`content` in a message, `text` in a part), read
 /// without allocating.
@@ -180,17 +199,21 @@ impl Visitor<'_> for Named {
     }
 }
 
-/// A message's `content`: a string, or parts with `text`.
-struct Content;
+/// Text counted: a string; with `parts` (a message's `content`), also an array of parts with
+/// `text` (a part's `text` is a string or nothing).
+#[derive(Clone, Copy)]
+struct Text {
+    parts: bool,
+}
 
-impl<'de> DeserializeSeed<'de> for Content {
+impl<'de> DeserializeSeed<'de> for Text {
     type Value = Chars;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Chars, D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Content {
+impl<'de> Visitor<'de> for Text {
     type Value = Chars;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("any JSON value")
@@ -207,77 +230,14 @@ impl<'de> Visitor<'de> for Content {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Chars, A::Error> {
         let mut c = Chars::default();
-        while let Some(part) = a.next_element_seed(Part)? {
-            c.absorb(part);
+        if !self.parts {
+            skip_seq(a)?;
+            return Ok(c);
+        }
+        while let Some((_, text)) = a.next_element_seed(PART)? {
+            c.absorb(text);
         }
         Ok(c)
-    }
-}
-
-/// One part of a `content` array: an object's `text`, when it is a string.
-struct Part;
-
-impl<'de> DeserializeSeed<'de> for Part {
-    type Value = Chars;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Chars, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Part {
-    type Value = Chars;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    skip_the_rest!();
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Chars, E> {
-        Ok(Chars::default())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<Chars, A::Error> {
-        skip_seq(a)?;
-        Ok(Chars::default())
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Chars, A::Error> {
-        let mut text = Chars::default();
-        while let Some(is_text) = a.next_key_seed(Named("text"))? {
-            if is_text {
-                text = a.next_value_seed(TextOnly)?;
-            } else {
-                a.next_value::<IgnoredAny>()?;
-            }
-        }
-        Ok(text)
-    }
-}
-
-/// A part's `text`: counted when a string.
-struct TextOnly;
-
-impl<'de> DeserializeSeed<'de> for TextOnly {
-    type Value = Chars;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Chars, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for TextOnly {
-    type Value = Chars;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    skip_the_rest!();
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<Chars, E> {
-        let mut c = Chars::default();
-        c.add(s);
-        Ok(c)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<Chars, A::Error> {
-        skip_seq(a)?;
-        Ok(Chars::default())
-    }
-    fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Chars, A::Error> {
-        skip_map(a)?;
-        Ok(Chars::default())
     }
 }
 
