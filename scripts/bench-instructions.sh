@@ -13,7 +13,8 @@ WHAT="${2:-chat}"
 N="${3:-1100}"
 command -v valgrind >/dev/null || { echo "valgrind is required (Debian package valgrind)"; exit 1; }
 work="$(mktemp -d)"
-trap 'kill $(jobs -p) 2>/dev/null || true; cp "$work"/cg.* /tmp/ 2>/dev/null; rm -rf "$work"' EXIT
+# BENCH_KEEP=<dir>: the callgrind profiles are kept there (for callgrind_annotate).
+trap 'kill $(jobs -p) 2>/dev/null || true; [ -n "${BENCH_KEEP:-}" ] && cp "$work"/cg.* "$BENCH_KEEP"/ 2>/dev/null; rm -rf "$work"' EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 up="$(free_port)"
 "$BIN" mock-upstream --port "$up" >"$work/mock.log" 2>&1 &
