@@ -24,6 +24,11 @@ pub struct Facts {
     pub text: Chars,
 }
 
+/// The facts of the member `name` among `lite`.
+pub fn member<'a>(lite: &'a [(&'static str, Facts)], name: &str) -> Option<&'a Facts> {
+    lite.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+}
+
 impl Facts {
     /// For the prompt estimate: the text, and how many messages frame it (an array only).
     pub fn text_and_len(&self) -> Option<(Chars, usize)> {

@@ -149,7 +149,7 @@ impl Gateway {
         call.row.model = Some(req.model.clone());
         call.row.is_stream = req.stream;
         let now = self.ledger.now_ms();
-        let key_limits = entry.with(|rec| {
+        let limits = entry.with(|rec| {
             stages::policy(rec, &req.model, ip, now).map(|()| Limits {
                 rpm: rec.limits.rpm,
                 tpm: rec.limits.tpm,
@@ -167,7 +167,6 @@ impl Gateway {
         }
 
         // Limits, then the hold on quota.
-        let limits = key_limits;
         let est_tokens = u64::try_from(
             req.prompt_est
                 .saturating_add(req.completion_budget.saturating_mul(req.choices)),
@@ -759,8 +758,6 @@ fn history_metadata(
     m
 }
 
-/// What goes to `up`: the protocol, the body with the model as `up` knows it, and the
-/// caller's own bytes when they say exactly that (`translated`: the call's body in chat).
 /// Names the model as `up` knows it wherever a tree goes to `up` (the translated body, or
 /// the call's own when renamed or for the built-in mock); whether the caller's bytes say it.
 fn name_model_for(req: &mut Request, translated: Option<&mut Value>, up: &Upstream) -> Sent {

@@ -188,8 +188,7 @@ pub fn check(
     lite: &[(&'static str, Facts)],
 ) -> Result<(), CallError> {
     for f in fields(endpoint) {
-        let facts = lite.iter().find(|(n, _)| *n == f.name).map(|(_, v)| v);
-        let ok = match (map.get(f.name), facts) {
+        let ok = match (map.get(f.name), super::lite::member(lite, f.name)) {
             (_, Some(facts)) => f.kind.accepts_facts(facts).unwrap_or(!f.required),
             (None | Some(Value::Null), None) => !f.required,
             (Some(v), None) => f.kind.accepts(v),

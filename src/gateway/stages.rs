@@ -152,7 +152,7 @@ pub fn read(
         .unwrap_or(false);
     let prompt_est = estimate_prompt_parts(
         &map,
-        lite_member(&lite, "messages").and_then(Facts::text_and_len),
+        super::lite::member(&lite, "messages").and_then(Facts::text_and_len),
     );
     // Chat streams are asked for their usage chunk; other protocols carry their usage in
     // their own events (and a translated call asks for it when translated). A member named
@@ -160,17 +160,14 @@ pub fn read(
     // another model than the one held and billed: such a body goes upstream as parsed (each
     // name once), never as sent.
     let ask_usage = stream && endpoint.protocol() == Protocol::Chat && !caller_wants_usage;
-    let mut raw = Bytes::new();
-    if ask_usage && !repeated {
-        raw = with_usage_asked(&body, map.contains_key("stream_options"));
-    }
-    if raw.is_empty() {
-        raw = if repeated || ask_usage {
-            rebuilt(&body, ask_usage)?
-        } else {
-            body
-        };
-    }
+    let raw = match (ask_usage, repeated) {
+        (false, false) => body,
+        (true, false) => match with_usage_asked(&body, map.contains_key("stream_options")) {
+            Some(edited) => edited,
+            None => rebuilt(&body, true)?,
+        },
+        (_, true) => rebuilt(&body, ask_usage)?,
+    };
     Ok(Request {
         raw,
         tree: OnceLock::new(),
@@ -227,10 +224,6 @@ struct Members {
     repeated: bool,
 }
 
-fn lite_member<'a>(lite: &'a [(&'static str, Facts)], name: &str) -> Option<&'a Facts> {
-    lite.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
-}
-
 impl<'de> serde::Deserialize<'de> for Members {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Visit;
@@ -251,7 +244,7 @@ impl<'de> serde::Deserialize<'de> for Members {
                 while let Some(k) = a.next_key::<String>()? {
                     if let Some(name) = LITE.iter().find(|n| **n == k) {
                         let v: Facts = a.next_value()?;
-                        m.repeated |= lite_member(&m.lite, name).is_some();
+                        m.repeated |= super::lite::member(&m.lite, name).is_some();
                         m.lite.retain(|(n, _)| n != name);
                         m.lite.push((name, v));
                     } else {
@@ -286,21 +279,19 @@ fn rebuilt(body: &Bytes, ask_usage: bool) -> Result<Bytes, CallError> {
 /// A chat stream's body asking for the usage chunk, edited as bytes: the member
 /// `"stream_options":{"include_usage":true}` put first when the caller sent no
 /// `stream_options` (the body is an object, so it opens with `{` after any white space, and
-/// has at least `model` after it). Empty when the caller's own `stream_options` must be
+/// has at least `model` after it). `None` when the caller's own `stream_options` must be
 /// changed instead: the body is then serialised from its tree.
-fn with_usage_asked(raw: &Bytes, has_options: bool) -> Bytes {
+fn with_usage_asked(raw: &Bytes, has_options: bool) -> Option<Bytes> {
     const MEMBER: &[u8] = br#""stream_options":{"include_usage":true},"#;
-    let Some(open) = raw.iter().position(|b| !b.is_ascii_whitespace()) else {
-        return Bytes::new();
-    };
+    let open = raw.iter().position(|b| !b.is_ascii_whitespace())?;
     if has_options || raw[open] != b'{' {
-        return Bytes::new();
+        return None;
     }
     let mut out = Vec::with_capacity(raw.len() + MEMBER.len());
     out.extend_from_slice(&raw[..=open]);
     out.extend_from_slice(MEMBER);
     out.extend_from_slice(&raw[open + 1..]);
-    Bytes::from(out)
+    Some(Bytes::from(out))
 }
 
 /// Stage "route": the upstreams to try, in order: those that speak the call's protocol, or

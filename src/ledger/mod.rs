@@ -655,6 +655,7 @@ impl Ledger {
     }
 
     /// The key's record with any due refill applied to the view.
+    #[cfg(test)]
     pub fn view(&self, entry: &KeyEntry) -> KeyRecord {
         let mut rec = entry.snapshot();
         let c = effective_counters(&rec, self.now_ms());
