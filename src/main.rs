@@ -3,6 +3,9 @@ use std::io::IsTerminal;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+#[global_allocator]
+static ALLOC: quota_proxy::memory::SplitAlloc = quota_proxy::memory::SplitAlloc;
+
 fn main() -> std::process::ExitCode {
     let cli = quota_proxy::cli::Cli::parse();
     // Before any thread allocates: the standalone monitor holds millions of rows and serves
@@ -41,6 +44,7 @@ async fn run(cli: quota_proxy::cli::Cli) -> std::process::ExitCode {
     } else {
         builder.with_ansi(std::io::stderr().is_terminal()).init();
     }
+    tracing::info!(allocator = quota_proxy::memory::allocator(), "memory");
     match quota_proxy::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -263,6 +263,13 @@ async fn the_mock_fallback_is_announced_and_a_half_setting_refuses_to_start() {
     assert_eq!(v["upstream"], "mock", "{v}");
     assert!(v["warning"].as_str().unwrap().contains("mock"));
     assert!(srv.stderr().contains("built-in mock"), "logged at start");
+    // The gateway's small blocks go to mimalloc (the standalone monitor's test checks glibc).
+    assert!(
+        srv.stderr()
+            .contains("allocator=\"mimalloc up to 32 KiB, glibc above\""),
+        "{}",
+        srv.stderr()
+    );
     drop(srv);
 
     let out = Command::new(bin())

@@ -273,7 +273,7 @@ pub async fn spawn_monitor(
         .arg(dir)
         .env("ADMIN_TOKEN", ADMIN)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("monitor-stderr.log")).unwrap())
         .kill_on_drop(true);
     for (k, v) in env {
         cmd.env(k, v);
