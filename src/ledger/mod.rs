@@ -1131,6 +1131,35 @@ mod tests {
         f.handle.shutdown().await;
     }
 
+    /// One call after another: a call's settlement waits for the next call's hold and both
+    /// are one commit (the settlement's usage event and the new hold's record carry the
+    /// same commit time), so the hold does not wait behind the settlement's commit.
+    #[tokio::test]
+    async fn a_settlement_shares_the_next_holds_commit() {
+        let f = fixture().await;
+        let e = key(&f, Some(1000)).await;
+        let mut h = f.ledger.hold(&e, 10, vec![], item(0)).unwrap();
+        h.confirm().await.unwrap();
+        let ticket = f.ledger.begin_settle(&e, h, 4, item(0)).unwrap();
+        // Longer than a commit here (no fsync), shorter than a settlement's wait.
+        std::thread::sleep(Duration::from_micros(1500));
+        let mut next = f.ledger.hold(&e, 10, vec![], item(0)).unwrap();
+        next.confirm().await.unwrap();
+        assert_eq!(ticket.outcome().await.unwrap().amount_used, 4);
+        let (settled,): (i64,) =
+            sqlx::query_as("SELECT ts FROM usage_events ORDER BY id DESC LIMIT 1")
+                .fetch_one(f.sqlite.read_pool())
+                .await
+                .unwrap();
+        let (held,): (i64,) = sqlx::query_as("SELECT created_at FROM holds")
+            .fetch_one(f.sqlite.read_pool())
+            .await
+            .unwrap();
+        assert_eq!(settled, held, "one commit");
+        assert_eq!(used_in_db(&f, &e).await, 14);
+        f.handle.shutdown().await;
+    }
+
     #[tokio::test]
     async fn a_hold_left_by_a_dead_server_is_charged_once_at_the_next_start() {
         let f = fixture().await;

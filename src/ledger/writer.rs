@@ -52,6 +52,13 @@ impl Inbox {
     }
 }
 
+/// How long settlements alone wait for a hold or a consume to share their commit. A
+/// settlement is on no caller's path (its call was answered; the durable hold covers it
+/// meanwhile) while a hold is (the answer waits for it): one call after another, each
+/// call's settlement would otherwise be a commit of its own, and the next call's hold would
+/// wait behind its fsync before its own. Together they are one commit, one fsync.
+const SETTLEMENTS_WAIT: Duration = Duration::from_millis(5);
+
 /// How long to wait between attempts while the store refuses writes.
 const RETRY_EVERY: Duration = Duration::from_millis(250);
 /// How long a stopping writer keeps trying to commit settlements the store refused.
@@ -207,6 +214,9 @@ pub async fn run(
             break;
         };
         batch.push(first);
+        if stopping.is_none() {
+            await_company(&mut inbox, &mut batch).await;
+        }
         sink.take_turn(&mut inbox, (&mut batch, &mut logs), &mut retry)
             .await;
     }
@@ -219,6 +229,23 @@ pub async fn run(
     }
     sink.committer.close().await;
     tracing::debug!("ledger writer stopped");
+}
+
+/// Settlements alone wait (at most [`SETTLEMENTS_WAIT`]) for the next operation that
+/// someone is waiting for, and go with it.
+async fn await_company(inbox: &mut Inbox, batch: &mut Vec<Pending>) {
+    while batch.len() < MAX_BATCH {
+        match inbox.ops.try_recv() {
+            Ok(p) => batch.push(p),
+            Err(_) => break,
+        }
+    }
+    if !batch.iter().all(|p| p.op.kind == OpKind::Settle) {
+        return;
+    }
+    if let Ok(Some(p)) = tokio::time::timeout(SETTLEMENTS_WAIT, inbox.ops.recv()).await {
+        batch.push(p);
+    }
 }
 
 async fn commit(
