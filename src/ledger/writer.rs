@@ -1,7 +1,8 @@
 //! The single writer: group commit. Consumes queue up while a batch is being committed and
 //! go together in the next transaction, so one fsync serves many requests.
 
-use std::collections::HashMap;
+// foldhash: these maps are keyed by our own ids and built per batch; SipHash buys nothing.
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -258,7 +259,9 @@ async fn commit(
 ) {
     let now = clock.now_ms();
     let periods = PeriodStarts::at(now);
-    let ops: Vec<ConsumeOp> = batch.iter().map(|p| p.op.clone()).collect();
+    // The operations leave the batch for the commit (no copies); refused settlements are put
+    // back together with their reply channels for the next attempt.
+    let (ops, replies): (Vec<ConsumeOp>, Vec<_>) = batch.drain(..).map(|p| (p.op, p.reply)).unzip();
     let mut rows: Vec<RequestLogRow> = Vec::new();
     let mut told = Vec::with_capacity(logs.len());
     for l in logs.drain(..) {
@@ -310,29 +313,27 @@ async fn commit(
 
     match outcome {
         Ok(o) => {
-            for (p, r) in batch.drain(..).zip(o.results) {
-                let _ = p.reply.send(Ok(r));
+            for (reply, r) in replies.into_iter().zip(o.results) {
+                let _ = reply.send(Ok(r));
             }
         }
         Err(e) => {
-            let settles = batch.iter().filter(|p| p.op.kind == OpKind::Settle).count();
-            let ops = batch.len();
+            let settles = ops.iter().filter(|op| op.kind == OpKind::Settle).count();
+            let count = ops.len();
             crate::telemetry::log_limited("ledger_commit", |suppressed| {
                 tracing::error!(
                     error = %e,
-                    ops,
+                    ops = count,
                     settlements_kept = settles,
                     suppressed,
                     "ledger commit failed"
                 );
             });
-            for p in batch.drain(..) {
-                if p.op.kind == OpKind::Settle {
-                    retry.push(p);
+            for (op, reply) in ops.into_iter().zip(replies) {
+                if op.kind == OpKind::Settle {
+                    retry.push(Pending { op, reply });
                 } else {
-                    let _ = p
-                        .reply
-                        .send(Err(StoreError::Unavailable("commit failed".into())));
+                    let _ = reply.send(Err(StoreError::Unavailable("commit failed".into())));
                 }
             }
         }

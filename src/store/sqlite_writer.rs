@@ -2,7 +2,8 @@
 //! the writer's thread with statements prepared once, through the raw handle of a
 //! connection that only the writer uses.
 
-use std::collections::HashMap;
+// foldhash: these maps are keyed by our own ids and built per batch; SipHash buys nothing.
+use foldhash::{HashMap, HashMapExt};
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
