@@ -79,6 +79,12 @@ pub fn allocator() -> &'static str {
     }
 }
 
+fn mark_allocated() {
+    if !ALLOCATED.load(Ordering::Relaxed) {
+        ALLOCATED.store(true, Ordering::Relaxed);
+    }
+}
+
 fn small(size: usize) -> bool {
     size <= SMALL_MAX.load(Ordering::Relaxed)
 }
@@ -126,9 +132,7 @@ static SPLIT_FOR_COMMAND: extern "C" fn(
 // sizes and frees the old block with the layout it was allocated with.
 unsafe impl std::alloc::GlobalAlloc for SplitAlloc {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        if !ALLOCATED.load(Ordering::Relaxed) {
-            ALLOCATED.store(true, Ordering::Relaxed);
-        }
+        mark_allocated();
         // SAFETY: the caller's contract (non-zero size) is passed on unchanged.
         unsafe {
             if small(layout.size()) {
@@ -140,9 +144,7 @@ unsafe impl std::alloc::GlobalAlloc for SplitAlloc {
     }
 
     unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
-        if !ALLOCATED.load(Ordering::Relaxed) {
-            ALLOCATED.store(true, Ordering::Relaxed);
-        }
+        mark_allocated();
         // SAFETY: as `alloc`.
         unsafe {
             if small(layout.size()) {

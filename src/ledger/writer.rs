@@ -39,14 +39,19 @@ struct Inbox {
 }
 
 impl Inbox {
-    /// Everything that has arrived, without waiting.
-    fn drain(&mut self, batch: &mut Vec<Pending>, logs: &mut Vec<LogBatch>) {
+    /// The operations that have arrived, without waiting.
+    fn drain_ops(&mut self, batch: &mut Vec<Pending>) {
         while batch.len() < MAX_BATCH {
             match self.ops.try_recv() {
                 Ok(p) => batch.push(p),
                 Err(_) => break,
             }
         }
+    }
+
+    /// Everything that has arrived, without waiting.
+    fn drain(&mut self, batch: &mut Vec<Pending>, logs: &mut Vec<LogBatch>) {
+        self.drain_ops(batch);
         while let Ok(l) = self.logs.try_recv() {
             logs.push(l);
         }
@@ -235,12 +240,7 @@ pub async fn run(
 /// Settlements alone wait (at most [`SETTLEMENTS_WAIT`]) for the next operation that
 /// someone is waiting for, and go with it.
 async fn await_company(inbox: &mut Inbox, batch: &mut Vec<Pending>) {
-    while batch.len() < MAX_BATCH {
-        match inbox.ops.try_recv() {
-            Ok(p) => batch.push(p),
-            Err(_) => break,
-        }
-    }
+    inbox.drain_ops(batch);
     if !batch.iter().all(|p| p.op.kind == OpKind::Settle) {
         return;
     }
