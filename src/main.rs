@@ -13,6 +13,8 @@ fn main() -> std::process::ExitCode {
     if matches!(cli.command, quota_proxy::cli::Command::Monitor { .. }) {
         quota_proxy::memory::single_arena();
     }
+    // Still one thread, SQLite not yet used: the only moment its process options can be set.
+    let sqlite_statistics = !quota_proxy::store::skip_allocation_statistics();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -23,10 +25,10 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(cli))
+    runtime.block_on(run(cli, sqlite_statistics))
 }
 
-async fn run(cli: quota_proxy::cli::Cli) -> std::process::ExitCode {
+async fn run(cli: quota_proxy::cli::Cli, sqlite_statistics: bool) -> std::process::ExitCode {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // `LOG_FORMAT=json`: one JSON object a line, for log shippers. Otherwise text, with
     // colours only when a person is watching (a redirected log stays plain).
@@ -44,7 +46,11 @@ async fn run(cli: quota_proxy::cli::Cli) -> std::process::ExitCode {
     } else {
         builder.with_ansi(std::io::stderr().is_terminal()).init();
     }
-    tracing::info!(allocator = quota_proxy::memory::allocator(), "memory");
+    tracing::info!(
+        allocator = quota_proxy::memory::allocator(),
+        sqlite_statistics,
+        "memory"
+    );
     match quota_proxy::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

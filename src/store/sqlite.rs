@@ -129,6 +129,18 @@ mod tests {
     use crate::store::traits::{AlertStore, RequestLogStore};
     use crate::store::types::{RequestLogFilter, RequestLogRow, StatusFilter};
 
+    /// `.cargo/config.toml` hands SQLite's build `HAVE_FDATASYNC`: each commit's WAL sync
+    /// is then `fdatasync` (SQLite names no such option in `PRAGMA compile_options`, so the
+    /// build's environment is what can be checked).
+    #[test]
+    fn sqlite_is_built_to_sync_its_wal_with_fdatasync() {
+        let flags = option_env!("LIBSQLITE3_FLAGS").unwrap_or_default();
+        assert!(
+            flags.split_whitespace().any(|f| f == "-DHAVE_FDATASYNC=1"),
+            "LIBSQLITE3_FLAGS={flags:?}"
+        );
+    }
+
     async fn store() -> (SqliteStore, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(

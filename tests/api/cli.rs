@@ -270,6 +270,13 @@ async fn the_mock_fallback_is_announced_and_a_half_setting_refuses_to_start() {
         "{}",
         srv.stderr()
     );
+    // SQLite's allocation statistics (a global mutex on every one of its allocations) are
+    // off: set before SQLite is first used, or refused.
+    assert!(
+        srv.stderr().contains("sqlite_statistics=false"),
+        "{}",
+        srv.stderr()
+    );
     drop(srv);
 
     let out = Command::new(bin())
