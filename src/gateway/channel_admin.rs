@@ -442,7 +442,7 @@ impl Gateway {
             return Ok(up.listed_models());
         }
         let url = up.models_url().ok_or("invalid baseUrl")?;
-        let mut req = up.http.get(url.clone());
+        let mut req = up.http.cold().get(url.clone());
         if let KeyPick::Key(_, k) = up.next_key() {
             req = req.bearer_auth(k);
         }

@@ -9,6 +9,7 @@ pub mod channels;
 pub mod client_ip;
 pub mod endpoint;
 pub mod health;
+pub mod http_client;
 pub mod limits;
 pub mod lite;
 pub mod mock;
@@ -56,7 +57,7 @@ pub struct Gateway {
     pub account_limiter: Limiter,
     pub logger: RequestLogger,
     pub daily_default: Option<u64>,
-    http: reqwest::Client,
+    http: http_client::UpstreamClient,
     ledger: Arc<Ledger>,
     store: Arc<dyn Store>,
     /// Opens and seals the stored channels' secrets.
@@ -87,8 +88,12 @@ impl Gateway {
     ) -> Result<(Arc<Self>, GatewayHandle), GatewayError> {
         // One process-wide TLS provider; a second install attempt is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = roster::http_client(DEFAULT_CONNECT_MS)
-            .map_err(|e| GatewayError::Http(e.to_string()))?;
+        let http = roster::http_client(DEFAULT_CONNECT_MS).map_err(GatewayError::Http)?;
+        if http.via_proxy() {
+            tracing::info!(
+                "upstream calls go through the proxy the environment names (HTTPS_PROXY, HTTP_PROXY or ALL_PROXY)"
+            );
+        }
         let (logger, logger_handle) = RequestLogger::start(
             store.clone(),
             ledger.request_log_sink(),

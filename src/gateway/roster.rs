@@ -4,10 +4,10 @@
 //! address are unchanged.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::channels::{Channel, KeyState};
 use super::health::{Health, HealthPolicy};
+use super::http_client::UpstreamClient;
 use super::secrets::Scanner;
 use super::settings::{UpstreamKind, UpstreamSettings, mock_upstream};
 use super::upstream::Upstream;
@@ -45,7 +45,7 @@ pub struct Sources<'a> {
     pub sealer: &'a Sealer,
     pub policy: HealthPolicy,
     /// The client for upstreams with the default connect timeout.
-    pub http: &'a reqwest::Client,
+    pub http: &'a UpstreamClient,
     pub default_connect_ms: u64,
 }
 
@@ -147,7 +147,7 @@ impl Roster {
     }
 }
 
-fn client_for(src: &Sources<'_>, connect_ms: u64) -> reqwest::Client {
+fn client_for(src: &Sources<'_>, connect_ms: u64) -> UpstreamClient {
     if connect_ms == src.default_connect_ms {
         return src.http.clone();
     }
@@ -158,10 +158,6 @@ fn client_for(src: &Sources<'_>, connect_ms: u64) -> reqwest::Client {
 }
 
 /// The HTTP client upstream calls go through.
-pub fn http_client(connect_ms: u64) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_millis(connect_ms))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .tcp_nodelay(true)
-        .build()
+pub fn http_client(connect_ms: u64) -> Result<UpstreamClient, String> {
+    UpstreamClient::new(connect_ms)
 }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use super::channels::{KeyState, hint};
 use super::endpoint::{Endpoint, Protocol};
 use super::health::{Health, HealthPolicy};
+use super::http_client::{Target, UpstreamClient};
 use super::settings::{UpstreamSettings, glob_match};
 
 /// One upstream API key and, once the upstream refused it, why and when.
@@ -55,9 +56,9 @@ pub struct Upstream {
     /// An API channel's stored secrets text: a key state written back must find it
     /// unchanged (no state lands on keys an operator has just replaced).
     pub stored_secrets: Option<String>,
-    pub http: reqwest::Client,
+    pub http: UpstreamClient,
     /// Endpoint URLs, parsed once, by `Endpoint::index`.
-    urls: [Option<reqwest::Url>; Endpoint::ALL.len()],
+    targets: [Option<Target>; Endpoint::ALL.len()],
     models_url: Option<reqwest::Url>,
 }
 
@@ -66,11 +67,10 @@ impl Upstream {
         s: UpstreamSettings,
         policy: HealthPolicy,
         health: Arc<Health>,
-        http: reqwest::Client,
+        http: UpstreamClient,
         key_state: &[KeyState],
     ) -> Self {
-        let url = |e: Endpoint| reqwest::Url::parse(&format!("{}/{}", s.base_url, e.path())).ok();
-        let urls = Endpoint::ALL.map(url);
+        let targets = Endpoint::ALL.map(|e| Target::parse(&format!("{}/{}", s.base_url, e.path())));
         let models_url = reqwest::Url::parse(&format!("{}/models", s.base_url)).ok();
         let keys = s
             .api_keys
@@ -95,7 +95,7 @@ impl Upstream {
             broken: None,
             stored_secrets: None,
             http,
-            urls,
+            targets,
             models_url,
         }
     }
@@ -111,8 +111,8 @@ impl Upstream {
         Self::new(s, p, Arc::default(), test_client(), &[])
     }
 
-    pub fn url(&self, e: Endpoint) -> Option<&reqwest::Url> {
-        self.urls[e.index()].as_ref()
+    pub fn target(&self, e: Endpoint) -> Option<&Target> {
+        self.targets[e.index()].as_ref()
     }
 
     pub fn models_url(&self) -> Option<&reqwest::Url> {
@@ -202,9 +202,9 @@ impl Upstream {
 
 /// A client for tests (the TLS provider installed first, as `Gateway::start` does).
 #[cfg(test)]
-pub(crate) fn test_client() -> reqwest::Client {
+pub(crate) fn test_client() -> UpstreamClient {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::new()
+    UpstreamClient::new(10_000).expect("a client with the platform's TLS roots")
 }
 
 /// Upstreams that serve `model`, in the order to try them. Ejected ones go last (they are

@@ -1,19 +1,20 @@
 //! One attempt against one upstream: the built-in mock answers in process; an OpenAI-style
 //! upstream gets a fresh request that carries its own key and never the caller's.
 
-use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
+use hyper::http::{HeaderName, HeaderValue, header};
 use serde_json::Value;
 
 use super::endpoint::Endpoint;
+use super::http_client::{SendError, content_headers};
 use super::mock;
 use super::settings::UpstreamKind;
 use super::upstream::Upstream;
 
-pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
+pub use super::http_client::ByteStream;
 
 pub enum Reply {
     /// A complete body (every non-streaming answer, and any error answer).
@@ -124,35 +125,18 @@ async fn http_call(
     max_response_bytes: usize,
 ) -> Result<Reply, AttemptError> {
     let (endpoint, body, stream) = (out.endpoint, out.body, out.stream);
-    let Some(url) = up.url(endpoint) else {
+    let Some(target) = up.target(endpoint) else {
         return Err(AttemptError::Connect("invalid base_url".into()));
     };
-    let mut req = up
-        .http
-        .post(url.clone())
-        .header("content-type", "application/json")
-        .header(
-            "accept",
-            if stream {
-                "text/event-stream"
-            } else {
-                "application/json"
-            },
-        );
-    if let Some(key) = key {
-        // Anthropic-style upstreams take the key as `x-api-key`; DeepSeek's takes either.
-        req = if endpoint == Endpoint::Messages {
-            req.header("x-api-key", key)
-        } else {
-            req.bearer_auth(key)
-        };
-    }
-    for (k, v) in out.headers {
-        req = req.header(*k, v);
-    }
-    for (k, v) in &up.s.headers {
-        req = req.header(k, v);
-    }
+    let headers = match request_headers(up, key, out) {
+        Ok(h) => h,
+        // Named, never shown: a header's value may be a secret.
+        Err(name) => {
+            return Err(AttemptError::Connect(format!(
+                "invalid request header {name}"
+            )));
+        }
+    };
     let timeout = Duration::from_millis(up.s.timeout_ms);
     let payload = match out.raw {
         Some(raw) => raw.clone(),
@@ -162,33 +146,24 @@ async fn http_call(
             Err(e) => return Err(AttemptError::Connect(format!("request body: {e}"))),
         },
     };
-    let send = req.body(payload).send();
-    let resp = match tokio::time::timeout(timeout, send).await {
-        Err(_) => return Err(AttemptError::Timeout),
-        Ok(Err(e)) if e.is_timeout() => return Err(AttemptError::Timeout),
-        // The error text names the URL only, never a key.
-        Ok(Err(e)) => return Err(AttemptError::Connect(e.without_url().to_string())),
-        Ok(Ok(r)) => r,
+    let answer = match up.http.post(target, &headers, payload, timeout).await {
+        Err(SendError::Timeout) => return Err(AttemptError::Timeout),
+        Err(SendError::Failed(e)) => return Err(AttemptError::Connect(e)),
+        Ok(a) => a,
     };
-    let status = resp.status().as_u16();
+    let status = answer.status;
     if stream && (200..300).contains(&status) {
-        let s = resp
-            .bytes_stream()
-            .map(|r| r.map_err(|e| e.without_url().to_string()));
         return Ok(Reply::Stream {
-            stream: Box::pin(s),
+            stream: answer.body,
         });
     }
     // Read whole (to parse usage and fail over before anything is sent), but never more
     // than the cap: a runaway answer must not take the gateway's memory.
     let read = async move {
-        let mut resp = resp;
+        let mut chunks = answer.body;
         let mut buf = bytes::BytesMut::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| AttemptError::Connect(e.without_url().to_string()))?
-        {
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(AttemptError::Connect)?;
             if buf.len() + chunk.len() > max_response_bytes {
                 return Err(AttemptError::TooLarge(max_response_bytes));
             }
@@ -201,4 +176,38 @@ async fn http_call(
         Ok(Err(e)) => Err(e),
         Ok(Ok(body)) => Ok(Reply::Full { status, body }),
     }
+}
+
+/// What an attempt sends besides its body: the type and accepted answer, the upstream's key
+/// (Anthropic-style upstreams take it as `x-api-key`; DeepSeek's takes either), the caller's
+/// protocol headers, then the upstream's own configured headers. `Err` names a header whose
+/// name or value HTTP cannot carry.
+fn request_headers(
+    up: &Upstream,
+    key: Option<&str>,
+    out: &Outgoing<'_>,
+) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    let mut h = Vec::with_capacity(3 + out.headers.len() + up.s.headers.len());
+    h.extend(content_headers(out.stream));
+    if let Some(key) = key {
+        let (name, text) = if out.endpoint == Endpoint::Messages {
+            (HeaderName::from_static("x-api-key"), key.to_owned())
+        } else {
+            (header::AUTHORIZATION, format!("Bearer {key}"))
+        };
+        let mut v = HeaderValue::try_from(text).map_err(|_| name.to_string())?;
+        v.set_sensitive(true);
+        h.push((name, v));
+    }
+    let pairs = out
+        .headers
+        .iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .chain(up.s.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    for (k, v) in pairs {
+        let name = HeaderName::try_from(k).map_err(|_| k.to_owned())?;
+        let value = HeaderValue::try_from(v).map_err(|_| k.to_owned())?;
+        h.push((name, value));
+    }
+    Ok(h)
 }

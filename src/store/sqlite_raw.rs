@@ -24,7 +24,7 @@ use std::ptr::NonNull;
 
 use libsqlite3_sys as ffi;
 
-use super::StoreError;
+use super::error::StoreError;
 
 /// Turns off SQLite's allocation statistics for the whole process. With them on (the
 /// library's default), every `sqlite3_malloc` and `sqlite3_free` takes a process-wide mutex:
@@ -160,7 +160,7 @@ fn error_of(raw: NonNull<ffi::sqlite3>, code: c_int) -> StoreError {
     let msg = unsafe { CStr::from_ptr(ffi::sqlite3_errmsg(raw.as_ptr())) }
         .to_string_lossy()
         .into_owned();
-    if super::is_storage_fault(&code.to_string()) {
+    if super::error::is_storage_fault(&code.to_string()) {
         StoreError::Unavailable(msg)
     } else {
         StoreError::Other(msg)

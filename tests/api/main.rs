@@ -41,5 +41,6 @@ mod responses;
 mod security;
 mod seed_clients;
 mod self_service;
+mod upstream_client;
 mod upstream_mock;
 mod users;
