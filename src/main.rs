@@ -15,6 +15,8 @@ fn main() -> std::process::ExitCode {
     }
     // Still one thread, SQLite not yet used: the only moment its process options can be set.
     let sqlite_statistics = !quota_proxy::store::skip_allocation_statistics();
+    let sqlite_on_mimalloc =
+        quota_proxy::memory::uses_mimalloc() && quota_proxy::store::allocate_with_mimalloc();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -25,10 +27,14 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(cli, sqlite_statistics))
+    runtime.block_on(run(cli, sqlite_statistics, sqlite_on_mimalloc))
 }
 
-async fn run(cli: quota_proxy::cli::Cli, sqlite_statistics: bool) -> std::process::ExitCode {
+async fn run(
+    cli: quota_proxy::cli::Cli,
+    sqlite_statistics: bool,
+    sqlite_on_mimalloc: bool,
+) -> std::process::ExitCode {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // `LOG_FORMAT=json`: one JSON object a line, for log shippers. Otherwise text, with
     // colours only when a person is watching (a redirected log stays plain).
@@ -49,6 +55,7 @@ async fn run(cli: quota_proxy::cli::Cli, sqlite_statistics: bool) -> std::proces
     tracing::info!(
         allocator = quota_proxy::memory::allocator(),
         sqlite_statistics,
+        sqlite_on_mimalloc,
         "memory"
     );
     match quota_proxy::cli::run(cli).await {

@@ -70,9 +70,14 @@ static ALLOCATED: AtomicBool = AtomicBool::new(false);
 /// and the split never changes once a block exists: a block's size alone names its owner.
 pub struct SplitAlloc;
 
+/// Whether mimalloc takes small blocks in this process (not in the standalone monitor).
+pub fn uses_mimalloc() -> bool {
+    SMALL_MAX.load(Ordering::Relaxed) != 0
+}
+
 /// Which allocator takes what in this process, for the start-up log.
 pub fn allocator() -> &'static str {
-    if SMALL_MAX.load(Ordering::Relaxed) == 0 {
+    if !uses_mimalloc() {
         "glibc"
     } else {
         "mimalloc up to 32 KiB, glibc above"

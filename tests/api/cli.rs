@@ -271,9 +271,10 @@ async fn the_mock_fallback_is_announced_and_a_half_setting_refuses_to_start() {
         srv.stderr()
     );
     // SQLite's allocation statistics (a global mutex on every one of its allocations) are
-    // off: set before SQLite is first used, or refused.
+    // off, and its memory comes from mimalloc: set before SQLite is first used, or refused.
     assert!(
-        srv.stderr().contains("sqlite_statistics=false"),
+        srv.stderr()
+            .contains("sqlite_statistics=false sqlite_on_mimalloc=true"),
         "{}",
         srv.stderr()
     );

@@ -844,6 +844,7 @@ async fn monitor_command_serves_a_new_api_database_alone() {
     // Millions of rows in small columns: glibc alone keeps them compact (`memory::SplitAlloc`).
     let log = std::fs::read_to_string(dir.path().join("monitor-stderr.log")).unwrap();
     assert!(log.contains("allocator=\"glibc\""), "{log}");
+    assert!(log.contains("sqlite_on_mimalloc=false"), "{log}");
     // The New API file was opened read-only: it is unchanged.
     let before = std::fs::metadata(&dsn).unwrap().len();
     drop(child.start_kill());
