@@ -51,7 +51,10 @@ fn item(it: UseItem, path: &str) -> ApiResult<UsageItem> {
         amount: input::amount_in_range(&input::join(path, "amount"), it.amount, 1, MAX_AMOUNT)?
             .unwrap_or(1),
         reason: it.reason,
-        metadata: it.metadata,
+        // An object's text: `Value`'s `Display` cannot fail.
+        metadata: it
+            .metadata
+            .map(|m| serde_json::Value::Object(m).to_string()),
     })
 }
 

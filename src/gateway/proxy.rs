@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use axum::http::HeaderMap;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::adapter;
@@ -236,16 +236,14 @@ impl Gateway {
             Vec::new()
         };
         // What the key's history says if this server dies before the settlement.
-        let mut meta = serde_json::Map::with_capacity(2);
-        meta.insert("model".into(), Value::from(req.model.as_str()));
-        meta.insert(
-            "request_id".into(),
-            Value::from(call.row.request_id.as_str()),
-        );
+        let meta = HoldMetadata {
+            model: &req.model,
+            request_id: &call.row.request_id,
+        };
         let item = UsageItem {
             amount: hold,
             reason: Some(call.row.endpoint.clone()),
-            metadata: Some(meta),
+            metadata: serde_json::to_string(&meta).ok(),
         };
         match self.ledger.hold(entry, hold, windows, item) {
             Ok(h) => {
@@ -547,7 +545,7 @@ impl Gateway {
         let item = UsageItem {
             amount: cost,
             reason: Some(row.endpoint.clone()),
-            metadata: Some(history_metadata(row, model, &u)),
+            metadata: history_metadata(row, model, &u),
         };
         let hold = call.hold.take().unwrap_or_default();
         let tokens = u64::try_from(prompt + completion).unwrap_or(0);
@@ -731,31 +729,49 @@ fn hold_refused(call: &mut Call, e: LedgerError, now: i64) -> CallError {
     }
 }
 
+/// What the key's history says of a call whose server died before its settlement.
+#[derive(serde::Serialize)]
+struct HoldMetadata<'a> {
+    model: &'a str,
+    request_id: &'a str,
+}
+
 /// The usage-history entry's metadata: what was served, for whom. The cache and reasoning
-/// classes only when there are some (most calls have none; a smaller map stays under the
-/// allocator's large-chunk size on the hot path).
-fn history_metadata(
-    row: &RequestLogRow,
-    model: &str,
-    u: &crate::billing::Usage,
-) -> serde_json::Map<String, Value> {
-    let mut m = serde_json::Map::with_capacity(9);
-    m.insert("model".into(), Value::from(model));
-    m.insert("upstream".into(), json!(row.upstream));
-    m.insert("prompt_tokens".into(), Value::from(u.prompt()));
-    m.insert("completion_tokens".into(), Value::from(u.output));
-    for (k, v) in [
-        ("cached_tokens", u.cached),
-        ("cache_write_tokens", u.cache_write),
-        ("reasoning_tokens", u.reasoning),
-    ] {
-        if v > 0 {
-            m.insert(k.into(), Value::from(v));
-        }
-    }
-    m.insert("estimated".into(), Value::from(row.estimated));
-    m.insert("request_id".into(), Value::from(row.request_id.as_str()));
-    m
+/// classes only when there are some (most calls have none). Serialised from borrowed fields
+/// straight to its text (no map built and dropped on the hot path).
+#[derive(serde::Serialize)]
+struct HistoryMetadata<'a> {
+    model: &'a str,
+    upstream: Option<&'a str>,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    #[serde(skip_serializing_if = "none_counted")]
+    cached_tokens: i64,
+    #[serde(skip_serializing_if = "none_counted")]
+    cache_write_tokens: i64,
+    #[serde(skip_serializing_if = "none_counted")]
+    reasoning_tokens: i64,
+    estimated: bool,
+    request_id: &'a str,
+}
+
+fn none_counted(n: &i64) -> bool {
+    *n <= 0
+}
+
+fn history_metadata(row: &RequestLogRow, model: &str, u: &crate::billing::Usage) -> Option<String> {
+    serde_json::to_string(&HistoryMetadata {
+        model,
+        upstream: row.upstream.as_deref(),
+        prompt_tokens: u.prompt(),
+        completion_tokens: u.output,
+        cached_tokens: u.cached,
+        cache_write_tokens: u.cache_write,
+        reasoning_tokens: u.reasoning,
+        estimated: row.estimated,
+        request_id: &row.request_id,
+    })
+    .ok()
 }
 
 /// Names the model as `up` knows it wherever a tree goes to `up` (the translated body, or

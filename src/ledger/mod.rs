@@ -1176,7 +1176,7 @@ mod tests {
                 UsageItem {
                     amount: 0,
                     reason: Some("chat".into()),
-                    metadata: Some(meta),
+                    metadata: Some(serde_json::Value::Object(meta).to_string()),
                 },
             )
             .unwrap();

@@ -165,7 +165,7 @@ pub struct HistoryRow<'a> {
     pub amount: i64,
     pub reason: Option<&'a str>,
     pub remaining: Option<i64>,
-    pub metadata: Option<String>,
+    pub metadata: Option<&'a str>,
 }
 
 /// The history rows a committed op writes: one per item with the remaining quota right after
@@ -189,14 +189,11 @@ pub fn history_rows<'a>(op: &'a ConsumeOp, c: &Committed) -> Vec<HistoryRow<'a>>
             } else {
                 item.amount
             };
-            (amount != 0).then(|| HistoryRow {
+            (amount != 0).then_some(HistoryRow {
                 amount,
                 reason: item.reason.as_deref(),
                 remaining,
-                metadata: item
-                    .metadata
-                    .as_ref()
-                    .and_then(|m| serde_json::to_string(m).ok()),
+                metadata: item.metadata.as_deref(),
             })
         })
         .collect()

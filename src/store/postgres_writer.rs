@@ -754,10 +754,7 @@ async fn record_holds<'o>(
         amount.push(op.total());
         instance.push(tag.instance);
         reason.push(item.and_then(|i| i.reason.clone()));
-        meta.push(
-            item.and_then(|i| i.metadata.as_ref())
-                .and_then(|m| serde_json::to_string(m).ok()),
-        );
+        meta.push(item.and_then(|i| i.metadata.clone()));
     }
     if id.is_empty() {
         return Ok(());
@@ -825,7 +822,7 @@ async fn insert_history(
             amount.push(h.amount);
             reason.push(h.reason.map(str::to_owned));
             remaining.push(h.remaining);
-            meta.push(h.metadata);
+            meta.push(h.metadata.map(str::to_owned));
         }
     }
     if k.is_empty() {

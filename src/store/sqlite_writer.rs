@@ -415,9 +415,7 @@ impl Batch<'_, '_> {
             return Ok(());
         };
         let item = op.items.first();
-        let metadata = item
-            .and_then(|i| i.metadata.as_ref())
-            .and_then(|m| serde_json::to_string(m).ok());
+        let metadata = item.and_then(|i| i.metadata.as_deref());
         let mut h = self.s.hold.on(self.db)?;
         h.reset();
         h.bind_i64(1, tag.id)?;
@@ -426,7 +424,7 @@ impl Batch<'_, '_> {
         h.bind_i64(4, tag.instance)?;
         h.bind_i64(5, self.now_ms)?;
         h.bind_opt_text(6, item.and_then(|i| i.reason.as_deref()))?;
-        h.bind_opt_text(7, metadata.as_deref())?;
+        h.bind_opt_text(7, metadata)?;
         h.step()?;
         h.reset();
         Ok(())
@@ -699,7 +697,7 @@ impl Batch<'_, '_> {
                 e.bind_i64(3, h.amount)?;
                 e.bind_opt_text(4, h.reason)?;
                 e.bind_opt_i64(5, h.remaining)?;
-                e.bind_opt_text(6, h.metadata.as_deref())?;
+                e.bind_opt_text(6, h.metadata)?;
                 e.step()?;
                 e.reset();
             }

@@ -73,7 +73,9 @@ pub struct AuditEntry {
 pub struct UsageItem {
     pub amount: i64,
     pub reason: Option<String>,
-    pub metadata: Option<Map<String, Value>>,
+    /// A JSON object's text, as the history stores it (serialised by whoever makes the
+    /// item, once, off the writer's thread).
+    pub metadata: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
