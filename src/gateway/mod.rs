@@ -88,7 +88,8 @@ impl Gateway {
     ) -> Result<(Arc<Self>, GatewayHandle), GatewayError> {
         // One process-wide TLS provider; a second install attempt is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = roster::http_client(DEFAULT_CONNECT_MS).map_err(GatewayError::Http)?;
+        let http =
+            http_client::UpstreamClient::new(DEFAULT_CONNECT_MS).map_err(GatewayError::Http)?;
         if http.via_proxy() {
             tracing::info!(
                 "upstream calls go through the proxy the environment names (HTTPS_PROXY, HTTP_PROXY or ALL_PROXY)"

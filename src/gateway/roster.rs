@@ -151,13 +151,8 @@ fn client_for(src: &Sources<'_>, connect_ms: u64) -> UpstreamClient {
     if connect_ms == src.default_connect_ms {
         return src.http.clone();
     }
-    http_client(connect_ms).unwrap_or_else(|e| {
+    UpstreamClient::new(connect_ms).unwrap_or_else(|e| {
         tracing::warn!(error = %e, "upstream client: using the default connect timeout");
         src.http.clone()
     })
-}
-
-/// The HTTP client upstream calls go through.
-pub fn http_client(connect_ms: u64) -> Result<UpstreamClient, String> {
-    UpstreamClient::new(connect_ms)
 }
