@@ -44,6 +44,22 @@ fn consume_sql(strict: bool) -> String {
     )
 }
 
+/// ?1-?3 period starts, ?4 now, ?5 amount, ?6 key id, ?7 credit: a settlement in one
+/// statement — its hold given back (never below zero) and its cost charged — when the cost
+/// fits; no row otherwise (the caller then gives back and charges what is left, step by
+/// step). The same arithmetic as `credit_sql` then `consume_sql(false)`, one row write.
+fn settle_sql() -> String {
+    let due =
+        format!("({PERIOD} IS NOT NULL AND (refill_period IS NULL OR {PERIOD} > refill_period))");
+    let used = format!("(MAX(0, (CASE WHEN {due} THEN 0 ELSE used END) - ?7) + ?5)");
+    let quota = format!("(CASE WHEN {due} THEN refill_amount ELSE quota END)");
+    format!(
+        "UPDATE keys SET used = {used}, quota = {quota}, \
+         refill_period = CASE WHEN {due} THEN {PERIOD} ELSE refill_period END, last_used = ?4 \
+         WHERE id = ?6 AND ({quota} IS NULL OR {used} <= {quota})"
+    )
+}
+
 /// ?1-?3 period starts, ?5 credit, ?6 key id: gives a hold back (after any due refill, which
 /// already dropped what the old period held), never below zero.
 fn credit_sql() -> String {
@@ -92,6 +108,7 @@ struct Statements {
     credit: Prepared,
     consume: Prepared,
     settle: Prepared,
+    settle_credited: Prepared,
     event: Prepared,
     idem: Prepared,
     key: Prepared,
@@ -119,6 +136,7 @@ impl Statements {
             credit: db.prepare(&credit_sql())?,
             consume: db.prepare(&consume_sql(true))?,
             settle: db.prepare(&consume_sql(false))?,
+            settle_credited: db.prepare(&settle_sql())?,
             event: db.prepare(INSERT_EVENT)?,
             idem: db.prepare(INSERT_IDEM)?,
             key: db.prepare(SELECT_KEY)?,
@@ -201,6 +219,17 @@ fn run_consume(
     now_ms: i64,
     p: PeriodStarts,
 ) -> StoreResult<Option<KeyCounters>> {
+    run_update(upd, sel, (key_id, amount, None), now_ms, p)
+}
+
+/// [`run_consume`], with `?7` bound to a credit when there is one (`settle_sql`).
+fn run_update(
+    upd: &mut Stmt<'_>,
+    sel: &mut Stmt<'_>,
+    (key_id, amount, credit): (i64, i64, Option<i64>),
+    now_ms: i64,
+    p: PeriodStarts,
+) -> StoreResult<Option<KeyCounters>> {
     upd.reset();
     upd.bind_i64(1, p.daily)?;
     upd.bind_i64(2, p.weekly)?;
@@ -208,6 +237,9 @@ fn run_consume(
     upd.bind_i64(4, now_ms)?;
     upd.bind_i64(5, amount)?;
     upd.bind_i64(6, key_id)?;
+    if let Some(credit) = credit {
+        upd.bind_i64(7, credit)?;
+    }
     upd.step()?;
     let changed = upd.changes() > 0;
     upd.reset();
@@ -448,15 +480,8 @@ impl Batch<'_, '_> {
         key_id: i64,
     ) -> StoreResult<(ConsumeResult, Option<KeyCounters>)> {
         let (now_ms, p) = (self.now_ms, self.p);
-        if op.kind == OpKind::Peek {
-            return self.as_is(key_id);
-        }
-        if op.kind == OpKind::Settle
-            && let Some(tag) = op.hold
-            && !self.end_hold(tag.id)?
-        {
-            // Recovered meanwhile (its server looked dead): the recovery charged the hold.
-            return self.as_is(key_id);
+        if let Some(done) = self.settled_early(op, key_id)? {
+            return Ok(done);
         }
         if op.credit > 0 {
             self.give_back(key_id, op.credit)?;
@@ -529,6 +554,53 @@ impl Batch<'_, '_> {
             ),
             (_, r) => (Err(r.unwrap_or(Refusal::NotFound)), seen),
         })
+    }
+
+    /// An op done before the step-by-step path: a peek, a settlement whose hold was
+    /// recovered meanwhile (its server looked dead: the recovery charged the hold), or the
+    /// usual settlement in one statement.
+    fn settled_early(
+        &mut self,
+        op: &ConsumeOp,
+        key_id: i64,
+    ) -> StoreResult<Option<(ConsumeResult, Option<KeyCounters>)>> {
+        if op.kind == OpKind::Peek {
+            return self.as_is(key_id).map(Some);
+        }
+        if op.kind == OpKind::Settle
+            && let Some(tag) = op.hold
+            && !self.end_hold(tag.id)?
+        {
+            return self.as_is(key_id).map(Some);
+        }
+        self.settle_in_one(op, key_id)
+    }
+
+    /// The usual settlement (no user or team budget, the cost fits): hold given back and cost
+    /// charged by one row write. `None` when it is not that (nothing written).
+    fn settle_in_one(
+        &mut self,
+        op: &ConsumeOp,
+        key_id: i64,
+    ) -> StoreResult<Option<(ConsumeResult, Option<KeyCounters>)>> {
+        if op.kind != OpKind::Settle || op.credit <= 0 || !op.budgets.is_empty() {
+            return Ok(None);
+        }
+        let c = run_update(
+            &mut self.s.settle_credited.on(self.db)?,
+            &mut self.s.key.on(self.db)?,
+            (key_id, op.total(), Some(op.credit)),
+            self.now_ms,
+            self.p,
+        )?;
+        Ok(c.map(|c| {
+            let committed = Committed {
+                remaining: c.quota.map(|q| q - c.used),
+                quota: c.quota,
+                charged: op.total(),
+            };
+            (Ok(committed), Some(c))
+        }))
     }
 
     /// The key's counters as they stand, nothing charged (a peek, or a settlement whose hold
@@ -789,5 +861,105 @@ impl ConsumeWriter for SqliteConsumeWriter {
         // database's last).
         self.stmts = None;
         self.conn = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::Row;
+
+    const DAY: i64 = 86_400_000;
+    type KeyRow = (Option<i64>, i64, Option<(&'static str, i64, i64)>);
+
+    async fn key_db() -> SqliteConnection {
+        let mut db = SqliteConnectOptions::new()
+            .in_memory(true)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query(
+            "CREATE TABLE keys (id INTEGER PRIMARY KEY, quota INTEGER, used INTEGER NOT NULL, \
+             refill_interval TEXT, refill_amount INTEGER, refill_period INTEGER, last_used INTEGER)",
+        )
+        .execute(&mut db)
+        .await
+        .unwrap();
+        db
+    }
+
+    /// Runs `sql` with the writer's bindings (period starts at day one, now just after).
+    async fn run(db: &mut SqliteConnection, sql: String, amount: i64, credit: Option<i64>) -> bool {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(DAY)
+            .bind(DAY)
+            .bind(DAY)
+            .bind(DAY + 123)
+            .bind(amount)
+            .bind(1_i64);
+        if let Some(c) = credit {
+            q = q.bind(c);
+        }
+        q.execute(&mut *db).await.unwrap().rows_affected() == 1
+    }
+
+    /// The key as `(quota, used, refill)`; after one-statement or two-step settlement: whether
+    /// the charge fitted, and the row's `(used, quota, refill_period)`.
+    async fn settle(
+        db: &mut SqliteConnection,
+        (quota, used, refill): KeyRow,
+        (credit, amount): (i64, i64),
+        one: bool,
+    ) -> (bool, (i64, Option<i64>, Option<i64>)) {
+        sqlx::query("DELETE FROM keys")
+            .execute(&mut *db)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO keys VALUES (1, ?1, ?2, ?3, ?4, ?5, NULL)")
+            .bind(quota)
+            .bind(used)
+            .bind(refill.map(|r| r.0))
+            .bind(refill.map(|r| r.1))
+            .bind(refill.map(|r| r.2))
+            .execute(&mut *db)
+            .await
+            .unwrap();
+        let fitted = if one {
+            run(db, settle_sql(), amount, Some(credit)).await
+        } else {
+            run(db, credit_sql(), credit, None).await;
+            run(db, consume_sql(false), amount, None).await
+        };
+        let r = sqlx::query("SELECT used, quota, refill_period FROM keys")
+            .fetch_one(&mut *db)
+            .await
+            .unwrap();
+        (fitted, (r.get(0), r.get(1), r.get(2)))
+    }
+
+    /// The one-statement settlement leaves a key exactly as the hold given back and then the
+    /// cost charged would, refill due or not, and refuses exactly when that charge would not
+    /// fit (the caller then takes the step-by-step path).
+    #[tokio::test]
+    async fn a_settlement_in_one_statement_matches_give_back_then_charge() {
+        let mut db = key_db().await;
+        let mut fitted = 0;
+        for quota in [None, Some(0_i64), Some(50), Some(100)] {
+            for used in [0_i64, 30, 60, 100] {
+                for refill in [None, Some(("daily", 80, 0)), Some(("daily", 80, DAY))] {
+                    for op in [(10, 5), (10, 40), (40, 10), (100, 0), (5, 90)] {
+                        let key = (quota, used, refill);
+                        let one = settle(&mut db, key, op, true).await;
+                        let two = settle(&mut db, key, op, false).await;
+                        assert_eq!(one.0, two.0, "{key:?} {op:?}");
+                        if one.0 {
+                            assert_eq!(one.1, two.1, "{key:?} {op:?}");
+                            fitted += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(fitted > 50, "most cases fit: {fitted}");
     }
 }
