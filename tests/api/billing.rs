@@ -411,6 +411,23 @@ async fn token_limits_and_n_cannot_beat_the_hold() {
     let q = app.quota(&key2).await;
     assert_eq!(q["used"], 3000, "clamped to the key's quota: {q}");
     assert_eq!(q["remaining"], 0);
+    // Its request-log row says what was charged, not what the tokens would have cost.
+    let rows = loop {
+        let (_, v) = app.admin_get("/admin/requests?limit=1000").await;
+        let mine: Vec<Value> = v["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["completionTokens"] == 5000)
+            .cloned()
+            .collect();
+        if !mine.is_empty() {
+            break mine;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["cost"], 3000, "{rows:?}");
     let count = |m: &str| {
         m.lines()
             .find(|l| l.starts_with("qp_gateway_overruns_total"))
