@@ -25,7 +25,9 @@ pub use ops::{
     BatchOutcome, Committed, ConsumeOp, ConsumeResult, HistoryRow, HoldTag, KeyCounters, OpKind,
     Refusal, WindowCap, WindowKind, budget_refusal, history_rows, refusal_of,
 };
-pub use sqlite_raw::{allocate_with_mimalloc, skip_allocation_statistics};
+pub use sqlite_raw::{
+    ReadOnlyConn, Stmt as RawRow, allocate_with_mimalloc, skip_allocation_statistics,
+};
 pub use traits::{
     AccountStore, AlertStore, AuditStore, ConsumeWriter, InviteStore, KeyStore, LedgerStore,
     QuotaRequestStore, RequestLogStore, Store, Upkeep, UpstreamStore,

@@ -84,6 +84,43 @@ pub fn allocate_with_mimalloc() -> bool {
     unsafe { ffi::sqlite3_config(ffi::SQLITE_CONFIG_MALLOC, &raw const methods) == ffi::SQLITE_OK }
 }
 
+/// A read-only connection for scans decoded straight from SQLite's columns (the monitor's
+/// feed reads every new request-log row): no driver row type per row, no hop to a driver's
+/// worker thread. Each [`ReadOnlyConn::rows`] prepares, steps and finalizes its statement,
+/// so no statement outlives a call.
+pub struct ReadOnlyConn {
+    conn: OwnedConn,
+}
+
+// SAFETY: the connection is opened with SQLITE_OPEN_NOMUTEX (SQLite's multi-thread mode: a
+// connection may be used from any thread, one at a time). `rows` takes `&mut self`, so its
+// owner's exclusive borrow (a `Mutex` in the monitor) is the one-at-a-time, and no statement
+// survives a call to be used from another thread.
+unsafe impl Send for ReadOnlyConn {}
+
+impl ReadOnlyConn {
+    /// Opens the existing database `path` read-only, waiting up to `busy_ms` for locks.
+    pub fn open(path: &std::path::Path, busy_ms: i32) -> Result<Self, StoreError> {
+        OwnedConn::open_with(path, busy_ms, ffi::SQLITE_OPEN_READONLY).map(|conn| Self { conn })
+    }
+
+    /// Runs `sql` (no parameters) and maps each row with `each`.
+    pub fn rows<T>(
+        &mut self,
+        sql: &str,
+        mut each: impl FnMut(&Stmt<'_>) -> T,
+    ) -> Result<Vec<T>, StoreError> {
+        let db = self.conn.db();
+        let mut prepared = db.prepare(sql)?;
+        let mut st = prepared.on(&db)?;
+        let mut out = Vec::new();
+        while let Step::Row = st.step()? {
+            out.push(each(&st));
+        }
+        Ok(out)
+    }
+}
+
 /// A raw database handle, valid for `'h`: the time its [`OwnedConn`] stays borrowed.
 pub struct Db<'h> {
     raw: NonNull<ffi::sqlite3>,
@@ -99,6 +136,10 @@ impl OwnedConn {
     /// Opens the existing database `path` (read-write), waiting up to `busy_ms` for other
     /// connections' locks.
     pub fn open(path: &std::path::Path, busy_ms: i32) -> Result<Self, StoreError> {
+        Self::open_with(path, busy_ms, ffi::SQLITE_OPEN_READWRITE)
+    }
+
+    fn open_with(path: &std::path::Path, busy_ms: i32, mode: c_int) -> Result<Self, StoreError> {
         let c = CString::new(path.as_os_str().as_encoded_bytes())
             .map_err(|e| StoreError::Other(e.to_string()))?;
         let mut raw: *mut ffi::sqlite3 = std::ptr::null_mut();
@@ -108,7 +149,7 @@ impl OwnedConn {
             ffi::sqlite3_open_v2(
                 c.as_ptr(),
                 &mut raw,
-                ffi::SQLITE_OPEN_READWRITE | ffi::SQLITE_OPEN_NOMUTEX,
+                mode | ffi::SQLITE_OPEN_NOMUTEX,
                 std::ptr::null(),
             )
         };
@@ -364,5 +405,50 @@ impl Drop for Prepared {
         unsafe {
             ffi::sqlite3_finalize(self.stmt.as_ptr());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::ConnectOptions;
+
+    /// Rows come back column by column (NULL as `None`), from another thread than the one
+    /// that opened the connection, and the connection cannot write.
+    #[tokio::test]
+    async fn a_read_only_connection_reads_rows_and_refuses_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        let mut c = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER, s TEXT)")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO t VALUES (1, 7, 'é\"x'), (2, NULL, NULL)")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        let mut conn = ReadOnlyConn::open(&path, 1000).unwrap();
+        let rows = std::thread::spawn(move || {
+            let rows = conn
+                .rows("SELECT id, n, s FROM t ORDER BY id", |r| {
+                    (r.column_i64(0), r.column_opt_i64(1), r.column_opt_text(2))
+                })
+                .unwrap();
+            let write = conn.rows("INSERT INTO t VALUES (3, 1, 'w')", |_| ());
+            (rows, write.err().map(|e| e.to_string()))
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            rows.0,
+            vec![(1, Some(7), Some("é\"x".to_owned())), (2, None, None)]
+        );
+        assert!(rows.1.unwrap_or_default().contains("readonly"));
     }
 }
