@@ -17,7 +17,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
@@ -27,9 +26,10 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tower::ServiceExt;
+use tower::Service;
 
 use crate::conn_trust::{ConnTrust, UnauthCounts};
+use crate::middleware::Shell;
 use crate::wire::JsonRefusals;
 
 pub use crate::config::ConnLimits;
@@ -40,7 +40,7 @@ retry-after: 1\r\nconnection: close\r\ncontent-length: 80\r\n\r\n\
 
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    shell: Shell,
     limits: ConnLimits,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -92,11 +92,12 @@ pub async fn serve(
             unauth.add(ip);
         }
         let trust = Arc::new(ConnTrust::new(ip, counted.then(|| unauth.clone())));
-        let router = router.clone();
+        let shell = shell.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(trust.clone());
             req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-            router.clone().oneshot(req.map(Body::new))
+            // `Shell` is always ready: no `poll_ready` needed before `call`.
+            shell.clone().call(req.map(Body::new))
         });
         let conn = builder.serve_connection(TokioIo::new(JsonRefusals::new(tcp)), service);
         let conn = graceful.watch(conn);

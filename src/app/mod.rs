@@ -9,7 +9,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -82,7 +81,7 @@ fn native_dsn(config: &Config) -> String {
 /// API, the admin API and the gateway.
 pub struct App {
     pub config: Arc<Config>,
-    pub router: Router,
+    pub router: crate::middleware::Shell,
     core: Option<Core>,
     alerts: Arc<Alerts>,
     monitor: Arc<Monitor>,

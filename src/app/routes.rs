@@ -6,10 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tower_http::catch_panic::CatchPanicLayer;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::api::alerts::AlertsState;
@@ -20,8 +17,8 @@ use crate::api::{
     quota_requests, requests, responses, upstreams, users,
 };
 use crate::config::Config;
-use crate::error::{ApiError, Family};
-use crate::middleware::{Context, Guard, context, guard, unmatched};
+use crate::error::Family;
+use crate::middleware::{Context, Guard, GuardLayer, Shell, unmatched};
 use crate::state::AppState;
 use crate::web::{self, WebState};
 
@@ -57,7 +54,7 @@ fn operator_routes() -> OpenApiRouter<AppState> {
 }
 
 /// Every route of `surfaces`, guarded by group, with `/api/openapi.json` describing them.
-pub fn router(surfaces: Surfaces, config: &Config) -> Router {
+pub fn router(surfaces: Surfaces, config: &Config) -> Shell {
     // The metrics recorder is installed before the first request is counted.
     crate::telemetry::handle();
     let guarded = Guards::new(config, surfaces.failures.clone());
@@ -113,7 +110,7 @@ pub fn router(surfaces: Surfaces, config: &Config) -> Router {
     let (routes, document) = api.split_for_parts();
     let money = config.gateway.billing.mode == crate::billing::BillingMode::Money;
     let document: Arc<[u8]> = doc::to_json(document, money).into();
-    let routes = routes.route(
+    let openapi = Router::new().route(
         "/api/openapi.json",
         get(move || {
             let body = document.clone();
@@ -125,6 +122,7 @@ pub fn router(surfaces: Surfaces, config: &Config) -> Router {
             }
         }),
     );
+    let routes = routes.merge(guarded.apply_plain(openapi, Family::Quota));
     harden(routes, config)
 }
 
@@ -156,7 +154,16 @@ impl Guards {
     where
         S: Clone + Send + Sync + 'static,
     {
-        let g = Guard {
+        routes.layer(self.layer(family, timed))
+    }
+
+    /// `apply` for routes outside the OpenAPI document.
+    fn apply_plain(&self, routes: Router, family: Family) -> Router {
+        routes.layer(self.layer(family, false))
+    }
+
+    fn layer(&self, family: Family, timed: bool) -> GuardLayer {
+        GuardLayer::new(Guard {
             family,
             body_limit: if matches!(family, Family::OpenAi | Family::Anthropic) {
                 self.gateway_body_limit
@@ -167,35 +174,21 @@ impl Guards {
             body_idle_timeout: self.body_idle_timeout,
             body_deadline: self.body_deadline,
             failures: self.failures.clone(),
-        };
-        routes.layer(axum::middleware::from_fn_with_state(g, guard))
+        })
     }
 }
 
-fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    ApiError::internal().into_response()
-}
-
-/// The unmatched-path fallback and the per-request context around every route; the body
-/// limit, panic catching and the security headers around the whole router, once. A layer
-/// added with `Router::layer` wraps each route in a box of its own, cloned on every request
-/// (eight layers were ~50 allocations a call); only the context needs the matched route.
-fn harden(routes: Router, config: &Config) -> Router {
+/// The unmatched-path fallback and what every request goes through around the router
+/// (`Shell`: request id, client address, body limit, panics, security headers, metrics).
+fn harden(routes: Router, config: &Config) -> Shell {
     let cx = Context {
         trusted_proxies: config.gateway.trusted_proxies.clone(),
         unit: config.gateway.billing.currency,
     };
-    let routed = routes
-        .fallback(unmatched)
-        .layer(axum::middleware::from_fn_with_state(Arc::new(cx), context));
-    let [csp, frame, sniff, referrer] = web::SECURE_HEADERS.map(web::secure_header);
-    let around = tower::ServiceBuilder::new()
-        .layer(csp)
-        .layer(frame)
-        .layer(sniff)
-        .layer(referrer)
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .service(routed);
-    Router::new().fallback_service(around)
+    Shell::new(
+        routes.fallback(unmatched),
+        cx,
+        config.max_body_bytes,
+        web::secure_headers(),
+    )
 }

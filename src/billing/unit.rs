@@ -15,5 +15,14 @@ pub fn unit() -> Currency {
 
 /// Runs `f` with amounts shown and read in `unit`.
 pub async fn with_unit<F: Future>(unit: Currency, f: F) -> F::Output {
-    UNIT.scope(unit, f).await
+    in_unit(unit, f).await
+}
+
+/// `f`, to run with amounts shown and read in `unit`: a future with a name, for a
+/// hand-written service's own future.
+pub fn in_unit<F: Future>(
+    unit: Currency,
+    f: F,
+) -> tokio::task::futures::TaskLocalFuture<Currency, F> {
+    UNIT.scope(unit, f)
 }

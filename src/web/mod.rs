@@ -14,7 +14,6 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
-use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::auth::{Authenticator, SESSION_COOKIE, cookie, token_hint};
 use crate::error::ApiError;
@@ -63,14 +62,12 @@ pub const SECURE_HEADERS: [(&str, &str); 4] = [
     ("referrer-policy", "no-referrer"),
 ];
 
-/// The layer that sets one of [`SECURE_HEADERS`].
-pub fn secure_header(
-    (name, v): (&'static str, &'static str),
-) -> SetResponseHeaderLayer<HeaderValue> {
-    SetResponseHeaderLayer::if_not_present(
-        HeaderName::from_static(name),
-        HeaderValue::from_static(v),
-    )
+/// [`SECURE_HEADERS`] as header names and values.
+pub fn secure_headers() -> Vec<(HeaderName, HeaderValue)> {
+    SECURE_HEADERS
+        .iter()
+        .map(|&(name, v)| (HeaderName::from_static(name), HeaderValue::from_static(v)))
+        .collect()
 }
 
 /// Scripts from the origin only; the dashboard page adds the hash of its import map.
