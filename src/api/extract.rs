@@ -31,74 +31,119 @@ impl FromRequest<AppState> for JsonBody {
         if bytes.iter().all(|b| b.is_ascii_whitespace()) {
             return Ok(JsonBody(None));
         }
-        if let Some(key) = duplicate_key(&bytes) {
+        match parse_unique(&bytes) {
+            Parsed::Value(v) => Ok(JsonBody(Some(v))),
             // `{"amount":1,"amount":7}` must not quietly mean 7.
-            return Err(ApiError::invalid(&key, "字段重复 (duplicate key)"));
+            Parsed::Duplicate(key) => Err(ApiError::invalid(&key, "字段重复 (duplicate key)")),
+            Parsed::Malformed => Err(ApiError::malformed_json()),
         }
-        serde_json::from_slice(&bytes)
-            .map(|v| JsonBody(Some(v)))
-            .map_err(|_| ApiError::malformed_json())
     }
 }
 
-/// The first key that appears twice in one object of the JSON `bytes`, at any depth (`None`
-/// also when the JSON is malformed: the parse that follows says so).
-pub fn duplicate_key(bytes: &[u8]) -> Option<String> {
+/// What a JSON body read as: its value, or the first key that appears twice in one object
+/// (at any depth) of otherwise well-formed JSON, or not JSON at all.
+#[derive(Debug, PartialEq)]
+pub enum Parsed {
+    Value(Value),
+    Duplicate(String),
+    Malformed,
+}
+
+/// `bytes` as a JSON value, in one pass that also finds a repeated key (a separate walk for
+/// the keys cost as much as the parse). Malformed JSON is `Malformed` even after a repeated
+/// key; otherwise the first repeated key is reported.
+pub fn parse_unique(bytes: &[u8]) -> Parsed {
     use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
     use std::cell::RefCell;
 
-    struct Walk<'a>(&'a RefCell<Option<String>>);
+    /// Builds the value as `serde_json::Value`'s own visitor does.
+    struct Build<'a>(&'a RefCell<Option<String>>);
 
-    impl<'de> DeserializeSeed<'de> for Walk<'_> {
-        type Value = ();
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+    impl<'de> DeserializeSeed<'de> for Build<'_> {
+        type Value = Value;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
             d.deserialize_any(self)
         }
     }
 
-    impl<'de> Visitor<'de> for Walk<'_> {
-        type Value = ();
+    impl<'de> Visitor<'de> for Build<'_> {
+        type Value = Value;
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("JSON")
         }
-        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-            Ok(())
+        fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
         }
-        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-            Ok(())
+        fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+            Ok(Value::Number(v.into()))
         }
-        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-            Ok(())
+        fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+            Ok(Value::Number(v.into()))
         }
-        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-            Ok(())
+        fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+            Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
         }
-        fn visit_str<E>(self, _: &str) -> Result<(), E> {
-            Ok(())
+        fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+            Ok(Value::String(v.to_owned()))
         }
-        fn visit_unit<E>(self) -> Result<(), E> {
-            Ok(())
+        fn visit_string<E>(self, v: String) -> Result<Value, E> {
+            Ok(Value::String(v))
         }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
-            while a.next_element_seed(Walk(self.0))?.is_some() {}
-            Ok(())
+        fn visit_unit<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
         }
-        fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
-            let mut seen = std::collections::HashSet::new();
-            while let Some(k) = a.next_key::<String>()? {
-                if !seen.insert(k.clone()) && self.0.borrow().is_none() {
-                    *self.0.borrow_mut() = Some(k);
-                }
-                a.next_value_seed(Walk(self.0))?;
+        fn visit_none<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Value, A::Error> {
+            let mut items = Vec::with_capacity(a.size_hint().unwrap_or(0));
+            while let Some(v) = a.next_element_seed(Build(self.0))? {
+                items.push(v);
             }
-            Ok(())
+            Ok(Value::Array(items))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Value, A::Error> {
+            let mut map = serde_json::Map::new();
+            while let Some(k) = a.next_key::<String>()? {
+                let v = a.next_value_seed(Build(self.0))?;
+                match map.entry(k) {
+                    serde_json::map::Entry::Vacant(e) => {
+                        e.insert(v);
+                    }
+                    serde_json::map::Entry::Occupied(e) => {
+                        let mut first = self.0.borrow_mut();
+                        if first.is_none() {
+                            *first = Some(e.key().clone());
+                        }
+                    }
+                }
+            }
+            Ok(Value::Object(map))
         }
     }
 
-    let found = RefCell::new(None);
+    let repeated = RefCell::new(None);
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    Walk(&found).deserialize(&mut de).ok()?;
-    found.into_inner()
+    let parsed = Build(&repeated).deserialize(&mut de).and_then(|v| {
+        de.end()?;
+        Ok(v)
+    });
+    match (parsed, repeated.into_inner()) {
+        (Err(_), _) => Parsed::Malformed,
+        (Ok(_), Some(key)) => Parsed::Duplicate(key),
+        (Ok(v), None) => Parsed::Value(v),
+    }
+}
+
+/// The `Idempotency-Key` header alone (the `HeaderMap` extractor copies every header).
+pub struct IdempotencyHeader(pub Option<axum::http::HeaderValue>);
+
+impl<S: Sync> FromRequestParts<S> for IdempotencyHeader {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.headers.get("idempotency-key").cloned()))
+    }
 }
 
 /// Whether the key's `ips` limit (if any) admits a caller at `ip`.
@@ -159,18 +204,49 @@ impl HasAuth for AppState {
 
 #[cfg(test)]
 mod tests {
+    use super::{Parsed, parse_unique};
+    use serde_json::Value;
+
     #[test]
     fn duplicate_keys_are_found_at_any_depth() {
-        use super::duplicate_key;
+        let dup = |b: &[u8]| match parse_unique(b) {
+            Parsed::Duplicate(k) => Some(k),
+            _ => None,
+        };
         assert_eq!(
-            duplicate_key(br#"{"amount":1,"amount":7}"#).as_deref(),
+            dup(br#"{"amount":1,"amount":7}"#).as_deref(),
             Some("amount")
         );
+        assert_eq!(dup(br#"[{"a":{"b":1,"b":2}}]"#).as_deref(), Some("b"));
         assert_eq!(
-            duplicate_key(br#"[{"a":{"b":1,"b":2}}]"#).as_deref(),
-            Some("b")
+            dup(br#"{"a":{"x":1,"x":1},"b":1,"b":2}"#).as_deref(),
+            Some("x")
         );
-        assert_eq!(duplicate_key(br#"{"a":{"x":1},"b":{"x":2}}"#), None);
-        assert_eq!(duplicate_key(b"{nope"), None);
+        assert_eq!(dup(br#"{"a":{"x":1},"b":{"x":2}}"#), None);
+        // Malformed wins over a repeated key, wherever the fault is.
+        assert_eq!(parse_unique(br#"{"a":1,"a":2"#), Parsed::Malformed);
+        assert_eq!(parse_unique(br#"{"a":1,"a":2} x"#), Parsed::Malformed);
+        assert_eq!(parse_unique(b"{nope"), Parsed::Malformed);
+    }
+
+    /// The value is what `serde_json` itself reads, for every kind of member.
+    #[test]
+    fn values_are_serde_jsons_own() {
+        for text in [
+            r#"{"amount":1,"reason":"bench","metadata":{"a":[1,-2,3.5,1e300,true,null,"\u00e9x"]}}"#,
+            r#"[18446744073709551615,-9223372036854775808,0.1,"",{}]"#,
+            r#"  "just a string"  "#,
+            "null",
+            r#"{"z":1,"a":2,"m":{"y":[],"b":{}}}"#,
+        ] {
+            let ours = match parse_unique(text.as_bytes()) {
+                Parsed::Value(v) => v,
+                other => panic!("{text}: {other:?}"),
+            };
+            let theirs: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(ours, theirs, "{text}");
+            // Same key order too (the API keeps the caller's order).
+            assert_eq!(ours.to_string(), theirs.to_string(), "{text}");
+        }
     }
 }

@@ -2,11 +2,10 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::{Caller, JsonBody, QueryMap};
+use super::extract::{Caller, IdempotencyHeader, JsonBody, QueryMap};
 use super::input::{
     self, MAX_AMOUNT, MAX_BATCH_ITEMS, MAX_IDEMPOTENCY_KEY_CHARS, MAX_REASON_CHARS, Params,
 };
@@ -58,8 +57,11 @@ fn item(it: UseItem, path: &str) -> ApiResult<UsageItem> {
     })
 }
 
-fn idempotency_key(headers: &HeaderMap, request_id: Option<String>) -> ApiResult<Option<String>> {
-    let from_header = match headers.get("idempotency-key") {
+fn idempotency_key(
+    header: &IdempotencyHeader,
+    request_id: Option<String>,
+) -> ApiResult<Option<String>> {
+    let from_header = match &header.0 {
         None => None,
         Some(v) => Some(
             v.to_str()
@@ -109,7 +111,7 @@ async fn consume(
 pub async fn use_quota(
     State(st): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
+    idem_header: IdempotencyHeader,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<UseResponse>> {
     let req: UseRequest = input::body(body)?;
@@ -118,7 +120,7 @@ pub async fn use_quota(
         req.request_id.as_deref(),
         MAX_IDEMPOTENCY_KEY_CHARS,
     )?;
-    let idem = idempotency_key(&headers, req.request_id)?;
+    let idem = idempotency_key(&idem_header, req.request_id)?;
     let it = item(
         UseItem {
             amount: req.amount,
@@ -138,7 +140,7 @@ pub async fn use_quota(
 pub async fn use_batch(
     State(st): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
+    idem_header: IdempotencyHeader,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<UseResponse>> {
     let list: Vec<UseItem> = input::list(body)?;
@@ -153,7 +155,7 @@ pub async fn use_batch(
         .enumerate()
         .map(|(i, it)| item(it, &format!("[{i}]")))
         .collect::<ApiResult<Vec<_>>>()?;
-    let idem = idempotency_key(&headers, None)?;
+    let idem = idempotency_key(&idem_header, None)?;
     consume(&st, &caller, items, idem, true).await
 }
 
