@@ -215,6 +215,23 @@ fn cpu_ticks(pid: u32) -> Option<(u64, u64)> {
     Some((all, writer))
 }
 
+/// CPU ticks (user + system) used so far by process `pid` and its children (nginx's master
+/// and workers), from `/proc` (`None` elsewhere).
+fn tree_ticks(pid: u32) -> Option<u64> {
+    let ticks = |pid: &str| -> Option<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split(' ').collect();
+        Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    };
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    let mut all = ticks(&pid.to_string())?;
+    for child in children.split_whitespace() {
+        all += ticks(child).unwrap_or(0);
+    }
+    Some(all)
+}
+
 /// The caller protocols, same run: each route through the gateway against its upstream
 /// answered directly in the protocol the upstream speaks for it.
 async fn protocols(client: &HttpClient, up: u16, gw: u16, key: &str, secs: u64) {
@@ -493,8 +510,18 @@ fn main() {
         let conns = env_num("BENCH_CONNS", 64) as usize;
         let tput_secs = secs.min(5);
         let (d, _) = closed_loop(&client, direct.clone(), conns, tput_secs).await;
+        let nginx_pid = nginx.as_ref().map(|n| n.id());
         let n = match &proxy {
-            Some(p) => Some(closed_loop(&client, p.clone(), conns, tput_secs).await.0),
+            Some(p) => {
+                let before = nginx_pid.and_then(tree_ticks);
+                let (rate, calls) = closed_loop(&client, p.clone(), conns, tput_secs).await;
+                let after = nginx_pid.and_then(tree_ticks);
+                // nginx's CPU a call, the floor a hop costs on this machine.
+                let us = before
+                    .zip(after)
+                    .map(|(a, b)| (b - a) as f64 * 1e6 / TICKS_PER_SEC / (calls as f64).max(1.0));
+                Some((rate, us))
+            }
             None => None,
         };
         let cpu_before = cpu_ticks(gateway.id());
@@ -513,8 +540,16 @@ fn main() {
                 us(b.1 - a.1)
             );
         }
+        let gateway_us = cpu_before
+            .zip(cpu_after)
+            .map(|(a, b)| (b.0 - a.0) as f64 * 1e6 / TICKS_PER_SEC / (g_calls as f64).max(1.0));
         match n {
-            Some(n) => println!("Closed loop, {conns} in flight, non-stream: nginx reverse proxy {n:.0} req/s; gateway = {:.2} × nginx (issue #26 asks ≥ 0.70)", g / n),
+            Some((n, nginx_us)) => {
+                println!("Closed loop, {conns} in flight, non-stream: nginx reverse proxy {n:.0} req/s; gateway = {:.2} × nginx (issue #26 asks ≥ 0.70)", g / n);
+                if let (Some(ng), Some(gw)) = (nginx_us, gateway_us) {
+                    println!("Closed loop CPU per call: nginx {ng:.1} µs, gateway {gw:.1} µs ({:.1} × nginx's)", gw / ng.max(0.1));
+                }
+            }
             None => println!("Closed loop: no nginx, no baseline"),
         }
         if env_num("BENCH_PROTOCOLS", 1) == 1 {
