@@ -139,8 +139,6 @@ fn direct_client(connect: Duration) -> Result<Direct, String> {
         .enable_all_versions()
         .wrap_connector(tcp);
     Ok(Client::builder(TokioExecutor::new())
-        // As the server (`listener`): one flat buffer a write, not a vectored write.
-        .http1_writev(false)
         .pool_idle_timeout(POOL_IDLE)
         .pool_timer(TokioTimer::new())
         .build(tls))
