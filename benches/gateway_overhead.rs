@@ -189,15 +189,17 @@ async fn closed_loop(client: &HttpClient, t: Arc<Target>, conns: usize, secs: u6
 /// Linux's clock ticks a second (`getconf CLK_TCK`: 100 on every Debian kernel).
 const TICKS_PER_SEC: f64 = 100.0;
 
+/// User + system ticks of a `/proc/…/stat` line.
+fn ticks(stat: &str) -> Option<u64> {
+    // Fields after the command (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
 /// CPU ticks (user + system) used so far by process `pid` and by its `ledger-writer`
 /// thread, from `/proc` (`None` elsewhere).
 fn cpu_ticks(pid: u32) -> Option<(u64, u64)> {
-    let ticks = |stat: &str| -> Option<u64> {
-        // Fields after the command (which may hold spaces) start after the last ')'.
-        let rest = &stat[stat.rfind(')')? + 2..];
-        let f: Vec<&str> = rest.split(' ').collect();
-        Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-    };
     let all = ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
     let mut writer = 0;
     for t in std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -218,16 +220,11 @@ fn cpu_ticks(pid: u32) -> Option<(u64, u64)> {
 /// CPU ticks (user + system) used so far by process `pid` and its children (nginx's master
 /// and workers), from `/proc` (`None` elsewhere).
 fn tree_ticks(pid: u32) -> Option<u64> {
-    let ticks = |pid: &str| -> Option<u64> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let rest = &stat[stat.rfind(')')? + 2..];
-        let f: Vec<&str> = rest.split(' ').collect();
-        Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-    };
+    let of = |pid: &str| ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?);
     let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
-    let mut all = ticks(&pid.to_string())?;
+    let mut all = of(&pid.to_string())?;
     for child in children.split_whitespace() {
-        all += ticks(child).unwrap_or(0);
+        all += of(child).unwrap_or(0);
     }
     Some(all)
 }

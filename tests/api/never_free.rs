@@ -152,6 +152,12 @@ async fn guessing_credentials_blocks_the_guessing_address_only() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // The API's document takes no credentials either: still served.
+    let r = from(guesser, app.client.get(app.url("/api/openapi.json")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let r = from("198.51.100.7", app.client.get(app.url("/admin/keys")))
         .bearer_auth(ADMIN)
         .send()
