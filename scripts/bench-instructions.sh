@@ -7,6 +7,8 @@
 #   scripts/bench-instructions.sh [BIN] [chat|use] [N]
 #   scripts/bench-instructions.sh target/release/quota-proxy chat 1100
 #   BENCH_BODY_KB=64 scripts/bench-instructions.sh      # a coding agent's 64 KiB request
+#   BENCH_BODY_KB=64 BENCH_PROTOCOL=messages scripts/bench-instructions.sh   # Claude Code's shape
+#   BENCH_BODY_KB=64 BENCH_PROTOCOL=responses scripts/bench-instructions.sh  # Codex's shape
 set -euo pipefail
 BIN="${1:-target/release/quota-proxy}"
 WHAT="${2:-chat}"
@@ -18,7 +20,13 @@ trap 'kill $(jobs -p) 2>/dev/null || true; [ -n "${BENCH_KEEP:-}" ] && cp "$work
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 up="$(free_port)"
 "$BIN" mock-upstream --port "$up" >"$work/mock.log" 2>&1 &
-printf '[[upstreams]]\nname = "local-mock"\nbase_url = "http://127.0.0.1:%s/v1"\napi_key = "sk-bench"\nprotocols = ["chat"]\n' "$up" >"$work/qp.toml"
+# The upstream speaks the call's protocol, so each call is forwarded as sent (not
+# translated); Messages upstreams take the root as their base URL.
+if [ "${BENCH_PROTOCOL:-chat}" = messages ]; then
+  printf '[[upstreams]]\nname = "local-mock"\nbase_url = "http://127.0.0.1:%s"\napi_key = "sk-bench"\nprotocols = ["messages"]\n' "$up" >"$work/qp.toml"
+else
+  printf '[[upstreams]]\nname = "local-mock"\nbase_url = "http://127.0.0.1:%s/v1"\napi_key = "sk-bench"\nprotocols = ["chat", "responses"]\n' "$up" >"$work/qp.toml"
+fi
 
 count() { # calls -> total instructions of one gateway run
   local port data
@@ -29,7 +37,7 @@ count() { # calls -> total instructions of one gateway run
     "$BIN" serve --port "$port" --data-dir "$data" --config "$work/qp.toml" >"$work/gw-$1.log" 2>&1 &
   local pid=$!
   for _ in $(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$port/healthz" && break; sleep 0.2; done
-  python3 - "$port" "$1" "$WHAT" <<'PY'
+  python3 - "$port" "$1" "$WHAT" <<'PY' || { echo "calls failed ($work/gw-$1.log)" >&2; return 1; }
 import http.client, json, os, sys
 port, n, what = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -39,23 +47,66 @@ key = json.loads(c.getresponse().read())["key"]
 if what == "use":
     path, body = "/api/v1/use", json.dumps({"amount": 1, "reason": "bench"})
 else:
-    msgs = [{"role": "user", "content": "benchmark request"}]
-    tools = []
-    # BENCH_BODY_KB: a coding agent's request instead (history with code and quotes, tools
-    # with JSON schemas), about that many KiB.
+    # BENCH_BODY_KB: a coding agent's request instead, about that many KiB: history with
+    # code, quotes and newlines, tools with JSON schemas. BENCH_PROTOCOL picks its shape:
+    # chat (messages), messages (Claude Code: system blocks, text / tool_use / tool_result
+    # blocks) or responses (Codex: instructions, input items, function calls and outputs).
     kb = int(os.environ.get("BENCH_BODY_KB", "0"))
-    while len(json.dumps(msgs + tools)) < kb * 1024:
-        i = len(msgs)
-        msgs.append({"role": "assistant" if i % 2 else "user",
-                     "content": f"step {i}: fn main() {{\n    println!(\"hello {i}\");\n}}\n" * 12})
-        if len(tools) < 12:
-            tools.append({"type": "function", "function": {"name": f"tool_{i}", "description": "Runs a tool. " * 8,
-                "parameters": {"type": "object", "properties": {"path": {"type": "string"},
-                "line": {"type": "integer"}}, "required": ["path"]}}})
-    req = {"model": "gpt-4o-mini", "stream": False, "max_tokens": 16, "messages": msgs}
+    proto = os.environ.get("BENCH_PROTOCOL", "chat")
+    code = lambda i: f"step {i}: fn main() {{\n    println!(\"hello {i}\");\n}}\n" * 12
+    schema = {"type": "object", "properties": {"path": {"type": "string"},
+              "line": {"type": "integer"}}, "required": ["path"]}
+    items, tools = [], []
+    def size():
+        return len(json.dumps(items + tools))
+    if proto == "messages":
+        system = [{"type": "text", "text": "You are a coding agent. " * 40}] if kb else None
+        items = [{"role": "user", "content": "benchmark request"}]
+        while size() < kb * 1024:
+            i = len(items)
+            if i % 2:
+                items.append({"role": "assistant", "content": [
+                    {"type": "text", "text": code(i)[:200]},
+                    {"type": "tool_use", "id": f"toolu_{i}", "name": "read", "input": {"path": f"src/f{i}.rs"}}]})
+            else:
+                items.append({"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": f"toolu_{i-1}", "content": code(i)},
+                    {"type": "text", "text": "go on"}]})
+            if len(tools) < 12:
+                tools.append({"name": f"tool_{i}", "description": "Runs a tool. " * 8, "input_schema": schema})
+        req = {"model": "claude-sonnet-4-5", "max_tokens": 16, "messages": items}
+        if system:
+            req["system"] = system
+        path = "/v1/messages"
+    elif proto == "responses":
+        items = [{"role": "user", "content": [{"type": "input_text", "text": "benchmark request"}]}]
+        while size() < kb * 1024:
+            i = len(items)
+            if i % 2:
+                items.append({"type": "function_call", "call_id": f"call_{i}", "name": "shell",
+                              "arguments": json.dumps({"cmd": ["cat", f"src/f{i}.rs"]})})
+            else:
+                items.append({"type": "function_call_output", "call_id": f"call_{i-1}", "output": code(i)})
+            if len(tools) < 12:
+                tools.append({"type": "function", "name": f"tool_{i}", "description": "Runs a tool. " * 8,
+                              "parameters": schema})
+        req = {"model": "gpt-5-codex", "max_output_tokens": 16, "input": items}
+        if kb:
+            req["instructions"] = "You are Codex, a coding agent. " * 40
+        path = "/v1/responses"
+    else:
+        items = [{"role": "user", "content": "benchmark request"}]
+        while size() < kb * 1024:
+            i = len(items)
+            items.append({"role": "assistant" if i % 2 else "user", "content": code(i)})
+            if len(tools) < 12:
+                tools.append({"type": "function", "function": {"name": f"tool_{i}", "description": "Runs a tool. " * 8,
+                    "parameters": schema}})
+        req = {"model": "gpt-4o-mini", "stream": False, "max_tokens": 16, "messages": items}
+        path = "/v1/chat/completions"
     if tools:
         req["tools"] = tools
-    path, body = "/v1/chat/completions", json.dumps(req)
+    body = json.dumps(req)
 ok = 0
 for _ in range(n):
     c.request("POST", path, body, {"content-type": "application/json", "authorization": "Bearer " + key})
@@ -76,4 +127,4 @@ PY
 }
 small="$(count 100)"
 big="$(count "$N")"
-echo "$WHAT: $(( (big - small) / (N - 100) )) instructions a call ($BIN, N=$N, body ${BENCH_BODY_KB:-0} KiB)"
+echo "$WHAT: $(( (big - small) / (N - 100) )) instructions a call ($BIN, N=$N, body ${BENCH_BODY_KB:-0} KiB, ${BENCH_PROTOCOL:-chat})"

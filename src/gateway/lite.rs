@@ -15,12 +15,14 @@ use super::tokens::Chars;
 pub struct Facts {
     /// `null`.
     pub null: bool,
+    /// A string.
+    pub string: bool,
     /// An array (of `len` elements, all objects or not).
     pub array: bool,
     pub len: usize,
     pub all_objects: bool,
-    /// The text of the elements' `content` (a string, or parts' `text`), counted as the
-    /// prompt estimate counts it; a member named twice counts its last value only.
+    /// The text the prompt estimate counts, as its [`Reading`] says; a member named twice
+    /// counts its last value only.
     pub text: Chars,
 }
 
@@ -37,8 +39,53 @@ impl Facts {
 }
 
 impl<'de> de::Deserialize<'de> for Facts {
+    /// Read as `messages` is.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(Member)
+        MESSAGES.deserialize(d)
+    }
+}
+
+/// How a big member is read: which of its text the prompt estimate counts (the same text
+/// `tokens::estimate_prompt` takes from the member's tree).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reading {
+    /// A string's own text (Responses `input`).
+    string: bool,
+    /// An array's elements: their `content` (messages), the strings among them (`input`),
+    /// or nothing (`tools`, `system`, `instructions`: their shape only).
+    elements: Elements,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Elements {
+    Messages,
+    Strings,
+    Shape,
+}
+
+/// Chat and Messages `messages`: each element's `content`.
+pub const MESSAGES: Reading = Reading {
+    string: false,
+    elements: Elements::Messages,
+};
+
+/// Responses `input`: a string, or the strings of an array (what the tree-based count
+/// reads of a `prompt` or an `input`).
+pub const INPUT: Reading = Reading {
+    string: true,
+    elements: Elements::Strings,
+};
+
+/// Shape only: `tools`, Messages `system`, Responses `instructions`.
+pub const SHAPE: Reading = Reading {
+    string: false,
+    elements: Elements::Shape,
+};
+
+impl<'de> DeserializeSeed<'de> for Reading {
+    type Value = Facts;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Facts, D::Error> {
+        d.deserialize_any(self)
     }
 }
 
@@ -73,10 +120,8 @@ fn skip_map<'de, A: MapAccess<'de>>(mut a: A) -> Result<(), A::Error> {
     Ok(())
 }
 
-/// The member itself: `null`, an array of elements, or anything else.
-struct Member;
-
-impl<'de> Visitor<'de> for Member {
+/// The member itself: `null`, a string, an array of elements, or anything else.
+impl<'de> Visitor<'de> for Reading {
     type Value = Facts;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("any JSON value")
@@ -93,8 +138,15 @@ impl<'de> Visitor<'de> for Member {
     fn visit_f64<E: de::Error>(self, _: f64) -> Result<Facts, E> {
         Ok(Facts::default())
     }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Facts, E> {
-        Ok(Facts::default())
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Facts, E> {
+        let mut f = Facts {
+            string: true,
+            ..Facts::default()
+        };
+        if self.string {
+            f.text.add(s);
+        }
+        Ok(f)
     }
     fn visit_unit<E: de::Error>(self) -> Result<Facts, E> {
         Ok(Facts {
@@ -112,7 +164,13 @@ impl<'de> Visitor<'de> for Member {
             all_objects: true,
             ..Facts::default()
         };
-        while let Some((object, text)) = a.next_element_seed(MESSAGE)? {
+        loop {
+            let element = match self.elements {
+                Elements::Messages => a.next_element_seed(MESSAGE)?,
+                Elements::Strings => a.next_element_seed(STRING)?,
+                Elements::Shape => a.next_element_seed(OBJECT)?,
+            };
+            let Some((object, text)) = element else { break };
             f.len += 1;
             f.all_objects &= object;
             f.text.absorb(text);
@@ -182,6 +240,72 @@ const PART: Field<Text> = Field {
     name: "text",
     seed: Text { parts: false },
 };
+
+/// An element whose text is its own when it is a string (an `input` array's).
+#[derive(Clone, Copy)]
+struct Str;
+
+impl<'de> DeserializeSeed<'de> for Str {
+    type Value = (bool, Chars);
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Str {
+    type Value = (bool, Chars);
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    skip_the_rest!();
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+        let mut c = Chars::default();
+        c.add(s);
+        Ok((false, c))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
+        skip_seq(a)?;
+        Ok(Default::default())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
+        skip_map(a)?;
+        Ok((true, Chars::default()))
+    }
+}
+
+const STRING: Str = Str;
+
+/// An element read for its shape only: whether it is an object.
+#[derive(Clone, Copy)]
+struct Shape;
+
+impl<'de> DeserializeSeed<'de> for Shape {
+    type Value = (bool, Chars);
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Shape {
+    type Value = (bool, Chars);
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    skip_the_rest!();
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Default::default())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
+        skip_seq(a)?;
+        Ok(Default::default())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
+        skip_map(a)?;
+        Ok((true, Chars::default()))
+    }
+}
+
+const OBJECT: Shape = Shape;
 
 /// Whether a key is the one looked for (`content` in a message, `text` in a part), read
 /// without allocating.
@@ -253,30 +377,45 @@ mod tests {
     use super::*;
     use crate::gateway::tokens::estimate_prompt_parts;
 
-    /// The estimate from the messages' JSON text is the estimate from the whole tree, for
-    /// the usual shapes and the unusual ones (a repeated `content`, parts that are no
-    /// objects, escapes, `null`s).
+    /// The estimate from the big members' JSON text is the estimate from the whole tree,
+    /// for the usual shapes and the unusual ones (a repeated `content`, parts that are no
+    /// objects, escapes, `null`s, an `input` string or list, a `system` that is not counted).
     #[test]
     fn estimates_from_text_match_estimates_from_trees() {
+        let readings = [
+            ("messages", MESSAGES),
+            ("tools", SHAPE),
+            ("system", SHAPE),
+            ("input", INPUT),
+            ("instructions", SHAPE),
+        ];
         for text in [
             r#"{"messages":[{"role":"user","content":"hello \"there\"\n\u00e9"}],"input":"abc"}"#,
             r#"{"messages":[{"role":"user","content":[{"type":"text","text":"ab"},"x",{"text":5},{"text":"cd"}]}]}"#,
             r#"{"messages":[{"content":null},{"content":"a","content":"bbbb"},{}]}"#,
             r#"{"messages":[{"role":"user","content":{"odd":1}}],"prompt":["ab","cd"]}"#,
             r#"{"prompt":"only a prompt"}"#,
+            r#"{"input":"a Responses prompt \u65e5\u672c","instructions":"be brief"}"#,
+            r#"{"input":["ab","cd",{"role":"user","content":"not counted"},3],"tools":[{"name":"t"}]}"#,
+            r#"{"input":[{"type":"message","content":[{"type":"input_text","text":"x"}]}]}"#,
+            r#"{"system":[{"type":"text","text":"sys"}],"messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"system":"sys","input":null,"messages":null}"#,
         ] {
             let tree: Value = serde_json::from_str(text).unwrap();
             let mut rest = tree.as_object().unwrap().clone();
-            rest.remove("messages");
-            // The messages read in one pass from the text as sent (a tree would have merged
-            // a repeated member).
-            #[derive(serde::Deserialize)]
-            struct Only {
-                messages: Option<Facts>,
+            let mut lite = Vec::new();
+            // Each big member read in one pass from the text as sent (a tree would have
+            // merged a repeated member).
+            for (name, reading) in readings {
+                let Some(v) = rest.remove(name) else { continue };
+                let raw = serde_json::to_string(&v).unwrap();
+                let facts = reading
+                    .deserialize(&mut serde_json::Deserializer::from_str(&raw))
+                    .unwrap();
+                lite.push((name, facts));
             }
-            let only: Only = serde_json::from_str(text).unwrap();
             assert_eq!(
-                estimate_prompt_parts(&rest, only.messages.as_ref().and_then(Facts::text_and_len)),
+                estimate_prompt_parts(&rest, &lite),
                 crate::gateway::tokens::estimate_prompt(&tree),
                 "{text}"
             );

@@ -52,7 +52,8 @@ impl Kind {
     }
 
     /// [`Kind::accepts`] on a big member read for its facts (`stages::read`); `None` for
-    /// `null`. Only lists of objects are read so (`messages`, `tools`).
+    /// `null`. Lists of objects, strings, or either are read so (`messages`, `tools`,
+    /// Messages `system`, Responses `input` and `instructions`); no other kind is.
     pub fn accepts_facts(self, f: &Facts) -> Option<bool> {
         if f.null {
             return None;
@@ -60,7 +61,9 @@ impl Kind {
         Some(match self {
             Kind::Objects => f.array && f.len > 0 && f.all_objects,
             Kind::ObjectList => f.array && f.all_objects,
-            _ => false,
+            Kind::Text => f.string,
+            Kind::TextOrObjects => f.string || (f.array && f.all_objects),
+            Kind::Bool | Kind::TextOrTokens => false,
         })
     }
 
@@ -265,6 +268,8 @@ mod tests {
     /// A big member read for its facts is held to the same shape as its tree.
     #[test]
     fn facts_are_checked_like_trees() {
+        use super::super::lite;
+        use serde::de::DeserializeSeed;
         for (kind, text) in [
             (Kind::Objects, r#"[{"role":"user"}, {}]"#),
             (Kind::Objects, "[]"),
@@ -278,14 +283,29 @@ mod tests {
             (Kind::ObjectList, r#""tools""#),
             (Kind::ObjectList, "5"),
             (Kind::ObjectList, "true"),
+            (Kind::Text, r#""you are \"careful\"""#),
+            (Kind::Text, r#"["a"]"#),
+            (Kind::Text, "{}"),
+            (Kind::Text, "1"),
+            (Kind::TextOrObjects, r#""hello""#),
+            (Kind::TextOrObjects, "[]"),
+            (Kind::TextOrObjects, r#"[{"type":"text","text":"x"}]"#),
+            (Kind::TextOrObjects, r#"[{"type":"text"}, "x"]"#),
+            (Kind::TextOrObjects, r#"["a","b"]"#),
+            (Kind::TextOrObjects, r#"{"type":"text"}"#),
+            (Kind::TextOrObjects, "false"),
         ] {
-            let facts: Facts = serde_json::from_str(text).unwrap();
             let tree: Value = serde_json::from_str(text).unwrap();
-            assert_eq!(
-                kind.accepts_facts(&facts),
-                Some(kind.accepts(&tree)),
-                "{text}"
-            );
+            for reading in [lite::MESSAGES, lite::INPUT, lite::SHAPE] {
+                let facts = reading
+                    .deserialize(&mut serde_json::Deserializer::from_str(text))
+                    .unwrap();
+                assert_eq!(
+                    kind.accepts_facts(&facts),
+                    Some(kind.accepts(&tree)),
+                    "{text}"
+                );
+            }
         }
         let null: Facts = serde_json::from_str("null").unwrap();
         assert_eq!(Kind::Objects.accepts_facts(&null), None);

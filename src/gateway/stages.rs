@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::call::CallError;
 use super::endpoint::{Endpoint, Protocol};
-use super::lite::Facts;
+use super::lite::{self, Facts, Reading};
 use super::settings::{glob_match, parse_net};
 use super::sse::SseSplitter;
 use super::tokens::{Estimator, LazyBody, estimate_prompt_parts};
@@ -111,11 +111,11 @@ pub fn read(
         Err(true) => return Err(CallError::BodyTooLarge { limit: body_limit }),
         Err(false) => return Err(CallError::BodyUnreadable),
     };
-    let Ok(Members {
+    let Some(Members {
         map,
         lite,
         repeated,
-    }) = serde_json::from_slice::<Members>(&body)
+    }) = members(&body, endpoint)
     else {
         return Err(CallError::NotAnObject);
     };
@@ -150,10 +150,7 @@ pub fn read(
         .and_then(|o| o.get("include_usage"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let prompt_est = estimate_prompt_parts(
-        &map,
-        super::lite::member(&lite, "messages").and_then(Facts::text_and_len),
-    );
+    let prompt_est = estimate_prompt_parts(&map, &lite);
     // Chat streams are asked for their usage chunk; other protocols carry their usage in
     // their own events (and a translated call asks for it when translated). A member named
     // twice is read here as its last value; an upstream that took the first could run
@@ -211,51 +208,81 @@ pub fn policy(
     Ok(())
 }
 
-/// Top-level members not parsed into a tree: the big ones, read in one pass only for their
-/// shape and (`messages`) their text (`lite`).
-const LITE: [&str; 2] = ["messages", "tools"];
+/// Top-level members not parsed into a tree: the big ones, read in one pass for their shape
+/// and the text the prompt estimate counts (`lite`). A coding agent's request is mostly
+/// these: Claude Code's `system`, Codex's `input` and `instructions`.
+fn lite_members(endpoint: Endpoint) -> &'static [(&'static str, Reading)] {
+    const CHAT: &[(&str, Reading)] = &[("messages", lite::MESSAGES), ("tools", lite::SHAPE)];
+    const MESSAGES: &[(&str, Reading)] = &[
+        ("messages", lite::MESSAGES),
+        ("tools", lite::SHAPE),
+        ("system", lite::SHAPE),
+    ];
+    const RESPONSES: &[(&str, Reading)] = &[
+        ("messages", lite::MESSAGES),
+        ("tools", lite::SHAPE),
+        ("input", lite::INPUT),
+        ("instructions", lite::SHAPE),
+    ];
+    match endpoint {
+        Endpoint::Messages => MESSAGES,
+        Endpoint::Responses => RESPONSES,
+        // Completions' `prompt` and embeddings' `input` may be token lists, checked on
+        // their trees.
+        Endpoint::Chat | Endpoint::Completions | Endpoint::Embeddings => CHAT,
+    }
+}
 
-/// A request body's top-level members, in order: the big ones ([`LITE`]) as their facts, the
-/// others parsed; and whether a name came twice (the later value kept, as a `Value` parse
-/// keeps it).
+/// A request body's top-level members, in order: the big ones ([`lite_members`]) as their
+/// facts, the others parsed; and whether a name came twice (the later value kept, as a
+/// `Value` parse keeps it).
 struct Members {
     map: Map<String, Value>,
     lite: Vec<(&'static str, Facts)>,
     repeated: bool,
 }
 
-impl<'de> serde::Deserialize<'de> for Members {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = Members;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut a: A,
-            ) -> Result<Members, A::Error> {
-                let mut m = Members {
-                    map: Map::new(),
-                    lite: Vec::new(),
-                    repeated: false,
-                };
-                while let Some(k) = a.next_key::<String>()? {
-                    if let Some(name) = LITE.iter().find(|n| **n == k) {
-                        let v: Facts = a.next_value()?;
-                        m.repeated |= super::lite::member(&m.lite, name).is_some();
-                        m.lite.retain(|(n, _)| n != name);
-                        m.lite.push((name, v));
-                    } else {
-                        let v: Value = a.next_value()?;
-                        m.repeated |= m.map.insert(k, v).is_some();
-                    }
-                }
-                Ok(m)
+/// The body's members; `None` when it is not one JSON object.
+fn members(body: &[u8], endpoint: Endpoint) -> Option<Members> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let m = serde::de::DeserializeSeed::deserialize(ReadMembers(lite_members(endpoint)), &mut de);
+    // Trailing characters after the object make it no JSON document, as `from_slice` says.
+    de.end().ok()?;
+    m.ok()
+}
+
+struct ReadMembers(&'static [(&'static str, Reading)]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for ReadMembers {
+    type Value = Members;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Members, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ReadMembers {
+    type Value = Members;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Members, A::Error> {
+        let mut m = Members {
+            map: Map::new(),
+            lite: Vec::new(),
+            repeated: false,
+        };
+        while let Some(k) = a.next_key::<String>()? {
+            if let Some((name, reading)) = self.0.iter().find(|(n, _)| *n == k) {
+                let v = a.next_value_seed(*reading)?;
+                m.repeated |= lite::member(&m.lite, name).is_some();
+                m.lite.retain(|(n, _)| n != name);
+                m.lite.push((name, v));
+            } else {
+                let v: Value = a.next_value()?;
+                m.repeated |= m.map.insert(k, v).is_some();
             }
         }
-        d.deserialize_map(Visit)
+        Ok(m)
     }
 }
 
@@ -552,6 +579,108 @@ mod tests {
         let q = r(r#"{"model":"m","max_tokens":5,"max_completion_tokens":9,"best_of":6,"n":2}"#)
             .unwrap();
         assert_eq!((q.completion_budget, q.choices), (9, 6));
+    }
+
+    /// A body read in one pass: counted as its tree is, forwarded as sent.
+    fn read_agent(ep: Endpoint, body: &str) -> Request {
+        let q = read(Ok(Bytes::from(body.to_owned())), ep, 1 << 20, 256).unwrap();
+        let tree: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            q.prompt_est,
+            crate::gateway::tokens::estimate_prompt(&tree),
+            "{body}"
+        );
+        assert_eq!(q.raw, body.as_bytes(), "forwarded as sent: {body}");
+        q
+    }
+
+    /// A body refused for the shape of `field`.
+    fn refused_for(ep: Endpoint, body: &str, field: &str) {
+        match read(Ok(Bytes::from(body.to_owned())), ep, 1 << 20, 256) {
+            Err(CallError::BadField { field: f, .. }) => assert_eq!(f, field, "{body}"),
+            other => panic!("{body}: {other:?}"),
+        }
+    }
+
+    /// Messages' `system` is read without a tree (Claude Code's is several KiB), held to
+    /// the same shape.
+    #[test]
+    fn messages_system_is_read_in_one_pass() {
+        let (ok, bad) = (read_agent, refused_for);
+        let m = Endpoint::Messages;
+        for system in [
+            r#""you are \"careful\"""#,
+            r#"[{"type":"text","text":"s"}]"#,
+            "null",
+            "[]",
+        ] {
+            ok(
+                m,
+                &format!(
+                    r#"{{"model":"c","max_tokens":5,"system":{system},"messages":[{{"role":"user","content":"hi"}}]}}"#
+                ),
+            );
+        }
+        for system in ["5", r#"{"type":"text"}"#, r#"["s"]"#, "true"] {
+            bad(
+                m,
+                &format!(
+                    r#"{{"model":"c","max_tokens":5,"system":{system},"messages":[{{"role":"user","content":"hi"}}]}}"#
+                ),
+                "system",
+            );
+        }
+    }
+
+    /// Responses' `input` and `instructions` are read without a tree (Codex's requests are
+    /// mostly these), held to the same shapes.
+    #[test]
+    fn responses_input_is_read_in_one_pass() {
+        let (ok, bad) = (read_agent, refused_for);
+        let r = Endpoint::Responses;
+        let q = ok(
+            r,
+            r#"{"model":"g","input":"a prompt of some length \u65e5","instructions":"brief"}"#,
+        );
+        assert!(q.prompt_est > 5);
+        ok(
+            r,
+            r#"{"model":"g","input":[{"type":"function_call_output","call_id":"c","output":"x"}],"instructions":null}"#,
+        );
+        // A member named twice: its last value counts, and the body goes up as parsed.
+        let twice = r#"{"model":"g","input":[],"input":"the last one counts"}"#;
+        let q = read(Ok(Bytes::from_static(twice.as_bytes())), r, 1 << 20, 256).unwrap();
+        assert_eq!(
+            q.raw,
+            br#"{"model":"g","input":"the last one counts"}"#.as_slice()
+        );
+        assert_eq!(
+            q.prompt_est,
+            crate::gateway::tokens::estimate_prompt(&serde_json::from_str(twice).unwrap())
+        );
+        for (input, instructions, field) in [
+            ("5", r#""i""#, "input"),
+            (r#"["a","b"]"#, r#""i""#, "input"),
+            ("null", r#""i""#, "input"),
+            (r#""p""#, "[]", "instructions"),
+            (r#""p""#, "{}", "instructions"),
+        ] {
+            bad(
+                r,
+                &format!(r#"{{"model":"g","input":{input},"instructions":{instructions}}}"#),
+                field,
+            );
+        }
+        // Not one JSON document: trailing characters after the object.
+        assert_eq!(
+            read(
+                Ok(Bytes::from_static(br#"{"model":"g","input":"p"} x"#)),
+                r,
+                1 << 20,
+                256
+            ),
+            Err(CallError::NotAnObject)
+        );
     }
 
     #[test]
