@@ -31,11 +31,15 @@ pub fn member<'a>(lite: &'a [(&'static str, Facts)], name: &str) -> Option<&'a F
     lite.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
 }
 
-impl Facts {
-    /// For the prompt estimate: the text, and how many messages frame it (an array only).
-    pub fn text_and_len(&self) -> Option<(Chars, usize)> {
-        self.array.then_some((self.text, self.len))
+/// What the big members give the prompt estimate: their text, and how many `messages`
+/// frame it (when it is an array).
+pub fn prompt_text(lite: &[(&'static str, Facts)]) -> (Chars, Option<usize>) {
+    let mut text = Chars::default();
+    for (_, f) in lite {
+        text.absorb(f.text);
     }
+    let messages = member(lite, "messages").and_then(|f| f.array.then_some(f.len));
+    (text, messages)
 }
 
 impl<'de> de::Deserialize<'de> for Facts {
@@ -367,58 +371,5 @@ impl<'de> Visitor<'de> for Text {
             c.absorb(text);
         }
         Ok(c)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::Value;
-
-    use super::*;
-    use crate::gateway::tokens::estimate_prompt_parts;
-
-    /// The estimate from the big members' JSON text is the estimate from the whole tree,
-    /// for the usual shapes and the unusual ones (a repeated `content`, parts that are no
-    /// objects, escapes, `null`s, an `input` string or list, a `system` that is not counted).
-    #[test]
-    fn estimates_from_text_match_estimates_from_trees() {
-        let readings = [
-            ("messages", MESSAGES),
-            ("tools", SHAPE),
-            ("system", SHAPE),
-            ("input", INPUT),
-            ("instructions", SHAPE),
-        ];
-        for text in [
-            r#"{"messages":[{"role":"user","content":"hello \"there\"\n\u00e9"}],"input":"abc"}"#,
-            r#"{"messages":[{"role":"user","content":[{"type":"text","text":"ab"},"x",{"text":5},{"text":"cd"}]}]}"#,
-            r#"{"messages":[{"content":null},{"content":"a","content":"bbbb"},{}]}"#,
-            r#"{"messages":[{"role":"user","content":{"odd":1}}],"prompt":["ab","cd"]}"#,
-            r#"{"prompt":"only a prompt"}"#,
-            r#"{"input":"a Responses prompt \u65e5\u672c","instructions":"be brief"}"#,
-            r#"{"input":["ab","cd",{"role":"user","content":"not counted"},3],"tools":[{"name":"t"}]}"#,
-            r#"{"input":[{"type":"message","content":[{"type":"input_text","text":"x"}]}]}"#,
-            r#"{"system":[{"type":"text","text":"sys"}],"messages":[{"role":"user","content":"hi"}]}"#,
-            r#"{"system":"sys","input":null,"messages":null}"#,
-        ] {
-            let tree: Value = serde_json::from_str(text).unwrap();
-            let mut rest = tree.as_object().unwrap().clone();
-            let mut lite = Vec::new();
-            // Each big member read in one pass from the text as sent (a tree would have
-            // merged a repeated member).
-            for (name, reading) in readings {
-                let Some(v) = rest.remove(name) else { continue };
-                let raw = serde_json::to_string(&v).unwrap();
-                let facts = reading
-                    .deserialize(&mut serde_json::Deserializer::from_str(&raw))
-                    .unwrap();
-                lite.push((name, facts));
-            }
-            assert_eq!(
-                estimate_prompt_parts(&rest, &lite),
-                crate::gateway::tokens::estimate_prompt(&tree),
-                "{text}"
-            );
-        }
     }
 }

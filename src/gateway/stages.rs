@@ -150,7 +150,9 @@ pub fn read(
         .and_then(|o| o.get("include_usage"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let prompt_est = estimate_prompt_parts(&map, &lite);
+    let (text, messages) = lite::prompt_text(&lite);
+    let prompt_est =
+        estimate_prompt_parts(&map, &|k| lite::member(&lite, k).is_some(), text, messages);
     // Chat streams are asked for their usage chunk; other protocols carry their usage in
     // their own events (and a translated call asks for it when translated). A member named
     // twice is read here as its last value; an upstream that took the first could run
@@ -579,6 +581,38 @@ mod tests {
         let q = r(r#"{"model":"m","max_tokens":5,"max_completion_tokens":9,"best_of":6,"n":2}"#)
             .unwrap();
         assert_eq!((q.completion_budget, q.choices), (9, 6));
+    }
+
+    /// The estimate from the big members' JSON text is the estimate from the whole tree,
+    /// on every endpoint, for the usual shapes and the unusual ones (a repeated `content`,
+    /// parts that are no objects, escapes, `null`s, an `input` string or list, a `system`
+    /// that is not counted).
+    #[test]
+    fn estimates_from_text_match_estimates_from_trees() {
+        for text in [
+            r#"{"messages":[{"role":"user","content":"hello \"there\"\n\u00e9"}],"input":"abc"}"#,
+            r#"{"messages":[{"role":"user","content":[{"type":"text","text":"ab"},"x",{"text":5},{"text":"cd"}]}]}"#,
+            r#"{"messages":[{"content":null},{"content":"a","content":"bbbb"},{}]}"#,
+            r#"{"messages":[{"role":"user","content":{"odd":1}}],"prompt":["ab","cd"]}"#,
+            r#"{"prompt":"only a prompt"}"#,
+            r#"{"input":"a Responses prompt \u65e5\u672c","instructions":"be brief"}"#,
+            r#"{"input":["ab","cd",{"role":"user","content":"not counted"},3],"tools":[{"name":"t"}]}"#,
+            r#"{"input":[{"type":"message","content":[{"type":"input_text","text":"x"}]}]}"#,
+            r#"{"system":[{"type":"text","text":"sys"}],"messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"system":"sys","input":null,"messages":null}"#,
+        ] {
+            let tree: Value = serde_json::from_str(text).unwrap();
+            for ep in Endpoint::ALL {
+                let m = members(text.as_bytes(), ep).unwrap();
+                let (chars, messages) = lite::prompt_text(&m.lite);
+                let is_lite = |k: &str| lite::member(&m.lite, k).is_some();
+                assert_eq!(
+                    estimate_prompt_parts(&m.map, &is_lite, chars, messages),
+                    crate::gateway::tokens::estimate_prompt(&tree),
+                    "{ep:?} {text}"
+                );
+            }
+        }
     }
 
     /// A body read in one pass: counted as its tree is, forwarded as sent.

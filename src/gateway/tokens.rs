@@ -163,30 +163,21 @@ fn content_text<'v>(v: &'v Value, out: &mut impl FnMut(&'v str)) {
     }
 }
 
-/// [`estimate_prompt`] of a body read as `rest` (its members but the big ones) and `lite`
-/// (the big ones, read in one pass, see `lite`: `messages`' contents and how many there
-/// are, a Responses `input`'s text): the same count, without their trees.
+/// [`estimate_prompt`] of a body read in two parts: `rest`, its members but the big ones
+/// (`lite` says which are), and the big ones read in one pass (see `lite`) for `text` (the
+/// messages' contents, a Responses `input`) and how many `messages` frame it: the same
+/// count, without their trees.
 pub fn estimate_prompt_parts(
     rest: &Map<String, Value>,
-    lite: &[(&'static str, super::lite::Facts)],
+    lite: &dyn Fn(&str) -> bool,
+    text: Chars,
+    messages: Option<usize>,
 ) -> i64 {
-    let mut chars = Chars::default();
-    let mut overhead = 0i64;
-    for (name, facts) in lite {
-        chars.absorb(facts.text);
-        if *name == "messages"
-            && let Some((_, len)) = facts.text_and_len()
-        {
-            overhead = i64::try_from(len).unwrap_or(i64::MAX).saturating_mul(4);
-        }
-    }
-    let others = |k: &str| {
-        if lite.iter().any(|(n, _)| *n == k) {
-            None
-        } else {
-            rest.get(k)
-        }
-    };
+    let mut chars = text;
+    let mut overhead = messages.map_or(0, |n| {
+        i64::try_from(n).unwrap_or(i64::MAX).saturating_mul(4)
+    });
+    let others = |k: &str| if lite(k) { None } else { rest.get(k) };
     overhead = overhead.saturating_add(prompt_pieces(&others, &mut |s| chars.add(s)));
     chars.estimate().saturating_add(overhead).max(1)
 }
