@@ -9,6 +9,7 @@
 #   BENCH_BODY_KB=64 scripts/bench-instructions.sh      # a coding agent's 64 KiB request
 #   BENCH_BODY_KB=64 BENCH_PROTOCOL=messages scripts/bench-instructions.sh   # Claude Code's shape
 #   BENCH_BODY_KB=64 BENCH_PROTOCOL=responses scripts/bench-instructions.sh  # Codex's shape
+#   BENCH_STREAM=1 BENCH_PROTOCOL=messages scripts/bench-instructions.sh      # streamed
 set -euo pipefail
 BIN="${1:-target/release/quota-proxy}"
 WHAT="${2:-chat}"
@@ -106,6 +107,9 @@ else:
         path = "/v1/chat/completions"
     if tools:
         req["tools"] = tools
+    # BENCH_STREAM=1: the answer streamed (the mock's events, read to their end).
+    if os.environ.get("BENCH_STREAM") == "1":
+        req["stream"] = True
     body = json.dumps(req)
 ok = 0
 for _ in range(n):
@@ -127,4 +131,4 @@ PY
 }
 small="$(count 100)"
 big="$(count "$N")"
-echo "$WHAT: $(( (big - small) / (N - 100) )) instructions a call ($BIN, N=$N, body ${BENCH_BODY_KB:-0} KiB, ${BENCH_PROTOCOL:-chat})"
+echo "$WHAT: $(( (big - small) / (N - 100) )) instructions a call ($BIN, N=$N, body ${BENCH_BODY_KB:-0} KiB, ${BENCH_PROTOCOL:-chat}${BENCH_STREAM:+, streamed})"

@@ -7,6 +7,10 @@
 //! once. Covers the raw form in any letter case; an encoded secret split across events is not
 //! looked for (it would need the encoding's alignment across JSON strings).
 
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use super::secrets::Scanner;
@@ -24,6 +28,12 @@ pub struct StreamGuard<'s> {
     /// that began there, too short a beginning to hold its event back, is masked from where
     /// the held events take it up (so at most `MIN_PREFIX - 1` of its characters were sent).
     sent: String,
+    /// The running text: `sent`, then the held events' text strings; each event's strings
+    /// are read once, when it is held (a stream's events are read once each, not once per
+    /// event held after them).
+    text: String,
+    /// Where each held event's strings sit in `text`.
+    segments: Vec<Segment>,
 }
 
 /// Where one string value of a held event sits in the running text.
@@ -40,6 +50,8 @@ impl<'s> StreamGuard<'s> {
             scanner,
             held: Vec::new(),
             sent: String::new(),
+            text: String::new(),
+            segments: Vec::new(),
         }
     }
 
@@ -52,14 +64,16 @@ impl<'s> StreamGuard<'s> {
         let mut out = Vec::with_capacity(masked.len());
         for event in split_events(&masked) {
             self.held.push(event.to_vec());
-            let (text, segments) = self.running_text();
-            let spans = self.scanner.raw_matches(&text);
+            self.read_held(self.held.len() - 1);
+            let spans = self.scanner.raw_matches(&self.text);
             if !spans.is_empty() {
+                let segments = std::mem::take(&mut self.segments);
                 self.mask_spans(&segments, &spans);
+                self.reread();
             }
-            let open = self.scanner.ends_with_prefix(&text, MIN_PREFIX);
+            let open = self.scanner.ends_with_prefix(&self.text, MIN_PREFIX);
             if !open || self.held.len() >= MAX_HELD {
-                out.extend(self.release(&text));
+                out.extend(self.release());
             }
         }
         out
@@ -67,41 +81,53 @@ impl<'s> StreamGuard<'s> {
 
     /// What is still held, at the stream's end.
     pub fn finish(&mut self) -> Vec<u8> {
-        let (text, _) = self.running_text();
-        self.release(&text)
+        self.release()
     }
 
     /// The held events, sent: their text becomes the end of what was sent.
-    fn release(&mut self, text: &str) -> Vec<u8> {
+    fn release(&mut self) -> Vec<u8> {
         let keep = self.scanner.longest_raw().saturating_sub(1);
-        let mut cut = text.len().saturating_sub(keep);
-        while !text.is_char_boundary(cut) {
+        let mut cut = self.text.len().saturating_sub(keep);
+        while !self.text.is_char_boundary(cut) {
             cut += 1;
         }
-        self.sent = text[cut..].to_owned();
-        self.held.drain(..).flatten().collect()
+        self.text.drain(..cut);
+        self.sent.clone_from(&self.text);
+        self.segments.clear();
+        let out = self.held.concat();
+        self.held.clear();
+        out
     }
 
-    /// The held events' text strings (see [`TEXT_KEYS`]) as one text, and where each sits in it.
-    fn running_text(&self) -> (String, Vec<Segment>) {
-        let mut text = self.sent.clone();
-        let mut segments = Vec::new();
-        for (e, event) in self.held.iter().enumerate() {
-            let Some(v) = data_json(event) else { continue };
-            let mut index = 0;
-            walk_strings(&v, &mut |s| {
-                let start = text.len();
-                text.push_str(s);
-                segments.push(Segment {
-                    event: e,
-                    index,
-                    start,
-                    end: text.len(),
-                });
-                index += 1;
-            });
+    /// The running text again from `sent` and every held event (after some were rewritten).
+    fn reread(&mut self) {
+        self.text.clone_from(&self.sent);
+        self.segments.clear();
+        for e in 0..self.held.len() {
+            self.read_held(e);
         }
-        (text, segments)
+    }
+
+    /// The text strings (see [`TEXT_KEYS`]) of held event `e`, added to the running text.
+    fn read_held(&mut self, e: usize) {
+        let Some(data) = data_line(&self.held[e]) else {
+            return;
+        };
+        let (text, segments) = (&mut self.text, &mut self.segments);
+        let (text_len, first) = (text.len(), segments.len());
+        let read = read_strings(data, &mut |s| add_segment(text, segments, (e, first), s));
+        if read.is_err() {
+            text.truncate(text_len);
+            segments.truncate(first);
+        }
+        // A member named twice in one object: a tree keeps its last value where its first
+        // stood, and so does the caller's parser; the event is read as the tree reads it.
+        // (Not JSON: no text, as no tree.)
+        if read == Err(Unusual::Repeated)
+            && let Ok(v) = serde_json::from_str::<Value>(data)
+        {
+            walk_strings(&v, &mut |s| add_segment(text, segments, (e, first), s));
+        }
     }
 
     /// Replaces every character of `spans` (ranges of the running text) by `*` in the
@@ -142,6 +168,23 @@ impl<'s> StreamGuard<'s> {
     }
 }
 
+/// `s`, the next text string of event `e` (whose first segment is `first`), added to the
+/// running text.
+fn add_segment(
+    text: &mut String,
+    segments: &mut Vec<Segment>,
+    (e, first): (usize, usize),
+    s: &str,
+) {
+    segments.push(Segment {
+        event: e,
+        index: segments.len() - first,
+        start: text.len(),
+        end: text.len() + s.len(),
+    });
+    text.push_str(s);
+}
+
 /// `bytes` cut after each blank line (`\n\n`), the separator kept with its event.
 fn split_events(bytes: &[u8]) -> Vec<&[u8]> {
     let mut out = Vec::new();
@@ -162,15 +205,20 @@ fn split_events(bytes: &[u8]) -> Vec<&[u8]> {
     out
 }
 
-/// The JSON of an event's single `data:` line, if it has one.
-fn data_json(event: &[u8]) -> Option<Value> {
+/// The JSON text of an event's single `data:` line, if it has one.
+fn data_line(event: &[u8]) -> Option<&str> {
     let text = std::str::from_utf8(event).ok()?;
     let mut data = text.lines().filter_map(|l| l.strip_prefix("data:"));
     let first = data.next()?;
     if data.next().is_some() {
         return None;
     }
-    serde_json::from_str(first.trim_start()).ok()
+    Some(first.trim_start())
+}
+
+/// The JSON of an event's single `data:` line, if it has one.
+fn data_json(event: &[u8]) -> Option<Value> {
+    serde_json::from_str(data_line(event)?).ok()
 }
 
 /// The event with its `data:` line replaced by `v`.
@@ -233,6 +281,173 @@ fn walk_strings_mut(v: &mut Value, f: &mut impl FnMut(&mut String)) {
     }
 }
 
+/// Why an event's strings were not read in one pass.
+#[derive(Debug, PartialEq, Eq)]
+enum Unusual {
+    NotJson,
+    /// An object names a member twice.
+    Repeated,
+}
+
+/// Hands each text string of a `data:` JSON to `f`, in the order [`walk_strings`] gives
+/// them on its tree, without building the tree (a stream's events were each parsed into one:
+/// ~15 k instructions an event).
+fn read_strings(data: &str, f: &mut dyn FnMut(&str)) -> Result<(), Unusual> {
+    let mut keys = Vec::new();
+    let mut repeated = false;
+    let mut de = serde_json::Deserializer::from_str(data);
+    let walk = Walk {
+        f,
+        keys: &mut keys,
+        repeated: &mut repeated,
+    };
+    let read = walk.deserialize(&mut de).and_then(|()| de.end());
+    match (read, repeated) {
+        (_, true) => Err(Unusual::Repeated),
+        (Ok(()), false) => Ok(()),
+        (Err(_), false) => Err(Unusual::NotJson),
+    }
+}
+
+/// A value walked for its text strings: those under a [`TEXT_KEYS`] member, at any depth.
+struct Walk<'a, 'de> {
+    f: &'a mut dyn FnMut(&str),
+    /// The member names of the objects being read, outermost first.
+    keys: &'a mut Vec<Cow<'de, str>>,
+    repeated: &'a mut bool,
+}
+
+impl<'de> Walk<'_, 'de> {
+    fn again(&mut self) -> Walk<'_, 'de> {
+        Walk {
+            f: &mut *self.f,
+            keys: &mut *self.keys,
+            repeated: &mut *self.repeated,
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Walk<'_, 'de> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Walk<'_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut a: A) -> Result<(), A::Error> {
+        while a.next_element_seed(self.again())?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(mut self, mut a: A) -> Result<(), A::Error> {
+        let base = self.keys.len();
+        while let Some(k) = a.next_key_seed(Key)? {
+            if self.keys[base..].contains(&k) {
+                *self.repeated = true;
+                // The rest is not read: the event is read from its tree instead.
+                while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                break;
+            }
+            let text = TEXT_KEYS.contains(&k.as_ref());
+            self.keys.push(k);
+            if text {
+                a.next_value_seed(TextOr(self.again()))?;
+            } else {
+                a.next_value_seed(self.again())?;
+            }
+        }
+        self.keys.truncate(base);
+        Ok(())
+    }
+}
+
+/// A member's name, borrowed from the event when it has no escapes.
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a member name")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(s))
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(s.to_owned()))
+    }
+}
+
+/// A text member's value: a string is text; anything else is walked.
+struct TextOr<'a, 'de>(Walk<'a, 'de>);
+
+impl<'de> DeserializeSeed<'de> for TextOr<'_, 'de> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TextOr<'_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
+        (self.0.f)(s);
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<(), A::Error> {
+        self.0.visit_seq(a)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<(), A::Error> {
+        self.0.visit_map(a)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,8 +501,105 @@ mod tests {
         assert_eq!(g.push(&plain), plain);
     }
 
+    /// The strings of a tree, in [`walk_strings`]' order.
+    fn tree_strings(json: &str) -> Vec<String> {
+        let v: Value = serde_json::from_str(json).unwrap();
+        let mut out = Vec::new();
+        walk_strings(&v, &mut |s| out.push(s.to_owned()));
+        out
+    }
+
+    fn streamed_strings(json: &str) -> Result<Vec<String>, Unusual> {
+        let mut out = Vec::new();
+        read_strings(json, &mut |s| out.push(s.to_owned()))?;
+        Ok(out)
+    }
+
+    /// A JSON value whose member names are mostly text keys and a few others, nested.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i32>().prop_map(Value::from),
+            "[a-z\\\"\n\u{e9}\u{1f980}]{0,6}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 5, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::vec(
+                    (
+                        prop_oneof![
+                            Just("content"),
+                            Just("text"),
+                            Just("delta"),
+                            Just("arguments"),
+                            Just("id"),
+                            Just("choices"),
+                            Just("t\u{e9}xt"),
+                        ],
+                        inner
+                    ),
+                    0..4
+                )
+                .prop_map(|members| {
+                    Value::Object(
+                        members
+                            .into_iter()
+                            .map(|(k, v)| (k.to_owned(), v))
+                            .collect(),
+                    )
+                }),
+            ]
+        })
+    }
+
+    /// Events of each protocol, escapes, text keys holding objects, and the unusual: a name
+    /// given twice (read as the tree reads it), not JSON (no text).
+    #[test]
+    fn strings_read_in_one_pass_are_the_trees() {
+        for json in [
+            r#"{"id":"c1","choices":[{"index":0,"delta":{"content":"he\"llo\n\u00e9"}}]}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"hi"}}"#,
+            r#"{"type":"response.output_text.delta","delta":"x","item_id":"i"}"#,
+            r#"{"content":[{"text":"a"},{"text":{"text":"b"}}],"arguments":5,"delta":null}"#,
+            r#"{"c\u006fntent":"escaped name"}"#,
+            "[]",
+        ] {
+            assert_eq!(
+                streamed_strings(json).unwrap(),
+                tree_strings(json),
+                "{json}"
+            );
+        }
+        let twice = r#"{"content":"first","x":{"text":"t"},"content":"last"}"#;
+        assert_eq!(streamed_strings(twice), Err(Unusual::Repeated));
+        assert_eq!(tree_strings(twice), ["last", "t"]);
+        assert_eq!(streamed_strings(r#"{"a":1}{"#), Err(Unusual::NotJson));
+        assert_eq!(streamed_strings("[DONE]"), Err(Unusual::NotJson));
+    }
+
+    /// A secret spelled across events whose JSON names a member twice is still masked.
+    #[test]
+    fn a_key_in_an_event_naming_a_member_twice_is_masked() {
+        let s = Scanner::new([KEY]);
+        let mut g = StreamGuard::new(&s);
+        let mut out = g.push(&chunk("your key is sk-Upstr"));
+        let odd = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\",\"content\":\"eam-0123456789abcdef!\"}}]}\n\n";
+        out.extend(g.push(odd));
+        out.extend(g.finish());
+        let text = String::from_utf8(out).unwrap().to_ascii_lowercase();
+        assert!(!text.contains("0123456789abcdef"), "{text}");
+        assert!(text.contains("****"), "{text}");
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn any_events_strings_are_read_as_its_tree_reads_them(v in json_value()) {
+            let json = v.to_string();
+            prop_assert_eq!(streamed_strings(&json).unwrap(), tree_strings(&json));
+        }
+
         #[test]
         fn a_key_cut_into_any_events_never_reaches_the_caller(
             before in "[a-z ]{0,12}",
