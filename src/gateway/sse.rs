@@ -34,18 +34,41 @@ impl Default for SseSplitter {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventTooLong;
 
+/// The first blank line (`\n\n` or `\r\n\r\n`) starting at `from` or later: where it starts
+/// and how long it is. Jumps from one `\n` to the next (an event is mostly a long `data:`
+/// line).
 fn find_boundary(b: &[u8], from: usize) -> Option<(usize, usize)> {
     let mut i = from;
-    while i + 1 < b.len() {
-        if b[i] == b'\n' && b[i + 1] == b'\n' {
-            return Some((i, 2));
+    while let Some(j) = memchr::memchr(b'\n', b.get(i..)?) {
+        let n = i + j;
+        if b.get(n + 1) == Some(&b'\n') {
+            return Some((n, 2));
         }
-        if i + 3 < b.len() && &b[i..i + 4] == b"\r\n\r\n" {
-            return Some((i, 4));
+        if n > from && b[n - 1] == b'\r' && b.get(n + 1..n + 3) == Some(b"\r\n".as_slice()) {
+            return Some((n - 1, 4));
         }
-        i += 1;
+        i = n + 1;
     }
     None
+}
+
+/// An event's `data:` lines, joined by `\n` (one allocation; the usual event is valid
+/// UTF-8, read without the lossy path's character walk).
+fn data_of(raw: &[u8]) -> String {
+    let text = match std::str::from_utf8(raw) {
+        Ok(t) => std::borrow::Cow::Borrowed(t),
+        Err(_) => String::from_utf8_lossy(raw),
+    };
+    let mut data = String::new();
+    let mut first = true;
+    for d in text.lines().filter_map(|l| l.strip_prefix("data:")) {
+        if !first {
+            data.push('\n');
+        }
+        first = false;
+        data.push_str(d.strip_prefix(' ').unwrap_or(d));
+    }
+    data
 }
 
 impl SseSplitter {
@@ -65,14 +88,8 @@ impl SseSplitter {
             let raw = self.buf.split_to(end).freeze();
             let _ = self.buf.split_to(sep);
             self.scanned = 0;
-            let text = String::from_utf8_lossy(&raw);
-            let data: Vec<&str> = text
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(|d| d.strip_prefix(' ').unwrap_or(d))
-                .collect();
             out.push(Event {
-                data: data.join("\n"),
+                data: data_of(&raw),
                 raw,
             });
         }
@@ -125,6 +142,28 @@ mod tests {
         assert_eq!(ev[0].data, "1");
     }
 
+    /// The boundary search as it was, a byte at a time.
+    fn find_boundary_bytewise(b: &[u8], from: usize) -> Option<(usize, usize)> {
+        let mut i = from;
+        while i + 1 < b.len() {
+            if b[i] == b'\n' && b[i + 1] == b'\n' {
+                return Some((i, 2));
+            }
+            if i + 3 < b.len() && &b[i..i + 4] == b"\r\n\r\n" {
+                return Some((i, 4));
+            }
+            i += 1;
+        }
+        None
+    }
+
+    #[test]
+    fn data_lines_are_joined() {
+        assert_eq!(data_of(b"event: x\ndata: a\ndata:b\r\n: c"), "a\nb");
+        assert_eq!(data_of(b"data: \xff\xfe"), "\u{fffd}\u{fffd}");
+        assert_eq!(data_of(b"id: 1"), "");
+    }
+
     proptest::proptest! {
         /// However the bytes are cut into chunks, the same events come out, in order.
         #[test]
@@ -147,6 +186,18 @@ mod tests {
             got.extend(s.push(&bytes[at..]).unwrap().into_iter().map(|e| e.data));
             proptest::prop_assert_eq!(got, events);
             proptest::prop_assert!(s.rest().is_none());
+        }
+
+        /// The search that jumps between line ends finds what a byte-by-byte one finds.
+        #[test]
+        fn boundaries_are_found_where_a_byte_walk_finds_them(
+            bytes in proptest::collection::vec(proptest::sample::select(b"\r\nda".to_vec()), 0..40),
+            from in 0usize..44,
+        ) {
+            proptest::prop_assert_eq!(
+                find_boundary(&bytes, from),
+                find_boundary_bytewise(&bytes, from)
+            );
         }
     }
 }
