@@ -23,7 +23,11 @@ up="$(free_port)"
 "$BIN" mock-upstream --port "$up" >"$work/mock.log" 2>&1 &
 # The upstream speaks the call's protocol, so each call is forwarded as sent (not
 # translated); Messages upstreams take the root as their base URL.
-if [ "${BENCH_PROTOCOL:-chat}" = messages ]; then
+# BENCH_TRANSLATED=1: the upstream speaks chat only, so Messages and Responses calls are
+# translated (a Claude Code or Codex caller in front of a chat-only upstream).
+if [ "${BENCH_TRANSLATED:-0}" = 1 ]; then
+  printf '[[upstreams]]\nname = "local-mock"\nbase_url = "http://127.0.0.1:%s/v1"\napi_key = "sk-bench"\nprotocols = ["chat"]\n' "$up" >"$work/qp.toml"
+elif [ "${BENCH_PROTOCOL:-chat}" = messages ]; then
   printf '[[upstreams]]\nname = "local-mock"\nbase_url = "http://127.0.0.1:%s"\napi_key = "sk-bench"\nprotocols = ["messages"]\n' "$up" >"$work/qp.toml"
 else
   printf '[[upstreams]]\nname = "local-mock"\nbase_url = "http://127.0.0.1:%s/v1"\napi_key = "sk-bench"\nprotocols = ["chat", "responses"]\n' "$up" >"$work/qp.toml"
@@ -131,4 +135,4 @@ PY
 }
 small="$(count 100)"
 big="$(count "$N")"
-echo "$WHAT: $(( (big - small) / (N - 100) )) instructions a call ($BIN, N=$N, body ${BENCH_BODY_KB:-0} KiB, ${BENCH_PROTOCOL:-chat}${BENCH_STREAM:+, streamed})"
+echo "$WHAT: $(( (big - small) / (N - 100) )) instructions a call ($BIN, N=$N, body ${BENCH_BODY_KB:-0} KiB, ${BENCH_PROTOCOL:-chat}${BENCH_STREAM:+, streamed}${BENCH_TRANSLATED:+, translated})"

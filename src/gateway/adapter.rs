@@ -98,7 +98,9 @@ pub fn refusal(endpoint: Endpoint, status: u16, redacted: Vec<u8>) -> Bytes {
                 .and_then(Value::as_str)
                 .map(str::to_owned)
                 .unwrap_or_else(|| format!("upstream answered HTTP {status}"));
-            Bytes::from(anthropic::error_body(status, &message).to_string())
+            Bytes::from(
+                serde_json::to_vec(&anthropic::error_body(status, &message)).unwrap_or_default(),
+            )
         }
         Protocol::Chat | Protocol::Responses => Bytes::from(redacted),
     }

@@ -286,7 +286,16 @@ pub fn content_text(body: &Value) -> String {
 
 /// One SSE event in Messages' grammar.
 fn event(kind: &str, data: &Value) -> String {
-    format!("event: {kind}\ndata: {data}\n\n")
+    // `to_string` of a `Value` goes through `Display`, a formatter call per piece; this
+    // writes to a buffer, the same text.
+    let data = serde_json::to_string(data).unwrap_or_default();
+    let mut out = String::with_capacity(kind.len() + data.len() + 16);
+    out.push_str("event: ");
+    out.push_str(kind);
+    out.push_str("\ndata: ");
+    out.push_str(&data);
+    out.push_str("\n\n");
+    out
 }
 
 /// The open content block of a translated stream.
@@ -345,7 +354,7 @@ impl StreamTranslator {
         let Some(choice) = chunk.pointer("/choices/0") else {
             return out;
         };
-        let delta = choice.get("delta").cloned().unwrap_or(json!({}));
+        let delta = choice.get("delta").unwrap_or(&Value::Null);
         if let Some(r) = delta.get("reasoning_content").and_then(Value::as_str)
             && !r.is_empty()
         {
@@ -354,7 +363,7 @@ impl StreamTranslator {
                 &mut out,
                 || json!({"type": "thinking", "thinking": "", "signature": ""}),
             );
-            self.delta(&mut out, json!({"type": "thinking_delta", "thinking": r}));
+            self.delta(&mut out, BlockDeltaBody::thinking(r));
         }
         if let Some(t) = delta.get("content").and_then(Value::as_str)
             && !t.is_empty()
@@ -364,7 +373,7 @@ impl StreamTranslator {
                 &mut out,
                 || json!({"type": "text", "text": ""}),
             );
-            self.delta(&mut out, json!({"type": "text_delta", "text": t}));
+            self.delta(&mut out, BlockDeltaBody::text(t));
         }
         for call in delta
             .get("tool_calls")
@@ -386,10 +395,7 @@ impl StreamTranslator {
             if let Some(a) = call.pointer("/function/arguments").and_then(Value::as_str)
                 && !a.is_empty()
             {
-                self.delta(
-                    &mut out,
-                    json!({"type": "input_json_delta", "partial_json": a}),
-                );
+                self.delta(&mut out, BlockDeltaBody::json(a));
             }
         }
         if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
@@ -445,11 +451,64 @@ impl StreamTranslator {
         }
     }
 
-    fn delta(&self, out: &mut String, delta: Value) {
-        out.push_str(&event(
-            "content_block_delta",
-            &json!({"type": "content_block_delta", "index": self.index, "delta": delta}),
-        ));
+    /// A `content_block_delta` event, serialised from borrowed fields (nearly every event
+    /// of a stream is one; a tree for each cost more than reading the chunk).
+    fn delta(&self, out: &mut String, delta: BlockDeltaBody<'_>) {
+        #[derive(serde::Serialize)]
+        struct BlockDelta<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            index: i64,
+            delta: BlockDeltaBody<'a>,
+        }
+        let ev = BlockDelta {
+            kind: "content_block_delta",
+            index: self.index,
+            delta,
+        };
+        out.push_str("event: content_block_delta\ndata: ");
+        out.push_str(&serde_json::to_string(&ev).unwrap_or_default());
+        out.push_str("\n\n");
+    }
+}
+
+/// A content block's delta: one of its three kinds, with its one field.
+#[derive(serde::Serialize)]
+struct BlockDeltaBody<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thinking: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partial_json: Option<&'a str>,
+}
+
+impl<'a> BlockDeltaBody<'a> {
+    fn thinking(s: &'a str) -> Self {
+        BlockDeltaBody {
+            kind: "thinking_delta",
+            thinking: Some(s),
+            text: None,
+            partial_json: None,
+        }
+    }
+    fn text(s: &'a str) -> Self {
+        BlockDeltaBody {
+            kind: "text_delta",
+            thinking: None,
+            text: Some(s),
+            partial_json: None,
+        }
+    }
+    fn json(s: &'a str) -> Self {
+        BlockDeltaBody {
+            kind: "input_json_delta",
+            thinking: None,
+            text: None,
+            partial_json: Some(s),
+        }
     }
 }
 
@@ -640,6 +699,48 @@ mod tests {
                 reasoning: 0
             }),
             "cache reads are prompt tokens, of their own class"
+        );
+    }
+
+    /// The deltas written from borrowed fields are the bytes the tree gave.
+    #[test]
+    fn deltas_are_written_as_their_trees_were() {
+        let mut t = StreamTranslator::new("m");
+        let start = t.push(&json!({"id": "x", "choices": []}));
+        assert!(start.starts_with("event: message_start\n"));
+        for (delta, kind, field, text) in [
+            (
+                json!({"reasoning_content": "why \"so\"\n"}),
+                "thinking_delta",
+                "thinking",
+                "why \"so\"\n",
+            ),
+            (
+                json!({"content": "héllo 🦀"}),
+                "text_delta",
+                "text",
+                "héllo 🦀",
+            ),
+        ] {
+            let out = t.push(&json!({"choices": [{"index": 0, "delta": delta}]}));
+            let want = event(
+                "content_block_delta",
+                &json!({"type": "content_block_delta", "index": t.index,
+                    "delta": {"type": kind, field: text}}),
+            );
+            assert!(out.ends_with(&want), "{out}");
+        }
+        let out = t.push(&json!({"choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "id": "c", "function": {"name": "f", "arguments": "{\"a\":1}"}}]}}]}));
+        let want = event(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": t.index,
+                "delta": {"type": "input_json_delta", "partial_json": "{\"a\":1}"}}),
+        );
+        assert!(out.ends_with(&want), "{out}");
+        assert_eq!(
+            event("e", &json!({"b": 1, "a": "\u{1}"})),
+            format!("event: e\ndata: {}\n\n", json!({"b": 1, "a": "\u{1}"}))
         );
     }
 

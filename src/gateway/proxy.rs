@@ -459,7 +459,8 @@ impl Gateway {
             ticket = self.begin_settle(&mut call, &entry, &req.model, metered);
             if shape.translated {
                 let chat: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                Bytes::from(adapter::from_chat(shape.endpoint, &chat, req).to_string())
+                let answer = adapter::from_chat(shape.endpoint, &chat, req);
+                Bytes::from(serde_json::to_vec(&answer).unwrap_or_default())
             } else {
                 bytes
             }

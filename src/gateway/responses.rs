@@ -456,7 +456,8 @@ impl StreamTranslator {
         out.push_str("event: ");
         out.push_str(kind);
         out.push_str("\ndata: ");
-        out.push_str(&data.to_string());
+        // Written to a buffer, not through `Display` (a formatter call per piece).
+        out.push_str(&serde_json::to_string(&data).unwrap_or_default());
         out.push_str("\n\n");
     }
 

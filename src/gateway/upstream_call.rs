@@ -94,7 +94,7 @@ fn mock_reply(endpoint: Endpoint, body: &Value, stream: bool, request_id: &str) 
     let id = format!("mock-{request_id}");
     let whole = |v: Value| Reply::Full {
         status: 200,
-        body: Bytes::from(v.to_string()),
+        body: Bytes::from(serde_json::to_vec(&v).unwrap_or_default()),
     };
     let events = |events: Vec<String>| Reply::Stream {
         stream: Box::pin(futures_util::stream::iter(
