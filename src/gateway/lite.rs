@@ -245,18 +245,21 @@ const PART: Field<Text> = Field {
     seed: Text { parts: false },
 };
 
-/// An element whose text is its own when it is a string (an `input` array's).
+/// An element of a list read for whether it is an object, and (`strings`) its text when it
+/// is a string (an `input` array's).
 #[derive(Clone, Copy)]
-struct Str;
+struct Element {
+    strings: bool,
+}
 
-impl<'de> DeserializeSeed<'de> for Str {
+impl<'de> DeserializeSeed<'de> for Element {
     type Value = (bool, Chars);
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Str {
+impl<'de> Visitor<'de> for Element {
     type Value = (bool, Chars);
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("any JSON value")
@@ -264,7 +267,9 @@ impl<'de> Visitor<'de> for Str {
     skip_the_rest!();
     fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
         let mut c = Chars::default();
-        c.add(s);
+        if self.strings {
+            c.add(s);
+        }
         Ok((false, c))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
@@ -277,39 +282,8 @@ impl<'de> Visitor<'de> for Str {
     }
 }
 
-const STRING: Str = Str;
-
-/// An element read for its shape only: whether it is an object.
-#[derive(Clone, Copy)]
-struct Shape;
-
-impl<'de> DeserializeSeed<'de> for Shape {
-    type Value = (bool, Chars);
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Shape {
-    type Value = (bool, Chars);
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    skip_the_rest!();
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(Default::default())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
-        skip_seq(a)?;
-        Ok(Default::default())
-    }
-    fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
-        skip_map(a)?;
-        Ok((true, Chars::default()))
-    }
-}
-
-const OBJECT: Shape = Shape;
+const STRING: Element = Element { strings: true };
+const OBJECT: Element = Element { strings: false };
 
 /// Whether a key is the one looked for (`content` in a message, `text` in a part), read
 /// without allocating.

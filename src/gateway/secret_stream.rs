@@ -300,6 +300,7 @@ fn read_strings(data: &str, f: &mut dyn FnMut(&str)) -> Result<(), Unusual> {
         f,
         keys: &mut keys,
         repeated: &mut repeated,
+        text: false,
     };
     let read = walk.deserialize(&mut de).and_then(|()| de.end());
     match (read, repeated) {
@@ -315,14 +316,18 @@ struct Walk<'a, 'de> {
     /// The member names of the objects being read, outermost first.
     keys: &'a mut Vec<Cow<'de, str>>,
     repeated: &'a mut bool,
+    /// The value of a text member: a string here is text.
+    text: bool,
 }
 
 impl<'de> Walk<'_, 'de> {
-    fn again(&mut self) -> Walk<'_, 'de> {
+    /// The walk of a member's value (`text`: a text member's).
+    fn again(&mut self, text: bool) -> Walk<'_, 'de> {
         Walk {
             f: &mut *self.f,
             keys: &mut *self.keys,
             repeated: &mut *self.repeated,
+            text,
         }
     }
 }
@@ -351,14 +356,17 @@ impl<'de> Visitor<'de> for Walk<'_, 'de> {
     fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
         Ok(())
     }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
+        if self.text {
+            (self.f)(s);
+        }
         Ok(())
     }
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
         Ok(())
     }
     fn visit_seq<A: SeqAccess<'de>>(mut self, mut a: A) -> Result<(), A::Error> {
-        while a.next_element_seed(self.again())?.is_some() {}
+        while a.next_element_seed(self.again(false))?.is_some() {}
         Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(mut self, mut a: A) -> Result<(), A::Error> {
@@ -372,11 +380,7 @@ impl<'de> Visitor<'de> for Walk<'_, 'de> {
             }
             let text = TEXT_KEYS.contains(&k.as_ref());
             self.keys.push(k);
-            if text {
-                a.next_value_seed(TextOr(self.again()))?;
-            } else {
-                a.next_value_seed(self.again())?;
-            }
+            a.next_value_seed(self.again(text))?;
         }
         self.keys.truncate(base);
         Ok(())
@@ -403,48 +407,6 @@ impl<'de> Visitor<'de> for Key {
     }
     fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
         Ok(Cow::Owned(s.to_owned()))
-    }
-}
-
-/// A text member's value: a string is text; anything else is walked.
-struct TextOr<'a, 'de>(Walk<'a, 'de>);
-
-impl<'de> DeserializeSeed<'de> for TextOr<'_, 'de> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for TextOr<'_, 'de> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
-        (self.0.f)(s);
-        Ok(())
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<(), A::Error> {
-        self.0.visit_seq(a)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<(), A::Error> {
-        self.0.visit_map(a)
     }
 }
 
