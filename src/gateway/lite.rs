@@ -1,5 +1,6 @@
-//! The big members of a request (`messages`, `tools`) read in one pass for what the gateway
-//! needs of them — their shape, and the messages' text for the prompt estimate — without
+//! The big members of a request (`messages`, `tools`, Messages `system`, Responses `input`
+//! and `instructions`) read in one pass for what the gateway needs of them — their shape,
+//! and their text for the prompt estimate — without
 //! building their JSON tree: for a coding agent's 64 KiB request the tree and its
 //! allocations cost about as much as everything else the call does. The tree itself is
 //! built later from the caller's bytes, and only if something needs it.
@@ -51,39 +52,42 @@ impl<'de> de::Deserialize<'de> for Facts {
 
 /// How a big member is read: which of its text the prompt estimate counts (the same text
 /// `tokens::estimate_prompt` takes from the member's tree).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub struct Reading {
-    /// A string's own text (Responses `input`).
+    /// A string's own text (Messages `system`, Responses `input` and `instructions`).
     string: bool,
-    /// An array's elements: their `content` (messages), the strings among them (`input`),
-    /// or nothing (`tools`, `system`, `instructions`: their shape only).
-    elements: Elements,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Elements {
-    Messages,
-    Strings,
-    Shape,
+    /// How an array's elements are read.
+    elements: Element,
 }
 
 /// Chat and Messages `messages`: each element's `content`.
 pub const MESSAGES: Reading = Reading {
     string: false,
-    elements: Elements::Messages,
+    elements: MESSAGE,
 };
 
-/// Responses `input`: a string, or the strings of an array (what the tree-based count
-/// reads of a `prompt` or an `input`).
+/// Messages `system`: a string, or text blocks.
+pub const SYSTEM: Reading = Reading {
+    string: true,
+    elements: PART,
+};
+
+/// Responses `input`: a string, or items (messages, function calls and their outputs).
 pub const INPUT: Reading = Reading {
     string: true,
-    elements: Elements::Strings,
+    elements: ITEM,
 };
 
-/// Shape only: `tools`, Messages `system`, Responses `instructions`.
+/// Responses `instructions`: a string.
+pub const INSTRUCTIONS: Reading = Reading {
+    string: true,
+    elements: OBJECT,
+};
+
+/// Shape only: `tools`.
 pub const SHAPE: Reading = Reading {
     string: false,
-    elements: Elements::Shape,
+    elements: OBJECT,
 };
 
 impl<'de> DeserializeSeed<'de> for Reading {
@@ -168,13 +172,7 @@ impl<'de> Visitor<'de> for Reading {
             all_objects: true,
             ..Facts::default()
         };
-        loop {
-            let element = match self.elements {
-                Elements::Messages => a.next_element_seed(MESSAGE)?,
-                Elements::Strings => a.next_element_seed(STRING)?,
-                Elements::Shape => a.next_element_seed(OBJECT)?,
-            };
-            let Some((object, text)) = element else { break };
+        while let Some((object, text)) = a.next_element_seed(self.elements)? {
             f.len += 1;
             f.all_objects &= object;
             f.text.absorb(text);
@@ -183,74 +181,61 @@ impl<'de> Visitor<'de> for Reading {
     }
 }
 
-/// An object's member `name`, read with `seed`: whether the value was an object, and what the
-/// seed made of the member (its default when absent or not an object). A member named twice
-/// counts as its last value, as a tree keeps it.
+/// How a text member's value is counted.
 #[derive(Clone, Copy)]
-struct Field<S> {
-    name: &'static str,
-    seed: S,
+enum Text {
+    /// A string only.
+    Plain,
+    /// A string, or parts (see [`PART`]).
+    Content,
 }
 
-impl<'de, S> DeserializeSeed<'de> for Field<S>
-where
-    S: DeserializeSeed<'de> + Copy,
-    S::Value: Default,
-{
-    type Value = (bool, S::Value);
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de, S> Visitor<'de> for Field<S>
-where
-    S: DeserializeSeed<'de> + Copy,
-    S::Value: Default,
-{
-    type Value = (bool, S::Value);
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    skip_the_rest!();
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(Default::default())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
-        skip_seq(a)?;
-        Ok(Default::default())
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
-        let mut value = S::Value::default();
-        while let Some(found) = a.next_key_seed(Named(self.name))? {
-            if found {
-                value = a.next_value_seed(self.seed)?;
-            } else {
-                a.next_value::<IgnoredAny>()?;
-            }
-        }
-        Ok((true, value))
-    }
-}
-
-/// A message: an object, and the text of its `content`.
-const MESSAGE: Field<Text> = Field {
-    name: "content",
-    seed: Text { parts: true },
-};
-
-/// One part of a `content` array: an object's `text`, when it is a string.
-const PART: Field<Text> = Field {
-    name: "text",
-    seed: Text { parts: false },
-};
-
-/// An element of a list read for whether it is an object, and (`strings`) its text when it
-/// is a string (an `input` array's).
+/// An element of a list: whether it is an object, and the text of its members named in
+/// `fields` (each counted as its last value, as a tree keeps a member named twice), or
+/// (`strings`) its own text when it is a string.
 #[derive(Clone, Copy)]
 struct Element {
+    fields: &'static [(&'static str, Text)],
     strings: bool,
 }
+
+/// The most text members an element reads (its counts are kept on the stack).
+const MAX_FIELDS: usize = 3;
+const _: () = assert!(
+    MESSAGE.fields.len() <= MAX_FIELDS
+        && PART.fields.len() <= MAX_FIELDS
+        && ITEM.fields.len() <= MAX_FIELDS
+);
+
+/// A message: its `content`.
+const MESSAGE: Element = Element {
+    fields: &[("content", Text::Content)],
+    strings: false,
+};
+
+/// A part of a `content` (or a Messages `system` block): its `text`, and its own `content`
+/// (a `tool_result`'s output: a string or parts again).
+const PART: Element = Element {
+    fields: &[("text", Text::Plain), ("content", Text::Content)],
+    strings: false,
+};
+
+/// A Responses `input` item: a string; a message's `content`; a function call's `arguments`
+/// and its output's `output`.
+const ITEM: Element = Element {
+    fields: &[
+        ("content", Text::Content),
+        ("output", Text::Content),
+        ("arguments", Text::Plain),
+    ],
+    strings: true,
+};
+
+/// An element read for its shape only.
+const OBJECT: Element = Element {
+    fields: &[],
+    strings: false,
+};
 
 impl<'de> DeserializeSeed<'de> for Element {
     type Value = (bool, Chars);
@@ -276,41 +261,40 @@ impl<'de> Visitor<'de> for Element {
         skip_seq(a)?;
         Ok(Default::default())
     }
-    fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
-        skip_map(a)?;
-        Ok((true, Chars::default()))
+    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        let mut last = [Chars::default(); MAX_FIELDS];
+        while let Some(found) = a.next_key_seed(KeyIn(self.fields))? {
+            match found {
+                Some(i) => last[i] = a.next_value_seed(self.fields[i].1)?,
+                None => {
+                    a.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let mut c = Chars::default();
+        last.iter().for_each(|t| c.absorb(*t));
+        Ok((true, c))
     }
 }
 
-const STRING: Element = Element { strings: true };
-const OBJECT: Element = Element { strings: false };
+/// Which of `fields` a key names, read without allocating.
+struct KeyIn(&'static [(&'static str, Text)]);
 
-/// Whether a key is the one looked for (`content` in a message, `text` in a part), read
-/// without allocating.
-struct Named(&'static str);
-
-impl<'de> DeserializeSeed<'de> for Named {
-    type Value = bool;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+impl<'de> DeserializeSeed<'de> for KeyIn {
+    type Value = Option<usize>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_str(self)
     }
 }
 
-impl Visitor<'_> for Named {
-    type Value = bool;
+impl Visitor<'_> for KeyIn {
+    type Value = Option<usize>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a key")
     }
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<bool, E> {
-        Ok(s == self.0)
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(self.0.iter().position(|(n, _)| *n == s))
     }
-}
-
-/// Text counted: a string; with `parts` (a message's `content`), also an array of parts with
-/// `text` (a part's `text` is a string or nothing).
-#[derive(Clone, Copy)]
-struct Text {
-    parts: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for Text {
@@ -337,7 +321,7 @@ impl<'de> Visitor<'de> for Text {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Chars, A::Error> {
         let mut c = Chars::default();
-        if !self.parts {
+        if let Text::Plain = self {
             skip_seq(a)?;
             return Ok(c);
         }

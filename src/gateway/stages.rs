@@ -218,13 +218,13 @@ fn lite_members(endpoint: Endpoint) -> &'static [(&'static str, Reading)] {
     const MESSAGES: &[(&str, Reading)] = &[
         ("messages", lite::MESSAGES),
         ("tools", lite::SHAPE),
-        ("system", lite::SHAPE),
+        ("system", lite::SYSTEM),
     ];
     const RESPONSES: &[(&str, Reading)] = &[
         ("messages", lite::MESSAGES),
         ("tools", lite::SHAPE),
         ("input", lite::INPUT),
-        ("instructions", lite::SHAPE),
+        ("instructions", lite::INSTRUCTIONS),
     ];
     match endpoint {
         Endpoint::Messages => MESSAGES,
@@ -600,6 +600,11 @@ mod tests {
             r#"{"input":[{"type":"message","content":[{"type":"input_text","text":"x"}]}]}"#,
             r#"{"system":[{"type":"text","text":"sys"}],"messages":[{"role":"user","content":"hi"}]}"#,
             r#"{"system":"sys","input":null,"messages":null}"#,
+            r#"{"system":[{"type":"text","text":"ab"},{"content":"cd"},"ef"],"instructions":"gh"}"#,
+            r#"{"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":"file text"},{"type":"tool_result","content":[{"type":"text","text":"x"},{"type":"image"}]},{"type":"tool_use","input":{"path":"p"}}]}]}"#,
+            r#"{"input":[{"type":"message","role":"user","content":"hi"},{"type":"function_call","arguments":"{\"cmd\":1}"},{"type":"function_call_output","output":"out"},{"type":"function_call_output","output":[{"type":"input_text","text":"o2"}]},"s",7,[1]]}"#,
+            r#"{"input":[{"content":"a","content":"bb","output":"c","output":5,"arguments":"d"}],"system":{"text":"not counted"}}"#,
+            r#"{"instructions":["x"],"system":[{"text":"a","text":"b","content":[{"content":[{"text":"deep"}]}]}]}"#,
         ] {
             let tree: Value = serde_json::from_str(text).unwrap();
             for ep in Endpoint::ALL {
@@ -612,6 +617,36 @@ mod tests {
                     "{ep:?} {text}"
                 );
             }
+        }
+    }
+
+    /// An agent's prompt is counted whole: Claude Code's `system` and tool results, Codex's
+    /// `instructions`, input items and function outputs (before, only `messages` text and an
+    /// `input` string were, so an agent's hold covered little of its prompt).
+    #[test]
+    fn an_agents_whole_prompt_is_counted() {
+        let text = "x".repeat(4000); // 1 000 tokens by the fallback
+        let est = |ep: Endpoint, v: Value| read_agent(ep, &v.to_string()).prompt_est;
+        let m = Endpoint::Messages;
+        let user = json!([{"role": "user", "content": "hi"}]);
+        for body in [
+            json!({"model": "c", "max_tokens": 5, "system": text, "messages": user}),
+            json!({"model": "c", "max_tokens": 5, "system": [{"type": "text", "text": text}], "messages": user}),
+            json!({"model": "c", "max_tokens": 5, "messages": [{"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "t", "content": text}]}]}),
+            json!({"model": "c", "max_tokens": 5, "messages": [{"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "t", "content": [{"type": "text", "text": text}]}]}]}),
+        ] {
+            assert!(est(m, body.clone()) >= 1000, "{body}");
+        }
+        let r = Endpoint::Responses;
+        for body in [
+            json!({"model": "g", "input": "hi", "instructions": text}),
+            json!({"model": "g", "input": [{"role": "user", "content": [{"type": "input_text", "text": text}]}]}),
+            json!({"model": "g", "input": [{"type": "function_call_output", "call_id": "c", "output": text}]}),
+            json!({"model": "g", "input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": text}]}),
+        ] {
+            assert!(est(r, body.clone()) >= 1000, "{body}");
         }
     }
 

@@ -148,7 +148,9 @@ impl<'a> LazyBody<'a> {
     }
 }
 
-/// Each piece of text of a message `content`: a string, or an array of parts with `text`.
+/// Each piece of text of a message `content` (or a Messages `system`): a string, or parts —
+/// a part's `text`, and the text of its own `content` (a `tool_result`'s output: a string or
+/// parts again).
 fn content_text<'v>(v: &'v Value, out: &mut impl FnMut(&'v str)) {
     match v {
         Value::String(s) => out(s),
@@ -157,9 +159,29 @@ fn content_text<'v>(v: &'v Value, out: &mut impl FnMut(&'v str)) {
                 if let Some(t) = p.get("text").and_then(Value::as_str) {
                     out(t);
                 }
+                if let Some(c) = p.get("content") {
+                    content_text(c, out);
+                }
             }
         }
         _ => {}
+    }
+}
+
+/// The text of a Responses `input` item (or a string of an embeddings `input`): a string;
+/// a message's `content`; a function call's `arguments`, its output's `output`.
+fn item_text<'v>(i: &'v Value, out: &mut impl FnMut(&'v str)) {
+    if let Some(s) = i.as_str() {
+        out(s);
+        return;
+    }
+    for k in ["content", "output"] {
+        if let Some(c) = i.get(k) {
+            content_text(c, out);
+        }
+    }
+    if let Some(a) = i.get("arguments").and_then(Value::as_str) {
+        out(a);
     }
 }
 
@@ -211,18 +233,23 @@ fn prompt_pieces<'v>(
             }
         }
     }
-    for field in ["prompt", "input"] {
-        match body(field) {
-            Some(Value::String(s)) => out(s),
-            Some(Value::Array(items)) => {
-                for i in items {
-                    if let Some(s) = i.as_str() {
-                        out(s);
-                    }
-                }
-            }
-            _ => {}
-        }
+    match body("prompt") {
+        Some(Value::String(s)) => out(s),
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).for_each(&mut *out),
+        _ => {}
+    }
+    match body("input") {
+        Some(Value::String(s)) => out(s),
+        Some(Value::Array(items)) => items.iter().for_each(|i| item_text(i, out)),
+        _ => {}
+    }
+    // An agent's standing instructions are prompt too: Messages `system`, Responses
+    // `instructions`.
+    if let Some(s) = body("system") {
+        content_text(s, out);
+    }
+    if let Some(Value::String(s)) = body("instructions") {
+        out(s);
     }
     overhead
 }
