@@ -606,3 +606,68 @@ async fn consumes_and_alerts_speak_money() {
     );
     app.stop().await;
 }
+
+/// An agent's hold covers its whole prompt: Claude Code's `system` and tool results, Codex's
+/// `instructions` and input items. A key without room for them is refused before any
+/// upstream; before, only the messages' text was counted and such a call was served past
+/// the key's quota.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_whole_prompt_is_held() {
+    let up = MockUpstream::start().await;
+    let ups = upstreams(&up);
+    // One point a token, prompt and completion.
+    let file: BillingFile = toml::from_str(
+        "mode = \"tokens\"\ndefault_price = { prompt = 1000.0, completion = 1000.0 }",
+    )
+    .unwrap();
+    let app = spawn_app_with(move |c| {
+        c.gateway.upstreams = ups;
+        c.gateway.billing = billing(Some(file)).unwrap();
+    })
+    .await;
+    let (key, _) = app.create_key(json!({"quota": 500})).await;
+    // 4 000 ASCII characters: ~1 000 tokens by the estimate, twice the key's quota.
+    let big = "x".repeat(4000);
+    let user = json!([{"role": "user", "content": "hi"}]);
+    let refused = [
+        (
+            "/v1/messages",
+            json!({"model": "m-anth", "max_tokens": 16, "system": big, "messages": user}),
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "m-anth", "max_tokens": 16, "messages": [{"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "t", "content": [{"type": "text", "text": big}]}]}]}),
+        ),
+        (
+            "/v1/responses",
+            json!({"model": "m-resp", "max_output_tokens": 16, "input": "hi", "instructions": big}),
+        ),
+        (
+            "/v1/responses",
+            json!({"model": "m-resp", "max_output_tokens": 16, "input": [
+                {"type": "function_call_output", "call_id": "c", "output": big}]}),
+        ),
+    ];
+    for (i, (path, body)) in refused.into_iter().enumerate() {
+        let (s, text) = call(&app, &key, path, body).await;
+        assert_eq!(s, 429, "{path}, body {i}: {text}");
+    }
+    assert_eq!(up.hits(), 0, "no refused call reached an upstream");
+    assert_eq!(app.quota(&key).await["used"], 0);
+    // The same calls with a short prompt fit, and are served.
+    for (path, body) in [
+        (
+            "/v1/messages",
+            json!({"model": "m-anth", "max_tokens": 16, "system": "be brief", "messages": user}),
+        ),
+        (
+            "/v1/responses",
+            json!({"model": "m-resp", "max_output_tokens": 16, "input": "hi", "instructions": "be brief"}),
+        ),
+    ] {
+        let (s, text) = call(&app, &key, path, body).await;
+        assert_eq!(s, 200, "{path}: {text}");
+    }
+    app.stop().await;
+}
