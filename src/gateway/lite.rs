@@ -43,13 +43,6 @@ pub fn prompt_text(lite: &[(&'static str, Facts)]) -> (Chars, Option<usize>) {
     (text, messages)
 }
 
-impl<'de> de::Deserialize<'de> for Facts {
-    /// Read as `messages` is.
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        MESSAGES.deserialize(d)
-    }
-}
-
 /// How a big member is read: which of its text the prompt estimate counts (the same text
 /// `tokens::estimate_prompt` takes from the member's tree).
 #[derive(Clone, Copy)]

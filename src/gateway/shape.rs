@@ -307,11 +307,16 @@ mod tests {
                 );
             }
         }
-        let null: Facts = serde_json::from_str("null").unwrap();
+        let read = |t: &str| {
+            lite::MESSAGES
+                .deserialize(&mut serde_json::Deserializer::from_str(t))
+                .unwrap()
+        };
+        let null = read("null");
         assert_eq!(Kind::Objects.accepts_facts(&null), None);
         let empty = Map::new();
         assert!(check(Endpoint::Chat, &empty, &[("messages", null)]).is_err());
-        let msgs: Facts = serde_json::from_str(r#"[{"role":"user"}]"#).unwrap();
+        let msgs = read(r#"[{"role":"user"}]"#);
         assert!(check(Endpoint::Chat, &empty, &[("messages", msgs)]).is_ok());
     }
 }
