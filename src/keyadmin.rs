@@ -91,9 +91,9 @@ impl KeyAdmin {
         }
     }
 
-    fn publish(&self, rec: &KeyRecord) {
+    async fn publish(&self, rec: &KeyRecord) {
         if let Some(l) = &self.ledger {
-            l.refresh(rec.clone());
+            l.refresh(rec.clone()).await;
         }
     }
 
@@ -129,7 +129,7 @@ impl KeyAdmin {
             .map(|(full, record)| IssuedKey { full, record })
             .collect();
         for k in &issued {
-            self.publish(&k.record);
+            self.publish(&k.record).await;
         }
         Ok(issued)
     }
@@ -181,7 +181,7 @@ impl KeyAdmin {
         let audit = self.audit(action, Some(id), actor, details);
         let rec = self.store.update_key(id, &patch, &audit).await?;
         if let Some(r) = &rec {
-            self.publish(r);
+            self.publish(r).await;
         }
         Ok(rec)
     }

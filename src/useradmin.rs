@@ -114,7 +114,11 @@ impl UserAdmin {
         }
         if let Some(uid) = user_keys_of {
             match self.store.keys_of_user(uid).await {
-                Ok(keys) => keys.into_iter().for_each(|k| l.refresh(k)),
+                Ok(keys) => {
+                    for k in keys {
+                        l.refresh(k).await;
+                    }
+                }
                 Err(e) => tracing::warn!(error = %e, "could not reload a user's keys"),
             }
         }

@@ -317,7 +317,7 @@ pub async fn redeem(
     .await
     {
         Ok((issued, _)) => {
-            st.ledger.refresh(issued.record.clone());
+            st.ledger.refresh(issued.record.clone()).await;
             Ok(Json(Redeemed {
                 key: issued.full,
                 id: issued.record.id,

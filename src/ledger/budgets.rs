@@ -12,6 +12,9 @@ use crate::accounts::{Account, BudgetRef};
 pub struct BudgetState {
     pub acct: Account,
     pub pending: i64,
+    /// How many of the writer's answers have set `acct`'s counters (see
+    /// [`BudgetTable::refresh_all`]).
+    pub answers: u64,
 }
 
 #[derive(Debug)]
@@ -62,7 +65,11 @@ impl BudgetTable {
                 map.insert(
                     acct.id,
                     Arc::new(BudgetEntry {
-                        state: Mutex::new(BudgetState { acct, pending: 0 }),
+                        state: Mutex::new(BudgetState {
+                            acct,
+                            pending: 0,
+                            answers: 0,
+                        }),
                     }),
                 );
             }
@@ -75,10 +82,52 @@ impl BudgetTable {
         for a in accounts {
             self.upsert(a);
         }
+        self.retain(&live);
+    }
+
+    fn retain(&self, live: &std::collections::HashSet<i64>) {
         self.map
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|id, _| live.contains(id));
+    }
+
+    /// How many writer answers each budget has taken so far: read before the store's rows,
+    /// handed to [`BudgetTable::refresh_all`] with them.
+    pub fn answers(&self) -> HashMap<i64, u64> {
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(id, e)| (*id, e.lock().answers))
+            .collect()
+    }
+
+    /// [`BudgetTable::replace_all`] for rows read beside the writer, when `answers` was
+    /// taken before the read: a budget the writer answered for meanwhile may have had
+    /// commits land that its row predates, and taking it would forget them (memory would
+    /// admit calls the store refuses after their upstream was asked). Those are left as
+    /// they are and their ids returned, to be read again.
+    pub fn refresh_all(&self, accounts: Vec<Account>, answers: &HashMap<i64, u64>) -> Vec<i64> {
+        let live: std::collections::HashSet<i64> = accounts.iter().map(|a| a.id).collect();
+        let mut moved = Vec::new();
+        for a in accounts {
+            match self.get(a.id) {
+                Some(e) => {
+                    let mut st = e.lock();
+                    if answers.get(&a.id).is_some_and(|n| *n != st.answers) {
+                        moved.push(a.id);
+                        continue;
+                    }
+                    let pending = st.pending;
+                    st.acct = a;
+                    st.acct.used += pending;
+                }
+                None => self.upsert(a),
+            }
+        }
+        self.retain(&live);
+        moved
     }
 
     /// The budgets a key of user `user_id` draws from: the user, then its team. Only those

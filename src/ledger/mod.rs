@@ -160,6 +160,10 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 /// A server not seen for this long is dead: its holds are charged by the others.
 const DEAD_AFTER_MS: i64 = 10_000;
 
+/// Reads of the users' and teams' rows a reload makes at most (see
+/// [`Ledger::reload_budgets`]).
+const RELOAD_READS: usize = 3;
+
 fn wall_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -580,6 +584,15 @@ impl Ledger {
     /// Reloads every user and team (after an edit here, or when another instance's edit
     /// is noticed).
     pub async fn reload_budgets(&self) -> Result<(), StoreError> {
+        // A budget busy enough to be answered for during every read is taken as read on
+        // the last: its next commit's answer puts it right.
+        for _ in 0..RELOAD_READS - 1 {
+            let answers = self.budgets.answers();
+            let accounts = self.store.accounts().await?;
+            if self.budgets.refresh_all(accounts, &answers).is_empty() {
+                return Ok(());
+            }
+        }
         self.budgets.replace_all(self.store.accounts().await?);
         Ok(())
     }
@@ -673,9 +686,33 @@ impl Ledger {
         })
     }
 
-    /// Replaces a key's state with what the store now holds (after an admin write).
-    pub fn refresh(&self, rec: KeyRecord) {
-        self.table.upsert(rec);
+    /// Replaces a key's state with what the store now holds (after an admin write, or an
+    /// announcement of one). When the row says the key used less than memory counts (a
+    /// reset, or a row read before commits that memory has already counted), the counters
+    /// are read again in line with the writer before this returns: until then memory keeps
+    /// the higher count, so no call is admitted here that the store would refuse.
+    pub async fn refresh(&self, rec: KeyRecord) {
+        let (entry, doubt) = self.table.refresh(rec);
+        if doubt {
+            self.reread(&[entry]).await;
+        }
+    }
+
+    /// The counters of `entries` read again in line with the writer (all asked at once).
+    async fn reread(&self, entries: &[Arc<KeyEntry>]) {
+        let asked: Vec<_> = entries.iter().filter_map(|e| self.peek(e).ok()).collect();
+        let mut failed = entries.len() - asked.len();
+        for rx in asked {
+            if !matches!(rx.await, Ok(Ok(_))) {
+                failed += 1;
+            }
+        }
+        if failed > 0 {
+            tracing::warn!(
+                failed,
+                "could not re-read keys; memory keeps the higher count"
+            );
+        }
     }
 
     pub fn forget(&self, id: i64) {
@@ -951,16 +988,7 @@ impl Ledger {
 
     async fn reload(&self, key_id: i64) {
         match self.store.key_by_id(key_id).await {
-            Ok(Some(rec)) => {
-                self.refresh(rec);
-                // The row was read beside the writer: a commit may have landed in between.
-                // Its counters are put right in line with the writer's own (not awaited).
-                if self.shared
-                    && let Some(e) = self.table.by_id(key_id)
-                {
-                    let _ = self.peek(&e);
-                }
-            }
+            Ok(Some(rec)) => self.refresh(rec).await,
             Ok(None) => self.forget(key_id),
             Err(e) => tracing::warn!(error = %e, "could not reload key"),
         }
@@ -971,9 +999,12 @@ impl Ledger {
         match self.store.load_keys().await {
             Ok(recs) => {
                 let live: std::collections::HashSet<i64> = recs.iter().map(|r| r.id).collect();
-                for rec in recs {
-                    self.refresh(rec);
-                }
+                let doubted: Vec<_> = recs
+                    .into_iter()
+                    .map(|rec| self.table.refresh(rec))
+                    .filter_map(|(e, doubt)| doubt.then_some(e))
+                    .collect();
+                self.reread(&doubted).await;
                 for e in self.table.all() {
                     let id = e.lock().rec.id;
                     if !live.contains(&id) {
@@ -1088,6 +1119,46 @@ mod tests {
             .fetch_all(f.sqlite.read_pool())
             .await
             .unwrap()
+    }
+
+    /// A key's row read before commits that memory has already counted (an announcement
+    /// of an admin write racing a burst of calls) must not lower the count: memory would
+    /// then admit calls the store refuses after their upstream was asked (seen on
+    /// PostgreSQL as 11 upstream calls on a key worth 10).
+    #[tokio::test]
+    async fn a_row_read_before_commits_never_lowers_the_count() {
+        let f = fixture().await;
+        let e = key(&f, Some(10)).await;
+        let id = e.lock().rec.id;
+        let mut first = f.ledger.hold(&e, 5, vec![], item(0)).unwrap();
+        first.confirm().await.unwrap();
+        let stale = f.ledger.store().key_by_id(id).await.unwrap().unwrap();
+        let mut second = f.ledger.hold(&e, 3, vec![], item(0)).unwrap();
+        second.confirm().await.unwrap();
+        assert_eq!((stale.used, used_in_db(&f, &e).await), (5, 8));
+        // Memory between the row and the writer's answer: what concurrent calls see.
+        let (_, doubt) = f.ledger.table().refresh(stale.clone());
+        assert!(doubt);
+        assert_eq!(f.ledger.view(&e).used, 8, "the stale row was taken");
+        assert!(matches!(
+            f.ledger.hold(&e, 3, vec![], item(0)),
+            Err(LedgerError::QuotaExceeded { remaining: 2, .. })
+        ));
+        f.ledger.refresh(stale).await;
+        assert_eq!(f.ledger.view(&e).used, 8);
+        assert!(matches!(
+            f.ledger.hold(&e, 3, vec![], item(0)),
+            Err(LedgerError::QuotaExceeded { remaining: 2, .. })
+        ));
+        f.ledger.settle(&e, first, 5, item(5)).await.unwrap();
+        f.ledger.settle(&e, second, 3, item(3)).await.unwrap();
+        // A reset does lower it, by the time the admin write returns.
+        let rec = e.snapshot();
+        f.admin.reset(&rec, None, &Actor::cli()).await.unwrap();
+        assert_eq!(f.ledger.view(&e).used, 0);
+        let mut after = f.ledger.hold(&e, 10, vec![], item(0)).unwrap();
+        after.confirm().await.unwrap();
+        f.handle.shutdown().await;
     }
 
     #[tokio::test]
@@ -1312,6 +1383,40 @@ mod tests {
         };
         let issued = f.admin.create(&spec, &Actor::cli()).await.unwrap();
         f.ledger.authenticate(&issued[0].full).await.unwrap()
+    }
+
+    /// A user's row read before commits the writer has since answered for is not taken:
+    /// memory would forget them (the keys' twin: `a_row_read_before_commits_never_…`).
+    #[tokio::test]
+    async fn a_budget_row_read_before_commits_is_read_again() {
+        let f = fixture().await;
+        let e = user_key(&f, None, Some(10)).await;
+        let uid = e.lock().rec.owner.clone().unwrap().user_id.unwrap();
+        let budget_used = |l: &Ledger| l.budgets.get(uid).unwrap().lock().acct.used;
+        let mut first = f.ledger.hold(&e, 5, vec![], item(0)).unwrap();
+        first.confirm().await.unwrap();
+        let answers = f.ledger.budgets.answers();
+        let stale = f.ledger.store().accounts().await.unwrap();
+        let mut second = f.ledger.hold(&e, 3, vec![], item(0)).unwrap();
+        second.confirm().await.unwrap();
+        assert_eq!(budget_used(&f.ledger), 8);
+        let moved = f.ledger.budgets.refresh_all(stale, &answers);
+        assert_eq!(moved, vec![uid]);
+        assert_eq!(budget_used(&f.ledger), 8, "the stale row was taken");
+        assert!(matches!(
+            f.ledger.hold(&e, 3, vec![], item(0)),
+            Err(LedgerError::QuotaExceeded {
+                budget: Some(Scope::User),
+                remaining: 2,
+                ..
+            })
+        ));
+        // A reload reads again and lands on what the store holds.
+        f.ledger.reload_budgets().await.unwrap();
+        assert_eq!(budget_used(&f.ledger), 8);
+        f.ledger.settle(&e, first, 5, item(5)).await.unwrap();
+        f.ledger.settle(&e, second, 3, item(3)).await.unwrap();
+        f.handle.shutdown().await;
     }
 
     #[tokio::test]

@@ -87,26 +87,38 @@ impl KeyTable {
     /// Inserts or refreshes a key from the store. Amounts still pending in memory are kept
     /// on top of the stored `used`, so a refresh never forgets a reservation in flight.
     pub fn upsert(&self, rec: KeyRecord) -> Arc<KeyEntry> {
+        self.refresh(rec).0
+    }
+
+    /// [`KeyTable::upsert`], saying whether memory kept a `used` above the row's.
+    ///
+    /// A row read beside the writer may predate commits whose pending amounts have left
+    /// memory since: taking it as it stands would forget them and admit calls the store then
+    /// refuses, after their upstream was already asked. So `used` never drops on a refresh;
+    /// when the row says less (a reset, a refill, or a row read too early) the caller asks
+    /// the writer for the counters in line (`true`).
+    pub fn refresh(&self, rec: KeyRecord) -> (Arc<KeyEntry>, bool) {
         let mut maps = self.write();
         if let Some(entry) = maps.by_id.get(&rec.id).cloned() {
-            let old_hash = {
+            let (old_hash, doubt) = {
                 let mut st = entry.lock();
                 let old_hash = st.rec.hash;
-                let in_flight = st.pending;
+                let from_row = rec.used + st.pending;
+                let kept = st.rec.used;
                 st.rec = rec.clone();
-                st.rec.used = rec.used + in_flight;
-                old_hash
+                st.rec.used = from_row.max(kept);
+                (old_hash, from_row < kept)
             };
             if old_hash != rec.hash {
                 maps.by_hash.remove(&old_hash);
                 maps.by_hash.insert(rec.hash, entry.clone());
             }
-            entry
+            (entry, doubt)
         } else {
             let entry = Arc::new(KeyEntry::new(rec.clone()));
             maps.by_hash.insert(rec.hash, entry.clone());
             maps.by_id.insert(rec.id, entry.clone());
-            entry
+            (entry, false)
         }
     }
 

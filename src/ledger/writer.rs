@@ -391,6 +391,7 @@ fn settle_budgets(
         st.pending -= amount;
         match fresh.get(&id) {
             Some(c) => {
+                st.answers += 1;
                 st.acct.used = c.used + st.pending;
                 st.acct.quota = c.quota;
                 st.acct.refill_period = c.refill_period;
