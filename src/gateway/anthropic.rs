@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::chat_chunk::ChatChunk;
 use super::usage::{UsageOnly, WireUsage};
 use crate::billing::Usage;
 
@@ -334,12 +335,17 @@ impl StreamTranslator {
         }
     }
 
-    /// The events for one chat chunk (its `data:` JSON).
+    /// The events for one chat chunk given as a tree (the in-process mock's).
     pub fn push(&mut self, chunk: &Value) -> String {
+        self.push_chunk(&ChatChunk::deserialize(chunk).unwrap_or_default())
+    }
+
+    /// The events for one chat chunk.
+    pub fn push_chunk(&mut self, chunk: &ChatChunk<'_>) -> String {
         let mut out = String::new();
         if !self.started {
             self.started = true;
-            let id = message_id(chunk.get("id").and_then(Value::as_str));
+            let id = message_id(chunk.id.as_deref());
             out.push_str(&event(
                 "message_start",
                 &json!({"type": "message_start", "message": {
@@ -348,14 +354,14 @@ impl StreamTranslator {
                     "usage": {"input_tokens": 0, "output_tokens": 0}}}),
             ));
         }
-        if let Some(u) = chunk.get("usage").filter(|u| u.is_object()) {
+        if let Some(u) = chunk.usage_object() {
             self.usage = Some(usage_from_chat(u));
         }
-        let Some(choice) = chunk.pointer("/choices/0") else {
+        let Some(choice) = chunk.first() else {
             return out;
         };
-        let delta = choice.get("delta").unwrap_or(&Value::Null);
-        if let Some(r) = delta.get("reasoning_content").and_then(Value::as_str)
+        let delta = choice.delta.as_ref();
+        if let Some(r) = delta.and_then(|d| d.reasoning_content.as_deref())
             && !r.is_empty()
         {
             self.open_block(
@@ -365,7 +371,7 @@ impl StreamTranslator {
             );
             self.delta(&mut out, BlockDeltaBody::thinking(r));
         }
-        if let Some(t) = delta.get("content").and_then(Value::as_str)
+        if let Some(t) = delta.and_then(|d| d.content.as_deref())
             && !t.is_empty()
         {
             self.open_block(
@@ -376,29 +382,22 @@ impl StreamTranslator {
             self.delta(&mut out, BlockDeltaBody::text(t));
         }
         for call in delta
-            .get("tool_calls")
-            .and_then(Value::as_array)
+            .and_then(|d| d.tool_calls.as_deref())
             .into_iter()
             .flatten()
         {
-            let i = call.get("index").and_then(Value::as_u64).unwrap_or(0);
-            let id = call.get("id").cloned().unwrap_or(Value::Null);
-            let name = call
-                .pointer("/function/name")
-                .cloned()
-                .unwrap_or(Value::Null);
-            self.open_block(
-                Block::Tool(i),
-                &mut out,
-                || json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
-            );
-            if let Some(a) = call.pointer("/function/arguments").and_then(Value::as_str)
+            let i = call.index.and_then(|i| u64::try_from(i).ok()).unwrap_or(0);
+            let function = call.function.as_ref();
+            self.open_block(Block::Tool(i), &mut out, || {
+                json!({"type": "tool_use", "id": call.id, "name": function.and_then(|f| f.name.as_deref()), "input": {}})
+            });
+            if let Some(a) = function.and_then(|f| f.arguments.as_deref())
                 && !a.is_empty()
             {
                 self.delta(&mut out, BlockDeltaBody::json(a));
             }
         }
-        if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
+        if let Some(f) = choice.finish_reason.as_deref() {
             self.finish = Some(f.to_owned());
         }
         out
@@ -412,7 +411,7 @@ impl StreamTranslator {
         self.finished = true;
         let mut out = String::new();
         if !self.started {
-            out.push_str(&self.push(&json!({})));
+            out.push_str(&self.push_chunk(&ChatChunk::default()));
         }
         self.close_block(&mut out);
         let usage = self

@@ -6,6 +6,7 @@ pub mod anthropic;
 pub mod call;
 pub mod channel_admin;
 pub mod channels;
+pub mod chat_chunk;
 pub mod client_ip;
 pub mod endpoint;
 pub mod health;

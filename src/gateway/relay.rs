@@ -5,8 +5,8 @@
 //! [`NativeWatch`] and an [`EventTranslate`].
 
 use bytes::Bytes;
-use serde_json::Value;
 
+use super::chat_chunk::ChatChunk;
 use super::sse::SseSplitter;
 use super::stages::{EventTooLong, StreamMeter};
 use super::tokens::Estimator;
@@ -27,8 +27,8 @@ pub trait NativeWatch: Send {
 
 /// Turns chat stream chunks into the caller's protocol's events.
 pub trait EventTranslate: Send {
-    /// The events for one chat chunk (its `data:` JSON).
-    fn push(&mut self, chunk: &Value) -> String;
+    /// The events for one chat chunk.
+    fn push(&mut self, chunk: &ChatChunk<'_>) -> String;
     /// The closing events; empty once sent.
     fn finish(&mut self) -> String;
 }
@@ -136,15 +136,14 @@ impl Translated {
     fn push(&mut self, chunk: &[u8]) -> Result<Vec<u8>, EventTooLong> {
         let mut out = String::new();
         for ev in self.splitter.push(chunk).map_err(|_| EventTooLong)? {
-            // The meter reads the event as the chat relay would.
-            let mut raw = ev.raw.to_vec();
-            raw.extend_from_slice(b"\n\n");
-            self.meter.push(&raw)?;
             if ev.data == "[DONE]" {
                 self.done = true;
                 out.push_str(&self.translator.finish());
-            } else if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
-                out.push_str(&self.translator.push(&v));
+            } else if let Some(c) = ChatChunk::parse(&ev.data) {
+                // Read once: the meter counts it as the chat relay would, the translator
+                // writes its events.
+                self.meter.observe(&c);
+                out.push_str(&self.translator.push(&c));
             }
         }
         Ok(out.into_bytes())
@@ -182,8 +181,8 @@ impl NativeWatch for anthropic::NativeUsage {
 }
 
 impl EventTranslate for anthropic::StreamTranslator {
-    fn push(&mut self, chunk: &Value) -> String {
-        anthropic::StreamTranslator::push(self, chunk)
+    fn push(&mut self, chunk: &ChatChunk<'_>) -> String {
+        self.push_chunk(chunk)
     }
     fn finish(&mut self) -> String {
         anthropic::StreamTranslator::finish(self)
@@ -209,8 +208,8 @@ impl NativeWatch for responses::NativeUsage {
 }
 
 impl EventTranslate for responses::StreamTranslator {
-    fn push(&mut self, chunk: &Value) -> String {
-        responses::StreamTranslator::push(self, chunk)
+    fn push(&mut self, chunk: &ChatChunk<'_>) -> String {
+        self.push_chunk(chunk)
     }
     fn finish(&mut self) -> String {
         responses::StreamTranslator::finish(self)

@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::chat_chunk::{ChatChunk, ToolCall};
 use super::usage::{UsageOnly, WireUsage};
 use crate::billing::Usage;
 
@@ -473,44 +474,48 @@ impl StreamTranslator {
         )
     }
 
-    /// The events for one chat chunk (its `data:` JSON).
+    /// The events for one chat chunk given as a tree (the in-process mock's).
     pub fn push(&mut self, chunk: &Value) -> String {
+        self.push_chunk(&ChatChunk::deserialize(chunk).unwrap_or_default())
+    }
+
+    /// The events for one chat chunk.
+    pub fn push_chunk(&mut self, chunk: &ChatChunk<'_>) -> String {
         let mut out = String::new();
         if !self.started {
             self.started = true;
-            self.id = response_id(chunk.get("id").and_then(Value::as_str));
-            self.created = chunk.get("created").and_then(Value::as_i64).unwrap_or(0);
+            self.id = response_id(chunk.id.as_deref());
+            self.created = chunk.created.unwrap_or(0);
             let r = self.snapshot("in_progress", None);
             self.event("response.created", json!({"response": r}), &mut out);
             let r = self.snapshot("in_progress", None);
             self.event("response.in_progress", json!({"response": r}), &mut out);
         }
-        if let Some(u) = chunk.get("usage").filter(|u| u.is_object()) {
+        if let Some(u) = chunk.usage_object() {
             self.usage = Some(usage_from_chat(u));
         }
-        let Some(choice) = chunk.pointer("/choices/0") else {
+        let Some(choice) = chunk.first() else {
             return out;
         };
-        let delta = choice.get("delta").unwrap_or(&Value::Null);
-        if let Some(r) = delta.get("reasoning_content").and_then(Value::as_str)
+        let delta = choice.delta.as_ref();
+        if let Some(r) = delta.and_then(|d| d.reasoning_content.as_deref())
             && !r.is_empty()
         {
             self.reasoning(r, &mut out);
         }
-        if let Some(t) = delta.get("content").and_then(Value::as_str)
+        if let Some(t) = delta.and_then(|d| d.content.as_deref())
             && !t.is_empty()
         {
             self.text(t, &mut out);
         }
         for call in delta
-            .get("tool_calls")
-            .and_then(Value::as_array)
+            .and_then(|d| d.tool_calls.as_deref())
             .into_iter()
             .flatten()
         {
             self.call(call, &mut out);
         }
-        if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
+        if let Some(f) = choice.finish_reason.as_deref() {
             self.finish = Some(f.to_owned());
         }
         out
@@ -583,13 +588,17 @@ impl StreamTranslator {
         }
     }
 
-    fn call(&mut self, call: &Value, out: &mut String) {
-        let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+    fn call(&mut self, call: &ToolCall<'_>, out: &mut String) {
+        let index = call.index.and_then(|i| u64::try_from(i).ok()).unwrap_or(0);
+        let function = call.function.as_ref();
         let same = matches!(&self.open, Some(Open::Call { index: i, .. }) if *i == index);
         if !same {
             self.close(out);
-            let s = |p: &str| call.pointer(p).and_then(Value::as_str).unwrap_or("");
-            let (call_id, name) = (s("/id").to_owned(), s("/function/name").to_owned());
+            let call_id = call.id.as_deref().unwrap_or("").to_owned();
+            let name = function
+                .and_then(|f| f.name.as_deref())
+                .unwrap_or("")
+                .to_owned();
             self.event(
                 "response.output_item.added",
                 json!({"output_index": self.output.len(),
@@ -603,9 +612,8 @@ impl StreamTranslator {
                 arguments: String::new(),
             });
         }
-        let Some(delta) = call
-            .pointer("/function/arguments")
-            .and_then(Value::as_str)
+        let Some(delta) = function
+            .and_then(|f| f.arguments.as_deref())
             .filter(|a| !a.is_empty())
         else {
             return;
@@ -690,7 +698,7 @@ impl StreamTranslator {
         self.finished = true;
         let mut out = String::new();
         if !self.started {
-            out.push_str(&self.push(&json!({})));
+            out.push_str(&self.push_chunk(&ChatChunk::default()));
         }
         self.close(&mut out);
         let status = status_of(self.finish.as_deref());

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use super::call::CallError;
+use super::chat_chunk::ChatChunk;
 use super::endpoint::{Endpoint, Protocol};
 use super::lite::{self, Facts, Reading};
 use super::settings::{glob_match, parse_net};
@@ -440,18 +441,15 @@ impl StreamMeter {
                     self.usage = Some(u);
                 }
                 for choice in c.choices.iter().flatten() {
-                    if let Some(d) = &choice.delta {
-                        if let Some(t) = d.content.as_deref() {
-                            self.text.push_str(t);
-                        }
-                        if let Some(t) = d.reasoning_content.as_deref() {
-                            self.text.push_str(t);
-                        }
-                        self.tool_calls |= d.tool_calls.is_some();
-                    }
-                    if let Some(t) = choice.text.as_deref() {
-                        self.text.push_str(t);
-                    }
+                    let d = choice.delta.as_ref();
+                    self.count(
+                        [
+                            d.and_then(|d| d.content.as_deref()),
+                            d.and_then(|d| d.reasoning_content.as_deref()),
+                            choice.text.as_deref(),
+                        ],
+                        d.is_some_and(|d| d.tool_calls.is_some()),
+                    );
                 }
                 let usage_only =
                     c.usage.is_some() && c.choices.as_ref().is_some_and(|v| v.is_empty());
@@ -463,6 +461,40 @@ impl StreamMeter {
             out.extend_from_slice(b"\n\n");
         }
         Ok(out)
+    }
+
+    /// A chunk a translated stream already read: its usage and text, as [`Self::push`]
+    /// counts them.
+    pub fn observe(&mut self, c: &ChatChunk<'_>) {
+        let usage = c
+            .usage
+            .as_ref()
+            .map(<WireUsage as serde::Deserialize>::deserialize);
+        if let Some(u) = usage
+            .and_then(Result::ok)
+            .as_ref()
+            .and_then(WireUsage::usage)
+        {
+            self.usage = Some(u);
+        }
+        for choice in c.choices.iter().flatten() {
+            let d = choice.delta.as_ref();
+            self.count(
+                [
+                    d.and_then(|d| d.content.as_deref()),
+                    d.and_then(|d| d.reasoning_content.as_deref()),
+                    choice.text.as_deref(),
+                ],
+                d.is_some_and(|d| d.tool_calls.is_some()),
+            );
+        }
+    }
+
+    fn count(&mut self, texts: [Option<&str>; 3], tool_calls: bool) {
+        for t in texts.into_iter().flatten() {
+            self.text.push_str(t);
+        }
+        self.tool_calls |= tool_calls;
     }
 
     /// What is left in the splitter at the end (an event without its blank line).
