@@ -413,6 +413,22 @@ enum Open {
 /// `response.function_call_arguments.delta`) and closing events, then `response.completed`
 /// (or `response.incomplete`) with the whole response and its usage.
 #[derive(Debug)]
+/// A text, reasoning or arguments delta event, its members in the order [`StreamTranslator`]
+/// writes a tree's (`type` and `sequence_number` last).
+#[derive(serde::Serialize)]
+struct DeltaEvent<'a> {
+    item_id: &'a str,
+    output_index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content_index: Option<u32>,
+    delta: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logprobs: Option<&'static [u8]>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    sequence_number: u64,
+}
+
 pub struct StreamTranslator {
     model: String,
     request: Value,
@@ -459,6 +475,18 @@ impl StreamTranslator {
         out.push_str("\ndata: ");
         // Written to a buffer, not through `Display` (a formatter call per piece).
         out.push_str(&serde_json::to_string(&data).unwrap_or_default());
+        out.push_str("\n\n");
+    }
+
+    /// A delta event, serialised from borrowed fields (nearly every event of a stream is
+    /// one; the same bytes as [`Self::event`] writes from a tree).
+    fn delta_event(&mut self, mut ev: DeltaEvent<'_>, out: &mut String) {
+        ev.sequence_number = self.seq;
+        self.seq += 1;
+        out.push_str("event: ");
+        out.push_str(ev.kind);
+        out.push_str("\ndata: ");
+        out.push_str(&serde_json::to_string(&ev).unwrap_or_default());
         out.push_str("\n\n");
     }
 
@@ -546,9 +574,16 @@ impl StreamTranslator {
         if let Some(Open::Reasoning { id, text }) = &mut self.open {
             text.push_str(delta);
             let id = id.clone();
-            self.event(
-                "response.reasoning_text.delta",
-                json!({"item_id": id, "output_index": index, "content_index": 0, "delta": delta}),
+            self.delta_event(
+                DeltaEvent {
+                    item_id: &id,
+                    output_index: index,
+                    content_index: Some(0),
+                    delta,
+                    logprobs: None,
+                    kind: "response.reasoning_text.delta",
+                    sequence_number: 0,
+                },
                 out,
             );
         }
@@ -579,10 +614,16 @@ impl StreamTranslator {
         if let Some(Open::Message { id, text }) = &mut self.open {
             text.push_str(delta);
             let id = id.clone();
-            self.event(
-                "response.output_text.delta",
-                json!({"item_id": id, "output_index": index, "content_index": 0,
-                    "delta": delta, "logprobs": []}),
+            self.delta_event(
+                DeltaEvent {
+                    item_id: &id,
+                    output_index: index,
+                    content_index: Some(0),
+                    delta,
+                    logprobs: Some(&[]),
+                    kind: "response.output_text.delta",
+                    sequence_number: 0,
+                },
                 out,
             );
         }
@@ -625,9 +666,16 @@ impl StreamTranslator {
         {
             arguments.push_str(delta);
             let item_id = format!("fc_{call_id}");
-            self.event(
-                "response.function_call_arguments.delta",
-                json!({"item_id": item_id, "output_index": output_index, "delta": delta}),
+            self.delta_event(
+                DeltaEvent {
+                    item_id: &item_id,
+                    output_index,
+                    content_index: None,
+                    delta,
+                    logprobs: None,
+                    kind: "response.function_call_arguments.delta",
+                    sequence_number: 0,
+                },
                 out,
             );
         }
@@ -970,6 +1018,43 @@ mod tests {
         assert!(u.done);
         assert_eq!(u.usage, Some(Usage::plain(3, 7)));
         assert!(u.text.contains("Hello"));
+    }
+
+    /// The delta events written from borrowed fields are the bytes a tree gave.
+    #[test]
+    fn delta_events_are_written_as_their_trees_were() {
+        let mut t = StreamTranslator::new("m", &json!({}));
+        let mut out = String::new();
+        for c in [
+            json!({"id": "c", "choices": [{"delta": {"reasoning_content": "why \"so\"\n"}}]}),
+            json!({"id": "c", "choices": [{"delta": {"content": "héllo 🦀"}}]}),
+            json!({"id": "c", "choices": [{"delta": {"tool_calls": [{"index": 0, "id": "k", "function": {"name": "f", "arguments": "{\"a\":1}"}}]}}]}),
+        ] {
+            out.push_str(&t.push(&c));
+        }
+        let mut seen = 0;
+        for block in out.split_terminator("\n\n") {
+            let (head, data) = block.split_once("\ndata: ").unwrap();
+            let kind = head.strip_prefix("event: ").unwrap();
+            if !kind.ends_with(".delta") {
+                continue;
+            }
+            let v: Value = serde_json::from_str(data).unwrap();
+            let mut tree = match kind {
+                "response.output_text.delta" => json!({"item_id": v["item_id"],
+                    "output_index": v["output_index"], "content_index": 0,
+                    "delta": v["delta"], "logprobs": []}),
+                "response.function_call_arguments.delta" => json!({"item_id": v["item_id"],
+                    "output_index": v["output_index"], "delta": v["delta"]}),
+                _ => json!({"item_id": v["item_id"], "output_index": v["output_index"],
+                    "content_index": 0, "delta": v["delta"]}),
+            };
+            tree["type"] = json!(kind);
+            tree["sequence_number"] = v["sequence_number"].clone();
+            assert_eq!(data, serde_json::to_string(&tree).unwrap());
+            seen += 1;
+        }
+        assert_eq!(seen, 3, "{out}");
     }
 
     #[test]
