@@ -429,6 +429,21 @@ struct DeltaEvent<'a> {
     sequence_number: u64,
 }
 
+impl<'a> DeltaEvent<'a> {
+    /// A delta of an item's first content part (its sequence number set when written).
+    fn of_part(kind: &'static str, item_id: &'a str, output_index: usize, delta: &'a str) -> Self {
+        Self {
+            item_id,
+            output_index,
+            content_index: Some(0),
+            delta,
+            logprobs: None,
+            kind,
+            sequence_number: 0,
+        }
+    }
+}
+
 pub struct StreamTranslator {
     model: String,
     request: Value,
@@ -574,18 +589,8 @@ impl StreamTranslator {
         if let Some(Open::Reasoning { id, text }) = &mut self.open {
             text.push_str(delta);
             let id = id.clone();
-            self.delta_event(
-                DeltaEvent {
-                    item_id: &id,
-                    output_index: index,
-                    content_index: Some(0),
-                    delta,
-                    logprobs: None,
-                    kind: "response.reasoning_text.delta",
-                    sequence_number: 0,
-                },
-                out,
-            );
+            let ev = DeltaEvent::of_part("response.reasoning_text.delta", &id, index, delta);
+            self.delta_event(ev, out);
         }
     }
 
@@ -614,18 +619,11 @@ impl StreamTranslator {
         if let Some(Open::Message { id, text }) = &mut self.open {
             text.push_str(delta);
             let id = id.clone();
-            self.delta_event(
-                DeltaEvent {
-                    item_id: &id,
-                    output_index: index,
-                    content_index: Some(0),
-                    delta,
-                    logprobs: Some(&[]),
-                    kind: "response.output_text.delta",
-                    sequence_number: 0,
-                },
-                out,
-            );
+            let ev = DeltaEvent {
+                logprobs: Some(&[]),
+                ..DeltaEvent::of_part("response.output_text.delta", &id, index, delta)
+            };
+            self.delta_event(ev, out);
         }
     }
 
@@ -666,18 +664,16 @@ impl StreamTranslator {
         {
             arguments.push_str(delta);
             let item_id = format!("fc_{call_id}");
-            self.delta_event(
-                DeltaEvent {
-                    item_id: &item_id,
+            let ev = DeltaEvent {
+                content_index: None,
+                ..DeltaEvent::of_part(
+                    "response.function_call_arguments.delta",
+                    &item_id,
                     output_index,
-                    content_index: None,
                     delta,
-                    logprobs: None,
-                    kind: "response.function_call_arguments.delta",
-                    sequence_number: 0,
-                },
-                out,
-            );
+                )
+            };
+            self.delta_event(ev, out);
         }
     }
 

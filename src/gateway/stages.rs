@@ -374,34 +374,6 @@ fn answer_text(v: &Value) -> String {
     out
 }
 
-/// The parts of a stream chunk the gateway reads, borrowed from the event text.
-#[derive(serde::Deserialize)]
-struct StreamChunk<'a> {
-    #[serde(default, borrow)]
-    choices: Option<Vec<ChunkChoice<'a>>>,
-    #[serde(default)]
-    usage: Option<WireUsage>,
-}
-
-#[derive(serde::Deserialize)]
-struct ChunkChoice<'a> {
-    #[serde(default, borrow)]
-    delta: Option<Delta<'a>>,
-    #[serde(default, borrow)]
-    text: Option<std::borrow::Cow<'a, str>>,
-}
-
-#[derive(serde::Deserialize)]
-struct Delta<'a> {
-    #[serde(default, borrow)]
-    content: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default, borrow)]
-    reasoning_content: Option<std::borrow::Cow<'a, str>>,
-    /// Only whether there are any (a tool call is content too).
-    #[serde(default)]
-    tool_calls: Option<serde::de::IgnoredAny>,
-}
-
 /// Stage "meter" for streams: splits the upstream's bytes into events, reads usage and text
 /// as they pass, and says what to forward (the usage-only chunk is hidden from a caller who
 /// did not ask for it).
@@ -435,22 +407,8 @@ impl StreamMeter {
         for ev in events {
             if ev.data == "[DONE]" {
                 self.done = true;
-            } else if let Ok(c) = serde_json::from_str::<StreamChunk>(&ev.data) {
-                // Chat sends its usage whole, in one chunk.
-                if let Some(u) = c.usage.as_ref().and_then(WireUsage::usage) {
-                    self.usage = Some(u);
-                }
-                for choice in c.choices.iter().flatten() {
-                    let d = choice.delta.as_ref();
-                    self.count(
-                        [
-                            d.and_then(|d| d.content.as_deref()),
-                            d.and_then(|d| d.reasoning_content.as_deref()),
-                            choice.text.as_deref(),
-                        ],
-                        d.is_some_and(|d| d.tool_calls.is_some()),
-                    );
-                }
+            } else if let Some(c) = ChatChunk::parse(&ev.data) {
+                self.observe(&c);
                 let usage_only =
                     c.usage.is_some() && c.choices.as_ref().is_some_and(|v| v.is_empty());
                 if usage_only && !self.caller_wants_usage {
@@ -463,9 +421,10 @@ impl StreamMeter {
         Ok(out)
     }
 
-    /// A chunk a translated stream already read: its usage and text, as [`Self::push`]
-    /// counts them.
+    /// A chunk's usage and text (a translated stream's chunk is read once, by its relay, and
+    /// handed here).
     pub fn observe(&mut self, c: &ChatChunk<'_>) {
+        // Chat sends its usage whole, in one chunk.
         let usage = c
             .usage
             .as_ref()
@@ -479,22 +438,17 @@ impl StreamMeter {
         }
         for choice in c.choices.iter().flatten() {
             let d = choice.delta.as_ref();
-            self.count(
-                [
-                    d.and_then(|d| d.content.as_deref()),
-                    d.and_then(|d| d.reasoning_content.as_deref()),
-                    choice.text.as_deref(),
-                ],
-                d.is_some_and(|d| d.tool_calls.is_some()),
-            );
+            let texts = [
+                d.and_then(|d| d.content.as_deref()),
+                d.and_then(|d| d.reasoning_content.as_deref()),
+                choice.text.as_deref(),
+            ];
+            for t in texts.into_iter().flatten() {
+                self.text.push_str(t);
+            }
+            // A tool call is content too.
+            self.tool_calls |= d.is_some_and(|d| d.tool_calls.is_some());
         }
-    }
-
-    fn count(&mut self, texts: [Option<&str>; 3], tool_calls: bool) {
-        for t in texts.into_iter().flatten() {
-            self.text.push_str(t);
-        }
-        self.tool_calls |= tool_calls;
     }
 
     /// What is left in the splitter at the end (an event without its blank line).
