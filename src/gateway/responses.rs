@@ -444,9 +444,42 @@ impl<'a> DeltaEvent<'a> {
     }
 }
 
+/// A response-carrying event (`response.created`, `.in_progress`, `.completed`,
+/// `.incomplete`), serialised from borrowed fields: a Codex request's `instructions` and
+/// `tools` are repeated in each, and were copied for each. Members in the order
+/// [`response`] gives a tree's.
+#[derive(serde::Serialize)]
+struct SnapshotEvent<'a> {
+    response: Snapshot<'a>,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    sequence_number: u64,
+}
+
+#[derive(serde::Serialize)]
+struct Snapshot<'a> {
+    #[serde(flatten)]
+    echo: &'a Map<String, Value>,
+    id: &'a str,
+    object: &'static str,
+    created_at: i64,
+    model: &'a str,
+    status: &'a str,
+    error: Option<()>,
+    incomplete_details: Option<Incomplete>,
+    output: &'a [Value],
+    usage: Option<&'a Value>,
+}
+
+#[derive(serde::Serialize)]
+struct Incomplete {
+    reason: &'static str,
+}
+
 pub struct StreamTranslator {
     model: String,
-    request: Value,
+    /// What every response object repeats of the caller's request ([`echo`]).
+    echo: Map<String, Value>,
     id: String,
     created: i64,
     seq: u64,
@@ -462,13 +495,9 @@ impl StreamTranslator {
     /// `request`: the caller's request, whose settings the response repeats (its `input` is
     /// not kept).
     pub fn new(model: &str, request: &Value) -> Self {
-        let mut request = request.clone();
-        if let Value::Object(m) = &mut request {
-            m.remove("input");
-        }
         Self {
             model: model.to_owned(),
-            request,
+            echo: echo(request),
             id: String::new(),
             created: 0,
             seq: 0,
@@ -505,16 +534,34 @@ impl StreamTranslator {
         out.push_str("\n\n");
     }
 
-    fn snapshot(&self, status: &str, usage: Option<Value>) -> Value {
-        response(
-            &self.id,
-            self.created,
-            &self.model,
-            &self.request,
-            status,
-            self.output.clone(),
-            usage,
-        )
+    /// An event carrying the response as it stands (`usage`: with the usage seen, as the
+    /// last one does).
+    fn snapshot_event(&mut self, kind: &str, status: &str, usage: bool, out: &mut String) {
+        let ev = SnapshotEvent {
+            response: Snapshot {
+                echo: &self.echo,
+                id: &self.id,
+                object: "response",
+                created_at: self.created,
+                model: &self.model,
+                status,
+                error: None,
+                incomplete_details: (status == "incomplete").then_some(Incomplete {
+                    reason: "max_output_tokens",
+                }),
+                output: &self.output,
+                usage: self.usage.as_ref().filter(|_| usage),
+            },
+            kind,
+            sequence_number: self.seq,
+        };
+        let data = serde_json::to_string(&ev).unwrap_or_default();
+        self.seq += 1;
+        out.push_str("event: ");
+        out.push_str(kind);
+        out.push_str("\ndata: ");
+        out.push_str(&data);
+        out.push_str("\n\n");
     }
 
     /// The events for one chat chunk given as a tree (the in-process mock's).
@@ -529,10 +576,8 @@ impl StreamTranslator {
             self.started = true;
             self.id = response_id(chunk.id.as_deref());
             self.created = chunk.created.unwrap_or(0);
-            let r = self.snapshot("in_progress", None);
-            self.event("response.created", json!({"response": r}), &mut out);
-            let r = self.snapshot("in_progress", None);
-            self.event("response.in_progress", json!({"response": r}), &mut out);
+            self.snapshot_event("response.created", "in_progress", false, &mut out);
+            self.snapshot_event("response.in_progress", "in_progress", false, &mut out);
         }
         if let Some(u) = chunk.usage_object() {
             self.usage = Some(usage_from_chat(u));
@@ -746,13 +791,12 @@ impl StreamTranslator {
         }
         self.close(&mut out);
         let status = status_of(self.finish.as_deref());
-        let r = self.snapshot(status, self.usage.clone());
         let kind = if status == "incomplete" {
             "response.incomplete"
         } else {
             "response.completed"
         };
-        self.event(kind, json!({"response": r}), &mut out);
+        self.snapshot_event(kind, status, true, &mut out);
         out
     }
 }
@@ -1051,6 +1095,49 @@ mod tests {
             seen += 1;
         }
         assert_eq!(seen, 3, "{out}");
+    }
+
+    /// The events carrying the response, written from borrowed fields, are the bytes the
+    /// tree of [`response`] gave (settings echoed from the request, `input` left out).
+    #[test]
+    fn response_events_are_written_as_their_trees_were() {
+        let request = json!({"model": "m", "input": [{"role": "user", "content": "big"}],
+            "instructions": "Be \"brief\".", "tools": [{"type": "function", "name": "f",
+            "parameters": {"type": "object"}}], "temperature": 0.5, "metadata": {"k": "v"}});
+        for finish in ["stop", "length"] {
+            let mut t = StreamTranslator::new("m", &request);
+            let mut out = t.push(&json!({"id": "c", "created": 9,
+                "choices": [{"delta": {"content": "hi"}, "finish_reason": finish}]}));
+            out.push_str(&t.push(&json!({"id": "c", "choices": [],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 2}})));
+            out.push_str(&t.finish());
+            let mut seen = 0;
+            for block in out.split_terminator("\n\n") {
+                let (head, data) = block.split_once("\ndata: ").unwrap();
+                let kind = head.strip_prefix("event: ").unwrap();
+                let v: Value = serde_json::from_str(data).unwrap();
+                let Some(r) = v.get("response") else { continue };
+                let usage = r["usage"].clone();
+                let status = r["status"].as_str().unwrap();
+                let output = r["output"].as_array().unwrap().clone();
+                let response = response(
+                    "resp_c",
+                    9,
+                    "m",
+                    &request,
+                    status,
+                    output,
+                    (!usage.is_null()).then_some(usage),
+                );
+                let mut tree = json!({"response": response});
+                tree["type"] = json!(kind);
+                tree["sequence_number"] = v["sequence_number"].clone();
+                assert_eq!(data, serde_json::to_string(&tree).unwrap());
+                seen += 1;
+            }
+            assert_eq!(seen, 3, "{out}");
+            assert!(!out.contains("big"), "the input is not repeated");
+        }
     }
 
     #[test]
