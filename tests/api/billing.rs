@@ -88,6 +88,20 @@ async fn money_app_in(up: &MockUpstream, currency: &str) -> TestApp {
     app
 }
 
+/// Tokens mode at one point a token, prompt and completion.
+async fn tokens_app(up: &MockUpstream) -> TestApp {
+    let file: BillingFile = toml::from_str(
+        "mode = \"tokens\"\ndefault_price = { prompt = 1000.0, completion = 1000.0 }",
+    )
+    .unwrap();
+    let ups = upstreams(up);
+    spawn_app_with(move |c| {
+        c.gateway.upstreams = ups;
+        c.gateway.billing = billing(Some(file)).unwrap();
+    })
+    .await
+}
+
 async fn call(app: &TestApp, key: &str, path: &str, body: Value) -> (u16, String) {
     let r = app
         .client
@@ -340,17 +354,8 @@ async fn peak_hours_cost_double_and_an_unpriced_model_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_limits_and_n_cannot_beat_the_hold() {
     let up = MockUpstream::start().await;
-    let ups = upstreams(&up);
     // Tokens mode at one point a token, the reproduction.
-    let file: BillingFile = toml::from_str(
-        "mode = \"tokens\"\ndefault_price = { prompt = 1000.0, completion = 1000.0 }",
-    )
-    .unwrap();
-    let app = spawn_app_with(move |c| {
-        c.gateway.upstreams = ups;
-        c.gateway.billing = billing(Some(file)).unwrap();
-    })
-    .await;
+    let app = tokens_app(&up).await;
     let (key, _) = app.create_key(json!({"quota": 2000})).await;
     let msg = json!([{"role": "user", "content": "hi"}]);
     for (field, bad) in [
@@ -614,17 +619,7 @@ async fn consumes_and_alerts_speak_money() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agents_whole_prompt_is_held() {
     let up = MockUpstream::start().await;
-    let ups = upstreams(&up);
-    // One point a token, prompt and completion.
-    let file: BillingFile = toml::from_str(
-        "mode = \"tokens\"\ndefault_price = { prompt = 1000.0, completion = 1000.0 }",
-    )
-    .unwrap();
-    let app = spawn_app_with(move |c| {
-        c.gateway.upstreams = ups;
-        c.gateway.billing = billing(Some(file)).unwrap();
-    })
-    .await;
+    let app = tokens_app(&up).await;
     let (key, _) = app.create_key(json!({"quota": 500})).await;
     // 4 000 ASCII characters: ~1 000 tokens by the estimate, twice the key's quota.
     let big = "x".repeat(4000);
