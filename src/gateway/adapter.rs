@@ -9,8 +9,10 @@
 use bytes::Bytes;
 use serde_json::Value;
 
+use super::call::CallError;
 use super::endpoint::{Endpoint, Protocol};
 use super::relay::{Native, Relay, Translated};
+use super::responses_request::{self, Echo};
 use super::stages::{self, Request, StreamMeter};
 use super::tokens::Estimator;
 use super::usage::Metered;
@@ -23,21 +25,48 @@ pub fn translated(endpoint: Endpoint, speaks: impl Fn(Protocol) -> bool) -> bool
     p != Protocol::Chat && !speaks(p)
 }
 
-/// The caller's request as a chat request (only asked for a translated call).
-pub fn to_chat(endpoint: Endpoint, body: &Value) -> Value {
+/// A caller's request as chat: the body for the upstream, and what a Responses answer
+/// repeats of the request.
+pub struct Chat {
+    pub body: Bytes,
+    pub echo: Option<Echo>,
+}
+
+/// The caller's request as a chat request for `model` (only asked for a translated call).
+pub fn to_chat(endpoint: Endpoint, req: &Request, model: &str) -> Result<Chat, CallError> {
     match endpoint.protocol() {
-        Protocol::Messages => anthropic::request_to_chat(body),
-        Protocol::Responses => responses::request_to_chat(body),
-        Protocol::Chat => body.clone(),
+        Protocol::Responses => {
+            let c = responses_request::to_chat(&req.raw, model)
+                .map_err(|_| CallError::BodyUnreadable)?;
+            Ok(Chat {
+                body: Bytes::from(c.body),
+                echo: Some(c.echo),
+            })
+        }
+        Protocol::Messages | Protocol::Chat => {
+            let mut chat = match endpoint.protocol() {
+                Protocol::Messages => anthropic::request_to_chat(req.body()),
+                _ => req.body().clone(),
+            };
+            chat["model"] = Value::from(model);
+            Ok(Chat {
+                body: Bytes::from(serde_json::to_vec(&chat).unwrap_or_default()),
+                echo: None,
+            })
+        }
     }
 }
 
-/// A whole chat answer in the caller's protocol.
-pub fn from_chat(endpoint: Endpoint, chat: &Value, req: &Request) -> Value {
-    match endpoint.protocol() {
-        Protocol::Messages => anthropic::response_from_chat(chat, &req.model),
-        Protocol::Responses => responses::response_from_chat(chat, &req.model, req.body()),
-        Protocol::Chat => chat.clone(),
+/// A whole chat answer in the caller's protocol (`echo`: what a response repeats of a
+/// Responses request).
+pub fn from_chat(endpoint: Endpoint, chat: &Value, req: &Request, echo: Option<&Echo>) -> Value {
+    match (endpoint.protocol(), echo) {
+        (Protocol::Messages, _) => anthropic::response_from_chat(chat, &req.model),
+        (Protocol::Responses, Some(echo)) => responses::response_from_chat(chat, &req.model, echo),
+        (Protocol::Responses, None) => {
+            responses::response_from_chat(chat, &req.model, &Echo::of_tree(req.body()))
+        }
+        (Protocol::Chat, _) => chat.clone(),
     }
 }
 
@@ -69,7 +98,7 @@ pub fn metered_full(
 }
 
 /// What a streamed answer's bytes become on their way to the caller.
-pub fn relay(endpoint: Endpoint, translated: bool, req: &Request) -> Relay {
+pub fn relay(endpoint: Endpoint, translated: bool, req: &Request, echo: Option<Echo>) -> Relay {
     match (endpoint.protocol(), translated) {
         (Protocol::Chat, _) => Relay::Chat(StreamMeter::new(req.caller_wants_usage)),
         (Protocol::Messages, false) => {
@@ -82,7 +111,10 @@ pub fn relay(endpoint: Endpoint, translated: bool, req: &Request) -> Relay {
             anthropic::StreamTranslator::new(&req.model),
         )))),
         (Protocol::Responses, true) => Relay::Translated(Box::new(Translated::new(Box::new(
-            responses::StreamTranslator::new(&req.model, req.body()),
+            responses::StreamTranslator::new(
+                &req.model,
+                echo.unwrap_or_else(|| Echo::of_tree(req.body())),
+            ),
         )))),
     }
 }

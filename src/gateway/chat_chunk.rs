@@ -88,7 +88,7 @@ impl<'a> ChatChunk<'a> {
 }
 
 /// A string member; anything else is absent.
-fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+pub(super) fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
     d.deserialize_any(Leaf::<Cow<'de, str>>::default())
 }
 

@@ -157,7 +157,7 @@ pub fn responses_full(body: &Value, id: &str, created: i64) -> Value {
     super::responses::response_from_chat(
         &chat_completion(&chat, id, created),
         &model_of(body),
-        body,
+        &super::responses_request::Echo::of_tree(body),
     )
 }
 
@@ -165,7 +165,10 @@ pub fn responses_full(body: &Value, id: &str, created: i64) -> Value {
 pub fn responses_events(body: &Value, id: &str, created: i64) -> Vec<String> {
     let mut chat = super::responses::request_to_chat(body);
     chat["stream_options"] = json!({"include_usage": true});
-    let mut t = super::responses::StreamTranslator::new(&model_of(body), body);
+    let mut t = super::responses::StreamTranslator::new(
+        &model_of(body),
+        super::responses_request::Echo::of_tree(body),
+    );
     let mut events: Vec<String> = stream_chunks(&chat, id, created, true)
         .iter()
         .map(|c| t.push(c))

@@ -20,6 +20,7 @@ pub mod redact;
 mod relay;
 pub mod reqlog;
 pub mod responses;
+pub mod responses_request;
 pub mod roster;
 pub mod secret_stream;
 pub mod secrets;

@@ -18,6 +18,7 @@ use super::call::{Call, CallError, Outcome};
 use super::endpoint::{Endpoint, Protocol};
 use super::health::Gate;
 use super::limits::{self, Limits};
+use super::responses_request::Echo;
 use super::stages::{self, Request};
 use super::upstream::{KeyPick, Upstream};
 use super::upstream_call::{self, AttemptError, ByteStream, Outgoing, Reply};
@@ -313,9 +314,11 @@ impl Gateway {
             // Same body for every attempt, but for the model name this upstream knows; a
             // protocol the upstream does not speak goes to it translated to chat.
             let translated = adapter::translated(how.endpoint, |p| up.speaks(p));
-            let mut chat_body = translated.then(|| adapter::to_chat(how.endpoint, req.body()));
-            let sent = name_model_for(&mut req, chat_body.as_mut(), &up);
-            let (wire, body, raw) = wire_body(&req, chat_body.as_ref(), sent, how.endpoint);
+            let (prepared, echo) = match prepare(&mut req, &up, how.endpoint, translated) {
+                Ok(p) => p,
+                Err(e) => return self.refuse(call, e),
+            };
+            let (wire, body, raw) = wire_body(&req, &prepared, how.endpoint);
             call.row.upstream = Some(up.s.name.clone());
             let out = Outgoing {
                 endpoint: wire,
@@ -327,6 +330,7 @@ impl Gateway {
             let shape = Shape {
                 endpoint: how.endpoint,
                 translated,
+                echo,
             };
             let attempt = self.attempt(&mut call, &up, key, out, &req.model).await;
             if matches!(attempt, Attempt::Answered(_))
@@ -459,7 +463,7 @@ impl Gateway {
             ticket = self.begin_settle(&mut call, &entry, &req.model, metered);
             if shape.translated {
                 let chat: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                let answer = adapter::from_chat(shape.endpoint, &chat, req);
+                let answer = adapter::from_chat(shape.endpoint, &chat, req, shape.echo.as_ref());
                 Bytes::from(serde_json::to_vec(&answer).unwrap_or_default())
             } else {
                 bytes
@@ -605,7 +609,7 @@ impl Gateway {
         Self::observe_overhead(&call);
         let meta = call.meta();
         let gw = self.clone();
-        let relay = adapter::relay(shape.endpoint, shape.translated, &req);
+        let relay = adapter::relay(shape.endpoint, shape.translated, &req, shape.echo);
         self.tracker.spawn(async move {
             gw.pump(call, entry, req, relay, upstream, tx).await;
         });
@@ -777,13 +781,11 @@ fn history_metadata(row: &RequestLogRow, model: &str, u: &crate::billing::Usage)
 
 /// Names the model as `up` knows it wherever a tree goes to `up` (the translated body, or
 /// the call's own when renamed or for the built-in mock); whether the caller's bytes say it.
-fn name_model_for(req: &mut Request, translated: Option<&mut Value>, up: &Upstream) -> Sent {
+fn name_model_for(req: &mut Request, up: &Upstream) -> Sent {
     let up_model = up.upstream_model(&req.model).to_owned();
     let as_sent = up_model == req.model;
     let needs_tree = !as_sent || up.s.kind == super::settings::UpstreamKind::Mock;
-    if let Some(b) = translated {
-        b["model"] = Value::from(up_model);
-    } else if needs_tree {
+    if needs_tree {
         // (An earlier attempt may have renamed it for its upstream.)
         let body = req.body_mut();
         if body["model"] != up_model.as_str() {
@@ -804,26 +806,67 @@ struct Sent {
     needs_tree: bool,
 }
 
+/// What one attempt sends, made for its upstream.
+struct Prepared {
+    /// The caller's request as chat (a translated call).
+    chat: Option<adapter::Chat>,
+    /// That chat request as a tree, for the built-in mock.
+    chat_tree: Option<Value>,
+    sent: Sent,
+}
+
+/// The body for `up`: the caller's (its model renamed when `up` knows it by another name),
+/// or the caller's request as chat, with what a translated answer repeats of it.
+fn prepare(
+    req: &mut Request,
+    up: &Upstream,
+    endpoint: Endpoint,
+    translated: bool,
+) -> Result<(Prepared, Option<Echo>), CallError> {
+    if !translated {
+        let sent = name_model_for(req, up);
+        let p = Prepared {
+            chat: None,
+            chat_tree: None,
+            sent,
+        };
+        return Ok((p, None));
+    }
+    let mut chat = adapter::to_chat(endpoint, req, up.upstream_model(&req.model))?;
+    let echo = chat.echo.take();
+    let chat_tree = (up.s.kind == super::settings::UpstreamKind::Mock)
+        .then(|| serde_json::from_slice::<Value>(&chat.body).unwrap_or(Value::Null));
+    let sent = Sent {
+        as_sent: false,
+        needs_tree: chat_tree.is_some(),
+    };
+    let p = Prepared {
+        chat: Some(chat),
+        chat_tree,
+        sent,
+    };
+    Ok((p, echo))
+}
+
 /// What goes upstream: the protocol, the body's tree (when anything reads it), and the
-/// caller's own bytes when they say exactly that.
+/// bytes to send when they are known (the caller's own, or its request as chat).
 fn wire_body<'a>(
     req: &'a Request,
-    translated: Option<&'a Value>,
-    sent: Sent,
+    p: &'a Prepared,
     endpoint: Endpoint,
 ) -> (Endpoint, &'a Value, Option<&'a Bytes>) {
-    /// What stands for the tree when an HTTP upstream gets the caller's bytes (it reads
-    /// only those).
+    /// What stands for the tree when an HTTP upstream gets bytes (it reads only those).
     static NO_TREE: Value = Value::Null;
-    if let Some(b) = translated {
-        return (Endpoint::Chat, b, None);
+    if let Some(c) = &p.chat {
+        let tree = p.chat_tree.as_ref().unwrap_or(&NO_TREE);
+        return (Endpoint::Chat, tree, Some(&c.body));
     }
-    let body = if sent.needs_tree {
+    let body = if p.sent.needs_tree {
         req.body()
     } else {
         &NO_TREE
     };
-    (endpoint, body, sent.as_sent.then_some(&req.raw))
+    (endpoint, body, p.sent.as_sent.then_some(&req.raw))
 }
 
 /// Where a call comes from: the client's address and its connection.
@@ -839,12 +882,13 @@ struct How<'a> {
     headers: &'a [(&'static str, String)],
 }
 
-/// What an answer must become for the caller: its endpoint, and whether the upstream was
-/// reached translated to chat.
-#[derive(Clone, Copy)]
+/// What an answer must become for the caller: its endpoint, whether the upstream was
+/// reached translated to chat, and what a translated Responses answer repeats of the
+/// request.
 struct Shape {
     endpoint: Endpoint,
     translated: bool,
+    echo: Option<Echo>,
 }
 
 /// The caller's headers a native upstream of its protocol needs (Messages: the API version

@@ -7,204 +7,17 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::chat_chunk::{ChatChunk, ToolCall};
+use super::responses_request::Echo;
 use super::usage::{UsageOnly, WireUsage};
 use crate::billing::Usage;
 
-/// A Responses request as a chat-completions request. `instructions` and `developer` /
-/// `system` items become system messages where they stand; `function_call` items join the
-/// assistant turn they belong to (parallel calls in one message, as chat wants);
-/// `function_call_output` items become `tool` messages. What chat has no place for is
-/// dropped: hosted tools (web search…), reasoning items and settings, `store`, `include`,
-/// `prompt_cache_key`, `metadata`.
+/// A Responses request as a chat-completions request, tree to tree (the built-in mock and
+/// tests; the gateway translates the bytes: [`super::responses_request`]).
 pub fn request_to_chat(body: &Value) -> Value {
-    let mut messages: Vec<Value> = Vec::new();
-    if let Some(i) = body.get("instructions").and_then(Value::as_str)
-        && !i.is_empty()
-    {
-        messages.push(json!({"role": "system", "content": i}));
-    }
-    match body.get("input") {
-        Some(Value::String(s)) => messages.push(json!({"role": "user", "content": s})),
-        Some(Value::Array(items)) => {
-            for item in items {
-                push_item(&mut messages, item);
-            }
-        }
-        _ => {}
-    }
-    let mut out = Map::new();
-    out.insert(
-        "model".into(),
-        body.get("model").cloned().unwrap_or(Value::Null),
-    );
-    out.insert("messages".into(), Value::Array(messages));
-    for (from, to) in [
-        ("max_output_tokens", "max_tokens"),
-        ("temperature", "temperature"),
-        ("top_p", "top_p"),
-        ("parallel_tool_calls", "parallel_tool_calls"),
-    ] {
-        if let Some(v) = body.get(from).filter(|v| !v.is_null()) {
-            out.insert(to.into(), v.clone());
-        }
-    }
-    let tools = tools_to_chat(body.get("tools"));
-    if !tools.is_empty() {
-        out.insert("tools".into(), Value::Array(tools));
-        if let Some(choice) = body.get("tool_choice").and_then(tool_choice_to_chat) {
-            out.insert("tool_choice".into(), choice);
-        }
-    } else {
-        // Without tools a chat upstream refuses `parallel_tool_calls`.
-        out.remove("parallel_tool_calls");
-    }
-    if let Some(format) = body.pointer("/text/format").and_then(format_to_chat) {
-        out.insert("response_format".into(), format);
-    }
-    if body.get("stream").and_then(Value::as_bool) == Some(true) {
-        out.insert("stream".into(), Value::Bool(true));
-        out.insert("stream_options".into(), json!({"include_usage": true}));
-    }
-    Value::Object(out)
-}
-
-/// One `input` item onto the chat conversation.
-fn push_item(messages: &mut Vec<Value>, item: &Value) {
-    let kind = item
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or("message");
-    match kind {
-        "message" => {
-            let role = item.get("role").and_then(Value::as_str).unwrap_or("user");
-            let content = item.get("content").unwrap_or(&Value::Null);
-            match role {
-                "assistant" => {
-                    messages.push(json!({"role": "assistant", "content": text_of(content)}))
-                }
-                "system" | "developer" => {
-                    messages.push(json!({"role": "system", "content": text_of(content)}));
-                }
-                _ => messages.push(json!({"role": "user", "content": user_content(content)})),
-            }
-        }
-        "function_call" => {
-            let call = json!({
-                "id": item.get("call_id").cloned().unwrap_or(Value::Null),
-                "type": "function",
-                "function": {
-                    "name": item.get("name").cloned().unwrap_or(Value::Null),
-                    "arguments": item.get("arguments").and_then(Value::as_str).unwrap_or("{}"),
-                },
-            });
-            // Calls made in one turn share one assistant message.
-            match messages.last_mut() {
-                Some(last) if last["role"] == "assistant" => {
-                    if !last["tool_calls"].is_array() {
-                        last["tool_calls"] = json!([]);
-                    }
-                    if let Some(calls) = last["tool_calls"].as_array_mut() {
-                        calls.push(call);
-                    }
-                }
-                _ => messages
-                    .push(json!({"role": "assistant", "content": null, "tool_calls": [call]})),
-            }
-        }
-        "function_call_output" => messages.push(json!({
-            "role": "tool",
-            "tool_call_id": item.get("call_id").cloned().unwrap_or(Value::Null),
-            "content": match item.get("output") {
-                Some(Value::String(s)) => s.clone(),
-                Some(v) => text_of(v),
-                None => String::new(),
-            },
-        })),
-        // Reasoning items, hosted tool calls and the like have no chat equivalent.
-        _ => {}
-    }
-}
-
-/// A user message's content: its text, or parts when it carries images.
-fn user_content(content: &Value) -> Value {
-    let Value::Array(parts) = content else {
-        return Value::String(text_of(content));
-    };
-    let has_image = parts.iter().any(|p| p["type"] == "input_image");
-    if !has_image {
-        return Value::String(text_of(content));
-    }
-    let chat: Vec<Value> = parts
-        .iter()
-        .filter_map(|p| match p.get("type").and_then(Value::as_str) {
-            Some("input_text") | Some("text") => {
-                Some(json!({"type": "text", "text": p.get("text").cloned().unwrap_or(json!(""))}))
-            }
-            Some("input_image") => p
-                .get("image_url")
-                .and_then(Value::as_str)
-                .map(|url| json!({"type": "image_url", "image_url": {"url": url}})),
-            _ => None,
-        })
-        .collect();
-    Value::Array(chat)
-}
-
-/// The text of a string or of an array of content parts (their `text`, joined).
-fn text_of(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    }
-}
-
-/// Function tools as chat tools; a `namespace` tool's functions are listed as themselves.
-/// Hosted tools (`web_search`, `file_search`…) have no chat equivalent and are dropped.
-fn tools_to_chat(tools: Option<&Value>) -> Vec<Value> {
-    let mut out = Vec::new();
-    for t in tools.and_then(Value::as_array).into_iter().flatten() {
-        match t.get("type").and_then(Value::as_str) {
-            Some("function") => out.push(json!({"type": "function", "function": {
-                "name": t.get("name").cloned().unwrap_or(Value::Null),
-                "description": t.get("description").cloned().unwrap_or(json!("")),
-                "parameters": t.get("parameters").cloned().unwrap_or(json!({"type": "object"})),
-            }})),
-            Some("namespace") => out.extend(tools_to_chat(t.get("tools"))),
-            _ => {}
-        }
-    }
-    out
-}
-
-fn tool_choice_to_chat(c: &Value) -> Option<Value> {
-    match c {
-        Value::String(s) if ["auto", "none", "required"].contains(&s.as_str()) => Some(c.clone()),
-        Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("function") => {
-            Some(json!({"type": "function", "function": {"name": o.get("name")?}}))
-        }
-        _ => None,
-    }
-}
-
-/// `text.format` as chat's `response_format`.
-fn format_to_chat(f: &Value) -> Option<Value> {
-    match f.get("type").and_then(Value::as_str)? {
-        "json_object" => Some(json!({"type": "json_object"})),
-        "json_schema" => Some(json!({"type": "json_schema", "json_schema": {
-            "name": f.get("name").cloned().unwrap_or(json!("output")),
-            "schema": f.get("schema").cloned().unwrap_or(json!({})),
-            "strict": f.get("strict").cloned().unwrap_or(Value::Bool(false)),
-        }})),
-        _ => None,
-    }
+    super::responses_request::to_chat_tree(body)
 }
 
 /// Chat usage as Responses usage: `input_tokens` counts cache hits too (they are detailed).
@@ -254,47 +67,17 @@ pub fn output_text(response: &Value) -> String {
     out
 }
 
-/// The fields of a response that repeat what was asked (the SDKs read them back).
-fn echo(request: &Value) -> Map<String, Value> {
-    let mut m = Map::new();
-    for (k, default) in [
-        ("instructions", Value::Null),
-        ("max_output_tokens", Value::Null),
-        ("metadata", json!({})),
-        ("parallel_tool_calls", Value::Bool(true)),
-        ("previous_response_id", Value::Null),
-        ("reasoning", Value::Null),
-        ("temperature", Value::Null),
-        ("text", json!({"format": {"type": "text"}})),
-        ("tool_choice", json!("auto")),
-        ("tools", json!([])),
-        ("top_p", Value::Null),
-    ] {
-        m.insert(
-            k.into(),
-            request
-                .get(k)
-                .cloned()
-                .filter(|v| !v.is_null())
-                .unwrap_or(default),
-        );
-    }
-    m.insert("truncation".into(), json!("disabled"));
-    m.insert("store".into(), Value::Bool(false));
-    m
-}
-
 /// A response object: `status` and `output` as given, usage when known.
 fn response(
     id: &str,
     created: i64,
     model: &str,
-    request: &Value,
+    echo: &Echo,
     status: &str,
     output: Vec<Value>,
     usage: Option<Value>,
 ) -> Value {
-    let mut m = echo(request);
+    let mut m = echo.to_map();
     m.insert("id".into(), json!(id));
     m.insert("object".into(), json!("response"));
     m.insert("created_at".into(), json!(created));
@@ -344,8 +127,8 @@ fn call_item(call_id: &str, name: &str, arguments: &str, status: &str) -> Value 
         "name": name, "arguments": arguments, "status": status})
 }
 
-/// A whole chat completion as a response to `request`.
-pub fn response_from_chat(chat: &Value, model: &str, request: &Value) -> Value {
+/// A whole chat completion as a response to the request `echo` was read from.
+pub fn response_from_chat(chat: &Value, model: &str, echo: &Echo) -> Value {
     let msg = chat.pointer("/choices/0/message").unwrap_or(&Value::Null);
     let base = chat.get("id").and_then(Value::as_str).unwrap_or("gateway");
     let mut output = Vec::new();
@@ -380,7 +163,7 @@ pub fn response_from_chat(chat: &Value, model: &str, request: &Value) -> Value {
         &response_id(chat.get("id").and_then(Value::as_str)),
         chat.get("created").and_then(Value::as_i64).unwrap_or(0),
         model,
-        request,
+        echo,
         status_of(finish),
         output,
         chat.get("usage").map(usage_from_chat),
@@ -459,7 +242,7 @@ struct SnapshotEvent<'a> {
 #[derive(serde::Serialize)]
 struct Snapshot<'a> {
     #[serde(flatten)]
-    echo: &'a Map<String, Value>,
+    echo: &'a Echo,
     id: &'a str,
     object: &'static str,
     created_at: i64,
@@ -478,8 +261,8 @@ struct Incomplete {
 
 pub struct StreamTranslator {
     model: String,
-    /// What every response object repeats of the caller's request ([`echo`]).
-    echo: Map<String, Value>,
+    /// What every response object repeats of the caller's request.
+    echo: Echo,
     id: String,
     created: i64,
     seq: u64,
@@ -492,12 +275,11 @@ pub struct StreamTranslator {
 }
 
 impl StreamTranslator {
-    /// `request`: the caller's request, whose settings the response repeats (its `input` is
-    /// not kept).
-    pub fn new(model: &str, request: &Value) -> Self {
+    /// `echo`: the settings of the caller's request that every response object repeats.
+    pub fn new(model: &str, echo: Echo) -> Self {
         Self {
             model: model.to_owned(),
-            echo: echo(request),
+            echo,
             id: String::new(),
             created: 0,
             seq: 0,
@@ -946,7 +728,11 @@ mod tests {
             "usage": {"prompt_tokens": 10, "completion_tokens": 4,
                 "prompt_tokens_details": {"cached_tokens": 6},
                 "completion_tokens_details": {"reasoning_tokens": 2}}});
-        let r = response_from_chat(&chat, "m", &json!({"tools": [{"type": "function"}]}));
+        let r = response_from_chat(
+            &chat,
+            "m",
+            &Echo::of_tree(&json!({"tools": [{"type": "function"}]})),
+        );
         assert_eq!(r["id"], "resp_c1");
         assert_eq!(r["object"], "response");
         assert_eq!(r["status"], "completed");
@@ -971,7 +757,7 @@ mod tests {
             })
         );
         let cut = json!({"choices": [{"message": {"content": "x"}, "finish_reason": "length"}]});
-        let r = response_from_chat(&cut, "m", &json!({}));
+        let r = response_from_chat(&cut, "m", &Echo::of_tree(&json!({})));
         assert_eq!(r["status"], "incomplete");
         assert_eq!(r["incomplete_details"]["reason"], "max_output_tokens");
         assert_eq!(metered(r.to_string().as_bytes()), None);
@@ -992,7 +778,8 @@ mod tests {
 
     #[test]
     fn a_chat_stream_becomes_response_events_in_order() {
-        let mut t = StreamTranslator::new("m", &json!({"input": "big", "tools": []}));
+        let mut t =
+            StreamTranslator::new("m", Echo::of_tree(&json!({"input": "big", "tools": []})));
         let mut out = String::new();
         for c in [
             json!({"id": "c", "created": 9, "choices": [{"delta": {"reasoning_content": "hm"}}]}),
@@ -1063,7 +850,7 @@ mod tests {
     /// The delta events written from borrowed fields are the bytes a tree gave.
     #[test]
     fn delta_events_are_written_as_their_trees_were() {
-        let mut t = StreamTranslator::new("m", &json!({}));
+        let mut t = StreamTranslator::new("m", Echo::of_tree(&json!({})));
         let mut out = String::new();
         for c in [
             json!({"id": "c", "choices": [{"delta": {"reasoning_content": "why \"so\"\n"}}]}),
@@ -1105,7 +892,7 @@ mod tests {
             "instructions": "Be \"brief\".", "tools": [{"type": "function", "name": "f",
             "parameters": {"type": "object"}}], "temperature": 0.5, "metadata": {"k": "v"}});
         for finish in ["stop", "length"] {
-            let mut t = StreamTranslator::new("m", &request);
+            let mut t = StreamTranslator::new("m", Echo::of_tree(&request));
             let mut out = t.push(&json!({"id": "c", "created": 9,
                 "choices": [{"delta": {"content": "hi"}, "finish_reason": finish}]}));
             out.push_str(&t.push(&json!({"id": "c", "choices": [],
@@ -1124,7 +911,7 @@ mod tests {
                     "resp_c",
                     9,
                     "m",
-                    &request,
+                    &Echo::of_tree(&request),
                     status,
                     output,
                     (!usage.is_null()).then_some(usage),
@@ -1142,7 +929,7 @@ mod tests {
 
     #[test]
     fn a_cut_stream_ends_incomplete() {
-        let mut t = StreamTranslator::new("m", &json!({}));
+        let mut t = StreamTranslator::new("m", Echo::of_tree(&json!({})));
         let mut out = t.push(&json!({"id": "c", "choices": [{"delta": {"content": "x"}, "finish_reason": "length"}]}));
         out.push_str(&t.finish());
         let ev = events(&out);

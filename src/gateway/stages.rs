@@ -247,7 +247,10 @@ struct Members {
 
 /// The body's members; `None` when it is not one JSON object.
 fn members(body: &[u8], endpoint: Endpoint) -> Option<Members> {
-    let mut de = serde_json::Deserializer::from_slice(body);
+    // Checked as UTF-8 once, not string by string (JSON that is not UTF-8 is refused
+    // either way).
+    let text = std::str::from_utf8(body).ok()?;
+    let mut de = serde_json::Deserializer::from_str(text);
     let m = serde::de::DeserializeSeed::deserialize(ReadMembers(lite_members(endpoint)), &mut de);
     // Trailing characters after the object make it no JSON document, as `from_slice` says.
     de.end().ok()?;
