@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::call::CallError;
 use super::endpoint::{Endpoint, Protocol};
+use super::messages_request;
 use super::relay::{Native, Relay, Translated};
 use super::responses_request::{self, Echo};
 use super::stages::{self, Request, StreamMeter};
@@ -43,17 +44,19 @@ pub fn to_chat(endpoint: Endpoint, req: &Request, model: &str) -> Result<Chat, C
                 echo: Some(c.echo),
             })
         }
-        Protocol::Messages | Protocol::Chat => {
-            let mut chat = match endpoint.protocol() {
-                Protocol::Messages => anthropic::request_to_chat(req.body()),
-                _ => req.body().clone(),
-            };
-            chat["model"] = Value::from(model);
+        Protocol::Messages => {
+            let body = messages_request::to_chat(&req.raw, model)
+                .map_err(|_| CallError::BodyUnreadable)?;
             Ok(Chat {
-                body: Bytes::from(serde_json::to_vec(&chat).unwrap_or_default()),
+                body: Bytes::from(body),
                 echo: None,
             })
         }
+        // (Never translated: chat is what the others are translated into.)
+        Protocol::Chat => Ok(Chat {
+            body: req.raw.clone(),
+            echo: None,
+        }),
     }
 }
 

@@ -15,15 +15,16 @@
 //! another type than expected counts as absent.
 
 use std::borrow::Cow;
-use std::fmt;
-use std::marker::PhantomData;
 
-use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::MapAccess;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::chat_chunk::text;
+use super::raw_json::{
+    self, Members, Seq, StrOrSeq, Text, is_null, lenient, member, raw, skip, write_escaped,
+    write_joined, write_raw_or_null, write_value,
+};
 
 /// A Responses request as chat: the body to send, and what the response repeats of it.
 pub struct ChatRequest {
@@ -33,10 +34,7 @@ pub struct ChatRequest {
 
 /// The request's bytes (valid JSON: the gateway read them already) as chat for `model`.
 pub fn to_chat(raw: &[u8], model: &str) -> Result<ChatRequest, serde_json::Error> {
-    // Read as text: checked as UTF-8 once here, not string by string.
-    let text = std::str::from_utf8(raw).map_err(<serde_json::Error as de::Error>::custom)?;
-    let r: Obj<Req<'_>> = serde_json::from_str(text)?;
-    let r = r.0;
+    let r: Req<'_> = raw_json::parse(raw)?;
     let mut out = Vec::with_capacity(raw.len() + 256);
     out.extend_from_slice(b"{\"model\":");
     write_escaped(&mut out, model);
@@ -160,8 +158,8 @@ impl Echo {
     /// The echo of a request given as a tree (the built-in mock, tests).
     pub fn of_tree(request: &Value) -> Self {
         let raw = serde_json::to_vec(request).unwrap_or_default();
-        match serde_json::from_slice::<Obj<Req<'_>>>(&raw) {
-            Ok(r) => Self::of(&r.0),
+        match raw_json::parse::<Req<'_>>(&raw) {
+            Ok(r) => Self::of(&r),
             Err(_) => Self::of(&Req::default()),
         }
     }
@@ -196,91 +194,12 @@ fn raw_static(json: &'static str) -> Cow<'static, RawValue> {
     }
 }
 
-fn is_null(v: &RawValue) -> bool {
-    v.get() == "null"
-}
-
-/// `,"name":value` when there is a value.
-fn member(out: &mut Vec<u8>, name: &str, v: Option<&RawValue>) {
-    if let Some(v) = v {
-        out.extend_from_slice(b",\"");
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b"\":");
-        out.extend_from_slice(v.get().as_bytes());
-    }
-}
-
-fn write_escaped(out: &mut Vec<u8>, s: &str) {
-    // Writing into a `Vec` does not fail.
-    let _ = serde_json::to_writer(&mut *out, s);
-}
-
-fn write_value(out: &mut Vec<u8>, v: &Value) {
-    let _ = serde_json::to_writer(&mut *out, v);
-}
-
-/// A member written as sent, or `null`.
-fn write_raw_or_null(out: &mut Vec<u8>, v: Option<&RawValue>) {
-    out.extend_from_slice(v.map_or("null", RawValue::get).as_bytes());
-}
-
-/// A JSON string's text, ready to write between quotes.
-#[derive(Debug, Clone)]
-enum Text<'a> {
-    /// As escaped in the caller's JSON (quotes excluded).
-    Escaped(&'a str),
-    /// Unescaped (read from a string the reader had to unescape).
-    Owned(String),
-}
-
-impl<'a> Text<'a> {
-    /// A member that is a string, as sent.
-    fn of_raw(v: &'a RawValue) -> Option<Self> {
-        let s = v.get();
-        (s.len() >= 2 && s.starts_with('"')).then(|| Text::Escaped(&s[1..s.len() - 1]))
-    }
-
-    fn from_cow(c: Cow<'a, str>) -> Self {
-        match c {
-            // Borrowed from the input: it had no escape, so it needs none.
-            Cow::Borrowed(s) => Text::Escaped(s),
-            Cow::Owned(s) => Text::Owned(s),
-        }
-    }
-
-    fn write_inner(&self, out: &mut Vec<u8>) {
-        match self {
-            Text::Escaped(s) => out.extend_from_slice(s.as_bytes()),
-            Text::Owned(s) => {
-                let quoted = serde_json::to_string(s).unwrap_or_default();
-                let inner = quoted
-                    .strip_prefix('"')
-                    .and_then(|q| q.strip_suffix('"'))
-                    .unwrap_or("");
-                out.extend_from_slice(inner.as_bytes());
-            }
-        }
-    }
-}
-
-/// Texts joined by newlines as one JSON string (`""` for none).
-fn write_joined<'t, 'a: 't>(out: &mut Vec<u8>, texts: impl IntoIterator<Item = &'t Text<'a>>) {
-    out.push(b'"');
-    for (i, t) in texts.into_iter().enumerate() {
-        if i > 0 {
-            out.extend_from_slice(b"\\n");
-        }
-        t.write_inner(out);
-    }
-    out.push(b'"');
-}
-
 // ---- What is read ----
 
 #[derive(Default)]
 struct Req<'a> {
     instructions: Option<&'a RawValue>,
-    input: Option<Input<'a>>,
+    input: StrOrSeq<'a, Item<'a>>,
     max_output_tokens: Option<&'a RawValue>,
     metadata: Option<&'a RawValue>,
     parallel_tool_calls: Option<&'a RawValue>,
@@ -292,11 +211,6 @@ struct Req<'a> {
     tools: Option<&'a RawValue>,
     top_p: Option<&'a RawValue>,
     stream: Option<&'a RawValue>,
-}
-
-enum Input<'a> {
-    Text(Text<'a>),
-    Items(Vec<Item<'a>>),
 }
 
 #[derive(Default)]
@@ -311,13 +225,7 @@ struct Item<'a> {
 }
 
 /// A message's content: a string, or parts.
-#[derive(Default)]
-enum Content<'a> {
-    Text(Text<'a>),
-    Parts(Vec<Part<'a>>),
-    #[default]
-    Other,
-}
+type Content<'a> = StrOrSeq<'a, Part<'a>>;
 
 #[derive(Default)]
 struct Part<'a> {
@@ -335,38 +243,11 @@ struct Tool<'a> {
     tools: Option<&'a RawValue>,
 }
 
-/// An object read member by member; `member` reads the value of a name it knows and
-/// skips the rest.
-trait Members<'de>: Default {
-    fn member<A: MapAccess<'de>>(&mut self, name: &str, a: &mut A) -> Result<(), A::Error>;
-}
-
-fn raw<'de, A: MapAccess<'de>>(a: &mut A) -> Result<Option<&'de RawValue>, A::Error> {
-    a.next_value::<&'de RawValue>().map(Some)
-}
-
-fn skip<'de, A: MapAccess<'de>>(a: &mut A) -> Result<(), A::Error> {
-    a.next_value::<IgnoredAny>().map(|_| ())
-}
-
-/// A string member, leniently (another type is absent).
-struct Lenient<'a>(Option<Cow<'a, str>>);
-
-impl<'de> Deserialize<'de> for Lenient<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        text(d).map(Lenient)
-    }
-}
-
-fn lenient<'de, A: MapAccess<'de>>(a: &mut A) -> Result<Option<Cow<'de, str>>, A::Error> {
-    a.next_value::<Lenient<'de>>().map(|l| l.0)
-}
-
 impl<'de> Members<'de> for Req<'de> {
     fn member<A: MapAccess<'de>>(&mut self, name: &str, a: &mut A) -> Result<(), A::Error> {
         match name {
             "instructions" => self.instructions = raw(a)?,
-            "input" => self.input = a.next_value::<InputOf<'de>>()?.0,
+            "input" => self.input = a.next_value()?,
             "max_output_tokens" => self.max_output_tokens = raw(a)?,
             "metadata" => self.metadata = raw(a)?,
             "parallel_tool_calls" => self.parallel_tool_calls = raw(a)?,
@@ -426,173 +307,6 @@ impl<'de> Members<'de> for Tool<'de> {
     }
 }
 
-/// A member's name, borrowed when it has no escape.
-struct Name<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Name<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        text(d).map(|t| Name(t.unwrap_or_default()))
-    }
-}
-
-/// An object of `T`'s members; any other value reads as an empty object.
-struct Obj<T>(T);
-
-impl<'de, T: Members<'de>> Deserialize<'de> for Obj<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ObjVisitor(PhantomData)).map(Obj)
-    }
-}
-
-struct ObjVisitor<T>(PhantomData<T>);
-
-/// What a visitor does with a value of another type than it reads: the default, its
-/// contents skipped.
-macro_rules! default_unless {
-    ($($f:ident($t:ty)),*) => {
-        $(fn $f<E: de::Error>(self, _: $t) -> Result<Self::Value, E> {
-            Ok(Default::default())
-        })*
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(Default::default())
-        }
-    };
-}
-
-impl<'de, T: Members<'de>> Visitor<'de> for ObjVisitor<T> {
-    type Value = T;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<T, A::Error> {
-        let mut t = T::default();
-        while let Some(Name(k)) = a.next_key::<Name<'de>>()? {
-            t.member(&k, &mut a)?;
-        }
-        Ok(t)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<T, A::Error> {
-        while a.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(T::default())
-    }
-    default_unless!(
-        visit_bool(bool),
-        visit_i64(i64),
-        visit_u64(u64),
-        visit_f64(f64),
-        visit_str(&str)
-    );
-}
-
-/// An array of `T`s; any other value reads as none.
-struct Seq<T>(Vec<T>);
-
-impl<'de, T: Members<'de>> Deserialize<'de> for Seq<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(SeqVisitor(PhantomData)).map(Seq)
-    }
-}
-
-struct SeqVisitor<T>(PhantomData<T>);
-
-impl<'de, T: Members<'de>> Visitor<'de> for SeqVisitor<T> {
-    type Value = Vec<T>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Vec<T>, A::Error> {
-        let mut v = Vec::with_capacity(a.size_hint().unwrap_or(0));
-        while let Some(Obj(t)) = a.next_element::<Obj<T>>()? {
-            v.push(t);
-        }
-        Ok(v)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Vec<T>, A::Error> {
-        while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Vec::new())
-    }
-    default_unless!(
-        visit_bool(bool),
-        visit_i64(i64),
-        visit_u64(u64),
-        visit_f64(f64),
-        visit_str(&str)
-    );
-}
-
-/// `input`: a string (one user turn) or items; anything else is none.
-struct InputOf<'a>(Option<Input<'a>>);
-
-impl<'de> Deserialize<'de> for InputOf<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(InputVisitor).map(InputOf)
-    }
-}
-
-struct InputVisitor;
-
-impl<'de> Visitor<'de> for InputVisitor {
-    type Value = Option<Input<'de>>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
-        Ok(Some(Input::Text(Text::Escaped(s))))
-    }
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-        Ok(Some(Input::Text(Text::Owned(s.to_owned()))))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
-        SeqVisitor(PhantomData)
-            .visit_seq(a)
-            .map(|v| Some(Input::Items(v)))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
-        while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
-    default_unless!(
-        visit_bool(bool),
-        visit_i64(i64),
-        visit_u64(u64),
-        visit_f64(f64)
-    );
-}
-
-impl<'de> Deserialize<'de> for Content<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ContentVisitor)
-    }
-}
-
-struct ContentVisitor;
-
-impl<'de> Visitor<'de> for ContentVisitor {
-    type Value = Content<'de>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
-        Ok(Content::Text(Text::from_cow(Cow::Borrowed(s))))
-    }
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-        Ok(Content::Text(Text::Owned(s.to_owned())))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
-        SeqVisitor(PhantomData).visit_seq(a).map(Content::Parts)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
-        while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Content::Other)
-    }
-    default_unless!(
-        visit_bool(bool),
-        visit_i64(i64),
-        visit_u64(u64),
-        visit_f64(f64)
-    );
-}
-
 /// A member read again from its raw text (a rare shape: an `output` given as parts).
 fn parts_of(v: &RawValue) -> Vec<Part<'_>> {
     serde_json::from_str::<Seq<Part<'_>>>(v.get()).map_or_else(|_| Vec::new(), |s| s.0)
@@ -640,7 +354,7 @@ impl Message<'_, '_> {
             Body::User(c) => {
                 out.extend_from_slice(b"\"content\":");
                 match c {
-                    Content::Parts(p)
+                    StrOrSeq::Items(p)
                         if p.iter().any(|p| p.kind.as_deref() == Some("input_image")) =>
                     {
                         write_parts(out, p);
@@ -692,12 +406,12 @@ impl Message<'_, '_> {
 /// A string's text, or its parts' texts joined (`""` for anything else).
 fn write_content(out: &mut Vec<u8>, c: &Content<'_>) {
     match c {
-        Content::Text(t) => write_joined(out, [t]),
-        Content::Parts(parts) => {
+        StrOrSeq::Text(t) => write_joined(out, [t]),
+        StrOrSeq::Items(parts) => {
             let texts: Vec<Text<'_>> = part_texts(parts).collect();
             write_joined(out, &texts);
         }
-        Content::Other => out.extend_from_slice(b"\"\""),
+        StrOrSeq::Other => out.extend_from_slice(b"\"\""),
     }
 }
 
@@ -752,17 +466,17 @@ fn conversation<'r, 'a>(
         });
     }
     match &r.input {
-        Some(Input::Text(t)) => messages.push(Message {
+        StrOrSeq::Text(t) => messages.push(Message {
             role: "user",
             body: Body::Text(t),
             calls: Vec::new(),
         }),
-        Some(Input::Items(items)) => {
+        StrOrSeq::Items(items) => {
             for item in items {
                 push_item(&mut messages, item);
             }
         }
-        None => {}
+        StrOrSeq::Other => {}
     }
     messages
 }
