@@ -11,13 +11,12 @@
 
 use std::borrow::Cow;
 
-use serde::de::MapAccess;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::raw_json::{
-    self, Members, Seq, StrOrSeq, Text, lenient, member, raw, skip, write_escaped, write_joined,
-    write_joined_by, write_raw_or_null, write_value,
+    self, Seq, StrOrSeq, Text, member, members, write_escaped, write_joined, write_joined_by,
+    write_raw_or_null, write_value,
 };
 
 /// The request's bytes (valid JSON: the gateway read them already) as chat for `model`.
@@ -346,76 +345,46 @@ struct Tool<'a> {
     input_schema: Option<&'a RawValue>,
 }
 
-impl<'de> Members<'de> for Req<'de> {
-    fn member<A: MapAccess<'de>>(&mut self, name: &str, a: &mut A) -> Result<(), A::Error> {
-        match name {
-            "system" => self.system = a.next_value()?,
-            "messages" => self.messages = a.next_value::<Seq<Message<'de>>>()?.0,
-            "max_tokens" => self.max_tokens = raw(a)?,
-            "temperature" => self.temperature = raw(a)?,
-            "top_p" => self.top_p = raw(a)?,
-            "stop_sequences" => self.stop_sequences = raw(a)?,
-            "tools" => self.tools = a.next_value::<Seq<Tool<'de>>>()?.0,
-            "tool_choice" => self.tool_choice = raw(a)?,
-            "stream" => self.stream = raw(a)?,
-            _ => skip(a)?,
-        }
-        Ok(())
-    }
-}
+members!(Req {
+    "system" => system: value,
+    "messages" => messages: seq,
+    "max_tokens" => max_tokens: raw,
+    "temperature" => temperature: raw,
+    "top_p" => top_p: raw,
+    "stop_sequences" => stop_sequences: raw,
+    "tools" => tools: seq,
+    "tool_choice" => tool_choice: raw,
+    "stream" => stream: raw,
+});
 
-impl<'de> Members<'de> for Message<'de> {
-    fn member<A: MapAccess<'de>>(&mut self, name: &str, a: &mut A) -> Result<(), A::Error> {
-        match name {
-            "role" => self.role = lenient(a)?,
-            "content" => self.content = a.next_value()?,
-            _ => skip(a)?,
-        }
-        Ok(())
-    }
-}
+members!(Message {
+    "role" => role: lenient,
+    "content" => content: value,
+});
 
-impl<'de> Members<'de> for Block<'de> {
-    fn member<A: MapAccess<'de>>(&mut self, name: &str, a: &mut A) -> Result<(), A::Error> {
-        match name {
-            "type" => self.kind = lenient(a)?,
-            "text" => self.text = raw(a)?,
-            "source" => self.source = Some(a.next_value::<raw_json::Obj<Source<'de>>>()?.0),
-            "id" => self.id = raw(a)?,
-            "name" => self.name = raw(a)?,
-            "input" => self.input = raw(a)?,
-            "tool_use_id" => self.tool_use_id = raw(a)?,
-            "content" => self.content = raw(a)?,
-            _ => skip(a)?,
-        }
-        Ok(())
-    }
-}
+members!(Block {
+    "type" => kind: lenient,
+    "text" => text: raw,
+    "source" => source: object,
+    "id" => id: raw,
+    "name" => name: raw,
+    "input" => input: raw,
+    "tool_use_id" => tool_use_id: raw,
+    "content" => content: raw,
+});
 
-impl<'de> Members<'de> for Source<'de> {
-    fn member<A: MapAccess<'de>>(&mut self, name: &str, a: &mut A) -> Result<(), A::Error> {
-        match name {
-            "type" => self.kind = lenient(a)?,
-            "media_type" => self.media_type = raw(a)?,
-            "data" => self.data = raw(a)?,
-            "url" => self.url = raw(a)?,
-            _ => skip(a)?,
-        }
-        Ok(())
-    }
-}
+members!(Source {
+    "type" => kind: lenient,
+    "media_type" => media_type: raw,
+    "data" => data: raw,
+    "url" => url: raw,
+});
 
-impl<'de> Members<'de> for Tool<'de> {
-    fn member<A: MapAccess<'de>>(&mut self, name: &str, a: &mut A) -> Result<(), A::Error> {
-        match name {
-            "name" => self.name = raw(a)?,
-            "description" => self.description = raw(a)?,
-            "input_schema" => self.input_schema = raw(a)?,
-            _ => skip(a)?,
-        }
-        Ok(())
-    }
-}
+members!(Tool {
+    "name" => name: raw,
+    "description" => description: raw,
+    "input_schema" => input_schema: raw,
+});
 
 #[cfg(test)]
 mod tests {

@@ -135,6 +135,42 @@ pub fn skip<'de, A: MapAccess<'de>>(a: &mut A) -> Result<(), A::Error> {
     a.next_value::<IgnoredAny>().map(|_| ())
 }
 
+/// A member of a type that reads any value (`StrOrSeq`).
+pub fn value<'de, A: MapAccess<'de>, T: Deserialize<'de>>(a: &mut A) -> Result<T, A::Error> {
+    a.next_value::<T>()
+}
+
+/// An array member of `T`s (none when it is no array).
+pub fn seq<'de, A: MapAccess<'de>, T: Members<'de>>(a: &mut A) -> Result<Vec<T>, A::Error> {
+    a.next_value::<Seq<T>>().map(|s| s.0)
+}
+
+/// An object member of `T`'s members (empty when it is no object).
+pub fn object<'de, A: MapAccess<'de>, T: Members<'de>>(a: &mut A) -> Result<Option<T>, A::Error> {
+    a.next_value::<Obj<T>>().map(|o| Some(o.0))
+}
+
+/// [`Members`] for a struct of borrowed fields: each JSON name, the field it sets and how its
+/// value is read (`raw`, `lenient`, `value`, `seq`, `object`); other names are skipped.
+macro_rules! members {
+    ($t:ident { $($name:literal => $field:ident: $read:ident),* $(,)? }) => {
+        impl<'de> $crate::gateway::raw_json::Members<'de> for $t<'de> {
+            fn member<A: serde::de::MapAccess<'de>>(
+                &mut self,
+                name: &str,
+                a: &mut A,
+            ) -> Result<(), A::Error> {
+                match name {
+                    $($name => self.$field = $crate::gateway::raw_json::$read(a)?,)*
+                    _ => $crate::gateway::raw_json::skip(a)?,
+                }
+                Ok(())
+            }
+        }
+    };
+}
+pub(crate) use members;
+
 /// A string member, leniently (another type is absent).
 pub struct Lenient<'a>(Option<Cow<'a, str>>);
 

@@ -16,14 +16,13 @@
 
 use std::borrow::Cow;
 
-use serde::de::MapAccess;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::raw_json::{
-    self, Members, Seq, StrOrSeq, Text, is_null, lenient, member, raw, skip, write_escaped,
-    write_joined, write_raw_or_null, write_value,
+    self, Seq, StrOrSeq, Text, is_null, member, members, write_escaped, write_joined,
+    write_raw_or_null, write_value,
 };
 
 /// A Responses request as chat: the body to send, and what the response repeats of it.
@@ -243,69 +242,45 @@ struct Tool<'a> {
     tools: Option<&'a RawValue>,
 }
 
-impl<'de> Members<'de> for Req<'de> {
-    fn member<A: MapAccess<'de>>(&mut self, name: &str, a: &mut A) -> Result<(), A::Error> {
-        match name {
-            "instructions" => self.instructions = raw(a)?,
-            "input" => self.input = a.next_value()?,
-            "max_output_tokens" => self.max_output_tokens = raw(a)?,
-            "metadata" => self.metadata = raw(a)?,
-            "parallel_tool_calls" => self.parallel_tool_calls = raw(a)?,
-            "previous_response_id" => self.previous_response_id = raw(a)?,
-            "reasoning" => self.reasoning = raw(a)?,
-            "temperature" => self.temperature = raw(a)?,
-            "text" => self.text = raw(a)?,
-            "tool_choice" => self.tool_choice = raw(a)?,
-            "tools" => self.tools = raw(a)?,
-            "top_p" => self.top_p = raw(a)?,
-            "stream" => self.stream = raw(a)?,
-            _ => skip(a)?,
-        }
-        Ok(())
-    }
-}
+members!(Req {
+    "instructions" => instructions: raw,
+    "input" => input: value,
+    "max_output_tokens" => max_output_tokens: raw,
+    "metadata" => metadata: raw,
+    "parallel_tool_calls" => parallel_tool_calls: raw,
+    "previous_response_id" => previous_response_id: raw,
+    "reasoning" => reasoning: raw,
+    "temperature" => temperature: raw,
+    "text" => text: raw,
+    "tool_choice" => tool_choice: raw,
+    "tools" => tools: raw,
+    "top_p" => top_p: raw,
+    "stream" => stream: raw,
+});
 
-impl<'de> Members<'de> for Item<'de> {
-    fn member<A: MapAccess<'de>>(&mut self, name: &str, a: &mut A) -> Result<(), A::Error> {
-        match name {
-            "type" => self.kind = lenient(a)?,
-            "role" => self.role = lenient(a)?,
-            "content" => self.content = a.next_value::<Content<'de>>()?,
-            "call_id" => self.call_id = raw(a)?,
-            "name" => self.name = raw(a)?,
-            "arguments" => self.arguments = raw(a)?,
-            "output" => self.output = raw(a)?,
-            _ => skip(a)?,
-        }
-        Ok(())
-    }
-}
+members!(Item {
+    "type" => kind: lenient,
+    "role" => role: lenient,
+    "content" => content: value,
+    "call_id" => call_id: raw,
+    "name" => name: raw,
+    "arguments" => arguments: raw,
+    "output" => output: raw,
+});
 
-impl<'de> Members<'de> for Part<'de> {
-    fn member<A: MapAccess<'de>>(&mut self, name: &str, a: &mut A) -> Result<(), A::Error> {
-        match name {
-            "type" => self.kind = lenient(a)?,
-            "text" => self.text = raw(a)?,
-            "image_url" => self.image_url = raw(a)?,
-            _ => skip(a)?,
-        }
-        Ok(())
-    }
-}
+members!(Part {
+    "type" => kind: lenient,
+    "text" => text: raw,
+    "image_url" => image_url: raw,
+});
 
-impl<'de> Members<'de> for Tool<'de> {
-    fn member<A: MapAccess<'de>>(&mut self, name: &str, a: &mut A) -> Result<(), A::Error> {
-        match name {
-            "type" => self.kind = lenient(a)?,
-            "name" => self.name = raw(a)?,
-            "description" => self.description = raw(a)?,
-            "parameters" => self.parameters = raw(a)?,
-            "tools" => self.tools = raw(a)?,
-            _ => skip(a)?,
-        }
-        Ok(())
-    }
-}
+members!(Tool {
+    "type" => kind: lenient,
+    "name" => name: raw,
+    "description" => description: raw,
+    "parameters" => parameters: raw,
+    "tools" => tools: raw,
+});
 
 /// A member read again from its raw text (a rare shape: an `output` given as parts).
 fn parts_of(v: &RawValue) -> Vec<Part<'_>> {
