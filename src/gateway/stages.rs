@@ -594,6 +594,9 @@ mod tests {
             r#"{"input":[{"type":"message","role":"user","content":"hi"},{"type":"function_call","arguments":"{\"cmd\":1}"},{"type":"function_call_output","output":"out"},{"type":"function_call_output","output":[{"type":"input_text","text":"o2"}]},"s",7,[1]]}"#,
             r#"{"input":[{"content":"a","content":"bb","output":"c","output":5,"arguments":"d"}],"system":{"text":"not counted"}}"#,
             r#"{"instructions":["x"],"system":[{"text":"a","text":"b","content":[{"content":[{"text":"deep"}]}]}]}"#,
+            // Counted as written: escapes of every kind in plain texts and tool outputs.
+            r#"{"messages":[{"role":"user","content":[{"type":"tool_result","content":"a\n\"b\"\u00e9\ud83e\udd80 \/"},{"type":"text","text":"\t\u0041\u65e5"}]}],"system":[{"text":"s\\y"}]}"#,
+            r#"{"input":[{"type":"function_call_output","output":"o\nut\u00e9"},{"type":"function_call","arguments":"{\"a\":\"\u00e9\"}"},{"type":"function_call_output","output":[{"text":"p\"q"}]},{"output":null},{"output":{"text":"no"}}]}"#,
         ] {
             let tree: Value = serde_json::from_str(text).unwrap();
             for ep in Endpoint::ALL {
@@ -605,6 +608,23 @@ mod tests {
                     crate::gateway::tokens::estimate_prompt(&tree),
                     "{ep:?} {text}"
                 );
+            }
+        }
+    }
+
+    /// A string JSON refuses (a lone surrogate) makes the body unreadable wherever it is,
+    /// counted as written or unescaped, as it makes its tree.
+    #[test]
+    fn a_lone_surrogate_is_refused_wherever_it_stands() {
+        for text in [
+            r#"{"messages":[{"role":"user","content":[{"type":"text","text":"a\ud800"}]}]}"#,
+            r#"{"messages":[{"role":"user","content":[{"type":"tool_result","content":"\udc00"}]}]}"#,
+            r#"{"input":[{"type":"function_call","arguments":"\ud800\u0041"}]}"#,
+            r#"{"messages":[{"role":"user","content":"\ud800"}]}"#,
+        ] {
+            assert!(serde_json::from_str::<Value>(text).is_err(), "{text}");
+            for ep in Endpoint::ALL {
+                assert!(members(text.as_bytes(), ep).is_none(), "{ep:?} {text}");
             }
         }
     }
