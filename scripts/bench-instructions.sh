@@ -10,6 +10,7 @@
 #   BENCH_BODY_KB=64 BENCH_PROTOCOL=messages scripts/bench-instructions.sh   # Claude Code's shape
 #   BENCH_BODY_KB=64 BENCH_PROTOCOL=responses scripts/bench-instructions.sh  # Codex's shape
 #   BENCH_STREAM=1 BENCH_PROTOCOL=messages scripts/bench-instructions.sh      # streamed
+#   BENCH_RENAME=1 BENCH_BODY_KB=64 BENCH_PROTOCOL=messages scripts/bench-instructions.sh  # model_map
 set -euo pipefail
 BIN="${1:-target/release/quota-proxy}"
 WHAT="${2:-chat}"
@@ -31,6 +32,12 @@ elif [ "${BENCH_PROTOCOL:-chat}" = messages ]; then
   printf '[[upstreams]]\nname = "local-mock"\nbase_url = "http://127.0.0.1:%s"\napi_key = "sk-bench"\nprotocols = ["messages"]\n' "$up" >"$work/qp.toml"
 else
   printf '[[upstreams]]\nname = "local-mock"\nbase_url = "http://127.0.0.1:%s/v1"\napi_key = "sk-bench"\nprotocols = ["chat", "responses"]\n' "$up" >"$work/qp.toml"
+fi
+
+# BENCH_RENAME=1: the upstream knows every benchmark model by another name (`model_map`), as
+# a relay pointing Claude Code or Codex at DeepSeek does.
+if [ "${BENCH_RENAME:-0}" = 1 ]; then
+  printf 'model_map = { "gpt-4o-mini" = "renamed-model", "claude-sonnet-4-5" = "renamed-model", "gpt-5-codex" = "renamed-model" }\n' >>"$work/qp.toml"
 fi
 
 count() { # calls -> total instructions of one gateway run
@@ -135,4 +142,4 @@ PY
 }
 small="$(count 100)"
 big="$(count "$N")"
-echo "$WHAT: $(( (big - small) / (N - 100) )) instructions a call ($BIN, N=$N, body ${BENCH_BODY_KB:-0} KiB, ${BENCH_PROTOCOL:-chat}${BENCH_STREAM:+, streamed}${BENCH_TRANSLATED:+, translated})"
+echo "$WHAT: $(( (big - small) / (N - 100) )) instructions a call ($BIN, N=$N, body ${BENCH_BODY_KB:-0} KiB, ${BENCH_PROTOCOL:-chat}${BENCH_STREAM:+, streamed}${BENCH_TRANSLATED:+, translated}${BENCH_RENAME:+, renamed})"

@@ -779,8 +779,9 @@ fn history_metadata(row: &RequestLogRow, model: &str, u: &crate::billing::Usage)
     .ok()
 }
 
-/// Names the model as `up` knows it wherever a tree goes to `up` (the translated body, or
-/// the call's own when renamed or for the built-in mock); whether the caller's bytes say it.
+/// Names the model as `up` knows it in the call's tree when a tree goes to `up` (the
+/// built-in mock, or a rename whose place in the bytes is not known: a body with a member
+/// named twice); whether the caller's bytes say it.
 fn name_model_for(req: &mut Request, up: &Upstream) -> Sent {
     let up_model = up.upstream_model(&req.model).to_owned();
     let as_sent = up_model == req.model;
@@ -810,6 +811,8 @@ struct Sent {
 struct Prepared {
     /// The caller's request as chat (a translated call).
     chat: Option<adapter::Chat>,
+    /// The caller's bytes with the model renamed for the upstream.
+    renamed: Option<Bytes>,
     /// That chat request as a tree, for the built-in mock.
     chat_tree: Option<Value>,
     sent: Sent,
@@ -824,9 +827,20 @@ fn prepare(
     translated: bool,
 ) -> Result<(Prepared, Option<Echo>), CallError> {
     if !translated {
-        let sent = name_model_for(req, up);
+        let up_model = up.upstream_model(&req.model);
+        let renamed = (up_model != req.model && up.s.kind != super::settings::UpstreamKind::Mock)
+            .then(|| req.renamed(up_model))
+            .flatten();
+        let sent = match renamed {
+            Some(_) => Sent {
+                as_sent: false,
+                needs_tree: false,
+            },
+            None => name_model_for(req, up),
+        };
         let p = Prepared {
             chat: None,
+            renamed,
             chat_tree: None,
             sent,
         };
@@ -842,6 +856,7 @@ fn prepare(
     };
     let p = Prepared {
         chat: Some(chat),
+        renamed: None,
         chat_tree,
         sent,
     };
@@ -860,6 +875,9 @@ fn wire_body<'a>(
     if let Some(c) = &p.chat {
         let tree = p.chat_tree.as_ref().unwrap_or(&NO_TREE);
         return (Endpoint::Chat, tree, Some(&c.body));
+    }
+    if let Some(b) = &p.renamed {
+        return (endpoint, &NO_TREE, Some(b));
     }
     let body = if p.sent.needs_tree {
         req.body()

@@ -33,8 +33,11 @@ pub struct Request {
     /// model by the caller's name and the protocol is its own): a coding agent's request is
     /// tens of KiB, and serialising it again cost more than everything else a call does.
     pub raw: Bytes,
+    /// Where the top-level `model` value's JSON text sits in `raw` (when `raw` has each
+    /// member once): a rename replaces it there ([`Request::renamed`]).
+    model_at: Option<(usize, usize)>,
     /// Its JSON tree, built from `raw` only when something needs it whole (a translation,
-    /// a rename, the built-in mock, a tokenizer's count): see [`Request::body`].
+    /// the built-in mock, a tokenizer's count): see [`Request::body`].
     tree: OnceLock<Value>,
     pub model: String,
     pub stream: bool,
@@ -69,6 +72,20 @@ impl Request {
             // `body()` has just set it.
             None => unreachable!("the tree was built above"),
         }
+    }
+
+    /// The bytes for an upstream that knows the model as `model`: `raw` with the `model`
+    /// value replaced, nothing else touched (a coding agent's tens of KiB are not parsed
+    /// and written again for a `model_map` rename). `None` when its place is not known.
+    pub fn renamed(&self, model: &str) -> Option<Bytes> {
+        let (start, end) = self.model_at?;
+        let (head, tail) = (self.raw.get(..start)?, self.raw.get(end..)?);
+        let name = serde_json::to_string(model).ok()?;
+        let mut out = Vec::with_capacity(head.len() + name.len() + tail.len());
+        out.extend_from_slice(head);
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(tail);
+        Some(Bytes::from(out))
     }
 
     /// Token estimates for this call (only used when the upstream reports no usage).
@@ -116,6 +133,7 @@ pub fn read(
         map,
         lite,
         repeated,
+        model_at,
     }) = members(&body, endpoint)
     else {
         return Err(CallError::NotAnObject);
@@ -160,16 +178,21 @@ pub fn read(
     // another model than the one held and billed: such a body goes upstream as parsed (each
     // name once), never as sent.
     let ask_usage = stream && endpoint.protocol() == Protocol::Chat && !caller_wants_usage;
-    let raw = match (ask_usage, repeated) {
-        (false, false) => body,
+    let (raw, model_at) = match (ask_usage, repeated) {
+        (false, false) => (body, model_at),
         (true, false) => match with_usage_asked(&body, map.contains_key("stream_options")) {
-            Some(edited) => edited,
-            None => rebuilt(&body, true)?,
+            // (The member is put before every other: `model` moved by its length.)
+            Some(edited) => {
+                let by = edited.len() - body.len();
+                (edited, model_at.map(|(s, e)| (s + by, e + by)))
+            }
+            None => (rebuilt(&body, true)?, None),
         },
-        (_, true) => rebuilt(&body, ask_usage)?,
+        (_, true) => (rebuilt(&body, ask_usage)?, None),
     };
     Ok(Request {
         raw,
+        model_at,
         tree: OnceLock::new(),
         model,
         stream,
@@ -243,6 +266,8 @@ struct Members {
     map: Map<String, Value>,
     lite: Vec<(&'static str, Facts)>,
     repeated: bool,
+    /// Where the top-level `model` value's JSON text sits in the body.
+    model_at: Option<(usize, usize)>,
 }
 
 /// The body's members; `None` when it is not one JSON object.
@@ -251,13 +276,21 @@ fn members(body: &[u8], endpoint: Endpoint) -> Option<Members> {
     // either way).
     let text = std::str::from_utf8(body).ok()?;
     let mut de = serde_json::Deserializer::from_str(text);
-    let m = serde::de::DeserializeSeed::deserialize(ReadMembers(lite_members(endpoint)), &mut de);
+    let read = ReadMembers {
+        lite: lite_members(endpoint),
+        base: text.as_ptr() as usize,
+    };
+    let m = serde::de::DeserializeSeed::deserialize(read, &mut de);
     // Trailing characters after the object make it no JSON document, as `from_slice` says.
     de.end().ok()?;
     m.ok()
 }
 
-struct ReadMembers(&'static [(&'static str, Reading)]);
+struct ReadMembers {
+    lite: &'static [(&'static str, Reading)],
+    /// Where the body's text starts in memory (`model`'s place is measured from it).
+    base: usize,
+}
 
 impl<'de> serde::de::DeserializeSeed<'de> for ReadMembers {
     type Value = Members;
@@ -276,9 +309,17 @@ impl<'de> serde::de::Visitor<'de> for ReadMembers {
             map: Map::new(),
             lite: Vec::new(),
             repeated: false,
+            model_at: None,
         };
         while let Some(k) = a.next_key::<String>()? {
-            if let Some((name, reading)) = self.0.iter().find(|(n, _)| *n == k) {
+            if k == "model" {
+                // Read as written, so that a rename can replace it in the bytes.
+                let raw = a.next_value::<&'de serde_json::value::RawValue>()?;
+                let start = (raw.get().as_ptr() as usize).wrapping_sub(self.base);
+                m.model_at = Some((start, start + raw.get().len()));
+                let v = serde_json::from_str(raw.get()).map_err(serde::de::Error::custom)?;
+                m.repeated |= m.map.insert(k, v).is_some();
+            } else if let Some((name, reading)) = self.lite.iter().find(|(n, _)| *n == k) {
                 let v = a.next_value_seed(*reading)?;
                 m.repeated |= lite::member(&m.lite, name).is_some();
                 m.lite.retain(|(n, _)| n != name);
@@ -610,6 +651,51 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A rename replaces the `model` value in the caller's bytes and nothing else, after the
+    /// usage member was put in too; a body with a member named twice has no known place.
+    #[test]
+    fn a_rename_replaces_the_model_in_the_bytes() {
+        let read_as = |ep: Endpoint, body: &str| {
+            read(Ok(Bytes::from(body.to_owned())), ep, 1 << 20, 256).unwrap()
+        };
+        let body = r#"{ "messages" : [{"role":"user","content":"a\u00e9\n"}], "model" : "gpt\u002d4o" ,"max_tokens":5}"#;
+        let q = read_as(Endpoint::Chat, body);
+        assert_eq!(q.model, "gpt-4o");
+        let renamed = q.renamed("deep\"seek").unwrap();
+        assert_eq!(
+            std::str::from_utf8(&renamed).unwrap(),
+            body.replace(r#""gpt\u002d4o""#, r#""deep\"seek""#)
+        );
+        let mut want: Value = serde_json::from_str(body).unwrap();
+        want["model"] = json!("deep\"seek");
+        assert_eq!(serde_json::from_slice::<Value>(&renamed).unwrap(), want);
+        // A chat stream: the usage member was put first, the model moved by its length.
+        let q = read_as(
+            Endpoint::Chat,
+            r#"{"model":"m","stream":true,"messages":[{}]}"#,
+        );
+        assert_eq!(
+            &q.renamed("other").unwrap()[..],
+            br#"{"stream_options":{"include_usage":true},"model":"other","stream":true,"messages":[{}]}"#
+        );
+        // Messages and Responses bodies alike.
+        let q = read_as(
+            Endpoint::Messages,
+            r#"{"max_tokens":5,"messages":[{}],"model":"claude-x"}"#,
+        );
+        assert_eq!(
+            &q.renamed("deepseek-chat").unwrap()[..],
+            br#"{"max_tokens":5,"messages":[{}],"model":"deepseek-chat"}"#
+        );
+        // A member named twice: the body is rebuilt, and renamed through its tree.
+        let q = read_as(
+            Endpoint::Chat,
+            r#"{"model":"a","model":"b","messages":[{}]}"#,
+        );
+        assert_eq!(q.model, "b");
+        assert!(q.renamed("c").is_none());
     }
 
     /// A string JSON refuses (a lone surrogate) makes the body unreadable wherever it is,
