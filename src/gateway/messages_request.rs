@@ -99,13 +99,7 @@ pub fn to_chat(raw: &[u8], model: &str) -> Result<Vec<u8>, serde_json::Error> {
 /// The request as a chat tree (the built-in mock and tests read trees); the model is the
 /// request's own.
 pub fn to_chat_tree(body: &Value) -> Value {
-    let raw = serde_json::to_vec(body).unwrap_or_default();
-    let mut chat = to_chat(&raw, "")
-        .ok()
-        .and_then(|c| serde_json::from_slice::<Value>(&c).ok())
-        .unwrap_or(Value::Null);
-    chat["model"] = body.get("model").cloned().unwrap_or(Value::Null);
-    chat
+    raw_json::tree_through(body, |raw| to_chat(raw, "").ok())
 }
 
 /// An assistant turn: its text, and its tool uses as tool calls.

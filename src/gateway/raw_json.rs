@@ -13,6 +13,17 @@ use serde_json::value::RawValue;
 
 use super::chat_chunk::text;
 
+/// A request tree through a bytes-to-bytes translation, as a tree (the built-in mock and
+/// tests read trees); `model` stays the request's own.
+pub fn tree_through(body: &Value, translate: impl FnOnce(&[u8]) -> Option<Vec<u8>>) -> Value {
+    let raw = serde_json::to_vec(body).unwrap_or_default();
+    let mut chat = translate(&raw)
+        .and_then(|c| serde_json::from_slice::<Value>(&c).ok())
+        .unwrap_or(Value::Null);
+    chat["model"] = body.get("model").cloned().unwrap_or(Value::Null);
+    chat
+}
+
 /// What a visitor does with a value of another type than it reads: the default, its
 /// contents skipped.
 macro_rules! default_unless {

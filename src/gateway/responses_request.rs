@@ -96,13 +96,7 @@ pub fn to_chat(raw: &[u8], model: &str) -> Result<ChatRequest, serde_json::Error
 /// The request as a chat tree (the built-in mock and tests read trees); the model is the
 /// request's own.
 pub fn to_chat_tree(body: &Value) -> Value {
-    let raw = serde_json::to_vec(body).unwrap_or_default();
-    let mut chat = to_chat(&raw, "")
-        .ok()
-        .and_then(|c| serde_json::from_slice::<Value>(&c.body).ok())
-        .unwrap_or(Value::Null);
-    chat["model"] = body.get("model").cloned().unwrap_or(Value::Null);
-    chat
+    raw_json::tree_through(body, |raw| to_chat(raw, "").ok().map(|c| c.body))
 }
 
 /// The fields of a response that repeat what was asked (the SDKs read them back), each as
