@@ -5,10 +5,7 @@
 //! allocations cost about as much as everything else the call does. The tree itself is
 //! built later from the caller's bytes, and only if something needs it.
 
-use std::fmt;
-
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-
+use super::skim::{Read, Skim};
 use super::tokens::Chars;
 
 /// What one big member holds, as far as the gateway reads it.
@@ -83,94 +80,60 @@ pub const SHAPE: Reading = Reading {
     elements: OBJECT,
 };
 
-impl<'de> DeserializeSeed<'de> for Reading {
-    type Value = Facts;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Facts, D::Error> {
-        d.deserialize_any(self)
+impl Reading {
+    /// The member's value at the reader.
+    pub fn read(self, s: &mut Skim<'_>) -> Read<Facts> {
+        match s.peek()? {
+            b'n' => {
+                s.scalar(true)?;
+                Ok(Facts {
+                    null: true,
+                    ..Facts::default()
+                })
+            }
+            b'"' => {
+                let mut f = Facts {
+                    string: true,
+                    ..Facts::default()
+                };
+                s.string(true, self.string.then_some(&mut f.text))?;
+                Ok(f)
+            }
+            b'[' => {
+                s.expect(b'[')?;
+                let mut f = Facts {
+                    array: true,
+                    all_objects: true,
+                    ..Facts::default()
+                };
+                let mut more = s.first(b']')?;
+                while more {
+                    let (object, text) = self.elements.read(s)?;
+                    f.len += 1;
+                    f.all_objects &= object;
+                    f.text.absorb(text);
+                    more = s.next(b']')?;
+                }
+                Ok(f)
+            }
+            b'{' => {
+                s.skip_members()?;
+                Ok(Facts::default())
+            }
+            _ => {
+                s.scalar(true)?;
+                Ok(Facts::default())
+            }
+        }
     }
-}
 
-/// Everything but the one kind a visitor reads gives `Default`, its contents skipped.
-macro_rules! skip_the_rest {
-    () => {
-        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-            Ok(Default::default())
-        }
-        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-            Ok(Default::default())
-        }
-        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-            Ok(Default::default())
-        }
-        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-            Ok(Default::default())
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(Default::default())
-        }
-    };
-}
-
-fn skip_seq<'de, A: SeqAccess<'de>>(mut a: A) -> Result<(), A::Error> {
-    while a.next_element::<IgnoredAny>()?.is_some() {}
-    Ok(())
-}
-
-fn skip_map<'de, A: MapAccess<'de>>(mut a: A) -> Result<(), A::Error> {
-    while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-    Ok(())
-}
-
-/// The member itself: `null`, a string, an array of elements, or anything else.
-impl<'de> Visitor<'de> for Reading {
-    type Value = Facts;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Facts, E> {
-        Ok(Facts::default())
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Facts, E> {
-        Ok(Facts::default())
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Facts, E> {
-        Ok(Facts::default())
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Facts, E> {
-        Ok(Facts::default())
-    }
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<Facts, E> {
-        let mut f = Facts {
-            string: true,
-            ..Facts::default()
-        };
-        if self.string {
-            f.text.add(s);
-        }
-        Ok(f)
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Facts, E> {
-        Ok(Facts {
-            null: true,
-            ..Facts::default()
-        })
-    }
-    fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Facts, A::Error> {
-        skip_map(a)?;
-        Ok(Facts::default())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Facts, A::Error> {
-        let mut f = Facts {
-            array: true,
-            all_objects: true,
-            ..Facts::default()
-        };
-        while let Some((object, text)) = a.next_element_seed(self.elements)? {
-            f.len += 1;
-            f.all_objects &= object;
-            f.text.absorb(text);
-        }
-        Ok(f)
+    /// The facts of one JSON value (tests).
+    #[cfg(test)]
+    pub fn read_str(self, text: &str) -> Option<Facts> {
+        let mut s = Skim::new(text);
+        let f = self.read(&mut s).ok()?;
+        s.end().ok()?;
+        Some(f)
     }
 }
 
@@ -183,6 +146,29 @@ enum Text {
     Content,
 }
 
+impl Text {
+    fn read(self, s: &mut Skim<'_>) -> Read<Chars> {
+        let mut c = Chars::default();
+        match (s.peek()?, self) {
+            (b'"', _) => {
+                s.string(true, Some(&mut c))?;
+            }
+            (b'{', _) => s.skip_members()?,
+            (b'[', Text::Plain) => s.skip_elements()?,
+            (b'[', Text::Content) => {
+                s.expect(b'[')?;
+                let mut more = s.first(b']')?;
+                while more {
+                    c.absorb(PART.read(s)?.1);
+                    more = s.next(b']')?;
+                }
+            }
+            _ => s.scalar(true)?,
+        }
+        Ok(c)
+    }
+}
+
 /// An element of a list: whether it is an object, and the text of its members named in
 /// `fields` (each counted as its last value, as a tree keeps a member named twice), or
 /// (`strings`) its own text when it is a string.
@@ -190,6 +176,41 @@ enum Text {
 struct Element {
     fields: &'static [(&'static str, Text)],
     strings: bool,
+}
+
+impl Element {
+    fn read(self, s: &mut Skim<'_>) -> Read<(bool, Chars)> {
+        let mut c = Chars::default();
+        match s.peek()? {
+            b'"' => {
+                s.string(true, self.strings.then_some(&mut c))?;
+                Ok((false, c))
+            }
+            b'[' => {
+                s.skip_elements()?;
+                Ok((false, c))
+            }
+            b'{' => {
+                s.expect(b'{')?;
+                let mut last = [Chars::default(); MAX_FIELDS];
+                let mut more = s.first(b'}')?;
+                while more {
+                    let k = s.key()?;
+                    match self.fields.iter().position(|(n, _)| *n == k.as_str()) {
+                        Some(i) => last[i] = self.fields[i].1.read(s)?,
+                        None => s.skip()?,
+                    }
+                    more = s.next(b'}')?;
+                }
+                last.iter().for_each(|t| c.absorb(*t));
+                Ok((true, c))
+            }
+            _ => {
+                s.scalar(true)?;
+                Ok((false, c))
+            }
+        }
+    }
 }
 
 /// The most text members an element reads (its counts are kept on the stack).
@@ -230,97 +251,201 @@ const OBJECT: Element = Element {
     strings: false,
 };
 
-impl<'de> DeserializeSeed<'de> for Element {
-    type Value = (bool, Chars);
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
+/// The reading as serde_json made it before [`Skim`]: the oracle the tests hold the reader
+/// to (what each accepts, refuses and counts).
+#[cfg(test)]
+pub mod oracle {
+    use std::fmt;
 
-impl<'de> Visitor<'de> for Element {
-    type Value = (bool, Chars);
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    skip_the_rest!();
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-        let mut c = Chars::default();
-        if self.strings {
-            c.add(s);
+    use serde::de::{
+        self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
+    };
+
+    use super::{Chars, Element, Facts, MAX_FIELDS, PART, Reading, Text};
+
+    impl<'de> DeserializeSeed<'de> for Reading {
+        type Value = Facts;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Facts, D::Error> {
+            d.deserialize_any(self)
         }
-        Ok((false, c))
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
-        skip_seq(a)?;
-        Ok(Default::default())
+
+    /// Everything but the one kind a visitor reads gives `Default`, its contents skipped.
+    macro_rules! skip_the_rest {
+        () => {
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Default::default())
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Default::default())
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Default::default())
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Default::default())
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Default::default())
+            }
+        };
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
-        let mut last = [Chars::default(); MAX_FIELDS];
-        while let Some(found) = a.next_key_seed(KeyIn(self.fields))? {
-            match found {
-                Some(i) => last[i] = a.next_value_seed(self.fields[i].1)?,
-                None => {
-                    a.next_value::<IgnoredAny>()?;
+
+    fn skip_seq<'de, A: SeqAccess<'de>>(mut a: A) -> Result<(), A::Error> {
+        while a.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+
+    fn skip_map<'de, A: MapAccess<'de>>(mut a: A) -> Result<(), A::Error> {
+        while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+
+    /// The member itself: `null`, a string, an array of elements, or anything else.
+    impl<'de> Visitor<'de> for Reading {
+        type Value = Facts;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Facts, E> {
+            Ok(Facts::default())
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Facts, E> {
+            Ok(Facts::default())
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Facts, E> {
+            Ok(Facts::default())
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Facts, E> {
+            Ok(Facts::default())
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Facts, E> {
+            let mut f = Facts {
+                string: true,
+                ..Facts::default()
+            };
+            if self.string {
+                f.text.add(s);
+            }
+            Ok(f)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Facts, E> {
+            Ok(Facts {
+                null: true,
+                ..Facts::default()
+            })
+        }
+        fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Facts, A::Error> {
+            skip_map(a)?;
+            Ok(Facts::default())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Facts, A::Error> {
+            let mut f = Facts {
+                array: true,
+                all_objects: true,
+                ..Facts::default()
+            };
+            while let Some((object, text)) = a.next_element_seed(self.elements)? {
+                f.len += 1;
+                f.all_objects &= object;
+                f.text.absorb(text);
+            }
+            Ok(f)
+        }
+    }
+
+    impl<'de> DeserializeSeed<'de> for Element {
+        type Value = (bool, Chars);
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Element {
+        type Value = (bool, Chars);
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        skip_the_rest!();
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            let mut c = Chars::default();
+            if self.strings {
+                c.add(s);
+            }
+            Ok((false, c))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
+            skip_seq(a)?;
+            Ok(Default::default())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+            let mut last = [Chars::default(); MAX_FIELDS];
+            while let Some(found) = a.next_key_seed(KeyIn(self.fields))? {
+                match found {
+                    Some(i) => last[i] = a.next_value_seed(self.fields[i].1)?,
+                    None => {
+                        a.next_value::<IgnoredAny>()?;
+                    }
                 }
             }
+            let mut c = Chars::default();
+            last.iter().for_each(|t| c.absorb(*t));
+            Ok((true, c))
         }
-        let mut c = Chars::default();
-        last.iter().for_each(|t| c.absorb(*t));
-        Ok((true, c))
     }
-}
 
-/// Which of `fields` a key names, read without allocating.
-struct KeyIn(&'static [(&'static str, Text)]);
+    /// Which of `fields` a key names, read without allocating.
+    struct KeyIn(&'static [(&'static str, Text)]);
 
-impl<'de> DeserializeSeed<'de> for KeyIn {
-    type Value = Option<usize>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl Visitor<'_> for KeyIn {
-    type Value = Option<usize>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a key")
-    }
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-        Ok(self.0.iter().position(|(n, _)| *n == s))
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for Text {
-    type Value = Chars;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Chars, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Text {
-    type Value = Chars;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    skip_the_rest!();
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<Chars, E> {
-        let mut c = Chars::default();
-        c.add(s);
-        Ok(c)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Chars, A::Error> {
-        skip_map(a)?;
-        Ok(Chars::default())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Chars, A::Error> {
-        let mut c = Chars::default();
-        if let Text::Plain = self {
-            skip_seq(a)?;
-            return Ok(c);
+    impl<'de> DeserializeSeed<'de> for KeyIn {
+        type Value = Option<usize>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_str(self)
         }
-        while let Some((_, text)) = a.next_element_seed(PART)? {
-            c.absorb(text);
+    }
+
+    impl Visitor<'_> for KeyIn {
+        type Value = Option<usize>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a key")
         }
-        Ok(c)
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            Ok(self.0.iter().position(|(n, _)| *n == s))
+        }
+    }
+
+    impl<'de> DeserializeSeed<'de> for Text {
+        type Value = Chars;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Chars, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Text {
+        type Value = Chars;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        skip_the_rest!();
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Chars, E> {
+            let mut c = Chars::default();
+            c.add(s);
+            Ok(c)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Chars, A::Error> {
+            skip_map(a)?;
+            Ok(Chars::default())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Chars, A::Error> {
+            let mut c = Chars::default();
+            if let Text::Plain = self {
+                skip_seq(a)?;
+                return Ok(c);
+            }
+            while let Some((_, text)) = a.next_element_seed(PART)? {
+                c.absorb(text);
+            }
+            Ok(c)
+        }
     }
 }

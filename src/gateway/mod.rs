@@ -28,6 +28,7 @@ pub mod secret_stream;
 pub mod secrets;
 pub mod settings;
 pub mod shape;
+pub mod skim;
 pub mod sse;
 mod stages;
 pub mod tokens;

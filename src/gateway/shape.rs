@@ -269,7 +269,6 @@ mod tests {
     #[test]
     fn facts_are_checked_like_trees() {
         use super::super::lite;
-        use serde::de::DeserializeSeed;
         for (kind, text) in [
             (Kind::Objects, r#"[{"role":"user"}, {}]"#),
             (Kind::Objects, "[]"),
@@ -297,9 +296,7 @@ mod tests {
         ] {
             let tree: Value = serde_json::from_str(text).unwrap();
             for reading in [lite::MESSAGES, lite::INPUT, lite::SHAPE] {
-                let facts = reading
-                    .deserialize(&mut serde_json::Deserializer::from_str(text))
-                    .unwrap();
+                let facts = reading.read_str(text).unwrap();
                 assert_eq!(
                     kind.accepts_facts(&facts),
                     Some(kind.accepts(&tree)),
@@ -307,11 +304,7 @@ mod tests {
                 );
             }
         }
-        let read = |t: &str| {
-            lite::MESSAGES
-                .deserialize(&mut serde_json::Deserializer::from_str(t))
-                .unwrap()
-        };
+        let read = |t: &str| lite::MESSAGES.read_str(t).unwrap();
         let null = read("null");
         assert_eq!(Kind::Objects.accepts_facts(&null), None);
         let empty = Map::new();

@@ -13,6 +13,7 @@ use super::chat_chunk::ChatChunk;
 use super::endpoint::{Endpoint, Protocol};
 use super::lite::{self, Facts, Reading};
 use super::settings::{glob_match, parse_net};
+use super::skim::{Malformed, Read, Skim};
 use super::sse::SseSplitter;
 use super::tokens::{Estimator, LazyBody, estimate_prompt_parts};
 use super::upstream::{Upstream, candidates};
@@ -262,6 +263,7 @@ fn lite_members(endpoint: Endpoint) -> &'static [(&'static str, Reading)] {
 /// A request body's top-level members, in order: the big ones ([`lite_members`]) as their
 /// facts, the others parsed; and whether a name came twice (the later value kept, as a
 /// `Value` parse keeps it).
+#[derive(Debug, PartialEq)]
 struct Members {
     map: Map<String, Value>,
     lite: Vec<(&'static str, Facts)>,
@@ -275,62 +277,43 @@ fn members(body: &[u8], endpoint: Endpoint) -> Option<Members> {
     // Checked as UTF-8 once, not string by string (JSON that is not UTF-8 is refused
     // either way).
     let text = std::str::from_utf8(body).ok()?;
-    let mut de = serde_json::Deserializer::from_str(text);
-    let read = ReadMembers {
-        lite: lite_members(endpoint),
-        base: text.as_ptr() as usize,
+    read_members(text, lite_members(endpoint)).ok()
+}
+
+fn read_members(text: &str, lite: &'static [(&'static str, Reading)]) -> Read<Members> {
+    let mut m = Members {
+        map: Map::new(),
+        lite: Vec::new(),
+        repeated: false,
+        model_at: None,
     };
-    let m = serde::de::DeserializeSeed::deserialize(read, &mut de);
-    // Trailing characters after the object make it no JSON document, as `from_slice` says.
-    de.end().ok()?;
-    m.ok()
-}
-
-struct ReadMembers {
-    lite: &'static [(&'static str, Reading)],
-    /// Where the body's text starts in memory (`model`'s place is measured from it).
-    base: usize,
-}
-
-impl<'de> serde::de::DeserializeSeed<'de> for ReadMembers {
-    type Value = Members;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Members, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for ReadMembers {
-    type Value = Members;
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON object")
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Members, A::Error> {
-        let mut m = Members {
-            map: Map::new(),
-            lite: Vec::new(),
-            repeated: false,
-            model_at: None,
-        };
-        while let Some(k) = a.next_key::<String>()? {
-            if k == "model" {
-                // Read as written, so that a rename can replace it in the bytes.
-                let raw = a.next_value::<&'de serde_json::value::RawValue>()?;
-                let start = (raw.get().as_ptr() as usize).wrapping_sub(self.base);
-                m.model_at = Some((start, start + raw.get().len()));
-                let v = serde_json::from_str(raw.get()).map_err(serde::de::Error::custom)?;
-                m.repeated |= m.map.insert(k, v).is_some();
-            } else if let Some((name, reading)) = self.lite.iter().find(|(n, _)| *n == k) {
-                let v = a.next_value_seed(*reading)?;
-                m.repeated |= lite::member(&m.lite, name).is_some();
-                m.lite.retain(|(n, _)| n != name);
-                m.lite.push((name, v));
-            } else {
-                let v: Value = a.next_value()?;
-                m.repeated |= m.map.insert(k, v).is_some();
+    let mut s = Skim::new(text);
+    s.expect(b'{')?;
+    let mut more = s.first(b'}')?;
+    while more {
+        let k = s.key()?;
+        if let Some((name, reading)) = lite.iter().find(|(n, _)| *n == k.as_str()) {
+            let v = reading.read(&mut s)?;
+            m.repeated |= lite::member(&m.lite, name).is_some();
+            m.lite.retain(|(n, _)| n != name);
+            m.lite.push((name, v));
+        } else {
+            s.peek()?;
+            let start = s.pos();
+            s.skip()?;
+            let end = s.pos();
+            if k.as_str() == "model" {
+                // Where it is written, so that a rename can replace it in the bytes.
+                m.model_at = Some((start, end));
             }
+            let v: Value = serde_json::from_str(s.slice(start, end)).map_err(|_| Malformed)?;
+            m.repeated |= m.map.insert(k.into_string(), v).is_some();
         }
-        Ok(m)
+        more = s.next(b'}')?;
     }
+    // Trailing characters after the object make it no JSON document.
+    s.end()?;
+    Ok(m)
 }
 
 /// The body serialised from its tree (each member once, its last value), asking for the
@@ -518,6 +501,69 @@ impl StreamMeter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    /// The members as serde_json read them before `Skim`: the oracle of `members`.
+    pub(super) fn members_oracle(body: &[u8], endpoint: Endpoint) -> Option<Members> {
+        // Checked as UTF-8 once, not string by string (JSON that is not UTF-8 is refused
+        // either way).
+        let text = std::str::from_utf8(body).ok()?;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let read = ReadMembers {
+            lite: lite_members(endpoint),
+            base: text.as_ptr() as usize,
+        };
+        let m = serde::de::DeserializeSeed::deserialize(read, &mut de);
+        // Trailing characters after the object make it no JSON document, as `from_slice` says.
+        de.end().ok()?;
+        m.ok()
+    }
+
+    struct ReadMembers {
+        lite: &'static [(&'static str, Reading)],
+        /// Where the body's text starts in memory (`model`'s place is measured from it).
+        base: usize,
+    }
+
+    impl<'de> serde::de::DeserializeSeed<'de> for ReadMembers {
+        type Value = Members;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Members, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    impl<'de> serde::de::Visitor<'de> for ReadMembers {
+        type Value = Members;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Members, A::Error> {
+            let mut m = Members {
+                map: Map::new(),
+                lite: Vec::new(),
+                repeated: false,
+                model_at: None,
+            };
+            while let Some(k) = a.next_key::<String>()? {
+                if k == "model" {
+                    // Read as written, so that a rename can replace it in the bytes.
+                    let raw = a.next_value::<&'de serde_json::value::RawValue>()?;
+                    let start = (raw.get().as_ptr() as usize).wrapping_sub(self.base);
+                    m.model_at = Some((start, start + raw.get().len()));
+                    let v = serde_json::from_str(raw.get()).map_err(serde::de::Error::custom)?;
+                    m.repeated |= m.map.insert(k, v).is_some();
+                } else if let Some((name, reading)) = self.lite.iter().find(|(n, _)| *n == k) {
+                    let v = a.next_value_seed(*reading)?;
+                    m.repeated |= lite::member(&m.lite, name).is_some();
+                    m.lite.retain(|(n, _)| n != name);
+                    m.lite.push((name, v));
+                } else {
+                    let v: Value = a.next_value()?;
+                    m.repeated |= m.map.insert(k, v).is_some();
+                }
+            }
+            Ok(m)
+        }
+    }
+
     use crate::gateway::settings::mock_upstream;
     use crate::keys::KeyLimits;
 
@@ -1002,5 +1048,220 @@ mod tests {
             .unwrap();
         let m = est.metered(&Estimator::plain(4));
         assert!(m.estimated && m.usage.prompt() == 4 && m.usage.output > 0);
+    }
+}
+
+/// `members` against the serde_json reading it replaced, on generated bodies: valid ones,
+/// escapes of every kind (lone surrogates, `\u` too short, bad letters, control bytes),
+/// numbers out of range or badly written, names repeated or escaped, and the same bodies
+/// cut short or with one byte changed.
+#[cfg(test)]
+mod read_as_serde_did {
+    use proptest::prelude::*;
+    use proptest::strategy::ValueTree;
+
+    use super::tests::members_oracle;
+    use super::*;
+
+    fn string() -> impl Strategy<Value = String> {
+        let good = prop_oneof![
+            "[a-z ]{0,12}",
+            Just("é".to_owned()),
+            Just("日本".to_owned()),
+            Just("🦀".to_owned()),
+            Just(r"\n".to_owned()),
+            Just(r#"\""#.to_owned()),
+            Just(r"\\".to_owned()),
+            Just(r"\/".to_owned()),
+            Just(r"\t\b\f\r".to_owned()),
+            Just(r"\u00e9".to_owned()),
+            Just(r"\u0041".to_owned()),
+            Just(r"\uD83E\udd80".to_owned()),
+            Just("fn main() {\\n    println!(\\\"hi\\\");\\n}\\n".to_owned()),
+        ];
+        let bad = prop_oneof![
+            Just(r"\ud800".to_owned()),
+            Just(r"\ud800\u0041".to_owned()),
+            Just(r"\udc00".to_owned()),
+            Just(r"\u12".to_owned()),
+            Just(r"\x".to_owned()),
+            Just("\u{1}".to_owned()),
+            Just("\t".to_owned()),
+        ];
+        let part = prop_oneof![60 => good, 1 => bad];
+        prop::collection::vec(part, 0..6).prop_map(|p| format!("\"{}\"", p.concat()))
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        let name = prop_oneof![
+            Just("model"),
+            Just("messages"),
+            Just("tools"),
+            Just("system"),
+            Just("input"),
+            Just("instructions"),
+            Just("content"),
+            Just("text"),
+            Just("output"),
+            Just("arguments"),
+            Just("type"),
+            Just("stream"),
+            Just("max_tokens"),
+            Just(r"\u006dodel"),
+            Just(r"con\u0074ent"),
+        ];
+        prop_oneof![
+            40 => name.prop_map(|n| format!("\"{n}\"")),
+            5 => string(),
+            1 => Just(r#""t\ud800""#.to_owned()),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = String> {
+        let number = prop_oneof![
+            Just("0"),
+            Just("-1"),
+            Just("1.5"),
+            Just("5.0"),
+            Just("2E-5"),
+            Just("1e400"),
+            Just("-1e999"),
+            Just("-0"),
+            Just("01"),
+            Just("1."),
+            Just("-"),
+            Just(".5"),
+            Just("1e"),
+            Just("123456789012345678901234567890"),
+            Just("100"),
+        ];
+        let leaf = prop_oneof![
+            40 => string(),
+            10 => Just("100".to_owned()),
+            4 => number.prop_map(str::to_owned),
+            10 => prop_oneof![Just("true"), Just("false"), Just("null")].prop_map(str::to_owned),
+            1 => prop_oneof![Just("nul"), Just("tru")].prop_map(str::to_owned),
+        ];
+        leaf.prop_recursive(5, 64, 6, |inner| {
+            let ws = prop_oneof![Just(""), Just(" "), Just("\n\t "), Just("\r")];
+            prop_oneof![
+                (prop::collection::vec(inner.clone(), 0..6), ws.clone())
+                    .prop_map(|(v, w)| format!("[{w}{}]", v.join(&format!(",{w}")))),
+                (prop::collection::vec((key(), inner), 0..6), ws).prop_map(|(kv, w)| {
+                    let members: Vec<String> =
+                        kv.iter().map(|(k, v)| format!("{k}{w}:{w}{v}")).collect();
+                    format!("{{{w}{}{w}}}", members.join(","))
+                }),
+            ]
+        })
+    }
+
+    /// What agents send in the big members: messages, parts, items, some of them odd.
+    fn agent_value() -> impl Strategy<Value = String> {
+        let field = prop_oneof![
+            Just("\"content\""),
+            Just("\"text\""),
+            Just("\"output\""),
+            Just("\"arguments\""),
+            Just("\"type\""),
+            Just("\"role\""),
+        ];
+        let leaf = prop_oneof![4 => string(), 1 => value()];
+        let element = leaf.prop_recursive(3, 24, 4, move |inner| {
+            prop_oneof![
+                prop::collection::vec((field.clone(), inner.clone()), 0..4).prop_map(|kv| {
+                    let m: Vec<String> = kv.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                    format!("{{{}}}", m.join(","))
+                }),
+                prop::collection::vec(inner, 0..4).prop_map(|v| format!("[{}]", v.join(","))),
+            ]
+        });
+        let part = (string(), string())
+            .prop_map(|(t, c)| format!(r#"{{"type":"text","text":{t},"content":{c}}}"#));
+        let content = prop_oneof![
+            string(),
+            prop::collection::vec(part, 0..3).prop_map(|v| format!("[{}]", v.join(","))),
+        ];
+        let message = content.prop_map(|c| format!(r#"{{"role":"user","content":{c}}}"#));
+        let item = prop_oneof![3 => message, 1 => element];
+        prop_oneof![
+            4 => prop::collection::vec(item, 0..5).prop_map(|v| format!("[{}]", v.join(","))),
+            1 => string(),
+        ]
+    }
+
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        let big = prop_oneof![
+            Just("\"messages\""),
+            Just("\"system\""),
+            Just("\"input\""),
+            Just("\"instructions\""),
+            Just("\"tools\""),
+        ]
+        .prop_map(str::to_owned);
+        let member = prop_oneof![(key(), value()), (big, agent_value())];
+        let object = prop::collection::vec(member, 0..7).prop_map(|kv| {
+            let members: Vec<String> = kv.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+            format!(" {{{}}} ", members.join(","))
+        });
+        let odd = prop_oneof![
+            Just(b'"'),
+            Just(b'\\'),
+            Just(b'{'),
+            Just(b'}'),
+            Just(b'['),
+            Just(b']'),
+            Just(b','),
+            Just(b':'),
+            Just(b'u'),
+            Just(b'0'),
+            Just(b'e'),
+            Just(b'-'),
+            Just(b' '),
+            Just(1u8),
+            Just(0xC3u8),
+        ];
+        (object, 0..8u8, any::<prop::sample::Index>(), odd).prop_map(|(text, how, at, b)| {
+            let mut bytes = text.into_bytes();
+            let i = at.index(bytes.len().max(1)).min(bytes.len());
+            match how {
+                0 => bytes.truncate(i),
+                1 if i < bytes.len() => bytes[i] = b,
+                2 => bytes.insert(i, b),
+                _ => {}
+            }
+            bytes
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+        #[test]
+        fn members_read_as_serde_read_them(body in body()) {
+            for ep in Endpoint::ALL {
+                prop_assert_eq!(members(&body, ep), members_oracle(&body, ep), "{:?} {}", ep, String::from_utf8_lossy(&body));
+            }
+        }
+    }
+
+    /// Each generated kind of body occurs: accepted ones with counted text, refused ones.
+    #[test]
+    fn the_generator_makes_both_kinds() {
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let (mut read, mut refused, mut counted) = (0, 0, 0);
+        for _ in 0..2000 {
+            let b = body().new_tree(&mut runner).unwrap().current();
+            match members(&b, Endpoint::Responses) {
+                Some(m) => {
+                    read += 1;
+                    counted += usize::from(lite::prompt_text(&m.lite).0 != Default::default());
+                }
+                None => refused += 1,
+            }
+        }
+        assert!(
+            read > 500 && refused > 300 && counted > 200,
+            "{read} {refused} {counted}"
+        );
     }
 }

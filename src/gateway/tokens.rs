@@ -60,6 +60,13 @@ impl Chars {
         self.other = self.other.saturating_add(n(lead));
     }
 
+    /// Characters counted elsewhere (`skim` counts a string as it scans it).
+    pub fn add_counts(&mut self, ascii: u64, other: u64) {
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.ascii = self.ascii.saturating_add(n(ascii));
+        self.other = self.other.saturating_add(n(other));
+    }
+
     /// Another count's characters added to this one.
     pub fn absorb(&mut self, other: Chars) {
         self.ascii = self.ascii.saturating_add(other.ascii);
