@@ -14,7 +14,10 @@
 //! `f64`, while a value only skipped is checked for its grammar alone — as serde_json's
 //! `IgnoredAny` does.
 
+mod block;
+
 use super::tokens::Chars;
+use block::{Block, Lanes, below};
 
 /// The body is not the JSON the reader expects at this place (the caller answers that it is
 /// not a JSON object, whatever went wrong).
@@ -22,26 +25,6 @@ use super::tokens::Chars;
 pub struct Malformed;
 
 pub type Read<T> = Result<T, Malformed>;
-
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGH: u64 = 0x8080_8080_8080_8080;
-
-/// The bytes that end a run of plain string text — a quote, a backslash, a control
-/// character — each marked by its top bit; the lowest mark is exact (a borrow can only mark
-/// a byte above a true one), which is all a scan needs.
-fn stops(x: u64) -> u64 {
-    let ctrl = x.wrapping_sub(ONES * 0x20) & !x;
-    let q = x ^ (ONES * u64::from(b'"'));
-    let quote = q.wrapping_sub(ONES) & !q;
-    let b = x ^ (ONES * u64::from(b'\\'));
-    let backslash = b.wrapping_sub(ONES) & !b;
-    (ctrl | quote | backslash) & HIGH
-}
-
-/// The bytes of a word below byte `k` (< 8).
-fn low(k: u32) -> u64 {
-    (1u64 << (8 * (k & 7))) - 1
-}
 
 /// What an escape stands for, to the count: nothing (not decoded), an ASCII character or
 /// another one.
@@ -90,68 +73,57 @@ fn hex4(b: &[u8], at: usize) -> Read<u32> {
     Ok(v)
 }
 
-/// Bytes of text counted as `Chars` counts them: all bytes, bytes with the top bit set, and
-/// leading bytes of characters past ASCII (`0b11xx_xxxx`), the last two summed in byte lanes
-/// folded before they can overflow.
+/// A string's characters as `Chars` counts them — ASCII ones and the rest — from its plain
+/// bytes (the ones past ASCII and the ones continuing a character among them) and its
+/// escapes (each one character).
 #[derive(Default)]
 struct Tally {
-    bytes: u64,
-    high: u64,
-    lead: u64,
-    /// Lane sums not yet folded, and how many words they hold (≤ 255).
-    lanes_high: u64,
-    lanes_lead: u64,
-    words: u32,
-    /// Characters an escape stands for.
+    /// Bytes of escapes: the plain bytes are the string's length less these.
+    escape_bytes: usize,
+    /// Characters escapes stand for.
     ascii: u64,
     other: u64,
+    /// Bytes past ASCII and continuing bytes of blocks with a stop, counted from their marks.
+    high: u64,
+    continuation: u64,
+    /// The same, summed for whole blocks without a stop.
+    lanes: Lanes,
 }
 
 impl Tally {
-    // Wrapping adds: no count can pass the body's length (and an overflow check a word
-    // costs as much as the count).
+    // Wrapping adds: no count can pass the body's length (and an overflow check costs as much
+    // as the count).
     #[inline(always)]
-    fn word(&mut self, x: u64, len: u32) {
-        self.lanes_high = self.lanes_high.wrapping_add((x & HIGH) >> 7);
-        self.lanes_lead = self.lanes_lead.wrapping_add((x & (x << 1) & HIGH) >> 7);
-        self.bytes = self.bytes.wrapping_add(u64::from(len));
-        self.words = self.words.wrapping_add(1);
-        if self.words == 255 {
-            self.fold();
-        }
-    }
-
-    #[inline(always)]
-    fn escaped(&mut self, class: Class) {
+    fn escaped(&mut self, class: Class, len: usize) {
+        self.escape_bytes = self.escape_bytes.wrapping_add(len);
         self.ascii = self.ascii.wrapping_add(u64::from(class == Class::Ascii));
         self.other = self.other.wrapping_add(u64::from(class == Class::Other));
     }
 
-    fn byte(&mut self, b: u8) {
-        self.bytes = self.bytes.wrapping_add(1);
-        self.high = self.high.wrapping_add(u64::from(b >= 0x80));
-        self.lead = self.lead.wrapping_add(u64::from(b >= 0xC0));
+    /// The bytes of `block` marked in `taken` (escapes' bytes are ASCII: they add nothing).
+    #[inline(always)]
+    fn part(&mut self, block: Block, taken: u32) {
+        let high = block.high() & taken;
+        if high != 0 {
+            self.high = self.high.wrapping_add(u64::from(high.count_ones()));
+            let continuation = block.continuation() & taken;
+            self.continuation = self
+                .continuation
+                .wrapping_add(u64::from(continuation.count_ones()));
+        }
     }
 
-    fn fold(&mut self) {
-        self.high += lanes(self.lanes_high);
-        self.lead += lanes(self.lanes_lead);
-        self.lanes_high = 0;
-        self.lanes_lead = 0;
-        self.words = 0;
+    /// The counts of a string `len` bytes long (between its quotes) into `c`.
+    fn into(self, len: usize, c: &mut Chars) {
+        let (high, continuation) = self.lanes.sums();
+        let high = high.wrapping_add(self.high);
+        let lead = high.wrapping_sub(continuation.wrapping_add(self.continuation));
+        let plain = len.wrapping_sub(self.escape_bytes) as u64;
+        c.add_counts(
+            plain.wrapping_sub(high).wrapping_add(self.ascii),
+            lead.wrapping_add(self.other),
+        );
     }
-
-    fn into(mut self, c: &mut Chars) {
-        self.fold();
-        c.add_counts(self.bytes - self.high + self.ascii, self.lead + self.other);
-    }
-}
-
-/// The sum of a word's eight byte lanes (each ≤ 255).
-fn lanes(v: u64) -> u64 {
-    const EVEN: u64 = 0x00FF_00FF_00FF_00FF;
-    let pairs = (v & EVEN) + ((v >> 8) & EVEN);
-    pairs.wrapping_mul(0x0001_0001_0001_0001) >> 48
 }
 
 /// Where a reader stands in a body's text.
@@ -239,7 +211,7 @@ impl<'a> Skim<'a> {
             return Err(Malformed);
         }
         let start = self.i;
-        let escaped = self.string(true, None)?;
+        let escaped = !self.short() && self.string(true, None)?;
         let raw = self.slice(start + 1, self.i - 1);
         let key = if escaped {
             Key::Owned(serde_json::from_str(self.slice(start, self.i)).map_err(|_| Malformed)?)
@@ -248,6 +220,24 @@ impl<'a> Skim<'a> {
         };
         self.expect(b':')?;
         Ok(key)
+    }
+
+    /// A string at the reader (at its opening quote) stepped over when its closing quote is
+    /// among the sixteen bytes after it, with nothing to check before it: most names and
+    /// short values, read in line without the general scan's set-up.
+    #[inline(always)]
+    fn short(&mut self) -> bool {
+        let Some(w) = self.b.get(self.i + 1..).and_then(<[u8]>::first_chunk::<16>) else {
+            return false;
+        };
+        let stops = Block::load(w).stops();
+        let p = stops.trailing_zeros() as usize;
+        // No stop at all gives p = 32, past the block: not a quote.
+        if w.get(p) != Some(&b'"') {
+            return false;
+        }
+        self.i += p + 2;
+        true
     }
 
     /// A string at the reader (past whitespace): checked (`checked`: no lone surrogate
@@ -259,19 +249,21 @@ impl<'a> Skim<'a> {
         self.i += 1;
         match count {
             Some(c) => {
+                let open = self.i;
                 let mut t = Tally::default();
                 let escaped = self.scan::<true>(true, &mut t)?;
-                t.into(c);
+                // Between the quotes.
+                t.into(self.i - 1 - open, c);
                 Ok(escaped)
             }
             None => self.scan::<false>(checked, &mut Tally::default()),
         }
     }
 
-    /// The rest of a string from the reader, through its closing quote, a word at a time up
-    /// to the next stop byte: the text before it counted (`COUNT`) from the same words, an
-    /// escape counted as the character it stands for (its bytes not). Whether the string
-    /// held an escape.
+    /// The rest of a string from the reader, through its closing quote, sixteen bytes at a
+    /// time: each block's stops (quotes, backslashes, control characters) taken in turn, an
+    /// escape read and counted (`COUNT`) as the character it stands for, the block's bytes
+    /// counted once, when the scan leaves it. Whether the string held an escape.
     #[inline(always)]
     fn scan<const COUNT: bool>(&mut self, decode: bool, t: &mut Tally) -> Read<bool> {
         let b = self.b;
@@ -279,58 +271,57 @@ impl<'a> Skim<'a> {
         let mut escaped = false;
         // The tally's fields kept in registers while the string is read.
         let mut c = Tally::default();
-        let count = |c: &mut Tally, x: u64, len: u32| {
-            if COUNT {
-                c.word(x, len);
-            }
-        };
-        let result = 'words: loop {
-            let Some(w) = b.get(i..i + 8) else {
-                // The last few bytes of the body, one at a time.
-                match *b.get(i).ok_or(Malformed)? {
-                    b'"' => break 'words Ok(i + 1),
-                    b'\\' => {
-                        escaped = true;
-                        let (len, class) = escape(b, i, decode)?;
-                        c.escaped(class);
-                        i += len;
-                    }
-                    x if x < 0x20 => break 'words Err(Malformed),
-                    x => {
-                        if COUNT {
-                            c.byte(x);
-                        }
-                        i += 1;
-                    }
+        let close = 'blocks: loop {
+            let block = match b.get(i..).and_then(<[u8]>::first_chunk::<16>) {
+                Some(w) => Block::load(w),
+                None => {
+                    // The body's last bytes, padded with zeros: a zero is a stop, and one
+                    // past the body's end refuses it.
+                    let rest = b.get(i..).unwrap_or_default();
+                    let mut tail = [0u8; 16];
+                    tail[..rest.len()].copy_from_slice(rest);
+                    Block::load(&tail)
                 }
-                continue;
             };
-            let mut a = [0u8; 8];
-            a.copy_from_slice(w);
-            let x = u64::from_le_bytes(a);
-            let m = stops(x);
-            if m == 0 {
-                count(&mut c, x, 8);
-                i += 8;
+            let mut stops = block.stops();
+            if stops == 0 {
+                if COUNT {
+                    c.lanes.add(block);
+                }
+                i += 16;
                 continue;
             }
-            // The first stop; the scan starts again past it (an exact mark for every byte
-            // of the word, to handle them all at once, cost more than it saved).
-            let p = m.trailing_zeros() / 8;
-            count(&mut c, x & low(p), p);
-            let at = i + p as usize;
-            match b.get(at) {
-                Some(b'"') => break 'words Ok(at + 1),
-                Some(b'\\') => {
-                    escaped = true;
-                    let (len, class) = escape(b, at, decode)?;
-                    c.escaped(class);
-                    i = at + len;
+            loop {
+                let p = stops.trailing_zeros() as usize;
+                let at = i + p;
+                match b.get(at) {
+                    Some(b'"') => {
+                        if COUNT {
+                            c.part(block, below(p));
+                        }
+                        break 'blocks at;
+                    }
+                    Some(b'\\') => {
+                        escaped = true;
+                        let (len, class) = escape(b, at, decode)?;
+                        c.escaped(class, len);
+                        // The block's stops inside the escape are its own bytes.
+                        let past = p + len;
+                        stops &= !below(past);
+                        if stops == 0 {
+                            if COUNT {
+                                c.part(block, u32::MAX);
+                            }
+                            i += past.max(16);
+                            continue 'blocks;
+                        }
+                    }
+                    // A control character, or the end of the body.
+                    _ => return Err(Malformed),
                 }
-                _ => break 'words Err(Malformed),
             }
         };
-        self.i = result?;
+        self.i = close + 1;
         if COUNT {
             *t = c;
         }
@@ -425,7 +416,9 @@ impl<'a> Skim<'a> {
             // A value.
             match self.peek()? {
                 b'"' => {
-                    self.string(false, None)?;
+                    if !self.short() {
+                        self.string(false, None)?;
+                    }
                 }
                 c @ (b'[' | b'{') => {
                     self.i += 1;
@@ -433,8 +426,7 @@ impl<'a> Skim<'a> {
                     if self.first(close)? {
                         open.push(close);
                         if close == b'}' {
-                            self.string(false, None)?;
-                            self.expect(b':')?;
+                            self.skip_name()?;
                         }
                         continue;
                     }
@@ -448,14 +440,21 @@ impl<'a> Skim<'a> {
                 };
                 if self.next(close)? {
                     if close == b'}' {
-                        self.string(false, None)?;
-                        self.expect(b':')?;
+                        self.skip_name()?;
                     }
                     break;
                 }
                 open.pop();
             }
         }
+    }
+
+    /// A member's name skipped (its grammar checked), and the colon after it.
+    fn skip_name(&mut self) -> Read<()> {
+        if self.peek()? != b'"' || !self.short() {
+            self.string(false, None)?;
+        }
+        self.expect(b':')
     }
 
     /// An object at the reader skipped as serde_json skips one whose entries it visits: its
