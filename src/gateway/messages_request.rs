@@ -12,17 +12,22 @@
 use std::borrow::Cow;
 
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 use super::raw_json::{
-    self, Seq, StrOrSeq, Text, member, members, write_escaped, write_joined, write_joined_by,
+    self, Raw, StrOrSeq, Text, member, members, write_escaped, write_joined, write_joined_by,
     write_raw_or_null, write_value,
 };
+use super::skim::Malformed;
 
 /// The request's bytes (valid JSON: the gateway read them already) as chat for `model`.
-pub fn to_chat(raw: &[u8], model: &str) -> Result<Vec<u8>, serde_json::Error> {
+pub fn to_chat(raw: &[u8], model: &str) -> Result<Vec<u8>, Malformed> {
     let r: Req<'_> = raw_json::parse(raw)?;
-    let mut out = Vec::with_capacity(raw.len() + 256);
+    Ok(write_chat(&r, raw.len(), model))
+}
+
+/// A request read from `len` bytes, written as chat.
+fn write_chat(r: &Req<'_>, len: usize, model: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 256);
     out.extend_from_slice(b"{\"model\":");
     write_escaped(&mut out, model);
     out.extend_from_slice(b",\"messages\":[");
@@ -78,7 +83,7 @@ pub fn to_chat(raw: &[u8], model: &str) -> Result<Vec<u8>, serde_json::Error> {
             out.extend_from_slice(b"{\"type\":\"function\",\"function\":{\"name\":");
             write_raw_or_null(&mut out, t.name);
             out.extend_from_slice(b",\"description\":");
-            out.extend_from_slice(t.description.map_or("\"\"", RawValue::get).as_bytes());
+            out.extend_from_slice(t.description.map_or("\"\"", Raw::get).as_bytes());
             out.extend_from_slice(b",\"parameters\":");
             write_raw_or_null(&mut out, t.input_schema);
             out.extend_from_slice(b"}}");
@@ -93,7 +98,7 @@ pub fn to_chat(raw: &[u8], model: &str) -> Result<Vec<u8>, serde_json::Error> {
         out.extend_from_slice(b",\"stream\":true,\"stream_options\":{\"include_usage\":true}");
     }
     out.push(b'}');
-    Ok(out)
+    out
 }
 
 /// The request as a chat tree (the built-in mock and tests read trees); the model is the
@@ -136,7 +141,7 @@ fn assistant(out: &mut Vec<u8>, content: &StrOrSeq<'_, Block<'_>>) {
             write_raw_or_null(out, b.name);
             out.extend_from_slice(b",\"arguments\":");
             // The input as JSON text (as sent: compact from the SDKs).
-            write_escaped(out, b.input.map_or("{}", RawValue::get));
+            write_escaped(out, b.input.map_or("{}", Raw::get));
             out.extend_from_slice(b"}}");
         }
         out.push(b']');
@@ -165,8 +170,7 @@ fn user(out: &mut Vec<u8>, content: &StrOrSeq<'_, Block<'_>>, sep: &mut impl FnM
         match b.content {
             Some(c) if Text::of_raw(c).is_some() => out.extend_from_slice(c.get().as_bytes()),
             Some(c) => {
-                let inner = serde_json::from_str::<Seq<Block<'_>>>(c.get())
-                    .map_or_else(|_| Vec::new(), |s| s.0);
+                let inner = raw_json::parse_seq::<Block<'_>>(c).unwrap_or_default();
                 let texts: Vec<Text<'_>> = inner
                     .iter()
                     .filter_map(|b| b.text.and_then(Text::of_raw))
@@ -210,7 +214,7 @@ fn user(out: &mut Vec<u8>, content: &StrOrSeq<'_, Block<'_>>, sep: &mut impl FnM
             match image {
                 None => {
                     out.extend_from_slice(b"{\"type\":\"text\",\"text\":");
-                    out.extend_from_slice(b.text.map_or("\"\"", RawValue::get).as_bytes());
+                    out.extend_from_slice(b.text.map_or("\"\"", Raw::get).as_bytes());
                     out.push(b'}');
                 }
                 Some(image) => {
@@ -237,7 +241,7 @@ fn texts_of<'a>(v: &StrOrSeq<'a, Block<'a>>) -> Vec<Text<'a>> {
     }
 }
 
-fn tool_choice(raw: &RawValue) -> Option<Value> {
+fn tool_choice(raw: Raw<'_>) -> Option<Value> {
     let c: Value = serde_json::from_str(raw.get()).ok()?;
     match c.get("type").and_then(Value::as_str)? {
         "auto" => Some(Value::from("auto")),
@@ -256,13 +260,13 @@ fn tool_choice(raw: &RawValue) -> Option<Value> {
 struct Req<'a> {
     system: StrOrSeq<'a, Block<'a>>,
     messages: Vec<Message<'a>>,
-    max_tokens: Option<&'a RawValue>,
-    temperature: Option<&'a RawValue>,
-    top_p: Option<&'a RawValue>,
-    stop_sequences: Option<&'a RawValue>,
+    max_tokens: Option<Raw<'a>>,
+    temperature: Option<Raw<'a>>,
+    top_p: Option<Raw<'a>>,
+    stop_sequences: Option<Raw<'a>>,
     tools: Vec<Tool<'a>>,
-    tool_choice: Option<&'a RawValue>,
-    stream: Option<&'a RawValue>,
+    tool_choice: Option<Raw<'a>>,
+    stream: Option<Raw<'a>>,
 }
 
 #[derive(Default)]
@@ -275,24 +279,24 @@ struct Message<'a> {
 #[derive(Default)]
 struct Block<'a> {
     kind: Option<Cow<'a, str>>,
-    text: Option<&'a RawValue>,
+    text: Option<Raw<'a>>,
     /// An image's.
     source: Option<Source<'a>>,
     /// A tool use's.
-    id: Option<&'a RawValue>,
-    name: Option<&'a RawValue>,
-    input: Option<&'a RawValue>,
+    id: Option<Raw<'a>>,
+    name: Option<Raw<'a>>,
+    input: Option<Raw<'a>>,
     /// A tool result's: a string or blocks (read again when blocks).
-    tool_use_id: Option<&'a RawValue>,
-    content: Option<&'a RawValue>,
+    tool_use_id: Option<Raw<'a>>,
+    content: Option<Raw<'a>>,
 }
 
 #[derive(Default)]
 struct Source<'a> {
     kind: Option<Cow<'a, str>>,
-    media_type: Option<&'a RawValue>,
-    data: Option<&'a RawValue>,
-    url: Option<&'a RawValue>,
+    media_type: Option<Raw<'a>>,
+    data: Option<Raw<'a>>,
+    url: Option<Raw<'a>>,
 }
 
 /// An image as chat wants it: a URL, or its data as a `data:` URL.
@@ -306,7 +310,7 @@ enum Image<'a> {
 
 impl<'a> Source<'a> {
     fn image(&self) -> Option<Image<'a>> {
-        let text = |v: Option<&'a RawValue>| v.and_then(Text::of_raw);
+        let text = |v: Option<Raw<'a>>| v.and_then(Text::of_raw);
         match self.kind.as_deref()? {
             "base64" => Some(Image::Data {
                 media_type: text(self.media_type)?,
@@ -334,9 +338,9 @@ impl Image<'_> {
 
 #[derive(Default)]
 struct Tool<'a> {
-    name: Option<&'a RawValue>,
-    description: Option<&'a RawValue>,
-    input_schema: Option<&'a RawValue>,
+    name: Option<Raw<'a>>,
+    description: Option<Raw<'a>>,
+    input_schema: Option<Raw<'a>>,
 }
 
 members!(Req {
@@ -804,5 +808,63 @@ mod tests {
             serde_json::from_str::<Value>(args).unwrap(),
             json!({"a": "é"})
         );
+    }
+}
+
+/// The translation's reading on `skim` against serde_json's reading it replaced
+/// (`raw_json::oracle`): the same bodies accepted and refused, the same chat written.
+#[cfg(test)]
+mod read_as_serde_did {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::gateway::raw_json::oracle::{self, bodies};
+
+    /// The chat written from what each reading read (as a tree: the two may escape a text
+    /// differently), or none when the reading refused the body.
+    fn translate(body: &[u8], skim: bool) -> Option<Option<serde_json::Value>> {
+        let read = if skim {
+            raw_json::parse::<Req<'_>>(body).ok()
+        } else {
+            oracle::parse::<Req<'_>>(body).ok()
+        };
+        read.map(|r| bodies::tree(&write_chat(&r, body.len(), "m")))
+    }
+
+    /// Each kind occurs: bodies refused, and accepted ones translated into messages, tools
+    /// and texts with escapes.
+    #[test]
+    fn the_generator_makes_every_kind() {
+        use proptest::strategy::ValueTree;
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let (mut refused, mut messages, mut tools, mut escaped) = (0, 0, 0, 0);
+        for _ in 0..2000 {
+            let b = bodies::body(false).new_tree(&mut runner).unwrap().current();
+            let Some(Some(chat)) = translate(&b, true) else {
+                refused += 1;
+                continue;
+            };
+            let n = |k: &str| chat[k].as_array().map_or(0, Vec::len);
+            messages += usize::from(n("messages") > 1);
+            tools += usize::from(n("tools") > 0);
+            escaped += usize::from(chat.to_string().contains("\\n"));
+        }
+        assert!(
+            refused > 300 && messages > 150 && tools > 80 && escaped > 150,
+            "{refused} {messages} {tools} {escaped}"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn translations_read_as_serde_read_them(body in bodies::body(false)) {
+            prop_assert_eq!(
+                translate(&body, true),
+                translate(&body, false),
+                "{}",
+                String::from_utf8_lossy(&body)
+            );
+        }
     }
 }

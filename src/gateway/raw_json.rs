@@ -1,17 +1,22 @@
 //! JSON read borrowed and written as bytes, for translating a caller's request into another
 //! protocol without trees: members are read by name (the last of a repeated name wins, as in
-//! a tree), leaves kept as the caller wrote them ([`RawValue`]), a member of another type than
+//! a tree), leaves kept as the caller wrote them ([`Raw`]), a member of another type than
 //! expected read as absent, and strings copied as they were escaped.
+//!
+//! The reading runs on the gateway's own JSON reader (`skim`), as the one-pass reading of
+//! every call does, and accepts and refuses what serde_json's reading did here (kept in the
+//! tests as the oracle, `oracle`): a name or a string read for its value may not hold a lone
+//! surrogate escape, a number read (as a member of another type) must be a finite `f64`, and
+//! a value kept as it was written ([`Raw`]) or skipped is checked for its grammar alone.
 
 use std::borrow::Cow;
-use std::fmt;
-use std::marker::PhantomData;
 
-use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
-use serde_json::value::RawValue;
 
-use super::chat_chunk::text;
+use super::skim::{Malformed, Read, Skim};
+
+#[cfg(test)]
+pub mod oracle;
 
 /// A request tree through a bytes-to-bytes translation, as a tree (the built-in mock and
 /// tests read trees); `model` stays the request's own.
@@ -24,32 +29,40 @@ pub fn tree_through(body: &Value, translate: impl FnOnce(&[u8]) -> Option<Vec<u8
     chat
 }
 
-/// What a visitor does with a value of another type than it reads: the default, its
-/// contents skipped.
-macro_rules! default_unless {
-    ($($f:ident($t:ty)),*) => {
-        $(fn $f<E: de::Error>(self, _: $t) -> Result<Self::Value, E> {
-            Ok(Default::default())
-        })*
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(Default::default())
-        }
-    };
+/// A value as the caller wrote it (its grammar checked), from its first byte to its last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Raw<'a>(&'a str);
+
+impl<'a> Raw<'a> {
+    pub fn get(self) -> &'a str {
+        self.0
+    }
 }
 
 /// An object of `T`'s members read from a request's bytes (checked as UTF-8 once here, not
-/// string by string).
-pub fn parse<'a, T: Members<'a>>(raw: &'a [u8]) -> Result<T, serde_json::Error> {
-    let text = std::str::from_utf8(raw).map_err(<serde_json::Error as de::Error>::custom)?;
-    serde_json::from_str::<Obj<T>>(text).map(|o| o.0)
+/// string by string); any other value reads as an empty `T`.
+pub fn parse<'a, T: Members<'a>>(raw: &'a [u8]) -> Read<T> {
+    let text = std::str::from_utf8(raw).map_err(|_| Malformed)?;
+    let mut s = Skim::new(text);
+    let t = obj(&mut s)?;
+    s.end()?;
+    Ok(t)
 }
 
-pub fn is_null(v: &RawValue) -> bool {
+/// An array of `T`s read from a member kept as written (none when it is no array).
+pub fn parse_seq<'a, T: Members<'a>>(raw: Raw<'a>) -> Read<Vec<T>> {
+    let mut s = Skim::new(raw.get());
+    let v = seq(&mut s)?;
+    s.end()?;
+    Ok(v)
+}
+
+pub fn is_null(v: &Raw<'_>) -> bool {
     v.get() == "null"
 }
 
 /// `,"name":value` when there is a value.
-pub fn member(out: &mut Vec<u8>, name: &str, v: Option<&RawValue>) {
+pub fn member(out: &mut Vec<u8>, name: &str, v: Option<Raw<'_>>) {
     if let Some(v) = v {
         out.extend_from_slice(b",\"");
         out.extend_from_slice(name.as_bytes());
@@ -68,8 +81,8 @@ pub fn write_value(out: &mut Vec<u8>, v: &Value) {
 }
 
 /// A member written as sent, or `null`.
-pub fn write_raw_or_null(out: &mut Vec<u8>, v: Option<&RawValue>) {
-    out.extend_from_slice(v.map_or("null", RawValue::get).as_bytes());
+pub fn write_raw_or_null(out: &mut Vec<u8>, v: Option<Raw<'_>>) {
+    out.extend_from_slice(v.map_or("null", Raw::get).as_bytes());
 }
 
 /// A JSON string's text, ready to write between quotes.
@@ -77,13 +90,13 @@ pub fn write_raw_or_null(out: &mut Vec<u8>, v: Option<&RawValue>) {
 pub enum Text<'a> {
     /// As escaped in the caller's JSON (quotes excluded).
     Escaped(&'a str),
-    /// Unescaped (read from a string the reader had to unescape).
+    /// Unescaped.
     Owned(String),
 }
 
 impl<'a> Text<'a> {
     /// A member that is a string, as sent.
-    pub fn of_raw(v: &'a RawValue) -> Option<Self> {
+    pub fn of_raw(v: Raw<'a>) -> Option<Self> {
         let s = v.get();
         (s.len() >= 2 && s.starts_with('"')).then(|| Text::Escaped(&s[1..s.len() - 1]))
     }
@@ -135,45 +148,144 @@ pub fn write_joined_by<'t, 'a: 't>(
 /// An object read member by member; `member` reads the value of a name it knows and
 /// skips the rest.
 pub trait Members<'de>: Default {
-    fn member<A: MapAccess<'de>>(&mut self, name: &str, a: &mut A) -> Result<(), A::Error>;
+    fn member(&mut self, name: &str, s: &mut Skim<'de>) -> Read<()>;
 }
 
-pub fn raw<'de, A: MapAccess<'de>>(a: &mut A) -> Result<Option<&'de RawValue>, A::Error> {
-    a.next_value::<&'de RawValue>().map(Some)
+/// The value at the reader as written.
+pub fn raw<'de>(s: &mut Skim<'de>) -> Read<Option<Raw<'de>>> {
+    s.peek()?;
+    let from = s.pos();
+    s.skip()?;
+    Ok(Some(Raw(s.slice(from, s.pos()))))
 }
 
-pub fn skip<'de, A: MapAccess<'de>>(a: &mut A) -> Result<(), A::Error> {
-    a.next_value::<IgnoredAny>().map(|_| ())
+pub fn skip(s: &mut Skim<'_>) -> Read<()> {
+    s.skip()
 }
 
 /// A member of a type that reads any value (`StrOrSeq`).
-pub fn value<'de, A: MapAccess<'de>, T: Deserialize<'de>>(a: &mut A) -> Result<T, A::Error> {
-    a.next_value::<T>()
+pub fn value<'de, T: Members<'de>>(s: &mut Skim<'de>) -> Read<StrOrSeq<'de, T>> {
+    Ok(match s.peek()? {
+        b'"' => {
+            let from = s.pos();
+            s.string(true, None)?;
+            // The text as the caller escaped it (checked): written back as it came.
+            StrOrSeq::Text(Text::Escaped(s.slice(from + 1, s.pos() - 1)))
+        }
+        b'[' => StrOrSeq::Items(elements(s)?),
+        b'{' => {
+            s.skip_members()?;
+            StrOrSeq::Other
+        }
+        _ => {
+            s.scalar(true)?;
+            StrOrSeq::Other
+        }
+    })
 }
 
 /// An array member of `T`s (none when it is no array).
-pub fn seq<'de, A: MapAccess<'de>, T: Members<'de>>(a: &mut A) -> Result<Vec<T>, A::Error> {
-    a.next_value::<Seq<T>>().map(|s| s.0)
+pub fn seq<'de, T: Members<'de>>(s: &mut Skim<'de>) -> Read<Vec<T>> {
+    match s.peek()? {
+        b'[' => elements(s),
+        b'{' => s.skip_members().map(|()| Vec::new()),
+        _ => other(s).map(|()| Vec::new()),
+    }
 }
 
 /// An object member of `T`'s members (empty when it is no object).
-pub fn object<'de, A: MapAccess<'de>, T: Members<'de>>(a: &mut A) -> Result<Option<T>, A::Error> {
-    a.next_value::<Obj<T>>().map(|o| Some(o.0))
+pub fn object<'de, T: Members<'de>>(s: &mut Skim<'de>) -> Read<Option<T>> {
+    obj(s).map(Some)
+}
+
+/// A string member, leniently (another type is absent).
+pub fn lenient<'de>(s: &mut Skim<'de>) -> Read<Option<Cow<'de, str>>> {
+    match s.peek()? {
+        b'"' => {
+            let from = s.pos();
+            let escaped = s.string(true, None)?;
+            let quoted = s.slice(from, s.pos());
+            Ok(Some(if escaped {
+                Cow::Owned(serde_json::from_str(quoted).map_err(|_| Malformed)?)
+            } else {
+                Cow::Borrowed(&quoted[1..quoted.len() - 1])
+            }))
+        }
+        b'{' => s.skip_members().map(|()| None),
+        b'[' => s.skip_elements().map(|()| None),
+        _ => s.scalar(true).map(|()| None),
+    }
+}
+
+/// An object of `T`'s members; any other value reads as an empty object (a string or number
+/// read for its value, an array's elements skipped, as a tree's reader visits them).
+fn obj<'de, T: Members<'de>>(s: &mut Skim<'de>) -> Read<T> {
+    let mut t = T::default();
+    match s.peek()? {
+        b'{' => {
+            s.expect(b'{')?;
+            let mut more = s.first(b'}')?;
+            while more {
+                let k = s.key()?;
+                t.member(k.as_str(), s)?;
+                more = s.next(b'}')?;
+            }
+        }
+        b'[' => s.skip_elements()?,
+        _ => other(s)?,
+    }
+    Ok(t)
+}
+
+/// An array's elements, each an object of `T`'s members.
+fn elements<'de, T: Members<'de>>(s: &mut Skim<'de>) -> Read<Vec<T>> {
+    s.expect(b'[')?;
+    let mut v = Vec::new();
+    let mut more = s.first(b']')?;
+    while more {
+        v.push(obj(s)?);
+        more = s.next(b']')?;
+    }
+    Ok(v)
+}
+
+/// A string or scalar read for its value and dropped.
+fn other(s: &mut Skim<'_>) -> Read<()> {
+    if s.peek()? == b'"' {
+        s.string(true, None).map(|_| ())
+    } else {
+        s.scalar(true)
+    }
 }
 
 /// [`Members`] for a struct of borrowed fields: each JSON name, the field it sets and how its
-/// value is read (`raw`, `lenient`, `value`, `seq`, `object`); other names are skipped.
+/// value is read (`raw`, `lenient`, `value`, `seq`, `object`); other names are skipped. (In
+/// the tests, the same for the oracle's serde reading.)
 macro_rules! members {
     ($t:ident { $($name:literal => $field:ident: $read:ident),* $(,)? }) => {
         impl<'de> $crate::gateway::raw_json::Members<'de> for $t<'de> {
+            fn member(
+                &mut self,
+                name: &str,
+                s: &mut $crate::gateway::skim::Skim<'de>,
+            ) -> $crate::gateway::skim::Read<()> {
+                match name {
+                    $($name => self.$field = $crate::gateway::raw_json::$read(s)?,)*
+                    _ => $crate::gateway::raw_json::skip(s)?,
+                }
+                Ok(())
+            }
+        }
+        #[cfg(test)]
+        impl<'de> $crate::gateway::raw_json::oracle::Members<'de> for $t<'de> {
             fn member<A: serde::de::MapAccess<'de>>(
                 &mut self,
                 name: &str,
                 a: &mut A,
             ) -> Result<(), A::Error> {
                 match name {
-                    $($name => self.$field = $crate::gateway::raw_json::$read(a)?,)*
-                    _ => $crate::gateway::raw_json::skip(a)?,
+                    $($name => self.$field = $crate::gateway::raw_json::oracle::$read(a)?,)*
+                    _ => $crate::gateway::raw_json::oracle::skip(a)?,
                 }
                 Ok(())
             }
@@ -182,100 +294,6 @@ macro_rules! members {
 }
 pub(crate) use members;
 
-/// A string member, leniently (another type is absent).
-pub struct Lenient<'a>(Option<Cow<'a, str>>);
-
-impl<'de> Deserialize<'de> for Lenient<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        text(d).map(Lenient)
-    }
-}
-
-pub fn lenient<'de, A: MapAccess<'de>>(a: &mut A) -> Result<Option<Cow<'de, str>>, A::Error> {
-    a.next_value::<Lenient<'de>>().map(|l| l.0)
-}
-
-/// A member's name, borrowed when it has no escape.
-struct Name<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Name<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        text(d).map(|t| Name(t.unwrap_or_default()))
-    }
-}
-
-/// An object of `T`'s members; any other value reads as an empty object.
-pub struct Obj<T>(pub T);
-
-impl<'de, T: Members<'de>> Deserialize<'de> for Obj<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ObjVisitor(PhantomData)).map(Obj)
-    }
-}
-
-struct ObjVisitor<T>(PhantomData<T>);
-
-impl<'de, T: Members<'de>> Visitor<'de> for ObjVisitor<T> {
-    type Value = T;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<T, A::Error> {
-        let mut t = T::default();
-        while let Some(Name(k)) = a.next_key::<Name<'de>>()? {
-            t.member(&k, &mut a)?;
-        }
-        Ok(t)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<T, A::Error> {
-        while a.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(T::default())
-    }
-    default_unless!(
-        visit_bool(bool),
-        visit_i64(i64),
-        visit_u64(u64),
-        visit_f64(f64),
-        visit_str(&str)
-    );
-}
-
-/// An array of `T`s; any other value reads as none.
-pub struct Seq<T>(pub Vec<T>);
-
-impl<'de, T: Members<'de>> Deserialize<'de> for Seq<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(SeqVisitor(PhantomData)).map(Seq)
-    }
-}
-
-struct SeqVisitor<T>(PhantomData<T>);
-
-impl<'de, T: Members<'de>> Visitor<'de> for SeqVisitor<T> {
-    type Value = Vec<T>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Vec<T>, A::Error> {
-        let mut v = Vec::with_capacity(a.size_hint().unwrap_or(0));
-        while let Some(Obj(t)) = a.next_element::<Obj<T>>()? {
-            v.push(t);
-        }
-        Ok(v)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Vec<T>, A::Error> {
-        while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Vec::new())
-    }
-    default_unless!(
-        visit_bool(bool),
-        visit_i64(i64),
-        visit_u64(u64),
-        visit_f64(f64),
-        visit_str(&str)
-    );
-}
-
 /// A string, or an array of `T`s; anything else is `Other`.
 #[derive(Default)]
 pub enum StrOrSeq<'a, T> {
@@ -283,39 +301,4 @@ pub enum StrOrSeq<'a, T> {
     Items(Vec<T>),
     #[default]
     Other,
-}
-
-impl<'de, T: Members<'de>> Deserialize<'de> for StrOrSeq<'de, T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(StrOrSeqVisitor(PhantomData))
-    }
-}
-
-struct StrOrSeqVisitor<T>(PhantomData<T>);
-
-impl<'de, T: Members<'de>> Visitor<'de> for StrOrSeqVisitor<T> {
-    type Value = StrOrSeq<'de, T>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
-        // Borrowed from the input: it had no escape, so it needs none.
-        Ok(StrOrSeq::Text(Text::Escaped(s)))
-    }
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-        Ok(StrOrSeq::Text(Text::Owned(s.to_owned())))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
-        SeqVisitor(PhantomData).visit_seq(a).map(StrOrSeq::Items)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
-        while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(StrOrSeq::Other)
-    }
-    default_unless!(
-        visit_bool(bool),
-        visit_i64(i64),
-        visit_u64(u64),
-        visit_f64(f64)
-    );
 }

@@ -21,9 +21,10 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::raw_json::{
-    self, Seq, StrOrSeq, Text, is_null, member, members, write_escaped, write_joined,
+    self, Raw, StrOrSeq, Text, is_null, member, members, write_escaped, write_joined,
     write_raw_or_null, write_value,
 };
+use super::skim::Malformed;
 
 /// A Responses request as chat: the body to send, and what the response repeats of it.
 pub struct ChatRequest {
@@ -32,14 +33,19 @@ pub struct ChatRequest {
 }
 
 /// The request's bytes (valid JSON: the gateway read them already) as chat for `model`.
-pub fn to_chat(raw: &[u8], model: &str) -> Result<ChatRequest, serde_json::Error> {
+pub fn to_chat(raw: &[u8], model: &str) -> Result<ChatRequest, Malformed> {
     let r: Req<'_> = raw_json::parse(raw)?;
-    let mut out = Vec::with_capacity(raw.len() + 256);
+    write_chat(&r, raw.len(), model)
+}
+
+/// A request read from `len` bytes, written as chat.
+fn write_chat(r: &Req<'_>, len: usize, model: &str) -> Result<ChatRequest, Malformed> {
+    let mut out = Vec::with_capacity(len + 256);
     out.extend_from_slice(b"{\"model\":");
     write_escaped(&mut out, model);
     out.extend_from_slice(b",\"messages\":[");
     let instructions = r.instructions.and_then(Text::of_raw);
-    let messages = conversation(&r, &instructions);
+    let messages = conversation(r, &instructions);
     for (i, m) in messages.iter().enumerate() {
         if i > 0 {
             out.push(b',');
@@ -89,7 +95,7 @@ pub fn to_chat(raw: &[u8], model: &str) -> Result<ChatRequest, serde_json::Error
     out.push(b'}');
     Ok(ChatRequest {
         body: out,
-        echo: Echo::of(&r),
+        echo: Echo::of(r),
     })
 }
 
@@ -138,7 +144,12 @@ impl Echo {
         let mut fields = Vec::with_capacity(ECHOED.len() + 2);
         for ((name, default), v) in ECHOED.iter().zip(given) {
             let raw = match v.filter(|v| !is_null(v)) {
-                Some(v) => Cow::Owned(v.to_owned()),
+                // Checked again as serde_json reads it (a `RawValue` is only made by reading
+                // one); the settings are small beside the `input`.
+                Some(v) => Cow::Owned(
+                    RawValue::from_string(v.get().to_owned())
+                        .unwrap_or_else(|_| RawValue::NULL.to_owned()),
+                ),
                 None => raw_static(default),
             };
             fields.push((*name, raw));
@@ -191,19 +202,19 @@ fn raw_static(json: &'static str) -> Cow<'static, RawValue> {
 
 #[derive(Default)]
 struct Req<'a> {
-    instructions: Option<&'a RawValue>,
+    instructions: Option<Raw<'a>>,
     input: StrOrSeq<'a, Item<'a>>,
-    max_output_tokens: Option<&'a RawValue>,
-    metadata: Option<&'a RawValue>,
-    parallel_tool_calls: Option<&'a RawValue>,
-    previous_response_id: Option<&'a RawValue>,
-    reasoning: Option<&'a RawValue>,
-    temperature: Option<&'a RawValue>,
-    text: Option<&'a RawValue>,
-    tool_choice: Option<&'a RawValue>,
-    tools: Option<&'a RawValue>,
-    top_p: Option<&'a RawValue>,
-    stream: Option<&'a RawValue>,
+    max_output_tokens: Option<Raw<'a>>,
+    metadata: Option<Raw<'a>>,
+    parallel_tool_calls: Option<Raw<'a>>,
+    previous_response_id: Option<Raw<'a>>,
+    reasoning: Option<Raw<'a>>,
+    temperature: Option<Raw<'a>>,
+    text: Option<Raw<'a>>,
+    tool_choice: Option<Raw<'a>>,
+    tools: Option<Raw<'a>>,
+    top_p: Option<Raw<'a>>,
+    stream: Option<Raw<'a>>,
 }
 
 #[derive(Default)]
@@ -211,10 +222,10 @@ struct Item<'a> {
     kind: Option<Cow<'a, str>>,
     role: Option<Cow<'a, str>>,
     content: Content<'a>,
-    call_id: Option<&'a RawValue>,
-    name: Option<&'a RawValue>,
-    arguments: Option<&'a RawValue>,
-    output: Option<&'a RawValue>,
+    call_id: Option<Raw<'a>>,
+    name: Option<Raw<'a>>,
+    arguments: Option<Raw<'a>>,
+    output: Option<Raw<'a>>,
 }
 
 /// A message's content: a string, or parts.
@@ -223,17 +234,17 @@ type Content<'a> = StrOrSeq<'a, Part<'a>>;
 #[derive(Default)]
 struct Part<'a> {
     kind: Option<Cow<'a, str>>,
-    text: Option<&'a RawValue>,
-    image_url: Option<&'a RawValue>,
+    text: Option<Raw<'a>>,
+    image_url: Option<Raw<'a>>,
 }
 
 #[derive(Default)]
 struct Tool<'a> {
     kind: Option<Cow<'a, str>>,
-    name: Option<&'a RawValue>,
-    description: Option<&'a RawValue>,
-    parameters: Option<&'a RawValue>,
-    tools: Option<&'a RawValue>,
+    name: Option<Raw<'a>>,
+    description: Option<Raw<'a>>,
+    parameters: Option<Raw<'a>>,
+    tools: Option<Raw<'a>>,
 }
 
 members!(Req {
@@ -277,8 +288,8 @@ members!(Tool {
 });
 
 /// A member read again from its raw text (a rare shape: an `output` given as parts).
-fn parts_of(v: &RawValue) -> Vec<Part<'_>> {
-    serde_json::from_str::<Seq<Part<'_>>>(v.get()).map_or_else(|_| Vec::new(), |s| s.0)
+fn parts_of(v: Raw<'_>) -> Vec<Part<'_>> {
+    raw_json::parse_seq::<Part<'_>>(v).unwrap_or_default()
 }
 
 // ---- What is written ----
@@ -301,8 +312,8 @@ enum Body<'r, 'a> {
     Null,
     /// A tool's answer to a call.
     Tool {
-        id: Option<&'a RawValue>,
-        output: Option<&'a RawValue>,
+        id: Option<Raw<'a>>,
+        output: Option<Raw<'a>>,
     },
 }
 
@@ -337,11 +348,11 @@ impl Message<'_, '_> {
                 write_raw_or_null(out, *id);
                 out.extend_from_slice(b",\"content\":");
                 match output {
-                    Some(o) if Text::of_raw(o).is_some() => {
+                    Some(o) if Text::of_raw(*o).is_some() => {
                         out.extend_from_slice(o.get().as_bytes())
                     }
                     Some(o) => {
-                        let parts = parts_of(o);
+                        let parts = parts_of(*o);
                         let texts: Vec<Text<'_>> = part_texts(&parts).collect();
                         write_joined(out, &texts);
                     }
@@ -360,7 +371,7 @@ impl Message<'_, '_> {
                 out.extend_from_slice(b",\"type\":\"function\",\"function\":{\"name\":");
                 write_raw_or_null(out, c.name);
                 out.extend_from_slice(b",\"arguments\":");
-                match c.arguments.filter(|a| Text::of_raw(a).is_some()) {
+                match c.arguments.filter(|a| Text::of_raw(*a).is_some()) {
                     Some(a) => out.extend_from_slice(a.get().as_bytes()),
                     None => out.extend_from_slice(b"\"{}\""),
                 }
@@ -396,12 +407,12 @@ fn write_parts(out: &mut Vec<u8>, parts: &[Part<'_>]) {
         match p.kind.as_deref() {
             Some("input_text" | "text") => {
                 out.extend_from_slice(b"{\"type\":\"text\",\"text\":");
-                out.extend_from_slice(p.text.map_or("\"\"", RawValue::get).as_bytes());
+                out.extend_from_slice(p.text.map_or("\"\"", Raw::get).as_bytes());
                 out.push(b'}');
             }
             Some("input_image") if p.image_url.and_then(Text::of_raw).is_some() => {
                 out.extend_from_slice(b"{\"type\":\"image_url\",\"image_url\":{\"url\":");
-                out.extend_from_slice(p.image_url.map_or("\"\"", RawValue::get).as_bytes());
+                out.extend_from_slice(p.image_url.map_or("\"\"", Raw::get).as_bytes());
                 out.extend_from_slice(b"}}");
             }
             _ => {
@@ -489,9 +500,9 @@ fn push_item<'r, 'a>(messages: &mut Vec<Message<'r, 'a>>, item: &'r Item<'a>) {
 
 /// Function tools as chat tools; a `namespace` tool's functions are listed as themselves.
 /// Hosted tools (`web_search`, `file_search`…) have no chat equivalent and are dropped.
-fn tools(raw: &RawValue) -> Result<Vec<Tool<'_>>, serde_json::Error> {
+fn tools(raw: Raw<'_>) -> Result<Vec<Tool<'_>>, Malformed> {
     let mut out = Vec::new();
-    for t in serde_json::from_str::<Seq<Tool<'_>>>(raw.get())?.0 {
+    for t in raw_json::parse_seq::<Tool<'_>>(raw)? {
         match t.kind.as_deref() {
             Some("function") => out.push(t),
             Some("namespace") => {
@@ -510,18 +521,18 @@ impl Tool<'_> {
         out.extend_from_slice(b"{\"type\":\"function\",\"function\":{\"name\":");
         write_raw_or_null(out, self.name);
         out.extend_from_slice(b",\"description\":");
-        out.extend_from_slice(self.description.map_or("\"\"", RawValue::get).as_bytes());
+        out.extend_from_slice(self.description.map_or("\"\"", Raw::get).as_bytes());
         out.extend_from_slice(b",\"parameters\":");
         out.extend_from_slice(
             self.parameters
-                .map_or(r#"{"type":"object"}"#, RawValue::get)
+                .map_or(r#"{"type":"object"}"#, Raw::get)
                 .as_bytes(),
         );
         out.extend_from_slice(b"}}");
     }
 }
 
-fn tool_choice(raw: &RawValue) -> Option<Value> {
+fn tool_choice(raw: Raw<'_>) -> Option<Value> {
     let c: Value = serde_json::from_str(raw.get()).ok()?;
     match &c {
         Value::String(s) if ["auto", "none", "required"].contains(&s.as_str()) => Some(c),
@@ -533,7 +544,7 @@ fn tool_choice(raw: &RawValue) -> Option<Value> {
 }
 
 /// `text.format` as chat's `response_format`.
-fn response_format(raw: &RawValue) -> Option<Value> {
+fn response_format(raw: Raw<'_>) -> Option<Value> {
     let text: Value = serde_json::from_str(raw.get()).ok()?;
     let f = text.get("format")?;
     match f.get("type").and_then(Value::as_str)? {
@@ -1026,5 +1037,70 @@ mod tests {
         // A string input with escapes (read unescaped) is escaped again.
         let (got, want) = both(r#"{"model":"m","input":"tab\there \"q\""}"#);
         assert_eq!(got, want);
+    }
+}
+
+/// The translation's reading on `skim` against serde_json's reading it replaced
+/// (`raw_json::oracle`): the same bodies accepted and refused, the same chat written.
+#[cfg(test)]
+mod read_as_serde_did {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::gateway::raw_json::oracle::{self, bodies};
+
+    /// The chat written from what each reading read (as a tree: the two may escape a text
+    /// differently), or none when the reading refused the body.
+    /// The chat and the echoed settings a translation gives.
+    type Translated = (Option<serde_json::Value>, Map<String, serde_json::Value>);
+
+    fn translate(body: &[u8], skim: bool) -> Option<Option<Translated>> {
+        let read = if skim {
+            raw_json::parse::<Req<'_>>(body).ok()
+        } else {
+            oracle::parse::<Req<'_>>(body).ok()
+        };
+        read.map(|r| {
+            write_chat(&r, body.len(), "m")
+                .ok()
+                .map(|c| (bodies::tree(&c.body), c.echo.to_map()))
+        })
+    }
+
+    /// Each kind occurs: bodies refused, and accepted ones translated into messages, tools
+    /// and echoed settings.
+    #[test]
+    fn the_generator_makes_every_kind() {
+        use proptest::strategy::ValueTree;
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let (mut refused, mut messages, mut tools, mut echoed) = (0, 0, 0, 0);
+        for _ in 0..2000 {
+            let b = bodies::body(true).new_tree(&mut runner).unwrap().current();
+            let Some(Some((Some(chat), echo))) = translate(&b, true) else {
+                refused += 1;
+                continue;
+            };
+            let n = |k: &str| chat[k].as_array().map_or(0, Vec::len);
+            messages += usize::from(n("messages") > 1);
+            tools += usize::from(n("tools") > 0);
+            echoed += usize::from(echo["instructions"].is_string());
+        }
+        assert!(
+            refused > 300 && messages > 150 && tools > 60 && echoed > 250,
+            "{refused} {messages} {tools} {echoed}"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn translations_read_as_serde_read_them(body in bodies::body(true)) {
+            prop_assert_eq!(
+                translate(&body, true),
+                translate(&body, false),
+                "{}",
+                String::from_utf8_lossy(&body)
+            );
+        }
     }
 }

@@ -7,13 +7,10 @@
 //! once. Covers the raw form in any letter case; an encoded secret split across events is not
 //! looked for (it would need the encoding's alignment across JSON strings).
 
-use std::borrow::Cow;
-use std::fmt;
-
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use super::secrets::Scanner;
+use super::skim::{self, Malformed, Skim};
 
 /// The shortest secret beginning that holds an event back (shorter ones are ordinary text).
 const MIN_PREFIX: usize = 4;
@@ -287,122 +284,219 @@ enum Unusual {
 
 /// Hands each text string of a `data:` JSON to `f`, in the order [`walk_strings`] gives
 /// them on its tree, without building the tree (a stream's events were each parsed into one:
-/// ~15 k instructions an event).
+/// ~15 k instructions an event), on the gateway's own reader (`skim`). It accepts and refuses
+/// what serde_json's walk did (kept in the tests as the oracle): every name and string read
+/// for its value (no lone surrogate), every number too (a finite `f64`), 127 levels deep at
+/// most.
 fn read_strings(data: &str, f: &mut dyn FnMut(&str)) -> Result<(), Unusual> {
+    let mut s = Skim::new(data);
     let mut keys = Vec::new();
-    let mut repeated = false;
-    let mut de = serde_json::Deserializer::from_str(data);
-    let walk = Walk {
-        f,
-        keys: &mut keys,
-        repeated: &mut repeated,
-        text: false,
-    };
-    let read = walk.deserialize(&mut de).and_then(|()| de.end());
-    match (read, repeated) {
-        (_, true) => Err(Unusual::Repeated),
-        (Ok(()), false) => Ok(()),
-        (Err(_), false) => Err(Unusual::NotJson),
+    walk(&mut s, &mut keys, f, false, 0)?;
+    s.end()?;
+    Ok(())
+}
+
+/// How deep containers may nest (serde_json's limit: its 128th level is refused).
+const MAX_DEPTH: usize = 127;
+
+impl From<Malformed> for Unusual {
+    fn from(_: Malformed) -> Self {
+        Unusual::NotJson
     }
 }
 
-/// A value walked for its text strings: those under a [`TEXT_KEYS`] member, at any depth.
-struct Walk<'a, 'de> {
-    f: &'a mut dyn FnMut(&str),
-    /// The member names of the objects being read, outermost first.
-    keys: &'a mut Vec<Cow<'de, str>>,
-    repeated: &'a mut bool,
-    /// The value of a text member: a string here is text.
+/// A value walked for its text strings: those under a [`TEXT_KEYS`] member (`text`: this
+/// value is one's), at any depth; `keys` holds the member names of the objects being read.
+fn walk<'a>(
+    s: &mut Skim<'a>,
+    keys: &mut Vec<skim::Key<'a>>,
+    f: &mut dyn FnMut(&str),
     text: bool,
-}
-
-impl<'de> Walk<'_, 'de> {
-    /// The walk of a member's value (`text`: a text member's).
-    fn again(&mut self, text: bool) -> Walk<'_, 'de> {
-        Walk {
-            f: &mut *self.f,
-            keys: &mut *self.keys,
-            repeated: &mut *self.repeated,
-            text,
-        }
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for Walk<'_, 'de> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Walk<'_, 'de> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
-        if self.text {
-            (self.f)(s);
-        }
-        Ok(())
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(mut self, mut a: A) -> Result<(), A::Error> {
-        while a.next_element_seed(self.again(false))?.is_some() {}
-        Ok(())
-    }
-    fn visit_map<A: MapAccess<'de>>(mut self, mut a: A) -> Result<(), A::Error> {
-        let base = self.keys.len();
-        while let Some(k) = a.next_key_seed(Key)? {
-            if self.keys[base..].contains(&k) {
-                *self.repeated = true;
-                // The rest is not read: the event is read from its tree instead.
-                while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                break;
+    depth: usize,
+) -> Result<(), Unusual> {
+    match s.peek()? {
+        b'"' if text => {
+            let from = s.pos();
+            let escaped = s.string(true, None)?;
+            let quoted = s.slice(from, s.pos());
+            if escaped {
+                let v: String = serde_json::from_str(quoted).map_err(|_| Unusual::NotJson)?;
+                f(&v);
+            } else {
+                f(quoted.get(1..quoted.len() - 1).unwrap_or(""));
             }
-            let text = TEXT_KEYS.contains(&k.as_ref());
-            self.keys.push(k);
-            a.next_value_seed(self.again(text))?;
         }
-        self.keys.truncate(base);
-        Ok(())
+        b'"' => {
+            s.string(true, None)?;
+        }
+        b'[' => {
+            if depth == MAX_DEPTH {
+                return Err(Unusual::NotJson);
+            }
+            s.expect(b'[')?;
+            let mut more = s.first(b']')?;
+            while more {
+                walk(s, keys, f, false, depth + 1)?;
+                more = s.next(b']')?;
+            }
+        }
+        b'{' => {
+            if depth == MAX_DEPTH {
+                return Err(Unusual::NotJson);
+            }
+            s.expect(b'{')?;
+            let base = keys.len();
+            let mut more = s.first(b'}')?;
+            while more {
+                let k = s.key()?;
+                if keys[base..].iter().any(|x| x.as_str() == k.as_str()) {
+                    // Read from its tree instead (which also tells whether the rest is JSON).
+                    return Err(Unusual::Repeated);
+                }
+                let text = TEXT_KEYS.contains(&k.as_str());
+                keys.push(k);
+                walk(s, keys, f, text, depth + 1)?;
+                more = s.next(b'}')?;
+            }
+            keys.truncate(base);
+        }
+        _ => s.scalar(true)?,
     }
+    Ok(())
 }
 
-/// A member's name, borrowed from the event when it has no escapes.
-struct Key;
+/// The walk as it was on serde_json, before it ran on `skim`: the oracle `read_strings` is
+/// held to.
+#[cfg(test)]
+mod oracle {
+    use std::borrow::Cow;
+    use std::fmt;
 
-impl<'de> DeserializeSeed<'de> for Key {
-    type Value = Cow<'de, str>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_str(self)
-    }
-}
+    use serde::de::{
+        self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
+    };
 
-impl<'de> Visitor<'de> for Key {
-    type Value = Cow<'de, str>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a member name")
+    use super::{TEXT_KEYS, Unusual};
+
+    /// Hands each text string of a `data:` JSON to `f`, in the order [`walk_strings`] gives
+    /// them on its tree, without building the tree (a stream's events were each parsed into one:
+    /// ~15 k instructions an event).
+    pub fn read_strings(data: &str, f: &mut dyn FnMut(&str)) -> Result<(), Unusual> {
+        let mut keys = Vec::new();
+        let mut repeated = false;
+        let mut de = serde_json::Deserializer::from_str(data);
+        let walk = Walk {
+            f,
+            keys: &mut keys,
+            repeated: &mut repeated,
+            text: false,
+        };
+        let read = walk.deserialize(&mut de).and_then(|()| de.end());
+        match (read, repeated) {
+            (_, true) => Err(Unusual::Repeated),
+            (Ok(()), false) => Ok(()),
+            (Err(_), false) => Err(Unusual::NotJson),
+        }
     }
-    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
-        Ok(Cow::Borrowed(s))
+
+    /// A value walked for its text strings: those under a [`TEXT_KEYS`] member, at any depth.
+    struct Walk<'a, 'de> {
+        f: &'a mut dyn FnMut(&str),
+        /// The member names of the objects being read, outermost first.
+        keys: &'a mut Vec<Cow<'de, str>>,
+        repeated: &'a mut bool,
+        /// The value of a text member: a string here is text.
+        text: bool,
     }
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(s.to_owned()))
+
+    impl<'de> Walk<'_, 'de> {
+        /// The walk of a member's value (`text`: a text member's).
+        fn again(&mut self, text: bool) -> Walk<'_, 'de> {
+            Walk {
+                f: &mut *self.f,
+                keys: &mut *self.keys,
+                repeated: &mut *self.repeated,
+                text,
+            }
+        }
+    }
+
+    impl<'de> DeserializeSeed<'de> for Walk<'_, 'de> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Walk<'_, 'de> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
+            if self.text {
+                (self.f)(s);
+            }
+            Ok(())
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(mut self, mut a: A) -> Result<(), A::Error> {
+            while a.next_element_seed(self.again(false))?.is_some() {}
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(mut self, mut a: A) -> Result<(), A::Error> {
+            let base = self.keys.len();
+            while let Some(k) = a.next_key_seed(Key)? {
+                if self.keys[base..].contains(&k) {
+                    *self.repeated = true;
+                    // The rest is not read: the event is read from its tree instead.
+                    while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                    break;
+                }
+                let text = TEXT_KEYS.contains(&k.as_ref());
+                self.keys.push(k);
+                a.next_value_seed(self.again(text))?;
+            }
+            self.keys.truncate(base);
+            Ok(())
+        }
+    }
+
+    /// A member's name, borrowed from the event when it has no escapes.
+    struct Key;
+
+    impl<'de> DeserializeSeed<'de> for Key {
+        type Value = Cow<'de, str>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Key {
+        type Value = Cow<'de, str>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a member name")
+        }
+        fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
+            Ok(Cow::Borrowed(s))
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            Ok(Cow::Owned(s.to_owned()))
+        }
     }
 }
 
@@ -586,5 +680,69 @@ mod tests {
             prop_assert!(!text.contains(&secret_part), "{}", text);
             prop_assert!(text.starts_with(&before) && text.ends_with(&after), "{}", text);
         }
+    }
+}
+
+/// `read_strings` against serde_json's walk it replaced, on `stages`' generated bodies (every
+/// kind of escape, number and name, cut short or with a byte changed) and on deep nesting.
+#[cfg(test)]
+mod read_as_serde_did {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::gateway::stages::read_as_serde_did::body;
+
+    fn both(data: &str) -> (Result<Vec<String>, Unusual>, Result<Vec<String>, Unusual>) {
+        let read = |oracle: bool| {
+            let mut out = Vec::new();
+            let r = if oracle {
+                oracle::read_strings(data, &mut |s| out.push(s.to_owned()))
+            } else {
+                read_strings(data, &mut |s| out.push(s.to_owned()))
+            };
+            r.map(|()| out)
+        };
+        (read(false), read(true))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn strings_read_as_serde_read_them(b in body()) {
+            let data = String::from_utf8_lossy(&b);
+            let (ours, theirs) = both(&data);
+            prop_assert_eq!(ours, theirs, "{}", data);
+        }
+    }
+
+    #[test]
+    fn as_deep_as_serde_goes() {
+        for depth in 120..135 {
+            for (open, close) in [("[", "]"), ("{\"text\":", "}")] {
+                let data = format!("{}\"x\"{}", open.repeat(depth), close.repeat(depth));
+                let (ours, theirs) = both(&data);
+                assert_eq!(ours, theirs, "{depth} {open}");
+            }
+        }
+    }
+
+    /// The bodies hold text under text names, and are refused or read twice-named too.
+    #[test]
+    fn the_bodies_make_every_kind() {
+        use proptest::strategy::ValueTree;
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let (mut text, mut refused, mut repeated) = (0, 0, 0);
+        for _ in 0..2000 {
+            let b = body().new_tree(&mut runner).unwrap().current();
+            match both(&String::from_utf8_lossy(&b)).0 {
+                Ok(v) => text += usize::from(!v.is_empty()),
+                Err(Unusual::NotJson) => refused += 1,
+                Err(Unusual::Repeated) => repeated += 1,
+            }
+        }
+        assert!(
+            text > 150 && refused > 300 && repeated > 100,
+            "{text} {refused} {repeated}"
+        );
     }
 }

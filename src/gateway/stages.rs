@@ -1056,14 +1056,14 @@ mod tests {
 /// numbers out of range or badly written, names repeated or escaped, and the same bodies
 /// cut short or with one byte changed.
 #[cfg(test)]
-mod read_as_serde_did {
+pub(crate) mod read_as_serde_did {
     use proptest::prelude::*;
     use proptest::strategy::ValueTree;
 
     use super::tests::members_oracle;
     use super::*;
 
-    fn string() -> impl Strategy<Value = String> {
+    pub(crate) fn string() -> impl Strategy<Value = String> {
         let good = prop_oneof![
             "[a-z ]{0,12}",
             Just("é".to_owned()),
@@ -1190,7 +1190,7 @@ mod read_as_serde_did {
         ]
     }
 
-    fn body() -> impl Strategy<Value = Vec<u8>> {
+    pub(crate) fn body() -> impl Strategy<Value = Vec<u8>> {
         let big = prop_oneof![
             Just("\"messages\""),
             Just("\"system\""),
