@@ -17,6 +17,9 @@ use super::skim::{Malformed, Read, Skim};
 
 #[cfg(test)]
 pub mod oracle;
+mod values;
+
+pub use values::{Raw, StrOrSeq, Text};
 
 /// A request tree through a bytes-to-bytes translation, as a tree (the built-in mock and
 /// tests read trees); `model` stays the request's own.
@@ -27,16 +30,6 @@ pub fn tree_through(body: &Value, translate: impl FnOnce(&[u8]) -> Option<Vec<u8
         .unwrap_or(Value::Null);
     chat["model"] = body.get("model").cloned().unwrap_or(Value::Null);
     chat
-}
-
-/// A value as the caller wrote it (its grammar checked), from its first byte to its last.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Raw<'a>(&'a str);
-
-impl<'a> Raw<'a> {
-    pub fn get(self) -> &'a str {
-        self.0
-    }
 }
 
 /// An object of `T`'s members read from a request's bytes (checked as UTF-8 once here, not
@@ -83,45 +76,6 @@ pub fn write_value(out: &mut Vec<u8>, v: &Value) {
 /// A member written as sent, or `null`.
 pub fn write_raw_or_null(out: &mut Vec<u8>, v: Option<Raw<'_>>) {
     out.extend_from_slice(v.map_or("null", Raw::get).as_bytes());
-}
-
-/// A JSON string's text, ready to write between quotes.
-#[derive(Debug, Clone)]
-pub enum Text<'a> {
-    /// As escaped in the caller's JSON (quotes excluded).
-    Escaped(&'a str),
-    /// Unescaped.
-    Owned(String),
-}
-
-impl<'a> Text<'a> {
-    /// A member that is a string, as sent.
-    pub fn of_raw(v: Raw<'a>) -> Option<Self> {
-        let s = v.get();
-        (s.len() >= 2 && s.starts_with('"')).then(|| Text::Escaped(&s[1..s.len() - 1]))
-    }
-
-    /// Whether it is the empty string.
-    pub fn is_empty(&self) -> bool {
-        match self {
-            Text::Escaped(s) => s.is_empty(),
-            Text::Owned(s) => s.is_empty(),
-        }
-    }
-
-    pub fn write_inner(&self, out: &mut Vec<u8>) {
-        match self {
-            Text::Escaped(s) => out.extend_from_slice(s.as_bytes()),
-            Text::Owned(s) => {
-                let quoted = serde_json::to_string(s).unwrap_or_default();
-                let inner = quoted
-                    .strip_prefix('"')
-                    .and_then(|q| q.strip_suffix('"'))
-                    .unwrap_or("");
-                out.extend_from_slice(inner.as_bytes());
-            }
-        }
-    }
 }
 
 /// Texts joined by newlines as one JSON string (`""` for none).
@@ -293,12 +247,3 @@ macro_rules! members {
     };
 }
 pub(crate) use members;
-
-/// A string, or an array of `T`s; anything else is `Other`.
-#[derive(Default)]
-pub enum StrOrSeq<'a, T> {
-    Text(Text<'a>),
-    Items(Vec<T>),
-    #[default]
-    Other,
-}

@@ -8,7 +8,7 @@ use std::marker::PhantomData;
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::{Raw, StrOrSeq, Text};
+use super::values::{Raw, StrOrSeq, Text};
 use crate::gateway::chat_chunk::text;
 
 /// What a visitor does with a value of another type than it reads: the default, its

@@ -137,47 +137,51 @@ pub mod portable {
     }
 }
 
-#[cfg(all(test, target_arch = "x86_64"))]
+#[cfg(test)]
 mod tests {
-    use super::{portable, sse2};
-    use proptest::prelude::*;
+    /// The SSE2 block held to the portable one, where it is built.
+    #[cfg(target_arch = "x86_64")]
+    mod sse2_against_portable {
+        use super::super::{portable, sse2};
+        use proptest::prelude::*;
 
-    /// Bytes around every boundary the marks draw.
-    fn byte() -> impl Strategy<Value = u8> {
-        prop_oneof![
-            any::<u8>(),
-            prop::sample::select(vec![
-                0x00, 0x1F, 0x20, b'"', b'\\', 0x7F, 0x80, 0xBF, 0xC0, 0xFF
-            ]),
-        ]
-    }
+        /// Bytes around every boundary the marks draw.
+        fn byte() -> impl Strategy<Value = u8> {
+            prop_oneof![
+                any::<u8>(),
+                prop::sample::select(vec![
+                    0x00, 0x1F, 0x20, b'"', b'\\', 0x7F, 0x80, 0xBF, 0xC0, 0xFF
+                ]),
+            ]
+        }
 
-    proptest! {
-        #[test]
-        fn sse2_marks_what_the_portable_block_marks(
-            blocks in prop::collection::vec(prop::array::uniform16(byte()), 1..40)
-        ) {
-            let mut fast = sse2::Lanes::default();
-            let mut slow = portable::Lanes::default();
-            for b in &blocks {
-                let (f, s) = (sse2::Block::load(b), portable::Block::load(b));
-                prop_assert_eq!(f.stops(), s.stops());
-                prop_assert_eq!(f.high(), s.high());
-                prop_assert_eq!(f.continuation(), s.continuation());
-                fast.add(f);
-                slow.add(s);
+        proptest! {
+            #[test]
+            fn sse2_marks_what_the_portable_block_marks(
+                blocks in prop::collection::vec(prop::array::uniform16(byte()), 1..40)
+            ) {
+                let mut fast = sse2::Lanes::default();
+                let mut slow = portable::Lanes::default();
+                for b in &blocks {
+                    let (f, s) = (sse2::Block::load(b), portable::Block::load(b));
+                    prop_assert_eq!(f.stops(), s.stops());
+                    prop_assert_eq!(f.high(), s.high());
+                    prop_assert_eq!(f.continuation(), s.continuation());
+                    fast.add(f);
+                    slow.add(s);
+                }
+                prop_assert_eq!(fast.sums(), slow.sums());
             }
-            prop_assert_eq!(fast.sums(), slow.sums());
         }
-    }
 
-    #[test]
-    fn lanes_sum_past_what_a_byte_lane_holds() {
-        // 300 blocks of continuing bytes: each lane passes 255 marks many times over.
-        let mut fast = sse2::Lanes::default();
-        for _ in 0..300 {
-            fast.add(sse2::Block::load(&[0x80; 16]));
+        #[test]
+        fn lanes_sum_past_what_a_byte_lane_holds() {
+            // 300 blocks of continuing bytes: each lane passes 255 marks many times over.
+            let mut fast = sse2::Lanes::default();
+            for _ in 0..300 {
+                fast.add(sse2::Block::load(&[0x80; 16]));
+            }
+            assert_eq!(fast.sums(), (4800, 4800));
         }
-        assert_eq!(fast.sums(), (4800, 4800));
     }
 }
