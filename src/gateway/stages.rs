@@ -1204,24 +1204,21 @@ pub(crate) mod read_as_serde_did {
             let members: Vec<String> = kv.iter().map(|(k, v)| format!("{k}:{v}")).collect();
             format!(" {{{}}} ", members.join(","))
         });
-        let odd = prop_oneof![
-            Just(b'"'),
-            Just(b'\\'),
-            Just(b'{'),
-            Just(b'}'),
-            Just(b'['),
-            Just(b']'),
-            Just(b','),
-            Just(b':'),
-            Just(b'u'),
-            Just(b'0'),
-            Just(b'e'),
-            Just(b'-'),
-            Just(b' '),
-            Just(1u8),
-            Just(0xC3u8),
-        ];
-        (object, 0..8u8, any::<prop::sample::Index>(), odd).prop_map(|(text, how, at, b)| {
+        spoiled(object, 8)
+    }
+
+    /// `text`'s bytes, and some of them (three in `kinds`) cut short or with one byte changed
+    /// or added: a quote, a backslash, a bracket, a comma, a letter or digit of a number or an
+    /// escape, a space, a control byte, the start of a two-byte character.
+    pub(crate) fn spoiled(
+        text: impl Strategy<Value = String>,
+        kinds: u8,
+    ) -> impl Strategy<Value = Vec<u8>> {
+        let odd = prop::sample::select(vec![
+            b'"', b'\\', b'{', b'}', b'[', b']', b',', b':', b'u', b'0', b'e', b'-', b' ', 1u8,
+            0xC3,
+        ]);
+        (text, 0..kinds, any::<prop::sample::Index>(), odd).prop_map(|(text, how, at, b)| {
             let mut bytes = text.into_bytes();
             let i = at.index(bytes.len().max(1)).min(bytes.len());
             match how {

@@ -199,7 +199,7 @@ impl<'de, T: Members<'de>> Visitor<'de> for StrOrSeqVisitor<T> {
 pub mod bodies {
     use proptest::prelude::*;
 
-    use crate::gateway::stages::read_as_serde_did::string as odd_string;
+    use crate::gateway::stages::read_as_serde_did::{spoiled, string as odd_string};
 
     /// A string mostly well formed (escapes of every kind, code, text past ASCII), sometimes
     /// one of `stages`' generator (a lone surrogate, a bad escape, a control byte…).
@@ -437,19 +437,17 @@ pub mod bodies {
             ]
             .boxed()
         };
-        let function = object(vec![
-            ("type", tool_kind()),
-            ("name", text()),
-            ("description", text()),
-            ("parameters", value()),
-        ]);
-        let tool = object(vec![
-            ("type", tool_kind()),
-            ("name", text()),
-            ("description", text()),
-            ("parameters", value()),
-            ("tools", list(function, 2)),
-        ]);
+        let function = || {
+            vec![
+                ("type", tool_kind()),
+                ("name", text()),
+                ("description", text()),
+                ("parameters", value()),
+            ]
+        };
+        let mut namespace = function();
+        namespace.push(("tools", list(object(function()), 2)));
+        let tool = object(namespace);
         let format = object(vec![
             ("type", kind()),
             ("name", text()),
@@ -489,20 +487,7 @@ pub mod bodies {
                 format!("{{{}}}", m.join(","))
             });
         let text = prop_oneof![6 => shaped, 1 => names].prop_map(|t| format!(" {t} "));
-        let odd = prop::sample::select(vec![
-            b'"', b'\\', b'{', b'}', b'[', b']', b',', b':', b'u', b'0', b'e', b' ', 1u8, 0xC3,
-        ]);
-        (text, 0..10u8, any::<prop::sample::Index>(), odd).prop_map(|(text, how, at, b)| {
-            let mut bytes = text.into_bytes();
-            let i = at.index(bytes.len().max(1)).min(bytes.len());
-            match how {
-                0 => bytes.truncate(i),
-                1 if i < bytes.len() => bytes[i] = b,
-                2 => bytes.insert(i, b),
-                _ => {}
-            }
-            bytes
-        })
+        spoiled(text, 10)
     }
 
     /// A translation's bytes as a tree (texts may be escaped differently by the two readings).
