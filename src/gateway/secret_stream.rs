@@ -348,11 +348,14 @@ fn walk<'a>(
             let base = keys.len();
             let mut more = s.first(b'}')?;
             while more {
-                let k = s.key()?;
+                // The name alone first: serde_json's walk, the oracle, told a repeated name
+                // before it read the colon.
+                let k = s.name()?;
                 if keys[base..].iter().any(|x| x.as_str() == k.as_str()) {
                     // Read from its tree instead (which also tells whether the rest is JSON).
                     return Err(Unusual::Repeated);
                 }
+                s.expect(b':')?;
                 let text = TEXT_KEYS.contains(&k.as_str());
                 keys.push(k);
                 walk(s, keys, f, text, depth + 1)?;

@@ -207,6 +207,14 @@ impl<'a> Skim<'a> {
     /// A member's name and the colon after it; `escaped` names are unescaped (rare), the
     /// rest borrowed.
     pub fn key(&mut self) -> Read<Key<'a>> {
+        let key = self.name()?;
+        self.expect(b':')?;
+        Ok(key)
+    }
+
+    /// A member's name, without the colon after it (serde_json reads a name before it looks
+    /// for the colon; a reader that acts on the name alone does too).
+    pub fn name(&mut self) -> Read<Key<'a>> {
         if self.peek()? != b'"' {
             return Err(Malformed);
         }
@@ -218,7 +226,6 @@ impl<'a> Skim<'a> {
         } else {
             Key::Borrowed(raw)
         };
-        self.expect(b':')?;
         Ok(key)
     }
 
