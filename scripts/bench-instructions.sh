@@ -4,7 +4,7 @@
 # on one keep-alive connection, minus a run of 100, divided by the difference; kernel time is
 # not counted, nor is the start-up calibration of a clock. Needs valgrind and python3.
 #
-#   scripts/bench-instructions.sh [BIN] [chat|use] [N]
+#   scripts/bench-instructions.sh [BIN] [chat|use|healthz] [N]
 #   scripts/bench-instructions.sh target/release/quota-proxy chat 1100
 #   BENCH_BODY_KB=64 scripts/bench-instructions.sh      # a coding agent's 64 KiB request
 #   BENCH_BODY_KB=64 BENCH_PROTOCOL=messages scripts/bench-instructions.sh   # Claude Code's shape
@@ -58,6 +58,8 @@ c.request("POST", "/admin/keys", json.dumps({"quota": 10**12}),
 key = json.loads(c.getresponse().read())["key"]
 if what == "use":
     path, body = "/api/v1/use", json.dumps({"amount": 1, "reason": "bench"})
+elif what == "healthz":
+    path, body = "/healthz", None
 else:
     # BENCH_BODY_KB: a coding agent's request instead, about that many KiB: history with
     # code, quotes and newlines, tools with JSON schemas. BENCH_PROTOCOL picks its shape:
@@ -124,7 +126,10 @@ else:
     body = json.dumps(req)
 ok = 0
 for _ in range(n):
-    c.request("POST", path, body, {"content-type": "application/json", "authorization": "Bearer " + key})
+    if body is None:
+        c.request("GET", path)
+    else:
+        c.request("POST", path, body, {"content-type": "application/json", "authorization": "Bearer " + key})
     r = c.getresponse(); r.read(); ok += r.status == 200
 if ok != n:
     sys.exit(f"{n - ok} of {n} calls failed")

@@ -37,7 +37,7 @@ pub struct Chat {
 pub fn to_chat(endpoint: Endpoint, req: &Request, model: &str) -> Result<Chat, CallError> {
     match endpoint.protocol() {
         Protocol::Responses => {
-            let c = responses_request::to_chat(&req.raw, model)
+            let c = responses_request::to_chat(&req.raw, req.spans.as_ref(), model)
                 .map_err(|_| CallError::BodyUnreadable)?;
             Ok(Chat {
                 body: Bytes::from(c.body),
@@ -45,7 +45,7 @@ pub fn to_chat(endpoint: Endpoint, req: &Request, model: &str) -> Result<Chat, C
             })
         }
         Protocol::Messages => {
-            let body = messages_request::to_chat(&req.raw, model)
+            let body = messages_request::to_chat(&req.raw, req.spans.as_ref(), model)
                 .map_err(|_| CallError::BodyUnreadable)?;
             Ok(Chat {
                 body: Bytes::from(body),

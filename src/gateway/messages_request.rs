@@ -17,11 +17,13 @@ use super::raw_json::{
     self, Raw, StrOrSeq, Text, member, members, write_escaped, write_joined, write_joined_by,
     write_raw_or_null, write_value,
 };
-use super::skim::Malformed;
+use super::skim::{Malformed, Spans};
 
-/// The request's bytes (valid JSON: the gateway read them already) as chat for `model`.
-pub fn to_chat(raw: &[u8], model: &str) -> Result<Vec<u8>, Malformed> {
-    let r: Req<'_> = raw_json::parse(raw)?;
+/// The request's bytes (valid JSON: the gateway read them already, noting its long strings
+/// in `spans`) as chat for `model`.
+pub fn to_chat(raw: &[u8], spans: Option<&Spans>, model: &str) -> Result<Vec<u8>, Malformed> {
+    let mut r: Req<'_> = raw_json::parse(raw, spans)?;
+    r.spans = spans;
     Ok(write_chat(&r, raw.len(), model))
 }
 
@@ -56,7 +58,7 @@ fn write_chat(r: &Req<'_>, len: usize, model: &str) -> Vec<u8> {
                 write_joined(&mut out, &texts_of(&m.content));
                 out.push(b'}');
             }
-            _ => user(&mut out, &m.content, &mut sep),
+            _ => user(&mut out, &m.content, r.spans, &mut sep),
         }
     }
     out.push(b']');
@@ -104,7 +106,7 @@ fn write_chat(r: &Req<'_>, len: usize, model: &str) -> Vec<u8> {
 /// The request as a chat tree (the built-in mock and tests read trees); the model is the
 /// request's own.
 pub fn to_chat_tree(body: &Value) -> Value {
-    raw_json::tree_through(body, |raw| to_chat(raw, "").ok())
+    raw_json::tree_through(body, |raw| to_chat(raw, None, "").ok())
 }
 
 /// An assistant turn: its text, and its tool uses as tool calls.
@@ -151,7 +153,12 @@ fn assistant(out: &mut Vec<u8>, content: &StrOrSeq<'_, Block<'_>>) {
 
 /// A user turn: its tool results as `tool` messages first, then its text and images as one
 /// user message.
-fn user(out: &mut Vec<u8>, content: &StrOrSeq<'_, Block<'_>>, sep: &mut impl FnMut(&mut Vec<u8>)) {
+fn user<'a>(
+    out: &mut Vec<u8>,
+    content: &StrOrSeq<'a, Block<'a>>,
+    spans: Option<&'a Spans>,
+    sep: &mut impl FnMut(&mut Vec<u8>),
+) {
     let StrOrSeq::Items(blocks) = content else {
         sep(out);
         out.extend_from_slice(b"{\"role\":\"user\",\"content\":");
@@ -170,7 +177,7 @@ fn user(out: &mut Vec<u8>, content: &StrOrSeq<'_, Block<'_>>, sep: &mut impl FnM
         match b.content {
             Some(c) if Text::of_raw(c).is_some() => out.extend_from_slice(c.get().as_bytes()),
             Some(c) => {
-                let inner = raw_json::parse_seq::<Block<'_>>(c).unwrap_or_default();
+                let inner = raw_json::parse_seq::<Block<'_>>(c, spans).unwrap_or_default();
                 let texts: Vec<Text<'_>> = inner
                     .iter()
                     .filter_map(|b| b.text.and_then(Text::of_raw))
@@ -267,6 +274,8 @@ struct Req<'a> {
     tools: Vec<Tool<'a>>,
     tool_choice: Option<Raw<'a>>,
     stream: Option<Raw<'a>>,
+    /// The long strings the first reading noted, for members read again.
+    spans: Option<&'a Spans>,
 }
 
 #[derive(Default)]
@@ -578,7 +587,7 @@ mod tests {
         let tree: Value = serde_json::from_str(raw).unwrap();
         let mut want = tree::tree_to_chat(&tree);
         want["model"] = json!("up-model");
-        let got = to_chat(raw.as_bytes(), "up-model").unwrap();
+        let got = to_chat(raw.as_bytes(), None, "up-model").unwrap();
         let got: Value = serde_json::from_slice(&got).unwrap();
         (
             serde_json::to_string(&got).unwrap(),
@@ -769,7 +778,7 @@ mod tests {
             "messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":"caf\u00e9"},
             {"type":"text","text":"x\"y"},{"type":"image","source":{"type":"base64","media_type":"image/png","data":"AA\/="}}]},
             {"role":"assistant","content":[{"type":"text","text":"p"},{"type":"text","text":"q"},{"type":"tool_use","id":"u","name":"f","input":{"a":"b"}}]}]}"#;
-        let body = String::from_utf8(to_chat(raw.as_bytes(), "up").unwrap()).unwrap();
+        let body = String::from_utf8(to_chat(raw.as_bytes(), None, "up").unwrap()).unwrap();
         assert!(
             body.contains(r#"{"role":"system","content":"a\/b\nc"}"#),
             "{body}"
@@ -795,7 +804,7 @@ mod tests {
         // A tool use's input is its JSON text as sent (the same JSON as a tree's, escapes
         // aside).
         let raw = r#"{"model":"m","messages":[{"role":"assistant","content":[{"type":"tool_use","id":"u","name":"f","input":{"a":"\u00e9"}}]}]}"#;
-        let body = String::from_utf8(to_chat(raw.as_bytes(), "up").unwrap()).unwrap();
+        let body = String::from_utf8(to_chat(raw.as_bytes(), None, "up").unwrap()).unwrap();
         assert!(
             body.contains(r#""arguments":"{\"a\":\"\\u00e9\"}""#),
             "{body}"
@@ -824,7 +833,7 @@ mod read_as_serde_did {
     /// differently), or none when the reading refused the body.
     fn translate(body: &[u8], skim: bool) -> Option<Option<serde_json::Value>> {
         let read = if skim {
-            raw_json::parse::<Req<'_>>(body).ok()
+            raw_json::parse::<Req<'_>>(body, None).ok()
         } else {
             oracle::parse::<Req<'_>>(body).ok()
         };

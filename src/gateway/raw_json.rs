@@ -13,7 +13,7 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
-use super::skim::{Malformed, Read, Skim};
+use super::skim::{Malformed, Read, Skim, Spans};
 
 #[cfg(test)]
 pub mod oracle;
@@ -33,18 +33,20 @@ pub fn tree_through(body: &Value, translate: impl FnOnce(&[u8]) -> Option<Vec<u8
 }
 
 /// An object of `T`'s members read from a request's bytes (checked as UTF-8 once here, not
-/// string by string); any other value reads as an empty `T`.
-pub fn parse<'a, T: Members<'a>>(raw: &'a [u8]) -> Read<T> {
+/// string by string); any other value reads as an empty `T`. `spans`: the long strings the
+/// gateway's first reading of these bytes noted, stepped over without a second scan.
+pub fn parse<'a, T: Members<'a>>(raw: &'a [u8], spans: Option<&'a Spans>) -> Read<T> {
     let text = std::str::from_utf8(raw).map_err(|_| Malformed)?;
-    let mut s = Skim::new(text);
+    let mut s = Skim::with_spans(text, spans);
     let t = obj(&mut s)?;
     s.end()?;
     Ok(t)
 }
 
-/// An array of `T`s read from a member kept as written (none when it is no array).
-pub fn parse_seq<'a, T: Members<'a>>(raw: Raw<'a>) -> Read<Vec<T>> {
-    let mut s = Skim::new(raw.get());
+/// An array of `T`s read from a member kept as written (none when it is no array); `spans`
+/// as for [`parse`].
+pub fn parse_seq<'a, T: Members<'a>>(raw: Raw<'a>, spans: Option<&'a Spans>) -> Read<Vec<T>> {
+    let mut s = Skim::with_spans(raw.get(), spans);
     let v = seq(&mut s)?;
     s.end()?;
     Ok(v)

@@ -24,7 +24,7 @@ use super::raw_json::{
     self, Raw, StrOrSeq, Text, is_null, member, members, write_escaped, write_joined,
     write_raw_or_null, write_value,
 };
-use super::skim::Malformed;
+use super::skim::{Malformed, Spans};
 
 /// A Responses request as chat: the body to send, and what the response repeats of it.
 pub struct ChatRequest {
@@ -33,8 +33,9 @@ pub struct ChatRequest {
 }
 
 /// The request's bytes (valid JSON: the gateway read them already) as chat for `model`.
-pub fn to_chat(raw: &[u8], model: &str) -> Result<ChatRequest, Malformed> {
-    let r: Req<'_> = raw_json::parse(raw)?;
+pub fn to_chat(raw: &[u8], spans: Option<&Spans>, model: &str) -> Result<ChatRequest, Malformed> {
+    let mut r: Req<'_> = raw_json::parse(raw, spans)?;
+    r.spans = spans;
     write_chat(&r, raw.len(), model)
 }
 
@@ -61,7 +62,7 @@ fn write_chat(r: &Req<'_>, len: usize, model: &str) -> Result<ChatRequest, Malfo
         member(&mut out, name, v.filter(|v| !is_null(v)));
     }
     let tools = match r.tools {
-        Some(t) => tools(t)?,
+        Some(t) => tools(t, r.spans)?,
         None => Vec::new(),
     };
     if tools.is_empty() {
@@ -102,7 +103,7 @@ fn write_chat(r: &Req<'_>, len: usize, model: &str) -> Result<ChatRequest, Malfo
 /// The request as a chat tree (the built-in mock and tests read trees); the model is the
 /// request's own.
 pub fn to_chat_tree(body: &Value) -> Value {
-    raw_json::tree_through(body, |raw| to_chat(raw, "").ok().map(|c| c.body))
+    raw_json::tree_through(body, |raw| to_chat(raw, None, "").ok().map(|c| c.body))
 }
 
 /// The fields of a response that repeat what was asked (the SDKs read them back), each as
@@ -162,7 +163,7 @@ impl Echo {
     /// The echo of a request given as a tree (the built-in mock, tests).
     pub fn of_tree(request: &Value) -> Self {
         let raw = serde_json::to_vec(request).unwrap_or_default();
-        match raw_json::parse::<Req<'_>>(&raw) {
+        match raw_json::parse::<Req<'_>>(&raw, None) {
             Ok(r) => Self::of(&r),
             Err(_) => Self::of(&Req::default()),
         }
@@ -215,6 +216,8 @@ struct Req<'a> {
     tools: Option<Raw<'a>>,
     top_p: Option<Raw<'a>>,
     stream: Option<Raw<'a>>,
+    /// The long strings the first reading noted, for members read again.
+    spans: Option<&'a Spans>,
 }
 
 #[derive(Default)]
@@ -289,7 +292,8 @@ members!(Tool {
 
 /// A member read again from its raw text (a rare shape: an `output` given as parts).
 fn parts_of(v: Raw<'_>) -> Vec<Part<'_>> {
-    raw_json::parse_seq::<Part<'_>>(v).unwrap_or_default()
+    // (Rare: read again without the first reading's spans.)
+    raw_json::parse_seq::<Part<'_>>(v, None).unwrap_or_default()
 }
 
 // ---- What is written ----
@@ -500,14 +504,14 @@ fn push_item<'r, 'a>(messages: &mut Vec<Message<'r, 'a>>, item: &'r Item<'a>) {
 
 /// Function tools as chat tools; a `namespace` tool's functions are listed as themselves.
 /// Hosted tools (`web_search`, `file_search`…) have no chat equivalent and are dropped.
-fn tools(raw: Raw<'_>) -> Result<Vec<Tool<'_>>, Malformed> {
+fn tools<'a>(raw: Raw<'a>, spans: Option<&'a Spans>) -> Result<Vec<Tool<'a>>, Malformed> {
     let mut out = Vec::new();
-    for t in raw_json::parse_seq::<Tool<'_>>(raw)? {
+    for t in raw_json::parse_seq::<Tool<'_>>(raw, spans)? {
         match t.kind.as_deref() {
             Some("function") => out.push(t),
             Some("namespace") => {
                 if let Some(inner) = t.tools {
-                    out.extend(tools(inner)?);
+                    out.extend(tools(inner, spans)?);
                 }
             }
             _ => {}
@@ -803,7 +807,7 @@ mod tests {
         let tree: Value = serde_json::from_str(raw).unwrap();
         let mut want = tree::tree_to_chat(&tree);
         want["model"] = json!("up-model");
-        let got = to_chat(raw.as_bytes(), "up-model").unwrap();
+        let got = to_chat(raw.as_bytes(), None, "up-model").unwrap();
         let got: Value = serde_json::from_slice(&got.body).unwrap();
         (
             serde_json::to_string(&got).unwrap(),
@@ -1009,7 +1013,7 @@ mod tests {
             let raw = serde_json::to_string(&r).unwrap();
             let (got, want) = both(&raw);
             prop_assert_eq!(got, want);
-            let echo = to_chat(raw.as_bytes(), "m").unwrap().echo;
+            let echo = to_chat(raw.as_bytes(), None, "m").unwrap().echo;
             prop_assert_eq!(echo.to_map(), tree::echo(&r));
             prop_assert_eq!(serde_json::to_value(&echo).unwrap(), Value::Object(tree::echo(&r)));
         }
@@ -1022,7 +1026,7 @@ mod tests {
         let raw = r#"{"model":"m","instructions":"a\/b","input":[
             {"type":"message","role":"user","content":[{"type":"input_text","text":"caf\u00e9"},{"type":"input_text","text":"x\"y"}]},
             {"type":"function_call_output","call_id":"c","output":"line\nnext"}]}"#;
-        let got = to_chat(raw.as_bytes(), "up").unwrap();
+        let got = to_chat(raw.as_bytes(), None, "up").unwrap();
         let body = String::from_utf8(got.body).unwrap();
         assert!(body.contains(r#""content":"a\/b""#), "{body}");
         assert!(body.contains(r#""content":"caf\u00e9\nx\"y""#), "{body}");
@@ -1056,7 +1060,7 @@ mod read_as_serde_did {
 
     fn translate(body: &[u8], skim: bool) -> Option<Option<Translated>> {
         let read = if skim {
-            raw_json::parse::<Req<'_>>(body).ok()
+            raw_json::parse::<Req<'_>>(body, None).ok()
         } else {
             oracle::parse::<Req<'_>>(body).ok()
         };

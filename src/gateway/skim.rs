@@ -15,9 +15,11 @@
 //! `IgnoredAny` does.
 
 mod block;
+mod spans;
 
 use super::tokens::Chars;
 use block::{Block, Lanes, below};
+pub use spans::Spans;
 
 /// The body is not the JSON the reader expects at this place (the caller answers that it is
 /// not a JSON object, whatever went wrong).
@@ -126,11 +128,21 @@ impl Tally {
     }
 }
 
+/// What a reader does with the long strings it meets ([`Spans`]).
+enum Memo<'a> {
+    Off,
+    /// Notes them, for a second reading of the same text.
+    Record(Spans),
+    /// Steps over the ones a first reading noted; the text starts this far into theirs.
+    Use(&'a Spans, usize),
+}
+
 /// Where a reader stands in a body's text.
 pub struct Skim<'a> {
     text: &'a str,
     b: &'a [u8],
     i: usize,
+    memo: Memo<'a>,
 }
 
 impl<'a> Skim<'a> {
@@ -139,6 +151,38 @@ impl<'a> Skim<'a> {
             text,
             b: text.as_bytes(),
             i: 0,
+            memo: Memo::Off,
+        }
+    }
+
+    /// A reader that notes the long strings it reads ([`Skim::take_spans`]).
+    pub fn recording(text: &'a str) -> Self {
+        Self {
+            memo: Memo::Record(Spans::of(text)),
+            ..Self::new(text)
+        }
+    }
+
+    /// A reader of `text` (the text `spans` were noted from, or a part of it) that steps
+    /// over the strings they hold; a plain reader when they are another text's.
+    pub fn with_spans(text: &'a str, spans: Option<&'a Spans>) -> Self {
+        let memo = spans
+            .and_then(|sp| Some(Memo::Use(sp, sp.offset_of(text)?)))
+            .unwrap_or(Memo::Off);
+        Self {
+            memo,
+            ..Self::new(text)
+        }
+    }
+
+    /// The long strings read so far, when recording.
+    pub fn take_spans(&mut self) -> Option<Spans> {
+        match std::mem::replace(&mut self.memo, Memo::Off) {
+            Memo::Record(sp) => Some(sp),
+            other => {
+                self.memo = other;
+                None
+            }
         }
     }
 
@@ -253,18 +297,32 @@ impl<'a> Skim<'a> {
         if self.peek()? != b'"' {
             return Err(Malformed);
         }
+        let quote = self.i;
+        if let Memo::Use(spans, base) = &self.memo
+            && count.is_none()
+            && let Some((past, escaped)) = spans.find(quote + base, checked)
+            && past - base <= self.b.len()
+        {
+            self.i = past - base;
+            return Ok(escaped);
+        }
         self.i += 1;
-        match count {
+        // A counted string is read for its value: checked.
+        let checked = checked || count.is_some();
+        let escaped = match count {
             Some(c) => {
-                let open = self.i;
                 let mut t = Tally::default();
                 let escaped = self.scan::<true>(true, &mut t)?;
                 // Between the quotes.
-                t.into(self.i - 1 - open, c);
-                Ok(escaped)
+                t.into(self.i - 2 - quote, c);
+                escaped
             }
-            None => self.scan::<false>(checked, &mut Tally::default()),
+            None => self.scan::<false>(checked, &mut Tally::default())?,
+        };
+        if let Memo::Record(spans) = &mut self.memo {
+            spans.note(quote, self.i, escaped, checked);
         }
+        Ok(escaped)
     }
 
     /// The rest of a string from the reader, through its closing quote, sixteen bytes at a

@@ -13,7 +13,7 @@ use super::chat_chunk::ChatChunk;
 use super::endpoint::{Endpoint, Protocol};
 use super::lite::{self, Facts, Reading};
 use super::settings::{glob_match, parse_net};
-use super::skim::{Malformed, Read, Skim};
+use super::skim::{Malformed, Read, Skim, Spans};
 use super::sse::SseSplitter;
 use super::tokens::{Estimator, LazyBody, estimate_prompt_parts};
 use super::upstream::{Upstream, candidates};
@@ -34,6 +34,9 @@ pub struct Request {
     /// model by the caller's name and the protocol is its own): a coding agent's request is
     /// tens of KiB, and serialising it again cost more than everything else a call does.
     pub raw: Bytes,
+    /// The long strings of `raw` as this reading found them, for a translation to read
+    /// them again at once (a Messages or Responses request sent as it came).
+    pub spans: Option<Spans>,
     /// Where the top-level `model` value's JSON text sits in `raw` (when `raw` has each
     /// member once): a rename replaces it there ([`Request::renamed`]).
     model_at: Option<(usize, usize)>,
@@ -130,12 +133,15 @@ pub fn read(
         Err(true) => return Err(CallError::BodyTooLarge { limit: body_limit }),
         Err(false) => return Err(CallError::BodyUnreadable),
     };
-    let Some(Members {
-        map,
-        lite,
-        repeated,
-        model_at,
-    }) = members(&body, endpoint)
+    let Some((
+        Members {
+            map,
+            lite,
+            repeated,
+            model_at,
+        },
+        spans,
+    )) = members_noted(&body, endpoint)
     else {
         return Err(CallError::NotAnObject);
     };
@@ -179,20 +185,21 @@ pub fn read(
     // another model than the one held and billed: such a body goes upstream as parsed (each
     // name once), never as sent.
     let ask_usage = stream && endpoint.protocol() == Protocol::Chat && !caller_wants_usage;
-    let (raw, model_at) = match (ask_usage, repeated) {
-        (false, false) => (body, model_at),
+    let (raw, model_at, spans) = match (ask_usage, repeated) {
+        (false, false) => (body, model_at, spans),
         (true, false) => match with_usage_asked(&body, map.contains_key("stream_options")) {
             // (The member is put before every other: `model` moved by its length.)
             Some(edited) => {
                 let by = edited.len() - body.len();
-                (edited, model_at.map(|(s, e)| (s + by, e + by)))
+                (edited, model_at.map(|(s, e)| (s + by, e + by)), None)
             }
-            None => (rebuilt(&body, true)?, None),
+            None => (rebuilt(&body, true)?, None, None),
         },
-        (_, true) => (rebuilt(&body, ask_usage)?, None),
+        (_, true) => (rebuilt(&body, ask_usage)?, None, None),
     };
     Ok(Request {
         raw,
+        spans,
         model_at,
         tree: OnceLock::new(),
         model,
@@ -273,27 +280,39 @@ struct Members {
 }
 
 /// The body's members; `None` when it is not one JSON object.
+#[cfg(test)]
 fn members(body: &[u8], endpoint: Endpoint) -> Option<Members> {
+    members_noted(body, endpoint).map(|(m, _)| m)
+}
+
+/// The body's members (`None` when it is not one JSON object), and the long strings read,
+/// kept for a translation of a Messages or Responses request to read them again at once
+/// (chat requests are never translated).
+fn members_noted(body: &[u8], endpoint: Endpoint) -> Option<(Members, Option<Spans>)> {
     // Checked as UTF-8 once, not string by string (JSON that is not UTF-8 is refused
     // either way).
     let text = std::str::from_utf8(body).ok()?;
-    read_members(text, lite_members(endpoint)).ok()
+    let mut s = match endpoint.protocol() {
+        Protocol::Messages | Protocol::Responses => Skim::recording(text),
+        Protocol::Chat => Skim::new(text),
+    };
+    let m = read_members(&mut s, lite_members(endpoint)).ok()?;
+    Some((m, s.take_spans()))
 }
 
-fn read_members(text: &str, lite: &'static [(&'static str, Reading)]) -> Read<Members> {
+fn read_members(s: &mut Skim<'_>, lite: &'static [(&'static str, Reading)]) -> Read<Members> {
     let mut m = Members {
         map: Map::new(),
         lite: Vec::new(),
         repeated: false,
         model_at: None,
     };
-    let mut s = Skim::new(text);
     s.expect(b'{')?;
     let mut more = s.first(b'}')?;
     while more {
         let k = s.key()?;
         if let Some((name, reading)) = lite.iter().find(|(n, _)| *n == k.as_str()) {
-            let v = reading.read(&mut s)?;
+            let v = reading.read(s)?;
             m.repeated |= lite::member(&m.lite, name).is_some();
             m.lite.retain(|(n, _)| n != name);
             m.lite.push((name, v));
@@ -1260,5 +1279,79 @@ pub(crate) mod read_as_serde_did {
             read > 500 && refused > 300 && counted > 200,
             "{read} {refused} {counted}"
         );
+    }
+}
+
+/// A translation that steps over the strings the first reading noted writes, byte for
+/// byte, what one scanning each string again writes.
+#[cfg(test)]
+mod spans_read_again {
+    use proptest::prelude::*;
+    use proptest::strategy::ValueTree;
+
+    use super::*;
+    use crate::gateway::raw_json::oracle::bodies;
+    use crate::gateway::{messages_request, responses_request};
+
+    type Written = Option<(Vec<u8>, Option<Map<String, Value>>)>;
+
+    /// The chat (and a Responses request's echo) written from `body` read with `spans`.
+    fn translated(ep: Endpoint, body: &[u8], spans: Option<&Spans>) -> Written {
+        match ep {
+            Endpoint::Responses => responses_request::to_chat(body, spans, "m")
+                .ok()
+                .map(|c| (c.body, Some(c.echo.to_map()))),
+            _ => messages_request::to_chat(body, spans, "m")
+                .ok()
+                .map(|c| (c, None)),
+        }
+    }
+
+    /// Both ways, for a body the first reading took: with its spans, and without.
+    fn both(ep: Endpoint, body: &[u8]) -> Option<(usize, Written, Written)> {
+        let (_, spans) = members_noted(body, ep)?;
+        let spans = spans?;
+        Some((
+            spans.len(),
+            translated(ep, body, Some(&spans)),
+            translated(ep, body, None),
+        ))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn translations_write_the_same_with_spans(
+            messages in bodies::body(false),
+            responses in bodies::body(true),
+        ) {
+            for (ep, body) in [(Endpoint::Messages, messages), (Endpoint::Responses, responses)] {
+                if let Some((_, with, without)) = both(ep, &body) {
+                    prop_assert_eq!(with, without, "{:?} {}", ep, String::from_utf8_lossy(&body));
+                }
+            }
+        }
+    }
+
+    /// The generated bodies have long strings for the spans to hold, and get translated.
+    #[test]
+    fn the_bodies_have_long_strings() {
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let mut noted = [0usize; 2];
+        for _ in 0..2000 {
+            for (i, (ep, responses)) in [(Endpoint::Messages, false), (Endpoint::Responses, true)]
+                .into_iter()
+                .enumerate()
+            {
+                let b = bodies::body(responses)
+                    .new_tree(&mut runner)
+                    .unwrap()
+                    .current();
+                if let Some((n, Some(_), _)) = both(ep, &b) {
+                    noted[i] += usize::from(n > 0);
+                }
+            }
+        }
+        assert!(noted.iter().all(|&n| n > 200), "{noted:?}");
     }
 }
