@@ -36,7 +36,7 @@ pub fn tree_through(body: &Value, translate: impl FnOnce(&[u8]) -> Option<Vec<u8
 /// string by string); any other value reads as an empty `T`. `spans`: the long strings the
 /// gateway's first reading of these bytes noted, stepped over without a second scan.
 pub fn parse<'a, T: Members<'a>>(raw: &'a [u8], spans: Option<&'a Spans>) -> Read<T> {
-    let text = std::str::from_utf8(raw).map_err(|_| Malformed)?;
+    let text = simdutf8::basic::from_utf8(raw).map_err(|_| Malformed)?;
     let mut s = Skim::with_spans(text, spans);
     let t = obj(&mut s)?;
     s.end()?;

@@ -291,7 +291,7 @@ fn members(body: &[u8], endpoint: Endpoint) -> Option<Members> {
 fn members_noted(body: &[u8], endpoint: Endpoint) -> Option<(Members, Option<Spans>)> {
     // Checked as UTF-8 once, not string by string (JSON that is not UTF-8 is refused
     // either way).
-    let text = std::str::from_utf8(body).ok()?;
+    let text = simdutf8::basic::from_utf8(body).ok()?;
     let mut s = match endpoint.protocol() {
         Protocol::Messages | Protocol::Responses => Skim::recording(text),
         Protocol::Chat => Skim::new(text),
