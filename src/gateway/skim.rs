@@ -250,6 +250,7 @@ impl<'a> Skim<'a> {
 
     /// A member's name and the colon after it; `escaped` names are unescaped (rare), the
     /// rest borrowed.
+    #[inline]
     pub fn key(&mut self) -> Read<Key<'a>> {
         let key = self.name()?;
         self.expect(b':')?;
@@ -258,6 +259,7 @@ impl<'a> Skim<'a> {
 
     /// A member's name, without the colon after it (serde_json reads a name before it looks
     /// for the colon; a reader that acts on the name alone does too).
+    #[inline]
     pub fn name(&mut self) -> Read<Key<'a>> {
         if self.peek()? != b'"' {
             return Err(Malformed);
