@@ -1341,6 +1341,39 @@ mod tests {
         f.handle.shutdown().await;
     }
 
+    /// A consume of many items writes its history rows by statements of several rows each
+    /// (32 + 8 + 4 + 1 here): every row in order, with its own amount, reason, remaining and
+    /// metadata.
+    #[tokio::test]
+    async fn many_history_rows_of_one_commit_keep_their_order_and_fields() {
+        let f = fixture().await;
+        let e = key(&f, Some(10_000)).await;
+        let id = e.lock().rec.id;
+        let items: Vec<UsageItem> = (1..=45_i64)
+            .map(|i| UsageItem {
+                amount: i,
+                reason: (i % 4 != 0).then(|| format!("r{i}")),
+                metadata: (i % 3 == 0).then(|| format!("{{\"n\":{i}}}")),
+            })
+            .collect();
+        f.ledger.consume(&e, items, None).await.unwrap();
+        let (rows, total) = f.ledger.store().history(id, 100, 0).await.unwrap();
+        assert_eq!(total, 45);
+        // Newest first: item 45 down to item 1, each leaving what the ones before it left.
+        let mut left = 10_000 - (1..=45_i64).sum::<i64>();
+        for (row, i) in rows.iter().zip((1..=45_i64).rev()) {
+            assert_eq!(row.amount, i);
+            assert_eq!(row.reason, (i % 4 != 0).then(|| format!("r{i}")));
+            assert_eq!(row.remaining, Some(left));
+            assert_eq!(
+                row.metadata,
+                (i % 3 == 0).then(|| serde_json::json!({ "n": i }))
+            );
+            left += i;
+        }
+        f.handle.shutdown().await;
+    }
+
     #[tokio::test]
     async fn idempotent_retries_charge_once() {
         let f = fixture().await;

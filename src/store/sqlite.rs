@@ -292,6 +292,46 @@ mod tests {
         w.close().await;
     }
 
+    /// Many rows of one commit go in by statements of several rows each (32 + 8 + 4 + 1 here):
+    /// every column of every row stored as given, ids in the order given.
+    #[tokio::test]
+    async fn many_request_log_rows_of_one_commit_are_stored_whole_and_in_order() {
+        use crate::keys::refill::PeriodStarts;
+        use crate::store::LedgerStore;
+        let (s, _d) = store().await;
+        let key = key_with_quota(&s, 1_000).await;
+        let mut w = s.consume_writer().await.unwrap();
+        let rows: Vec<RequestLogRow> = (0..45_i64)
+            .map(|i| RequestLogRow {
+                ts: 5_000 + i,
+                request_id: format!("req-{i}"),
+                prompt_tokens: i,
+                error: (i % 2 == 0).then(|| format!("e{i}")),
+                ttft_ms: (i % 3 == 0).then_some(i),
+                ..every_column(key)
+            })
+            .collect();
+        w.commit_with_logs(&[], &rows, 5_000, PeriodStarts::at(5_000))
+            .await
+            .unwrap();
+        let (mut got, total) = s
+            .request_logs(&RequestLogFilter::default(), 100, 0)
+            .await
+            .unwrap();
+        assert_eq!(total, 45);
+        got.sort_by_key(|r| r.id);
+        for (stored, want) in got.iter().zip(&rows) {
+            assert_eq!(
+                *stored,
+                RequestLogRow {
+                    id: stored.id,
+                    ..want.clone()
+                }
+            );
+        }
+        w.close().await;
+    }
+
     #[tokio::test]
     async fn upstream_stats_and_request_filters() {
         let (s, _d) = store().await;
