@@ -106,7 +106,10 @@ fn insert_sql(table: &str, columns: &str, width: usize, rows: usize) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ");
-    format!("INSERT INTO {table} ({columns}) VALUES {values}")
+    // `OR FAIL`: a failing row ends the statement without undoing the rows before it, so
+    // SQLite keeps no statement journal (a copy of each page a multi-row statement touches);
+    // the writer rolls the whole transaction back on any error anyway.
+    format!("INSERT OR FAIL INTO {table} ({columns}) VALUES {values}")
 }
 
 /// One statement a size of [`ROWS`], in its order.
