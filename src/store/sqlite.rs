@@ -332,6 +332,47 @@ mod tests {
         w.close().await;
     }
 
+    /// Many idempotency records of one commit go in by statements of several rows each: each
+    /// op's own record, and of a key given twice in the batch the first one's.
+    #[tokio::test]
+    async fn many_idempotency_records_of_one_commit_are_each_ops_own() {
+        use crate::keys::refill::PeriodStarts;
+        use crate::store::{ConsumeOp, LedgerStore, OpKind, UsageItem};
+        let (s, _d) = store().await;
+        let key = key_with_quota(&s, 100_000).await;
+        let mut w = s.consume_writer().await.unwrap();
+        let op = |i: i64, idem: String| ConsumeOp {
+            items: vec![UsageItem {
+                amount: i,
+                reason: None,
+                metadata: None,
+            }],
+            idempotency_key: Some(idem),
+            ..ConsumeOp::new(key, OpKind::Consume)
+        };
+        let mut ops: Vec<ConsumeOp> = (1..=45_i64).map(|i| op(i, format!("idem-{i}"))).collect();
+        ops.push(op(1_000, "idem-3".into()));
+        let out = w
+            .commit_with_logs(&ops, &[], 5_000, PeriodStarts::at(5_000))
+            .await
+            .unwrap();
+        assert!(out.results.iter().all(Result::is_ok));
+        for i in 1..=45_i64 {
+            let r = s
+                .idempotent_result(key, &format!("idem-{i}"))
+                .await
+                .unwrap()
+                .unwrap();
+            let used: i64 = (1..=i).sum();
+            assert_eq!(
+                (r.amount_used, r.remaining, r.total_quota, r.count),
+                (i, Some(100_000 - used), Some(100_000), 1),
+                "idem-{i}"
+            );
+        }
+        w.close().await;
+    }
+
     #[tokio::test]
     async fn upstream_stats_and_request_filters() {
         let (s, _d) = store().await;

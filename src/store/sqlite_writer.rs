@@ -97,8 +97,9 @@ const SELECT_BUDGET: &str = "SELECT used, quota, refill_period, enabled, refill_
 /// a statement of its own.
 const ROWS: [usize; 6] = [32, 16, 8, 4, 2, 1];
 
-/// An insert of `rows` rows of `width` parameters each into `table (columns)`.
-fn insert_sql(table: &str, columns: &str, width: usize, rows: usize) -> String {
+/// An insert (`verb`: `INSERT OR FAIL`, `INSERT OR IGNORE`) of `rows` rows of `width`
+/// parameters each into `table (columns)`.
+fn insert_sql(verb: &str, table: &str, columns: &str, width: usize, rows: usize) -> String {
     let values = (0..rows)
         .map(|r| {
             let params: Vec<String> = (1..=width).map(|c| format!("?{}", r * width + c)).collect();
@@ -106,21 +107,21 @@ fn insert_sql(table: &str, columns: &str, width: usize, rows: usize) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ");
-    // `OR FAIL`: a failing row ends the statement without undoing the rows before it, so
-    // SQLite keeps no statement journal (a copy of each page a multi-row statement touches);
-    // the writer rolls the whole transaction back on any error anyway.
-    format!("INSERT OR FAIL INTO {table} ({columns}) VALUES {values}")
+    format!("{verb} INTO {table} ({columns}) VALUES {values}")
 }
 
-/// One statement a size of [`ROWS`], in its order.
+/// One statement a size of [`ROWS`], in its order. `OR FAIL` (or `OR IGNORE`): a row that
+/// fails ends the statement without undoing the rows before it, so SQLite keeps no statement
+/// journal (a copy of each page a multi-row statement touches); the writer rolls the whole
+/// transaction back on any error anyway.
 fn prepare_inserts(
     db: &Db<'_>,
-    table: &str,
-    columns: &str,
+    verb: &str,
+    (table, columns): (&str, &str),
     width: usize,
 ) -> StoreResult<Vec<Prepared>> {
     ROWS.iter()
-        .map(|&n| db.prepare(&insert_sql(table, columns, width, n)))
+        .map(|&n| db.prepare(&insert_sql(verb, table, columns, width, n)))
         .collect()
 }
 
@@ -154,8 +155,8 @@ fn insert_rows<T>(
 }
 
 const EVENT_COLUMNS: &str = "key_id, ts, amount, reason, remaining, metadata";
-const INSERT_IDEM: &str = "INSERT OR IGNORE INTO idempotency (key_id, idem_key, created_at, \
-     amount_used, remaining, total_quota, item_count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+const IDEM_COLUMNS: &str =
+    "key_id, idem_key, created_at, amount_used, remaining, total_quota, item_count";
 const INSERT_HOLD: &str = "INSERT INTO holds (id, key_id, amount, instance, created_at, reason, \
      metadata) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 const DELETE_HOLD: &str = "DELETE FROM holds WHERE id = ?1";
@@ -173,7 +174,8 @@ struct Statements {
     settle_credited: Prepared,
     /// One statement a size of [`ROWS`], in its order.
     events: Vec<Prepared>,
-    idem: Prepared,
+    /// One statement a size of [`ROWS`], in its order.
+    idems: Vec<Prepared>,
     key: Prepared,
     hold: Prepared,
     unhold: Prepared,
@@ -188,14 +190,20 @@ impl Statements {
         Ok(Self {
             // Prepared once like the rest: `sqlite3_exec` would parse them every batch.
             begin: db.prepare("BEGIN IMMEDIATE")?,
-            request_logs: prepare_inserts(db, "request_log", REQUEST_LOG_COLUMNS, LOG_WIDTH)?,
+            request_logs: prepare_inserts(
+                db,
+                "INSERT OR FAIL",
+                ("request_log", REQUEST_LOG_COLUMNS),
+                LOG_WIDTH,
+            )?,
             commit: db.prepare("COMMIT")?,
             credit: db.prepare(&credit_sql())?,
             consume: db.prepare(&consume_sql(true))?,
             settle: db.prepare(&consume_sql(false))?,
             settle_credited: db.prepare(&settle_sql())?,
-            events: prepare_inserts(db, "usage_events", EVENT_COLUMNS, 6)?,
-            idem: db.prepare(INSERT_IDEM)?,
+            events: prepare_inserts(db, "INSERT OR FAIL", ("usage_events", EVENT_COLUMNS), 6)?,
+            // A key already recorded (the same request retried meanwhile) keeps its record.
+            idems: prepare_inserts(db, "INSERT OR IGNORE", ("idempotency", IDEM_COLUMNS), 7)?,
             key: db.prepare(SELECT_KEY)?,
             hold: db.prepare(INSERT_HOLD)?,
             unhold: db.prepare(DELETE_HOLD)?,
@@ -812,24 +820,28 @@ impl Batch<'_, '_> {
     fn records(&mut self, ops: &[ConsumeOp], results: &[Option<ConsumeResult>]) -> StoreResult<()> {
         let now_ms = self.now_ms;
         let mut history = Vec::new();
+        let mut idems = Vec::new();
         for (op, r) in ops.iter().zip(results) {
             let Some(Ok(c)) = r else { continue };
             history.extend(history_rows(op, c).into_iter().map(|h| (op.key_id, h)));
             if let Some(k) = &op.idempotency_key {
-                let mut q = self.s.idem.on(self.db)?;
-                q.reset();
-                q.bind_i64(1, op.key_id)?;
-                q.bind_opt_text(2, Some(k))?;
-                q.bind_i64(3, now_ms)?;
-                q.bind_i64(4, op.total())?;
-                q.bind_opt_i64(5, c.remaining)?;
-                q.bind_opt_i64(6, c.quota)?;
-                q.bind_i64(7, op.items.len() as i64)?;
-                q.step()?;
-                q.reset();
+                idems.push((op, k, c));
             }
         }
-        let now_ms = self.now_ms;
+        insert_rows(
+            self.db,
+            &mut self.s.idems,
+            (&idems, 7),
+            |q, p, (op, k, c)| {
+                q.bind_i64(p, op.key_id)?;
+                q.bind_opt_text(p + 1, Some(k))?;
+                q.bind_i64(p + 2, now_ms)?;
+                q.bind_i64(p + 3, op.total())?;
+                q.bind_opt_i64(p + 4, c.remaining)?;
+                q.bind_opt_i64(p + 5, c.quota)?;
+                q.bind_i64(p + 6, op.items.len() as i64)
+            },
+        )?;
         insert_rows(
             self.db,
             &mut self.s.events,
